@@ -1,0 +1,151 @@
+//! Whether a model is plain BERT, decided from tensor names first and config values second.
+
+use tessera_core::inspection::WeightsIndex;
+use tessera_core::{Assessment, Evidence, Finding, ModelInspection};
+
+use crate::config::BertConfig;
+
+/// The weight name every BERT-family checkpoint has; what precedes it is the prefix.
+const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+
+/// Tensor names that mean a gated (GLU) feed-forward, i.e. JinaBERT, not BERT.
+const GATED_MLP: &[&str] = &["mlp.gated_layers.weight", "mlp.up_gated_layer.weight"];
+
+/// Finds the weight-name prefix (`""`, `"bert."`...) from where the word embeddings are.
+pub fn weight_prefix(weights: &WeightsIndex) -> Option<String> {
+    weights
+        .tensors
+        .keys()
+        .filter_map(|name| name.strip_suffix(WORD_EMBEDDINGS))
+        .min_by_key(|prefix| prefix.len())
+        .map(str::to_string)
+}
+
+/// The bert backend's verdict on a model.
+pub fn assess(inspection: &ModelInspection) -> Assessment {
+    let decline = |finding: Finding| Assessment::Declines { reasons: vec![finding] };
+    let Some(config) = &inspection.config else {
+        return decline(Finding::error("config-missing", "no usable config.json").in_file(inspection.config_path()));
+    };
+    let Some(weights) = &inspection.weights else {
+        return decline(
+            Finding::error("weights-missing", "no readable weights to check the architecture against")
+                .in_file(inspection.root.join("model.safetensors")),
+        );
+    };
+    let weights_file = weights.display_file();
+    let Some(prefix) = weight_prefix(weights) else {
+        return decline(
+            Finding::error("architecture-unknown", format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"))
+                .in_file(&weights_file)
+                .about(WORD_EMBEDDINGS),
+        );
+    };
+    let mut evidence = vec![Evidence::tensor(
+        format!("{prefix}{WORD_EMBEDDINGS}"),
+        "BERT-family embeddings",
+    )];
+    let mut findings = Vec::new();
+
+    if let Some(gated) = GATED_MLP.iter().find(|suffix| weights.any_ends_with(suffix)) {
+        return decline(
+            Finding::error(
+                "gated-mlp-without-jina-backend",
+                format!("the weights have `{gated}`: a gated (GLU) feed-forward, as in JinaBERT; plain BERT has none"),
+            )
+            .in_file(&weights_file)
+            .about(*gated)
+            .fix("serve it with the jina-bert backend (cargo feature `jina-bert`)"),
+        );
+    }
+
+    let position_tensor = format!("{prefix}embeddings.position_embeddings.weight");
+    let position_type = config.str("position_embedding_type");
+    if weights.get(&position_tensor).is_none() {
+        let (code, why) = if position_type == Some("alibi") {
+            (
+                "alibi-config-without-alibi-backend",
+                "config.json says `position_embedding_type: alibi` and the weights have no position embeddings: this is JinaBERT (ALiBi), which plain BERT cannot run",
+            )
+        } else {
+            (
+                "position-embeddings-missing",
+                "the weights have no absolute position embeddings, which BERT needs",
+            )
+        };
+        return decline(
+            Finding::error(code, why)
+                .in_file(&weights_file)
+                .about(position_tensor)
+                .fix("serve ALiBi models with the jina-bert backend (cargo feature `jina-bert`)"),
+        );
+    }
+    evidence.push(Evidence::tensor(position_tensor, "absolute position embeddings"));
+    match position_type {
+        None => evidence.push(Evidence::config("position_embedding_type", "absent, which means absolute")),
+        Some("absolute") => evidence.push(Evidence::config("position_embedding_type", "absolute")),
+        Some(other) => {
+            let finding = Finding::warning(
+                "position-type-contradicts-weights",
+                format!("config.json says `position_embedding_type: {other}` but the weights have absolute position embeddings; serving as absolute (the tensors win)"),
+            )
+            .in_file(&config.path)
+            .about("position_embedding_type")
+            .fix("set `position_embedding_type` to \"absolute\" in config.json");
+            if other == "alibi" {
+                findings.push(finding);
+            } else {
+                return decline(
+                    Finding::error(
+                        "position-type-unsupported",
+                        format!("`position_embedding_type: {other}` is not supported (supported: absolute, alibi)"),
+                    )
+                    .in_file(&config.path)
+                    .about("position_embedding_type"),
+                );
+            }
+        }
+    }
+
+    match config.str("model_type") {
+        Some("bert") => evidence.push(Evidence::config("model_type", "bert")),
+        None => findings.push(
+            Finding::warning("model-type-missing", "config.json has no `model_type`; the tensors say BERT")
+                .in_file(&config.path)
+                .about("model_type")
+                .fix("set `model_type` to \"bert\""),
+        ),
+        Some(other) => {
+            return decline(
+                Finding::error(
+                    "model-type-unsupported",
+                    format!("`model_type: {other}` is not BERT (its positions or layers differ)"),
+                )
+                .in_file(&config.path)
+                .about("model_type"),
+            )
+        }
+    }
+
+    if let Err(e) = BertConfig::from_config(config) {
+        return decline(config_finding(&e).in_file(&config.path));
+    }
+    if let Some(name) = config.get("_name_or_path").and_then(|v| v.as_str()) {
+        evidence.push(Evidence::name("_name_or_path", name.to_string()));
+    }
+    Assessment::Serves { architecture: "bert".into(), evidence, findings }
+}
+
+/// Turns a config error into a finding with the same code and key.
+fn config_finding(e: &tessera_core::LoadError) -> Finding {
+    use tessera_core::LoadError::*;
+    let finding = Finding::error(e.code(), e.to_string());
+    match e {
+        MissingKey { key, fix, .. } => finding.about(key.clone()).fix(fix.clone()),
+        InvalidValue { key, .. } => finding.about(key.clone()),
+        UnsupportedValue { key, supported, .. } => {
+            finding.about(key.clone()).fix(format!("use one of: {supported}"))
+        }
+        _ => finding,
+    }
+}

@@ -1,0 +1,289 @@
+//! Attention as the one swappable kernel.
+//!
+//! Models run every token-wise layer on the packed `[total_tokens, hidden]` stream and call an
+//! [`AttentionKernel`] for the only step that needs sequence boundaries. [`PaddedAttention`] is the
+//! reference kernel: it re-pads, masks and runs a dense softmax, in query blocks so that the score
+//! tensor stays bounded however long the batch is.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::batch::SeqOffsets;
+
+/// A position-dependent additive bias applied inside attention.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PositionBias {
+    /// No bias (absolute or no positions).
+    None,
+    /// ALiBi: `bias[h, i, j] = -slopes[h] * |i - j|`, built per batch, never for the maximum length.
+    Alibi {
+        /// One slope per head.
+        slopes: Vec<f32>,
+    },
+}
+
+/// Attention over a packed batch.
+pub trait AttentionKernel: std::fmt::Debug + Send + Sync {
+    /// A short name for logs and `/info`.
+    fn name(&self) -> &'static str;
+
+    /// Whether the kernel computes over a padded layout (the batcher then counts padding).
+    fn pads(&self) -> bool;
+
+    /// `q`, `k`, `v`: `[total_tokens, heads, head_dim]`, packed as `seqs` says.
+    /// Returns `[total_tokens, heads, head_dim]`: each token attends only within its sequence.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        seqs: &SeqOffsets,
+        bias: &PositionBias,
+    ) -> candle_core::Result<Tensor>;
+}
+
+/// The reference kernel: pad to the longest sequence, mask padded keys, dense softmax.
+#[derive(Debug, Clone, Copy)]
+pub struct PaddedAttention {
+    /// Upper bound on elements of one block of scores (`batch * heads * block_rows * max_len`).
+    pub max_score_elements: usize,
+}
+
+impl Default for PaddedAttention {
+    fn default() -> Self {
+        // 16M f32 scores = 64 MiB, and the same again for the softmax output.
+        Self { max_score_elements: 16 << 20 }
+    }
+}
+
+impl AttentionKernel for PaddedAttention {
+    fn name(&self) -> &'static str {
+        "padded"
+    }
+
+    fn pads(&self) -> bool {
+        true
+    }
+
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        seqs: &SeqOffsets,
+        bias: &PositionBias,
+    ) -> candle_core::Result<Tensor> {
+        let (total, heads, head_dim) = q.dims3()?;
+        let batch = seqs.len();
+        let max_len = seqs.max_len();
+        let device = q.device();
+
+        let gather = gather_index(seqs, device)?;
+        let to_padded = |x: &Tensor| -> candle_core::Result<Tensor> {
+            x.reshape((total, heads * head_dim))?
+                .index_select(&gather, 0)?
+                .reshape((batch, max_len, heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (qp, kp, vp) = (to_padded(q)?, to_padded(k)?, to_padded(v)?);
+        let kt = kp.transpose(2, 3)?.contiguous()?;
+        let key_mask = key_padding_mask(seqs, q.dtype(), device)?;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+
+        let rows_per_block = (self.max_score_elements / (batch * heads * max_len).max(1)).max(1);
+        let mut blocks = Vec::with_capacity(max_len.div_ceil(rows_per_block));
+        let mut row = 0;
+        while row < max_len {
+            let rows = rows_per_block.min(max_len - row);
+            let qb = qp.narrow(2, row, rows)?;
+            let mut scores = (qb.matmul(&kt)? * scale)?;
+            if let Some(mask) = &key_mask {
+                scores = scores.broadcast_add(mask)?;
+            }
+            if let PositionBias::Alibi { slopes } = bias {
+                let alibi = alibi_block(slopes, row, rows, max_len, device)?.to_dtype(q.dtype())?;
+                scores = scores.broadcast_add(&alibi)?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            blocks.push(probs.matmul(&vp)?);
+            row += rows;
+        }
+        let out = Tensor::cat(&blocks, 2)?
+            .transpose(1, 2)?
+            .reshape((batch * max_len, heads * head_dim))?;
+        let out = if batch * max_len == total {
+            out
+        } else {
+            out.index_select(&scatter_index(seqs, device)?, 0)?
+        };
+        out.reshape((total, heads, head_dim))
+    }
+}
+
+/// For each padded slot, the packed row it reads (padding reads row 0 and is masked out).
+fn gather_index(seqs: &SeqOffsets, device: &Device) -> candle_core::Result<Tensor> {
+    let max_len = seqs.max_len();
+    let mut idx = Vec::with_capacity(seqs.len() * max_len);
+    for range in seqs.ranges() {
+        idx.extend((range.start..range.end).map(|i| i as u32));
+        idx.extend(std::iter::repeat_n(range.start as u32, max_len - range.len()));
+    }
+    Tensor::from_vec(idx, seqs.len() * max_len, device)
+}
+
+/// For each packed token, its slot in the padded layout.
+fn scatter_index(seqs: &SeqOffsets, device: &Device) -> candle_core::Result<Tensor> {
+    let max_len = seqs.max_len();
+    let idx: Vec<u32> = seqs
+        .ranges()
+        .enumerate()
+        .flat_map(|(b, range)| (0..range.len()).map(move |p| (b * max_len + p) as u32))
+        .collect();
+    let n = idx.len();
+    Tensor::from_vec(idx, n, device)
+}
+
+/// `[batch, 1, 1, max_len]` with 0 for real keys and -inf for padding; `None` when nothing is padded.
+fn key_padding_mask(
+    seqs: &SeqOffsets,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Option<Tensor>> {
+    let max_len = seqs.max_len();
+    if seqs.ranges().all(|r| r.len() == max_len) {
+        return Ok(None);
+    }
+    let mut mask = Vec::with_capacity(seqs.len() * max_len);
+    for range in seqs.ranges() {
+        mask.extend(std::iter::repeat_n(0f32, range.len()));
+        mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, max_len - range.len()));
+    }
+    let mask = Tensor::from_vec(mask, (seqs.len(), 1, 1, max_len), device)?.to_dtype(dtype)?;
+    Ok(Some(mask))
+}
+
+/// `[heads, rows, keys]` ALiBi bias for query rows `first_row..first_row + rows`.
+fn alibi_block(
+    slopes: &[f32],
+    first_row: usize,
+    rows: usize,
+    keys: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let i = Tensor::arange(first_row as f32, (first_row + rows) as f32, device)?.reshape((rows, 1))?;
+    let j = Tensor::arange(0f32, keys as f32, device)?.reshape((1, keys))?;
+    let distance = i.broadcast_sub(&j)?.abs()?.unsqueeze(0)?;
+    let slopes = Tensor::from_slice(slopes, (slopes.len(), 1, 1), device)?;
+    distance.broadcast_mul(&slopes)?.neg()
+}
+
+/// Multi-head attention over a packed batch, written with explicit loops over sequences, heads
+/// and positions. Slow and obviously correct: tests compare every kernel with it.
+pub fn reference_attention(
+    q: &[Vec<Vec<f32>>],
+    k: &[Vec<Vec<f32>>],
+    v: &[Vec<Vec<f32>>],
+    seqs: &SeqOffsets,
+    bias: &PositionBias,
+) -> Vec<Vec<Vec<f32>>> {
+    let heads = q.first().map(|t| t.len()).unwrap_or(0);
+    let head_dim = q.first().and_then(|t| t.first()).map(|h| h.len()).unwrap_or(0);
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let mut out = vec![vec![vec![0f32; head_dim]; heads]; q.len()];
+    for range in seqs.ranges() {
+        for h in 0..heads {
+            for i in range.clone() {
+                let mut scores: Vec<f64> = range
+                    .clone()
+                    .map(|j| {
+                        let dot: f64 = (0..head_dim)
+                            .map(|c| f64::from(q[i][h][c]) * f64::from(k[j][h][c]))
+                            .sum();
+                        let alibi = match bias {
+                            PositionBias::None => 0.0,
+                            PositionBias::Alibi { slopes } => {
+                                -f64::from(slopes[h]) * (i as f64 - j as f64).abs()
+                            }
+                        };
+                        dot * scale + alibi
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                scores.iter_mut().for_each(|s| *s = (*s - max).exp());
+                let sum: f64 = scores.iter().sum();
+                for (w, j) in scores.iter().zip(range.clone()) {
+                    for c in 0..head_dim {
+                        out[i][h][c] += (w / sum * f64::from(v[j][h][c])) as f32;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reshapes `[total, heads, head_dim]` into nested vectors for [`reference_attention`].
+pub fn to_nested(t: &Tensor) -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
+    t.to_dtype(DType::F32)?.to_vec3()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(total: usize, heads: usize, dim: usize, seed: u64) -> Tensor {
+        // A small LCG keeps the test free of extra dependencies and deterministic.
+        let mut state = seed;
+        let data: Vec<f32> = (0..total * heads * dim)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(data, (total, heads, dim), &Device::Cpu).unwrap()
+    }
+
+    fn check(lengths: &[usize], heads: usize, bias: PositionBias, kernel: &dyn AttentionKernel) {
+        let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
+        let total = seqs.total_tokens();
+        let (q, k, v) = (random(total, heads, 8, 1), random(total, heads, 8, 2), random(total, heads, 8, 3));
+        let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, &bias).unwrap()).unwrap();
+        let want = reference_attention(
+            &to_nested(&q).unwrap(),
+            &to_nested(&k).unwrap(),
+            &to_nested(&v).unwrap(),
+            &seqs,
+            &bias,
+        );
+        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+            for h in 0..heads {
+                for c in 0..8 {
+                    let d = (g[h][c] - w[h][c]).abs();
+                    assert!(d < 1e-5, "token {t} head {h} dim {c}: {} vs {}", g[h][c], w[h][c]);
+                }
+            }
+        }
+    }
+
+    fn slopes(heads: usize) -> PositionBias {
+        PositionBias::Alibi { slopes: (1..=heads).map(|h| 2f32.powf(-(h as f32))).collect() }
+    }
+
+    #[test]
+    fn padded_matches_reference_on_ragged_batches() {
+        for heads in [1, 3, 12] {
+            check(&[1, 2, 17], heads, PositionBias::None, &PaddedAttention::default());
+            check(&[1, 2, 17], heads, slopes(heads), &PaddedAttention::default());
+        }
+        check(&[5], 2, slopes(2), &PaddedAttention::default());
+        check(&[4, 4], 2, PositionBias::None, &PaddedAttention::default());
+    }
+
+    #[test]
+    fn query_blocks_do_not_change_the_result() {
+        // Force one query row per block.
+        let tiny = PaddedAttention { max_score_elements: 1 };
+        check(&[3, 9, 1], 2, slopes(2), &tiny);
+        check(&[33], 4, PositionBias::None, &tiny);
+    }
+}

@@ -1,0 +1,85 @@
+//! The backend trait and how a backend crate describes itself.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::attention::AttentionKernel;
+use crate::batch::Batch;
+use crate::error::{BackendError, LoadError};
+use crate::inspection::{Evidence, Finding, ModelInspection};
+
+/// A loaded model that turns a packed batch into token vectors.
+pub trait Backend: std::fmt::Debug + Send {
+    /// Runs the encoder. Returns the last hidden states `[total_tokens, hidden]`, packed like
+    /// `batch`.
+    fn forward(&self, batch: &Batch) -> Result<Tensor, BackendError>;
+
+    /// What was loaded.
+    fn describe(&self) -> BackendDescription;
+}
+
+/// What a loaded backend reports about itself.
+#[derive(Debug, Clone)]
+pub struct BackendDescription {
+    /// The registered backend name.
+    pub backend: &'static str,
+    /// The architecture and variant served (`bert`, `jina-bert (alibi, geglu)`).
+    pub architecture: String,
+    /// The attention kernel in use.
+    pub kernel: &'static str,
+    /// Whether batches are padded for attention (then the batch budget counts padding).
+    pub pads: bool,
+    /// Compute dtype.
+    pub dtype: DType,
+    /// Width of the token vectors.
+    pub hidden_size: usize,
+    /// Token ids must be below this.
+    pub vocab_size: usize,
+    /// Longest sequence the position scheme supports, if bounded.
+    pub max_positions: Option<usize>,
+}
+
+/// What a backend says about a model it was shown.
+#[derive(Debug, Clone)]
+pub enum Assessment {
+    /// It can serve the model.
+    Serves {
+        /// Architecture and variant, in words.
+        architecture: String,
+        /// The facts that decided it.
+        evidence: Vec<Evidence>,
+        /// Things to check (served anyway), such as a config key the tensors contradict.
+        findings: Vec<Finding>,
+    },
+    /// It cannot serve the model.
+    Declines {
+        /// Why; at least one finding.
+        reasons: Vec<Finding>,
+    },
+}
+
+/// Everything a backend needs to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadRequest<'a> {
+    /// The inspected model directory.
+    pub inspection: &'a ModelInspection,
+    /// Compute dtype.
+    pub dtype: DType,
+    /// Device to load on.
+    pub device: Device,
+    /// The attention kernel chosen for this model; `None` means the backend's own default.
+    pub kernel: Option<Arc<dyn AttentionKernel>>,
+}
+
+/// A backend crate's one exported value: its name, which models it can serve, and a loader.
+pub trait BackendFactory: std::fmt::Debug + Send + Sync + 'static {
+    /// Unique, stable name (`bert`, `jina-bert`, `flash`), used by `--backend`.
+    fn name(&self) -> &'static str;
+
+    /// Decides from evidence in the inspection whether this backend can serve the model.
+    fn assess(&self, inspection: &ModelInspection) -> Assessment;
+
+    /// Loads the model. Called only after [`BackendFactory::assess`] said it serves it.
+    fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Backend>, LoadError>;
+}

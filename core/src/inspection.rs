@@ -1,0 +1,304 @@
+//! What is known about a model directory before any weight is loaded.
+//!
+//! The `tessera-validation` crate fills a [`ModelInspection`]; backends read it to decide
+//! whether they can serve the model ([`crate::BackendFactory::assess`]) and to load it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// How serious a [`Finding`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; nothing to change.
+    Info,
+    /// The model is served, but something should be checked.
+    Warning,
+    /// The model cannot be served as it is.
+    Error,
+}
+
+/// One observation about a model, with a concrete fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// How serious it is.
+    pub severity: Severity,
+    /// Stable kebab-case identifier (documented in `docs/model-support.md`).
+    pub code: &'static str,
+    /// The file concerned, relative to the model directory where possible.
+    pub file: Option<PathBuf>,
+    /// The key or tensor concerned.
+    pub subject: Option<String>,
+    /// One line on what is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    /// Starts a finding; add the file, subject and fix with the builder methods.
+    pub fn new(severity: Severity, code: &'static str, message: impl Into<String>) -> Self {
+        Self { severity, code, file: None, subject: None, message: message.into(), fix: None }
+    }
+
+    /// An error: the model cannot be served.
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, code, message)
+    }
+
+    /// A warning: served, but check this.
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, code, message)
+    }
+
+    /// Informational.
+    pub fn info(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Severity::Info, code, message)
+    }
+
+    /// Names the file concerned.
+    pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+
+    /// Names the key or tensor concerned.
+    pub fn about(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    /// States the fix.
+    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let severity = match self.severity {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        write!(f, "{severity}[{}]", self.code)?;
+        if let Some(file) = &self.file {
+            write!(f, " {}", file.display())?;
+        }
+        if let Some(subject) = &self.subject {
+            write!(f, " `{subject}`")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(fix) = &self.fix {
+            write!(f, " (fix: {fix})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a piece of evidence comes from, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceSource {
+    /// A tensor name or shape in the weights.
+    Tensor,
+    /// A value in config.json.
+    Config,
+    /// A name (`_name_or_path`, `auto_map`, `architectures`): supporting evidence only.
+    Name,
+}
+
+/// One fact a backend relied on to decide it can serve a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// What kind of fact it is.
+    pub source: EvidenceSource,
+    /// The key or tensor.
+    pub subject: String,
+    /// What it shows.
+    pub statement: String,
+}
+
+impl Evidence {
+    /// Evidence from the weights.
+    pub fn tensor(subject: impl Into<String>, statement: impl Into<String>) -> Self {
+        Self { source: EvidenceSource::Tensor, subject: subject.into(), statement: statement.into() }
+    }
+
+    /// Evidence from config.json.
+    pub fn config(subject: impl Into<String>, statement: impl Into<String>) -> Self {
+        Self { source: EvidenceSource::Config, subject: subject.into(), statement: statement.into() }
+    }
+
+    /// Supporting evidence from names.
+    pub fn name(subject: impl Into<String>, statement: impl Into<String>) -> Self {
+        Self { source: EvidenceSource::Name, subject: subject.into(), statement: statement.into() }
+    }
+}
+
+/// config.json, parsed leniently: every key is kept as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelConfig {
+    /// Path of the file.
+    pub path: PathBuf,
+    /// All keys as found.
+    pub values: Map<String, Value>,
+}
+
+impl ModelConfig {
+    /// The raw value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.values.get(key).filter(|v| !v.is_null())
+    }
+
+    /// `key` as a string, if it is one.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    /// `key` as a non-negative integer, if it is one.
+    pub fn usize(&self, key: &str) -> Option<usize> {
+        self.get(key).and_then(Value::as_u64).map(|v| v as usize)
+    }
+
+    /// `key` as a float, if it is a number.
+    pub fn f64(&self, key: &str) -> Option<f64> {
+        self.get(key).and_then(Value::as_f64)
+    }
+}
+
+/// One tensor as listed in a weights header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TensorInfo {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Data type as the file names it (`F32`, `F16`, `BF16`, `I64`...).
+    pub dtype: String,
+    /// The file that holds it.
+    pub file: PathBuf,
+}
+
+/// How the weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightsFormat {
+    /// One `model.safetensors`.
+    Safetensors,
+    /// `model.safetensors.index.json` with shards.
+    ShardedSafetensors,
+    /// `pytorch_model.bin` (a PyTorch zip pickle).
+    PyTorch,
+}
+
+/// The weights' files and the tensors their headers list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightsIndex {
+    /// The storage format.
+    pub format: WeightsFormat,
+    /// Files to load, in order.
+    pub files: Vec<PathBuf>,
+    /// Every tensor by full name.
+    pub tensors: BTreeMap<String, TensorInfo>,
+}
+
+impl WeightsIndex {
+    /// The tensor called exactly `name`.
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+
+    /// True when some tensor name ends with `suffix` (any prefix, any layer index).
+    pub fn any_ends_with(&self, suffix: &str) -> bool {
+        self.tensors.keys().any(|k| k.ends_with(suffix))
+    }
+
+    /// The file to name in messages: the single file, or the directory holding the shards.
+    pub fn display_file(&self) -> PathBuf {
+        match self.files.as_slice() {
+            [one] => one.clone(),
+            [first, ..] => first.parent().map(Path::to_path_buf).unwrap_or_default(),
+            [] => PathBuf::new(),
+        }
+    }
+}
+
+/// The tokenizer files found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TokenizerInfo {
+    /// Path of tokenizer.json when it exists.
+    pub path: Option<PathBuf>,
+    /// Vocabulary size including added tokens, when it parsed.
+    pub vocab_size: Option<usize>,
+}
+
+/// sentence-transformers `1_Pooling/config.json`, as found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolingFile {
+    /// Path of the file.
+    pub path: PathBuf,
+    /// All keys as found.
+    pub values: Map<String, Value>,
+}
+
+/// The activation of a `Dense` module, as the module's config names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DenseModule {
+    /// The module directory (e.g. `2_Dense`).
+    pub dir: PathBuf,
+    /// `in_features`.
+    pub in_features: usize,
+    /// `out_features`.
+    pub out_features: usize,
+    /// `bias`.
+    pub bias: bool,
+    /// `activation_function`, a Python path such as `torch.nn.modules.activation.Tanh`.
+    pub activation: String,
+}
+
+/// The sentence-transformers files of a model directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SentenceTransformers {
+    /// `modules.json` types in order (`sentence_transformers.models.Pooling`...).
+    pub modules: Vec<String>,
+    /// The pooling module's config, when present.
+    pub pooling: Option<PoolingFile>,
+    /// `sentence_bert_config.json` `max_seq_length`.
+    pub max_seq_length: Option<usize>,
+    /// Whether modules.json ends with a `Normalize` module.
+    pub normalize: bool,
+    /// `Dense` modules in order.
+    pub dense: Vec<DenseModule>,
+}
+
+/// Everything read from a model directory without loading weights.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelInspection {
+    /// The model directory.
+    pub root: PathBuf,
+    /// config.json, when it parsed.
+    pub config: Option<ModelConfig>,
+    /// Tokenizer files.
+    pub tokenizer: TokenizerInfo,
+    /// sentence-transformers files.
+    pub sentence_transformers: SentenceTransformers,
+    /// Weight headers, when readable.
+    pub weights: Option<WeightsIndex>,
+    /// What reading the files found (not the backends' assessments).
+    pub findings: Vec<Finding>,
+}
+
+impl ModelInspection {
+    /// Path of config.json.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+
+    /// True when any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+}

@@ -1,0 +1,43 @@
+//! tessera's vocabulary: the types every other crate speaks.
+//!
+//! - [`TextTokenizer`] turns text into [`Encoded`] token ids with sentence-transformers'
+//!   truncation rules.
+//! - [`Batch`] packs several inputs into one token stream with [`SeqOffsets`].
+//! - A [`Backend`] runs a batch and returns packed token vectors; [`Pooling`] and
+//!   [`EmbeddingHead`] turn them into sentence embeddings.
+//! - Each backend crate exports a [`BackendFactory`]; the [`Registry`] asks each one to assess a
+//!   [`ModelInspection`] and picks the first that can serve it, with the [`Evidence`].
+//! - [`AttentionKernel`] is the only part of a model that sees sequence boundaries.
+//!
+//! ```
+//! use tessera_core::{Batch, Pooling};
+//! use candle_core::{Device, Tensor};
+//!
+//! let batch = Batch::from_sequences([(&[101u32, 7, 102][..], &[0u32, 0, 0][..]), (&[101, 102][..], &[0, 0][..])]);
+//! let hidden = Tensor::arange(0f32, 10.0, &Device::Cpu)?.reshape((5, 2))?;
+//! let pooled = Pooling::Mean.pool(&hidden, &batch.seqs)?;
+//! assert_eq!(pooled.to_vec2::<f32>()?, vec![vec![2.0, 3.0], vec![7.0, 8.0]]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+mod activation;
+pub mod attention;
+mod backend;
+mod batch;
+mod error;
+mod head;
+pub mod inspection;
+mod pooling;
+mod registry;
+mod tokenize;
+
+pub use activation::HiddenAct;
+pub use attention::{AttentionKernel, PaddedAttention, PositionBias};
+pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, LoadRequest};
+pub use batch::{Batch, SeqOffsets};
+pub use error::{BackendError, LoadError};
+pub use head::{finish_embedding, DenseActivation, EmbeddingHead};
+pub use inspection::{Evidence, EvidenceSource, Finding, ModelInspection, Severity};
+pub use pooling::{Pooling, PoolingFileError};
+pub use registry::{Chosen, Registry, SelectError, Selection};
+pub use tokenize::{Encoded, TextTokenizer, Token, TokenizeError, TruncationDirection};

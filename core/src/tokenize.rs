@@ -1,0 +1,251 @@
+//! Tokenization with sentence-transformers' truncation rules.
+//!
+//! A model's `tokenizer.json` may carry its own truncation and fixed padding (all-MiniLM-L6-v2
+//! stores `truncation: 128` and `padding: Fixed(128)`); sentence-transformers ignores both and
+//! truncates at `max_seq_length`. [`TextTokenizer`] does the same: it strips both settings and
+//! truncates only when asked to, at the model's maximum input length.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokenizers::{Tokenizer, TruncationDirection as HfDirection, TruncationParams};
+
+use crate::error::LoadError;
+
+/// Which end of an over-long input is cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TruncationDirection {
+    /// Keep the start of the input (sentence-transformers' behaviour).
+    #[default]
+    Right,
+    /// Keep the end of the input.
+    Left,
+}
+
+/// One tokenized input, ready to be batched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids including special tokens.
+    pub ids: Vec<u32>,
+    /// Segment ids, aligned with `ids`.
+    pub type_ids: Vec<u32>,
+    /// Characters of the original text (for `x-compute-characters`).
+    pub chars: usize,
+}
+
+impl Encoded {
+    /// Wraps token ids given by a client, used exactly as given.
+    pub fn from_ids(ids: Vec<u32>) -> Self {
+        let type_ids = vec![0; ids.len()];
+        Self { ids, type_ids, chars: 0 }
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Cuts the sequence to `max` tokens from the given direction.
+    pub fn truncate(&mut self, max: usize, direction: TruncationDirection) {
+        if self.ids.len() <= max {
+            return;
+        }
+        match direction {
+            TruncationDirection::Right => {
+                self.ids.truncate(max);
+                self.type_ids.truncate(max);
+            }
+            TruncationDirection::Left => {
+                let cut = self.ids.len() - max;
+                self.ids.drain(..cut);
+                self.type_ids.drain(..cut);
+            }
+        }
+    }
+}
+
+/// Why an input could not be tokenized.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenizeError {
+    /// The input has more tokens than the model accepts and truncation was not requested.
+    #[error("input must have at most {max} tokens, given {given}; pass `truncate: true` or start the server with --auto-truncate")]
+    TooLong {
+        /// The model's maximum input length.
+        max: usize,
+        /// Tokens in the input.
+        given: usize,
+    },
+    /// The tokenizer itself failed.
+    #[error("tokenizer failed: {0}")]
+    Tokenizer(String),
+}
+
+/// One token as `/tokenize` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Token id.
+    pub id: u32,
+    /// The text the token covers, or the token string for special tokens.
+    pub text: String,
+    /// Whether the tokenizer added it (`[CLS]`, `[SEP]`...).
+    pub special: bool,
+    /// Byte offset where the token starts in the input (absent for special tokens).
+    pub start: Option<usize>,
+    /// Byte offset where the token ends in the input (absent for special tokens).
+    pub stop: Option<usize>,
+}
+
+/// A fast tokenizer with the model's maximum input length.
+///
+/// Cheap to clone: the three configured tokenizers are shared.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    untruncated: Arc<Tokenizer>,
+    right: Arc<Tokenizer>,
+    left: Arc<Tokenizer>,
+    max_input_length: usize,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`, dropping its own padding and truncation.
+    pub fn from_file(path: &Path, max_input_length: usize) -> Result<Self, LoadError> {
+        if !path.is_file() {
+            return Err(LoadError::MissingFile {
+                file: path.to_path_buf(),
+                what: "the fast tokenizer (tokenizer.json)",
+                fix: "save it with `AutoTokenizer.from_pretrained(...).save_pretrained(dir)`".into(),
+            });
+        }
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| LoadError::Tokenizer {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::new(tokenizer, max_input_length).map_err(|message| LoadError::Tokenizer {
+            file: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Configures an already loaded tokenizer.
+    pub fn new(mut tokenizer: Tokenizer, max_input_length: usize) -> Result<Self, String> {
+        tokenizer.with_padding(None);
+        let untruncated = with_truncation(&tokenizer, None)?;
+        let right = with_truncation(&tokenizer, Some((max_input_length, HfDirection::Right)))?;
+        let left = with_truncation(&tokenizer, Some((max_input_length, HfDirection::Left)))?;
+        Ok(Self {
+            untruncated: Arc::new(untruncated),
+            right: Arc::new(right),
+            left: Arc::new(left),
+            max_input_length,
+        })
+    }
+
+    /// The most tokens (special tokens included) one input may have.
+    pub fn max_input_length(&self) -> usize {
+        self.max_input_length
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.untruncated.get_vocab_size(true)
+    }
+
+    /// Tokenizes `text` with special tokens. Over-long inputs are truncated when `truncate`
+    /// names a direction and rejected otherwise.
+    pub fn encode(
+        &self,
+        text: &str,
+        truncate: Option<TruncationDirection>,
+    ) -> Result<Encoded, TokenizeError> {
+        let full = self.encode_with(&self.untruncated, text)?;
+        if full.ids.len() <= self.max_input_length {
+            return Ok(full);
+        }
+        match truncate {
+            None => Err(TokenizeError::TooLong {
+                max: self.max_input_length,
+                given: full.ids.len(),
+            }),
+            Some(TruncationDirection::Right) => self.encode_with(&self.right, text),
+            Some(TruncationDirection::Left) => self.encode_with(&self.left, text),
+        }
+    }
+
+    fn encode_with(&self, tokenizer: &Tokenizer, text: &str) -> Result<Encoded, TokenizeError> {
+        let encoding = tokenizer
+            .encode(text, true)
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
+        Ok(Encoded {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+            chars: text.chars().count(),
+        })
+    }
+
+    /// Splits `text` into tokens with their offsets, as `/tokenize` reports them.
+    pub fn tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<Token>, TokenizeError> {
+        let encoding = self
+            .untruncated
+            .encode(text, add_special_tokens)
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
+        let tokens = encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_tokens())
+            .zip(encoding.get_offsets())
+            .zip(encoding.get_special_tokens_mask())
+            .map(|(((&id, token), &(start, stop)), &special)| {
+                if special == 1 {
+                    Token { id, text: token.clone(), special: true, start: None, stop: None }
+                } else {
+                    let text = text.get(start..stop).unwrap_or(token).to_string();
+                    Token { id, text, special: false, start: Some(start), stop: Some(stop) }
+                }
+            })
+            .collect();
+        Ok(tokens)
+    }
+
+    /// Turns token ids back into text.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TokenizeError> {
+        self.untruncated
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))
+    }
+}
+
+fn with_truncation(
+    base: &Tokenizer,
+    truncation: Option<(usize, HfDirection)>,
+) -> Result<Tokenizer, String> {
+    let mut tokenizer = base.clone();
+    let params = truncation.map(|(max_length, direction)| TruncationParams {
+        max_length,
+        direction,
+        ..TruncationParams::default()
+    });
+    tokenizer.with_truncation(params).map_err(|e| e.to_string())?;
+    Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_the_requested_end() {
+        let mut e = Encoded::from_ids(vec![1, 2, 3, 4]);
+        e.truncate(2, TruncationDirection::Left);
+        assert_eq!(e.ids, vec![3, 4]);
+        let mut e = Encoded::from_ids(vec![1, 2, 3, 4]);
+        e.truncate(3, TruncationDirection::Right);
+        assert_eq!(e.ids, vec![1, 2, 3]);
+        assert_eq!(e.type_ids.len(), 3);
+    }
+}

@@ -1,0 +1,39 @@
+//! config.json, parsed leniently: every key kept, nothing required at this stage.
+
+use std::path::Path;
+
+use tessera_core::inspection::ModelConfig;
+use tessera_core::Finding;
+
+use super::read_json;
+
+pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> Option<ModelConfig> {
+    let path = root.join("config.json");
+    match read_json(&path) {
+        None => {
+            findings.push(
+                Finding::error("config-missing", "config.json is missing")
+                    .in_file(&path)
+                    .fix("add the config.json saved with the model (`model.config.save_pretrained(dir)`)"),
+            );
+            None
+        }
+        Some(Err(problem)) => {
+            findings.push(
+                Finding::error("config-invalid-json", format!("config.json {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair the JSON at the position given"),
+            );
+            None
+        }
+        Some(Ok(serde_json::Value::Object(values))) => Some(ModelConfig { path, values }),
+        Some(Ok(_)) => {
+            findings.push(
+                Finding::error("config-invalid-json", "config.json is not a JSON object")
+                    .in_file(&path)
+                    .fix("config.json must be an object of keys such as `hidden_size`"),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Readers that fill a [`ModelInspection`] from files, each turning a bad file into findings.
+
+mod config;
+mod safetensors;
+mod st_modules;
+mod tokenizer;
+
+use std::path::Path;
+
+use tessera_core::ModelInspection;
+
+/// Reads a model directory without loading weights.
+pub(crate) fn read_dir(root: &Path) -> ModelInspection {
+    let mut inspection = ModelInspection { root: root.to_path_buf(), ..ModelInspection::default() };
+    let mut findings = Vec::new();
+    inspection.config = config::read(root, &mut findings);
+    inspection.tokenizer = tokenizer::read(root, &mut findings);
+    inspection.sentence_transformers = st_modules::read(root, &mut findings);
+    inspection.weights = safetensors::read(root, &mut findings);
+    inspection.findings = findings;
+    inspection
+}
+
+/// Reads and parses a JSON file; `None` when absent. Syntax errors keep line and column.
+pub(crate) fn read_json(path: &Path) -> Option<Result<serde_json::Value, JsonProblem>> {
+    if !path.is_file() {
+        return None;
+    }
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) => return Some(Err(JsonProblem::Io(e.to_string()))),
+    };
+    Some(serde_json::from_slice(&text).map_err(|e| JsonProblem::Syntax {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    }))
+}
+
+/// Why a JSON file could not be used.
+#[derive(Debug)]
+pub(crate) enum JsonProblem {
+    Io(String),
+    Syntax { line: usize, column: usize, message: String },
+}
+
+impl JsonProblem {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            JsonProblem::Io(e) => format!("cannot be read: {e}"),
+            JsonProblem::Syntax { line, column, message } => {
+                format!("is not valid JSON (line {line}, column {column}): {message}")
+            }
+        }
+    }
+}

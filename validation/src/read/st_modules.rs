@@ -1,0 +1,185 @@
+//! sentence-transformers files: modules.json, the pooling config, max_seq_length, Dense, Normalize.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tessera_core::inspection::{DenseModule, PoolingFile, SentenceTransformers};
+use tessera_core::Finding;
+
+use super::read_json;
+
+/// The names sentence-transformers has used for its config, per transformer family.
+const ST_CONFIG_NAMES: &[&str] = &[
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+];
+
+const POOLING: &str = "sentence_transformers.models.Pooling";
+const DENSE: &str = "sentence_transformers.models.Dense";
+const NORMALIZE: &str = "sentence_transformers.models.Normalize";
+
+pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransformers {
+    let mut st = SentenceTransformers::default();
+    let modules = read_modules(root, findings);
+    let mut pooling_dir = None;
+    for (kind, dir) in &modules {
+        st.modules.push(kind.clone());
+        match kind.as_str() {
+            POOLING => pooling_dir = Some(dir.clone()),
+            DENSE => {
+                if let Some(dense) = read_dense(root, dir, findings) {
+                    st.dense.push(dense);
+                }
+            }
+            NORMALIZE => st.normalize = true,
+            _ => {}
+        }
+    }
+    // Models without modules.json still often ship 1_Pooling (TEI reads it the same way).
+    let pooling_dir = pooling_dir.unwrap_or_else(|| PathBuf::from("1_Pooling"));
+    st.pooling = read_pooling(&root.join(&pooling_dir).join("config.json"), findings);
+    st.max_seq_length = read_max_seq_length(root, findings);
+    st
+}
+
+fn read_modules(root: &Path, findings: &mut Vec<Finding>) -> Vec<(String, PathBuf)> {
+    let path = root.join("modules.json");
+    let value = match read_json(&path) {
+        None => return Vec::new(),
+        Some(Err(problem)) => {
+            findings.push(
+                Finding::error("st-file-invalid", format!("modules.json {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair modules.json or remove it and pass --pooling"),
+            );
+            return Vec::new();
+        }
+        Some(Ok(value)) => value,
+    };
+    let Some(entries) = value.as_array() else {
+        findings.push(
+            Finding::error("st-file-invalid", "modules.json is not a list of modules")
+                .in_file(&path)
+                .fix("modules.json must be a JSON list of {idx, name, path, type}"),
+        );
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let kind = entry.get("type")?.as_str()?.to_string();
+            let dir = entry.get("path").and_then(Value::as_str).unwrap_or("");
+            Some((kind, PathBuf::from(dir)))
+        })
+        .collect()
+}
+
+fn read_pooling(path: &Path, findings: &mut Vec<Finding>) -> Option<PoolingFile> {
+    match read_json(path)? {
+        Ok(Value::Object(values)) => Some(PoolingFile { path: path.to_path_buf(), values }),
+        Ok(_) => {
+            findings.push(
+                Finding::error("st-file-invalid", "the pooling config is not a JSON object")
+                    .in_file(path)
+                    .fix("write {\"pooling_mode_mean_tokens\": true, ...} or pass --pooling"),
+            );
+            None
+        }
+        Err(problem) => {
+            findings.push(
+                Finding::error("st-file-invalid", format!("the pooling config {}", problem.describe()))
+                    .in_file(path)
+                    .fix("repair the file or pass --pooling"),
+            );
+            None
+        }
+    }
+}
+
+fn read_dense(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Option<DenseModule> {
+    let path = root.join(dir).join("config.json");
+    let values = match read_json(&path) {
+        Some(Ok(Value::Object(values))) => values,
+        Some(Err(problem)) => {
+            findings.push(
+                Finding::error("st-file-invalid", format!("the Dense config {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair the Dense module's config.json"),
+            );
+            return None;
+        }
+        _ => {
+            findings.push(
+                Finding::error("dense-config-missing", "a Dense module in modules.json has no config.json")
+                    .in_file(&path)
+                    .fix("add the module's config.json (in_features, out_features, bias, activation_function)"),
+            );
+            return None;
+        }
+    };
+    let size = |key: &str, findings: &mut Vec<Finding>| {
+        let value = values.get(key).and_then(Value::as_u64).map(|v| v as usize);
+        if value.is_none() {
+            findings.push(
+                Finding::error("dense-config-invalid", format!("`{key}` is missing or not a number"))
+                    .in_file(&path)
+                    .about(key)
+                    .fix(format!("set `{key}` to the layer's size")),
+            );
+        }
+        value
+    };
+    let in_features = size("in_features", findings);
+    let out_features = size("out_features", findings);
+    Some(DenseModule {
+        dir: root.join(dir),
+        in_features: in_features?,
+        out_features: out_features?,
+        bias: values.get("bias").and_then(Value::as_bool).unwrap_or(true),
+        activation: values
+            .get("activation_function")
+            .and_then(Value::as_str)
+            .unwrap_or("torch.nn.modules.activation.Tanh")
+            .to_string(),
+    })
+}
+
+fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize> {
+    for name in ST_CONFIG_NAMES {
+        let path = root.join(name);
+        match read_json(&path) {
+            None => continue,
+            Some(Err(problem)) => {
+                findings.push(
+                    Finding::error("st-file-invalid", format!("{name} {}", problem.describe()))
+                        .in_file(&path)
+                        .fix("repair the file"),
+                );
+                return None;
+            }
+            Some(Ok(value)) => {
+                return match value.get("max_seq_length") {
+                    Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
+                        n.as_u64().map(|n| n as usize)
+                    }
+                    None | Some(Value::Null) => None,
+                    Some(other) => {
+                        findings.push(
+                            Finding::error("max-seq-length-invalid", format!("`max_seq_length` = {other} is not a positive integer"))
+                                .in_file(&path)
+                                .about("max_seq_length")
+                                .fix("set `max_seq_length` to the longest input in tokens, e.g. 512"),
+                        );
+                        None
+                    }
+                };
+            }
+        }
+    }
+    None
+}
