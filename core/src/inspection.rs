@@ -272,6 +272,10 @@ pub struct SentenceTransformers {
     pub normalize: bool,
     /// `Dense` modules in order.
     pub dense: Vec<DenseModule>,
+    /// `config_sentence_transformers.json` `prompts`: name -> text prepended to the input.
+    pub prompts: BTreeMap<String, String>,
+    /// `config_sentence_transformers.json` `default_prompt_name`.
+    pub default_prompt_name: Option<String>,
 }
 
 /// Everything read from a model directory without loading weights.

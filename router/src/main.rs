@@ -1,1 +1,68 @@
-fn main() {}
+//! `tessera`: a text-embedding inference server with TEI's HTTP API.
+
+mod backends;
+mod cli;
+mod http;
+mod infer;
+mod plan;
+mod queue;
+mod serve;
+mod settings;
+mod validate_cmd;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command};
+use crate::settings::Settings;
+
+fn main() -> ExitCode {
+    let version = format!("{} (backends: {})", env!("CARGO_PKG_VERSION"), backends::registry().names().join(", "));
+    let matches = Cli::command().version(version).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Command::ValidateModel(args) => validate_cmd::run(&args),
+        Command::Serve(args) => {
+            let config_file = Settings::config_file(args.config.as_ref());
+            let settings = match Settings::load(config_file.as_deref(), &args) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("error: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(settings.json_output);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(serve::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -44,7 +44,43 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
     let pooling_dir = pooling_dir.unwrap_or_else(|| PathBuf::from("1_Pooling"));
     st.pooling = read_pooling(&root.join(&pooling_dir).join("config.json"), findings);
     st.max_seq_length = read_max_seq_length(root, findings);
+    read_prompts(root, &mut st, findings);
     st
+}
+
+fn read_prompts(root: &Path, st: &mut SentenceTransformers, findings: &mut Vec<Finding>) {
+    let path = root.join("config_sentence_transformers.json");
+    let value = match read_json(&path) {
+        None => return,
+        Some(Ok(value)) => value,
+        Some(Err(problem)) => {
+            findings.push(
+                Finding::error("st-file-invalid", format!("config_sentence_transformers.json {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair the file"),
+            );
+            return;
+        }
+    };
+    if let Some(prompts) = value.get("prompts").and_then(Value::as_object) {
+        for (name, text) in prompts {
+            match text.as_str() {
+                Some(text) => {
+                    st.prompts.insert(name.clone(), text.to_string());
+                }
+                None => findings.push(
+                    Finding::error("prompt-invalid", format!("prompt `{name}` is not a string"))
+                        .in_file(&path)
+                        .about(format!("prompts.{name}"))
+                        .fix("each prompt must be the text to prepend"),
+                ),
+            }
+        }
+    }
+    st.default_prompt_name = value
+        .get("default_prompt_name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
 }
 
 fn read_modules(root: &Path, findings: &mut Vec<Finding>) -> Vec<(String, PathBuf)> {

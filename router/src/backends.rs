@@ -1,0 +1,30 @@
+//! The backends compiled into this binary, in priority order.
+
+use tessera_core::{BackendFactory, Registry};
+
+/// Order breaks ties between backends that can both serve a model.
+pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
+    #[cfg(feature = "bert")]
+    &tessera_bert::BertBackend,
+];
+
+pub(crate) fn registry() -> Registry {
+    Registry::new(BUILTIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_every_feature_is_registered() {
+        let names = registry().names();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        if cfg!(feature = "bert") {
+            assert!(names.contains(&"bert"));
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Command-line interface. Every serve flag is optional here: what the user did not pass must not
+//! override the environment or the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::settings::Dtype;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "A text-embedding inference server with TEI's HTTP API",
+    arg_required_else_help = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve a model over HTTP.
+    Serve(Box<ServeArgs>),
+    /// Check a model directory and report what tessera would do with it, without serving.
+    ValidateModel(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// The model directory.
+    pub(crate) path: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Compute dtype to check the weights against.
+    #[arg(long, value_enum)]
+    pub(crate) dtype: Option<Dtype>,
+    /// Pooling to check instead of the model's pooling config.
+    #[arg(long)]
+    pub(crate) pooling: Option<String>,
+    /// Backend to force.
+    #[arg(long)]
+    pub(crate) backend: Option<String>,
+}
+
+/// Flags of `tessera serve`.
+#[derive(Debug, Args, Serialize)]
+#[command(after_help = "Every flag can also be set as a TESSERA_<NAME> environment variable \
+(e.g. TESSERA_MAX_BATCH_TOKENS=8192) or as a key in a TOML file given with --config \
+(e.g. max_batch_tokens = 8192). Precedence: flag > environment > config file > default.")]
+pub(crate) struct ServeArgs {
+    /// TOML file with settings (keys are the flag names with underscores). Env: TESSERA_CONFIG.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub(crate) config: Option<PathBuf>,
+
+    /// The model: a local directory with config.json, tokenizer.json and weights.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) model_id: Option<String>,
+
+    /// Model revision (used with hub ids).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) revision: Option<String>,
+
+    /// Compute dtype [default: float32].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dtype: Option<Dtype>,
+
+    /// Pooling, overriding 1_Pooling/config.json: cls, mean, max, mean_sqrt_len_tokens, weightedmean, lasttoken.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pooling: Option<String>,
+
+    /// Force a backend by name instead of choosing from evidence.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) backend: Option<String>,
+
+    /// Inputs in flight before new requests get 429 [default: 512].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_concurrent_requests: Option<usize>,
+
+    /// Token budget of one batch; padded backends count padding [default: 16384].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_batch_tokens: Option<usize>,
+
+    /// Most inputs in one batch [default: no limit].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_batch_requests: Option<usize>,
+
+    /// Most inputs in one client request [default: 32].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_client_batch_size: Option<usize>,
+
+    /// Truncate over-long inputs instead of rejecting them [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) auto_truncate: Option<bool>,
+
+    /// Prompt from config_sentence_transformers.json applied when a request names none.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) default_prompt_name: Option<String>,
+
+    /// Prompt text applied when a request names none.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) default_prompt: Option<String>,
+
+    /// Address to listen on [default: 0.0.0.0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hostname: Option<String>,
+
+    /// Port to listen on [default: 3000].
+    #[arg(short, long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) port: Option<u16>,
+
+    /// Largest request body in bytes [default: 2000000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) payload_limit: Option<usize>,
+
+    /// Bearer token required on inference routes.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) api_key: Option<String>,
+
+    /// Log as JSON lines [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) json_output: Option<bool>,
+
+    /// Port of the separate Prometheus listener [default: 9000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) prometheus_port: Option<u16>,
+
+    /// Threads that tokenize [default: the CPUs available to the process].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tokenization_workers: Option<usize>,
+
+    /// Model name reported to clients [default: the model id].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) served_model_name: Option<String>,
+}

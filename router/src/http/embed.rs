@@ -1,0 +1,169 @@
+//! `POST /embed`.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use tessera_core::{finish_embedding, TruncationDirection};
+
+use super::error::{ApiError, ApiJson};
+use super::{token_id, AppState};
+use crate::infer::{Input, Timings, Truncation};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbedRequest {
+    inputs: Value,
+    #[serde(default)]
+    truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Option<Direction>,
+    #[serde(default)]
+    normalize: Option<bool>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+    #[serde(default)]
+    prompt_name: Option<String>,
+}
+
+/// `"right"`/`"left"`, in any case (TEI's clients send `"Right"`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) enum Direction {
+    #[serde(alias = "right", alias = "RIGHT")]
+    Right,
+    #[serde(alias = "left", alias = "LEFT")]
+    Left,
+}
+
+impl From<Direction> for TruncationDirection {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Right => TruncationDirection::Right,
+            Direction::Left => TruncationDirection::Left,
+        }
+    }
+}
+
+const INPUTS_SHAPE: &str =
+    "`inputs` must be a string, a list of strings, a list of token ids, or a list of lists of token ids";
+
+/// Turns `inputs` into a list of inputs, or says exactly what is wrong with it.
+pub(crate) fn parse_inputs(inputs: &Value) -> Result<Vec<Input>, ApiError> {
+    match inputs {
+        Value::String(s) => Ok(vec![Input::Text(s.clone())]),
+        Value::Array(items) if items.is_empty() => Err(ApiError::empty("`inputs` is an empty batch")),
+        Value::Array(items) if items.iter().all(Value::is_number) => Ok(vec![Input::Ids(ids(items, 0)?)]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(Input::Text(s.clone())),
+                Value::Array(inner) => Ok(Input::Ids(ids(inner, i)?)),
+                _ => Err(ApiError::validation("invalid-inputs", format!("inputs[{i}]: {INPUTS_SHAPE}"))),
+            })
+            .collect(),
+        _ => Err(ApiError::validation("invalid-inputs", INPUTS_SHAPE)),
+    }
+}
+
+fn ids(items: &[Value], index: usize) -> Result<Vec<u32>, ApiError> {
+    items
+        .iter()
+        .map(|v| {
+            token_id(v).ok_or_else(|| {
+                ApiError::validation(
+                    "invalid-token-id",
+                    format!("inputs[{index}]: token id {v} is not an integer between 0 and 4294967295"),
+                )
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn embed(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EmbedRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let inputs = parse_inputs(&request.inputs)?;
+    if inputs.len() > state.max_client_batch_size {
+        return Err(ApiError::too_large(
+            "batch-too-large",
+            format!(
+                "batch size {} is larger than the maximum of {} (--max-client-batch-size)",
+                inputs.len(),
+                state.max_client_batch_size
+            ),
+        ));
+    }
+    if let Some(d) = request.dimensions {
+        if d == 0 || d > state.output_dim {
+            return Err(ApiError::validation(
+                "dimensions-invalid",
+                format!("`dimensions` must be between 1 and {}, got {d}", state.output_dim),
+            ));
+        }
+    }
+    let prompt = state.prompts.resolve(request.prompt_name.as_deref())?;
+    let truncation = Truncation {
+        enabled: request.truncate.unwrap_or(state.auto_truncate),
+        direction: request.truncation_direction.map(Into::into).unwrap_or_default(),
+    };
+
+    let _permit = state.infer.admit(inputs.len())?;
+    let tokenize_start = Instant::now();
+    let encoded = state.infer.tokenize(inputs, prompt, truncation).await?;
+    let tokenization = tokenize_start.elapsed();
+    let characters = encoded.iter().map(|e| e.chars).sum();
+    let tokens = encoded.iter().map(|e| e.len()).sum();
+
+    let (vectors, queue, inference) = state.infer.run(encoded).await?;
+    let normalize = request.normalize.unwrap_or(true);
+    let vectors: Vec<Vec<f32>> = vectors
+        .into_iter()
+        .map(|v| finish_embedding(v, request.dimensions, normalize))
+        .collect();
+    let timings = Timings { started, characters, tokens, tokenization, queue, inference };
+    Ok((timing_headers(&timings), ApiJson(vectors)).into_response())
+}
+
+/// TEI's response headers; times in milliseconds.
+pub(crate) fn timing_headers(t: &Timings) -> HeaderMap {
+    let total = t.started.elapsed();
+    let pairs = [
+        ("x-compute-type", "cpu".to_string()),
+        ("x-compute-time", total.as_millis().to_string()),
+        ("x-compute-characters", t.characters.to_string()),
+        ("x-compute-tokens", t.tokens.to_string()),
+        ("x-total-time", total.as_millis().to_string()),
+        ("x-tokenization-time", t.tokenization.as_millis().to_string()),
+        ("x-queue-time", t.queue.as_millis().to_string()),
+        ("x-inference-time", t.inference.as_millis().to_string()),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(name, value)| Some((HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_input_shape_parses() {
+        assert_eq!(parse_inputs(&json!("a")).unwrap(), vec![Input::Text("a".into())]);
+        assert_eq!(parse_inputs(&json!([1, 2])).unwrap(), vec![Input::Ids(vec![1, 2])]);
+        assert_eq!(
+            parse_inputs(&json!(["a", [3]])).unwrap(),
+            vec![Input::Text("a".into()), Input::Ids(vec![3])]
+        );
+        assert_eq!(parse_inputs(&json!([])).unwrap_err().status, 400);
+        assert_eq!(parse_inputs(&json!([1, -2])).unwrap_err().status, 422);
+        assert_eq!(parse_inputs(&json!({"a": 1})).unwrap_err().status, 422);
+        assert_eq!(parse_inputs(&json!(["a", 5])).unwrap_err().status, 422);
+    }
+}

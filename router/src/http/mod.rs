@@ -1,0 +1,80 @@
+//! The HTTP API (TEI 1.9 compatible). [`app`] builds the router from shared state.
+
+mod embed;
+pub(crate) mod error;
+mod info;
+mod tokenize;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+
+use crate::infer::Infer;
+pub(crate) use info::Info;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) infer: Infer,
+    pub(crate) info: Arc<Info>,
+    pub(crate) prompts: Arc<Prompts>,
+    /// Width of the vectors `/embed` returns before `dimensions`.
+    pub(crate) output_dim: usize,
+    pub(crate) max_client_batch_size: usize,
+    pub(crate) auto_truncate: bool,
+}
+
+/// Prompts from config_sentence_transformers.json and the server's defaults.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prompts {
+    pub(crate) named: std::collections::BTreeMap<String, String>,
+    /// Applied when a request names no prompt.
+    pub(crate) default: Option<String>,
+}
+
+impl Prompts {
+    /// The prompt text for a request's `prompt_name` (or the default), or a 422 listing names.
+    pub(crate) fn resolve(&self, name: Option<&str>) -> Result<Option<String>, error::ApiError> {
+        match name {
+            None => Ok(self.default.clone()),
+            Some(name) => self.named.get(name).cloned().map(Some).ok_or_else(|| {
+                let available = if self.named.is_empty() {
+                    "none: the model's config_sentence_transformers.json defines no prompts".to_string()
+                } else {
+                    self.named.keys().cloned().collect::<Vec<_>>().join(", ")
+                };
+                error::ApiError::validation(
+                    "prompt-name-unknown",
+                    format!("prompt_name `{name}` is not defined (available: {available})"),
+                )
+            }),
+        }
+    }
+}
+
+/// Builds the router with every route and the JSON error contract.
+pub(crate) fn app(state: AppState, payload_limit: usize) -> Router {
+    Router::new()
+        .route("/embed", post(embed::embed))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/decode", post(tokenize::decode))
+        .route("/health", get(info::health))
+        .route("/info", get(info::info))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(payload_limit))
+        .with_state(state)
+}
+
+/// Reads a u32 token id from JSON, or says why it is not one.
+pub(crate) fn token_id(value: &Value) -> Option<u32> {
+    value.as_u64().and_then(|v| u32::try_from(v).ok())
+}
+
+/// `/info`'s `model_type` for an embedding model.
+pub(crate) fn info_model_type(pooling: tessera_core::Pooling) -> info::ModelType {
+    info::ModelType::Embedding { pooling: pooling.to_string() }
+}

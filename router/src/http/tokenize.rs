@@ -1,0 +1,127 @@
+//! `POST /tokenize` and `POST /decode`.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{ApiError, ApiJson};
+use super::{token_id, AppState};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenizeRequest {
+    inputs: Value,
+    #[serde(default = "yes")]
+    add_special_tokens: bool,
+    #[serde(default)]
+    prompt_name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SimpleToken {
+    id: u32,
+    text: String,
+    special: bool,
+    start: Option<usize>,
+    stop: Option<usize>,
+}
+
+pub(crate) async fn tokenize(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<TokenizeRequest>,
+) -> Result<ApiJson<Vec<Vec<SimpleToken>>>, ApiError> {
+    let texts: Vec<String> = match request.inputs {
+        Value::String(s) => vec![s],
+        Value::Array(items) if items.is_empty() => return Err(ApiError::empty("`inputs` is an empty batch")),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(ApiError::validation("invalid-inputs", "`inputs` must be a string or a list of strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(ApiError::validation("invalid-inputs", "`inputs` must be a string or a list of strings")),
+    };
+    if texts.len() > state.max_client_batch_size {
+        return Err(ApiError::too_large(
+            "batch-too-large",
+            format!("batch size {} is larger than the maximum of {}", texts.len(), state.max_client_batch_size),
+        ));
+    }
+    let prompt = state.prompts.resolve(request.prompt_name.as_deref())?;
+    let tokenizer = state.infer.tokenizer.clone();
+    let add_special = request.add_special_tokens;
+    let result = tokio::task::spawn_blocking(move || {
+        texts
+            .iter()
+            .map(|text| {
+                let text = match &prompt {
+                    Some(p) => format!("{p}{text}"),
+                    None => text.clone(),
+                };
+                tokenizer.tokens(&text, add_special).map(|tokens| {
+                    tokens
+                        .into_iter()
+                        .map(|t| SimpleToken { id: t.id, text: t.text, special: t.special, start: t.start, stop: t.stop })
+                        .collect()
+                })
+            })
+            .collect::<Result<Vec<Vec<SimpleToken>>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::tokenizer(e.to_string()))?
+    .map_err(|e| ApiError::tokenizer(e.to_string()))?;
+    Ok(ApiJson(result))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DecodeRequest {
+    ids: Value,
+    #[serde(default = "yes")]
+    skip_special_tokens: bool,
+}
+
+pub(crate) async fn decode(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<DecodeRequest>,
+) -> Result<ApiJson<Vec<String>>, ApiError> {
+    const SHAPE: &str = "`ids` must be a list of token ids or a list of lists of token ids";
+    let lists: Vec<Vec<u32>> = match &request.ids {
+        Value::Array(items) if items.is_empty() => return Err(ApiError::empty("`ids` is an empty batch")),
+        Value::Array(items) if items.iter().all(Value::is_number) => {
+            vec![items.iter().map(token_id).collect::<Option<_>>().ok_or_else(|| ApiError::validation("invalid-token-id", SHAPE))?]
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                item.as_array()
+                    .and_then(|ids| ids.iter().map(token_id).collect::<Option<Vec<u32>>>())
+                    .ok_or_else(|| ApiError::validation("invalid-token-id", SHAPE))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(ApiError::validation("invalid-token-id", SHAPE)),
+    };
+    if lists.len() > state.max_client_batch_size {
+        return Err(ApiError::too_large(
+            "batch-too-large",
+            format!("batch size {} is larger than the maximum of {}", lists.len(), state.max_client_batch_size),
+        ));
+    }
+    let vocab = state.infer.tokenizer.vocab_size();
+    let texts = lists
+        .iter()
+        .map(|ids| {
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(ApiError::validation(
+                    "token-id-out-of-range",
+                    format!("token id {bad} is outside the tokenizer's vocabulary (size {vocab})"),
+                ));
+            }
+            state.infer.tokenizer.decode(ids, request.skip_special_tokens).map_err(|e| ApiError::tokenizer(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ApiJson(texts))
+}

@@ -1,0 +1,191 @@
+//! The path of one request from text to vectors: admission, tokenization, queue, model.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::http::error::ApiError;
+use crate::queue::{Job, JobError, Queue};
+
+/// One input as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// Text, tokenized here (with the prompt prepended, if any).
+    Text(String),
+    /// Token ids, used exactly as given.
+    Ids(Vec<u32>),
+}
+
+/// How over-long inputs are handled for one request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Truncation {
+    pub(crate) enabled: bool,
+    pub(crate) direction: TruncationDirection,
+}
+
+/// Timings and counts of one request, for the response headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timings {
+    pub(crate) started: Instant,
+    pub(crate) characters: usize,
+    pub(crate) tokens: usize,
+    pub(crate) tokenization: Duration,
+    pub(crate) queue: Duration,
+    pub(crate) inference: Duration,
+}
+
+/// Cloneable handle the HTTP layer uses to run inference.
+#[derive(Debug, Clone)]
+pub(crate) struct Infer {
+    pub(crate) tokenizer: TextTokenizer,
+    queue: Arc<Queue>,
+    admission: Arc<Semaphore>,
+    tokenization: Arc<Semaphore>,
+    healthy: Arc<AtomicBool>,
+    vocab_size: usize,
+}
+
+impl Infer {
+    pub(crate) fn new(
+        tokenizer: TextTokenizer,
+        queue: Arc<Queue>,
+        max_inflight_inputs: usize,
+        tokenization_workers: usize,
+        healthy: Arc<AtomicBool>,
+        vocab_size: usize,
+    ) -> Self {
+        Self {
+            tokenizer,
+            queue,
+            admission: Arc::new(Semaphore::new(max_inflight_inputs)),
+            tokenization: Arc::new(Semaphore::new(tokenization_workers.max(1))),
+            healthy,
+            vocab_size,
+        }
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Reserves room for `inputs` inputs, or answers 429.
+    pub(crate) fn admit(&self, inputs: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let n = u32::try_from(inputs).unwrap_or(u32::MAX);
+        self.admission.clone().try_acquire_many_owned(n).map_err(|_| {
+            ApiError::overloaded("too many inputs in flight (--max-concurrent-requests); retry later")
+        })
+    }
+
+    /// Tokenizes every input on a blocking thread (bounded by --tokenization-workers).
+    pub(crate) async fn tokenize(
+        &self,
+        inputs: Vec<Input>,
+        prompt: Option<String>,
+        truncation: Truncation,
+    ) -> Result<Vec<Encoded>, ApiError> {
+        let _permit = self
+            .tokenization
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unhealthy("tokenization is shut down"))?;
+        let tokenizer = self.tokenizer.clone();
+        let vocab_size = self.vocab_size;
+        tokio::task::spawn_blocking(move || {
+            inputs
+                .into_iter()
+                .enumerate()
+                .map(|(i, input)| encode_one(&tokenizer, i, input, prompt.as_deref(), truncation, vocab_size))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ApiError::tokenizer(format!("tokenization failed: {e}")))?
+    }
+
+    /// Runs tokenized inputs through the model; vectors come back in input order.
+    pub(crate) async fn run(&self, encoded: Vec<Encoded>) -> Result<(Vec<Vec<f32>>, Duration, Duration), ApiError> {
+        if !self.is_healthy() {
+            return Err(ApiError::unhealthy("the model worker is not running"));
+        }
+        let now = Instant::now();
+        let mut receivers = Vec::with_capacity(encoded.len());
+        let jobs = encoded
+            .into_iter()
+            .map(|encoded| {
+                let (reply, rx) = oneshot::channel();
+                receivers.push(rx);
+                Job { encoded, reply, enqueued: now }
+            })
+            .collect();
+        self.queue.push(jobs);
+        let mut vectors = Vec::with_capacity(receivers.len());
+        let (mut queue_time, mut inference_time) = (Duration::ZERO, Duration::ZERO);
+        for rx in receivers {
+            match rx.await {
+                Ok(Ok(out)) => {
+                    queue_time = queue_time.max(out.queue_time);
+                    inference_time = inference_time.max(out.inference_time);
+                    vectors.push(out.vector);
+                }
+                Ok(Err(JobError::Backend(message))) => return Err(ApiError::backend(message)),
+                Ok(Err(JobError::ShuttingDown)) | Err(_) => {
+                    return Err(ApiError::unhealthy("the server is shutting down"))
+                }
+            }
+        }
+        Ok((vectors, queue_time, inference_time))
+    }
+}
+
+fn encode_one(
+    tokenizer: &TextTokenizer,
+    index: usize,
+    input: Input,
+    prompt: Option<&str>,
+    truncation: Truncation,
+    vocab_size: usize,
+) -> Result<Encoded, ApiError> {
+    let direction = truncation.enabled.then_some(truncation.direction);
+    match input {
+        Input::Text(text) => {
+            let text = match prompt {
+                Some(prompt) => format!("{prompt}{text}"),
+                None => text,
+            };
+            tokenizer.encode(&text, direction).map_err(|e| match e {
+                TokenizeError::TooLong { max, given } => ApiError::too_large(
+                    "input-too-long",
+                    format!("input {index} has {given} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate"),
+                ),
+                other => ApiError::tokenizer(format!("input {index}: {other}")),
+            })
+        }
+        Input::Ids(ids) => {
+            if ids.is_empty() {
+                return Err(ApiError::validation("empty-token-ids", format!("input {index} is an empty list of token ids")));
+            }
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+                return Err(ApiError::validation(
+                    "token-id-out-of-range",
+                    format!("input {index}: token id {bad} is outside the vocabulary (size {vocab_size})"),
+                ));
+            }
+            let mut encoded = Encoded::from_ids(ids);
+            let max = tokenizer.max_input_length();
+            if encoded.len() > max {
+                match direction {
+                    Some(direction) => encoded.truncate(max, direction),
+                    None => {
+                        return Err(ApiError::too_large(
+                            "input-too-long",
+                            format!("input {index} has {} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate", encoded.len()),
+                        ))
+                    }
+                }
+            }
+            Ok(encoded)
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! What inspecting the model decided: backend and evidence, pooling, maximum input length.
+//! Used by `serve` (before any weight is loaded) and by `validate-model`.
+
+use tessera_core::{Chosen, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity};
+
+use crate::settings::Dtype;
+
+/// What the user asked for that affects the plan.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PlanRequest {
+    pub(crate) pooling: Option<String>,
+    pub(crate) backend: Option<String>,
+    pub(crate) dtype: Option<Dtype>,
+    pub(crate) max_batch_tokens: Option<usize>,
+}
+
+/// The decisions, ready to log, serve from `/info`, and act on.
+#[derive(Debug, Clone)]
+pub(crate) struct ServingPlan {
+    pub(crate) chosen: Chosen,
+    pub(crate) pooling: Pooling,
+    pub(crate) pooling_source: String,
+    pub(crate) max_input_length: usize,
+    pub(crate) dtype: Dtype,
+}
+
+/// The outcome of planning: every finding, the selection, and the plan when servable.
+#[derive(Debug, Clone)]
+pub(crate) struct PlanOutcome {
+    pub(crate) findings: Vec<Finding>,
+    pub(crate) selection: Option<Selection>,
+    pub(crate) plan: Option<ServingPlan>,
+}
+
+impl PlanOutcome {
+    pub(crate) fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.severity == Severity::Error)
+    }
+}
+
+pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &PlanRequest) -> PlanOutcome {
+    let mut findings = inspection.findings.clone();
+    let selection = match registry.select(inspection, request.backend.as_deref()) {
+        Ok(selection) => Some(selection),
+        Err(e) => {
+            findings.push(Finding::error("backend-unknown", e.to_string()).about("--backend"));
+            None
+        }
+    };
+    let chosen = selection.as_ref().and_then(|s| s.chosen.clone());
+    match (&selection, &chosen) {
+        (Some(_), Some(chosen)) => findings.extend(chosen.findings.iter().cloned()),
+        (Some(selection), None) => {
+            for (_, reasons) in &selection.declined {
+                for reason in reasons {
+                    if !findings.iter().any(|f| f.code == reason.code && f.subject == reason.subject) {
+                        findings.push(reason.clone());
+                    }
+                }
+            }
+            findings.push(selection.no_backend_finding());
+        }
+        (None, _) => {}
+    }
+
+    let pooling = choose_pooling(inspection, request.pooling.as_deref(), &mut findings);
+    let max_input_length = max_input_length(inspection, request.max_batch_tokens, &mut findings);
+    let dtype = request.dtype.unwrap_or(Dtype::Float32);
+
+    let servable = !findings.iter().any(|f| f.severity == Severity::Error);
+    let plan = match (chosen, pooling, servable) {
+        (Some(chosen), Some((pooling, pooling_source)), true) => Some(ServingPlan {
+            chosen,
+            pooling,
+            pooling_source,
+            max_input_length,
+            dtype,
+        }),
+        _ => None,
+    };
+    PlanOutcome { findings, selection, plan }
+}
+
+fn choose_pooling(
+    inspection: &ModelInspection,
+    flag: Option<&str>,
+    findings: &mut Vec<Finding>,
+) -> Option<(Pooling, String)> {
+    if let Some(flag) = flag {
+        return match flag.parse::<Pooling>() {
+            Ok(p) => Some((p, "--pooling".into())),
+            Err(e) => {
+                findings.push(
+                    Finding::error("pooling-invalid", e)
+                        .about("--pooling")
+                        .fix(format!("pass one of: {}", Pooling::supported_names())),
+                );
+                None
+            }
+        };
+    }
+    if let Some(file) = &inspection.sentence_transformers.pooling {
+        return match Pooling::from_file(file) {
+            Ok(p) => Some((p, file.path.display().to_string())),
+            Err(e) => {
+                let code = match e {
+                    PoolingFileError::NoMode => "pooling-config-no-mode",
+                    PoolingFileError::Several { .. } => "pooling-config-several-modes",
+                    _ => "pooling-mode-unknown",
+                };
+                findings.push(
+                    Finding::error(code, format!("the pooling config is unusable: {e}"))
+                        .in_file(&file.path)
+                        .about("pooling_mode_*")
+                        .fix(format!("set exactly one pooling_mode_* key to true, or pass --pooling ({})", Pooling::supported_names())),
+                );
+                None
+            }
+        };
+    }
+    if let Some(config) = &inspection.config {
+        if let Some(name) = config.str("emb_pooler") {
+            return match name.parse::<Pooling>() {
+                Ok(p) => Some((p, format!("{} emb_pooler", config.path.display()))),
+                Err(e) => {
+                    findings.push(
+                        Finding::error("pooling-mode-unknown", e)
+                            .in_file(&config.path)
+                            .about("emb_pooler")
+                            .fix("pass --pooling"),
+                    );
+                    None
+                }
+            };
+        }
+    }
+    findings.push(
+        Finding::error("pooling-not-configured", "no pooling is configured: the model has no 1_Pooling/config.json")
+            .in_file(inspection.root.join("1_Pooling/config.json"))
+            .fix(format!("pass --pooling (one of: {}) or add the sentence-transformers pooling config", Pooling::supported_names())),
+    );
+    None
+}
+
+fn max_input_length(inspection: &ModelInspection, max_batch_tokens: Option<usize>, findings: &mut Vec<Finding>) -> usize {
+    let positions = inspection.config.as_ref().and_then(|c| c.usize("max_position_embeddings"));
+    let st = inspection.sentence_transformers.max_seq_length;
+    let mut max = match (st, positions) {
+        (Some(st), Some(positions)) if st > positions => {
+            findings.push(
+                Finding::warning(
+                    "max-seq-length-exceeds-positions",
+                    format!("max_seq_length {st} is above max_position_embeddings {positions}; inputs are capped at {positions}"),
+                )
+                .in_file(inspection.root.join("sentence_bert_config.json"))
+                .about("max_seq_length")
+                .fix(format!("set `max_seq_length` to at most {positions}")),
+            );
+            positions
+        }
+        (Some(st), _) => st,
+        (None, Some(positions)) => positions,
+        (None, None) => 512,
+    };
+    if let Some(budget) = max_batch_tokens {
+        if max > budget {
+            findings.push(
+                Finding::warning(
+                    "max-input-above-batch-tokens",
+                    format!("the model accepts {max} tokens but --max-batch-tokens is {budget}; inputs are capped at {budget}"),
+                )
+                .about("--max-batch-tokens")
+                .fix(format!("raise --max-batch-tokens to {max} to accept the longest inputs")),
+            );
+            max = budget;
+        }
+    }
+    max
+}

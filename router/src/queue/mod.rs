@@ -1,0 +1,106 @@
+//! The queue between HTTP handlers and the model thread.
+//!
+//! Handlers push one [`Job`] per input; the model thread takes batches formed by
+//! [`batcher::take_batch`] under the token and request budget. A job whose client went away
+//! (its reply channel is closed) is dropped before it reaches the model.
+
+pub(crate) mod batcher;
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tessera_core::Encoded;
+use tokio::sync::oneshot;
+
+pub(crate) use batcher::Budget;
+
+/// What the model thread sends back for one input.
+#[derive(Debug)]
+pub(crate) struct JobOutput {
+    /// The sentence vector after pooling and Dense modules, before normalization.
+    pub(crate) vector: Vec<f32>,
+    pub(crate) queue_time: Duration,
+    pub(crate) inference_time: Duration,
+}
+
+/// Why the model thread could not produce a vector.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum JobError {
+    #[error("{0}")]
+    Backend(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// One input waiting for the model.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) encoded: Encoded,
+    pub(crate) reply: oneshot::Sender<Result<JobOutput, JobError>>,
+    pub(crate) enqueued: Instant,
+}
+
+impl Job {
+    /// True when nobody waits for the answer any more.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+/// A blocking FIFO shared by the async handlers (push) and the model thread (take).
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the deque half-updated (every critical
+        // section is a single push or drain), so a poisoned lock is safe to keep using.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds jobs in order; fails them at once when the queue is closed.
+    pub(crate) fn push(&self, jobs: Vec<Job>) {
+        let mut state = self.lock();
+        if state.closed {
+            drop(state);
+            for job in jobs {
+                let _ = job.reply.send(Err(JobError::ShuttingDown));
+            }
+            return;
+        }
+        state.jobs.extend(jobs);
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Blocks until a batch is available; `None` once closed and drained.
+    pub(crate) fn next_batch(&self, budget: &Budget) -> Option<Vec<Job>> {
+        let mut state = self.lock();
+        loop {
+            let batch = batcher::take_batch(&mut state.jobs, budget);
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// Stops accepting jobs; the model thread finishes what is queued, then stops.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}

@@ -1,0 +1,211 @@
+//! `tessera serve`: validate, load, start the model thread, serve HTTP, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use candle_core::Device;
+use tessera_core::{EmbeddingHead, LoadRequest, TextTokenizer};
+
+use crate::backends;
+use crate::http::{self, AppState, Info, Prompts};
+use crate::infer::Infer;
+use crate::plan::{plan, PlanRequest};
+use crate::queue::{Budget, Queue};
+use crate::settings::Settings;
+use crate::worker::{self, Worker};
+
+pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
+    let model_id = settings
+        .model_id
+        .clone()
+        .ok_or_else(|| anyhow!("no model given: pass --model-id DIR (or set TESSERA_MODEL_ID)"))?;
+    let root = PathBuf::from(&model_id);
+    if !root.is_dir() {
+        bail!("--model-id `{model_id}` is not a local model directory");
+    }
+    if settings.max_batch_tokens == 0 || settings.max_concurrent_requests == 0 || settings.max_client_batch_size == 0 {
+        bail!("--max-batch-tokens, --max-concurrent-requests and --max-client-batch-size must be at least 1");
+    }
+    if settings.max_batch_requests == Some(0) {
+        bail!("--max-batch-requests must be at least 1");
+    }
+
+    let inspection = tessera_validation::inspect(&root);
+    let registry = backends::registry();
+    let outcome = plan(
+        &inspection,
+        &registry,
+        &PlanRequest {
+            pooling: settings.pooling.clone(),
+            backend: settings.backend.clone(),
+            dtype: settings.dtype,
+            max_batch_tokens: Some(settings.max_batch_tokens),
+        },
+    );
+    for finding in outcome.findings.iter().filter(|f| f.severity != tessera_core::Severity::Error) {
+        tracing::warn!("{finding}");
+    }
+    let Some(plan) = outcome.plan.clone() else {
+        let errors: Vec<String> = outcome.errors().map(ToString::to_string).collect();
+        bail!("{} cannot be served:\n  {}", root.display(), errors.join("\n  "));
+    };
+    tracing::info!(
+        backend = plan.chosen.factory.name(),
+        architecture = %plan.chosen.architecture,
+        pooling = %plan.pooling,
+        pooling_source = %plan.pooling_source,
+        max_input_length = plan.max_input_length,
+        dtype = plan.dtype.name(),
+        "serving plan"
+    );
+    for evidence in &plan.chosen.evidence {
+        tracing::info!("evidence: {} `{}`: {}", format!("{:?}", evidence.source).to_lowercase(), evidence.subject, evidence.statement);
+    }
+
+    let tokenizer = TextTokenizer::from_file(&root.join("tokenizer.json"), plan.max_input_length)?;
+    let device = Device::Cpu;
+    let load_started = std::time::Instant::now();
+    let backend = plan
+        .chosen
+        .factory
+        .load(&LoadRequest { inspection: &inspection, dtype: plan.dtype.candle(), device: device.clone(), kernel: None })
+        .with_context(|| format!("loading {}", root.display()))?;
+    let description = backend.describe();
+    let head = EmbeddingHead::load(&inspection.sentence_transformers.dense, &device)?;
+    let output_dim = head.output_dim(description.hidden_size);
+    tracing::info!(
+        "loaded {} ({}, kernel {}) in {:.2?}",
+        description.architecture,
+        description.backend,
+        description.kernel,
+        load_started.elapsed()
+    );
+
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let tokenization_workers = settings.tokenization_workers.unwrap_or(threads).max(1);
+    let budget = Budget {
+        max_tokens: settings.max_batch_tokens,
+        max_requests: settings.max_batch_requests.unwrap_or(usize::MAX),
+        pads: description.pads,
+    };
+    tracing::info!(threads, tokenization_workers, max_batch_tokens = budget.max_tokens, pads = budget.pads, "compute");
+
+    let queue = Arc::new(Queue::default());
+    let healthy = Arc::new(AtomicBool::new(true));
+    let worker_thread = worker::spawn(
+        Worker { backend, pooling: plan.pooling, head, budget },
+        queue.clone(),
+        healthy.clone(),
+    )?;
+    let infer = Infer::new(
+        tokenizer,
+        queue.clone(),
+        settings.max_concurrent_requests,
+        tokenization_workers,
+        healthy,
+        description.vocab_size,
+    );
+
+    let prompts = prompts(&settings, &inspection.sentence_transformers)?;
+    let info = Info {
+        model_id: settings.served_model_name.clone().unwrap_or_else(|| model_id.clone()),
+        model_sha: settings.revision.clone(),
+        model_dtype: plan.dtype.name().into(),
+        model_type: http::info_model_type(plan.pooling),
+        max_concurrent_requests: settings.max_concurrent_requests,
+        max_input_length: plan.max_input_length,
+        max_batch_tokens: settings.max_batch_tokens,
+        max_batch_requests: settings.max_batch_requests,
+        max_client_batch_size: settings.max_client_batch_size,
+        auto_truncate: settings.auto_truncate,
+        tokenization_workers,
+        version: env!("CARGO_PKG_VERSION"),
+        sha: option_env!("TESSERA_GIT_SHA"),
+        docker_label: None,
+        backend: description.backend.into(),
+        architecture: plan.chosen.architecture.clone(),
+        attention_kernel: description.kernel.into(),
+        evidence: plan.chosen.evidence.clone(),
+        compiled_backends: registry.names(),
+        pooling_source: plan.pooling_source.clone(),
+        hidden_size: description.hidden_size,
+        embedding_dim: output_dim,
+        warnings: outcome
+            .findings
+            .iter()
+            .filter(|f| f.severity == tessera_core::Severity::Warning)
+            .cloned()
+            .collect(),
+    };
+    let state = AppState {
+        infer,
+        info: Arc::new(info),
+        prompts: Arc::new(prompts),
+        output_dim,
+        max_client_batch_size: settings.max_client_batch_size,
+        auto_truncate: settings.auto_truncate,
+    };
+    let app = http::app(state, settings.payload_limit);
+
+    let ip: std::net::IpAddr = settings
+        .hostname
+        .parse()
+        .with_context(|| format!("--hostname `{}` is not an IP address", settings.hostname))?;
+    let addr = SocketAddr::new(ip, settings.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!("listening on http://{local}");
+    println!("tessera listening on http://{local}");
+
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("HTTP server stopped; finishing queued work");
+    queue.close();
+    tokio::task::spawn_blocking(move || worker_thread.join())
+        .await?
+        .map_err(|_| anyhow!("the model thread panicked"))?;
+    Ok(())
+}
+
+fn prompts(settings: &Settings, st: &tessera_core::inspection::SentenceTransformers) -> anyhow::Result<Prompts> {
+    let mut prompts = Prompts { named: st.prompts.clone(), default: None };
+    let default_name = settings.default_prompt_name.clone().or_else(|| st.default_prompt_name.clone());
+    prompts.default = match (&settings.default_prompt, default_name) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(name)) => Some(prompts.resolve(Some(&name)).map_err(|e| anyhow!("--default-prompt-name: {}", e.message))?.unwrap_or_default()),
+        (None, None) => None,
+    };
+    Ok(prompts)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received: no new connections, finishing accepted requests");
+}

@@ -1,0 +1,74 @@
+//! The model thread: takes batches from the queue, runs the backend, pooling and the head, and
+//! answers each input. Inference never runs on the async runtime.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tessera_core::{Backend, Batch, EmbeddingHead, Pooling};
+
+use crate::queue::{Budget, Job, JobError, JobOutput, Queue};
+
+/// What the model thread owns.
+pub(crate) struct Worker {
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) pooling: Pooling,
+    pub(crate) head: EmbeddingHead,
+    pub(crate) budget: Budget,
+}
+
+/// Starts the model thread. `healthy` turns false if the thread ever stops unexpectedly.
+pub(crate) fn spawn(
+    worker: Worker,
+    queue: Arc<Queue>,
+    healthy: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("tessera-model".into()).spawn(move || {
+        while let Some(jobs) = queue.next_batch(&worker.budget) {
+            worker.run(jobs);
+        }
+        tracing::info!("model thread stopped");
+        healthy.store(false, Ordering::SeqCst);
+    })
+}
+
+impl Worker {
+    fn run(&self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])));
+        // A panic inside a kernel must fail this batch only, never the server.
+        let result = catch_unwind(AssertUnwindSafe(|| self.embed(&batch)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!("model panicked on a batch of {} inputs: {what}", jobs.len());
+                Err(format!("the model failed on this batch: {what}"))
+            });
+        let inference_time = started.elapsed();
+        match result {
+            Ok(vectors) => {
+                for (job, vector) in jobs.into_iter().zip(vectors) {
+                    let queue_time = started.saturating_duration_since(job.enqueued);
+                    let _ = job.reply.send(Ok(JobOutput { vector, queue_time, inference_time }));
+                }
+            }
+            Err(message) => {
+                tracing::error!("batch failed: {message}");
+                for job in jobs {
+                    let _ = job.reply.send(Err(JobError::Backend(message.clone())));
+                }
+            }
+        }
+    }
+
+    fn embed(&self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
+        let hidden = self.backend.forward(batch).map_err(|e| e.to_string())?;
+        let pooled = self.pooling.pool(&hidden, &batch.seqs).map_err(|e| e.to_string())?;
+        let out = self.head.forward(&pooled).map_err(|e| e.to_string())?;
+        out.to_vec2::<f32>().map_err(|e| e.to_string())
+    }
+}
