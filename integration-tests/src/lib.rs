@@ -1,1 +1,204 @@
-//! placeholder
+//! Harness for end-to-end tests: builds the real `tessera` binary once, starts it on a free
+//! port with a fresh temp dir, waits for `/health`, and stops it when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `shared/` beside the checkout (or `TESSERA_SHARED`), when present.
+pub fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("TESSERA_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared"));
+    dir.is_dir().then_some(dir)
+}
+
+/// A model directory from `shared/models`, or `None` (the caller skips, saying so).
+pub fn shared_model(name: &str) -> Option<PathBuf> {
+    let dir = shared()?.join("models").join(name);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: {} not found", dir.display());
+        None
+    }
+}
+
+/// all-MiniLM-L6-v2: `TESSERA_TEST_MODEL`, `shared/models`, or fetched by `scripts/fetch-model.sh`.
+pub fn minilm() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TESSERA_TEST_MODEL") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = shared().map(|s| s.join("models/all-MiniLM-L6-v2")).filter(|d| d.is_dir()) {
+        return dir;
+    }
+    let out = Command::new(workspace().join("scripts/fetch-model.sh"))
+        .output()
+        .expect("run scripts/fetch-model.sh");
+    assert!(out.status.success(), "fetch-model.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A golden JSON file from `shared/`, when present.
+pub fn golden(relative: &str) -> Option<serde_json::Value> {
+    let path = shared()?.join(relative);
+    if !path.is_file() {
+        eprintln!("SKIPPED: {} not found", path.display());
+        return None;
+    }
+    Some(serde_json::from_slice(&std::fs::read(path).ok()?).expect("golden parses"))
+}
+
+/// Path of the `tessera` binary, built once per test process (a no-op when up to date).
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("TESSERA_BIN") {
+            return PathBuf::from(bin);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "tessera-router", "--bin", "tessera"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building tessera failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target"));
+        target.join("debug/tessera")
+    })
+    .clone()
+}
+
+/// Runs `tessera ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(binary()).args(args).output().expect("run tessera")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A running `tessera serve`.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Working directory of the process, removed on drop.
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `tessera serve --model-id MODEL ARGS` and waits until `/health` answers 200.
+    pub fn start(model: &Path, args: &[&str]) -> Server {
+        Self::start_with_env(model, args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub fn start_with_env(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("server.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--hostname", "127.0.0.1", "--port", &port.to_string(), "--model-id"])
+            .arg(model)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("TESSERA_CONFIG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let child = command.spawn().expect("start tessera");
+        let mut server = Server { child, url: format!("http://127.0.0.1:{port}"), dir, log };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tessera exited with {status} before it was healthy:\n{}", self.log());
+            }
+            if let Ok(r) = client.get(format!("{}/health", self.url)).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tessera was not healthy within 60 s:\n{}", self.log());
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs JSON to `path`.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::blocking::Response {
+        reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .expect("request")
+    }
+
+    /// GETs `path`.
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        reqwest::blocking::get(format!("{}{path}", self.url)).expect("request")
+    }
+
+    /// The child process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Largest absolute difference and cosine similarity between two vectors.
+pub fn compare(got: &[f32], want: &[f32]) -> (f32, f64) {
+    assert_eq!(got.len(), want.len(), "dimension");
+    let max = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let dot: f64 = got.iter().zip(want).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    (max, dot / (norm(got) * norm(want)).max(1e-30))
+}
+
+/// Asserts the parity tolerances: every component within 1e-4 and cosine >= 0.99999.
+pub fn assert_parity(got: &[f32], want: &[f32], what: &str) {
+    let (max, cos) = compare(got, want);
+    assert!(max <= 1e-4, "{what}: max abs diff {max}");
+    assert!(cos >= 0.99999, "{what}: cosine {cos}");
+}
