@@ -78,9 +78,39 @@ pub fn binary() -> PathBuf {
     .clone()
 }
 
-/// Runs `tessera ARGS` to completion.
+/// Runs `tessera ARGS` to completion; a run still going after 60 s is killed and fails the test.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(binary()).args(args).output().expect("run tessera")
+    run_with_env(args, &[])
+}
+
+/// Like [`run`], with extra environment variables.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("run tessera");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`tessera {}` did not finish within 60 s", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out).unwrap_or_default(),
+        stderr: std::fs::read(&err).unwrap_or_default(),
+    }
 }
 
 /// A free TCP port on loopback.

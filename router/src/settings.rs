@@ -126,7 +126,7 @@ impl Settings {
         }
         let env = Env::prefixed("TESSERA_")
             .split("__")
-            .filter(move |key| known.iter().any(|k| k.as_str() == key.as_str()));
+            .filter(move |key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k)));
         figment.merge(env).merge(Serialized::defaults(flags)).extract()
     }
 
