@@ -56,7 +56,12 @@ mod tests {
     fn gelu_is_erf_and_gelu_new_is_tanh() {
         let x = Tensor::new(&[1.0f32], &Device::Cpu).unwrap();
         let erf: Vec<f32> = HiddenAct::Gelu.apply(&x).unwrap().to_vec1().unwrap();
-        let tanh: Vec<f32> = HiddenAct::parse("gelu_new").unwrap().apply(&x).unwrap().to_vec1().unwrap();
+        let tanh: Vec<f32> = HiddenAct::parse("gelu_new")
+            .unwrap()
+            .apply(&x)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         // 0.5 * (1 + erf(1/sqrt 2)) = 0.8413447
         assert!((erf[0] - 0.841_344_7).abs() < 1e-6, "{}", erf[0]);
         assert!((tanh[0] - 0.841_192).abs() < 1e-5, "{}", tanh[0]);

@@ -51,7 +51,9 @@ pub struct PaddedAttention {
 impl Default for PaddedAttention {
     fn default() -> Self {
         // 16M f32 scores = 64 MiB, and the same again for the softmax output.
-        Self { max_score_elements: 16 << 20 }
+        Self {
+            max_score_elements: 16 << 20,
+        }
     }
 }
 
@@ -126,7 +128,10 @@ fn gather_index(seqs: &SeqOffsets, device: &Device) -> candle_core::Result<Tenso
     let mut idx = Vec::with_capacity(seqs.len() * max_len);
     for range in seqs.ranges() {
         idx.extend((range.start..range.end).map(|i| i as u32));
-        idx.extend(std::iter::repeat_n(range.start as u32, max_len - range.len()));
+        idx.extend(std::iter::repeat_n(
+            range.start as u32,
+            max_len - range.len(),
+        ));
     }
     Tensor::from_vec(idx, seqs.len() * max_len, device)
 }
@@ -156,7 +161,10 @@ fn key_padding_mask(
     let mut mask = Vec::with_capacity(seqs.len() * max_len);
     for range in seqs.ranges() {
         mask.extend(std::iter::repeat_n(0f32, range.len()));
-        mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, max_len - range.len()));
+        mask.extend(std::iter::repeat_n(
+            f32::NEG_INFINITY,
+            max_len - range.len(),
+        ));
     }
     let mask = Tensor::from_vec(mask, (seqs.len(), 1, 1, max_len), device)?.to_dtype(dtype)?;
     Ok(Some(mask))
@@ -170,7 +178,8 @@ fn alibi_block(
     keys: usize,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
-    let i = Tensor::arange(first_row as f32, (first_row + rows) as f32, device)?.reshape((rows, 1))?;
+    let i =
+        Tensor::arange(first_row as f32, (first_row + rows) as f32, device)?.reshape((rows, 1))?;
     let j = Tensor::arange(0f32, keys as f32, device)?.reshape((1, keys))?;
     let distance = i.broadcast_sub(&j)?.abs()?.unsqueeze(0)?;
     let slopes = Tensor::from_slice(slopes, (slopes.len(), 1, 1), device)?;
@@ -187,7 +196,11 @@ pub fn reference_attention(
     bias: &PositionBias,
 ) -> Vec<Vec<Vec<f32>>> {
     let heads = q.first().map(|t| t.len()).unwrap_or(0);
-    let head_dim = q.first().and_then(|t| t.first()).map(|h| h.len()).unwrap_or(0);
+    let head_dim = q
+        .first()
+        .and_then(|t| t.first())
+        .map(|h| h.len())
+        .unwrap_or(0);
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut out = vec![vec![vec![0f32; head_dim]; heads]; q.len()];
     for range in seqs.ranges() {
@@ -236,7 +249,9 @@ mod tests {
         let mut state = seed;
         let data: Vec<f32> = (0..total * heads * dim)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
             })
             .collect();
@@ -246,7 +261,11 @@ mod tests {
     fn check(lengths: &[usize], heads: usize, bias: PositionBias, kernel: &dyn AttentionKernel) {
         let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
         let total = seqs.total_tokens();
-        let (q, k, v) = (random(total, heads, 8, 1), random(total, heads, 8, 2), random(total, heads, 8, 3));
+        let (q, k, v) = (
+            random(total, heads, 8, 1),
+            random(total, heads, 8, 2),
+            random(total, heads, 8, 3),
+        );
         let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, &bias).unwrap()).unwrap();
         let want = reference_attention(
             &to_nested(&q).unwrap(),
@@ -259,21 +278,38 @@ mod tests {
             for h in 0..heads {
                 for c in 0..8 {
                     let d = (g[h][c] - w[h][c]).abs();
-                    assert!(d < 1e-5, "token {t} head {h} dim {c}: {} vs {}", g[h][c], w[h][c]);
+                    assert!(
+                        d < 1e-5,
+                        "token {t} head {h} dim {c}: {} vs {}",
+                        g[h][c],
+                        w[h][c]
+                    );
                 }
             }
         }
     }
 
     fn slopes(heads: usize) -> PositionBias {
-        PositionBias::Alibi { slopes: (1..=heads).map(|h| 2f32.powf(-(h as f32))).collect() }
+        PositionBias::Alibi {
+            slopes: (1..=heads).map(|h| 2f32.powf(-(h as f32))).collect(),
+        }
     }
 
     #[test]
     fn padded_matches_reference_on_ragged_batches() {
         for heads in [1, 3, 12] {
-            check(&[1, 2, 17], heads, PositionBias::None, &PaddedAttention::default());
-            check(&[1, 2, 17], heads, slopes(heads), &PaddedAttention::default());
+            check(
+                &[1, 2, 17],
+                heads,
+                PositionBias::None,
+                &PaddedAttention::default(),
+            );
+            check(
+                &[1, 2, 17],
+                heads,
+                slopes(heads),
+                &PaddedAttention::default(),
+            );
         }
         check(&[5], 2, slopes(2), &PaddedAttention::default());
         check(&[4, 4], 2, PositionBias::None, &PaddedAttention::default());
@@ -282,7 +318,9 @@ mod tests {
     #[test]
     fn query_blocks_do_not_change_the_result() {
         // Force one query row per block.
-        let tiny = PaddedAttention { max_score_elements: 1 };
+        let tiny = PaddedAttention {
+            max_score_elements: 1,
+        };
         check(&[3, 9, 1], 2, slopes(2), &tiny);
         check(&[33], 4, PositionBias::None, &tiny);
     }

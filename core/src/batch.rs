@@ -114,7 +114,8 @@ mod tests {
 
     #[test]
     fn batch_restarts_positions_per_sequence() {
-        let b = Batch::from_sequences([(&[1u32, 2][..], &[0u32, 0][..]), (&[7u32][..], &[1u32][..])]);
+        let b =
+            Batch::from_sequences([(&[1u32, 2][..], &[0u32, 0][..]), (&[7u32][..], &[1u32][..])]);
         assert_eq!(b.input_ids, vec![1, 2, 7]);
         assert_eq!(b.position_ids, vec![0, 1, 0]);
         assert_eq!(b.token_type_ids, vec![0, 0, 1]);

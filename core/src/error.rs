@@ -157,7 +157,9 @@ impl LoadError {
     pub fn from_candle(file: impl Into<PathBuf>, err: candle_core::Error) -> Self {
         let file = file.into();
         match err {
-            candle_core::Error::CannotFindTensor { path } => LoadError::MissingTensor { file, name: path },
+            candle_core::Error::CannotFindTensor { path } => {
+                LoadError::MissingTensor { file, name: path }
+            }
             candle_core::Error::WithBacktrace { inner, .. } => LoadError::from_candle(file, *inner),
             candle_core::Error::Context { inner, .. } => LoadError::from_candle(file, *inner),
             candle_core::Error::WithPath { inner, .. } => LoadError::from_candle(file, *inner),
@@ -170,7 +172,10 @@ impl LoadError {
                 expected: expected.dims().to_vec(),
                 got: got.dims().to_vec(),
             },
-            other => LoadError::Weights { file, source: other },
+            other => LoadError::Weights {
+                file,
+                source: other,
+            },
         }
     }
 }

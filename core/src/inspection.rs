@@ -41,7 +41,14 @@ pub struct Finding {
 impl Finding {
     /// Starts a finding; add the file, subject and fix with the builder methods.
     pub fn new(severity: Severity, code: &'static str, message: impl Into<String>) -> Self {
-        Self { severity, code, file: None, subject: None, message: message.into(), fix: None }
+        Self {
+            severity,
+            code,
+            file: None,
+            subject: None,
+            message: message.into(),
+            fix: None,
+        }
     }
 
     /// An error: the model cannot be served.
@@ -126,17 +133,29 @@ pub struct Evidence {
 impl Evidence {
     /// Evidence from the weights.
     pub fn tensor(subject: impl Into<String>, statement: impl Into<String>) -> Self {
-        Self { source: EvidenceSource::Tensor, subject: subject.into(), statement: statement.into() }
+        Self {
+            source: EvidenceSource::Tensor,
+            subject: subject.into(),
+            statement: statement.into(),
+        }
     }
 
     /// Evidence from config.json.
     pub fn config(subject: impl Into<String>, statement: impl Into<String>) -> Self {
-        Self { source: EvidenceSource::Config, subject: subject.into(), statement: statement.into() }
+        Self {
+            source: EvidenceSource::Config,
+            subject: subject.into(),
+            statement: statement.into(),
+        }
     }
 
     /// Supporting evidence from names.
     pub fn name(subject: impl Into<String>, statement: impl Into<String>) -> Self {
-        Self { source: EvidenceSource::Name, subject: subject.into(), statement: statement.into() }
+        Self {
+            source: EvidenceSource::Name,
+            subject: subject.into(),
+            statement: statement.into(),
+        }
     }
 }
 

@@ -72,7 +72,9 @@ pub enum SelectError {
 impl Registry {
     /// A registry over `factories`, in priority order.
     pub fn new(factories: &[&'static dyn BackendFactory]) -> Self {
-        Self { factories: factories.to_vec() }
+        Self {
+            factories: factories.to_vec(),
+        }
     }
 
     /// Names of the compiled-in backends, in priority order.
@@ -94,14 +96,26 @@ impl Registry {
                 });
             }
         }
-        let mut selection = Selection { chosen: None, declined: Vec::new(), passed_over: Vec::new() };
+        let mut selection = Selection {
+            chosen: None,
+            declined: Vec::new(),
+            passed_over: Vec::new(),
+        };
         for factory in &self.factories {
             match factory.assess(inspection) {
-                Assessment::Serves { architecture, evidence, findings } => {
+                Assessment::Serves {
+                    architecture,
+                    evidence,
+                    findings,
+                } => {
                     let wanted = forced.is_none_or(|name| name == factory.name());
                     if wanted && selection.chosen.is_none() {
-                        selection.chosen =
-                            Some(Chosen { factory: *factory, architecture, evidence, findings });
+                        selection.chosen = Some(Chosen {
+                            factory: *factory,
+                            architecture,
+                            evidence,
+                            findings,
+                        });
                     } else {
                         selection.passed_over.push(factory.name());
                     }

@@ -37,7 +37,11 @@ impl Encoded {
     /// Wraps token ids given by a client, used exactly as given.
     pub fn from_ids(ids: Vec<u32>) -> Self {
         let type_ids = vec![0; ids.len()];
-        Self { ids, type_ids, chars: 0 }
+        Self {
+            ids,
+            type_ids,
+            chars: 0,
+        }
     }
 
     /// Number of tokens.
@@ -119,7 +123,8 @@ impl TextTokenizer {
             return Err(LoadError::MissingFile {
                 file: path.to_path_buf(),
                 what: "the fast tokenizer (tokenizer.json)",
-                fix: "save it with `AutoTokenizer.from_pretrained(...).save_pretrained(dir)`".into(),
+                fix: "save it with `AutoTokenizer.from_pretrained(...).save_pretrained(dir)`"
+                    .into(),
             });
         }
         let tokenizer = Tokenizer::from_file(path).map_err(|e| LoadError::Tokenizer {
@@ -189,7 +194,11 @@ impl TextTokenizer {
     }
 
     /// Splits `text` into tokens with their offsets, as `/tokenize` reports them.
-    pub fn tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<Token>, TokenizeError> {
+    pub fn tokens(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<Token>, TokenizeError> {
         let encoding = self
             .untruncated
             .encode(text, add_special_tokens)
@@ -202,10 +211,22 @@ impl TextTokenizer {
             .zip(encoding.get_special_tokens_mask())
             .map(|(((&id, token), &(start, stop)), &special)| {
                 if special == 1 {
-                    Token { id, text: token.clone(), special: true, start: None, stop: None }
+                    Token {
+                        id,
+                        text: token.clone(),
+                        special: true,
+                        start: None,
+                        stop: None,
+                    }
                 } else {
                     let text = text.get(start..stop).unwrap_or(token).to_string();
-                    Token { id, text, special: false, start: Some(start), stop: Some(stop) }
+                    Token {
+                        id,
+                        text,
+                        special: false,
+                        start: Some(start),
+                        stop: Some(stop),
+                    }
                 }
             })
             .collect();
@@ -230,7 +251,9 @@ fn with_truncation(
         direction,
         ..TruncationParams::default()
     });
-    tokenizer.with_truncation(params).map_err(|e| e.to_string())?;
+    tokenizer
+        .with_truncation(params)
+        .map_err(|e| e.to_string())?;
     Ok(tokenizer)
 }
 

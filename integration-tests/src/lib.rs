@@ -36,13 +36,20 @@ pub fn minilm() -> PathBuf {
     if let Some(dir) = std::env::var_os("TESSERA_TEST_MODEL") {
         return PathBuf::from(dir);
     }
-    if let Some(dir) = shared().map(|s| s.join("models/all-MiniLM-L6-v2")).filter(|d| d.is_dir()) {
+    if let Some(dir) = shared()
+        .map(|s| s.join("models/all-MiniLM-L6-v2"))
+        .filter(|d| d.is_dir())
+    {
         return dir;
     }
     let out = Command::new(workspace().join("scripts/fetch-model.sh"))
         .output()
         .expect("run scripts/fetch-model.sh");
-    assert!(out.status.success(), "fetch-model.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fetch-model.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -65,7 +72,14 @@ pub fn binary() -> PathBuf {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tessera-router", "--bin", "tessera"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "tessera-router",
+                "--bin",
+                "tessera",
+            ])
             .current_dir(workspace())
             .status()
             .expect("run cargo build");
@@ -115,7 +129,10 @@ pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A running `tessera serve`.
@@ -142,7 +159,14 @@ impl Server {
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(binary());
         command
-            .args(["serve", "--hostname", "127.0.0.1", "--port", &port.to_string(), "--model-id"])
+            .args([
+                "serve",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--model-id",
+            ])
             .arg(model)
             .args(args)
             .current_dir(dir.path())
@@ -151,7 +175,12 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(log_file);
         let child = command.spawn().expect("start tessera");
-        let mut server = Server { child, url: format!("http://127.0.0.1:{port}"), dir, log };
+        let mut server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            log,
+        };
         server.wait_healthy();
         server
     }
@@ -161,7 +190,10 @@ impl Server {
         let client = reqwest::blocking::Client::new();
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tessera exited with {status} before it was healthy:\n{}", self.log());
+                panic!(
+                    "tessera exited with {status} before it was healthy:\n{}",
+                    self.log()
+                );
             }
             if let Ok(r) = client.get(format!("{}/health", self.url)).send() {
                 if r.status().is_success() {
@@ -220,8 +252,16 @@ impl Drop for Server {
 /// Largest absolute difference and cosine similarity between two vectors.
 pub fn compare(got: &[f32], want: &[f32]) -> (f32, f64) {
     assert_eq!(got.len(), want.len(), "dimension");
-    let max = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let dot: f64 = got.iter().zip(want).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+    let max = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let dot: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum();
     let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     (max, dot / (norm(got) * norm(want)).max(1e-30))
 }

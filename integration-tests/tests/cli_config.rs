@@ -32,16 +32,29 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn no_subcommand_prints_help() {
     let out = run(&[]);
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("serve") && text.contains("validate-model"), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("serve") && text.contains("validate-model"),
+        "{text}"
+    );
 }
 
 #[test]
 fn serve_help_states_precedence() {
     let out = run(&["serve", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("flag > environment > config file > default"), "{text}");
-    for flag in ["--model-id", "--max-batch-tokens", "--auto-truncate", "--payload-limit", "--prometheus-port"] {
+    assert!(
+        text.contains("flag > environment > config file > default"),
+        "{text}"
+    );
+    for flag in [
+        "--model-id",
+        "--max-batch-tokens",
+        "--auto-truncate",
+        "--payload-limit",
+        "--prometheus-port",
+    ] {
         assert!(text.contains(flag), "{flag} missing from help");
     }
 }
@@ -51,12 +64,22 @@ fn flag_beats_env_beats_file_beats_default() {
     let model = minilm();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tessera.toml");
-    std::fs::write(&config, "max_client_batch_size = 3\nmax_batch_requests = 7\nauto_truncate = true\n").unwrap();
+    std::fs::write(
+        &config,
+        "max_client_batch_size = 3\nmax_batch_requests = 7\nauto_truncate = true\n",
+    )
+    .unwrap();
     let config = config.to_str().unwrap();
 
     let server = Server::start(&model, &["--config", config]);
     let info: Value = server.get("/info").json().unwrap();
-    assert_eq!((info["max_client_batch_size"].clone(), info["max_batch_requests"].clone()), (json!(3), json!(7)));
+    assert_eq!(
+        (
+            info["max_client_batch_size"].clone(),
+            info["max_batch_requests"].clone()
+        ),
+        (json!(3), json!(7))
+    );
     assert_eq!(info["auto_truncate"], true);
     assert_eq!(info["max_concurrent_requests"], 512, "default");
     drop(server);
@@ -68,7 +91,11 @@ fn flag_beats_env_beats_file_beats_default() {
     assert_eq!(info["max_batch_requests"], 7);
     drop(server);
 
-    let server = Server::start_with_env(&model, &["--config", config, "--max-client-batch-size", "5"], &env);
+    let server = Server::start_with_env(
+        &model,
+        &["--config", config, "--max-client-batch-size", "5"],
+        &env,
+    );
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["max_client_batch_size"], 5, "flag beats env");
 }
@@ -79,18 +106,33 @@ fn config_mistakes_are_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "max_batch_tokenz = 10\n").unwrap();
-    let out = run(&["serve", "--model-id", model.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let out = run(&[
+        "serve",
+        "--model-id",
+        model.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_batch_tokenz"), "{err}");
 
     std::fs::write(&config, "port = \"high\"\n").unwrap();
-    let out = run(&["serve", "--model-id", model.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let out = run(&[
+        "serve",
+        "--model-id",
+        model.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("port") && err.contains("bad.toml"), "{err}");
 
-    let out = run_with_env(&["serve", "--model-id", model.to_str().unwrap()], &[("TESSERA_PORT", "not-a-port")]);
+    let out = run_with_env(
+        &["serve", "--model-id", model.to_str().unwrap()],
+        &[("TESSERA_PORT", "not-a-port")],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("port"));
 }
@@ -101,13 +143,25 @@ fn a_model_without_pooling_config_names_the_flag() {
     copy_model(&minilm(), dir.path());
     std::fs::remove_dir_all(dir.path().join("1_Pooling")).unwrap();
     std::fs::write(dir.path().join("modules.json"), "[]").unwrap();
-    let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
+    let out = run(&[
+        "serve",
+        "--model-id",
+        dir.path().to_str().unwrap(),
+        "--port",
+        "0",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--pooling") && err.contains("pooling-not-configured"), "{err}");
+    assert!(
+        err.contains("--pooling") && err.contains("pooling-not-configured"),
+        "{err}"
+    );
 
     let server = Server::start(dir.path(), &["--pooling", "mean"]);
-    assert_eq!(server.post("/embed", &json!({"inputs": "hi"})).status(), 200);
+    assert_eq!(
+        server.post("/embed", &json!({"inputs": "hi"})).status(),
+        200
+    );
 }
 
 #[test]
@@ -115,10 +169,21 @@ fn a_missing_model_or_bad_flag_fails_clearly() {
     let out = run(&["serve", "--model-id", "/nonexistent/model"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model"));
-    let out = run(&["serve", "--model-id", minilm().to_str().unwrap(), "--pooling", "median", "--port", "0"]);
+    let out = run(&[
+        "serve",
+        "--model-id",
+        minilm().to_str().unwrap(),
+        "--pooling",
+        "median",
+        "--port",
+        "0",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("median") && err.contains("weightedmean"), "{err}");
+    assert!(
+        err.contains("median") && err.contains("weightedmean"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -137,7 +202,12 @@ fn a_dense_module_is_applied_after_pooling() {
     for i in 0..8 {
         weight[i * 384 + i] = 2.0;
     }
-    write_safetensors(&dense.join("model.safetensors"), "linear.weight", &[8, 384], &weight);
+    write_safetensors(
+        &dense.join("model.safetensors"),
+        "linear.weight",
+        &[8, 384],
+        &weight,
+    );
     std::fs::write(
         dir.path().join("modules.json"),
         r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
@@ -147,8 +217,14 @@ fn a_dense_module_is_applied_after_pooling() {
     .unwrap();
     let plain = Server::start(&minilm(), &[]);
     let with_dense = Server::start(dir.path(), &[]);
-    let base: Vec<Vec<f32>> = plain.post("/embed", &json!({"inputs": "dense", "normalize": false})).json().unwrap();
-    let got: Vec<Vec<f32>> = with_dense.post("/embed", &json!({"inputs": "dense", "normalize": false})).json().unwrap();
+    let base: Vec<Vec<f32>> = plain
+        .post("/embed", &json!({"inputs": "dense", "normalize": false}))
+        .json()
+        .unwrap();
+    let got: Vec<Vec<f32>> = with_dense
+        .post("/embed", &json!({"inputs": "dense", "normalize": false}))
+        .json()
+        .unwrap();
     assert_eq!(got[0].len(), 8);
     for i in 0..8 {
         assert!((got[0][i] - 2.0 * base[0][i]).abs() < 1e-5);
@@ -156,7 +232,9 @@ fn a_dense_module_is_applied_after_pooling() {
 }
 
 fn write_safetensors(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
-    let header = json!({ name: { "dtype": "F32", "shape": shape, "data_offsets": [0, data.len() * 4] } }).to_string();
+    let header =
+        json!({ name: { "dtype": "F32", "shape": shape, "data_offsets": [0, data.len() * 4] } })
+            .to_string();
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header.as_bytes());
     for x in data {
@@ -169,7 +247,9 @@ fn write_safetensors(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
 fn sigterm_finishes_accepted_requests_and_exits_zero() {
     let mut server = Server::start(&minilm(), &[]);
     let url = server.url.clone();
-    let texts: Vec<String> = (0..32).map(|i| format!("request number {i} with some words in it")).collect();
+    let texts: Vec<String> = (0..32)
+        .map(|i| format!("request number {i} with some words in it"))
+        .collect();
     let inflight: Vec<_> = (0..4)
         .map(|_| {
             let url = url.clone();
@@ -184,7 +264,10 @@ fn sigterm_finishes_accepted_requests_and_exits_zero() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(150));
-    let status = std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     for handle in inflight {
         // A request either completed (200) or was never accepted (connection refused).
@@ -192,6 +275,8 @@ fn sigterm_finishes_accepted_requests_and_exits_zero() {
             assert_eq!(code, 200);
         }
     }
-    let exit = server.wait_exit(Duration::from_secs(30)).expect("exits within the grace period");
+    let exit = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits within the grace period");
     assert!(exit.success(), "exit status {exit}:\n{}", server.log());
 }

@@ -20,7 +20,10 @@ fn check_golden(server: &Server, golden: &Value, cls_server: Option<&Server>) {
         assert_parity(g, w, &format!("batched text {i}"));
     }
 
-    let r = server.post("/embed", &json!({ "inputs": texts, "normalize": false, "truncate": true }));
+    let r = server.post(
+        "/embed",
+        &json!({ "inputs": texts, "normalize": false, "truncate": true }),
+    );
     let got = vectors(&r.json().unwrap());
     for (i, (g, w)) in got.iter().zip(&want_raw).enumerate() {
         assert_parity(g, w, &format!("batched unnormalized text {i}"));
@@ -35,7 +38,10 @@ fn check_golden(server: &Server, golden: &Value, cls_server: Option<&Server>) {
 
     if let Some(cls) = cls_server {
         let want_cls = vectors(&golden["embeddings_cls"]);
-        let r = cls.post("/embed", &json!({ "inputs": texts, "normalize": false, "truncate": true }));
+        let r = cls.post(
+            "/embed",
+            &json!({ "inputs": texts, "normalize": false, "truncate": true }),
+        );
         let got = vectors(&r.json().unwrap());
         for (i, (g, w)) in got.iter().zip(&want_cls).enumerate() {
             assert_parity(g, w, &format!("cls text {i}"));
@@ -45,30 +51,55 @@ fn check_golden(server: &Server, golden: &Value, cls_server: Option<&Server>) {
 
 #[test]
 fn minilm_serves_sentence_transformers_vectors() {
-    let Some(golden) = golden("reference/golden_minilm.json") else { return };
+    let Some(golden) = golden("reference/golden_minilm.json") else {
+        return;
+    };
     let model = minilm();
     let server = Server::start(&model, &["--max-client-batch-size", "64"]);
-    let cls = Server::start(&model, &["--max-client-batch-size", "64", "--pooling", "cls"]);
+    let cls = Server::start(
+        &model,
+        &["--max-client-batch-size", "64", "--pooling", "cls"],
+    );
     check_golden(&server, &golden, Some(&cls));
 }
 
 #[test]
 fn bert_tiny_serves_transformers_vectors() {
-    let Some(model) = shared_model("bert-tiny") else { return };
-    let golden: Value = serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
+    let Some(model) = shared_model("bert-tiny") else {
+        return;
+    };
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
     let server = Server::start(&model, &["--max-client-batch-size", "64"]);
-    let cls = Server::start(&model, &["--max-client-batch-size", "64", "--pooling", "cls"]);
+    let cls = Server::start(
+        &model,
+        &["--max-client-batch-size", "64", "--pooling", "cls"],
+    );
     check_golden(&server, &golden, Some(&cls));
 }
 
 #[test]
 fn token_id_inputs_are_used_as_given() {
-    let Some(golden) = golden("reference/golden_minilm.json") else { return };
+    let Some(golden) = golden("reference/golden_minilm.json") else {
+        return;
+    };
     let server = Server::start(&minilm(), &[]);
     let ids = golden["token_ids"][1].clone();
-    let by_ids = vectors(&server.post("/embed", &json!({ "inputs": ids })).json().unwrap());
+    let by_ids = vectors(
+        &server
+            .post("/embed", &json!({ "inputs": ids }))
+            .json()
+            .unwrap(),
+    );
     assert_parity(&by_ids[0], &vectors(&golden["embeddings"])[1], "ids input");
-    let both = server.post("/embed", &json!({ "inputs": [golden["texts"][1], golden["token_ids"][2]] }));
+    let both = server.post(
+        "/embed",
+        &json!({ "inputs": [golden["texts"][1], golden["token_ids"][2]] }),
+    );
     let both = vectors(&both.json().unwrap());
-    assert_parity(&both[1], &vectors(&golden["embeddings"])[2], "mixed batch, ids");
+    assert_parity(
+        &both[1],
+        &vectors(&golden["embeddings"])[2],
+        "mixed batch, ids",
+    );
 }

@@ -48,9 +48,11 @@ pub(crate) struct ValidateArgs {
 
 /// Flags of `tessera serve`.
 #[derive(Debug, Args, Serialize)]
-#[command(after_help = "Every flag can also be set as a TESSERA_<NAME> environment variable \
+#[command(
+    after_help = "Every flag can also be set as a TESSERA_<NAME> environment variable \
 (e.g. TESSERA_MAX_BATCH_TOKENS=8192) or as a key in a TOML file given with --config \
-(e.g. max_batch_tokens = 8192). Precedence: flag > environment > config file > default.")]
+(e.g. max_batch_tokens = 8192). Precedence: flag > environment > config file > default."
+)]
 pub(crate) struct ServeArgs {
     /// TOML file with settings (keys are the flag names with underscores). Env: TESSERA_CONFIG.
     #[arg(long, value_name = "FILE")]

@@ -74,9 +74,14 @@ impl Infer {
     /// Reserves room for `inputs` inputs, or answers 429.
     pub(crate) fn admit(&self, inputs: usize) -> Result<OwnedSemaphorePermit, ApiError> {
         let n = u32::try_from(inputs).unwrap_or(u32::MAX);
-        self.admission.clone().try_acquire_many_owned(n).map_err(|_| {
-            ApiError::overloaded("too many inputs in flight (--max-concurrent-requests); retry later")
-        })
+        self.admission
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| {
+                ApiError::overloaded(
+                    "too many inputs in flight (--max-concurrent-requests); retry later",
+                )
+            })
     }
 
     /// Tokenizes every input on a blocking thread (bounded by --tokenization-workers).
@@ -97,7 +102,16 @@ impl Infer {
             inputs
                 .into_iter()
                 .enumerate()
-                .map(|(i, input)| encode_one(&tokenizer, i, input, prompt.as_deref(), truncation, vocab_size))
+                .map(|(i, input)| {
+                    encode_one(
+                        &tokenizer,
+                        i,
+                        input,
+                        prompt.as_deref(),
+                        truncation,
+                        vocab_size,
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
@@ -105,7 +119,10 @@ impl Infer {
     }
 
     /// Runs tokenized inputs through the model; vectors come back in input order.
-    pub(crate) async fn run(&self, encoded: Vec<Encoded>) -> Result<(Vec<Vec<f32>>, Duration, Duration), ApiError> {
+    pub(crate) async fn run(
+        &self,
+        encoded: Vec<Encoded>,
+    ) -> Result<(Vec<Vec<f32>>, Duration, Duration), ApiError> {
         if !self.is_healthy() {
             return Err(ApiError::unhealthy("the model worker is not running"));
         }
@@ -116,7 +133,11 @@ impl Infer {
             .map(|encoded| {
                 let (reply, rx) = oneshot::channel();
                 receivers.push(rx);
-                Job { encoded, reply, enqueued: now }
+                Job {
+                    encoded,
+                    reply,
+                    enqueued: now,
+                }
             })
             .collect();
         self.queue.push(jobs);
@@ -164,7 +185,10 @@ fn encode_one(
         }
         Input::Ids(ids) => {
             if ids.is_empty() {
-                return Err(ApiError::validation("empty-token-ids", format!("input {index} is an empty list of token ids")));
+                return Err(ApiError::validation(
+                    "empty-token-ids",
+                    format!("input {index} is an empty list of token ids"),
+                ));
             }
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
                 return Err(ApiError::validation(

@@ -19,7 +19,11 @@ use crate::cli::{Cli, Command};
 use crate::settings::Settings;
 
 fn main() -> ExitCode {
-    let version = format!("{} (backends: {})", env!("CARGO_PKG_VERSION"), backends::registry().names().join(", "));
+    let version = format!(
+        "{} (backends: {})",
+        env!("CARGO_PKG_VERSION"),
+        backends::registry().names().join(", ")
+    );
     let matches = Cli::command().version(version).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -37,7 +41,10 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(settings.json_output);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
@@ -59,7 +66,9 @@ fn main() -> ExitCode {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -1,7 +1,9 @@
 //! What inspecting the model decided: backend and evidence, pooling, maximum input length.
 //! Used by `serve` (before any weight is loaded) and by `validate-model`.
 
-use tessera_core::{Chosen, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity};
+use tessera_core::{
+    Chosen, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity,
+};
 
 use crate::settings::Dtype;
 
@@ -34,11 +36,17 @@ pub(crate) struct PlanOutcome {
 
 impl PlanOutcome {
     pub(crate) fn errors(&self) -> impl Iterator<Item = &Finding> {
-        self.findings.iter().filter(|f| f.severity == Severity::Error)
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
     }
 }
 
-pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &PlanRequest) -> PlanOutcome {
+pub(crate) fn plan(
+    inspection: &ModelInspection,
+    registry: &Registry,
+    request: &PlanRequest,
+) -> PlanOutcome {
     let mut findings = inspection.findings.clone();
     let selection = match registry.select(inspection, request.backend.as_deref()) {
         Ok(selection) => Some(selection),
@@ -53,7 +61,10 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
         (Some(selection), None) => {
             for (_, reasons) in &selection.declined {
                 for reason in reasons {
-                    if !findings.iter().any(|f| f.code == reason.code && f.subject == reason.subject) {
+                    if !findings
+                        .iter()
+                        .any(|f| f.code == reason.code && f.subject == reason.subject)
+                    {
                         findings.push(reason.clone());
                     }
                 }
@@ -78,7 +89,11 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
         }),
         _ => None,
     };
-    PlanOutcome { findings, selection, plan }
+    PlanOutcome {
+        findings,
+        selection,
+        plan,
+    }
 }
 
 fn choose_pooling(
@@ -112,7 +127,10 @@ fn choose_pooling(
                     Finding::error(code, format!("the pooling config is unusable: {e}"))
                         .in_file(&file.path)
                         .about("pooling_mode_*")
-                        .fix(format!("set exactly one pooling_mode_* key to true, or pass --pooling ({})", Pooling::supported_names())),
+                        .fix(format!(
+                            "set exactly one pooling_mode_* key to true, or pass --pooling ({})",
+                            Pooling::supported_names()
+                        )),
                 );
                 None
             }
@@ -135,15 +153,28 @@ fn choose_pooling(
         }
     }
     findings.push(
-        Finding::error("pooling-not-configured", "no pooling is configured: the model has no 1_Pooling/config.json")
-            .in_file(inspection.root.join("1_Pooling/config.json"))
-            .fix(format!("pass --pooling (one of: {}) or add the sentence-transformers pooling config", Pooling::supported_names())),
+        Finding::error(
+            "pooling-not-configured",
+            "no pooling is configured: the model has no 1_Pooling/config.json",
+        )
+        .in_file(inspection.root.join("1_Pooling/config.json"))
+        .fix(format!(
+            "pass --pooling (one of: {}) or add the sentence-transformers pooling config",
+            Pooling::supported_names()
+        )),
     );
     None
 }
 
-fn max_input_length(inspection: &ModelInspection, max_batch_tokens: Option<usize>, findings: &mut Vec<Finding>) -> usize {
-    let positions = inspection.config.as_ref().and_then(|c| c.usize("max_position_embeddings"));
+fn max_input_length(
+    inspection: &ModelInspection,
+    max_batch_tokens: Option<usize>,
+    findings: &mut Vec<Finding>,
+) -> usize {
+    let positions = inspection
+        .config
+        .as_ref()
+        .and_then(|c| c.usize("max_position_embeddings"));
     let st = inspection.sentence_transformers.max_seq_length;
     let mut max = match (st, positions) {
         (Some(st), Some(positions)) if st > positions => {

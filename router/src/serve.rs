@@ -26,7 +26,10 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     if !root.is_dir() {
         bail!("--model-id `{model_id}` is not a local model directory");
     }
-    if settings.max_batch_tokens == 0 || settings.max_concurrent_requests == 0 || settings.max_client_batch_size == 0 {
+    if settings.max_batch_tokens == 0
+        || settings.max_concurrent_requests == 0
+        || settings.max_client_batch_size == 0
+    {
         bail!("--max-batch-tokens, --max-concurrent-requests and --max-client-batch-size must be at least 1");
     }
     if settings.max_batch_requests == Some(0) {
@@ -45,12 +48,20 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
             max_batch_tokens: Some(settings.max_batch_tokens),
         },
     );
-    for finding in outcome.findings.iter().filter(|f| f.severity != tessera_core::Severity::Error) {
+    for finding in outcome
+        .findings
+        .iter()
+        .filter(|f| f.severity != tessera_core::Severity::Error)
+    {
         tracing::warn!("{finding}");
     }
     let Some(plan) = outcome.plan.clone() else {
         let errors: Vec<String> = outcome.errors().map(ToString::to_string).collect();
-        bail!("{} cannot be served:\n  {}", root.display(), errors.join("\n  "));
+        bail!(
+            "{} cannot be served:\n  {}",
+            root.display(),
+            errors.join("\n  ")
+        );
     };
     tracing::info!(
         backend = plan.chosen.factory.name(),
@@ -62,7 +73,12 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         "serving plan"
     );
     for evidence in &plan.chosen.evidence {
-        tracing::info!("evidence: {} `{}`: {}", format!("{:?}", evidence.source).to_lowercase(), evidence.subject, evidence.statement);
+        tracing::info!(
+            "evidence: {} `{}`: {}",
+            format!("{:?}", evidence.source).to_lowercase(),
+            evidence.subject,
+            evidence.statement
+        );
     }
 
     let tokenizer = TextTokenizer::from_file(&root.join("tokenizer.json"), plan.max_input_length)?;
@@ -71,7 +87,12 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     let backend = plan
         .chosen
         .factory
-        .load(&LoadRequest { inspection: &inspection, dtype: plan.dtype.candle(), device: device.clone(), kernel: None })
+        .load(&LoadRequest {
+            inspection: &inspection,
+            dtype: plan.dtype.candle(),
+            device: device.clone(),
+            kernel: None,
+        })
         .with_context(|| format!("loading {}", root.display()))?;
     let description = backend.describe();
     let head = EmbeddingHead::load(&inspection.sentence_transformers.dense, &device)?;
@@ -84,19 +105,32 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         load_started.elapsed()
     );
 
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let tokenization_workers = settings.tokenization_workers.unwrap_or(threads).max(1);
     let budget = Budget {
         max_tokens: settings.max_batch_tokens,
         max_requests: settings.max_batch_requests.unwrap_or(usize::MAX),
         pads: description.pads,
     };
-    tracing::info!(threads, tokenization_workers, max_batch_tokens = budget.max_tokens, pads = budget.pads, "compute");
+    tracing::info!(
+        threads,
+        tokenization_workers,
+        max_batch_tokens = budget.max_tokens,
+        pads = budget.pads,
+        "compute"
+    );
 
     let queue = Arc::new(Queue::default());
     let healthy = Arc::new(AtomicBool::new(true));
     let worker_thread = worker::spawn(
-        Worker { backend, pooling: plan.pooling, head, budget },
+        Worker {
+            backend,
+            pooling: plan.pooling,
+            head,
+            budget,
+        },
         queue.clone(),
         healthy.clone(),
     )?;
@@ -111,7 +145,10 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let prompts = prompts(&settings, &inspection.sentence_transformers)?;
     let info = Info {
-        model_id: settings.served_model_name.clone().unwrap_or_else(|| model_id.clone()),
+        model_id: settings
+            .served_model_name
+            .clone()
+            .unwrap_or_else(|| model_id.clone()),
         model_sha: settings.revision.clone(),
         model_dtype: plan.dtype.name().into(),
         model_type: http::info_model_type(plan.pooling),
@@ -162,7 +199,9 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("listening on http://{local}");
     println!("tessera listening on http://{local}");
 
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("HTTP server stopped; finishing queued work");
     queue.close();
     tokio::task::spawn_blocking(move || worker_thread.join())
@@ -171,12 +210,26 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn prompts(settings: &Settings, st: &tessera_core::inspection::SentenceTransformers) -> anyhow::Result<Prompts> {
-    let mut prompts = Prompts { named: st.prompts.clone(), default: None };
-    let default_name = settings.default_prompt_name.clone().or_else(|| st.default_prompt_name.clone());
+fn prompts(
+    settings: &Settings,
+    st: &tessera_core::inspection::SentenceTransformers,
+) -> anyhow::Result<Prompts> {
+    let mut prompts = Prompts {
+        named: st.prompts.clone(),
+        default: None,
+    };
+    let default_name = settings
+        .default_prompt_name
+        .clone()
+        .or_else(|| st.default_prompt_name.clone());
     prompts.default = match (&settings.default_prompt, default_name) {
         (Some(text), _) => Some(text.clone()),
-        (None, Some(name)) => Some(prompts.resolve(Some(&name)).map_err(|e| anyhow!("--default-prompt-name: {}", e.message))?.unwrap_or_default()),
+        (None, Some(name)) => Some(
+            prompts
+                .resolve(Some(&name))
+                .map_err(|e| anyhow!("--default-prompt-name: {}", e.message))?
+                .unwrap_or_default(),
+        ),
         (None, None) => None,
     };
     Ok(prompts)

@@ -104,14 +104,17 @@ impl Settings {
     /// Merges defaults, the TOML file, `TESSERA_*` variables and the flags given.
     ///
     /// `flags` holds only what the user passed (clap defaults would override env and file).
-    pub(crate) fn load(config_file: Option<&Path>, flags: &impl Serialize) -> Result<Settings, figment::Error> {
+    pub(crate) fn load(
+        config_file: Option<&Path>,
+        flags: &impl Serialize,
+    ) -> Result<Settings, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = config_file {
             if !path.is_file() {
-                return Err(figment::Error::from(format!(
+                return Err(Box::new(figment::Error::from(format!(
                     "configuration file {} does not exist",
                     path.display()
-                )));
+                ))));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -120,19 +123,26 @@ impl Settings {
             if let Some(name) = key.strip_prefix("TESSERA_") {
                 let name = name.to_ascii_lowercase();
                 if !known.contains(&name) && !ENV_NOT_SETTINGS.contains(&name.as_str()) {
-                    tracing::warn!("ignoring environment variable {key}: `{name}` is not a tessera setting");
+                    tracing::warn!(
+                        "ignoring environment variable {key}: `{name}` is not a tessera setting"
+                    );
                 }
             }
         }
         let env = Env::prefixed("TESSERA_")
             .split("__")
             .filter(move |key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k)));
-        figment.merge(env).merge(Serialized::defaults(flags)).extract()
+        figment
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(Box::new)
     }
 
     /// The config file to read: `--config`, else `TESSERA_CONFIG`.
     pub(crate) fn config_file(flag: Option<&PathBuf>) -> Option<PathBuf> {
-        flag.cloned().or_else(|| std::env::var_os("TESSERA_CONFIG").map(PathBuf::from))
+        flag.cloned()
+            .or_else(|| std::env::var_os("TESSERA_CONFIG").map(PathBuf::from))
     }
 }
 
@@ -152,7 +162,10 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "port = 4000\nmax_batch_tokens = 100").unwrap();
         let s = Settings::load(Some(file.path()), &Flags::default()).unwrap();
-        assert_eq!((s.port, s.max_batch_tokens, s.max_client_batch_size), (4000, 100, 32));
+        assert_eq!(
+            (s.port, s.max_batch_tokens, s.max_client_batch_size),
+            (4000, 100, 32)
+        );
         let s = Settings::load(Some(file.path()), &Flags { port: Some(5000) }).unwrap();
         assert_eq!(s.port, 5000);
     }
@@ -161,7 +174,9 @@ mod tests {
     fn unknown_file_keys_are_errors_naming_the_key() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "max_batch_tokenz = 100").unwrap();
-        let err = Settings::load(Some(file.path()), &Flags::default()).unwrap_err().to_string();
+        let err = Settings::load(Some(file.path()), &Flags::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_batch_tokenz"), "{err}");
     }
 
@@ -169,7 +184,9 @@ mod tests {
     fn wrong_types_name_the_key_and_file() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "port = \"abc\"").unwrap();
-        let err = Settings::load(Some(file.path()), &Flags::default()).unwrap_err().to_string();
+        let err = Settings::load(Some(file.path()), &Flags::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("port"), "{err}");
     }
 }

@@ -65,7 +65,12 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
     let outcome = plan(
         &inspection,
         &registry,
-        &PlanRequest { pooling: args.pooling.clone(), backend: args.backend.clone(), dtype: args.dtype, max_batch_tokens: None },
+        &PlanRequest {
+            pooling: args.pooling.clone(),
+            backend: args.backend.clone(),
+            dtype: args.dtype,
+            max_batch_tokens: None,
+        },
     );
     let report = report(&inspection, &outcome);
     if args.json {
@@ -99,13 +104,28 @@ fn report<'a>(inspection: &'a ModelInspection, outcome: &'a PlanOutcome) -> Repo
         declined: outcome
             .selection
             .as_ref()
-            .map(|s| s.declined.iter().map(|(backend, reasons)| Declined { backend, reasons }).collect())
+            .map(|s| {
+                s.declined
+                    .iter()
+                    .map(|(backend, reasons)| Declined { backend, reasons })
+                    .collect()
+            })
             .unwrap_or_default(),
-        passed_over: outcome.selection.as_ref().map(|s| s.passed_over.as_slice()).unwrap_or(&[]),
-        pooling: plan.map(|p| PoolingReport { mode: p.pooling.to_string(), source: p.pooling_source.clone() }),
+        passed_over: outcome
+            .selection
+            .as_ref()
+            .map(|s| s.passed_over.as_slice())
+            .unwrap_or(&[]),
+        pooling: plan.map(|p| PoolingReport {
+            mode: p.pooling.to_string(),
+            source: p.pooling_source.clone(),
+        }),
         max_input_length: plan.map(|p| p.max_input_length),
         dtype: plan.map(|p| p.dtype.name()),
-        tokenizer: TokenizerReport { path: inspection.tokenizer.path.as_deref(), vocab_size: inspection.tokenizer.vocab_size },
+        tokenizer: TokenizerReport {
+            path: inspection.tokenizer.path.as_deref(),
+            vocab_size: inspection.tokenizer.vocab_size,
+        },
         weights: inspection.weights.as_ref().map(|w| WeightsReport {
             format: w.format,
             files: w.files.iter().map(|f| f.display().to_string()).collect(),
@@ -122,7 +142,12 @@ fn print_text(r: &Report<'_>) {
         _ => println!("architecture: no compiled backend can serve it"),
     }
     for e in r.evidence {
-        println!("  evidence ({}): `{}`: {}", format!("{:?}", e.source).to_lowercase(), e.subject, e.statement);
+        println!(
+            "  evidence ({}): `{}`: {}",
+            format!("{:?}", e.source).to_lowercase(),
+            e.subject,
+            e.statement
+        );
     }
     for d in &r.declined {
         for reason in d.reasons.iter().filter(|f| f.severity == Severity::Error) {
@@ -147,7 +172,12 @@ fn print_text(r: &Report<'_>) {
         println!("dtype:        {d}");
     }
     if let Some(w) = &r.weights {
-        println!("weights:      {:?}, {} tensors in {} file(s)", w.format, w.tensors, w.files.len());
+        println!(
+            "weights:      {:?}, {} tensors in {} file(s)",
+            w.format,
+            w.tensors,
+            w.files.len()
+        );
     }
     if r.findings.is_empty() {
         println!("findings:     none");
@@ -157,5 +187,12 @@ fn print_text(r: &Report<'_>) {
             println!("  {f}");
         }
     }
-    println!("{}", if r.servable { "result: servable" } else { "result: NOT servable" });
+    println!(
+        "{}",
+        if r.servable {
+            "result: servable"
+        } else {
+            "result: NOT servable"
+        }
+    );
 }

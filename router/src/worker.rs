@@ -24,22 +24,27 @@ pub(crate) fn spawn(
     queue: Arc<Queue>,
     healthy: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("tessera-model".into()).spawn(move || {
-        while let Some(jobs) = queue.next_batch(&worker.budget) {
-            worker.run(jobs);
-        }
-        tracing::info!("model thread stopped");
-        healthy.store(false, Ordering::SeqCst);
-    })
+    std::thread::Builder::new()
+        .name("tessera-model".into())
+        .spawn(move || {
+            while let Some(jobs) = queue.next_batch(&worker.budget) {
+                worker.run(jobs);
+            }
+            tracing::info!("model thread stopped");
+            healthy.store(false, Ordering::SeqCst);
+        })
 }
 
 impl Worker {
     fn run(&self, jobs: Vec<Job>) {
         let started = Instant::now();
-        let batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])));
+        let batch = Batch::from_sequences(
+            jobs.iter()
+                .map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])),
+        );
         // A panic inside a kernel must fail this batch only, never the server.
-        let result = catch_unwind(AssertUnwindSafe(|| self.embed(&batch)))
-            .unwrap_or_else(|panic| {
+        let result =
+            catch_unwind(AssertUnwindSafe(|| self.embed(&batch))).unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
@@ -53,7 +58,11 @@ impl Worker {
             Ok(vectors) => {
                 for (job, vector) in jobs.into_iter().zip(vectors) {
                     let queue_time = started.saturating_duration_since(job.enqueued);
-                    let _ = job.reply.send(Ok(JobOutput { vector, queue_time, inference_time }));
+                    let _ = job.reply.send(Ok(JobOutput {
+                        vector,
+                        queue_time,
+                        inference_time,
+                    }));
                 }
             }
             Err(message) => {
@@ -67,7 +76,10 @@ impl Worker {
 
     fn embed(&self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
         let hidden = self.backend.forward(batch).map_err(|e| e.to_string())?;
-        let pooled = self.pooling.pool(&hidden, &batch.seqs).map_err(|e| e.to_string())?;
+        let pooled = self
+            .pooling
+            .pool(&hidden, &batch.seqs)
+            .map_err(|e| e.to_string())?;
         let out = self.head.forward(&pooled).map_err(|e| e.to_string())?;
         out.to_vec2::<f32>().map_err(|e| e.to_string())
     }

@@ -23,22 +23,33 @@ pub fn weight_prefix(weights: &WeightsIndex) -> Option<String> {
 
 /// The bert backend's verdict on a model.
 pub fn assess(inspection: &ModelInspection) -> Assessment {
-    let decline = |finding: Finding| Assessment::Declines { reasons: vec![finding] };
+    let decline = |finding: Finding| Assessment::Declines {
+        reasons: vec![finding],
+    };
     let Some(config) = &inspection.config else {
-        return decline(Finding::error("config-missing", "no usable config.json").in_file(inspection.config_path()));
+        return decline(
+            Finding::error("config-missing", "no usable config.json")
+                .in_file(inspection.config_path()),
+        );
     };
     let Some(weights) = &inspection.weights else {
         return decline(
-            Finding::error("weights-missing", "no readable weights to check the architecture against")
-                .in_file(inspection.root.join("model.safetensors")),
+            Finding::error(
+                "weights-missing",
+                "no readable weights to check the architecture against",
+            )
+            .in_file(inspection.root.join("model.safetensors")),
         );
     };
     let weights_file = weights.display_file();
     let Some(prefix) = weight_prefix(weights) else {
         return decline(
-            Finding::error("architecture-unknown", format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"))
-                .in_file(&weights_file)
-                .about(WORD_EMBEDDINGS),
+            Finding::error(
+                "architecture-unknown",
+                format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"),
+            )
+            .in_file(&weights_file)
+            .about(WORD_EMBEDDINGS),
         );
     };
     let mut evidence = vec![Evidence::tensor(
@@ -47,7 +58,10 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
     )];
     let mut findings = Vec::new();
 
-    if let Some(gated) = GATED_MLP.iter().find(|suffix| weights.any_ends_with(suffix)) {
+    if let Some(gated) = GATED_MLP
+        .iter()
+        .find(|suffix| weights.any_ends_with(suffix))
+    {
         return decline(
             Finding::error(
                 "gated-mlp-without-jina-backend",
@@ -80,9 +94,15 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
                 .fix("serve ALiBi models with the jina-bert backend (cargo feature `jina-bert`)"),
         );
     }
-    evidence.push(Evidence::tensor(position_tensor, "absolute position embeddings"));
+    evidence.push(Evidence::tensor(
+        position_tensor,
+        "absolute position embeddings",
+    ));
     match position_type {
-        None => evidence.push(Evidence::config("position_embedding_type", "absent, which means absolute")),
+        None => evidence.push(Evidence::config(
+            "position_embedding_type",
+            "absent, which means absolute",
+        )),
         Some("absolute") => evidence.push(Evidence::config("position_embedding_type", "absolute")),
         Some(other) => {
             let finding = Finding::warning(
@@ -110,10 +130,13 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
     match config.str("model_type") {
         Some("bert") => evidence.push(Evidence::config("model_type", "bert")),
         None => findings.push(
-            Finding::warning("model-type-missing", "config.json has no `model_type`; the tensors say BERT")
-                .in_file(&config.path)
-                .about("model_type")
-                .fix("set `model_type` to \"bert\""),
+            Finding::warning(
+                "model-type-missing",
+                "config.json has no `model_type`; the tensors say BERT",
+            )
+            .in_file(&config.path)
+            .about("model_type")
+            .fix("set `model_type` to \"bert\""),
         ),
         Some(other) => {
             return decline(
@@ -133,7 +156,11 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
     if let Some(name) = config.get("_name_or_path").and_then(|v| v.as_str()) {
         evidence.push(Evidence::name("_name_or_path", name.to_string()));
     }
-    Assessment::Serves { architecture: "bert".into(), evidence, findings }
+    Assessment::Serves {
+        architecture: "bert".into(),
+        evidence,
+        findings,
+    }
 }
 
 /// Turns a config error into a finding with the same code and key.
@@ -143,9 +170,9 @@ fn config_finding(e: &tessera_core::LoadError) -> Finding {
     match e {
         MissingKey { key, fix, .. } => finding.about(key.clone()).fix(fix.clone()),
         InvalidValue { key, .. } => finding.about(key.clone()),
-        UnsupportedValue { key, supported, .. } => {
-            finding.about(key.clone()).fix(format!("use one of: {supported}"))
-        }
+        UnsupportedValue { key, supported, .. } => finding
+            .about(key.clone())
+            .fix(format!("use one of: {supported}")),
         _ => finding,
     }
 }

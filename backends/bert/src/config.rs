@@ -60,11 +60,13 @@ impl BertConfig {
         };
         let hidden_act = match config.get("hidden_act") {
             None => HiddenAct::Gelu,
-            Some(v) => v.as_str().and_then(HiddenAct::parse).ok_or_else(|| LoadError::UnsupportedValue {
-                file: file.clone(),
-                key: "hidden_act".into(),
-                value: v.to_string(),
-                supported: HiddenAct::supported_names(),
+            Some(v) => v.as_str().and_then(HiddenAct::parse).ok_or_else(|| {
+                LoadError::UnsupportedValue {
+                    file: file.clone(),
+                    key: "hidden_act".into(),
+                    value: v.to_string(),
+                    supported: HiddenAct::supported_names(),
+                }
             })?,
         };
         let cfg = Self {
@@ -78,7 +80,7 @@ impl BertConfig {
             type_vocab_size: config.usize("type_vocab_size").unwrap_or(2).max(1),
             layer_norm_eps: config.f64("layer_norm_eps").unwrap_or(1e-12),
         };
-        if cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(LoadError::InvalidValue {
                 file: file.clone(),
                 key: "num_attention_heads".into(),

@@ -11,7 +11,12 @@ use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, SeqOffsets};
 
 use crate::config::BertConfig;
 
-fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> candle_core::Result<Linear> {
+fn linear(
+    vb: &VarBuilder,
+    in_dim: usize,
+    out_dim: usize,
+    name: &str,
+) -> candle_core::Result<Linear> {
     let vb = vb.pp(name);
     let weight = vb.get((out_dim, in_dim), "weight")?;
     let bias = vb.get(out_dim, "bias")?;
@@ -19,7 +24,12 @@ fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> candle_
 }
 
 /// `LayerNorm` with weight and bias (older checkpoints call them gamma and beta).
-pub fn layer_norm(vb: &VarBuilder, size: usize, eps: f64, name: &str) -> candle_core::Result<LayerNorm> {
+pub fn layer_norm(
+    vb: &VarBuilder,
+    size: usize,
+    eps: f64,
+    name: &str,
+) -> candle_core::Result<LayerNorm> {
     let vb = vb.pp(name);
     let (weight, bias) = if vb.contains_tensor("weight") || !vb.contains_tensor("gamma") {
         (vb.get(size, "weight")?, vb.get(size, "bias")?)
@@ -48,10 +58,14 @@ impl BertEmbeddings {
     pub(crate) fn load(vb: VarBuilder, cfg: &BertConfig) -> candle_core::Result<Self> {
         Ok(Self {
             word_embeddings: vb.get((cfg.vocab_size, cfg.hidden_size), "word_embeddings.weight")?,
-            position_embeddings: vb
-                .get((cfg.max_position_embeddings, cfg.hidden_size), "position_embeddings.weight")?,
-            token_type_embeddings: vb
-                .get((cfg.type_vocab_size, cfg.hidden_size), "token_type_embeddings.weight")?,
+            position_embeddings: vb.get(
+                (cfg.max_position_embeddings, cfg.hidden_size),
+                "position_embeddings.weight",
+            )?,
+            token_type_embeddings: vb.get(
+                (cfg.type_vocab_size, cfg.hidden_size),
+                "token_type_embeddings.weight",
+            )?,
             layer_norm: layer_norm(&vb, cfg.hidden_size, cfg.layer_norm_eps, "LayerNorm")?,
         })
     }
@@ -80,7 +94,11 @@ impl BertAttention {
     pub(crate) fn load(vb: VarBuilder, cfg: &BertConfig) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let sa = vb.pp("self");
-        let (q, k, v) = (linear(&sa, h, h, "query")?, linear(&sa, h, h, "key")?, linear(&sa, h, h, "value")?);
+        let (q, k, v) = (
+            linear(&sa, h, h, "query")?,
+            linear(&sa, h, h, "key")?,
+            linear(&sa, h, h, "value")?,
+        );
         let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
         let bias = match (q.bias(), k.bias(), v.bias()) {
             (Some(qb), Some(kb), Some(vb)) => Some(Tensor::cat(&[qb, kb, vb], 0)?),
@@ -104,14 +122,18 @@ impl BertAttention {
         bias: &PositionBias,
     ) -> candle_core::Result<Tensor> {
         let total = x.dim(0)?;
-        let qkv = self.qkv.forward(x)?.reshape((total, 3, self.heads, self.head_dim))?;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((total, 3, self.heads, self.head_dim))?;
         let q = qkv.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
         let k = qkv.narrow(1, 1, 1)?.squeeze(1)?.contiguous()?;
         let v = qkv.narrow(1, 2, 1)?.squeeze(1)?.contiguous()?;
         let context = kernel
             .attend(&q, &k, &v, seqs, bias)?
             .reshape((total, self.heads * self.head_dim))?;
-        self.layer_norm.forward(&(self.output.forward(&context)? + x)?)
+        self.layer_norm
+            .forward(&(self.output.forward(&context)? + x)?)
     }
 }
 
@@ -128,10 +150,25 @@ impl BertFeedForward {
     /// Loads `intermediate.dense` and `output.{dense,LayerNorm}` from a layer's builder.
     pub(crate) fn load(vb: &VarBuilder, cfg: &BertConfig) -> candle_core::Result<Self> {
         Ok(Self {
-            intermediate: linear(&vb.pp("intermediate"), cfg.hidden_size, cfg.intermediate_size, "dense")?,
+            intermediate: linear(
+                &vb.pp("intermediate"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                "dense",
+            )?,
             act: cfg.hidden_act,
-            output: linear(&vb.pp("output"), cfg.intermediate_size, cfg.hidden_size, "dense")?,
-            layer_norm: layer_norm(&vb.pp("output"), cfg.hidden_size, cfg.layer_norm_eps, "LayerNorm")?,
+            output: linear(
+                &vb.pp("output"),
+                cfg.intermediate_size,
+                cfg.hidden_size,
+                "dense",
+            )?,
+            layer_norm: layer_norm(
+                &vb.pp("output"),
+                cfg.hidden_size,
+                cfg.layer_norm_eps,
+                "LayerNorm",
+            )?,
         })
     }
 
@@ -170,12 +207,21 @@ pub struct BertModel {
 
 impl BertModel {
     /// Loads a BERT encoder. `vb` must already point at the weight prefix (`""` or `"bert."`).
-    pub fn load(vb: VarBuilder, cfg: &BertConfig, kernel: Arc<dyn AttentionKernel>) -> candle_core::Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        cfg: &BertConfig,
+        kernel: Arc<dyn AttentionKernel>,
+    ) -> candle_core::Result<Self> {
         let embeddings = BertEmbeddings::load(vb.pp("embeddings"), cfg)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| BertLayer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self { embeddings, layers, kernel, config: cfg.clone() })
+        Ok(Self {
+            embeddings,
+            layers,
+            kernel,
+            config: cfg.clone(),
+        })
     }
 
     /// The configuration it was loaded with.
@@ -192,7 +238,12 @@ impl BertModel {
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let mut x = self.embeddings.forward(batch)?;
         for layer in &self.layers {
-            x = layer.attention.forward(&x, &batch.seqs, self.kernel.as_ref(), &PositionBias::None)?;
+            x = layer.attention.forward(
+                &x,
+                &batch.seqs,
+                self.kernel.as_ref(),
+                &PositionBias::None,
+            )?;
             x = layer.feed_forward.forward(&x)?;
         }
         Ok(x)

@@ -31,12 +31,21 @@ struct Fixture {
 
 fn load(model_dir: &Path, golden: &Path) -> Fixture {
     let inspection = tessera_validation::inspect(model_dir);
-    let request = LoadRequest { inspection: &inspection, dtype: DType::F32, device: Device::Cpu, kernel: None };
+    let request = LoadRequest {
+        inspection: &inspection,
+        dtype: DType::F32,
+        device: Device::Cpu,
+        kernel: None,
+    };
     let backend = BertBackend.load(&request).expect("model loads");
     let max_len = inspection.sentence_transformers.max_seq_length.unwrap();
     let tokenizer = TextTokenizer::from_file(&model_dir.join("tokenizer.json"), max_len).unwrap();
     let golden = serde_json::from_slice(&std::fs::read(golden).unwrap()).unwrap();
-    Fixture { backend, tokenizer, golden }
+    Fixture {
+        backend,
+        tokenizer,
+        golden,
+    }
 }
 
 fn vectors(v: &Value, key: &str) -> Vec<Vec<f32>> {
@@ -45,8 +54,16 @@ fn vectors(v: &Value, key: &str) -> Vec<Vec<f32>> {
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: dimension");
-    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let dot: f64 = got.iter().zip(want).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+    let max_diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let dot: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum();
     let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let cos = dot / (norm(got) * norm(want)).max(1e-30);
     assert!(max_diff <= 1e-4, "{what}: max abs diff {max_diff}");
@@ -56,7 +73,11 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 fn embed(f: &Fixture, encoded: &[Encoded], pooling: Pooling) -> Vec<Vec<f32>> {
     let batch = Batch::from_sequences(encoded.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
     let hidden = f.backend.forward(&batch).unwrap();
-    pooling.pool(&hidden, &batch.seqs).unwrap().to_vec2().unwrap()
+    pooling
+        .pool(&hidden, &batch.seqs)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
 }
 
 fn check_model(model_dir: &Path, golden: &Path) {
@@ -79,7 +100,11 @@ fn check_model(model_dir: &Path, golden: &Path) {
     let batched = embed(&f, &encoded, Pooling::Mean);
     for (i, v) in batched.iter().enumerate() {
         assert_close(v, &unnormalized[i], &format!("batched unnormalized {i}"));
-        assert_close(&finish_embedding(v.clone(), None, true), &normalized[i], &format!("batched {i}"));
+        assert_close(
+            &finish_embedding(v.clone(), None, true),
+            &normalized[i],
+            &format!("batched {i}"),
+        );
     }
     let batched_cls = embed(&f, &encoded, Pooling::Cls);
     for (i, v) in batched_cls.iter().enumerate() {

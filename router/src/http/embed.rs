@@ -53,15 +53,22 @@ const INPUTS_SHAPE: &str =
 pub(crate) fn parse_inputs(inputs: &Value) -> Result<Vec<Input>, ApiError> {
     match inputs {
         Value::String(s) => Ok(vec![Input::Text(s.clone())]),
-        Value::Array(items) if items.is_empty() => Err(ApiError::empty("`inputs` is an empty batch")),
-        Value::Array(items) if items.iter().all(Value::is_number) => Ok(vec![Input::Ids(ids(items, 0)?)]),
+        Value::Array(items) if items.is_empty() => {
+            Err(ApiError::empty("`inputs` is an empty batch"))
+        }
+        Value::Array(items) if items.iter().all(Value::is_number) => {
+            Ok(vec![Input::Ids(ids(items, 0)?)])
+        }
         Value::Array(items) => items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(s) => Ok(Input::Text(s.clone())),
                 Value::Array(inner) => Ok(Input::Ids(ids(inner, i)?)),
-                _ => Err(ApiError::validation("invalid-inputs", format!("inputs[{i}]: {INPUTS_SHAPE}"))),
+                _ => Err(ApiError::validation(
+                    "invalid-inputs",
+                    format!("inputs[{i}]: {INPUTS_SHAPE}"),
+                )),
             })
             .collect(),
         _ => Err(ApiError::validation("invalid-inputs", INPUTS_SHAPE)),
@@ -75,7 +82,9 @@ fn ids(items: &[Value], index: usize) -> Result<Vec<u32>, ApiError> {
             token_id(v).ok_or_else(|| {
                 ApiError::validation(
                     "invalid-token-id",
-                    format!("inputs[{index}]: token id {v} is not an integer between 0 and 4294967295"),
+                    format!(
+                        "inputs[{index}]: token id {v} is not an integer between 0 and 4294967295"
+                    ),
                 )
             })
         })
@@ -102,14 +111,20 @@ pub(crate) async fn embed(
         if d == 0 || d > state.output_dim {
             return Err(ApiError::validation(
                 "dimensions-invalid",
-                format!("`dimensions` must be between 1 and {}, got {d}", state.output_dim),
+                format!(
+                    "`dimensions` must be between 1 and {}, got {d}",
+                    state.output_dim
+                ),
             ));
         }
     }
     let prompt = state.prompts.resolve(request.prompt_name.as_deref())?;
     let truncation = Truncation {
         enabled: request.truncate.unwrap_or(state.auto_truncate),
-        direction: request.truncation_direction.map(Into::into).unwrap_or_default(),
+        direction: request
+            .truncation_direction
+            .map(Into::into)
+            .unwrap_or_default(),
     };
 
     let _permit = state.infer.admit(inputs.len())?;
@@ -125,7 +140,14 @@ pub(crate) async fn embed(
         .into_iter()
         .map(|v| finish_embedding(v, request.dimensions, normalize))
         .collect();
-    let timings = Timings { started, characters, tokens, tokenization, queue, inference };
+    let timings = Timings {
+        started,
+        characters,
+        tokens,
+        tokenization,
+        queue,
+        inference,
+    };
     Ok((timing_headers(&timings), ApiJson(vectors)).into_response())
 }
 
@@ -138,13 +160,21 @@ pub(crate) fn timing_headers(t: &Timings) -> HeaderMap {
         ("x-compute-characters", t.characters.to_string()),
         ("x-compute-tokens", t.tokens.to_string()),
         ("x-total-time", total.as_millis().to_string()),
-        ("x-tokenization-time", t.tokenization.as_millis().to_string()),
+        (
+            "x-tokenization-time",
+            t.tokenization.as_millis().to_string(),
+        ),
         ("x-queue-time", t.queue.as_millis().to_string()),
         ("x-inference-time", t.inference.as_millis().to_string()),
     ];
     pairs
         .into_iter()
-        .filter_map(|(name, value)| Some((HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?)))
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).ok()?,
+            ))
+        })
         .collect()
 }
 
@@ -155,8 +185,14 @@ mod tests {
 
     #[test]
     fn every_input_shape_parses() {
-        assert_eq!(parse_inputs(&json!("a")).unwrap(), vec![Input::Text("a".into())]);
-        assert_eq!(parse_inputs(&json!([1, 2])).unwrap(), vec![Input::Ids(vec![1, 2])]);
+        assert_eq!(
+            parse_inputs(&json!("a")).unwrap(),
+            vec![Input::Text("a".into())]
+        );
+        assert_eq!(
+            parse_inputs(&json!([1, 2])).unwrap(),
+            vec![Input::Ids(vec![1, 2])]
+        );
         assert_eq!(
             parse_inputs(&json!(["a", [3]])).unwrap(),
             vec![Input::Text("a".into()), Input::Ids(vec![3])]

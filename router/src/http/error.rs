@@ -35,62 +35,123 @@ struct Body<'a> {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error_type: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, error_type, code, message: message.into() }
+    fn new(
+        status: StatusCode,
+        error_type: ErrorType,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            error_type,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 422: the request is well-formed JSON but a value is wrong.
     pub(crate) fn validation(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::Validation, code, message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::Validation,
+            code,
+            message,
+        )
     }
 
     /// 413: too many inputs or tokens (TEI's status for these).
     pub(crate) fn too_large(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorType::Validation, code, message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::Validation,
+            code,
+            message,
+        )
     }
 
     /// 400: an empty batch.
     pub(crate) fn empty(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorType::Empty, "empty-batch", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::Empty,
+            "empty-batch",
+            message,
+        )
     }
 
     /// 422: the tokenizer failed.
     pub(crate) fn tokenizer(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::Tokenizer, "tokenizer-failed", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::Tokenizer,
+            "tokenizer-failed",
+            message,
+        )
     }
 
     /// 429: too many inputs in flight.
     pub(crate) fn overloaded(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorType::Overloaded, "overloaded", message)
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::Overloaded,
+            "overloaded",
+            message,
+        )
     }
 
     /// 424: the model failed on a batch.
     pub(crate) fn backend(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FAILED_DEPENDENCY, ErrorType::Backend, "backend-failed", message)
+        Self::new(
+            StatusCode::FAILED_DEPENDENCY,
+            ErrorType::Backend,
+            "backend-failed",
+            message,
+        )
     }
 
     /// 503: the model worker is gone or shutting down.
     pub(crate) fn unhealthy(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::Unhealthy, "unhealthy", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::Unhealthy,
+            "unhealthy",
+            message,
+        )
     }
 
     /// 404 for unknown routes.
     pub(crate) fn not_found(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorType::Validation, "route-not-found", format!("no route {path}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::Validation,
+            "route-not-found",
+            format!("no route {path}"),
+        )
     }
 
     /// 405 for a known route with the wrong method.
     pub(crate) fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, ErrorType::Validation, "method-not-allowed", "method not allowed on this route")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorType::Validation,
+            "method-not-allowed",
+            "method not allowed on this route",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: &self.message, error_type: self.error_type, code: self.code };
+        let body = Body {
+            error: &self.message,
+            error_type: self.error_type,
+            code: self.code,
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -105,12 +166,18 @@ impl From<JsonRejection> for ApiError {
                 "content-type-not-json",
                 "expected `Content-Type: application/json`",
             ),
-            JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::too_large("payload-too-large", "request body is larger than --payload-limit")
+            JsonRejection::BytesRejection(_)
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::too_large(
+                    "payload-too-large",
+                    "request body is larger than --payload-limit",
+                )
             }
-            JsonRejection::JsonSyntaxError(_) => {
-                ApiError::validation("invalid-json", format!("invalid JSON: {}", rejection.body_text()))
-            }
+            JsonRejection::JsonSyntaxError(_) => ApiError::validation(
+                "invalid-json",
+                format!("invalid JSON: {}", rejection.body_text()),
+            ),
             JsonRejection::JsonDataError(_) => {
                 ApiError::validation("invalid-request", rejection.body_text())
             }

@@ -42,7 +42,8 @@ impl Prompts {
             None => Ok(self.default.clone()),
             Some(name) => self.named.get(name).cloned().map(Some).ok_or_else(|| {
                 let available = if self.named.is_empty() {
-                    "none: the model's config_sentence_transformers.json defines no prompts".to_string()
+                    "none: the model's config_sentence_transformers.json defines no prompts"
+                        .to_string()
                 } else {
                     self.named.keys().cloned().collect::<Vec<_>>().join(", ")
                 };
@@ -76,5 +77,7 @@ pub(crate) fn token_id(value: &Value) -> Option<u32> {
 
 /// `/info`'s `model_type` for an embedding model.
 pub(crate) fn info_model_type(pooling: tessera_core::Pooling) -> info::ModelType {
-    info::ModelType::Embedding { pooling: pooling.to_string() }
+    info::ModelType::Embedding {
+        pooling: pooling.to_string(),
+    }
 }

@@ -35,20 +35,34 @@ pub(crate) async fn tokenize(
 ) -> Result<ApiJson<Vec<Vec<SimpleToken>>>, ApiError> {
     let texts: Vec<String> = match request.inputs {
         Value::String(s) => vec![s],
-        Value::Array(items) if items.is_empty() => return Err(ApiError::empty("`inputs` is an empty batch")),
+        Value::Array(items) if items.is_empty() => {
+            return Err(ApiError::empty("`inputs` is an empty batch"))
+        }
         Value::Array(items) => items
             .into_iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s),
-                _ => Err(ApiError::validation("invalid-inputs", "`inputs` must be a string or a list of strings")),
+                _ => Err(ApiError::validation(
+                    "invalid-inputs",
+                    "`inputs` must be a string or a list of strings",
+                )),
             })
             .collect::<Result<_, _>>()?,
-        _ => return Err(ApiError::validation("invalid-inputs", "`inputs` must be a string or a list of strings")),
+        _ => {
+            return Err(ApiError::validation(
+                "invalid-inputs",
+                "`inputs` must be a string or a list of strings",
+            ))
+        }
     };
     if texts.len() > state.max_client_batch_size {
         return Err(ApiError::too_large(
             "batch-too-large",
-            format!("batch size {} is larger than the maximum of {}", texts.len(), state.max_client_batch_size),
+            format!(
+                "batch size {} is larger than the maximum of {}",
+                texts.len(),
+                state.max_client_batch_size
+            ),
         ));
     }
     let prompt = state.prompts.resolve(request.prompt_name.as_deref())?;
@@ -65,7 +79,13 @@ pub(crate) async fn tokenize(
                 tokenizer.tokens(&text, add_special).map(|tokens| {
                     tokens
                         .into_iter()
-                        .map(|t| SimpleToken { id: t.id, text: t.text, special: t.special, start: t.start, stop: t.stop })
+                        .map(|t| SimpleToken {
+                            id: t.id,
+                            text: t.text,
+                            special: t.special,
+                            start: t.start,
+                            stop: t.stop,
+                        })
                         .collect()
                 })
             })
@@ -90,9 +110,15 @@ pub(crate) async fn decode(
 ) -> Result<ApiJson<Vec<String>>, ApiError> {
     const SHAPE: &str = "`ids` must be a list of token ids or a list of lists of token ids";
     let lists: Vec<Vec<u32>> = match &request.ids {
-        Value::Array(items) if items.is_empty() => return Err(ApiError::empty("`ids` is an empty batch")),
+        Value::Array(items) if items.is_empty() => {
+            return Err(ApiError::empty("`ids` is an empty batch"))
+        }
         Value::Array(items) if items.iter().all(Value::is_number) => {
-            vec![items.iter().map(token_id).collect::<Option<_>>().ok_or_else(|| ApiError::validation("invalid-token-id", SHAPE))?]
+            vec![items
+                .iter()
+                .map(token_id)
+                .collect::<Option<_>>()
+                .ok_or_else(|| ApiError::validation("invalid-token-id", SHAPE))?]
         }
         Value::Array(items) => items
             .iter()
@@ -107,7 +133,11 @@ pub(crate) async fn decode(
     if lists.len() > state.max_client_batch_size {
         return Err(ApiError::too_large(
             "batch-too-large",
-            format!("batch size {} is larger than the maximum of {}", lists.len(), state.max_client_batch_size),
+            format!(
+                "batch size {} is larger than the maximum of {}",
+                lists.len(),
+                state.max_client_batch_size
+            ),
         ));
     }
     let vocab = state.infer.tokenizer.vocab_size();
@@ -120,7 +150,11 @@ pub(crate) async fn decode(
                     format!("token id {bad} is outside the tokenizer's vocabulary (size {vocab})"),
                 ));
             }
-            state.infer.tokenizer.decode(ids, request.skip_special_tokens).map_err(|e| ApiError::tokenizer(e.to_string()))
+            state
+                .infer
+                .tokenizer
+                .decode(ids, request.skip_special_tokens)
+                .map_err(|e| ApiError::tokenizer(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ApiJson(texts))

@@ -59,12 +59,21 @@ mod tests {
     use tessera_core::Encoded;
     use tokio::sync::oneshot;
 
-    fn jobs(lengths: &[usize]) -> (VecDeque<Job>, Vec<oneshot::Receiver<Result<super::super::JobOutput, super::super::JobError>>>) {
+    fn jobs(
+        lengths: &[usize],
+    ) -> (
+        VecDeque<Job>,
+        Vec<oneshot::Receiver<Result<super::super::JobOutput, super::super::JobError>>>,
+    ) {
         let mut q = VecDeque::new();
         let mut receivers = Vec::new();
         for &len in lengths {
             let (tx, rx) = oneshot::channel();
-            q.push_back(Job { encoded: Encoded::from_ids(vec![1; len]), reply: tx, enqueued: Instant::now() });
+            q.push_back(Job {
+                encoded: Encoded::from_ids(vec![1; len]),
+                reply: tx,
+                enqueued: Instant::now(),
+            });
             receivers.push(rx);
         }
         (q, receivers)
@@ -73,7 +82,11 @@ mod tests {
     #[test]
     fn padded_budget_counts_padding() {
         let (mut q, _rx) = jobs(&[2, 10, 2, 2]);
-        let budget = Budget { max_tokens: 20, max_requests: 100, pads: true };
+        let budget = Budget {
+            max_tokens: 20,
+            max_requests: 100,
+            pads: true,
+        };
         // 2 inputs x 10 = 20 fits; a third would cost 30.
         assert_eq!(take_batch(&mut q, &budget).len(), 2);
         assert_eq!(take_batch(&mut q, &budget).len(), 2);
@@ -83,10 +96,18 @@ mod tests {
     #[test]
     fn unpadded_budget_counts_tokens_and_requests() {
         let (mut q, _rx) = jobs(&[2, 10, 2, 2]);
-        let budget = Budget { max_tokens: 14, max_requests: 100, pads: false };
+        let budget = Budget {
+            max_tokens: 14,
+            max_requests: 100,
+            pads: false,
+        };
         assert_eq!(take_batch(&mut q, &budget).len(), 3);
         let (mut q, _rx) = jobs(&[1, 1, 1]);
-        let budget = Budget { max_tokens: 100, max_requests: 2, pads: false };
+        let budget = Budget {
+            max_tokens: 100,
+            max_requests: 2,
+            pads: false,
+        };
         assert_eq!(take_batch(&mut q, &budget).len(), 2);
     }
 
@@ -94,7 +115,11 @@ mod tests {
     fn abandoned_jobs_never_reach_the_model() {
         let (mut q, mut rx) = jobs(&[3, 3, 3]);
         drop(rx.remove(1));
-        let budget = Budget { max_tokens: 100, max_requests: 100, pads: false };
+        let budget = Budget {
+            max_tokens: 100,
+            max_requests: 100,
+            pads: false,
+        };
         let batch = take_batch(&mut q, &budget);
         assert_eq!(batch.len(), 2);
     }
@@ -102,7 +127,11 @@ mod tests {
     #[test]
     fn an_input_over_budget_still_runs_alone() {
         let (mut q, _rx) = jobs(&[50, 1]);
-        let budget = Budget { max_tokens: 10, max_requests: 100, pads: true };
+        let budget = Budget {
+            max_tokens: 10,
+            max_requests: 100,
+            pads: true,
+        };
         assert_eq!(take_batch(&mut q, &budget).len(), 1);
         assert_eq!(take_batch(&mut q, &budget).len(), 1);
     }

@@ -65,7 +65,9 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the deque half-updated (every critical
         // section is a single push or drain), so a poisoned lock is safe to keep using.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds jobs in order; fails them at once when the queue is closed.
@@ -94,7 +96,10 @@ impl Queue {
             if state.closed {
                 return None;
             }
-            state = self.ready.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 

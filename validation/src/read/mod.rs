@@ -11,7 +11,10 @@ use tessera_core::ModelInspection;
 
 /// Reads a model directory without loading weights.
 pub(crate) fn read_dir(root: &Path) -> ModelInspection {
-    let mut inspection = ModelInspection { root: root.to_path_buf(), ..ModelInspection::default() };
+    let mut inspection = ModelInspection {
+        root: root.to_path_buf(),
+        ..ModelInspection::default()
+    };
     let mut findings = Vec::new();
     inspection.config = config::read(root, &mut findings);
     inspection.tokenizer = tokenizer::read(root, &mut findings);
@@ -30,25 +33,35 @@ pub(crate) fn read_json(path: &Path) -> Option<Result<serde_json::Value, JsonPro
         Ok(text) => text,
         Err(e) => return Some(Err(JsonProblem::Io(e.to_string()))),
     };
-    Some(serde_json::from_slice(&text).map_err(|e| JsonProblem::Syntax {
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
-    }))
+    Some(
+        serde_json::from_slice(&text).map_err(|e| JsonProblem::Syntax {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        }),
+    )
 }
 
 /// Why a JSON file could not be used.
 #[derive(Debug)]
 pub(crate) enum JsonProblem {
     Io(String),
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 impl JsonProblem {
     pub(crate) fn describe(&self) -> String {
         match self {
             JsonProblem::Io(e) => format!("cannot be read: {e}"),
-            JsonProblem::Syntax { line, column, message } => {
+            JsonProblem::Syntax {
+                line,
+                column,
+                message,
+            } => {
                 format!("is not valid JSON (line {line}, column {column}): {message}")
             }
         }

@@ -47,9 +47,12 @@ pub(crate) fn read_header(
 ) -> Option<BTreeMap<String, TensorInfo>> {
     let corrupt = |findings: &mut Vec<Finding>, why: String| {
         findings.push(
-            Finding::error("weights-corrupt", format!("the safetensors file is unreadable: {why}"))
-                .in_file(path)
-                .fix("download or save the weights again; the file is damaged or incomplete"),
+            Finding::error(
+                "weights-corrupt",
+                format!("the safetensors file is unreadable: {why}"),
+            )
+            .in_file(path)
+            .fix("download or save the weights again; the file is damaged or incomplete"),
         );
     };
     let mut file = match File::open(path) {
@@ -62,12 +65,18 @@ pub(crate) fn read_header(
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut len_bytes = [0u8; 8];
     if file.read_exact(&mut len_bytes).is_err() {
-        corrupt(findings, format!("only {file_len} bytes, shorter than the 8-byte header length"));
+        corrupt(
+            findings,
+            format!("only {file_len} bytes, shorter than the 8-byte header length"),
+        );
         return None;
     }
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER || header_len + 8 > file_len {
-        corrupt(findings, format!("header length {header_len} does not fit in a {file_len}-byte file"));
+        corrupt(
+            findings,
+            format!("header length {header_len} does not fit in a {file_len}-byte file"),
+        );
         return None;
     }
     let mut header = vec![0u8; header_len as usize];
@@ -89,23 +98,42 @@ pub(crate) fn read_header(
         if name == "__metadata__" {
             continue;
         }
-        let dtype = entry.get("dtype").and_then(Value::as_str).map(str::to_string);
-        let shape: Option<Vec<usize>> = entry.get("shape").and_then(Value::as_array).and_then(|dims| {
-            dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect()
-        });
+        let dtype = entry
+            .get("dtype")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let shape: Option<Vec<usize>> =
+            entry
+                .get("shape")
+                .and_then(Value::as_array)
+                .and_then(|dims| {
+                    dims.iter()
+                        .map(|d| d.as_u64().map(|d| d as usize))
+                        .collect()
+                });
         let end = entry
             .get("data_offsets")
             .and_then(Value::as_array)
             .and_then(|o| o.get(1))
             .and_then(Value::as_u64);
         let (Some(dtype), Some(shape), Some(end)) = (dtype, shape, end) else {
-            corrupt(findings, format!("tensor `{name}` has no valid dtype/shape/data_offsets"));
+            corrupt(
+                findings,
+                format!("tensor `{name}` has no valid dtype/shape/data_offsets"),
+            );
             return None;
         };
         if end > data_len {
             truncated.push(name.clone());
         }
-        tensors.insert(name, TensorInfo { shape, dtype, file: path.to_path_buf() });
+        tensors.insert(
+            name,
+            TensorInfo {
+                shape,
+                dtype,
+                file: path.to_path_buf(),
+            },
+        );
     }
     if !truncated.is_empty() {
         findings.push(
@@ -128,9 +156,12 @@ pub(crate) fn read_header(
 fn read_sharded(root: &Path, index: &Path, findings: &mut Vec<Finding>) -> Option<WeightsIndex> {
     let invalid = |findings: &mut Vec<Finding>, why: String| {
         findings.push(
-            Finding::error("weights-index-invalid", format!("model.safetensors.index.json {why}"))
-                .in_file(index)
-                .fix("save the model again; the index must map every tensor to a shard"),
+            Finding::error(
+                "weights-index-invalid",
+                format!("model.safetensors.index.json {why}"),
+            )
+            .in_file(index)
+            .fix("save the model again; the index must map every tensor to a shard"),
         );
     };
     let value = match read_json(index)? {
@@ -144,7 +175,11 @@ fn read_sharded(root: &Path, index: &Path, findings: &mut Vec<Finding>) -> Optio
         invalid(findings, "has no `weight_map` object".into());
         return None;
     };
-    let mut shards: Vec<String> = map.values().filter_map(Value::as_str).map(str::to_string).collect();
+    let mut shards: Vec<String> = map
+        .values()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
     shards.sort();
     shards.dedup();
     let mut tensors = BTreeMap::new();
@@ -153,9 +188,12 @@ fn read_sharded(root: &Path, index: &Path, findings: &mut Vec<Finding>) -> Optio
         let path = root.join(&shard);
         if shard.contains("..") || !path.is_file() {
             findings.push(
-                Finding::error("weights-missing", format!("shard `{shard}` named in the index is missing"))
-                    .in_file(&path)
-                    .fix("download every shard listed in model.safetensors.index.json"),
+                Finding::error(
+                    "weights-missing",
+                    format!("shard `{shard}` named in the index is missing"),
+                )
+                .in_file(&path)
+                .fix("download every shard listed in model.safetensors.index.json"),
             );
             continue;
         }
@@ -164,7 +202,11 @@ fn read_sharded(root: &Path, index: &Path, findings: &mut Vec<Finding>) -> Optio
         }
         files.push(path);
     }
-    Some(WeightsIndex { format: WeightsFormat::ShardedSafetensors, files, tensors })
+    Some(WeightsIndex {
+        format: WeightsFormat::ShardedSafetensors,
+        files,
+        tensors,
+    })
 }
 
 fn read_pth(path: &Path, findings: &mut Vec<Finding>) -> Option<WeightsIndex> {
@@ -176,17 +218,28 @@ fn read_pth(path: &Path, findings: &mut Vec<Finding>) -> Option<WeightsIndex> {
                     let dtype = format!("{:?}", info.dtype).to_uppercase();
                     (
                         info.name,
-                        TensorInfo { shape: info.layout.shape().dims().to_vec(), dtype, file: PathBuf::from(path) },
+                        TensorInfo {
+                            shape: info.layout.shape().dims().to_vec(),
+                            dtype,
+                            file: PathBuf::from(path),
+                        },
                     )
                 })
                 .collect();
-            Some(WeightsIndex { format: WeightsFormat::PyTorch, files: vec![path.to_path_buf()], tensors })
+            Some(WeightsIndex {
+                format: WeightsFormat::PyTorch,
+                files: vec![path.to_path_buf()],
+                tensors,
+            })
         }
         Err(e) => {
             findings.push(
-                Finding::error("weights-corrupt", format!("pytorch_model.bin cannot be read: {e}"))
-                    .in_file(path)
-                    .fix("convert the weights to safetensors or save them again"),
+                Finding::error(
+                    "weights-corrupt",
+                    format!("pytorch_model.bin cannot be read: {e}"),
+                )
+                .in_file(path)
+                .fix("convert the weights to safetensors or save them again"),
             );
             None
         }

@@ -55,9 +55,12 @@ fn read_prompts(root: &Path, st: &mut SentenceTransformers, findings: &mut Vec<F
         Some(Ok(value)) => value,
         Some(Err(problem)) => {
             findings.push(
-                Finding::error("st-file-invalid", format!("config_sentence_transformers.json {}", problem.describe()))
-                    .in_file(&path)
-                    .fix("repair the file"),
+                Finding::error(
+                    "st-file-invalid",
+                    format!("config_sentence_transformers.json {}", problem.describe()),
+                )
+                .in_file(&path)
+                .fix("repair the file"),
             );
             return;
         }
@@ -89,9 +92,12 @@ fn read_modules(root: &Path, findings: &mut Vec<Finding>) -> Vec<(String, PathBu
         None => return Vec::new(),
         Some(Err(problem)) => {
             findings.push(
-                Finding::error("st-file-invalid", format!("modules.json {}", problem.describe()))
-                    .in_file(&path)
-                    .fix("repair modules.json or remove it and pass --pooling"),
+                Finding::error(
+                    "st-file-invalid",
+                    format!("modules.json {}", problem.describe()),
+                )
+                .in_file(&path)
+                .fix("repair modules.json or remove it and pass --pooling"),
             );
             return Vec::new();
         }
@@ -117,7 +123,10 @@ fn read_modules(root: &Path, findings: &mut Vec<Finding>) -> Vec<(String, PathBu
 
 fn read_pooling(path: &Path, findings: &mut Vec<Finding>) -> Option<PoolingFile> {
     match read_json(path)? {
-        Ok(Value::Object(values)) => Some(PoolingFile { path: path.to_path_buf(), values }),
+        Ok(Value::Object(values)) => Some(PoolingFile {
+            path: path.to_path_buf(),
+            values,
+        }),
         Ok(_) => {
             findings.push(
                 Finding::error("st-file-invalid", "the pooling config is not a JSON object")
@@ -128,9 +137,12 @@ fn read_pooling(path: &Path, findings: &mut Vec<Finding>) -> Option<PoolingFile>
         }
         Err(problem) => {
             findings.push(
-                Finding::error("st-file-invalid", format!("the pooling config {}", problem.describe()))
-                    .in_file(path)
-                    .fix("repair the file or pass --pooling"),
+                Finding::error(
+                    "st-file-invalid",
+                    format!("the pooling config {}", problem.describe()),
+                )
+                .in_file(path)
+                .fix("repair the file or pass --pooling"),
             );
             None
         }
@@ -143,9 +155,12 @@ fn read_dense(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Option<De
         Some(Ok(Value::Object(values))) => values,
         Some(Err(problem)) => {
             findings.push(
-                Finding::error("st-file-invalid", format!("the Dense config {}", problem.describe()))
-                    .in_file(&path)
-                    .fix("repair the Dense module's config.json"),
+                Finding::error(
+                    "st-file-invalid",
+                    format!("the Dense config {}", problem.describe()),
+                )
+                .in_file(&path)
+                .fix("repair the Dense module's config.json"),
             );
             return None;
         }
@@ -162,10 +177,13 @@ fn read_dense(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Option<De
         let value = values.get(key).and_then(Value::as_u64).map(|v| v as usize);
         if value.is_none() {
             findings.push(
-                Finding::error("dense-config-invalid", format!("`{key}` is missing or not a number"))
-                    .in_file(&path)
-                    .about(key)
-                    .fix(format!("set `{key}` to the layer's size")),
+                Finding::error(
+                    "dense-config-invalid",
+                    format!("`{key}` is missing or not a number"),
+                )
+                .in_file(&path)
+                .about(key)
+                .fix(format!("set `{key}` to the layer's size")),
             );
         }
         value
@@ -206,10 +224,13 @@ fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize
                     None | Some(Value::Null) => None,
                     Some(other) => {
                         findings.push(
-                            Finding::error("max-seq-length-invalid", format!("`max_seq_length` = {other} is not a positive integer"))
-                                .in_file(&path)
-                                .about("max_seq_length")
-                                .fix("set `max_seq_length` to the longest input in tokens, e.g. 512"),
+                            Finding::error(
+                                "max-seq-length-invalid",
+                                format!("`max_seq_length` = {other} is not a positive integer"),
+                            )
+                            .in_file(&path)
+                            .about("max_seq_length")
+                            .fix("set `max_seq_length` to the longest input in tokens, e.g. 512"),
                         );
                         None
                     }
