@@ -230,6 +230,15 @@ impl WeightsIndex {
         self.tensors.get(name)
     }
 
+    /// The weight-name prefix (`""`, `"bert."`...) in front of `suffix`, the shortest if several.
+    pub fn prefix_before(&self, suffix: &str) -> Option<String> {
+        self.tensors
+            .keys()
+            .filter_map(|name| name.strip_suffix(suffix))
+            .min_by_key(|prefix| prefix.len())
+            .map(str::to_string)
+    }
+
     /// True when some tensor name ends with `suffix` (any prefix, any layer index).
     pub fn any_ends_with(&self, suffix: &str) -> bool {
         self.tensors.keys().any(|k| k.ends_with(suffix))

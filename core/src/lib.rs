@@ -27,8 +27,11 @@ mod batch;
 mod error;
 mod head;
 pub mod inspection;
+pub mod layers;
 mod pooling;
 mod registry;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tokenize;
 
 pub use activation::HiddenAct;

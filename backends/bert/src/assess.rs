@@ -13,12 +13,7 @@ const GATED_MLP: &[&str] = &["mlp.gated_layers.weight", "mlp.up_gated_layer.weig
 
 /// Finds the weight-name prefix (`""`, `"bert."`...) from where the word embeddings are.
 pub fn weight_prefix(weights: &WeightsIndex) -> Option<String> {
-    weights
-        .tensors
-        .keys()
-        .filter_map(|name| name.strip_suffix(WORD_EMBEDDINGS))
-        .min_by_key(|prefix| prefix.len())
-        .map(str::to_string)
+    weights.prefix_before(WORD_EMBEDDINGS)
 }
 
 /// The bert backend's verdict on a model.

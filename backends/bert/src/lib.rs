@@ -20,7 +20,7 @@ use tessera_core::{
 
 pub use assess::{assess, weight_prefix};
 pub use config::{BertConfig, REQUIRED_KEYS};
-pub use model::{layer_norm, BertModel};
+pub use model::BertModel;
 
 /// The bert backend's registration.
 #[derive(Debug, Clone, Copy)]

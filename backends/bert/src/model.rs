@@ -7,42 +7,10 @@ use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
+use tessera_core::layers::{fused_qkv, layer_norm, linear, lookup, split_qkv};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, SeqOffsets};
 
 use crate::config::BertConfig;
-
-fn linear(
-    vb: &VarBuilder,
-    in_dim: usize,
-    out_dim: usize,
-    name: &str,
-) -> candle_core::Result<Linear> {
-    let vb = vb.pp(name);
-    let weight = vb.get((out_dim, in_dim), "weight")?;
-    let bias = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(weight, Some(bias)))
-}
-
-/// `LayerNorm` with weight and bias (older checkpoints call them gamma and beta).
-pub fn layer_norm(
-    vb: &VarBuilder,
-    size: usize,
-    eps: f64,
-    name: &str,
-) -> candle_core::Result<LayerNorm> {
-    let vb = vb.pp(name);
-    let (weight, bias) = if vb.contains_tensor("weight") || !vb.contains_tensor("gamma") {
-        (vb.get(size, "weight")?, vb.get(size, "bias")?)
-    } else {
-        (vb.get(size, "gamma")?, vb.get(size, "beta")?)
-    };
-    Ok(LayerNorm::new(weight, bias, eps))
-}
-
-fn lookup(table: &Tensor, ids: &[u32]) -> candle_core::Result<Tensor> {
-    let ids = Tensor::from_slice(ids, ids.len(), table.device())?;
-    table.index_select(&ids, 0)
-}
 
 /// `BertEmbeddings`: word + position + token type, then LayerNorm.
 #[derive(Debug)]
@@ -93,19 +61,8 @@ impl BertAttention {
     /// Loads `attention.self.{query,key,value}` and `attention.output.{dense,LayerNorm}`.
     pub(crate) fn load(vb: VarBuilder, cfg: &BertConfig) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
-        let sa = vb.pp("self");
-        let (q, k, v) = (
-            linear(&sa, h, h, "query")?,
-            linear(&sa, h, h, "key")?,
-            linear(&sa, h, h, "value")?,
-        );
-        let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
-        let bias = match (q.bias(), k.bias(), v.bias()) {
-            (Some(qb), Some(kb), Some(vb)) => Some(Tensor::cat(&[qb, kb, vb], 0)?),
-            _ => None,
-        };
         Ok(Self {
-            qkv: Linear::new(weight, bias),
+            qkv: fused_qkv(&vb.pp("self"), h)?,
             output: linear(&vb.pp("output"), h, h, "dense")?,
             layer_norm: layer_norm(&vb.pp("output"), h, cfg.layer_norm_eps, "LayerNorm")?,
             heads: cfg.num_attention_heads,
@@ -122,13 +79,9 @@ impl BertAttention {
         bias: &PositionBias,
     ) -> candle_core::Result<Tensor> {
         let total = x.dim(0)?;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((total, 3, self.heads, self.head_dim))?;
-        let q = qkv.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
-        let k = qkv.narrow(1, 1, 1)?.squeeze(1)?.contiguous()?;
-        let v = qkv.narrow(1, 2, 1)?.squeeze(1)?.contiguous()?;
+        let heads = |t: Tensor| t.contiguous()?.reshape((total, self.heads, self.head_dim));
+        let (q, k, v) = split_qkv(&self.qkv.forward(x)?, self.heads * self.head_dim)?;
+        let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
         let context = kernel
             .attend(&q, &k, &v, seqs, bias)?
             .reshape((total, self.heads * self.head_dim))?;

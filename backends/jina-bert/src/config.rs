@@ -1,0 +1,149 @@
+//! JinaBERT's config.json keys and the variant the tensors show.
+
+use tessera_core::inspection::ModelConfig;
+use tessera_core::{HiddenAct, LoadError};
+
+/// The feed-forward block of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedForward {
+    /// `mlp.gated_layers` + `mlp.wo` + `mlp.layernorm`: `act(g[:I]) * g[I:]`.
+    Glu(GluAct),
+    /// The plain BERT FFN (`intermediate.dense`, `output.dense`, `output.LayerNorm`).
+    Original,
+    /// The code variant: `mlp.up_gated_layer` + `mlp.down_layer`, `up * act(gate)`, Q/K
+    /// LayerNorms and the doubled residual through `layer_norm_1` and `layer_norm_2`.
+    Code(GluAct),
+}
+
+/// The activation of a gated MLP, from `feed_forward_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GluAct {
+    /// `geglu`: exact (erf) GELU.
+    Gelu,
+    /// `reglu`: ReLU.
+    Relu,
+}
+
+impl GluAct {
+    pub(crate) fn hidden_act(self) -> HiddenAct {
+        match self {
+            GluAct::Gelu => HiddenAct::Gelu,
+            GluAct::Relu => HiddenAct::Relu,
+        }
+    }
+}
+
+impl FeedForward {
+    /// Words for logs and `/info`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FeedForward::Glu(GluAct::Gelu) => "geglu",
+            FeedForward::Glu(GluAct::Relu) => "reglu",
+            FeedForward::Original => "original FFN",
+            FeedForward::Code(GluAct::Gelu) => "code variant, geglu",
+            FeedForward::Code(GluAct::Relu) => "code variant, reglu",
+        }
+    }
+}
+
+/// The supported `feed_forward_type` values.
+pub const FEED_FORWARD_TYPES: &str = "geglu, reglu, original";
+
+/// The values JinaBERT needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JinaConfig {
+    /// `vocab_size`.
+    pub vocab_size: usize,
+    /// `hidden_size`.
+    pub hidden_size: usize,
+    /// `num_hidden_layers`.
+    pub num_hidden_layers: usize,
+    /// `num_attention_heads`.
+    pub num_attention_heads: usize,
+    /// `intermediate_size`.
+    pub intermediate_size: usize,
+    /// `max_position_embeddings` (ALiBi has no table; this bounds the input length).
+    pub max_position_embeddings: usize,
+    /// `type_vocab_size` (default 2).
+    pub type_vocab_size: usize,
+    /// `layer_norm_eps` (default 1e-12).
+    pub layer_norm_eps: f64,
+    /// `hidden_act`, used by the original FFN.
+    pub hidden_act: HiddenAct,
+    /// The feed-forward block, decided from the tensors.
+    pub feed_forward: FeedForward,
+}
+
+/// Keys JinaBERT cannot do without.
+pub const REQUIRED_KEYS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+];
+
+impl JinaConfig {
+    /// Reads the values; `feed_forward` comes from the assessment, not from the config alone.
+    pub fn from_config(config: &ModelConfig, feed_forward: FeedForward) -> Result<Self, LoadError> {
+        let file = &config.path;
+        let required = |key: &str| -> Result<usize, LoadError> {
+            match config.get(key) {
+                None => Err(LoadError::MissingKey {
+                    file: file.clone(),
+                    key: key.to_string(),
+                    fix: format!("set `{key}` to the value the model was trained with"),
+                }),
+                Some(v) => match v.as_u64() {
+                    Some(n) if n > 0 => Ok(n as usize),
+                    _ => Err(LoadError::InvalidValue {
+                        file: file.clone(),
+                        key: key.to_string(),
+                        value: v.to_string(),
+                        reason: "must be a positive integer".into(),
+                    }),
+                },
+            }
+        };
+        let hidden_act = match config.get("hidden_act") {
+            None => HiddenAct::Gelu,
+            Some(v) => v.as_str().and_then(HiddenAct::parse).ok_or_else(|| {
+                LoadError::UnsupportedValue {
+                    file: file.clone(),
+                    key: "hidden_act".into(),
+                    value: v.to_string(),
+                    supported: HiddenAct::supported_names(),
+                }
+            })?,
+        };
+        let cfg = Self {
+            vocab_size: required("vocab_size")?,
+            hidden_size: required("hidden_size")?,
+            num_hidden_layers: required("num_hidden_layers")?,
+            num_attention_heads: required("num_attention_heads")?,
+            intermediate_size: required("intermediate_size")?,
+            max_position_embeddings: config.usize("max_position_embeddings").unwrap_or(8192),
+            type_vocab_size: config.usize("type_vocab_size").unwrap_or(2).max(1),
+            layer_norm_eps: config.f64("layer_norm_eps").unwrap_or(1e-12),
+            hidden_act,
+            feed_forward,
+        };
+        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+            return Err(LoadError::InvalidValue {
+                file: file.clone(),
+                key: "num_attention_heads".into(),
+                value: cfg.num_attention_heads.to_string(),
+                reason: format!(
+                    "hidden_size {} is not divisible by num_attention_heads {}",
+                    cfg.hidden_size, cfg.num_attention_heads
+                ),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}

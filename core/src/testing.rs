@@ -1,0 +1,84 @@
+//! Helpers for the backends' parity tests (cargo feature `testing`).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::{
+    Backend, BackendFactory, Batch, Encoded, LoadRequest, ModelInspection, Pooling, TextTokenizer,
+};
+
+/// `shared/` beside the checkout (or `TESSERA_SHARED`); `None`, with a message, when absent.
+pub fn shared_dir(manifest_dir: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("TESSERA_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(manifest_dir).join("../../../shared"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: {} not found; set TESSERA_SHARED", dir.display());
+        None
+    }
+}
+
+/// Asserts the parity tolerances: every component within 1e-4 and cosine >= 0.99999.
+pub fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: dimension");
+    let max_diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let dot: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let cos = dot / (norm(got) * norm(want)).max(1e-30);
+    assert!(max_diff <= 1e-4, "{what}: max abs diff {max_diff}");
+    assert!(cos >= 0.99999, "{what}: cosine {cos}");
+}
+
+/// A loaded model and its tokenizer.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The backend.
+    pub backend: Box<dyn Backend>,
+    /// The tokenizer at the model's maximum input length.
+    pub tokenizer: TextTokenizer,
+}
+
+/// Loads `inspection`'s model with `factory` in f32 on the CPU.
+pub fn load(factory: &dyn BackendFactory, inspection: &ModelInspection) -> Loaded {
+    let request = LoadRequest {
+        inspection,
+        dtype: DType::F32,
+        device: Device::Cpu,
+        kernel: None,
+    };
+    let backend = factory.load(&request).expect("model loads");
+    let max_len = inspection
+        .sentence_transformers
+        .max_seq_length
+        .unwrap_or(512);
+    let tokenizer = TextTokenizer::from_file(&inspection.root.join("tokenizer.json"), max_len)
+        .expect("tokenizer loads");
+    Loaded { backend, tokenizer }
+}
+
+/// Runs `encoded` as one batch and pools it.
+pub fn embed(backend: &dyn Backend, encoded: &[Encoded], pooling: Pooling) -> Vec<Vec<f32>> {
+    let batch = Batch::from_sequences(encoded.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
+    let hidden = backend.forward(&batch).expect("forward");
+    pooling
+        .pool(&hidden, &batch.seqs)
+        .expect("pool")
+        .to_vec2()
+        .expect("to_vec2")
+}
+
+/// Reads `key` of a golden file as a list of vectors.
+pub fn vectors(golden: &serde_json::Value, key: &str) -> Vec<Vec<f32>> {
+    serde_json::from_value(golden[key].clone()).expect("list of vectors")
+}
