@@ -50,9 +50,10 @@ pub struct PaddedAttention {
 
 impl Default for PaddedAttention {
     fn default() -> Self {
-        // 16M f32 scores = 64 MiB, and the same again for the softmax output.
+        // 4M f32 scores = 16 MiB per temporary (scores, bias, probabilities): small next to
+        // the weights, large enough that a typical batch runs in one or two blocks.
         Self {
-            max_score_elements: 16 << 20,
+            max_score_elements: 4 << 20,
         }
     }
 }
