@@ -75,6 +75,16 @@ pub enum LoadError {
         /// The supported values.
         supported: String,
     },
+    /// `hidden_size` is not a multiple of `num_attention_heads`.
+    #[error("{file}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")]
+    HeadsNotDividingHidden {
+        /// config.json.
+        file: PathBuf,
+        /// `hidden_size`.
+        hidden: usize,
+        /// `num_attention_heads`.
+        heads: usize,
+    },
     /// A tensor the architecture needs is not in the weights.
     #[error("{file}: tensor `{name}` is missing")]
     MissingTensor {
@@ -133,7 +143,14 @@ impl LoadError {
             LoadError::InvalidJson { .. } => "invalid-json",
             LoadError::MissingKey { .. } => "config-key-missing",
             LoadError::InvalidValue { .. } => "config-value-invalid",
-            LoadError::UnsupportedValue { .. } => "config-value-unsupported",
+            LoadError::UnsupportedValue { key, .. } => match key.as_str() {
+                "hidden_act" => "hidden-act-unsupported",
+                "position_embedding_type" => "position-type-unsupported",
+                "feed_forward_type" => "feed-forward-type-unsupported",
+                "activation_function" => "dense-activation-unsupported",
+                _ => "config-value-unsupported",
+            },
+            LoadError::HeadsNotDividingHidden { .. } => "heads-not-dividing-hidden",
             LoadError::MissingTensor { .. } => "tensor-missing",
             LoadError::TensorShape { .. } => "tensor-shape-mismatch",
             LoadError::Weights { .. } => "weights-unreadable",
@@ -149,6 +166,66 @@ impl LoadError {
             line: err.line(),
             column: err.column(),
             message: err.to_string(),
+        }
+    }
+
+    /// The key or tensor the error concerns, when there is one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            LoadError::MissingKey { key, .. }
+            | LoadError::InvalidValue { key, .. }
+            | LoadError::UnsupportedValue { key, .. } => Some(key),
+            LoadError::HeadsNotDividingHidden { .. } => Some("num_attention_heads"),
+            LoadError::MissingTensor { name, .. } | LoadError::TensorShape { name, .. } => {
+                Some(name)
+            }
+            _ => None,
+        }
+    }
+
+    /// The file the error concerns, when there is one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            LoadError::MissingFile { file, .. }
+            | LoadError::Io { file, .. }
+            | LoadError::InvalidJson { file, .. }
+            | LoadError::MissingKey { file, .. }
+            | LoadError::InvalidValue { file, .. }
+            | LoadError::UnsupportedValue { file, .. }
+            | LoadError::HeadsNotDividingHidden { file, .. }
+            | LoadError::MissingTensor { file, .. }
+            | LoadError::TensorShape { file, .. }
+            | LoadError::Weights { file, .. }
+            | LoadError::Tokenizer { file, .. } => Some(file),
+            LoadError::UnsupportedDtype { .. } => None,
+        }
+    }
+
+    /// This error as a [`crate::Finding`] (severity error), keeping its code, file and subject.
+    pub fn to_finding(&self) -> crate::Finding {
+        let mut finding = crate::Finding::error(self.code(), self.to_string());
+        if let Some(file) = self.file() {
+            finding = finding.in_file(file);
+        }
+        if let Some(subject) = self.subject() {
+            finding = finding.about(subject);
+        }
+        let fix = match self {
+            LoadError::MissingKey { fix, .. } | LoadError::MissingFile { fix, .. } => {
+                Some(fix.clone())
+            }
+            LoadError::UnsupportedValue { key, supported, .. } => {
+                Some(format!("set `{key}` to one of: {supported}"))
+            }
+            LoadError::HeadsNotDividingHidden { hidden, .. } => Some(format!(
+                "set `num_attention_heads` to a divisor of {hidden} (as trained)"
+            )),
+            LoadError::InvalidValue { key, .. } => Some(format!("correct `{key}` in config.json")),
+            _ => None,
+        };
+        match fix {
+            Some(fix) => finding.fix(fix),
+            None => finding,
         }
     }
 

@@ -11,6 +11,7 @@
 //! }
 //! ```
 
+mod checks;
 mod read;
 
 use std::path::Path;
@@ -19,5 +20,7 @@ pub use tessera_core::{Finding, ModelInspection, Severity};
 
 /// Inspects a model directory. Never panics and never loads tensor data.
 pub fn inspect(root: &Path) -> ModelInspection {
-    read::read_dir(root)
+    let mut inspection = read::read_dir(root);
+    checks::run(&mut inspection);
+    inspection
 }

@@ -1,7 +1,7 @@
 //! Whether a model is plain BERT, decided from tensor names first and config values second.
 
 use tessera_core::inspection::WeightsIndex;
-use tessera_core::{Assessment, Evidence, Finding, ModelInspection};
+use tessera_core::{check_tensors, Assessment, Evidence, Finding, ModelInspection};
 
 use crate::config::BertConfig;
 
@@ -145,9 +145,18 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
         }
     }
 
-    if let Err(e) = BertConfig::from_config(config) {
-        return decline(config_finding(&e).in_file(&config.path));
-    }
+    let cfg = match BertConfig::from_config(config) {
+        Ok(cfg) => cfg,
+        Err(e) => return decline(e.to_finding()),
+    };
+    // The architecture is decided; what follows are defects of this checkpoint, reported
+    // against BERT so the user learns what to fix rather than that nothing fits.
+    findings.extend(check_tensors(
+        weights,
+        &prefix,
+        &cfg.expected_tensors(),
+        cfg.num_hidden_layers,
+    ));
     if let Some(name) = config.get("_name_or_path").and_then(|v| v.as_str()) {
         evidence.push(Evidence::name("_name_or_path", name.to_string()));
     }
@@ -155,19 +164,5 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
         architecture: "bert".into(),
         evidence,
         findings,
-    }
-}
-
-/// Turns a config error into a finding with the same code and key.
-fn config_finding(e: &tessera_core::LoadError) -> Finding {
-    use tessera_core::LoadError::*;
-    let finding = Finding::error(e.code(), e.to_string());
-    match e {
-        MissingKey { key, fix, .. } => finding.about(key.clone()).fix(fix.clone()),
-        InvalidValue { key, .. } => finding.about(key.clone()),
-        UnsupportedValue { key, supported, .. } => finding
-            .about(key.clone())
-            .fix(format!("use one of: {supported}")),
-        _ => finding,
     }
 }

@@ -1,7 +1,7 @@
 //! BERT's config.json keys, read from the lenient [`ModelConfig`] with errors naming the key.
 
 use tessera_core::inspection::ModelConfig;
-use tessera_core::{HiddenAct, LoadError};
+use tessera_core::{ExpectedTensor, HiddenAct, LoadError};
 
 /// The values BERT needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,14 +81,10 @@ impl BertConfig {
             layer_norm_eps: config.f64("layer_norm_eps").unwrap_or(1e-12),
         };
         if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
-            return Err(LoadError::InvalidValue {
+            return Err(LoadError::HeadsNotDividingHidden {
                 file: file.clone(),
-                key: "num_attention_heads".into(),
-                value: cfg.num_attention_heads.to_string(),
-                reason: format!(
-                    "hidden_size {} is not divisible by num_attention_heads {}",
-                    cfg.hidden_size, cfg.num_attention_heads
-                ),
+                hidden: cfg.hidden_size,
+                heads: cfg.num_attention_heads,
             });
         }
         Ok(cfg)
@@ -97,5 +93,47 @@ impl BertConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// Every tensor [`crate::BertModel`] loads, with its shape (names without the prefix).
+    pub fn expected_tensors(&self) -> Vec<ExpectedTensor> {
+        let (h, i) = (self.hidden_size, self.intermediate_size);
+        let mut t = vec![
+            ExpectedTensor::new("embeddings.word_embeddings.weight", &[self.vocab_size, h]),
+            ExpectedTensor::new(
+                "embeddings.position_embeddings.weight",
+                &[self.max_position_embeddings, h],
+            ),
+            ExpectedTensor::new(
+                "embeddings.token_type_embeddings.weight",
+                &[self.type_vocab_size, h],
+            ),
+            ExpectedTensor::new("embeddings.LayerNorm.weight", &[h]),
+            ExpectedTensor::new("embeddings.LayerNorm.bias", &[h]),
+        ];
+        for l in 0..self.num_hidden_layers {
+            let p = format!("encoder.layer.{l}.");
+            for (name, shape) in [
+                ("attention.self.query.weight", vec![h, h]),
+                ("attention.self.query.bias", vec![h]),
+                ("attention.self.key.weight", vec![h, h]),
+                ("attention.self.key.bias", vec![h]),
+                ("attention.self.value.weight", vec![h, h]),
+                ("attention.self.value.bias", vec![h]),
+                ("attention.output.dense.weight", vec![h, h]),
+                ("attention.output.dense.bias", vec![h]),
+                ("attention.output.LayerNorm.weight", vec![h]),
+                ("attention.output.LayerNorm.bias", vec![h]),
+                ("intermediate.dense.weight", vec![i, h]),
+                ("intermediate.dense.bias", vec![i]),
+                ("output.dense.weight", vec![h, i]),
+                ("output.dense.bias", vec![h]),
+                ("output.LayerNorm.weight", vec![h]),
+                ("output.LayerNorm.bias", vec![h]),
+            ] {
+                t.push(ExpectedTensor::new(format!("{p}{name}"), &shape));
+            }
+        }
+        t
     }
 }

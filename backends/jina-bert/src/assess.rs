@@ -2,7 +2,7 @@
 //! `_name_or_path` and `auto_map` are supporting evidence only: a fine-tune rewrites them.
 
 use tessera_core::inspection::{ModelConfig, WeightsIndex};
-use tessera_core::{Assessment, Evidence, Finding, ModelInspection};
+use tessera_core::{check_tensors, Assessment, Evidence, Finding, ModelInspection};
 
 use crate::config::{FeedForward, GluAct, JinaConfig, FEED_FORWARD_TYPES};
 
@@ -122,10 +122,15 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
             }
         }
     }
-    if let Err(e) = JinaConfig::from_config(config, feed_forward) {
-        let finding = Finding::error(e.code(), e.to_string()).in_file(&config.path);
-        return Err(Box::new(finding));
-    }
+    let cfg =
+        JinaConfig::from_config(config, feed_forward).map_err(|e| Box::new(e.to_finding()))?;
+    // The architecture is decided; what follows are defects of this checkpoint.
+    findings.extend(check_tensors(
+        weights,
+        &prefix,
+        &cfg.expected_tensors(),
+        cfg.num_hidden_layers,
+    ));
     Ok(Detected {
         prefix,
         feed_forward,

@@ -1,7 +1,7 @@
 //! JinaBERT's config.json keys and the variant the tensors show.
 
 use tessera_core::inspection::ModelConfig;
-use tessera_core::{HiddenAct, LoadError};
+use tessera_core::{ExpectedTensor, HiddenAct, LoadError};
 
 /// The feed-forward block of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,14 +129,10 @@ impl JinaConfig {
             feed_forward,
         };
         if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
-            return Err(LoadError::InvalidValue {
+            return Err(LoadError::HeadsNotDividingHidden {
                 file: file.clone(),
-                key: "num_attention_heads".into(),
-                value: cfg.num_attention_heads.to_string(),
-                reason: format!(
-                    "hidden_size {} is not divisible by num_attention_heads {}",
-                    cfg.hidden_size, cfg.num_attention_heads
-                ),
+                hidden: cfg.hidden_size,
+                heads: cfg.num_attention_heads,
             });
         }
         Ok(cfg)
@@ -145,5 +141,66 @@ impl JinaConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// Every tensor [`crate::JinaBertModel`] loads for this variant (names without the prefix).
+    pub fn expected_tensors(&self) -> Vec<ExpectedTensor> {
+        let (h, i) = (self.hidden_size, self.intermediate_size);
+        let mut t = vec![
+            ExpectedTensor::new("embeddings.word_embeddings.weight", &[self.vocab_size, h]),
+            ExpectedTensor::new(
+                "embeddings.token_type_embeddings.weight",
+                &[self.type_vocab_size, h],
+            ),
+            ExpectedTensor::new("embeddings.LayerNorm.weight", &[h]),
+            ExpectedTensor::new("embeddings.LayerNorm.bias", &[h]),
+        ];
+        let norm = |name: &str| {
+            [
+                (format!("{name}.weight"), vec![h]),
+                (format!("{name}.bias"), vec![h]),
+            ]
+        };
+        for l in 0..self.num_hidden_layers {
+            let p = format!("encoder.layer.{l}.");
+            let mut layer: Vec<(String, Vec<usize>)> = Vec::new();
+            for proj in ["query", "key", "value"] {
+                layer.push((format!("attention.self.{proj}.weight"), vec![h, h]));
+                layer.push((format!("attention.self.{proj}.bias"), vec![h]));
+            }
+            layer.push(("attention.output.dense.weight".into(), vec![h, h]));
+            layer.push(("attention.output.dense.bias".into(), vec![h]));
+            layer.extend(norm("attention.output.LayerNorm"));
+            match self.feed_forward {
+                FeedForward::Glu(_) => {
+                    layer.push(("mlp.gated_layers.weight".into(), vec![2 * i, h]));
+                    layer.push(("mlp.wo.weight".into(), vec![h, i]));
+                    layer.push(("mlp.wo.bias".into(), vec![h]));
+                    layer.extend(norm("mlp.layernorm"));
+                }
+                FeedForward::Original => {
+                    layer.push(("intermediate.dense.weight".into(), vec![i, h]));
+                    layer.push(("intermediate.dense.bias".into(), vec![i]));
+                    layer.push(("output.dense.weight".into(), vec![h, i]));
+                    layer.push(("output.dense.bias".into(), vec![h]));
+                    layer.extend(norm("output.LayerNorm"));
+                }
+                FeedForward::Code(_) => {
+                    layer.extend(norm("attention.self.layer_norm_q"));
+                    layer.extend(norm("attention.self.layer_norm_k"));
+                    layer.push(("mlp.up_gated_layer.weight".into(), vec![2 * i, h]));
+                    layer.push(("mlp.down_layer.weight".into(), vec![h, i]));
+                    layer.push(("mlp.down_layer.bias".into(), vec![h]));
+                    layer.extend(norm("layer_norm_1"));
+                    layer.extend(norm("layer_norm_2"));
+                }
+            }
+            t.extend(
+                layer
+                    .into_iter()
+                    .map(|(name, shape)| ExpectedTensor::new(format!("{p}{name}"), &shape)),
+            );
+        }
+        t
     }
 }

@@ -111,18 +111,30 @@ pub(crate) fn read_header(
                         .map(|d| d.as_u64().map(|d| d as usize))
                         .collect()
                 });
-        let end = entry
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .and_then(|o| o.get(1))
-            .and_then(Value::as_u64);
-        let (Some(dtype), Some(shape), Some(end)) = (dtype, shape, end) else {
+        let offsets = entry.get("data_offsets").and_then(Value::as_array);
+        let begin = offsets.and_then(|o| o.first()).and_then(Value::as_u64);
+        let end = offsets.and_then(|o| o.get(1)).and_then(Value::as_u64);
+        let (Some(dtype), Some(shape), Some(begin), Some(end)) = (dtype, shape, begin, end) else {
             corrupt(
                 findings,
                 format!("tensor `{name}` has no valid dtype/shape/data_offsets"),
             );
             return None;
         };
+        let elements = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+        let size = dtype_size(&dtype)
+            .zip(elements)
+            .and_then(|(s, n)| n.checked_mul(s));
+        if end < begin || size.is_some_and(|size| size != end - begin) {
+            corrupt(
+                findings,
+                format!(
+                    "tensor `{name}` ({dtype} {shape:?}) does not match its {} stored bytes",
+                    end.saturating_sub(begin)
+                ),
+            );
+            return None;
+        }
         if end > data_len {
             truncated.push(name.clone());
         }
@@ -151,6 +163,17 @@ pub(crate) fn read_header(
         );
     }
     Some(tensors)
+}
+
+/// Bytes per element of a safetensors dtype; `None` for types this check does not know.
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+        _ => return None,
+    })
 }
 
 fn read_sharded(root: &Path, index: &Path, findings: &mut Vec<Finding>) -> Option<WeightsIndex> {
