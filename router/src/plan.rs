@@ -51,7 +51,11 @@ pub(crate) fn plan(
     let selection = match registry.select(inspection, request.backend.as_deref()) {
         Ok(selection) => Some(selection),
         Err(e) => {
-            findings.push(Finding::error("backend-unknown", e.to_string()).about("--backend"));
+            findings.push(
+                Finding::error("backend-unknown", e.to_string())
+                    .about("--backend")
+                    .fix(format!("pass one of: {}", registry.names().join(", "))),
+            );
             None
         }
     };

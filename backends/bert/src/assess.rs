@@ -33,7 +33,8 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
                 "weights-missing",
                 "no readable weights to check the architecture against",
             )
-            .in_file(inspection.root.join("model.safetensors")),
+            .in_file(inspection.root.join("model.safetensors"))
+            .fix("add model.safetensors (or a sharded index, or pytorch_model.bin) to the model directory"),
         );
     };
     let weights_file = weights.display_file();
@@ -44,7 +45,8 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
                 format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"),
             )
             .in_file(&weights_file)
-            .about(WORD_EMBEDDINGS),
+            .about(WORD_EMBEDDINGS)
+            .fix("tessera serves BERT-family encoders; check that this is one and that its weights are complete"),
         );
     };
     let mut evidence = vec![Evidence::tensor(
@@ -116,7 +118,8 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
                         format!("`position_embedding_type: {other}` is not supported (supported: absolute, alibi)"),
                     )
                     .in_file(&config.path)
-                    .about("position_embedding_type"),
+                    .about("position_embedding_type")
+                    .fix("set `position_embedding_type` to \"absolute\" (BERT) or \"alibi\" (JinaBERT) as the model was trained"),
                 );
             }
         }
@@ -140,7 +143,8 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
                     format!("`model_type: {other}` is not BERT (its positions or layers differ)"),
                 )
                 .in_file(&config.path)
-                .about("model_type"),
+                .about("model_type")
+                .fix("serve it with a backend for its model_type; if it really is BERT, set `model_type` to \"bert\""),
             )
         }
     }

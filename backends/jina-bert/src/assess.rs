@@ -56,7 +56,8 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
                 "weights-missing",
                 "no readable weights to check the architecture against",
             )
-            .in_file(inspection.root.join("model.safetensors")),
+            .in_file(inspection.root.join("model.safetensors"))
+            .fix("add model.safetensors (or a sharded index, or pytorch_model.bin) to the model directory"),
         ));
     };
     let file = weights.display_file();
@@ -67,7 +68,8 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
                 format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"),
             )
             .in_file(&file)
-            .about(WORD_EMBEDDINGS),
+            .about(WORD_EMBEDDINGS)
+            .fix("tessera serves BERT-family encoders; check that this is one and that its weights are complete"),
         ));
     };
     let mut evidence = Vec::new();
@@ -81,7 +83,8 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
                 "the weights have an absolute position table, so the model is not ALiBi (JinaBERT has none)",
             )
             .in_file(&file)
-            .about(positions),
+            .about(positions)
+            .fix("serve it with the bert backend; if it really is JinaBERT, remove the position table from the weights"),
         ));
     }
     evidence.push(Evidence::tensor(
@@ -162,7 +165,8 @@ fn position_type(
                     format!("`position_embedding_type: {other}` is not supported (supported: absolute, alibi)"),
                 )
                 .in_file(&config.path)
-                .about("position_embedding_type"),
+                .about("position_embedding_type")
+                    .fix("set `position_embedding_type` to \"absolute\" (BERT) or \"alibi\" (JinaBERT) as the model was trained"),
             ))
         }
     }
@@ -259,6 +263,7 @@ fn feed_forward(
     Err(Box::new(
         Finding::error("feed-forward-unrecognized", "layer 0 has no recognized feed-forward tensors (mlp.gated_layers, mlp.up_gated_layer or intermediate.dense)")
             .in_file(file)
-            .about(format!("{layer0}mlp.gated_layers.weight")),
+            .about(format!("{layer0}mlp.gated_layers.weight"))
+            .fix("the weights do not hold a JinaBERT feed-forward; check that they are complete"),
     ))
 }
