@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::attention::AttentionKernel;
 use crate::batch::Batch;
 use crate::error::{BackendError, LoadError};
-use crate::inspection::{Evidence, Finding, ModelInspection};
+use crate::inspection::{Evidence, Finding, ModelConfig, ModelInspection, WeightsFormat};
 
 /// A loaded model that turns a packed batch into token vectors.
 pub trait Backend: std::fmt::Debug + Send {
@@ -70,6 +73,49 @@ pub struct LoadRequest<'a> {
     pub device: Device,
     /// The attention kernel chosen for this model; `None` means the backend's own default.
     pub kernel: Option<Arc<dyn AttentionKernel>>,
+}
+
+impl LoadRequest<'_> {
+    /// The parsed config.json, or the error naming it.
+    pub fn config(&self) -> Result<&ModelConfig, LoadError> {
+        self.inspection
+            .config
+            .as_ref()
+            .ok_or_else(|| LoadError::MissingFile {
+                file: self.inspection.config_path(),
+                what: "config.json",
+                fix: "add the model's config.json".into(),
+            })
+    }
+
+    /// Opens the weights the inspection listed (safetensors memory-mapped) in the requested
+    /// dtype, returning the builder and the file to name in errors.
+    pub fn var_builder(&self) -> Result<(VarBuilder<'static>, PathBuf), LoadError> {
+        let inspection = self.inspection;
+        let index = inspection
+            .weights
+            .as_ref()
+            .ok_or_else(|| LoadError::MissingFile {
+                file: inspection.root.join("model.safetensors"),
+                what: "the model weights",
+                fix: "add model.safetensors (or pytorch_model.bin)".into(),
+            })?;
+        let file = index.display_file();
+        let vb = match index.format {
+            WeightsFormat::Safetensors | WeightsFormat::ShardedSafetensors => {
+                // SAFETY: the files are mapped read-only; tessera never writes them, and a model
+                // directory rewritten while served is outside what any server can defend.
+                unsafe {
+                    VarBuilder::from_mmaped_safetensors(&index.files, self.dtype, &self.device)
+                }
+            }
+            WeightsFormat::PyTorch => {
+                VarBuilder::from_pth(&index.files[0], self.dtype, &self.device)
+            }
+        }
+        .map_err(|e| LoadError::from_candle(&file, e))?;
+        Ok((vb, file))
+    }
 }
 
 /// A backend crate's one exported value: its name, which models it can serve, and a loader.

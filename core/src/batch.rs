@@ -2,6 +2,8 @@
 
 use std::ops::Range;
 
+use crate::error::BackendError;
+
 /// Cumulative sequence boundaries of a packed batch: sequence `i` owns tokens
 /// `starts[i]..starts[i + 1]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,26 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Checks that every id indexes the model's tables, so a bad id fails this batch with a
+    /// message instead of an out-of-bounds lookup.
+    pub fn check_ids(&self, vocab_size: usize, type_vocab_size: usize) -> Result<(), BackendError> {
+        if let Some(bad) = self.input_ids.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(BackendError::InvalidBatch(format!(
+                "token id {bad} is outside the vocabulary (size {vocab_size})"
+            )));
+        }
+        if let Some(bad) = self
+            .token_type_ids
+            .iter()
+            .find(|&&t| t as usize >= type_vocab_size)
+        {
+            return Err(BackendError::InvalidBatch(format!(
+                "token type id {bad} is outside type_vocab_size {type_vocab_size}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Packs sequences given as `(input_ids, token_type_ids)` pairs.
     pub fn from_sequences<'a>(seqs: impl IntoIterator<Item = (&'a [u32], &'a [u32])>) -> Self {
         let mut input_ids = Vec::new();

@@ -184,6 +184,41 @@ impl ModelConfig {
         self.get(key).and_then(Value::as_u64).map(|v| v as usize)
     }
 
+    /// `key` as a positive integer, or the error naming the key and the fix.
+    pub fn required_usize(&self, key: &str) -> Result<usize, crate::LoadError> {
+        match self.get(key) {
+            None => Err(crate::LoadError::MissingKey {
+                file: self.path.clone(),
+                key: key.to_string(),
+                fix: format!("set `{key}` to the value the model was trained with"),
+            }),
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => Ok(n as usize),
+                _ => Err(crate::LoadError::InvalidValue {
+                    file: self.path.clone(),
+                    key: key.to_string(),
+                    value: v.to_string(),
+                    reason: "must be a positive integer".into(),
+                }),
+            },
+        }
+    }
+
+    /// `hidden_act` (default `gelu`, the exact form), or the error listing supported values.
+    pub fn hidden_act(&self) -> Result<crate::HiddenAct, crate::LoadError> {
+        match self.get("hidden_act") {
+            None => Ok(crate::HiddenAct::Gelu),
+            Some(v) => v.as_str().and_then(crate::HiddenAct::parse).ok_or_else(|| {
+                crate::LoadError::UnsupportedValue {
+                    file: self.path.clone(),
+                    key: "hidden_act".into(),
+                    value: v.to_string(),
+                    supported: crate::HiddenAct::supported_names(),
+                }
+            }),
+        }
+    }
+
     /// `key` as a float, if it is a number.
     pub fn f64(&self, key: &str) -> Option<f64> {
         self.get(key).and_then(Value::as_f64)
@@ -323,7 +358,53 @@ pub struct ModelInspection {
     pub findings: Vec<Finding>,
 }
 
+/// What every BERT-family assessment starts from: the config, the weights, and the prefix in
+/// front of `embeddings.word_embeddings.weight`.
+#[derive(Debug, Clone)]
+pub struct EncoderLayout<'a> {
+    /// config.json.
+    pub config: &'a ModelConfig,
+    /// The weight headers.
+    pub weights: &'a WeightsIndex,
+    /// The weight-name prefix (`""`, `"bert."`...).
+    pub prefix: String,
+}
+
+/// The tensor every BERT-family checkpoint has.
+pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+
 impl ModelInspection {
+    /// The config, weights and prefix of a BERT-family encoder, or why there is none.
+    pub fn encoder_layout(&self) -> Result<EncoderLayout<'_>, Box<Finding>> {
+        let Some(config) = &self.config else {
+            return Err(Box::new(
+                Finding::error("config-missing", "no usable config.json")
+                    .in_file(self.config_path())
+                    .fix("add the config.json saved with the model"),
+            ));
+        };
+        let Some(weights) = &self.weights else {
+            return Err(Box::new(
+                Finding::error("weights-missing", "no readable weights to check the architecture against")
+                    .in_file(self.root.join("model.safetensors"))
+                    .fix("add model.safetensors (or a sharded index, or pytorch_model.bin) to the model directory"),
+            ));
+        };
+        let Some(prefix) = weights.prefix_before(WORD_EMBEDDINGS) else {
+            return Err(Box::new(
+                Finding::error("architecture-unknown", format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"))
+                    .in_file(weights.display_file())
+                    .about(WORD_EMBEDDINGS)
+                    .fix("tessera serves BERT-family encoders; check that this is one and that its weights are complete"),
+            ));
+        };
+        Ok(EncoderLayout {
+            config,
+            weights,
+            prefix,
+        })
+    }
+
     /// Path of config.json.
     pub fn config_path(&self) -> PathBuf {
         self.root.join("config.json")

@@ -1,12 +1,11 @@
 //! Whether a model is plain BERT, decided from tensor names first and config values second.
 
 use tessera_core::inspection::WeightsIndex;
-use tessera_core::{check_tensors, Assessment, Evidence, Finding, ModelInspection};
+use tessera_core::{
+    check_tensors, Assessment, EncoderLayout, Evidence, Finding, ModelInspection, WORD_EMBEDDINGS,
+};
 
 use crate::config::BertConfig;
-
-/// The weight name every BERT-family checkpoint has; what precedes it is the prefix.
-const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
 /// Tensor names that mean a gated (GLU) feed-forward, i.e. JinaBERT, not BERT.
 const GATED_MLP: &[&str] = &["mlp.gated_layers.weight", "mlp.up_gated_layer.weight"];
@@ -21,34 +20,15 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
     let decline = |finding: Finding| Assessment::Declines {
         reasons: vec![finding],
     };
-    let Some(config) = &inspection.config else {
-        return decline(
-            Finding::error("config-missing", "no usable config.json")
-                .in_file(inspection.config_path()),
-        );
-    };
-    let Some(weights) = &inspection.weights else {
-        return decline(
-            Finding::error(
-                "weights-missing",
-                "no readable weights to check the architecture against",
-            )
-            .in_file(inspection.root.join("model.safetensors"))
-            .fix("add model.safetensors (or a sharded index, or pytorch_model.bin) to the model directory"),
-        );
+    let EncoderLayout {
+        config,
+        weights,
+        prefix,
+    } = match inspection.encoder_layout() {
+        Ok(layout) => layout,
+        Err(finding) => return decline(*finding),
     };
     let weights_file = weights.display_file();
-    let Some(prefix) = weight_prefix(weights) else {
-        return decline(
-            Finding::error(
-                "architecture-unknown",
-                format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"),
-            )
-            .in_file(&weights_file)
-            .about(WORD_EMBEDDINGS)
-            .fix("tessera serves BERT-family encoders; check that this is one and that its weights are complete"),
-        );
-    };
     let mut evidence = vec![Evidence::tensor(
         format!("{prefix}{WORD_EMBEDDINGS}"),
         "BERT-family embeddings",

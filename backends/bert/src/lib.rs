@@ -11,8 +11,6 @@ mod model;
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use candle_nn::VarBuilder;
-use tessera_core::inspection::WeightsFormat;
 use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError,
     LoadRequest, ModelInspection, PaddedAttention,
@@ -36,27 +34,17 @@ impl BackendFactory for BertBackend {
     }
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Backend>, LoadError> {
-        let inspection = request.inspection;
-        let config_path = inspection.config_path();
-        let config = inspection
-            .config
-            .as_ref()
-            .ok_or_else(|| LoadError::MissingFile {
-                file: config_path.clone(),
-                what: "config.json",
-                fix: "add the model's config.json".into(),
-            })?;
-        let cfg = BertConfig::from_config(config)?;
-        let (vb, file) = weights(request)?;
-        let prefix = inspection
+        let cfg = BertConfig::from_config(request.config()?)?;
+        let (vb, file) = request.var_builder()?;
+        let prefix = request
+            .inspection
             .weights
             .as_ref()
             .and_then(weight_prefix)
             .unwrap_or_default();
-        let vb = if prefix.is_empty() {
-            vb
-        } else {
-            vb.pp(prefix.trim_end_matches('.'))
+        let vb = match prefix.trim_end_matches('.') {
+            "" => vb,
+            prefix => vb.pp(prefix),
         };
         let kernel = request
             .kernel
@@ -71,36 +59,6 @@ impl BackendFactory for BertBackend {
     }
 }
 
-/// Opens the weights listed in the inspection; safetensors are memory-mapped.
-pub fn weights(
-    request: &LoadRequest<'_>,
-) -> Result<(VarBuilder<'static>, std::path::PathBuf), LoadError> {
-    let inspection = request.inspection;
-    let index = inspection
-        .weights
-        .as_ref()
-        .ok_or_else(|| LoadError::MissingFile {
-            file: inspection.root.join("model.safetensors"),
-            what: "the model weights",
-            fix: "add model.safetensors (or pytorch_model.bin)".into(),
-        })?;
-    let file = index.display_file();
-    let vb = match index.format {
-        WeightsFormat::Safetensors | WeightsFormat::ShardedSafetensors => {
-            // SAFETY: the files are mapped read-only; tessera never writes them, and a model
-            // directory being rewritten while served is outside what any server can defend.
-            unsafe {
-                VarBuilder::from_mmaped_safetensors(&index.files, request.dtype, &request.device)
-            }
-        }
-        WeightsFormat::PyTorch => {
-            VarBuilder::from_pth(&index.files[0], request.dtype, &request.device)
-        }
-    }
-    .map_err(|e| LoadError::from_candle(&file, e))?;
-    Ok((vb, file))
-}
-
 #[derive(Debug)]
 struct BertRunner {
     model: BertModel,
@@ -110,26 +68,7 @@ struct BertRunner {
 impl Backend for BertRunner {
     fn forward(&self, batch: &Batch) -> Result<Tensor, BackendError> {
         let cfg = self.model.config();
-        if let Some(bad) = batch
-            .input_ids
-            .iter()
-            .find(|&&id| id as usize >= cfg.vocab_size)
-        {
-            return Err(BackendError::InvalidBatch(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                cfg.vocab_size
-            )));
-        }
-        if let Some(bad) = batch
-            .token_type_ids
-            .iter()
-            .find(|&&t| t as usize >= cfg.type_vocab_size)
-        {
-            return Err(BackendError::InvalidBatch(format!(
-                "token type id {bad} is outside type_vocab_size {}",
-                cfg.type_vocab_size
-            )));
-        }
+        batch.check_ids(cfg.vocab_size, cfg.type_vocab_size)?;
         if batch.seqs.max_len() > cfg.max_position_embeddings {
             return Err(BackendError::InvalidBatch(format!(
                 "a sequence of {} tokens exceeds max_position_embeddings {}",

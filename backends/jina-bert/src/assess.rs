@@ -2,11 +2,9 @@
 //! `_name_or_path` and `auto_map` are supporting evidence only: a fine-tune rewrites them.
 
 use tessera_core::inspection::{ModelConfig, WeightsIndex};
-use tessera_core::{check_tensors, Assessment, Evidence, Finding, ModelInspection};
+use tessera_core::{check_tensors, Assessment, EncoderLayout, Evidence, Finding, ModelInspection};
 
 use crate::config::{FeedForward, GluAct, JinaConfig, FEED_FORWARD_TYPES};
-
-const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
 /// What the tensors and config say the model is.
 #[derive(Debug, Clone)]
@@ -44,34 +42,12 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
 
 /// Decides the variant; both `assess` and `load` call this, so they cannot disagree.
 pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
-    let Some(config) = &inspection.config else {
-        return Err(Box::new(
-            Finding::error("config-missing", "no usable config.json")
-                .in_file(inspection.config_path()),
-        ));
-    };
-    let Some(weights) = &inspection.weights else {
-        return Err(Box::new(
-            Finding::error(
-                "weights-missing",
-                "no readable weights to check the architecture against",
-            )
-            .in_file(inspection.root.join("model.safetensors"))
-            .fix("add model.safetensors (or a sharded index, or pytorch_model.bin) to the model directory"),
-        ));
-    };
+    let EncoderLayout {
+        config,
+        weights,
+        prefix,
+    } = inspection.encoder_layout()?;
     let file = weights.display_file();
-    let Some(prefix) = weights.prefix_before(WORD_EMBEDDINGS) else {
-        return Err(Box::new(
-            Finding::error(
-                "architecture-unknown",
-                format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"),
-            )
-            .in_file(&file)
-            .about(WORD_EMBEDDINGS)
-            .fix("tessera serves BERT-family encoders; check that this is one and that its weights are complete"),
-        ));
-    };
     let mut evidence = Vec::new();
     let mut findings = Vec::new();
 

@@ -87,35 +87,8 @@ impl JinaConfig {
     /// Reads the values; `feed_forward` comes from the assessment, not from the config alone.
     pub fn from_config(config: &ModelConfig, feed_forward: FeedForward) -> Result<Self, LoadError> {
         let file = &config.path;
-        let required = |key: &str| -> Result<usize, LoadError> {
-            match config.get(key) {
-                None => Err(LoadError::MissingKey {
-                    file: file.clone(),
-                    key: key.to_string(),
-                    fix: format!("set `{key}` to the value the model was trained with"),
-                }),
-                Some(v) => match v.as_u64() {
-                    Some(n) if n > 0 => Ok(n as usize),
-                    _ => Err(LoadError::InvalidValue {
-                        file: file.clone(),
-                        key: key.to_string(),
-                        value: v.to_string(),
-                        reason: "must be a positive integer".into(),
-                    }),
-                },
-            }
-        };
-        let hidden_act = match config.get("hidden_act") {
-            None => HiddenAct::Gelu,
-            Some(v) => v.as_str().and_then(HiddenAct::parse).ok_or_else(|| {
-                LoadError::UnsupportedValue {
-                    file: file.clone(),
-                    key: "hidden_act".into(),
-                    value: v.to_string(),
-                    supported: HiddenAct::supported_names(),
-                }
-            })?,
-        };
+        let required = |key: &str| config.required_usize(key);
+        let hidden_act = config.hidden_act()?;
         let cfg = Self {
             vocab_size: required("vocab_size")?,
             hidden_size: required("hidden_size")?,

@@ -19,8 +19,6 @@ mod model;
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use candle_nn::VarBuilder;
-use tessera_core::inspection::WeightsFormat;
 use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError,
     LoadRequest, ModelInspection, PaddedAttention,
@@ -56,44 +54,17 @@ impl BackendFactory for JinaBertBackend {
 
 /// Loads the encoder the inspection describes (the flash backend reuses this).
 pub fn load_model(request: &LoadRequest<'_>) -> Result<(JinaBertModel, String), LoadError> {
-    let inspection = request.inspection;
-    let config = inspection
-        .config
-        .as_ref()
-        .ok_or_else(|| LoadError::MissingFile {
-            file: inspection.config_path(),
-            what: "config.json",
-            fix: "add the model's config.json".into(),
-        })?;
-    let detected = detect(inspection).map_err(|f| LoadError::InvalidValue {
-        file: f.file.clone().unwrap_or_else(|| inspection.config_path()),
+    let detected = detect(request.inspection).map_err(|f| LoadError::InvalidValue {
+        file: f
+            .file
+            .clone()
+            .unwrap_or_else(|| request.inspection.config_path()),
         key: f.subject.clone().unwrap_or_default(),
         value: String::new(),
         reason: f.message.clone(),
     })?;
-    let cfg = JinaConfig::from_config(config, detected.feed_forward)?;
-    let index = inspection
-        .weights
-        .as_ref()
-        .ok_or_else(|| LoadError::MissingFile {
-            file: inspection.root.join("model.safetensors"),
-            what: "the model weights",
-            fix: "add model.safetensors (or pytorch_model.bin)".into(),
-        })?;
-    let file = index.display_file();
-    let vb = match index.format {
-        WeightsFormat::Safetensors | WeightsFormat::ShardedSafetensors => {
-            // SAFETY: the files are mapped read-only; tessera never writes them, and a model
-            // directory being rewritten while served is outside what any server can defend.
-            unsafe {
-                VarBuilder::from_mmaped_safetensors(&index.files, request.dtype, &request.device)
-            }
-        }
-        WeightsFormat::PyTorch => {
-            VarBuilder::from_pth(&index.files[0], request.dtype, &request.device)
-        }
-    }
-    .map_err(|e| LoadError::from_candle(&file, e))?;
+    let cfg = JinaConfig::from_config(request.config()?, detected.feed_forward)?;
+    let (vb, file) = request.var_builder()?;
     let vb = match detected.prefix.trim_end_matches('.') {
         "" => vb,
         prefix => vb.pp(prefix),
@@ -117,26 +88,7 @@ struct JinaRunner {
 impl Backend for JinaRunner {
     fn forward(&self, batch: &Batch) -> Result<Tensor, BackendError> {
         let cfg = self.model.config();
-        if let Some(bad) = batch
-            .input_ids
-            .iter()
-            .find(|&&id| id as usize >= cfg.vocab_size)
-        {
-            return Err(BackendError::InvalidBatch(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                cfg.vocab_size
-            )));
-        }
-        if let Some(bad) = batch
-            .token_type_ids
-            .iter()
-            .find(|&&t| t as usize >= cfg.type_vocab_size)
-        {
-            return Err(BackendError::InvalidBatch(format!(
-                "token type id {bad} is outside type_vocab_size {}",
-                cfg.type_vocab_size
-            )));
-        }
+        batch.check_ids(cfg.vocab_size, cfg.type_vocab_size)?;
         Ok(self.model.forward(batch)?)
     }
 
