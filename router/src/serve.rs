@@ -32,6 +32,9 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     {
         bail!("--max-batch-tokens, --max-concurrent-requests and --max-client-batch-size must be at least 1");
     }
+    if settings.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        bail!("--api-key is empty: pass a non-empty key or leave the flag out");
+    }
     if settings.max_batch_requests == Some(0) {
         bail!("--max-batch-requests must be at least 1");
     }
@@ -185,7 +188,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
     };
-    let app = http::app(state, settings.payload_limit);
+    let app = http::app(state, settings.payload_limit, settings.api_key.as_deref());
 
     let ip: std::net::IpAddr = settings
         .hostname

@@ -16,6 +16,7 @@ pub(crate) enum ErrorType {
     Validation,
     Tokenizer,
     Empty,
+    Unauthorized,
 }
 
 /// An HTTP error: status, TEI's `{error, error_type}`, and tessera's stable `code`.
@@ -117,6 +118,11 @@ impl ApiError {
             "unhealthy",
             message,
         )
+    }
+
+    /// 401: missing or wrong API key.
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorType::Unauthorized, "unauthorized", message)
     }
 
     /// 404 for unknown routes.

@@ -1,5 +1,6 @@
 //! The HTTP API (TEI 1.9 compatible). [`app`] builds the router from shared state.
 
+mod auth;
 mod embed;
 pub(crate) mod error;
 mod info;
@@ -56,12 +57,19 @@ impl Prompts {
     }
 }
 
-/// Builds the router with every route and the JSON error contract.
-pub(crate) fn app(state: AppState, payload_limit: usize) -> Router {
-    Router::new()
+/// Builds the router with every route and the JSON error contract. With an API key, the
+/// inference routes require it; `/health`, `/info` and `/metrics` stay open.
+pub(crate) fn app(state: AppState, payload_limit: usize, api_key: Option<&str>) -> Router {
+    let mut inference = Router::new()
         .route("/embed", post(embed::embed))
         .route("/tokenize", post(tokenize::tokenize))
-        .route("/decode", post(tokenize::decode))
+        .route("/decode", post(tokenize::decode));
+    if let Some(key) = api_key {
+        let key = auth::ApiKey(key.into());
+        inference = inference.route_layer(axum::middleware::from_fn_with_state(key, auth::require_api_key));
+    }
+    Router::new()
+        .merge(inference)
         .route("/health", get(info::health))
         .route("/info", get(info::info))
         .fallback(error::not_found)
