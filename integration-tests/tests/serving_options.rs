@@ -10,7 +10,9 @@ fn api_key_guards_inference_routes_only() {
     let server = Server::start(&minilm(), &["--api-key", "s3cret"]);
     let client = reqwest::blocking::Client::new();
     let embed = |auth: Option<&str>| {
-        let mut r = client.post(format!("{}/embed", server.url)).json(&json!({"inputs": "hi"}));
+        let mut r = client
+            .post(format!("{}/embed", server.url))
+            .json(&json!({"inputs": "hi"}));
         if let Some(a) = auth {
             r = r.header("authorization", a);
         }
@@ -24,7 +26,11 @@ fn api_key_guards_inference_routes_only() {
     assert_eq!(embed(Some("Bearer s3cre")).status(), 401);
     assert_eq!(embed(Some("Basic s3cret")).status(), 401);
     assert_eq!(embed(Some("Bearer s3cret")).status(), 200);
-    let r = client.post(format!("{}/tokenize", server.url)).json(&json!({"inputs": "hi"})).send().unwrap();
+    let r = client
+        .post(format!("{}/tokenize", server.url))
+        .json(&json!({"inputs": "hi"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(server.get("/health").status(), 200);
     assert_eq!(server.get("/info").status(), 200);
@@ -32,14 +38,19 @@ fn api_key_guards_inference_routes_only() {
 
 #[test]
 fn half_precision_dtypes_stay_close_to_float32() {
-    let Some(golden) = golden("reference/golden_minilm.json") else { return };
+    let Some(golden) = golden("reference/golden_minilm.json") else {
+        return;
+    };
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
     for dtype in ["float16", "bfloat16"] {
         let server = Server::start(&minilm(), &["--dtype", dtype]);
         let info: Value = server.get("/info").json().unwrap();
         assert_eq!(info["model_dtype"], dtype);
         let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..8].to_vec();
-        let got: Vec<Vec<f32>> = server.post("/embed", &json!({"inputs": texts, "truncate": true})).json().unwrap();
+        let got: Vec<Vec<f32>> = server
+            .post("/embed", &json!({"inputs": texts, "truncate": true}))
+            .json()
+            .unwrap();
         for (i, g) in got.iter().enumerate() {
             let (_, cos) = compare(g, &want[i]);
             assert!(cos > 0.99, "{dtype} text {i}: cosine {cos}");
@@ -63,7 +74,10 @@ fn write_shards(from: &Path, to: &Path) {
         let mut out_data = Vec::new();
         for name in part.iter() {
             let entry = &header[*name];
-            let (b, e) = (entry["data_offsets"][0].as_u64().unwrap() as usize, entry["data_offsets"][1].as_u64().unwrap() as usize);
+            let (b, e) = (
+                entry["data_offsets"][0].as_u64().unwrap() as usize,
+                entry["data_offsets"][1].as_u64().unwrap() as usize,
+            );
             let start = out_data.len();
             out_data.extend_from_slice(&data[b..e]);
             let mut entry = entry.clone();
@@ -77,12 +91,18 @@ fn write_shards(from: &Path, to: &Path) {
         out.extend_from_slice(&out_data);
         std::fs::write(to.join(&file), out).unwrap();
     }
-    std::fs::write(to.join("model.safetensors.index.json"), json!({"metadata": {}, "weight_map": weight_map}).to_string()).unwrap();
+    std::fs::write(
+        to.join("model.safetensors.index.json"),
+        json!({"metadata": {}, "weight_map": weight_map}).to_string(),
+    )
+    .unwrap();
 }
 
 #[test]
 fn sharded_safetensors_serve_the_same_vectors() {
-    let Some(model) = shared_model("bert-tiny") else { return };
+    let Some(model) = shared_model("bert-tiny") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(&model).unwrap() {
         let path = entry.unwrap().path();
@@ -91,25 +111,35 @@ fn sharded_safetensors_serve_the_same_vectors() {
             std::fs::create_dir_all(dir.path().join(&name)).unwrap();
             for inner in std::fs::read_dir(&path).unwrap() {
                 let inner = inner.unwrap().path();
-                std::fs::copy(&inner, dir.path().join(&name).join(inner.file_name().unwrap())).unwrap();
+                std::fs::copy(
+                    &inner,
+                    dir.path().join(&name).join(inner.file_name().unwrap()),
+                )
+                .unwrap();
             }
         } else if name != "model.safetensors" {
             std::fs::copy(&path, dir.path().join(&name)).unwrap();
         }
     }
     write_shards(&model, dir.path());
-    let golden: Value = serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
     let server = Server::start(dir.path(), &[]);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["backend"], "bert");
-    let got: Vec<Vec<f32>> = server.post("/embed", &json!({"inputs": golden["texts"][1]})).json().unwrap();
+    let got: Vec<Vec<f32>> = server
+        .post("/embed", &json!({"inputs": golden["texts"][1]}))
+        .json()
+        .unwrap();
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
     tessera_integration_tests::assert_parity(&got[0], &want[1], "sharded");
 }
 
 #[test]
 fn jina_embeds_an_input_of_8192_tokens() {
-    let Some(model) = shared_model("jina-tiny") else { return };
+    let Some(model) = shared_model("jina-tiny") else {
+        return;
+    };
     let server = Server::start(&model, &["--max-batch-tokens", "8192"]);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["max_input_length"], 8192);
@@ -124,4 +154,48 @@ fn jina_embeds_an_input_of_8192_tokens() {
     assert!(v[0].iter().all(|x| x.is_finite()));
     ids.push(7);
     assert_eq!(server.post("/embed", &json!({"inputs": ids})).status(), 413);
+}
+
+#[test]
+fn pytorch_model_bin_serves_the_same_vectors() {
+    let Some(model) = shared_model("bert-tiny") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+    ] {
+        std::fs::copy(model.join(name), dir.path().join(name)).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("1_Pooling")).unwrap();
+    std::fs::copy(
+        model.join("1_Pooling/config.json"),
+        dir.path().join("1_Pooling/config.json"),
+    )
+    .unwrap();
+    let script = tessera_integration_tests::workspace()
+        .join("integration-tests/fixtures/safetensors_to_pth.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .arg(model.join("model.safetensors"))
+        .arg(dir.path().join("pytorch_model.bin"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..32].to_vec();
+    let got: Vec<Vec<f32>> = server
+        .post("/embed", &json!({"inputs": texts}))
+        .json()
+        .unwrap();
+    assert_eq!(got.len(), 32);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        tessera_integration_tests::assert_parity(g, w, &format!("pytorch_model.bin text {i}"));
+    }
 }

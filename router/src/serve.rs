@@ -32,7 +32,11 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     {
         bail!("--max-batch-tokens, --max-concurrent-requests and --max-client-batch-size must be at least 1");
     }
-    if settings.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+    if settings
+        .api_key
+        .as_deref()
+        .is_some_and(|k| k.trim().is_empty())
+    {
         bail!("--api-key is empty: pass a non-empty key or leave the flag out");
     }
     if settings.max_batch_requests == Some(0) {

@@ -122,7 +122,12 @@ impl ApiError {
 
     /// 401: missing or wrong API key.
     pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorType::Unauthorized, "unauthorized", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::Unauthorized,
+            "unauthorized",
+            message,
+        )
     }
 
     /// 404 for unknown routes.

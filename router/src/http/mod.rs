@@ -66,7 +66,10 @@ pub(crate) fn app(state: AppState, payload_limit: usize, api_key: Option<&str>) 
         .route("/decode", post(tokenize::decode));
     if let Some(key) = api_key {
         let key = auth::ApiKey(key.into());
-        inference = inference.route_layer(axum::middleware::from_fn_with_state(key, auth::require_api_key));
+        inference = inference.route_layer(axum::middleware::from_fn_with_state(
+            key,
+            auth::require_api_key,
+        ));
     }
     Router::new()
         .merge(inference)
