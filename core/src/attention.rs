@@ -129,10 +129,7 @@ fn gather_index(seqs: &SeqOffsets, device: &Device) -> candle_core::Result<Tenso
     let mut idx = Vec::with_capacity(seqs.len() * max_len);
     for range in seqs.ranges() {
         idx.extend((range.start..range.end).map(|i| i as u32));
-        idx.extend(std::iter::repeat_n(
-            range.start as u32,
-            max_len - range.len(),
-        ));
+        idx.extend(std::iter::repeat_n(range.start as u32, max_len - range.len()));
     }
     Tensor::from_vec(idx, seqs.len() * max_len, device)
 }
@@ -150,11 +147,7 @@ fn scatter_index(seqs: &SeqOffsets, device: &Device) -> candle_core::Result<Tens
 }
 
 /// `[batch, 1, 1, max_len]` with 0 for real keys and -inf for padding; `None` when nothing is padded.
-fn key_padding_mask(
-    seqs: &SeqOffsets,
-    dtype: DType,
-    device: &Device,
-) -> candle_core::Result<Option<Tensor>> {
+fn key_padding_mask(seqs: &SeqOffsets, dtype: DType, device: &Device) -> candle_core::Result<Option<Tensor>> {
     let max_len = seqs.max_len();
     if seqs.ranges().all(|r| r.len() == max_len) {
         return Ok(None);
@@ -162,10 +155,7 @@ fn key_padding_mask(
     let mut mask = Vec::with_capacity(seqs.len() * max_len);
     for range in seqs.ranges() {
         mask.extend(std::iter::repeat_n(0f32, range.len()));
-        mask.extend(std::iter::repeat_n(
-            f32::NEG_INFINITY,
-            max_len - range.len(),
-        ));
+        mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, max_len - range.len()));
     }
     let mask = Tensor::from_vec(mask, (seqs.len(), 1, 1, max_len), device)?.to_dtype(dtype)?;
     Ok(Some(mask))
@@ -179,8 +169,7 @@ fn alibi_block(
     keys: usize,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
-    let i =
-        Tensor::arange(first_row as f32, (first_row + rows) as f32, device)?.reshape((rows, 1))?;
+    let i = Tensor::arange(first_row as f32, (first_row + rows) as f32, device)?.reshape((rows, 1))?;
     let j = Tensor::arange(0f32, keys as f32, device)?.reshape((1, keys))?;
     let distance = i.broadcast_sub(&j)?.abs()?.unsqueeze(0)?;
     let slopes = Tensor::from_slice(slopes, (slopes.len(), 1, 1), device)?;
@@ -197,11 +186,7 @@ pub fn reference_attention(
     bias: &PositionBias,
 ) -> Vec<Vec<Vec<f32>>> {
     let heads = q.first().map(|t| t.len()).unwrap_or(0);
-    let head_dim = q
-        .first()
-        .and_then(|t| t.first())
-        .map(|h| h.len())
-        .unwrap_or(0);
+    let head_dim = q.first().and_then(|t| t.first()).map(|h| h.len()).unwrap_or(0);
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut out = vec![vec![vec![0f32; head_dim]; heads]; q.len()];
     for range in seqs.ranges() {
@@ -215,9 +200,7 @@ pub fn reference_attention(
                             .sum();
                         let alibi = match bias {
                             PositionBias::None => 0.0,
-                            PositionBias::Alibi { slopes } => {
-                                -f64::from(slopes[h]) * (i as f64 - j as f64).abs()
-                            }
+                            PositionBias::Alibi { slopes } => -f64::from(slopes[h]) * (i as f64 - j as f64).abs(),
                         };
                         dot * scale + alibi
                     })
@@ -279,12 +262,7 @@ mod tests {
             for h in 0..heads {
                 for c in 0..8 {
                     let d = (g[h][c] - w[h][c]).abs();
-                    assert!(
-                        d < 1e-5,
-                        "token {t} head {h} dim {c}: {} vs {}",
-                        g[h][c],
-                        w[h][c]
-                    );
+                    assert!(d < 1e-5, "token {t} head {h} dim {c}: {} vs {}", g[h][c], w[h][c]);
                 }
             }
         }
@@ -299,18 +277,8 @@ mod tests {
     #[test]
     fn padded_matches_reference_on_ragged_batches() {
         for heads in [1, 3, 12] {
-            check(
-                &[1, 2, 17],
-                heads,
-                PositionBias::None,
-                &PaddedAttention::default(),
-            );
-            check(
-                &[1, 2, 17],
-                heads,
-                slopes(heads),
-                &PaddedAttention::default(),
-            );
+            check(&[1, 2, 17], heads, PositionBias::None, &PaddedAttention::default());
+            check(&[1, 2, 17], heads, slopes(heads), &PaddedAttention::default());
         }
         check(&[5], 2, slopes(2), &PaddedAttention::default());
         check(&[4, 4], 2, PositionBias::None, &PaddedAttention::default());
@@ -319,9 +287,7 @@ mod tests {
     #[test]
     fn query_blocks_do_not_change_the_result() {
         // Force one query row per block.
-        let tiny = PaddedAttention {
-            max_score_elements: 1,
-        };
+        let tiny = PaddedAttention { max_score_elements: 1 };
         check(&[3, 9, 1], 2, slopes(2), &tiny);
         check(&[33], 4, PositionBias::None, &tiny);
     }

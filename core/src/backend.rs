@@ -78,40 +78,30 @@ pub struct LoadRequest<'a> {
 impl LoadRequest<'_> {
     /// The parsed config.json, or the error naming it.
     pub fn config(&self) -> Result<&ModelConfig, LoadError> {
-        self.inspection
-            .config
-            .as_ref()
-            .ok_or_else(|| LoadError::MissingFile {
-                file: self.inspection.config_path(),
-                what: "config.json",
-                fix: "add the model's config.json".into(),
-            })
+        self.inspection.config.as_ref().ok_or_else(|| LoadError::MissingFile {
+            file: self.inspection.config_path(),
+            what: "config.json",
+            fix: "add the model's config.json".into(),
+        })
     }
 
     /// Opens the weights the inspection listed (safetensors memory-mapped) in the requested
     /// dtype, returning the builder and the file to name in errors.
     pub fn var_builder(&self) -> Result<(VarBuilder<'static>, PathBuf), LoadError> {
         let inspection = self.inspection;
-        let index = inspection
-            .weights
-            .as_ref()
-            .ok_or_else(|| LoadError::MissingFile {
-                file: inspection.root.join("model.safetensors"),
-                what: "the model weights",
-                fix: "add model.safetensors (or pytorch_model.bin)".into(),
-            })?;
+        let index = inspection.weights.as_ref().ok_or_else(|| LoadError::MissingFile {
+            file: inspection.root.join("model.safetensors"),
+            what: "the model weights",
+            fix: "add model.safetensors (or pytorch_model.bin)".into(),
+        })?;
         let file = index.display_file();
         let vb = match index.format {
             WeightsFormat::Safetensors | WeightsFormat::ShardedSafetensors => {
                 // SAFETY: the files are mapped read-only; tessera never writes them, and a model
                 // directory rewritten while served is outside what any server can defend.
-                unsafe {
-                    VarBuilder::from_mmaped_safetensors(&index.files, self.dtype, &self.device)
-                }
+                unsafe { VarBuilder::from_mmaped_safetensors(&index.files, self.dtype, &self.device) }
             }
-            WeightsFormat::PyTorch => {
-                VarBuilder::from_pth(&index.files[0], self.dtype, &self.device)
-            }
+            WeightsFormat::PyTorch => VarBuilder::from_pth(&index.files[0], self.dtype, &self.device),
         }
         .map_err(|e| LoadError::from_candle(&file, e))?;
         Ok((vb, file))

@@ -87,11 +87,7 @@ impl Batch {
                 "token id {bad} is outside the vocabulary (size {vocab_size})"
             )));
         }
-        if let Some(bad) = self
-            .token_type_ids
-            .iter()
-            .find(|&&t| t as usize >= type_vocab_size)
-        {
+        if let Some(bad) = self.token_type_ids.iter().find(|&&t| t as usize >= type_vocab_size) {
             return Err(BackendError::InvalidBatch(format!(
                 "token type id {bad} is outside type_vocab_size {type_vocab_size}"
             )));
@@ -136,8 +132,7 @@ mod tests {
 
     #[test]
     fn batch_restarts_positions_per_sequence() {
-        let b =
-            Batch::from_sequences([(&[1u32, 2][..], &[0u32, 0][..]), (&[7u32][..], &[1u32][..])]);
+        let b = Batch::from_sequences([(&[1u32, 2][..], &[0u32, 0][..]), (&[7u32][..], &[1u32][..])]);
         assert_eq!(b.input_ids, vec![1, 2, 7]);
         assert_eq!(b.position_ids, vec![0, 1, 0]);
         assert_eq!(b.token_type_ids, vec![0, 0, 1]);

@@ -176,9 +176,7 @@ impl LoadError {
             | LoadError::InvalidValue { key, .. }
             | LoadError::UnsupportedValue { key, .. } => Some(key),
             LoadError::HeadsNotDividingHidden { .. } => Some("num_attention_heads"),
-            LoadError::MissingTensor { name, .. } | LoadError::TensorShape { name, .. } => {
-                Some(name)
-            }
+            LoadError::MissingTensor { name, .. } | LoadError::TensorShape { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -211,12 +209,8 @@ impl LoadError {
             finding = finding.about(subject);
         }
         let fix = match self {
-            LoadError::MissingKey { fix, .. } | LoadError::MissingFile { fix, .. } => {
-                Some(fix.clone())
-            }
-            LoadError::UnsupportedValue { key, supported, .. } => {
-                Some(format!("set `{key}` to one of: {supported}"))
-            }
+            LoadError::MissingKey { fix, .. } | LoadError::MissingFile { fix, .. } => Some(fix.clone()),
+            LoadError::UnsupportedValue { key, supported, .. } => Some(format!("set `{key}` to one of: {supported}")),
             LoadError::HeadsNotDividingHidden { hidden, .. } => Some(format!(
                 "set `num_attention_heads` to a divisor of {hidden} (as trained)"
             )),
@@ -234,25 +228,17 @@ impl LoadError {
     pub fn from_candle(file: impl Into<PathBuf>, err: candle_core::Error) -> Self {
         let file = file.into();
         match err {
-            candle_core::Error::CannotFindTensor { path } => {
-                LoadError::MissingTensor { file, name: path }
-            }
+            candle_core::Error::CannotFindTensor { path } => LoadError::MissingTensor { file, name: path },
             candle_core::Error::WithBacktrace { inner, .. } => LoadError::from_candle(file, *inner),
             candle_core::Error::Context { inner, .. } => LoadError::from_candle(file, *inner),
             candle_core::Error::WithPath { inner, .. } => LoadError::from_candle(file, *inner),
             candle_core::Error::UnexpectedShape { msg, expected, got } => LoadError::TensorShape {
                 file,
-                name: msg
-                    .strip_prefix("shape mismatch for ")
-                    .unwrap_or(&msg)
-                    .to_string(),
+                name: msg.strip_prefix("shape mismatch for ").unwrap_or(&msg).to_string(),
                 expected: expected.dims().to_vec(),
                 got: got.dims().to_vec(),
             },
-            other => LoadError::Weights {
-                file,
-                source: other,
-            },
+            other => LoadError::Weights { file, source: other },
         }
     }
 }

@@ -24,13 +24,7 @@ impl ExpectedTensor {
 }
 
 /// Tensors that checkpoints carry but embeddings never use.
-const IGNORED: &[&str] = &[
-    "cls.",
-    "pooler.",
-    "embeddings.position_ids",
-    "lm_head.",
-    "classifier.",
-];
+const IGNORED: &[&str] = &["cls.", "pooler.", "embeddings.position_ids", "lm_head.", "classifier."];
 
 /// Older checkpoints name LayerNorm parameters gamma and beta.
 fn legacy_name(name: &str) -> Option<String> {
@@ -40,10 +34,7 @@ fn legacy_name(name: &str) -> Option<String> {
     }
     name.strip_suffix(".weight")
         .map(|base| format!("{base}.gamma"))
-        .or_else(|| {
-            name.strip_suffix(".bias")
-                .map(|base| format!("{base}.beta"))
-        })
+        .or_else(|| name.strip_suffix(".bias").map(|base| format!("{base}.beta")))
 }
 
 /// Compares the weights with `expected`: missing and mis-shaped tensors are errors, tensors
@@ -76,9 +67,7 @@ pub fn check_tensors(
         findings.push(
             Finding::error(
                 "layers-missing-in-weights",
-                format!(
-                    "config.json says {config_layers} layers but the weights hold {weight_layers}"
-                ),
+                format!("config.json says {config_layers} layers but the weights hold {weight_layers}"),
             )
             .in_file("config.json")
             .about("num_hidden_layers")
@@ -94,9 +83,7 @@ pub fn check_tensors(
         let found = weights
             .get(&full)
             .map(|info| (full.clone(), info))
-            .or_else(|| {
-                legacy_name(&full).and_then(|alt| weights.get(&alt).map(|info| (alt, info)))
-            });
+            .or_else(|| legacy_name(&full).and_then(|alt| weights.get(&alt).map(|info| (alt, info))));
         match found {
             None => {
                 let layer = t
@@ -126,13 +113,10 @@ pub fn check_tensors(
     }
     for name in &missing {
         findings.push(
-            Finding::error(
-                "tensor-missing",
-                format!("tensor `{name}` is missing from the weights"),
-            )
-            .in_file(&file)
-            .about(name.clone())
-            .fix("re-save the model; the weights are incomplete or from another architecture"),
+            Finding::error("tensor-missing", format!("tensor `{name}` is missing from the weights"))
+                .in_file(&file)
+                .about(name.clone())
+                .fix("re-save the model; the weights are incomplete or from another architecture"),
         );
     }
 
@@ -164,7 +148,10 @@ pub fn check_tensors(
         findings.push(
             Finding::warning(
                 "tensor-unexpected",
-                format!("{} tensor(s) are not used by the detected architecture: {listed}", unexpected.len()),
+                format!(
+                    "{} tensor(s) are not used by the detected architecture: {listed}",
+                    unexpected.len()
+                ),
             )
             .in_file(&file)
             .about(first.to_string())

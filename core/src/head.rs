@@ -47,19 +47,12 @@ impl DenseActivation {
     /// Parses a Python class path; the last segment decides (`torch.nn.Tanh` works too).
     pub fn parse(path: &str) -> Option<Self> {
         let class = path.rsplit('.').next().unwrap_or(path);
-        ACTIVATIONS
-            .iter()
-            .find(|(name, _)| *name == class)
-            .map(|(_, a)| *a)
+        ACTIVATIONS.iter().find(|(name, _)| *name == class).map(|(_, a)| *a)
     }
 
     /// The supported class names, for messages.
     pub fn supported_names() -> String {
-        ACTIVATIONS
-            .iter()
-            .map(|(name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(", ")
+        ACTIVATIONS.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
     }
 
     fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -123,13 +116,12 @@ impl EmbeddingHead {
 }
 
 fn load_dense(module: &DenseModule, device: &Device) -> Result<Dense, LoadError> {
-    let activation =
-        DenseActivation::parse(&module.activation).ok_or_else(|| LoadError::UnsupportedValue {
-            file: module.dir.join("config.json"),
-            key: "activation_function".into(),
-            value: module.activation.clone(),
-            supported: DenseActivation::supported_names(),
-        })?;
+    let activation = DenseActivation::parse(&module.activation).ok_or_else(|| LoadError::UnsupportedValue {
+        file: module.dir.join("config.json"),
+        key: "activation_function".into(),
+        value: module.activation.clone(),
+        supported: DenseActivation::supported_names(),
+    })?;
     let (file, vb) = dense_weights(&module.dir, device)?;
     let weight = vb
         .get((module.out_features, module.in_features), "linear.weight")
@@ -161,17 +153,13 @@ fn dense_weights(dir: &Path, device: &Device) -> Result<(PathBuf, VarBuilder<'st
     }
     let pth = dir.join("pytorch_model.bin");
     if pth.is_file() {
-        let vb = VarBuilder::from_pth(&pth, DType::F32, device)
-            .map_err(|e| LoadError::from_candle(&pth, e))?;
+        let vb = VarBuilder::from_pth(&pth, DType::F32, device).map_err(|e| LoadError::from_candle(&pth, e))?;
         return Ok((pth, vb));
     }
     Err(LoadError::MissingFile {
         file: safetensors,
         what: "the Dense module's weights",
-        fix: format!(
-            "add model.safetensors or pytorch_model.bin to {}",
-            dir.display()
-        ),
+        fix: format!("add model.safetensors or pytorch_model.bin to {}", dir.display()),
     })
 }
 
@@ -183,11 +171,7 @@ pub fn finish_embedding(mut v: Vec<f32>, dimensions: Option<usize>, normalize: b
         v.truncate(d);
     }
     if normalize {
-        let norm = v
-            .iter()
-            .map(|x| f64::from(*x) * f64::from(*x))
-            .sum::<f64>()
-            .sqrt();
+        let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
         // sentence-transformers uses F.normalize, which divides by max(norm, 1e-12).
         let norm = norm.max(1e-12) as f32;
         v.iter_mut().for_each(|x| *x /= norm);
@@ -222,11 +206,7 @@ mod tests {
     #[test]
     fn softplus_is_stable() {
         let x = Tensor::new(&[-100f32, 0.0, 100.0], &Device::Cpu).unwrap();
-        let y: Vec<f32> = DenseActivation::Softplus
-            .apply(&x)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let y: Vec<f32> = DenseActivation::Softplus.apply(&x).unwrap().to_vec1().unwrap();
         assert!(y[0] >= 0.0 && y[0] < 1e-30);
         assert!((y[1] - 2f32.ln()).abs() < 1e-6);
         assert!((y[2] - 100.0).abs() < 1e-4);

@@ -208,14 +208,15 @@ impl ModelConfig {
     pub fn hidden_act(&self) -> Result<crate::HiddenAct, crate::LoadError> {
         match self.get("hidden_act") {
             None => Ok(crate::HiddenAct::Gelu),
-            Some(v) => v.as_str().and_then(crate::HiddenAct::parse).ok_or_else(|| {
-                crate::LoadError::UnsupportedValue {
+            Some(v) => v
+                .as_str()
+                .and_then(crate::HiddenAct::parse)
+                .ok_or_else(|| crate::LoadError::UnsupportedValue {
                     file: self.path.clone(),
                     key: "hidden_act".into(),
                     value: v.to_string(),
                     supported: crate::HiddenAct::supported_names(),
-                }
-            }),
+                }),
         }
     }
 
@@ -385,17 +386,23 @@ impl ModelInspection {
         };
         let Some(weights) = &self.weights else {
             return Err(Box::new(
-                Finding::error("weights-missing", "no readable weights to check the architecture against")
-                    .in_file(self.root.join("model.safetensors"))
-                    .fix("add model.safetensors (or a sharded index, or pytorch_model.bin) to the model directory"),
+                Finding::error(
+                    "weights-missing",
+                    "no readable weights to check the architecture against",
+                )
+                .in_file(self.root.join("model.safetensors"))
+                .fix("add model.safetensors (or a sharded index, or pytorch_model.bin) to the model directory"),
             ));
         };
         let Some(prefix) = weights.prefix_before(WORD_EMBEDDINGS) else {
             return Err(Box::new(
-                Finding::error("architecture-unknown", format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"))
-                    .in_file(weights.display_file())
-                    .about(WORD_EMBEDDINGS)
-                    .fix("tessera serves BERT-family encoders; check that this is one and that its weights are complete"),
+                Finding::error(
+                    "architecture-unknown",
+                    format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"),
+                )
+                .in_file(weights.display_file())
+                .about(WORD_EMBEDDINGS)
+                .fix("tessera serves BERT-family encoders; check that this is one and that its weights are complete"),
             ));
         };
         Ok(EncoderLayout {

@@ -4,12 +4,7 @@ use candle_core::Tensor;
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 /// A `nn.Linear` with bias; `weight` is `[out, in]` as PyTorch stores it.
-pub fn linear(
-    vb: &VarBuilder,
-    in_dim: usize,
-    out_dim: usize,
-    name: &str,
-) -> candle_core::Result<Linear> {
+pub fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> candle_core::Result<Linear> {
     let vb = vb.pp(name);
     Ok(Linear::new(
         vb.get((out_dim, in_dim), "weight")?,
@@ -18,25 +13,12 @@ pub fn linear(
 }
 
 /// A `nn.Linear(bias=False)`.
-pub fn linear_no_bias(
-    vb: &VarBuilder,
-    in_dim: usize,
-    out_dim: usize,
-    name: &str,
-) -> candle_core::Result<Linear> {
-    Ok(Linear::new(
-        vb.pp(name).get((out_dim, in_dim), "weight")?,
-        None,
-    ))
+pub fn linear_no_bias(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> candle_core::Result<Linear> {
+    Ok(Linear::new(vb.pp(name).get((out_dim, in_dim), "weight")?, None))
 }
 
 /// A `nn.LayerNorm` with weight and bias (older checkpoints name them gamma and beta).
-pub fn layer_norm(
-    vb: &VarBuilder,
-    size: usize,
-    eps: f64,
-    name: &str,
-) -> candle_core::Result<LayerNorm> {
+pub fn layer_norm(vb: &VarBuilder, size: usize, eps: f64, name: &str) -> candle_core::Result<LayerNorm> {
     let vb = vb.pp(name);
     let (weight, bias) = if vb.contains_tensor("weight") || !vb.contains_tensor("gamma") {
         (vb.get(size, "weight")?, vb.get(size, "bias")?)

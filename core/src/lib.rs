@@ -42,9 +42,7 @@ pub use batch::{Batch, SeqOffsets};
 pub use error::{BackendError, LoadError};
 pub use expect::{check_tensors, ExpectedTensor};
 pub use head::{finish_embedding, DenseActivation, EmbeddingHead};
-pub use inspection::{
-    EncoderLayout, Evidence, EvidenceSource, Finding, ModelInspection, Severity, WORD_EMBEDDINGS,
-};
+pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInspection, Severity, WORD_EMBEDDINGS};
 pub use pooling::{Pooling, PoolingFileError};
 pub use registry::{Chosen, Registry, SelectError, Selection};
 pub use tokenize::{Encoded, TextTokenizer, Token, TokenizeError, TruncationDirection};

@@ -50,11 +50,7 @@ const MODES: &[(Pooling, &str, &str)] = &[
 impl Pooling {
     /// The accepted `--pooling` values, for messages.
     pub fn supported_names() -> String {
-        MODES
-            .iter()
-            .map(|(_, name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(", ")
+        MODES.iter().map(|(_, name, _)| *name).collect::<Vec<_>>().join(", ")
     }
 
     /// The canonical name.
@@ -112,8 +108,7 @@ impl Pooling {
             Pooling::Max => tokens.max(0),
             Pooling::MeanSqrtLenTokens => tokens.sum(0)? / (len as f64).sqrt(),
             Pooling::WeightedMean => {
-                let weights =
-                    Tensor::arange(1f32, len as f32 + 1.0, tokens.device())?.unsqueeze(1)?;
+                let weights = Tensor::arange(1f32, len as f32 + 1.0, tokens.device())?.unsqueeze(1)?;
                 let total = (len * (len + 1)) as f64 / 2.0;
                 tokens.broadcast_mul(&weights)?.sum(0)? / total
             }
@@ -191,10 +186,7 @@ mod tests {
     #[test]
     fn every_mode_matches_a_hand_computation() {
         assert_eq!(pooled(Pooling::Cls), vec![vec![1., 2.], vec![-1., 7.]]);
-        assert_eq!(
-            pooled(Pooling::LastToken),
-            vec![vec![5., 0.], vec![-1., 7.]]
-        );
+        assert_eq!(pooled(Pooling::LastToken), vec![vec![5., 0.], vec![-1., 7.]]);
         assert_eq!(pooled(Pooling::Mean), vec![vec![3., 2.], vec![-1., 7.]]);
         assert_eq!(pooled(Pooling::Max), vec![vec![5., 4.], vec![-1., 7.]]);
         let s3 = 3f32.sqrt();
@@ -221,15 +213,11 @@ mod tests {
             path: "1_Pooling/config.json".into(),
             values: json.as_object().unwrap().clone(),
         };
-        let one = file(
-            serde_json::json!({"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": false}),
-        );
+        let one = file(serde_json::json!({"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": false}));
         assert_eq!(Pooling::from_file(&one).unwrap(), Pooling::Mean);
         let none = file(serde_json::json!({"word_embedding_dimension": 384}));
         assert_eq!(Pooling::from_file(&none), Err(PoolingFileError::NoMode));
-        let two = file(
-            serde_json::json!({"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}),
-        );
+        let two = file(serde_json::json!({"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}));
         assert!(matches!(
             Pooling::from_file(&two),
             Err(PoolingFileError::Several { .. })

@@ -50,8 +50,11 @@ impl Selection {
             })
             .collect::<Vec<_>>()
             .join(" | ");
-        Finding::error("no-backend", format!("no compiled backend can serve this model ({reasons})"))
-            .fix("fix the findings above, or build tessera with the cargo feature of the backend for this architecture")
+        Finding::error(
+            "no-backend",
+            format!("no compiled backend can serve this model ({reasons})"),
+        )
+        .fix("fix the findings above, or build tessera with the cargo feature of the backend for this architecture")
     }
 }
 
@@ -83,11 +86,7 @@ impl Registry {
     }
 
     /// Asks every backend about the model; picks the first that serves it, or `forced`.
-    pub fn select(
-        &self,
-        inspection: &ModelInspection,
-        forced: Option<&str>,
-    ) -> Result<Selection, SelectError> {
+    pub fn select(&self, inspection: &ModelInspection, forced: Option<&str>) -> Result<Selection, SelectError> {
         if let Some(name) = forced {
             if !self.factories.iter().any(|f| f.name() == name) {
                 return Err(SelectError::Unknown {

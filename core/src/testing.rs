@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-use crate::{
-    Backend, BackendFactory, Batch, Encoded, LoadRequest, ModelInspection, Pooling, TextTokenizer,
-};
+use crate::{Backend, BackendFactory, Batch, Encoded, LoadRequest, ModelInspection, Pooling, TextTokenizer};
 
 /// `shared/` beside the checkout (or `TESSERA_SHARED`); `None`, with a message, when absent.
 pub fn shared_dir(manifest_dir: &str) -> Option<PathBuf> {
@@ -24,16 +22,8 @@ pub fn shared_dir(manifest_dir: &str) -> Option<PathBuf> {
 /// Asserts the parity tolerances: every component within 1e-4 and cosine >= 0.99999.
 pub fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: dimension");
-    let max_diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let dot: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| f64::from(*a) * f64::from(*b))
-        .sum();
+    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let dot: f64 = got.iter().zip(want).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
     let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let cos = dot / (norm(got) * norm(want)).max(1e-30);
     assert!(max_diff <= 1e-4, "{what}: max abs diff {max_diff}");
@@ -58,12 +48,9 @@ pub fn load(factory: &dyn BackendFactory, inspection: &ModelInspection) -> Loade
         kernel: None,
     };
     let backend = factory.load(&request).expect("model loads");
-    let max_len = inspection
-        .sentence_transformers
-        .max_seq_length
-        .unwrap_or(512);
-    let tokenizer = TextTokenizer::from_file(&inspection.root.join("tokenizer.json"), max_len)
-        .expect("tokenizer loads");
+    let max_len = inspection.sentence_transformers.max_seq_length.unwrap_or(512);
+    let tokenizer =
+        TextTokenizer::from_file(&inspection.root.join("tokenizer.json"), max_len).expect("tokenizer loads");
     Loaded { backend, tokenizer }
 }
 

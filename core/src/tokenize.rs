@@ -123,8 +123,7 @@ impl TextTokenizer {
             return Err(LoadError::MissingFile {
                 file: path.to_path_buf(),
                 what: "the fast tokenizer (tokenizer.json)",
-                fix: "save it with `AutoTokenizer.from_pretrained(...).save_pretrained(dir)`"
-                    .into(),
+                fix: "save it with `AutoTokenizer.from_pretrained(...).save_pretrained(dir)`".into(),
             });
         }
         let tokenizer = Tokenizer::from_file(path).map_err(|e| LoadError::Tokenizer {
@@ -163,11 +162,7 @@ impl TextTokenizer {
 
     /// Tokenizes `text` with special tokens. Over-long inputs are truncated when `truncate`
     /// names a direction and rejected otherwise.
-    pub fn encode(
-        &self,
-        text: &str,
-        truncate: Option<TruncationDirection>,
-    ) -> Result<Encoded, TokenizeError> {
+    pub fn encode(&self, text: &str, truncate: Option<TruncationDirection>) -> Result<Encoded, TokenizeError> {
         let full = self.encode_with(&self.untruncated, text)?;
         if full.ids.len() <= self.max_input_length {
             return Ok(full);
@@ -194,11 +189,7 @@ impl TextTokenizer {
     }
 
     /// Splits `text` into tokens with their offsets, as `/tokenize` reports them.
-    pub fn tokens(
-        &self,
-        text: &str,
-        add_special_tokens: bool,
-    ) -> Result<Vec<Token>, TokenizeError> {
+    pub fn tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<Token>, TokenizeError> {
         let encoding = self
             .untruncated
             .encode(text, add_special_tokens)
@@ -241,19 +232,14 @@ impl TextTokenizer {
     }
 }
 
-fn with_truncation(
-    base: &Tokenizer,
-    truncation: Option<(usize, HfDirection)>,
-) -> Result<Tokenizer, String> {
+fn with_truncation(base: &Tokenizer, truncation: Option<(usize, HfDirection)>) -> Result<Tokenizer, String> {
     let mut tokenizer = base.clone();
     let params = truncation.map(|(max_length, direction)| TruncationParams {
         max_length,
         direction,
         ..TruncationParams::default()
     });
-    tokenizer
-        .with_truncation(params)
-        .map_err(|e| e.to_string())?;
+    tokenizer.with_truncation(params).map_err(|e| e.to_string())?;
     Ok(tokenizer)
 }
 

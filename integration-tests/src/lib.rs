@@ -72,14 +72,7 @@ pub fn binary() -> PathBuf {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "tessera-router",
-                "--bin",
-                "tessera",
-            ])
+            .args(["build", "--quiet", "-p", "tessera-router", "--bin", "tessera"])
             .current_dir(workspace())
             .status()
             .expect("run cargo build");
@@ -171,6 +164,8 @@ impl Server {
             .args(args)
             .current_dir(dir.path())
             .env_remove("TESSERA_CONFIG")
+            // Tests run many servers at once; the separate metrics port is tested on its own.
+            .env("TESSERA_PROMETHEUS_PORT", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file);
@@ -190,10 +185,7 @@ impl Server {
         let client = reqwest::blocking::Client::new();
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "tessera exited with {status} before it was healthy:\n{}",
-                    self.log()
-                );
+                panic!("tessera exited with {status} before it was healthy:\n{}", self.log());
             }
             if let Ok(r) = client.get(format!("{}/health", self.url)).send() {
                 if r.status().is_success() {
@@ -252,16 +244,8 @@ impl Drop for Server {
 /// Largest absolute difference and cosine similarity between two vectors.
 pub fn compare(got: &[f32], want: &[f32]) -> (f32, f64) {
     assert_eq!(got.len(), want.len(), "dimension");
-    let max = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let dot: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| f64::from(*a) * f64::from(*b))
-        .sum();
+    let max = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let dot: f64 = got.iter().zip(want).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
     let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     (max, dot / (norm(got) * norm(want)).max(1e-30))
 }

@@ -86,11 +86,7 @@ impl Case {
     }
 
     fn validate(&self) -> (Option<i32>, Value) {
-        let out = run(&[
-            "validate-model",
-            self.dir.path().to_str().unwrap(),
-            "--json",
-        ]);
+        let out = run(&["validate-model", self.dir.path().to_str().unwrap(), "--json"]);
         let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "--json output does not parse ({e}): {}",
@@ -116,18 +112,12 @@ impl Case {
         let path = finding["file"]
             .as_str()
             .unwrap_or_else(|| panic!("finding names no file: {finding}"));
-        assert!(
-            path.ends_with(file),
-            "`{code}` names {path}, expected …{file}"
-        );
+        assert!(path.ends_with(file), "`{code}` names {path}, expected …{file}");
         if let Some(subject) = subject {
             let got = finding["subject"]
                 .as_str()
                 .unwrap_or_else(|| panic!("finding names no key or tensor: {finding}"));
-            assert!(
-                got.contains(subject),
-                "`{code}` is about `{got}`, expected `{subject}`"
-            );
+            assert!(got.contains(subject), "`{code}` is about `{got}`, expected `{subject}`");
         }
         assert!(!finding["message"].as_str().unwrap().is_empty());
         assert!(
@@ -144,13 +134,7 @@ impl Case {
 
     /// `serve` refuses with the same code, before binding a port.
     fn serve_refuses(&self, code: &str) {
-        let out = run(&[
-            "serve",
-            "--model-id",
-            self.dir.path().to_str().unwrap(),
-            "--port",
-            "0",
-        ]);
+        let out = run(&["serve", "--model-id", self.dir.path().to_str().unwrap(), "--port", "0"]);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(code), "serve does not say `{code}`: {err}");
@@ -214,10 +198,7 @@ fn config_defects() {
     c.serve_refuses("config-missing");
 
     let c = case!("bert-tiny");
-    c.write(
-        "config.json",
-        "{\n  \"hidden_size\": 32,\n  \"vocab_size\": ,\n}",
-    );
+    c.write("config.json", "{\n  \"hidden_size\": 32,\n  \"vocab_size\": ,\n}");
     let f = c.expect("config-invalid-json", "error", "config.json", None);
     assert!(f["message"].as_str().unwrap().contains("line 3"), "{f}");
 
@@ -229,12 +210,7 @@ fn config_defects() {
     c.config(|m| {
         m.remove("hidden_size");
     })
-    .expect(
-        "config-key-missing",
-        "error",
-        "config.json",
-        Some("hidden_size"),
-    );
+    .expect("config-key-missing", "error", "config.json", Some("hidden_size"));
 
     let c = case!("jina-tiny-finetuned");
     c.config(|m| {
@@ -275,12 +251,7 @@ fn config_defects() {
         .config(|m| {
             m.insert("hidden_act".into(), json!("mish"));
         })
-        .expect(
-            "hidden-act-unsupported",
-            "error",
-            "config.json",
-            Some("hidden_act"),
-        );
+        .expect("hidden-act-unsupported", "error", "config.json", Some("hidden_act"));
     assert!(
         f["message"].as_str().unwrap().contains("gelu_new"),
         "lists the supported values: {f}"
@@ -327,10 +298,7 @@ fn position_and_feed_forward_defects() {
         Some("position_embedding_type"),
     );
     let (status, report) = c.validate();
-    assert_eq!(
-        (status, report["backend"].clone()),
-        (Some(0), json!("jina-bert"))
-    );
+    assert_eq!((status, report["backend"].clone()), (Some(0), json!("jina-bert")));
 
     let c = case!("jina-tiny-finetuned");
     c.config(|m| {
@@ -354,10 +322,7 @@ fn position_and_feed_forward_defects() {
         Some("position_embedding_type"),
     );
     let (status, report) = c.validate();
-    assert_eq!(
-        (status, report["backend"].clone()),
-        (Some(0), json!("bert"))
-    );
+    assert_eq!((status, report["backend"].clone()), (Some(0), json!("bert")));
 }
 
 #[test]
@@ -399,12 +364,8 @@ fn tokenizer_defects() {
         .expect("tokenizer-unparsable", "error", "tokenizer.json", None);
 
     let c = case!("bert-tiny");
-    c.write("tokenizer.json", "not json at all").expect(
-        "tokenizer-unparsable",
-        "error",
-        "tokenizer.json",
-        None,
-    );
+    c.write("tokenizer.json", "not json at all")
+        .expect("tokenizer-unparsable", "error", "tokenizer.json", None);
 }
 
 #[test]
@@ -421,10 +382,8 @@ fn weight_file_defects() {
     c.serve_refuses("weights-truncated");
 
     let c = case!("bert-tiny");
-    c.remove("model.safetensors").write(
-        "model.safetensors",
-        "\u{1}\u{2}garbage that is not safetensors",
-    );
+    c.remove("model.safetensors")
+        .write("model.safetensors", "\u{1}\u{2}garbage that is not safetensors");
     c.expect("weights-corrupt", "error", "model.safetensors", None);
 
     let c = case!("bert-tiny");
@@ -448,22 +407,12 @@ fn weight_file_defects() {
         "model.safetensors.index.json",
         r#"{"weight_map": {"embeddings.word_embeddings.weight": "model-00001-of-00002.safetensors"}}"#,
     );
-    c.expect(
-        "weights-missing",
-        "error",
-        "model-00001-of-00002.safetensors",
-        None,
-    );
+    c.expect("weights-missing", "error", "model-00001-of-00002.safetensors", None);
 
     let c = case!("bert-tiny");
     c.remove("model.safetensors")
         .write("model.safetensors.index.json", "{\"metadata\": {}}");
-    c.expect(
-        "weights-index-invalid",
-        "error",
-        "model.safetensors.index.json",
-        None,
-    );
+    c.expect("weights-index-invalid", "error", "model.safetensors.index.json", None);
 }
 
 #[test]
@@ -561,12 +510,7 @@ fn sentence_transformers_defects() {
 
     let c = case!("bert-tiny");
     c.remove("1_Pooling").write("modules.json", "[]");
-    c.expect(
-        "pooling-not-configured",
-        "error",
-        "1_Pooling/config.json",
-        None,
-    );
+    c.expect("pooling-not-configured", "error", "1_Pooling/config.json", None);
 
     let c = case!("bert-tiny");
     c.write("modules.json", "{ not json")
@@ -594,12 +538,8 @@ fn sentence_transformers_defects() {
         {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
         {"idx":2,"name":"2","path":"2_Dense","type":"sentence_transformers.models.Dense"}]"#;
     let c = case!("bert-tiny");
-    c.write("modules.json", with_dense).expect(
-        "dense-config-missing",
-        "error",
-        "2_Dense/config.json",
-        None,
-    );
+    c.write("modules.json", with_dense)
+        .expect("dense-config-missing", "error", "2_Dense/config.json", None);
 
     let c = case!("bert-tiny");
     c.write("modules.json", with_dense).write(
@@ -646,10 +586,7 @@ fn no_backend_names_every_backend_tried() {
         .find(|f| f["code"] == "no-backend")
         .unwrap();
     assert!(
-        no_backend["message"]
-            .as_str()
-            .unwrap()
-            .contains("jina-bert:"),
+        no_backend["message"].as_str().unwrap().contains("jina-bert:"),
         "{no_backend}"
     );
 }

@@ -32,22 +32,15 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn no_subcommand_prints_help() {
     let out = run(&[]);
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("serve") && text.contains("validate-model"),
-        "{text}"
-    );
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("serve") && text.contains("validate-model"), "{text}");
 }
 
 #[test]
 fn serve_help_states_precedence() {
     let out = run(&["serve", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("flag > environment > config file > default"),
-        "{text}"
-    );
+    assert!(text.contains("flag > environment > config file > default"), "{text}");
     for flag in [
         "--model-id",
         "--max-batch-tokens",
@@ -91,11 +84,7 @@ fn flag_beats_env_beats_file_beats_default() {
     assert_eq!(info["max_batch_requests"], 7);
     drop(server);
 
-    let server = Server::start_with_env(
-        &model,
-        &["--config", config, "--max-client-batch-size", "5"],
-        &env,
-    );
+    let server = Server::start_with_env(&model, &["--config", config, "--max-client-batch-size", "5"], &env);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["max_client_batch_size"], 5, "flag beats env");
 }
@@ -143,13 +132,7 @@ fn a_model_without_pooling_config_names_the_flag() {
     copy_model(&minilm(), dir.path());
     std::fs::remove_dir_all(dir.path().join("1_Pooling")).unwrap();
     std::fs::write(dir.path().join("modules.json"), "[]").unwrap();
-    let out = run(&[
-        "serve",
-        "--model-id",
-        dir.path().to_str().unwrap(),
-        "--port",
-        "0",
-    ]);
+    let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -158,10 +141,7 @@ fn a_model_without_pooling_config_names_the_flag() {
     );
 
     let server = Server::start(dir.path(), &["--pooling", "mean"]);
-    assert_eq!(
-        server.post("/embed", &json!({"inputs": "hi"})).status(),
-        200
-    );
+    assert_eq!(server.post("/embed", &json!({"inputs": "hi"})).status(), 200);
 }
 
 #[test]
@@ -180,10 +160,7 @@ fn a_missing_model_or_bad_flag_fails_clearly() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("median") && err.contains("weightedmean"),
-        "{err}"
-    );
+    assert!(err.contains("median") && err.contains("weightedmean"), "{err}");
 }
 
 #[test]
@@ -202,12 +179,7 @@ fn a_dense_module_is_applied_after_pooling() {
     for i in 0..8 {
         weight[i * 384 + i] = 2.0;
     }
-    write_safetensors(
-        &dense.join("model.safetensors"),
-        "linear.weight",
-        &[8, 384],
-        &weight,
-    );
+    write_safetensors(&dense.join("model.safetensors"), "linear.weight", &[8, 384], &weight);
     std::fs::write(
         dir.path().join("modules.json"),
         r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
@@ -232,9 +204,7 @@ fn a_dense_module_is_applied_after_pooling() {
 }
 
 fn write_safetensors(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
-    let header =
-        json!({ name: { "dtype": "F32", "shape": shape, "data_offsets": [0, data.len() * 4] } })
-            .to_string();
+    let header = json!({ name: { "dtype": "F32", "shape": shape, "data_offsets": [0, data.len() * 4] } }).to_string();
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header.as_bytes());
     for x in data {

@@ -5,13 +5,7 @@ use tessera_integration_tests::workspace;
 /// Kebab-case string literals (at least one hyphen) that follow a finding or code constructor.
 fn codes_in(source: &str) -> Vec<String> {
     let mut codes = Vec::new();
-    for marker in [
-        "Finding::error(",
-        "Finding::warning(",
-        "Finding::info(",
-        "=> \"",
-        "(\"",
-    ] {
+    for marker in ["Finding::error(", "Finding::warning(", "Finding::info(", "=> \"", "(\""] {
         let mut rest = source;
         while let Some(at) = rest.find(marker) {
             rest = &rest[at + marker.len()..];
@@ -23,8 +17,7 @@ fn codes_in(source: &str) -> Vec<String> {
             if let Some(lit) = literal {
                 if let Some(end) = lit.find('"') {
                     let code = &lit[..end];
-                    let kebab = code.contains('-')
-                        && code.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+                    let kebab = code.contains('-') && code.chars().all(|c| c.is_ascii_lowercase() || c == '-');
                     if kebab {
                         codes.push(code.to_string());
                     }

@@ -56,10 +56,7 @@ fn minilm_serves_sentence_transformers_vectors() {
     };
     let model = minilm();
     let server = Server::start(&model, &["--max-client-batch-size", "64"]);
-    let cls = Server::start(
-        &model,
-        &["--max-client-batch-size", "64", "--pooling", "cls"],
-    );
+    let cls = Server::start(&model, &["--max-client-batch-size", "64", "--pooling", "cls"]);
     check_golden(&server, &golden, Some(&cls));
 }
 
@@ -68,13 +65,9 @@ fn bert_tiny_serves_transformers_vectors() {
     let Some(model) = shared_model("bert-tiny") else {
         return;
     };
-    let golden: Value =
-        serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
+    let golden: Value = serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
     let server = Server::start(&model, &["--max-client-batch-size", "64"]);
-    let cls = Server::start(
-        &model,
-        &["--max-client-batch-size", "64", "--pooling", "cls"],
-    );
+    let cls = Server::start(&model, &["--max-client-batch-size", "64", "--pooling", "cls"]);
     check_golden(&server, &golden, Some(&cls));
 }
 
@@ -85,21 +78,12 @@ fn token_id_inputs_are_used_as_given() {
     };
     let server = Server::start(&minilm(), &[]);
     let ids = golden["token_ids"][1].clone();
-    let by_ids = vectors(
-        &server
-            .post("/embed", &json!({ "inputs": ids }))
-            .json()
-            .unwrap(),
-    );
+    let by_ids = vectors(&server.post("/embed", &json!({ "inputs": ids })).json().unwrap());
     assert_parity(&by_ids[0], &vectors(&golden["embeddings"])[1], "ids input");
     let both = server.post(
         "/embed",
         &json!({ "inputs": [golden["texts"][1], golden["token_ids"][2]] }),
     );
     let both = vectors(&both.json().unwrap());
-    assert_parity(
-        &both[1],
-        &vectors(&golden["embeddings"])[2],
-        "mixed batch, ids",
-    );
+    assert_parity(&both[1], &vectors(&golden["embeddings"])[2], "mixed batch, ids");
 }

@@ -14,20 +14,12 @@ fn assert_error(r: reqwest::blocking::Response, status: u16, error_type: &str) -
     );
     let body: Value = r.json().expect("JSON error body");
     assert_eq!(body["error_type"], error_type, "{body}");
-    assert!(
-        body["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{body}"
-    );
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
     assert!(body["code"].as_str().is_some(), "{body}");
     body
 }
 
-fn raw(
-    server: &Server,
-    path: &str,
-    content_type: Option<&str>,
-    body: &str,
-) -> reqwest::blocking::Response {
+fn raw(server: &Server, path: &str, content_type: Option<&str>, body: &str) -> reqwest::blocking::Response {
     let mut r = reqwest::blocking::Client::new()
         .post(format!("{}{path}", server.url))
         .body(body.to_string());
@@ -39,26 +31,15 @@ fn raw(
 
 #[test]
 fn embed_errors_are_tei_json_with_tei_statuses() {
-    let server = Server::start(
-        &minilm(),
-        &["--max-client-batch-size", "4", "--payload-limit", "20000"],
-    );
-    assert_error(
-        server.post("/embed", &json!({ "inputs": [] })),
-        400,
-        "Empty",
-    );
+    let server = Server::start(&minilm(), &["--max-client-batch-size", "4", "--payload-limit", "20000"]);
+    assert_error(server.post("/embed", &json!({ "inputs": [] })), 400, "Empty");
     assert_error(
         server.post("/embed", &json!({ "inputs": ["a", "b", "c", "d", "e"] })),
         413,
         "Validation",
     );
     let long = "word ".repeat(400);
-    let body = assert_error(
-        server.post("/embed", &json!({ "inputs": long })),
-        413,
-        "Validation",
-    );
+    let body = assert_error(server.post("/embed", &json!({ "inputs": long })), 413, "Validation");
     assert!(body["error"].as_str().unwrap().contains("256"), "{body}");
     assert_error(
         raw(&server, "/embed", Some("application/json"), "{\"inputs\": "),
@@ -75,37 +56,17 @@ fn embed_errors_are_tei_json_with_tei_statuses() {
         415,
         "Validation",
     );
-    assert_error(
-        raw(&server, "/embed", None, "{\"inputs\": \"a\"}"),
-        415,
-        "Validation",
-    );
+    assert_error(raw(&server, "/embed", None, "{\"inputs\": \"a\"}"), 415, "Validation");
     let huge = json!({ "inputs": "x ".repeat(20000) }).to_string();
     assert_error(
         raw(&server, "/embed", Some("application/json"), &huge),
         413,
         "Validation",
     );
-    assert_error(
-        server.post("/embed", &json!({ "inputs": {"a": 1} })),
-        422,
-        "Validation",
-    );
-    assert_error(
-        server.post("/embed", &json!({ "inputs": [1, -5] })),
-        422,
-        "Validation",
-    );
-    assert_error(
-        server.post("/embed", &json!({ "inputs": [[]] })),
-        422,
-        "Validation",
-    );
-    assert_error(
-        server.post("/embed", &json!({ "inputs": [999999] })),
-        422,
-        "Validation",
-    );
+    assert_error(server.post("/embed", &json!({ "inputs": {"a": 1} })), 422, "Validation");
+    assert_error(server.post("/embed", &json!({ "inputs": [1, -5] })), 422, "Validation");
+    assert_error(server.post("/embed", &json!({ "inputs": [[]] })), 422, "Validation");
+    assert_error(server.post("/embed", &json!({ "inputs": [999999] })), 422, "Validation");
     assert_error(
         server.post("/embed", &json!({ "inputs": "a", "dimensions": 0 })),
         422,
@@ -121,36 +82,22 @@ fn embed_errors_are_tei_json_with_tei_statuses() {
         422,
         "Validation",
     );
-    assert!(
-        body["error"].as_str().unwrap().contains("available"),
-        "{body}"
-    );
+    assert!(body["error"].as_str().unwrap().contains("available"), "{body}");
     assert_error(
-        server.post(
-            "/embed",
-            &json!({ "inputs": "a", "truncation_direction": "middle" }),
-        ),
+        server.post("/embed", &json!({ "inputs": "a", "truncation_direction": "middle" })),
         422,
         "Validation",
     );
     assert_error(server.get("/nope"), 404, "Validation");
     assert_error(server.get("/embed"), 405, "Validation");
     // The server is still fine after all of that.
-    assert_eq!(
-        server
-            .post("/embed", &json!({ "inputs": "still alive" }))
-            .status(),
-        200
-    );
+    assert_eq!(server.post("/embed", &json!({ "inputs": "still alive" })).status(), 200);
 }
 
 #[test]
 fn embed_options_behave_like_tei() {
     let server = Server::start(&minilm(), &[]);
-    let r = server.post(
-        "/embed",
-        &json!({ "inputs": ["Hello world", "", "   \t\n"] }),
-    );
+    let r = server.post("/embed", &json!({ "inputs": ["Hello world", "", "   \t\n"] }));
     assert_eq!(r.status(), 200);
     for header in [
         "x-compute-type",
@@ -177,10 +124,7 @@ fn embed_options_behave_like_tei() {
     }
 
     let short: Vec<Vec<f32>> = server
-        .post(
-            "/embed",
-            &json!({ "inputs": "Hello world", "dimensions": 16 }),
-        )
+        .post("/embed", &json!({ "inputs": "Hello world", "dimensions": 16 }))
         .json()
         .unwrap();
     assert_eq!(short[0].len(), 16);
@@ -203,10 +147,7 @@ fn auto_truncate_flag_truncates_by_default() {
     let server = Server::start(&minilm(), &["--auto-truncate"]);
     let r = server.post("/embed", &json!({ "inputs": "word ".repeat(400) }));
     assert_eq!(r.status(), 200);
-    let r = server.post(
-        "/embed",
-        &json!({ "inputs": "word ".repeat(400), "truncate": false }),
-    );
+    let r = server.post("/embed", &json!({ "inputs": "word ".repeat(400), "truncate": false }));
     assert_eq!(r.status(), 413);
 }
 
@@ -226,23 +167,12 @@ fn tokenize_decode_info_health() {
         json!({"id": 7592, "text": "Hello", "special": false, "start": 0, "stop": 5})
     );
     let plain: Value = server
-        .post(
-            "/tokenize",
-            &json!({ "inputs": ["a b"], "add_special_tokens": false }),
-        )
+        .post("/tokenize", &json!({ "inputs": ["a b"], "add_special_tokens": false }))
         .json()
         .unwrap();
     assert_eq!(plain[0].as_array().unwrap().len(), 2);
-    assert_error(
-        server.post("/tokenize", &json!({ "inputs": [] })),
-        400,
-        "Empty",
-    );
-    assert_error(
-        server.post("/tokenize", &json!({ "inputs": 5 })),
-        422,
-        "Validation",
-    );
+    assert_error(server.post("/tokenize", &json!({ "inputs": [] })), 400, "Empty");
+    assert_error(server.post("/tokenize", &json!({ "inputs": 5 })), 422, "Validation");
 
     let text: Value = server
         .post("/decode", &json!({ "ids": [101, 7592, 2088, 102] }))
@@ -257,23 +187,12 @@ fn tokenize_decode_info_health() {
         .json()
         .unwrap();
     assert_eq!(texts, json!(["[CLS] hello [SEP]", "world"]));
-    assert_error(
-        server.post("/decode", &json!({ "ids": [40000000] })),
-        422,
-        "Validation",
-    );
-    assert_error(
-        server.post("/decode", &json!({ "ids": "x" })),
-        422,
-        "Validation",
-    );
+    assert_error(server.post("/decode", &json!({ "ids": [40000000] })), 422, "Validation");
+    assert_error(server.post("/decode", &json!({ "ids": "x" })), 422, "Validation");
 
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["model_id"], "mini");
-    assert_eq!(
-        info["model_type"],
-        json!({"embedding": {"pooling": "mean"}})
-    );
+    assert_eq!(info["model_type"], json!({"embedding": {"pooling": "mean"}}));
     assert_eq!(info["max_input_length"], 256);
     assert_eq!(info["backend"], "bert");
     assert_eq!(info["model_dtype"], "float32");

@@ -55,11 +55,9 @@ fn validate_model_reports_jina_from_tensor_evidence() {
     assert_eq!(report["servable"], true);
     assert_eq!(report["backend"], "jina-bert");
     let evidence = report["evidence"].as_array().unwrap();
-    assert!(evidence.iter().any(|e| e["source"] == "tensor"
-        && e["subject"]
-            .as_str()
-            .unwrap()
-            .ends_with("mlp.gated_layers.weight")));
+    assert!(evidence
+        .iter()
+        .any(|e| e["source"] == "tensor" && e["subject"].as_str().unwrap().ends_with("mlp.gated_layers.weight")));
     assert!(report["declined"]
         .as_array()
         .unwrap()

@@ -111,19 +111,14 @@ fn sharded_safetensors_serve_the_same_vectors() {
             std::fs::create_dir_all(dir.path().join(&name)).unwrap();
             for inner in std::fs::read_dir(&path).unwrap() {
                 let inner = inner.unwrap().path();
-                std::fs::copy(
-                    &inner,
-                    dir.path().join(&name).join(inner.file_name().unwrap()),
-                )
-                .unwrap();
+                std::fs::copy(&inner, dir.path().join(&name).join(inner.file_name().unwrap())).unwrap();
             }
         } else if name != "model.safetensors" {
             std::fs::copy(&path, dir.path().join(&name)).unwrap();
         }
     }
     write_shards(&model, dir.path());
-    let golden: Value =
-        serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
+    let golden: Value = serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
     let server = Server::start(dir.path(), &[]);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["backend"], "bert");
@@ -176,8 +171,7 @@ fn pytorch_model_bin_serves_the_same_vectors() {
         dir.path().join("1_Pooling/config.json"),
     )
     .unwrap();
-    let script = tessera_integration_tests::workspace()
-        .join("integration-tests/fixtures/safetensors_to_pth.py");
+    let script = tessera_integration_tests::workspace().join("integration-tests/fixtures/safetensors_to_pth.py");
     let status = std::process::Command::new("python3")
         .arg(script)
         .arg(model.join("model.safetensors"))
@@ -185,15 +179,11 @@ fn pytorch_model_bin_serves_the_same_vectors() {
         .status()
         .unwrap();
     assert!(status.success());
-    let golden: Value =
-        serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
+    let golden: Value = serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
     let server = Server::start(dir.path(), &[]);
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
     let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..32].to_vec();
-    let got: Vec<Vec<f32>> = server
-        .post("/embed", &json!({"inputs": texts}))
-        .json()
-        .unwrap();
+    let got: Vec<Vec<f32>> = server.post("/embed", &json!({"inputs": texts})).json().unwrap();
     assert_eq!(got.len(), 32);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         tessera_integration_tests::assert_parity(g, w, &format!("pytorch_model.bin text {i}"));

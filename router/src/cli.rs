@@ -48,11 +48,9 @@ pub(crate) struct ValidateArgs {
 
 /// Flags of `tessera serve`.
 #[derive(Debug, Args, Serialize)]
-#[command(
-    after_help = "Every flag can also be set as a TESSERA_<NAME> environment variable \
+#[command(after_help = "Every flag can also be set as a TESSERA_<NAME> environment variable \
 (e.g. TESSERA_MAX_BATCH_TOKENS=8192) or as a key in a TOML file given with --config \
-(e.g. max_batch_tokens = 8192). Precedence: flag > environment > config file > default."
-)]
+(e.g. max_batch_tokens = 8192). Precedence: flag > environment > config file > default.")]
 pub(crate) struct ServeArgs {
     /// TOML file with settings (keys are the flag names with underscores). Env: TESSERA_CONFIG.
     #[arg(long, value_name = "FILE")]
@@ -144,7 +142,7 @@ pub(crate) struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) json_output: Option<bool>,
 
-    /// Port of the separate Prometheus listener [default: 9000].
+    /// Port of the separate Prometheus listener; 0 turns it off (`/metrics` on the main port stays) [default: 9000].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) prometheus_port: Option<u16>,
@@ -153,6 +151,11 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tokenization_workers: Option<usize>,
+
+    /// Seconds to finish accepted requests after SIGTERM/SIGINT before exiting anyway [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) shutdown_grace: Option<u64>,
 
     /// Model name reported to clients [default: the model id].
     #[arg(long)]

@@ -8,7 +8,8 @@ use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::http::error::ApiError;
-use crate::queue::{Job, JobError, Queue};
+use crate::metrics;
+use crate::queue::{Job, JobError, JobOutput, Queue};
 
 /// One input as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,19 @@ pub(crate) struct Timings {
     pub(crate) tokenization: Duration,
     pub(crate) queue: Duration,
     pub(crate) inference: Duration,
+}
+
+/// Inputs admitted and not yet answered; dropping it (response sent, or client gone) frees them.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    _permit: OwnedSemaphorePermit,
+    inputs: u32,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        metrics::inflight_inputs(-f64::from(self.inputs));
+    }
 }
 
 /// Cloneable handle the HTTP layer uses to run inference.
@@ -71,17 +85,18 @@ impl Infer {
         self.healthy.load(Ordering::SeqCst)
     }
 
-    /// Reserves room for `inputs` inputs, or answers 429.
-    pub(crate) fn admit(&self, inputs: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// Reserves room for `inputs` inputs until the guard is dropped, or answers 429.
+    pub(crate) fn admit(&self, inputs: usize) -> Result<Admission, ApiError> {
         let n = u32::try_from(inputs).unwrap_or(u32::MAX);
-        self.admission
-            .clone()
-            .try_acquire_many_owned(n)
-            .map_err(|_| {
-                ApiError::overloaded(
-                    "too many inputs in flight (--max-concurrent-requests); retry later",
-                )
-            })
+        let permit =
+            self.admission.clone().try_acquire_many_owned(n).map_err(|_| {
+                ApiError::overloaded("too many inputs in flight (--max-concurrent-requests); retry later")
+            })?;
+        metrics::inflight_inputs(f64::from(n));
+        Ok(Admission {
+            _permit: permit,
+            inputs: n,
+        })
     }
 
     /// Tokenizes every input on a blocking thread (bounded by --tokenization-workers).
@@ -102,27 +117,15 @@ impl Infer {
             inputs
                 .into_iter()
                 .enumerate()
-                .map(|(i, input)| {
-                    encode_one(
-                        &tokenizer,
-                        i,
-                        input,
-                        prompt.as_deref(),
-                        truncation,
-                        vocab_size,
-                    )
-                })
+                .map(|(i, input)| encode_one(&tokenizer, i, input, prompt.as_deref(), truncation, vocab_size))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| ApiError::tokenizer(format!("tokenization failed: {e}")))?
     }
 
-    /// Runs tokenized inputs through the model; vectors come back in input order.
-    pub(crate) async fn run(
-        &self,
-        encoded: Vec<Encoded>,
-    ) -> Result<(Vec<Vec<f32>>, Duration, Duration), ApiError> {
+    /// Runs tokenized inputs through the model; outputs come back in input order.
+    pub(crate) async fn run(&self, encoded: Vec<Encoded>) -> Result<Vec<JobOutput>, ApiError> {
         if !self.is_healthy() {
             return Err(ApiError::unhealthy("the model worker is not running"));
         }
@@ -141,22 +144,17 @@ impl Infer {
             })
             .collect();
         self.queue.push(jobs);
-        let mut vectors = Vec::with_capacity(receivers.len());
-        let (mut queue_time, mut inference_time) = (Duration::ZERO, Duration::ZERO);
+        let mut outputs = Vec::with_capacity(receivers.len());
         for rx in receivers {
             match rx.await {
-                Ok(Ok(out)) => {
-                    queue_time = queue_time.max(out.queue_time);
-                    inference_time = inference_time.max(out.inference_time);
-                    vectors.push(out.vector);
-                }
+                Ok(Ok(out)) => outputs.push(out),
                 Ok(Err(JobError::Backend(message))) => return Err(ApiError::backend(message)),
                 Ok(Err(JobError::ShuttingDown)) | Err(_) => {
                     return Err(ApiError::unhealthy("the server is shutting down"))
                 }
             }
         }
-        Ok((vectors, queue_time, inference_time))
+        Ok(outputs)
     }
 }
 

@@ -2,8 +2,10 @@
 
 mod backends;
 mod cli;
+mod cpus;
 mod http;
 mod infer;
+mod metrics;
 mod plan;
 mod queue;
 mod serve;
@@ -41,7 +43,20 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(settings.json_output);
+            let cpus = cpus::detect();
+            // candle sizes its matmul thread pool from RAYON_NUM_THREADS or the host's cores, not
+            // the cgroup quota; set it before any thread pool exists (no other thread runs yet).
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                std::env::set_var("RAYON_NUM_THREADS", cpus.threads.to_string());
+            }
+            tracing::info!(
+                affinity = ?cpus.affinity,
+                cgroup_quota = ?cpus.quota,
+                compute_threads = cpus.threads,
+                "CPU budget"
+            );
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cpus.threads)
                 .enable_all()
                 .build()
             {
@@ -51,7 +66,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(serve::run(settings)) {
+            match runtime.block_on(serve::run(settings, cpus.threads)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

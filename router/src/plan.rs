@@ -1,9 +1,7 @@
 //! What inspecting the model decided: backend and evidence, pooling, maximum input length.
 //! Used by `serve` (before any weight is loaded) and by `validate-model`.
 
-use tessera_core::{
-    Chosen, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity,
-};
+use tessera_core::{Chosen, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity};
 
 use crate::settings::Dtype;
 
@@ -36,17 +34,11 @@ pub(crate) struct PlanOutcome {
 
 impl PlanOutcome {
     pub(crate) fn errors(&self) -> impl Iterator<Item = &Finding> {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
+        self.findings.iter().filter(|f| f.severity == Severity::Error)
     }
 }
 
-pub(crate) fn plan(
-    inspection: &ModelInspection,
-    registry: &Registry,
-    request: &PlanRequest,
-) -> PlanOutcome {
+pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &PlanRequest) -> PlanOutcome {
     let mut findings = inspection.findings.clone();
     let selection = match registry.select(inspection, request.backend.as_deref()) {
         Ok(selection) => Some(selection),

@@ -4,20 +4,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use candle_core::Device;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_core::{EmbeddingHead, LoadRequest, TextTokenizer};
 
 use crate::backends;
 use crate::http::{self, AppState, Info, Prompts};
 use crate::infer::Infer;
+use crate::metrics;
 use crate::plan::{plan, PlanRequest};
 use crate::queue::{Budget, Queue};
 use crate::settings::Settings;
 use crate::worker::{self, Worker};
 
-pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
+pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()> {
     let model_id = settings
         .model_id
         .clone()
@@ -26,17 +29,10 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     if !root.is_dir() {
         bail!("--model-id `{model_id}` is not a local model directory");
     }
-    if settings.max_batch_tokens == 0
-        || settings.max_concurrent_requests == 0
-        || settings.max_client_batch_size == 0
-    {
+    if settings.max_batch_tokens == 0 || settings.max_concurrent_requests == 0 || settings.max_client_batch_size == 0 {
         bail!("--max-batch-tokens, --max-concurrent-requests and --max-client-batch-size must be at least 1");
     }
-    if settings
-        .api_key
-        .as_deref()
-        .is_some_and(|k| k.trim().is_empty())
-    {
+    if settings.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         bail!("--api-key is empty: pass a non-empty key or leave the flag out");
     }
     if settings.max_batch_requests == Some(0) {
@@ -64,11 +60,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let Some(plan) = outcome.plan.clone() else {
         let errors: Vec<String> = outcome.errors().map(ToString::to_string).collect();
-        bail!(
-            "{} cannot be served:\n  {}",
-            root.display(),
-            errors.join("\n  ")
-        );
+        bail!("{} cannot be served:\n  {}", root.display(), errors.join("\n  "));
     };
     tracing::info!(
         backend = plan.chosen.factory.name(),
@@ -112,9 +104,6 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         load_started.elapsed()
     );
 
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let tokenization_workers = settings.tokenization_workers.unwrap_or(threads).max(1);
     let budget = Budget {
         max_tokens: settings.max_batch_tokens,
@@ -128,6 +117,19 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         pads = budget.pads,
         "compute"
     );
+
+    let served_name = settings.served_model_name.clone().unwrap_or_else(|| model_id.clone());
+    let metrics_handle = metrics::install(
+        plan.max_input_length,
+        &metrics::ModelInfo {
+            model_id: served_name.clone(),
+            backend: description.backend.into(),
+            dtype: plan.dtype.name().into(),
+            pooling: plan.pooling.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+    )
+    .context("cannot install the Prometheus recorder")?;
 
     let queue = Arc::new(Queue::default());
     let healthy = Arc::new(AtomicBool::new(true));
@@ -152,10 +154,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let prompts = prompts(&settings, &inspection.sentence_transformers)?;
     let info = Info {
-        model_id: settings
-            .served_model_name
-            .clone()
-            .unwrap_or_else(|| model_id.clone()),
+        model_id: served_name,
         model_sha: settings.revision.clone(),
         model_dtype: plan.dtype.name().into(),
         model_type: http::info_model_type(plan.pooling),
@@ -191,6 +190,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         output_dim,
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
+        metrics: metrics_handle.clone(),
     };
     let app = http::app(state, settings.payload_limit, settings.api_key.as_deref());
 
@@ -203,12 +203,37 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    spawn_upkeep(metrics_handle.clone(), stop_rx.clone());
+    if settings.prometheus_port != 0 {
+        spawn_prometheus_listener(
+            SocketAddr::new(ip, settings.prometheus_port),
+            metrics_handle,
+            stop_rx.clone(),
+        )
+        .await;
+    }
+
     tracing::info!("listening on http://{local}");
     println!("tessera listening on http://{local}");
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let mut stopping = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let grace = Duration::from_secs(settings.shutdown_grace);
+    let deadline = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => {
+            bail!("accepted requests did not finish within --shutdown-grace {}s; exiting anyway", grace.as_secs());
+        }
+    }
     tracing::info!("HTTP server stopped; finishing queued work");
     queue.close();
     tokio::task::spawn_blocking(move || worker_thread.join())
@@ -217,10 +242,46 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn prompts(
-    settings: &Settings,
-    st: &tessera_core::inspection::SentenceTransformers,
-) -> anyhow::Result<Prompts> {
+/// Keeps the recorder's histograms bounded (the exporter asks for periodic upkeep).
+fn spawn_upkeep(handle: PrometheusHandle, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => handle.run_upkeep(),
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+    });
+}
+
+/// `--prometheus-port`: a second listener serving only `/metrics`. A port that cannot be bound
+/// is a warning, not a failure: `/metrics` on the main port serves the same exposition.
+async fn spawn_prometheus_listener(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!("Prometheus metrics on http://{addr}/metrics");
+            tokio::spawn(async move {
+                let app = http::metrics_app(handle);
+                let shutdown = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                    tracing::error!("Prometheus listener failed: {e}");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(
+            "cannot listen on {addr} for Prometheus ({e}); /metrics on the main port serves the same metrics"
+        ),
+    }
+}
+
+fn prompts(settings: &Settings, st: &tessera_core::inspection::SentenceTransformers) -> anyhow::Result<Prompts> {
     let mut prompts = Prompts {
         named: st.prompts.clone(),
         default: None,

@@ -60,6 +60,7 @@ pub(crate) struct Settings {
     pub(crate) prometheus_port: u16,
     pub(crate) tokenization_workers: Option<usize>,
     pub(crate) served_model_name: Option<String>,
+    pub(crate) shutdown_grace: u64,
 }
 
 impl Default for Settings {
@@ -85,6 +86,7 @@ impl Default for Settings {
             prometheus_port: 9000,
             tokenization_workers: None,
             served_model_name: None,
+            shutdown_grace: 30,
         }
     }
 }
@@ -104,10 +106,7 @@ impl Settings {
     /// Merges defaults, the TOML file, `TESSERA_*` variables and the flags given.
     ///
     /// `flags` holds only what the user passed (clap defaults would override env and file).
-    pub(crate) fn load(
-        config_file: Option<&Path>,
-        flags: &impl Serialize,
-    ) -> Result<Settings, Box<figment::Error>> {
+    pub(crate) fn load(config_file: Option<&Path>, flags: &impl Serialize) -> Result<Settings, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = config_file {
             if !path.is_file() {
@@ -123,9 +122,7 @@ impl Settings {
             if let Some(name) = key.strip_prefix("TESSERA_") {
                 let name = name.to_ascii_lowercase();
                 if !known.contains(&name) && !ENV_NOT_SETTINGS.contains(&name.as_str()) {
-                    tracing::warn!(
-                        "ignoring environment variable {key}: `{name}` is not a tessera setting"
-                    );
+                    tracing::warn!("ignoring environment variable {key}: `{name}` is not a tessera setting");
                 }
             }
         }
@@ -162,10 +159,7 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "port = 4000\nmax_batch_tokens = 100").unwrap();
         let s = Settings::load(Some(file.path()), &Flags::default()).unwrap();
-        assert_eq!(
-            (s.port, s.max_batch_tokens, s.max_client_batch_size),
-            (4000, 100, 32)
-        );
+        assert_eq!((s.port, s.max_batch_tokens, s.max_client_batch_size), (4000, 100, 32));
         let s = Settings::load(Some(file.path()), &Flags { port: Some(5000) }).unwrap();
         assert_eq!(s.port, 5000);
     }

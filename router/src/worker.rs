@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tessera_core::{Backend, Batch, EmbeddingHead, Pooling};
 
+use crate::metrics;
 use crate::queue::{Budget, Job, JobError, JobOutput, Queue};
 
 /// What the model thread owns.
@@ -24,35 +25,41 @@ pub(crate) fn spawn(
     queue: Arc<Queue>,
     healthy: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("tessera-model".into())
-        .spawn(move || {
-            while let Some(jobs) = queue.next_batch(&worker.budget) {
-                worker.run(jobs);
-            }
-            tracing::info!("model thread stopped");
-            healthy.store(false, Ordering::SeqCst);
-        })
+    std::thread::Builder::new().name("tessera-model".into()).spawn(move || {
+        while let Some(jobs) = queue.next_batch(&worker.budget) {
+            worker.run(jobs);
+        }
+        tracing::info!("model thread stopped");
+        healthy.store(false, Ordering::SeqCst);
+    })
 }
 
 impl Worker {
     fn run(&self, jobs: Vec<Job>) {
         let started = Instant::now();
-        let batch = Batch::from_sequences(
-            jobs.iter()
-                .map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])),
+        let batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])));
+        let seqs = &batch.seqs;
+        let padded = seqs.padded_tokens();
+        let padding_ratio = if padded == 0 {
+            0.0
+        } else {
+            (padded - seqs.total_tokens()) as f64 / padded as f64
+        };
+        metrics::batch_formed(
+            seqs.len(),
+            self.budget.cost(seqs.len(), seqs.total_tokens(), seqs.max_len()),
+            padding_ratio,
         );
         // A panic inside a kernel must fail this batch only, never the server.
-        let result =
-            catch_unwind(AssertUnwindSafe(|| self.embed(&batch))).unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                tracing::error!("model panicked on a batch of {} inputs: {what}", jobs.len());
-                Err(format!("the model failed on this batch: {what}"))
-            });
+        let result = catch_unwind(AssertUnwindSafe(|| self.embed(&batch))).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!("model panicked on a batch of {} inputs: {what}", jobs.len());
+            Err(format!("the model failed on this batch: {what}"))
+        });
         let inference_time = started.elapsed();
         match result {
             Ok(vectors) => {
@@ -75,11 +82,10 @@ impl Worker {
     }
 
     fn embed(&self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
+        let forward_started = Instant::now();
         let hidden = self.backend.forward(batch).map_err(|e| e.to_string())?;
-        let pooled = self
-            .pooling
-            .pool(&hidden, &batch.seqs)
-            .map_err(|e| e.to_string())?;
+        metrics::backend_forward(forward_started.elapsed());
+        let pooled = self.pooling.pool(&hidden, &batch.seqs).map_err(|e| e.to_string())?;
         let out = self.head.forward(&pooled).map_err(|e| e.to_string())?;
         out.to_vec2::<f32>().map_err(|e| e.to_string())
     }

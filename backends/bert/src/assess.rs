@@ -1,9 +1,7 @@
 //! Whether a model is plain BERT, decided from tensor names first and config values second.
 
 use tessera_core::inspection::WeightsIndex;
-use tessera_core::{
-    check_tensors, Assessment, EncoderLayout, Evidence, Finding, ModelInspection, WORD_EMBEDDINGS,
-};
+use tessera_core::{check_tensors, Assessment, EncoderLayout, Evidence, Finding, ModelInspection, WORD_EMBEDDINGS};
 
 use crate::config::BertConfig;
 
@@ -17,9 +15,7 @@ pub fn weight_prefix(weights: &WeightsIndex) -> Option<String> {
 
 /// The bert backend's verdict on a model.
 pub fn assess(inspection: &ModelInspection) -> Assessment {
-    let decline = |finding: Finding| Assessment::Declines {
-        reasons: vec![finding],
-    };
+    let decline = |finding: Finding| Assessment::Declines { reasons: vec![finding] };
     let EncoderLayout {
         config,
         weights,
@@ -35,10 +31,7 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
     )];
     let mut findings = Vec::new();
 
-    if let Some(gated) = GATED_MLP
-        .iter()
-        .find(|suffix| weights.any_ends_with(suffix))
-    {
+    if let Some(gated) = GATED_MLP.iter().find(|suffix| weights.any_ends_with(suffix)) {
         return decline(
             Finding::error(
                 "gated-mlp-without-jina-backend",
@@ -71,10 +64,7 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
                 .fix("serve ALiBi models with the jina-bert backend (cargo feature `jina-bert`)"),
         );
     }
-    evidence.push(Evidence::tensor(
-        position_tensor,
-        "absolute position embeddings",
-    ));
+    evidence.push(Evidence::tensor(position_tensor, "absolute position embeddings"));
     match position_type {
         None => evidence.push(Evidence::config(
             "position_embedding_type",

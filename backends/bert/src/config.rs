@@ -77,10 +77,7 @@ impl BertConfig {
                 "embeddings.position_embeddings.weight",
                 &[self.max_position_embeddings, h],
             ),
-            ExpectedTensor::new(
-                "embeddings.token_type_embeddings.weight",
-                &[self.type_vocab_size, h],
-            ),
+            ExpectedTensor::new("embeddings.token_type_embeddings.weight", &[self.type_vocab_size, h]),
             ExpectedTensor::new("embeddings.LayerNorm.weight", &[h]),
             ExpectedTensor::new("embeddings.LayerNorm.bias", &[h]),
         ];

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use tessera_core::{
-    Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError,
-    LoadRequest, ModelInspection, PaddedAttention,
+    Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
+    ModelInspection, PaddedAttention,
 };
 
 pub use assess::{assess, weight_prefix};
@@ -50,8 +50,7 @@ impl BackendFactory for BertBackend {
             .kernel
             .clone()
             .unwrap_or_else(|| Arc::new(PaddedAttention::default()));
-        let model =
-            BertModel::load(vb, &cfg, kernel).map_err(|e| LoadError::from_candle(&file, e))?;
+        let model = BertModel::load(vb, &cfg, kernel).map_err(|e| LoadError::from_candle(&file, e))?;
         Ok(Box::new(BertRunner {
             model,
             dtype: request.dtype,

@@ -30,10 +30,7 @@ impl BertEmbeddings {
                 (cfg.max_position_embeddings, cfg.hidden_size),
                 "position_embeddings.weight",
             )?,
-            token_type_embeddings: vb.get(
-                (cfg.type_vocab_size, cfg.hidden_size),
-                "token_type_embeddings.weight",
-            )?,
+            token_type_embeddings: vb.get((cfg.type_vocab_size, cfg.hidden_size), "token_type_embeddings.weight")?,
             layer_norm: layer_norm(&vb, cfg.hidden_size, cfg.layer_norm_eps, "LayerNorm")?,
         })
     }
@@ -85,8 +82,7 @@ impl BertAttention {
         let context = kernel
             .attend(&q, &k, &v, seqs, bias)?
             .reshape((total, self.heads * self.head_dim))?;
-        self.layer_norm
-            .forward(&(self.output.forward(&context)? + x)?)
+        self.layer_norm.forward(&(self.output.forward(&context)? + x)?)
     }
 }
 
@@ -103,25 +99,10 @@ impl BertFeedForward {
     /// Loads `intermediate.dense` and `output.{dense,LayerNorm}` from a layer's builder.
     pub(crate) fn load(vb: &VarBuilder, cfg: &BertConfig) -> candle_core::Result<Self> {
         Ok(Self {
-            intermediate: linear(
-                &vb.pp("intermediate"),
-                cfg.hidden_size,
-                cfg.intermediate_size,
-                "dense",
-            )?,
+            intermediate: linear(&vb.pp("intermediate"), cfg.hidden_size, cfg.intermediate_size, "dense")?,
             act: cfg.hidden_act,
-            output: linear(
-                &vb.pp("output"),
-                cfg.intermediate_size,
-                cfg.hidden_size,
-                "dense",
-            )?,
-            layer_norm: layer_norm(
-                &vb.pp("output"),
-                cfg.hidden_size,
-                cfg.layer_norm_eps,
-                "LayerNorm",
-            )?,
+            output: linear(&vb.pp("output"), cfg.intermediate_size, cfg.hidden_size, "dense")?,
+            layer_norm: layer_norm(&vb.pp("output"), cfg.hidden_size, cfg.layer_norm_eps, "LayerNorm")?,
         })
     }
 
@@ -160,11 +141,7 @@ pub struct BertModel {
 
 impl BertModel {
     /// Loads a BERT encoder. `vb` must already point at the weight prefix (`""` or `"bert."`).
-    pub fn load(
-        vb: VarBuilder,
-        cfg: &BertConfig,
-        kernel: Arc<dyn AttentionKernel>,
-    ) -> candle_core::Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &BertConfig, kernel: Arc<dyn AttentionKernel>) -> candle_core::Result<Self> {
         let embeddings = BertEmbeddings::load(vb.pp("embeddings"), cfg)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| BertLayer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
@@ -191,12 +168,9 @@ impl BertModel {
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let mut x = self.embeddings.forward(batch)?;
         for layer in &self.layers {
-            x = layer.attention.forward(
-                &x,
-                &batch.seqs,
-                self.kernel.as_ref(),
-                &PositionBias::None,
-            )?;
+            x = layer
+                .attention
+                .forward(&x, &batch.seqs, self.kernel.as_ref(), &PositionBias::None)?;
             x = layer.feed_forward.forward(&x)?;
         }
         Ok(x)

@@ -40,11 +40,7 @@ fn check_model(model_dir: &Path, golden: &Path) {
         assert_close(v, &cls[i], &format!("batched cls {i}"));
     }
     for (i, e) in encoded.iter().enumerate() {
-        let single = embed(
-            model.backend.as_ref(),
-            std::slice::from_ref(e),
-            Pooling::Mean,
-        );
+        let single = embed(model.backend.as_ref(), std::slice::from_ref(e), Pooling::Mean);
         assert_close(&single[0], &unnormalized[i], &format!("single {i}"));
     }
 }

@@ -20,8 +20,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/jina-tiny");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/jina-tiny");
     if !dir.is_dir() {
         eprintln!("SKIPPED: {} not found", dir.display());
         return;
@@ -35,10 +34,7 @@ fn main() {
         kernel: None,
     };
     let backend = JinaBertBackend.load(&request).expect("load jina-tiny");
-    println!(
-        "peak RSS after loading jina-tiny: {:.1} MiB",
-        peak_rss_mib()
-    );
+    println!("peak RSS after loading jina-tiny: {:.1} MiB", peak_rss_mib());
 
     for len in [512usize, 2048, 8192] {
         let ids: Vec<u32> = (0..len).map(|i| 1000 + (i as u32 * 7919) % 20000).collect();

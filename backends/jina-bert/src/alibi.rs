@@ -7,9 +7,7 @@
 /// below `n`: the slopes for `p`, then the even-indexed slopes for `2p`, `n - p` of them.
 pub fn alibi_slopes(heads: usize) -> Vec<f32> {
     fn power_of_two(n: usize) -> Vec<f64> {
-        (1..=n)
-            .map(|k| 2f64.powf(-8.0 * k as f64 / n as f64))
-            .collect()
+        (1..=n).map(|k| 2f64.powf(-8.0 * k as f64 / n as f64)).collect()
     }
     if heads == 0 {
         return Vec::new();

@@ -60,7 +60,9 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
             )
             .in_file(&file)
             .about(positions)
-            .fix("serve it with the bert backend; if it really is JinaBERT, remove the position table from the weights"),
+            .fix(
+                "serve it with the bert backend; if it really is JinaBERT, remove the position table from the weights",
+            ),
         ));
     }
     evidence.push(Evidence::tensor(
@@ -69,17 +71,13 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
     ));
     position_type(config, &mut evidence, &mut findings)?;
 
-    let feed_forward = feed_forward(
-        config,
-        weights,
-        &prefix,
-        &file,
-        &mut evidence,
-        &mut findings,
-    )?;
+    let feed_forward = feed_forward(config, weights, &prefix, &file, &mut evidence, &mut findings)?;
 
     match config.str("model_type") {
-        Some("bert") => evidence.push(Evidence::config("model_type", "bert (JinaBERT keeps BERT's model_type)")),
+        Some("bert") => evidence.push(Evidence::config(
+            "model_type",
+            "bert (JinaBERT keeps BERT's model_type)",
+        )),
         other => findings.push(
             Finding::warning(
                 "model-type-unexpected",
@@ -101,8 +99,7 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
             }
         }
     }
-    let cfg =
-        JinaConfig::from_config(config, feed_forward).map_err(|e| Box::new(e.to_finding()))?;
+    let cfg = JinaConfig::from_config(config, feed_forward).map_err(|e| Box::new(e.to_finding()))?;
     // The architecture is decided; what follows are defects of this checkpoint.
     findings.extend(check_tensors(
         weights,
@@ -174,22 +171,29 @@ fn feed_forward(
             Some("reglu") => Ok(GluAct::Relu),
             None => {
                 findings.push(
-                    Finding::warning("feed-forward-type-missing", "config.json has no `feed_forward_type`; assuming geglu")
-                        .in_file(&config.path)
-                        .about("feed_forward_type")
-                        .fix("set `feed_forward_type` to \"geglu\" or \"reglu\" as trained"),
+                    Finding::warning(
+                        "feed-forward-type-missing",
+                        "config.json has no `feed_forward_type`; assuming geglu",
+                    )
+                    .in_file(&config.path)
+                    .about("feed_forward_type")
+                    .fix("set `feed_forward_type` to \"geglu\" or \"reglu\" as trained"),
                 );
                 Ok(GluAct::Gelu)
             }
             Some("original") => {
-                findings.push(contradiction("original", actual).fix("set `feed_forward_type` to \"geglu\" or \"reglu\""));
+                findings
+                    .push(contradiction("original", actual).fix("set `feed_forward_type` to \"geglu\" or \"reglu\""));
                 Ok(GluAct::Gelu)
             }
             Some(other) => Err(Box::new(
-                Finding::error("feed-forward-type-unsupported", format!("`feed_forward_type: {other}` is not supported (supported: {FEED_FORWARD_TYPES})"))
-                    .in_file(&config.path)
-                    .about("feed_forward_type")
-                    .fix(format!("use one of: {FEED_FORWARD_TYPES}")),
+                Finding::error(
+                    "feed-forward-type-unsupported",
+                    format!("`feed_forward_type: {other}` is not supported (supported: {FEED_FORWARD_TYPES})"),
+                )
+                .in_file(&config.path)
+                .about("feed_forward_type")
+                .fix(format!("use one of: {FEED_FORWARD_TYPES}")),
             )),
         }
     };
@@ -204,10 +208,7 @@ fn feed_forward(
                 "Q/K LayerNorms of the code variant",
             ));
         }
-        return Ok(FeedForward::Code(glu_act(
-            findings,
-            "gated (code variant)",
-        )?));
+        return Ok(FeedForward::Code(glu_act(findings, "gated (code variant)")?));
     }
     if has("mlp.gated_layers.weight") {
         evidence.push(Evidence::tensor(
@@ -230,9 +231,9 @@ fn feed_forward(
         ));
         match declared {
             Some("original") | None => {}
-            Some(other) => findings.push(
-                contradiction(other, "original").fix("set `feed_forward_type` to \"original\""),
-            ),
+            Some(other) => {
+                findings.push(contradiction(other, "original").fix("set `feed_forward_type` to \"original\""))
+            }
         }
         return Ok(FeedForward::Original);
     }

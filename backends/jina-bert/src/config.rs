@@ -121,19 +121,11 @@ impl JinaConfig {
         let (h, i) = (self.hidden_size, self.intermediate_size);
         let mut t = vec![
             ExpectedTensor::new("embeddings.word_embeddings.weight", &[self.vocab_size, h]),
-            ExpectedTensor::new(
-                "embeddings.token_type_embeddings.weight",
-                &[self.type_vocab_size, h],
-            ),
+            ExpectedTensor::new("embeddings.token_type_embeddings.weight", &[self.type_vocab_size, h]),
             ExpectedTensor::new("embeddings.LayerNorm.weight", &[h]),
             ExpectedTensor::new("embeddings.LayerNorm.bias", &[h]),
         ];
-        let norm = |name: &str| {
-            [
-                (format!("{name}.weight"), vec![h]),
-                (format!("{name}.bias"), vec![h]),
-            ]
-        };
+        let norm = |name: &str| [(format!("{name}.weight"), vec![h]), (format!("{name}.bias"), vec![h])];
         for l in 0..self.num_hidden_layers {
             let p = format!("encoder.layer.{l}.");
             let mut layer: Vec<(String, Vec<usize>)> = Vec::new();

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use tessera_core::{
-    Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError,
-    LoadRequest, ModelInspection, PaddedAttention,
+    Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
+    ModelInspection, PaddedAttention,
 };
 
 pub use alibi::alibi_slopes;
@@ -55,10 +55,7 @@ impl BackendFactory for JinaBertBackend {
 /// Loads the encoder the inspection describes (the flash backend reuses this).
 pub fn load_model(request: &LoadRequest<'_>) -> Result<(JinaBertModel, String), LoadError> {
     let detected = detect(request.inspection).map_err(|f| LoadError::InvalidValue {
-        file: f
-            .file
-            .clone()
-            .unwrap_or_else(|| request.inspection.config_path()),
+        file: f.file.clone().unwrap_or_else(|| request.inspection.config_path()),
         key: f.subject.clone().unwrap_or_default(),
         value: String::new(),
         reason: f.message.clone(),
@@ -73,8 +70,7 @@ pub fn load_model(request: &LoadRequest<'_>) -> Result<(JinaBertModel, String), 
         .kernel
         .clone()
         .unwrap_or_else(|| Arc::new(PaddedAttention::default()));
-    let model =
-        JinaBertModel::load(vb, &cfg, kernel).map_err(|e| LoadError::from_candle(&file, e))?;
+    let model = JinaBertModel::load(vb, &cfg, kernel).map_err(|e| LoadError::from_candle(&file, e))?;
     Ok((model, detected.architecture()))
 }
 

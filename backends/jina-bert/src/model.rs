@@ -27,10 +27,7 @@ impl Embeddings {
     fn load(vb: VarBuilder, cfg: &JinaConfig) -> candle_core::Result<Self> {
         Ok(Self {
             word_embeddings: vb.get((cfg.vocab_size, cfg.hidden_size), "word_embeddings.weight")?,
-            token_type_embeddings: vb.get(
-                (cfg.type_vocab_size, cfg.hidden_size),
-                "token_type_embeddings.weight",
-            )?,
+            token_type_embeddings: vb.get((cfg.type_vocab_size, cfg.hidden_size), "token_type_embeddings.weight")?,
             layer_norm: layer_norm(&vb, cfg.hidden_size, cfg.layer_norm_eps, "LayerNorm")?,
         })
     }
@@ -93,8 +90,7 @@ impl Attention {
         let context = kernel
             .attend(&heads(q)?, &heads(k)?, &heads(v)?, seqs, bias)?
             .reshape((total, self.heads * self.head_dim))?;
-        self.layer_norm
-            .forward(&(self.output.forward(&context)? + x)?)
+        self.layer_norm.forward(&(self.output.forward(&context)? + x)?)
     }
 }
 
@@ -116,11 +112,7 @@ pub struct JinaBertModel {
 
 impl JinaBertModel {
     /// Loads the encoder. `vb` must already point at the weight prefix (`""` or `"bert."`).
-    pub fn load(
-        vb: VarBuilder,
-        cfg: &JinaConfig,
-        kernel: Arc<dyn AttentionKernel>,
-    ) -> candle_core::Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &JinaConfig, kernel: Arc<dyn AttentionKernel>) -> candle_core::Result<Self> {
         let embeddings = Embeddings::load(vb.pp("embeddings"), cfg)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
@@ -157,10 +149,9 @@ impl JinaBertModel {
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let mut x = self.embeddings.forward(batch)?;
         for layer in &self.layers {
-            let attended =
-                layer
-                    .attention
-                    .forward(&x, &batch.seqs, self.kernel.as_ref(), &self.bias)?;
+            let attended = layer
+                .attention
+                .forward(&x, &batch.seqs, self.kernel.as_ref(), &self.bias)?;
             x = layer.mlp.forward(&x, &attended)?;
         }
         Ok(x)

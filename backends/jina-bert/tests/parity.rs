@@ -12,13 +12,9 @@ fn check(model: &str) {
     };
     let dir = shared.join("models").join(model);
     let inspection = tessera_validation::inspect(&dir);
-    assert!(matches!(
-        JinaBertBackend.assess(&inspection),
-        Assessment::Serves { .. }
-    ));
+    assert!(matches!(JinaBertBackend.assess(&inspection), Assessment::Serves { .. }));
     let loaded = load(&JinaBertBackend, &inspection);
-    let golden: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+    let golden: Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
 
     let slopes: Vec<f32> = serde_json::from_value(golden["alibi_slopes"].clone()).unwrap();
     assert_eq!(alibi_slopes(slopes.len()), slopes);
@@ -37,11 +33,7 @@ fn check(model: &str) {
 
     let batched = embed(loaded.backend.as_ref(), &encoded, Pooling::Mean);
     for (i, v) in batched.iter().enumerate() {
-        assert_close(
-            v,
-            &unnormalized[i],
-            &format!("{model} batched unnormalized {i}"),
-        );
+        assert_close(v, &unnormalized[i], &format!("{model} batched unnormalized {i}"));
         assert_close(
             &finish_embedding(v.clone(), None, true),
             &normalized[i],
@@ -49,11 +41,7 @@ fn check(model: &str) {
         );
     }
     for (i, e) in encoded.iter().enumerate() {
-        let single = embed(
-            loaded.backend.as_ref(),
-            std::slice::from_ref(e),
-            Pooling::Mean,
-        );
+        let single = embed(loaded.backend.as_ref(), std::slice::from_ref(e), Pooling::Mean);
         assert_close(&single[0], &unnormalized[i], &format!("{model} single {i}"));
     }
 }

@@ -44,10 +44,7 @@ impl Rng {
 
     fn tensor(&mut self, shape: &[usize], scale: f32, offset: f32) -> (Vec<usize>, Vec<f32>) {
         let n = shape.iter().product();
-        (
-            shape.to_vec(),
-            (0..n).map(|_| offset + scale * self.next()).collect(),
-        )
+        (shape.to_vec(), (0..n).map(|_| offset + scale * self.next()).collect())
     }
 }
 
@@ -66,14 +63,8 @@ fn checkpoint(variant: Variant, s: Shape, seed: u64) -> Weights {
         "embeddings.token_type_embeddings.weight".into(),
         rng.tensor(&[2, h], 0.5, 0.0),
     );
-    put(
-        "embeddings.LayerNorm.weight".into(),
-        rng.tensor(&[h], 0.1, 1.0),
-    );
-    put(
-        "embeddings.LayerNorm.bias".into(),
-        rng.tensor(&[h], 0.1, 0.0),
-    );
+    put("embeddings.LayerNorm.weight".into(), rng.tensor(&[h], 0.1, 1.0));
+    put("embeddings.LayerNorm.bias".into(), rng.tensor(&[h], 0.1, 0.0));
     for l in 0..s.layers {
         let p = format!("encoder.layer.{l}.");
         for name in ["query", "key", "value"] {
@@ -81,19 +72,13 @@ fn checkpoint(variant: Variant, s: Shape, seed: u64) -> Weights {
                 format!("{p}attention.self.{name}.weight"),
                 rng.tensor(&[h, h], 0.4, 0.0),
             );
-            put(
-                format!("{p}attention.self.{name}.bias"),
-                rng.tensor(&[h], 0.1, 0.0),
-            );
+            put(format!("{p}attention.self.{name}.bias"), rng.tensor(&[h], 0.1, 0.0));
         }
         put(
             format!("{p}attention.output.dense.weight"),
             rng.tensor(&[h, h], 0.3, 0.0),
         );
-        put(
-            format!("{p}attention.output.dense.bias"),
-            rng.tensor(&[h], 0.1, 0.0),
-        );
+        put(format!("{p}attention.output.dense.bias"), rng.tensor(&[h], 0.1, 0.0));
         let mut norm = |name: String, rng: &mut Rng| {
             put(format!("{name}.weight"), rng.tensor(&[h], 0.1, 1.0));
             put(format!("{name}.bias"), rng.tensor(&[h], 0.1, 0.0));
@@ -102,27 +87,15 @@ fn checkpoint(variant: Variant, s: Shape, seed: u64) -> Weights {
         match variant {
             Variant::Geglu | Variant::Reglu => {
                 norm(format!("{p}mlp.layernorm"), &mut rng);
-                put(
-                    format!("{p}mlp.gated_layers.weight"),
-                    rng.tensor(&[2 * i, h], 0.3, 0.0),
-                );
+                put(format!("{p}mlp.gated_layers.weight"), rng.tensor(&[2 * i, h], 0.3, 0.0));
                 put(format!("{p}mlp.wo.weight"), rng.tensor(&[h, i], 0.3, 0.0));
                 put(format!("{p}mlp.wo.bias"), rng.tensor(&[h], 0.1, 0.0));
             }
             Variant::Original => {
                 norm(format!("{p}output.LayerNorm"), &mut rng);
-                put(
-                    format!("{p}intermediate.dense.weight"),
-                    rng.tensor(&[i, h], 0.3, 0.0),
-                );
-                put(
-                    format!("{p}intermediate.dense.bias"),
-                    rng.tensor(&[i], 0.1, 0.0),
-                );
-                put(
-                    format!("{p}output.dense.weight"),
-                    rng.tensor(&[h, i], 0.3, 0.0),
-                );
+                put(format!("{p}intermediate.dense.weight"), rng.tensor(&[i, h], 0.3, 0.0));
+                put(format!("{p}intermediate.dense.bias"), rng.tensor(&[i], 0.1, 0.0));
+                put(format!("{p}output.dense.weight"), rng.tensor(&[h, i], 0.3, 0.0));
                 put(format!("{p}output.dense.bias"), rng.tensor(&[h], 0.1, 0.0));
             }
             Variant::Code => {
@@ -134,14 +107,8 @@ fn checkpoint(variant: Variant, s: Shape, seed: u64) -> Weights {
                     format!("{p}mlp.up_gated_layer.weight"),
                     rng.tensor(&[2 * i, h], 0.3, 0.0),
                 );
-                put(
-                    format!("{p}mlp.down_layer.weight"),
-                    rng.tensor(&[h, i], 0.3, 0.0),
-                );
-                put(
-                    format!("{p}mlp.down_layer.bias"),
-                    rng.tensor(&[h], 0.1, 0.0),
-                );
+                put(format!("{p}mlp.down_layer.weight"), rng.tensor(&[h, i], 0.3, 0.0));
+                put(format!("{p}mlp.down_layer.bias"), rng.tensor(&[h], 0.1, 0.0));
             }
         }
     }
@@ -163,13 +130,7 @@ fn config(variant: Variant, s: Shape, name: &str) -> serde_json::Value {
     })
 }
 
-fn write_model(
-    dir: &Path,
-    config: &serde_json::Value,
-    weights: &Weights,
-    prefix: &str,
-    extra: &[(&str, Vec<usize>)],
-) {
+fn write_model(dir: &Path, config: &serde_json::Value, weights: &Weights, prefix: &str, extra: &[(&str, Vec<usize>)]) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let mut tensors = HashMap::new();
     for (name, (shape, data)) in weights {
@@ -248,10 +209,7 @@ impl Ref<'_> {
         let n = x.len() as f64;
         let mean = x.iter().sum::<f64>() / n;
         let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-        let (w, b) = (
-            self.t(&format!("{name}.weight")),
-            self.t(&format!("{name}.bias")),
-        );
+        let (w, b) = (self.t(&format!("{name}.weight")), self.t(&format!("{name}.bias")));
         x.iter()
             .enumerate()
             .map(|(i, v)| (v - mean) / (var + 1e-12).sqrt() * f64::from(w[i]) + f64::from(b[i]))
@@ -303,11 +261,8 @@ impl Ref<'_> {
                 for i in 0..n {
                     let mut scores: Vec<f64> = (0..n)
                         .map(|j| {
-                            let dot: f64 = (0..d)
-                                .map(|c| q[i][head * d + c] * k[j][head * d + c])
-                                .sum();
-                            dot / (d as f64).sqrt()
-                                - f64::from(slopes[head]) * (i as f64 - j as f64).abs()
+                            let dot: f64 = (0..d).map(|c| q[i][head * d + c] * k[j][head * d + c]).sum();
+                            dot / (d as f64).sqrt() - f64::from(slopes[head]) * (i as f64 - j as f64).abs()
                         })
                         .collect();
                     let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -334,13 +289,8 @@ impl Ref<'_> {
                     match variant {
                         Variant::Geglu | Variant::Reglu => {
                             let g = self.linear(&format!("{p}mlp.gated_layers"), a, false);
-                            let act = if variant == Variant::Geglu {
-                                gelu
-                            } else {
-                                relu
-                            };
-                            let hh: Vec<f64> =
-                                (0..inter).map(|c| act(g[c]) * g[inter + c]).collect();
+                            let act = if variant == Variant::Geglu { gelu } else { relu };
+                            let hh: Vec<f64> = (0..inter).map(|c| act(g[c]) * g[inter + c]).collect();
                             let o = self.linear(&format!("{p}mlp.wo"), &hh, true);
                             let r: Vec<f64> = o.iter().zip(a).map(|(a, b)| a + b).collect();
                             self.layer_norm(&format!("{p}mlp.layernorm"), &r)
@@ -359,8 +309,7 @@ impl Ref<'_> {
                             let r: Vec<f64> = x[t].iter().zip(a).map(|(a, b)| a + b).collect();
                             let h1 = self.layer_norm(&format!("{p}layer_norm_1"), &r);
                             let g = self.linear(&format!("{p}mlp.up_gated_layer"), &h1, false);
-                            let hh: Vec<f64> =
-                                (0..inter).map(|c| g[c] * gelu(g[inter + c])).collect();
+                            let hh: Vec<f64> = (0..inter).map(|c| g[c] * gelu(g[inter + c])).collect();
                             let o = self.linear(&format!("{p}mlp.down_layer"), &hh, true);
                             let r: Vec<f64> = o.iter().zip(&h1).map(|(a, b)| a + b).collect();
                             self.layer_norm(&format!("{p}layer_norm_2"), &r)

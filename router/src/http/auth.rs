@@ -21,17 +21,12 @@ pub(crate) async fn require_api_key(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match given {
         // `ct_eq` on slices of different lengths is false without comparing contents; the
         // length of the key is not a secret worth hiding.
-        Some(token) if bool::from(token.as_bytes().ct_eq(key.0.as_bytes())) => {
-            Ok(next.run(request).await)
-        }
+        Some(token) if bool::from(token.as_bytes().ct_eq(key.0.as_bytes())) => Ok(next.run(request).await),
         Some(_) => Err(ApiError::unauthorized("the API key is not valid")),
         None => Err(ApiError::unauthorized(
             "this server requires `Authorization: Bearer <api key>`",

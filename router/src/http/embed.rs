@@ -1,6 +1,6 @@
 //! `POST /embed`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -12,6 +12,7 @@ use tessera_core::{finish_embedding, TruncationDirection};
 use super::error::{ApiError, ApiJson};
 use super::{token_id, AppState};
 use crate::infer::{Input, Timings, Truncation};
+use crate::metrics::{self, Method};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbedRequest {
@@ -53,12 +54,8 @@ const INPUTS_SHAPE: &str =
 pub(crate) fn parse_inputs(inputs: &Value) -> Result<Vec<Input>, ApiError> {
     match inputs {
         Value::String(s) => Ok(vec![Input::Text(s.clone())]),
-        Value::Array(items) if items.is_empty() => {
-            Err(ApiError::empty("`inputs` is an empty batch"))
-        }
-        Value::Array(items) if items.iter().all(Value::is_number) => {
-            Ok(vec![Input::Ids(ids(items, 0)?)])
-        }
+        Value::Array(items) if items.is_empty() => Err(ApiError::empty("`inputs` is an empty batch")),
+        Value::Array(items) if items.iter().all(Value::is_number) => Ok(vec![Input::Ids(ids(items, 0)?)]),
         Value::Array(items) => items
             .iter()
             .enumerate()
@@ -82,9 +79,7 @@ fn ids(items: &[Value], index: usize) -> Result<Vec<u32>, ApiError> {
             token_id(v).ok_or_else(|| {
                 ApiError::validation(
                     "invalid-token-id",
-                    format!(
-                        "inputs[{index}]: token id {v} is not an integer between 0 and 4294967295"
-                    ),
+                    format!("inputs[{index}]: token id {v} is not an integer between 0 and 4294967295"),
                 )
             })
         })
@@ -93,9 +88,47 @@ fn ids(items: &[Value], index: usize) -> Result<Vec<u32>, ApiError> {
 
 pub(crate) async fn embed(
     State(state): State<AppState>,
-    ApiJson(request): ApiJson<EmbedRequest>,
+    body: Result<ApiJson<EmbedRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let request = match body {
+        Ok(ApiJson(request)) => request,
+        Err(e) => {
+            metrics::request_received(Method::Invalid);
+            metrics::request_failed(e.failure());
+            return Err(e);
+        }
+    };
+    let method = match &request.inputs {
+        Value::Array(items) if !items.iter().all(Value::is_number) => Method::Batch,
+        _ => Method::Single,
+    };
+    metrics::request_received(method);
+    match embed_inner(&state, request, started).await {
+        Ok((vectors, timings)) => {
+            metrics::request_succeeded(
+                method,
+                &metrics::RequestTimings {
+                    total: started.elapsed(),
+                    tokenization: timings.tokenization,
+                    queue: timings.queue,
+                    inference: timings.inference,
+                },
+            );
+            Ok((timing_headers(&timings), ApiJson(vectors)).into_response())
+        }
+        Err(e) => {
+            metrics::request_failed(e.failure());
+            Err(e)
+        }
+    }
+}
+
+async fn embed_inner(
+    state: &AppState,
+    request: EmbedRequest,
+    started: Instant,
+) -> Result<(Vec<Vec<f32>>, Timings), ApiError> {
     let inputs = parse_inputs(&request.inputs)?;
     if inputs.len() > state.max_client_batch_size {
         return Err(ApiError::too_large(
@@ -111,35 +144,34 @@ pub(crate) async fn embed(
         if d == 0 || d > state.output_dim {
             return Err(ApiError::validation(
                 "dimensions-invalid",
-                format!(
-                    "`dimensions` must be between 1 and {}, got {d}",
-                    state.output_dim
-                ),
+                format!("`dimensions` must be between 1 and {}, got {d}", state.output_dim),
             ));
         }
     }
     let prompt = state.prompts.resolve(request.prompt_name.as_deref())?;
     let truncation = Truncation {
         enabled: request.truncate.unwrap_or(state.auto_truncate),
-        direction: request
-            .truncation_direction
-            .map(Into::into)
-            .unwrap_or_default(),
+        direction: request.truncation_direction.map(Into::into).unwrap_or_default(),
     };
 
-    let _permit = state.infer.admit(inputs.len())?;
+    let _admission = state.infer.admit(inputs.len())?;
     let tokenize_start = Instant::now();
     let encoded = state.infer.tokenize(inputs, prompt, truncation).await?;
     let tokenization = tokenize_start.elapsed();
     let characters = encoded.iter().map(|e| e.chars).sum();
     let tokens = encoded.iter().map(|e| e.len()).sum();
+    metrics::inputs_submitted(encoded.iter().map(|e| e.len()));
 
-    let (vectors, queue, inference) = state.infer.run(encoded).await?;
+    let outputs = state.infer.run(encoded).await?;
     let normalize = request.normalize.unwrap_or(true);
-    let vectors: Vec<Vec<f32>> = vectors
-        .into_iter()
-        .map(|v| finish_embedding(v, request.dimensions, normalize))
-        .collect();
+    let (mut queue, mut inference) = (Duration::ZERO, Duration::ZERO);
+    let mut vectors = Vec::with_capacity(outputs.len());
+    for out in outputs {
+        metrics::input_embedded(started.elapsed(), tokenization, out.queue_time, out.inference_time);
+        queue = queue.max(out.queue_time);
+        inference = inference.max(out.inference_time);
+        vectors.push(finish_embedding(out.vector, request.dimensions, normalize));
+    }
     let timings = Timings {
         started,
         characters,
@@ -148,7 +180,7 @@ pub(crate) async fn embed(
         queue,
         inference,
     };
-    Ok((timing_headers(&timings), ApiJson(vectors)).into_response())
+    Ok((vectors, timings))
 }
 
 /// TEI's response headers; times in milliseconds.
@@ -160,21 +192,13 @@ pub(crate) fn timing_headers(t: &Timings) -> HeaderMap {
         ("x-compute-characters", t.characters.to_string()),
         ("x-compute-tokens", t.tokens.to_string()),
         ("x-total-time", total.as_millis().to_string()),
-        (
-            "x-tokenization-time",
-            t.tokenization.as_millis().to_string(),
-        ),
+        ("x-tokenization-time", t.tokenization.as_millis().to_string()),
         ("x-queue-time", t.queue.as_millis().to_string()),
         ("x-inference-time", t.inference.as_millis().to_string()),
     ];
     pairs
         .into_iter()
-        .filter_map(|(name, value)| {
-            Some((
-                HeaderName::from_static(name),
-                HeaderValue::from_str(&value).ok()?,
-            ))
-        })
+        .filter_map(|(name, value)| Some((HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?)))
         .collect()
 }
 
@@ -185,14 +209,8 @@ mod tests {
 
     #[test]
     fn every_input_shape_parses() {
-        assert_eq!(
-            parse_inputs(&json!("a")).unwrap(),
-            vec![Input::Text("a".into())]
-        );
-        assert_eq!(
-            parse_inputs(&json!([1, 2])).unwrap(),
-            vec![Input::Ids(vec![1, 2])]
-        );
+        assert_eq!(parse_inputs(&json!("a")).unwrap(), vec![Input::Text("a".into())]);
+        assert_eq!(parse_inputs(&json!([1, 2])).unwrap(), vec![Input::Ids(vec![1, 2])]);
         assert_eq!(
             parse_inputs(&json!(["a", [3]])).unwrap(),
             vec![Input::Text("a".into()), Input::Ids(vec![3])]

@@ -36,12 +36,7 @@ struct Body<'a> {
 }
 
 impl ApiError {
-    fn new(
-        status: StatusCode,
-        error_type: ErrorType,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
+    fn new(status: StatusCode, error_type: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             error_type,
@@ -52,32 +47,17 @@ impl ApiError {
 
     /// 422: the request is well-formed JSON but a value is wrong.
     pub(crate) fn validation(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorType::Validation,
-            code,
-            message,
-        )
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::Validation, code, message)
     }
 
     /// 413: too many inputs or tokens (TEI's status for these).
     pub(crate) fn too_large(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorType::Validation,
-            code,
-            message,
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorType::Validation, code, message)
     }
 
     /// 400: an empty batch.
     pub(crate) fn empty(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorType::Empty,
-            "empty-batch",
-            message,
-        )
+        Self::new(StatusCode::BAD_REQUEST, ErrorType::Empty, "empty-batch", message)
     }
 
     /// 422: the tokenizer failed.
@@ -151,6 +131,23 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The `err` label this error counts under in `te_request_failure`.
+    pub(crate) fn failure(&self) -> crate::metrics::Failure {
+        use crate::metrics::Failure;
+        match (self.error_type, self.code) {
+            (ErrorType::Empty, _) => Failure::Empty,
+            (ErrorType::Overloaded, _) => Failure::Overloaded,
+            (ErrorType::Backend, _) => Failure::Backend,
+            (ErrorType::Unhealthy, _) => Failure::Unhealthy,
+            (ErrorType::Tokenizer, _) => Failure::Tokenization,
+            (ErrorType::Unauthorized, _) => Failure::Unauthorized,
+            (ErrorType::Validation, "batch-too-large") => Failure::BatchSize,
+            (ErrorType::Validation, _) => Failure::Validation,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
@@ -177,21 +174,13 @@ impl From<JsonRejection> for ApiError {
                 "content-type-not-json",
                 "expected `Content-Type: application/json`",
             ),
-            JsonRejection::BytesRejection(_)
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                ApiError::too_large(
-                    "payload-too-large",
-                    "request body is larger than --payload-limit",
-                )
+            JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::too_large("payload-too-large", "request body is larger than --payload-limit")
             }
-            JsonRejection::JsonSyntaxError(_) => ApiError::validation(
-                "invalid-json",
-                format!("invalid JSON: {}", rejection.body_text()),
-            ),
-            JsonRejection::JsonDataError(_) => {
-                ApiError::validation("invalid-request", rejection.body_text())
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::validation("invalid-json", format!("invalid JSON: {}", rejection.body_text()))
             }
+            JsonRejection::JsonDataError(_) => ApiError::validation("invalid-request", rejection.body_text()),
             _ => ApiError::validation("invalid-request", rejection.body_text()),
         }
     }

@@ -26,6 +26,7 @@ pub(crate) struct AppState {
     pub(crate) output_dim: usize,
     pub(crate) max_client_batch_size: usize,
     pub(crate) auto_truncate: bool,
+    pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// Prompts from config_sentence_transformers.json and the server's defaults.
@@ -43,8 +44,7 @@ impl Prompts {
             None => Ok(self.default.clone()),
             Some(name) => self.named.get(name).cloned().map(Some).ok_or_else(|| {
                 let available = if self.named.is_empty() {
-                    "none: the model's config_sentence_transformers.json defines no prompts"
-                        .to_string()
+                    "none: the model's config_sentence_transformers.json defines no prompts".to_string()
                 } else {
                     self.named.keys().cloned().collect::<Vec<_>>().join(", ")
                 };
@@ -66,19 +66,41 @@ pub(crate) fn app(state: AppState, payload_limit: usize, api_key: Option<&str>) 
         .route("/decode", post(tokenize::decode));
     if let Some(key) = api_key {
         let key = auth::ApiKey(key.into());
-        inference = inference.route_layer(axum::middleware::from_fn_with_state(
-            key,
-            auth::require_api_key,
-        ));
+        inference = inference.route_layer(axum::middleware::from_fn_with_state(key, auth::require_api_key));
     }
     Router::new()
         .merge(inference)
         .route("/health", get(info::health))
+        .route("/metrics", get(metrics))
         .route("/info", get(info::info))
         .fallback(error::not_found)
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(payload_limit))
         .with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
+    prometheus_response(&state.metrics)
+}
+
+/// The exposition, with Prometheus' content type.
+pub(crate) fn prometheus_response(handle: &metrics_exporter_prometheus::PrometheusHandle) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// A router that serves only `/metrics`, for `--prometheus-port`.
+pub(crate) fn metrics_app(handle: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prometheus_response(&handle))),
+        )
+        .fallback(error::not_found)
 }
 
 /// Reads a u32 token id from JSON, or says why it is not one.

@@ -35,9 +35,7 @@ pub(crate) async fn tokenize(
 ) -> Result<ApiJson<Vec<Vec<SimpleToken>>>, ApiError> {
     let texts: Vec<String> = match request.inputs {
         Value::String(s) => vec![s],
-        Value::Array(items) if items.is_empty() => {
-            return Err(ApiError::empty("`inputs` is an empty batch"))
-        }
+        Value::Array(items) if items.is_empty() => return Err(ApiError::empty("`inputs` is an empty batch")),
         Value::Array(items) => items
             .into_iter()
             .map(|v| match v {
@@ -110,9 +108,7 @@ pub(crate) async fn decode(
 ) -> Result<ApiJson<Vec<String>>, ApiError> {
     const SHAPE: &str = "`ids` must be a list of token ids or a list of lists of token ids";
     let lists: Vec<Vec<u32>> = match &request.ids {
-        Value::Array(items) if items.is_empty() => {
-            return Err(ApiError::empty("`ids` is an empty batch"))
-        }
+        Value::Array(items) if items.is_empty() => return Err(ApiError::empty("`ids` is an empty batch")),
         Value::Array(items) if items.iter().all(Value::is_number) => {
             vec![items
                 .iter()

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use tessera_core::Encoded;
 use tokio::sync::oneshot;
 
+use crate::metrics;
+
 pub(crate) use batcher::Budget;
 
 /// What the model thread sends back for one input.
@@ -65,9 +67,7 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the deque half-updated (every critical
         // section is a single push or drain), so a poisoned lock is safe to keep using.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds jobs in order; fails them at once when the queue is closed.
@@ -81,6 +81,7 @@ impl Queue {
             return;
         }
         state.jobs.extend(jobs);
+        metrics::queue_size(state.jobs.len());
         drop(state);
         self.ready.notify_one();
     }
@@ -89,17 +90,18 @@ impl Queue {
     pub(crate) fn next_batch(&self, budget: &Budget) -> Option<Vec<Job>> {
         let mut state = self.lock();
         loop {
-            let batch = batcher::take_batch(&mut state.jobs, budget);
-            if !batch.is_empty() {
-                return Some(batch);
+            let taken = batcher::take_batch(&mut state.jobs, budget);
+            for _ in 0..taken.dropped {
+                metrics::input_dropped();
+            }
+            metrics::queue_size(state.jobs.len());
+            if !taken.jobs.is_empty() {
+                return Some(taken.jobs);
             }
             if state.closed {
                 return None;
             }
-            state = self
-                .ready
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = self.ready.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 

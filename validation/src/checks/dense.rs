@@ -17,15 +17,10 @@ pub(super) fn check(inspection: &ModelInspection, findings: &mut Vec<Finding>) {
                 )
                 .in_file(&config)
                 .about("activation_function")
-                .fix(format!(
-                    "use one of: {}",
-                    DenseActivation::supported_names()
-                )),
+                .fix(format!("use one of: {}", DenseActivation::supported_names())),
             );
         }
-        if !module.dir.join("model.safetensors").is_file()
-            && !module.dir.join("pytorch_model.bin").is_file()
-        {
+        if !module.dir.join("model.safetensors").is_file() && !module.dir.join("pytorch_model.bin").is_file() {
             findings.push(
                 Finding::error("dense-weights-missing", "the Dense module has no weights")
                     .in_file(module.dir.join("model.safetensors"))

@@ -16,10 +16,7 @@ pub(super) fn check(inspection: &ModelInspection, findings: &mut Vec<Finding>) {
         .map(|(name, info)| (name, &info.dtype))
         .collect();
     if let Some((name, dtype)) = bad.first() {
-        let file = weights
-            .get(name)
-            .map(|t| t.file.clone())
-            .unwrap_or_default();
+        let file = weights.get(name).map(|t| t.file.clone()).unwrap_or_default();
         findings.push(
             Finding::error(
                 "weights-dtype-unsupported",

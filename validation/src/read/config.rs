@@ -20,12 +20,9 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> Option<ModelConf
         }
         Some(Err(problem)) => {
             findings.push(
-                Finding::error(
-                    "config-invalid-json",
-                    format!("config.json {}", problem.describe()),
-                )
-                .in_file(&path)
-                .fix("repair the JSON at the position given"),
+                Finding::error("config-invalid-json", format!("config.json {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair the JSON at the position given"),
             );
             None
         }

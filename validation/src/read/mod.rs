@@ -33,13 +33,11 @@ pub(crate) fn read_json(path: &Path) -> Option<Result<serde_json::Value, JsonPro
         Ok(text) => text,
         Err(e) => return Some(Err(JsonProblem::Io(e.to_string()))),
     };
-    Some(
-        serde_json::from_slice(&text).map_err(|e| JsonProblem::Syntax {
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        }),
-    )
+    Some(serde_json::from_slice(&text).map_err(|e| JsonProblem::Syntax {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    }))
 }
 
 /// Why a JSON file could not be used.
@@ -57,11 +55,7 @@ impl JsonProblem {
     pub(crate) fn describe(&self) -> String {
         match self {
             JsonProblem::Io(e) => format!("cannot be read: {e}"),
-            JsonProblem::Syntax {
-                line,
-                column,
-                message,
-            } => {
+            JsonProblem::Syntax { line, column, message } => {
                 format!("is not valid JSON (line {line}, column {column}): {message}")
             }
         }

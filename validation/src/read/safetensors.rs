@@ -33,26 +33,23 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> Option<WeightsIn
         return read_pth(&pth, findings);
     }
     findings.push(
-        Finding::error("weights-missing", "no weights found (model.safetensors, model.safetensors.index.json or pytorch_model.bin)")
-            .in_file(&single)
-            .fix("save the model with `model.save_pretrained(dir)` into the model directory"),
+        Finding::error(
+            "weights-missing",
+            "no weights found (model.safetensors, model.safetensors.index.json or pytorch_model.bin)",
+        )
+        .in_file(&single)
+        .fix("save the model with `model.save_pretrained(dir)` into the model directory"),
     );
     None
 }
 
 /// Reads one safetensors header. A truncated or corrupt file becomes a finding.
-pub(crate) fn read_header(
-    path: &Path,
-    findings: &mut Vec<Finding>,
-) -> Option<BTreeMap<String, TensorInfo>> {
+pub(crate) fn read_header(path: &Path, findings: &mut Vec<Finding>) -> Option<BTreeMap<String, TensorInfo>> {
     let corrupt = |findings: &mut Vec<Finding>, why: String| {
         findings.push(
-            Finding::error(
-                "weights-corrupt",
-                format!("the safetensors file is unreadable: {why}"),
-            )
-            .in_file(path)
-            .fix("download or save the weights again; the file is damaged or incomplete"),
+            Finding::error("weights-corrupt", format!("the safetensors file is unreadable: {why}"))
+                .in_file(path)
+                .fix("download or save the weights again; the file is damaged or incomplete"),
         );
     };
     let mut file = match File::open(path) {
@@ -98,19 +95,11 @@ pub(crate) fn read_header(
         if name == "__metadata__" {
             continue;
         }
-        let dtype = entry
-            .get("dtype")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let shape: Option<Vec<usize>> =
-            entry
-                .get("shape")
-                .and_then(Value::as_array)
-                .and_then(|dims| {
-                    dims.iter()
-                        .map(|d| d.as_u64().map(|d| d as usize))
-                        .collect()
-                });
+        let dtype = entry.get("dtype").and_then(Value::as_str).map(str::to_string);
+        let shape: Option<Vec<usize>> = entry
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect());
         let offsets = entry.get("data_offsets").and_then(Value::as_array);
         let begin = offsets.and_then(|o| o.first()).and_then(Value::as_u64);
         let end = offsets.and_then(|o| o.get(1)).and_then(Value::as_u64);
@@ -122,9 +111,7 @@ pub(crate) fn read_header(
             return None;
         };
         let elements = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
-        let size = dtype_size(&dtype)
-            .zip(elements)
-            .and_then(|(s, n)| n.checked_mul(s));
+        let size = dtype_size(&dtype).zip(elements).and_then(|(s, n)| n.checked_mul(s));
         if end < begin || size.is_some_and(|size| size != end - begin) {
             corrupt(
                 findings,
@@ -179,12 +166,9 @@ fn dtype_size(dtype: &str) -> Option<u64> {
 fn read_sharded(root: &Path, index: &Path, findings: &mut Vec<Finding>) -> Option<WeightsIndex> {
     let invalid = |findings: &mut Vec<Finding>, why: String| {
         findings.push(
-            Finding::error(
-                "weights-index-invalid",
-                format!("model.safetensors.index.json {why}"),
-            )
-            .in_file(index)
-            .fix("save the model again; the index must map every tensor to a shard"),
+            Finding::error("weights-index-invalid", format!("model.safetensors.index.json {why}"))
+                .in_file(index)
+                .fix("save the model again; the index must map every tensor to a shard"),
         );
     };
     let value = match read_json(index)? {
@@ -198,11 +182,7 @@ fn read_sharded(root: &Path, index: &Path, findings: &mut Vec<Finding>) -> Optio
         invalid(findings, "has no `weight_map` object".into());
         return None;
     };
-    let mut shards: Vec<String> = map
-        .values()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect();
+    let mut shards: Vec<String> = map.values().filter_map(Value::as_str).map(str::to_string).collect();
     shards.sort();
     shards.dedup();
     let mut tensors = BTreeMap::new();
@@ -257,12 +237,9 @@ fn read_pth(path: &Path, findings: &mut Vec<Finding>) -> Option<WeightsIndex> {
         }
         Err(e) => {
             findings.push(
-                Finding::error(
-                    "weights-corrupt",
-                    format!("pytorch_model.bin cannot be read: {e}"),
-                )
-                .in_file(path)
-                .fix("convert the weights to safetensors or save them again"),
+                Finding::error("weights-corrupt", format!("pytorch_model.bin cannot be read: {e}"))
+                    .in_file(path)
+                    .fix("convert the weights to safetensors or save them again"),
             );
             None
         }

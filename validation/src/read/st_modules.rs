@@ -92,12 +92,9 @@ fn read_modules(root: &Path, findings: &mut Vec<Finding>) -> Vec<(String, PathBu
         None => return Vec::new(),
         Some(Err(problem)) => {
             findings.push(
-                Finding::error(
-                    "st-file-invalid",
-                    format!("modules.json {}", problem.describe()),
-                )
-                .in_file(&path)
-                .fix("repair modules.json or remove it and pass --pooling"),
+                Finding::error("st-file-invalid", format!("modules.json {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair modules.json or remove it and pass --pooling"),
             );
             return Vec::new();
         }
@@ -137,12 +134,9 @@ fn read_pooling(path: &Path, findings: &mut Vec<Finding>) -> Option<PoolingFile>
         }
         Err(problem) => {
             findings.push(
-                Finding::error(
-                    "st-file-invalid",
-                    format!("the pooling config {}", problem.describe()),
-                )
-                .in_file(path)
-                .fix("repair the file or pass --pooling"),
+                Finding::error("st-file-invalid", format!("the pooling config {}", problem.describe()))
+                    .in_file(path)
+                    .fix("repair the file or pass --pooling"),
             );
             None
         }
@@ -155,20 +149,20 @@ fn read_dense(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Option<De
         Some(Ok(Value::Object(values))) => values,
         Some(Err(problem)) => {
             findings.push(
-                Finding::error(
-                    "st-file-invalid",
-                    format!("the Dense config {}", problem.describe()),
-                )
-                .in_file(&path)
-                .fix("repair the Dense module's config.json"),
+                Finding::error("st-file-invalid", format!("the Dense config {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair the Dense module's config.json"),
             );
             return None;
         }
         _ => {
             findings.push(
-                Finding::error("dense-config-missing", "a Dense module in modules.json has no config.json")
-                    .in_file(&path)
-                    .fix("add the module's config.json (in_features, out_features, bias, activation_function)"),
+                Finding::error(
+                    "dense-config-missing",
+                    "a Dense module in modules.json has no config.json",
+                )
+                .in_file(&path)
+                .fix("add the module's config.json (in_features, out_features, bias, activation_function)"),
             );
             return None;
         }
@@ -177,13 +171,10 @@ fn read_dense(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Option<De
         let value = values.get(key).and_then(Value::as_u64).map(|v| v as usize);
         if value.is_none() {
             findings.push(
-                Finding::error(
-                    "dense-config-invalid",
-                    format!("`{key}` is missing or not a number"),
-                )
-                .in_file(&path)
-                .about(key)
-                .fix(format!("set `{key}` to the layer's size")),
+                Finding::error("dense-config-invalid", format!("`{key}` is missing or not a number"))
+                    .in_file(&path)
+                    .about(key)
+                    .fix(format!("set `{key}` to the layer's size")),
             );
         }
         value
@@ -218,9 +209,7 @@ fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize
             }
             Some(Ok(value)) => {
                 return match value.get("max_seq_length") {
-                    Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
-                        n.as_u64().map(|n| n as usize)
-                    }
+                    Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => n.as_u64().map(|n| n as usize),
                     None | Some(Value::Null) => None,
                     Some(other) => {
                         findings.push(

@@ -9,12 +9,9 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
     let path = root.join("tokenizer.json");
     if !path.is_file() {
         findings.push(
-            Finding::error(
-                "tokenizer-missing",
-                "tokenizer.json (the fast tokenizer) is missing",
-            )
-            .in_file(&path)
-            .fix("save it with `AutoTokenizer.from_pretrained(model).save_pretrained(dir)`"),
+            Finding::error("tokenizer-missing", "tokenizer.json (the fast tokenizer) is missing")
+                .in_file(&path)
+                .fix("save it with `AutoTokenizer.from_pretrained(model).save_pretrained(dir)`"),
         );
         return TokenizerInfo::default();
     }
@@ -28,12 +25,9 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
         },
         Ok(Err(e)) => {
             findings.push(
-                Finding::error(
-                    "tokenizer-unparsable",
-                    format!("tokenizer.json cannot be loaded: {e}"),
-                )
-                .in_file(&path)
-                .fix("re-save the tokenizer with a current `tokenizers`/`transformers`"),
+                Finding::error("tokenizer-unparsable", format!("tokenizer.json cannot be loaded: {e}"))
+                    .in_file(&path)
+                    .fix("re-save the tokenizer with a current `tokenizers`/`transformers`"),
             );
             TokenizerInfo {
                 path: Some(path),
@@ -42,12 +36,9 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
         }
         Err(_) => {
             findings.push(
-                Finding::error(
-                    "tokenizer-unparsable",
-                    "tokenizer.json made the tokenizer library fail",
-                )
-                .in_file(&path)
-                .fix("re-save the tokenizer with a current `tokenizers`/`transformers`"),
+                Finding::error("tokenizer-unparsable", "tokenizer.json made the tokenizer library fail")
+                    .in_file(&path)
+                    .fix("re-save the tokenizer with a current `tokenizers`/`transformers`"),
             );
             TokenizerInfo {
                 path: Some(path),
