@@ -100,7 +100,7 @@ pub(crate) async fn embed(
         }
     };
     let method = match &request.inputs {
-        Value::Array(items) if !items.iter().all(Value::is_number) => Method::Batch,
+        Value::Array(items) if items.is_empty() || !items.iter().all(Value::is_number) => Method::Batch,
         _ => Method::Single,
     };
     metrics::request_received(method);
