@@ -298,7 +298,8 @@ fn position_and_feed_forward_defects() {
         Some("position_embedding_type"),
     );
     let (status, report) = c.validate();
-    assert_eq!((status, report["backend"].clone()), (Some(0), json!("jina-bert")));
+    assert_eq!((status, report["backend"].clone()), (Some(0), json!("flash")));
+    assert!(report["architecture"].as_str().unwrap().starts_with("jina-bert"));
 
     let c = case!("jina-tiny-finetuned");
     c.config(|m| {
@@ -322,7 +323,8 @@ fn position_and_feed_forward_defects() {
         Some("position_embedding_type"),
     );
     let (status, report) = c.validate();
-    assert_eq!((status, report["backend"].clone()), (Some(0), json!("bert")));
+    assert_eq!((status, report["backend"].clone()), (Some(0), json!("flash")));
+    assert!(report["architecture"].as_str().unwrap().starts_with("bert"));
 }
 
 #[test]

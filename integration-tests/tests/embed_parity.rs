@@ -61,6 +61,20 @@ fn minilm_serves_sentence_transformers_vectors() {
 }
 
 #[test]
+fn minilm_on_the_padded_bert_backend_serves_the_same_vectors() {
+    let Some(golden) = golden("reference/golden_minilm.json") else {
+        return;
+    };
+    let server = Server::start(&minilm(), &["--max-client-batch-size", "64", "--backend", "bert"]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(
+        (info["backend"].as_str(), info["attention_kernel"].as_str()),
+        (Some("bert"), Some("padded"))
+    );
+    check_golden(&server, &golden, None);
+}
+
+#[test]
 fn bert_tiny_serves_transformers_vectors() {
     let Some(model) = shared_model("bert-tiny") else {
         return;

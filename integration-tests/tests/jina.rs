@@ -17,8 +17,8 @@ fn finetuned_jina_is_served_with_golden_vectors() {
         let golden = golden(&model);
         let server = Server::start(&model, &["--max-client-batch-size", "64"]);
         let info: Value = server.get("/info").json().unwrap();
-        assert_eq!(info["backend"], "jina-bert");
-        assert_eq!(info["architecture"], "jina-bert (alibi, geglu)");
+        assert_eq!(info["backend"], "flash");
+        assert_eq!(info["architecture"], "jina-bert (alibi, geglu), unpadded");
 
         let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
         let got: Vec<Vec<f32>> = server
@@ -39,6 +39,28 @@ fn finetuned_jina_is_served_with_golden_vectors() {
 }
 
 #[test]
+fn the_padded_jina_backend_serves_the_same_vectors() {
+    let Some(model) = shared_model("jina-tiny-finetuned") else {
+        return;
+    };
+    let golden = golden(&model);
+    let server = Server::start(&model, &["--max-client-batch-size", "64", "--backend", "jina-bert"]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(
+        (info["backend"].as_str(), info["attention_kernel"].as_str()),
+        (Some("jina-bert"), Some("padded"))
+    );
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    let got: Vec<Vec<f32>> = server
+        .post("/embed", &json!({ "inputs": golden["texts"] }))
+        .json()
+        .unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("padded jina batched {i}"));
+    }
+}
+
+#[test]
 fn validate_model_reports_jina_from_tensor_evidence() {
     let Some(model) = shared_model("jina-tiny-finetuned") else {
         return;
@@ -53,7 +75,8 @@ fn validate_model_reports_jina_from_tensor_evidence() {
     assert_eq!(out.status.code(), Some(0));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["servable"], true);
-    assert_eq!(report["backend"], "jina-bert");
+    assert_eq!(report["backend"], "flash");
+    assert!(report["passed_over"].as_array().unwrap().contains(&json!("jina-bert")));
     let evidence = report["evidence"].as_array().unwrap();
     assert!(evidence
         .iter()
@@ -95,5 +118,5 @@ fn forcing_bert_on_jina_explains_why_not() {
         "0",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("jina-bert, bert"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flash, jina-bert, bert"));
 }

@@ -78,7 +78,7 @@ fn every_metric_is_exported_before_the_first_request() {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not exported");
     }
     assert!(
-        text.contains("te_model_info{model_id=") && text.contains("backend=\"bert\""),
+        text.contains("te_model_info{model_id=") && text.contains("backend=\"flash\""),
         "{text}"
     );
 }
@@ -204,37 +204,7 @@ fn a_real_prometheus_scrapes_it_and_promtool_parses_it() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let result = (|| {
-        let query = |q: &str| -> Option<f64> {
-            let r = reqwest::blocking::Client::new()
-                .get(format!("http://127.0.0.1:{web_port}/api/v1/query"))
-                .query(&[("query", q)])
-                .send()
-                .ok()?;
-            let v: Value = r.json().ok()?;
-            v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-        };
-        // Traffic only after Prometheus has a first sample, so rates have something to compare.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline && query("up{job=\"tessera\"}") != Some(1.0) {
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        for i in 0..20 {
-            let r = server.post("/embed", &json!({"inputs": [format!("text {i}"), "another one"]}));
-            assert_eq!(r.status(), 200);
-        }
-        let mut count = None;
-        let mut quantile = None;
-        while Instant::now() < deadline {
-            count = query("sum(te_request_count)");
-            quantile = query("histogram_quantile(0.5, sum by (le) (rate(te_request_duration_bucket[30s])))");
-            if count.is_some_and(|c| c > 0.0) && quantile.is_some_and(|q| q.is_finite() && q > 0.0) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        (count, quantile)
-    })();
+    let result = scrape_through_prometheus(&server, web_port);
     let _ = prom.kill();
     let _ = prom.wait();
     let (count, quantile) = result;
@@ -246,6 +216,40 @@ fn a_real_prometheus_scrapes_it_and_promtool_parses_it() {
         quantile.is_some_and(|q| q.is_finite() && q > 0.0),
         "p50 from Prometheus = {quantile:?}"
     );
+}
+
+/// Waits for Prometheus' first scrape, sends traffic, then polls until it reports a request count
+/// and a latency quantile (or 90 s pass).
+fn scrape_through_prometheus(server: &Server, web_port: u16) -> (Option<f64>, Option<f64>) {
+    let query = |q: &str| -> Option<f64> {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{web_port}/api/v1/query"))
+            .query(&[("query", q)])
+            .send()
+            .ok()?;
+        let v: Value = r.json().ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    // Traffic only after Prometheus has a first sample, so rates have something to compare.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline && query("up{job=\"tessera\"}") != Some(1.0) {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for i in 0..20 {
+        let r = server.post("/embed", &json!({"inputs": [format!("text {i}"), "another one"]}));
+        assert_eq!(r.status(), 200);
+    }
+    let mut count = None;
+    let mut quantile = None;
+    while Instant::now() < deadline {
+        count = query("sum(te_request_count)");
+        quantile = query("histogram_quantile(0.5, sum by (le) (rate(te_request_duration_bucket[30s])))");
+        if count.is_some_and(|c| c > 0.0) && quantile.is_some_and(|q| q.is_finite() && q > 0.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    (count, quantile)
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {

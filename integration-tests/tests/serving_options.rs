@@ -121,7 +121,7 @@ fn sharded_safetensors_serve_the_same_vectors() {
     let golden: Value = serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
     let server = Server::start(dir.path(), &[]);
     let info: Value = server.get("/info").json().unwrap();
-    assert_eq!(info["backend"], "bert");
+    assert_eq!(info["backend"], "flash");
     let got: Vec<Vec<f32>> = server
         .post("/embed", &json!({"inputs": golden["texts"][1]}))
         .json()

@@ -4,6 +4,8 @@ use tessera_core::{BackendFactory, Registry};
 
 /// Order breaks ties between backends that can both serve a model.
 pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
+    #[cfg(feature = "flash")]
+    &tessera_flash::FlashBackend,
     #[cfg(feature = "jina-bert")]
     &tessera_jina_bert::JinaBertBackend,
     #[cfg(feature = "bert")]
@@ -27,6 +29,9 @@ mod tests {
         assert_eq!(unique.len(), names.len(), "{names:?}");
         if cfg!(feature = "bert") {
             assert!(names.contains(&"bert"));
+        }
+        if cfg!(feature = "flash") {
+            assert_eq!(names[0], "flash", "flash wins ties");
         }
         if cfg!(feature = "jina-bert") {
             assert!(names.contains(&"jina-bert"));

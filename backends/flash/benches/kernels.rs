@@ -1,0 +1,128 @@
+//! `cargo bench -p tessera-flash --bench kernels`
+//!
+//! 1. GFLOP/s of the linear layers (candle's CPU matmul) at [16, 128, 2048 tokens x 384] x
+//!    [384 x 1536], the shapes of all-MiniLM-L6-v2's feed-forward.
+//! 2. The varlen kernel against the padded reference: a batch of mixed lengths (16-512 tokens,
+//!    12 heads of 32) and one 8192-token input (4 heads of 8, as jina-tiny), each in its own
+//!    process so the reported peak RSS belongs to that case alone.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::Linear;
+use tessera_core::{AttentionKernel, PaddedAttention, PositionBias, SeqOffsets};
+use tessera_flash::kernels::VarlenCpu;
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = seed;
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// Median wall time of `f` over enough runs to take about a second (at least 3).
+fn median(mut f: impl FnMut()) -> Duration {
+    f();
+    let probe = Instant::now();
+    f();
+    let once = probe.elapsed().max(Duration::from_micros(1));
+    let runs = ((1.0 / once.as_secs_f64()) as usize).clamp(3, 200);
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(str::to_string))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn matmul() {
+    println!(
+        "linear layer [tokens x 384] x [384 x 1536] (threads: {})",
+        candle_core::utils::get_num_threads()
+    );
+    let linear = Linear::new(random(&[1536, 384], 1), Some(random(&[1536], 2)));
+    for tokens in [16usize, 128, 2048] {
+        let x = random(&[tokens, 384], 3);
+        let t = median(|| {
+            let _ = linear.forward(&x).unwrap();
+        });
+        let gflops = 2.0 * tokens as f64 * 384.0 * 1536.0 / t.as_secs_f64() / 1e9;
+        println!(
+            "  {tokens:>5} tokens: {:>8.3} ms  {gflops:>6.1} GFLOP/s",
+            t.as_secs_f64() * 1e3
+        );
+    }
+}
+
+fn run_case(name: &str) {
+    let (lengths, heads, dim, alibi): (Vec<usize>, usize, usize, bool) = match name {
+        n if n.starts_with("mixed") => ((0..32).map(|i| 16 + (i * 97) % 497).collect(), 12, 32, false),
+        _ => (vec![8192], 4, 8, true),
+    };
+    let seqs = SeqOffsets::from_lengths(lengths);
+    let total = seqs.total_tokens();
+    let (q, k, v) = (
+        random(&[total, heads, dim], 4),
+        random(&[total, heads, dim], 5),
+        random(&[total, heads, dim], 6),
+    );
+    let bias = if alibi {
+        PositionBias::Alibi {
+            slopes: (1..=heads).map(|h| 2f32.powf(-8.0 * h as f32 / heads as f32)).collect(),
+        }
+    } else {
+        PositionBias::None
+    };
+    let kernel: Box<dyn AttentionKernel> = if name.ends_with("padded") {
+        Box::new(PaddedAttention::default())
+    } else {
+        Box::new(VarlenCpu)
+    };
+    let before = peak_rss_mib();
+    let t = median(|| {
+        let _ = kernel.attend(&q, &k, &v, &seqs, &bias).unwrap();
+    });
+    println!(
+        "  {name:<16} {total:>5} tokens in {:>2} seqs: {:>9.2} ms  peak RSS {:>6.1} MiB (inputs {before:.1} MiB)",
+        seqs.len(),
+        t.as_secs_f64() * 1e3,
+        peak_rss_mib()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if let Some(case) = args.first().and_then(|a| a.strip_prefix("case:")) {
+        run_case(case);
+        return;
+    }
+    matmul();
+    println!("attention, varlen vs padded (each case in a fresh process)");
+    let me = std::env::current_exe().expect("own path");
+    for case in ["mixed-varlen", "mixed-padded", "long8192-varlen", "long8192-padded"] {
+        let status = std::process::Command::new(&me)
+            .arg(format!("case:{case}"))
+            .status()
+            .expect("run case");
+        assert!(status.success(), "{case} failed");
+    }
+}

@@ -1,0 +1,49 @@
+//! CUDA flash attention (candle-flash-attn, varlen), behind the `cuda` feature.
+
+use candle_core::{DType, Tensor};
+use tessera_core::{AttentionKernel, PositionBias, SeqOffsets};
+
+/// candle-flash-attn's varlen kernels; they run f16/bf16, so f32 inputs go through f16.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CudaFlash;
+
+impl AttentionKernel for CudaFlash {
+    fn name(&self) -> &'static str {
+        "flash-cuda"
+    }
+
+    fn pads(&self) -> bool {
+        false
+    }
+
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        seqs: &SeqOffsets,
+        bias: &PositionBias,
+    ) -> candle_core::Result<Tensor> {
+        let dtype = q.dtype();
+        let compute = if dtype == DType::BF16 { DType::BF16 } else { DType::F16 };
+        let (q, k, v) = (q.to_dtype(compute)?, k.to_dtype(compute)?, v.to_dtype(compute)?);
+        let (_, _, head_dim) = q.dims3()?;
+        let device = q.device();
+        let starts: Vec<u32> = std::iter::once(0).chain(seqs.ranges().map(|r| r.end as u32)).collect();
+        let starts = Tensor::from_vec(starts, seqs.len() + 1, device)?;
+        let max_len = seqs.max_len();
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let out = match bias {
+            PositionBias::None => {
+                candle_flash_attn::flash_attn_varlen(&q, &k, &v, &starts, &starts, max_len, max_len, scale, false)?
+            }
+            PositionBias::Alibi { slopes } => {
+                let slopes = Tensor::from_slice(slopes, slopes.len(), device)?;
+                candle_flash_attn::flash_attn_varlen_alibi(
+                    &q, &k, &v, &slopes, &starts, &starts, max_len, max_len, scale, false,
+                )?
+            }
+        };
+        out.to_dtype(dtype)
+    }
+}

@@ -1,0 +1,97 @@
+//! The unpadded (varlen) path: the bert and jina-bert model definitions, unchanged, with a flash
+//! attention kernel instead of the padded reference. Every token-wise layer already runs on the
+//! packed `[total_tokens, hidden]` stream, so nothing is padded anywhere and the batcher counts
+//! real tokens only.
+//!
+//! [`FlashBackend`] serves whatever the bert or jina-bert backend would serve (same evidence, same
+//! findings) and wins over them in the registry. The kernel is chosen once at load from the
+//! device ([`kernels::kernel_for`]): [`kernels::VarlenCpu`] everywhere, CUDA flash attention with
+//! the `cuda` feature on a GPU.
+//!
+//! ```
+//! use tessera_core::AttentionKernel;
+//! let kernel = tessera_flash::kernels::kernel_for(&candle_core::Device::Cpu);
+//! assert_eq!(kernel.name(), "varlen-cpu");
+//! assert!(!kernel.pads());
+//! ```
+
+pub mod kernels;
+
+use candle_core::Tensor;
+use tessera_bert::BertBackend;
+use tessera_core::{
+    Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
+    ModelInspection,
+};
+use tessera_jina_bert::JinaBertBackend;
+
+/// The flash backend's registration.
+#[derive(Debug, Clone, Copy)]
+pub struct FlashBackend;
+
+/// The architectures flash runs, in the order they are asked.
+const DEFINITIONS: [&dyn BackendFactory; 2] = [&JinaBertBackend, &BertBackend];
+
+impl BackendFactory for FlashBackend {
+    fn name(&self) -> &'static str {
+        "flash"
+    }
+
+    fn assess(&self, inspection: &ModelInspection) -> Assessment {
+        let mut reasons = Vec::new();
+        for definition in DEFINITIONS {
+            match definition.assess(inspection) {
+                Assessment::Serves {
+                    architecture,
+                    evidence,
+                    findings,
+                } => {
+                    return Assessment::Serves {
+                        architecture: format!("{architecture}, unpadded"),
+                        evidence,
+                        findings,
+                    }
+                }
+                Assessment::Declines { reasons: r } => reasons.extend(r),
+            }
+        }
+        Assessment::Declines { reasons }
+    }
+
+    fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Backend>, LoadError> {
+        let definition = DEFINITIONS
+            .into_iter()
+            .find(|d| matches!(d.assess(request.inspection), Assessment::Serves { .. }))
+            .unwrap_or(&BertBackend);
+        let kernel = request
+            .kernel
+            .clone()
+            .unwrap_or_else(|| kernels::kernel_for(&request.device));
+        let inner = definition.load(&LoadRequest {
+            kernel: Some(kernel),
+            ..request.clone()
+        })?;
+        Ok(Box::new(FlashRunner { inner }))
+    }
+}
+
+/// A bert or jina-bert model running with a flash kernel.
+#[derive(Debug)]
+struct FlashRunner {
+    inner: Box<dyn Backend>,
+}
+
+impl Backend for FlashRunner {
+    fn forward(&self, batch: &Batch) -> Result<Tensor, BackendError> {
+        self.inner.forward(batch)
+    }
+
+    fn describe(&self) -> BackendDescription {
+        let inner = self.inner.describe();
+        BackendDescription {
+            backend: "flash",
+            architecture: format!("{}, unpadded", inner.architecture),
+            ..inner
+        }
+    }
+}
