@@ -16,17 +16,17 @@ use crate::metrics::{self, Method};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbedRequest {
-    inputs: Value,
+    pub(crate) inputs: Value,
     #[serde(default)]
-    truncate: Option<bool>,
+    pub(crate) truncate: Option<bool>,
     #[serde(default)]
-    truncation_direction: Option<Direction>,
+    pub(crate) truncation_direction: Option<Direction>,
     #[serde(default)]
-    normalize: Option<bool>,
+    pub(crate) normalize: Option<bool>,
     #[serde(default)]
-    dimensions: Option<usize>,
+    pub(crate) dimensions: Option<usize>,
     #[serde(default)]
-    prompt_name: Option<String>,
+    pub(crate) prompt_name: Option<String>,
 }
 
 /// `"right"`/`"left"`, in any case (TEI's clients send `"Right"`).
@@ -124,7 +124,8 @@ pub(crate) async fn embed(
     }
 }
 
-async fn embed_inner(
+/// Validates, tokenizes and embeds; shared by `/embed` and the OpenAI routes.
+pub(crate) async fn embed_inner(
     state: &AppState,
     request: EmbedRequest,
     started: Instant,

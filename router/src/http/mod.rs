@@ -4,6 +4,7 @@ mod auth;
 mod embed;
 pub(crate) mod error;
 mod info;
+mod openai;
 mod tokenize;
 
 use std::sync::Arc;
@@ -63,7 +64,9 @@ pub(crate) fn app(state: AppState, payload_limit: usize, api_key: Option<&str>) 
     let mut inference = Router::new()
         .route("/embed", post(embed::embed))
         .route("/tokenize", post(tokenize::tokenize))
-        .route("/decode", post(tokenize::decode));
+        .route("/decode", post(tokenize::decode))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/embeddings", post(openai::embeddings));
     if let Some(key) = api_key {
         let key = auth::ApiKey(key.into());
         inference = inference.route_layer(axum::middleware::from_fn_with_state(key, auth::require_api_key));

@@ -1,0 +1,239 @@
+//! `POST /v1/embeddings` and `/embeddings`, as OpenAI's API defines them: request and response
+//! shapes, base64 encoding, `dimensions`, real token usage, and errors in OpenAI's shape.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::embed::{embed_inner, timing_headers, EmbedRequest};
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::metrics::{self, Method};
+
+/// OpenAI's limit on inputs per request.
+const MAX_INPUTS: usize = 2048;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbeddingsRequest {
+    input: Value,
+    #[serde(default)]
+    #[allow(dead_code)]
+    model: Option<String>,
+    #[serde(default)]
+    encoding_format: Option<EncodingFormat>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum EncodingFormat {
+    Float,
+    Base64,
+}
+
+#[derive(Debug, Serialize)]
+struct EmbeddingsResponse {
+    object: &'static str,
+    data: Vec<Embedding>,
+    model: String,
+    usage: Usage,
+}
+
+#[derive(Debug, Serialize)]
+struct Embedding {
+    object: &'static str,
+    embedding: EmbeddingValue,
+    index: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum EmbeddingValue {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Debug, Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+/// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug)]
+pub(crate) struct OpenAiError(ApiError);
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: &'static str,
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        // OpenAI answers every invalid request with 400; overload, auth and server errors keep theirs.
+        let (status, kind) = match e.status.as_u16() {
+            401 => (StatusCode::UNAUTHORIZED, "invalid_request_error"),
+            429 => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            400..=499 if e.status != StatusCode::FAILED_DEPENDENCY => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            503 => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        };
+        let param = match e.code {
+            "dimensions-invalid" => Some("dimensions"),
+            "invalid-json" | "invalid-request" | "content-type-not-json" | "payload-too-large" => None,
+            _ if kind == "invalid_request_error" && status == StatusCode::BAD_REQUEST => Some("input"),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: &e.message,
+                kind,
+                param,
+                code: e.code,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> Self {
+        OpenAiError(e)
+    }
+}
+
+pub(crate) async fn embeddings(
+    State(state): State<AppState>,
+    body: Result<ApiJson<EmbeddingsRequest>, ApiError>,
+) -> Result<Response, OpenAiError> {
+    let started = Instant::now();
+    let request = match body {
+        Ok(ApiJson(request)) => request,
+        Err(e) => {
+            metrics::request_received(Method::Invalid);
+            metrics::request_failed(e.failure());
+            return Err(e.into());
+        }
+    };
+    let method = match &request.input {
+        Value::Array(items) if items.is_empty() || !items.iter().all(Value::is_number) => Method::Batch,
+        _ => Method::Single,
+    };
+    metrics::request_received(method);
+    let result = embeddings_inner(&state, request, started, method).await;
+    if let Err(e) = &result {
+        metrics::request_failed(e.0.failure());
+    }
+    result
+}
+
+async fn embeddings_inner(
+    state: &AppState,
+    request: EmbeddingsRequest,
+    started: Instant,
+    method: Method,
+) -> Result<Response, OpenAiError> {
+    check_openai_input(&request.input)?;
+    let format = request.encoding_format.unwrap_or(EncodingFormat::Float);
+    let tei = EmbedRequest {
+        inputs: request.input,
+        truncate: None,
+        truncation_direction: None,
+        normalize: Some(true),
+        dimensions: request.dimensions,
+        prompt_name: None,
+    };
+    let (vectors, timings) = embed_inner(state, tei, started).await?;
+    metrics::request_succeeded(
+        method,
+        &metrics::RequestTimings {
+            total: started.elapsed(),
+            tokenization: timings.tokenization,
+            queue: timings.queue,
+            inference: timings.inference,
+        },
+    );
+    let data = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| Embedding {
+            object: "embedding",
+            embedding: match format {
+                EncodingFormat::Float => EmbeddingValue::Float(v),
+                EncodingFormat::Base64 => {
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    EmbeddingValue::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+                }
+            },
+            index,
+        })
+        .collect();
+    let response = EmbeddingsResponse {
+        object: "list",
+        data,
+        model: state.info.model_id.clone(),
+        usage: Usage {
+            prompt_tokens: timings.tokens,
+            total_tokens: timings.tokens,
+        },
+    };
+    Ok((timing_headers(&timings), Json(response)).into_response())
+}
+
+/// OpenAI rejects empty inputs (TEI's `/embed` accepts an empty string; this route follows OpenAI).
+fn check_openai_input(input: &Value) -> Result<(), ApiError> {
+    let empty = || {
+        ApiError::validation(
+            "empty-input",
+            "'input' cannot be empty: pass a non-empty string or list",
+        )
+    };
+    match input {
+        Value::String(s) if s.is_empty() => Err(empty()),
+        Value::Array(items) if items.is_empty() => Err(empty()),
+        Value::Array(items) if items.len() > MAX_INPUTS => Err(ApiError::validation(
+            "too-many-inputs",
+            format!("'input' has {} items; at most {MAX_INPUTS} are allowed", items.len()),
+        )),
+        Value::Array(items) => match items
+            .iter()
+            .position(|i| i.as_str() == Some("") || i.as_array().is_some_and(Vec::is_empty))
+        {
+            Some(i) => Err(ApiError::validation(
+                "empty-input",
+                format!("'input[{i}]' cannot be empty"),
+            )),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
