@@ -9,7 +9,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::http::error::ApiError;
 use crate::metrics;
-use crate::queue::{Job, JobError, JobOutput, Queue};
+use crate::queue::{Job, JobError, JobOutput, OutputKind, Queue};
 
 /// One input as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl Infer {
     }
 
     /// Runs tokenized inputs through the model; outputs come back in input order.
-    pub(crate) async fn run(&self, encoded: Vec<Encoded>) -> Result<Vec<JobOutput>, ApiError> {
+    pub(crate) async fn run(&self, encoded: Vec<Encoded>, output: OutputKind) -> Result<Vec<JobOutput>, ApiError> {
         if !self.is_healthy() {
             return Err(ApiError::unhealthy("the model worker is not running"));
         }
@@ -138,6 +138,7 @@ impl Infer {
                 receivers.push(rx);
                 Job {
                     encoded,
+                    output,
                     reply,
                     enqueued: now,
                 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tessera_core::{Backend, Batch, EmbeddingHead, Pooling};
 
 use crate::metrics;
-use crate::queue::{Budget, Job, JobError, JobOutput, Queue};
+use crate::queue::{Budget, Embedding, Job, JobError, JobOutput, OutputKind, Queue};
 
 /// What the model thread owns.
 pub(crate) struct Worker {
@@ -51,7 +51,8 @@ impl Worker {
             padding_ratio,
         );
         // A panic inside a kernel must fail this batch only, never the server.
-        let result = catch_unwind(AssertUnwindSafe(|| self.embed(&batch))).unwrap_or_else(|panic| {
+        let kinds: Vec<OutputKind> = jobs.iter().map(|j| j.output).collect();
+        let result = catch_unwind(AssertUnwindSafe(|| self.embed(&batch, &kinds))).unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -62,11 +63,11 @@ impl Worker {
         });
         let inference_time = started.elapsed();
         match result {
-            Ok(vectors) => {
-                for (job, vector) in jobs.into_iter().zip(vectors) {
+            Ok(outputs) => {
+                for (job, embedding) in jobs.into_iter().zip(outputs) {
                     let queue_time = started.saturating_duration_since(job.enqueued);
                     let _ = job.reply.send(Ok(JobOutput {
-                        vector,
+                        embedding,
                         queue_time,
                         inference_time,
                     }));
@@ -81,12 +82,37 @@ impl Worker {
         }
     }
 
-    fn embed(&self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
+    fn embed(&self, batch: &Batch, kinds: &[OutputKind]) -> Result<Vec<Embedding>, String> {
         let forward_started = Instant::now();
         let hidden = self.backend.forward(batch).map_err(|e| e.to_string())?;
         metrics::backend_forward(forward_started.elapsed());
-        let pooled = self.pooling.pool(&hidden, &batch.seqs).map_err(|e| e.to_string())?;
-        let out = self.head.forward(&pooled).map_err(|e| e.to_string())?;
-        out.to_vec2::<f32>().map_err(|e| e.to_string())
+        let pooled = if kinds.contains(&OutputKind::Pooled) {
+            let pooled = self.pooling.pool(&hidden, &batch.seqs).map_err(|e| e.to_string())?;
+            Some(
+                self.head
+                    .forward(&pooled)
+                    .and_then(|t| t.to_vec2::<f32>())
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        let hidden = hidden.to_dtype(candle_core::DType::F32).map_err(|e| e.to_string())?;
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| match (kind, &pooled) {
+                (OutputKind::Pooled, Some(pooled)) => Ok(Embedding::Pooled(pooled[i].clone())),
+                (OutputKind::Pooled, None) => Err("pooling was skipped".to_string()),
+                (OutputKind::Tokens, _) => {
+                    let range = batch.seqs.range(i);
+                    hidden
+                        .narrow(0, range.start, range.len())
+                        .and_then(|t| t.to_vec2::<f32>())
+                        .map(Embedding::Tokens)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .collect()
     }
 }

@@ -13,6 +13,7 @@ use super::error::{ApiError, ApiJson};
 use super::{token_id, AppState};
 use crate::infer::{Input, Timings, Truncation};
 use crate::metrics::{self, Method};
+use crate::queue::{Embedding, OutputKind};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbedRequest {
@@ -124,12 +125,34 @@ pub(crate) async fn embed(
     }
 }
 
-/// Validates, tokenizes and embeds; shared by `/embed` and the OpenAI routes.
+/// Validates, tokenizes and embeds; shared by `/embed`, `/similarity` and the OpenAI routes.
 pub(crate) async fn embed_inner(
     state: &AppState,
     request: EmbedRequest,
     started: Instant,
 ) -> Result<(Vec<Vec<f32>>, Timings), ApiError> {
+    let normalize = request.normalize.unwrap_or(true);
+    let dimensions = request.dimensions;
+    let (outputs, timings) = run_request(state, request, started, OutputKind::Pooled).await?;
+    let vectors = outputs
+        .into_iter()
+        .map(|e| match e {
+            Embedding::Pooled(v) => Ok(finish_embedding(v, dimensions, normalize)),
+            Embedding::Tokens(_) => Err(ApiError::backend(
+                "the model returned token vectors for a pooled request",
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((vectors, timings))
+}
+
+/// Validates a TEI-style request, admits, tokenizes and runs it; outputs in input order.
+pub(crate) async fn run_request(
+    state: &AppState,
+    request: EmbedRequest,
+    started: Instant,
+    kind: OutputKind,
+) -> Result<(Vec<Embedding>, Timings), ApiError> {
     let inputs = parse_inputs(&request.inputs)?;
     if inputs.len() > state.max_client_batch_size {
         return Err(ApiError::too_large(
@@ -163,15 +186,14 @@ pub(crate) async fn embed_inner(
     let tokens = encoded.iter().map(|e| e.len()).sum();
     metrics::inputs_submitted(encoded.iter().map(|e| e.len()));
 
-    let outputs = state.infer.run(encoded).await?;
-    let normalize = request.normalize.unwrap_or(true);
+    let outputs = state.infer.run(encoded, kind).await?;
     let (mut queue, mut inference) = (Duration::ZERO, Duration::ZERO);
-    let mut vectors = Vec::with_capacity(outputs.len());
+    let mut embeddings = Vec::with_capacity(outputs.len());
     for out in outputs {
         metrics::input_embedded(started.elapsed(), tokenization, out.queue_time, out.inference_time);
         queue = queue.max(out.queue_time);
         inference = inference.max(out.inference_time);
-        vectors.push(finish_embedding(out.vector, request.dimensions, normalize));
+        embeddings.push(out.embedding);
     }
     let timings = Timings {
         started,
@@ -181,7 +203,7 @@ pub(crate) async fn embed_inner(
         queue,
         inference,
     };
-    Ok((vectors, timings))
+    Ok((embeddings, timings))
 }
 
 /// TEI's response headers; times in milliseconds.

@@ -5,6 +5,7 @@ mod embed;
 pub(crate) mod error;
 mod info;
 mod openai;
+mod similarity;
 mod tokenize;
 
 use std::sync::Arc;
@@ -62,7 +63,10 @@ impl Prompts {
 /// inference routes require it; `/health`, `/info` and `/metrics` stay open.
 pub(crate) fn app(state: AppState, payload_limit: usize, api_key: Option<&str>) -> Router {
     let mut inference = Router::new()
+        .route("/", post(similarity::root))
         .route("/embed", post(embed::embed))
+        .route("/embed_all", post(similarity::embed_all))
+        .route("/similarity", post(similarity::similarity))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/decode", post(tokenize::decode))
         .route("/v1/embeddings", post(openai::embeddings))

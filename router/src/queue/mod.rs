@@ -17,11 +17,26 @@ use crate::metrics;
 
 pub(crate) use batcher::Budget;
 
+/// What a request wants back for each input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputKind {
+    /// The sentence vector after pooling and Dense modules, before normalization.
+    Pooled,
+    /// Every token's last hidden state (`/embed_all`).
+    Tokens,
+}
+
+/// One input's result.
+#[derive(Debug)]
+pub(crate) enum Embedding {
+    Pooled(Vec<f32>),
+    Tokens(Vec<Vec<f32>>),
+}
+
 /// What the model thread sends back for one input.
 #[derive(Debug)]
 pub(crate) struct JobOutput {
-    /// The sentence vector after pooling and Dense modules, before normalization.
-    pub(crate) vector: Vec<f32>,
+    pub(crate) embedding: Embedding,
     pub(crate) queue_time: Duration,
     pub(crate) inference_time: Duration,
 }
@@ -39,6 +54,7 @@ pub(crate) enum JobError {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) encoded: Encoded,
+    pub(crate) output: OutputKind,
     pub(crate) reply: oneshot::Sender<Result<JobOutput, JobError>>,
     pub(crate) enqueued: Instant,
 }

@@ -1,0 +1,174 @@
+//! `POST /similarity`, `POST /embed_all`, and `POST /` (TEI's default route, which
+//! `huggingface_hub.InferenceClient` posts to): it dispatches on the body's shape, so similarity
+//! needs no `TASK` variable as it does in TEI.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::embed::{embed, embed_inner, run_request, timing_headers, Direction, EmbedRequest};
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::metrics::{self, Method};
+use crate::queue::{Embedding, OutputKind};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SimilarityInputs {
+    source_sentence: String,
+    sentences: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SimilarityRequest {
+    inputs: SimilarityInputs,
+    #[serde(default)]
+    truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Option<Direction>,
+    #[serde(default)]
+    prompt_name: Option<String>,
+}
+
+/// Counts a request under TEI's metrics around `run`.
+async fn counted<T, F>(
+    body: Result<ApiJson<T>, ApiError>,
+    method: Method,
+    run: impl FnOnce(T) -> F,
+) -> Result<Response, ApiError>
+where
+    F: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let request = match body {
+        Ok(ApiJson(request)) => request,
+        Err(e) => {
+            metrics::request_received(Method::Invalid);
+            metrics::request_failed(e.failure());
+            return Err(e);
+        }
+    };
+    metrics::request_received(method);
+    let result = run(request).await;
+    if let Err(e) = &result {
+        metrics::request_failed(e.failure());
+    }
+    result
+}
+
+pub(crate) async fn similarity(
+    State(state): State<AppState>,
+    body: Result<ApiJson<SimilarityRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    counted(body, Method::Batch, |request| similarity_inner(state, request)).await
+}
+
+async fn similarity_inner(state: AppState, request: SimilarityRequest) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    if request.inputs.sentences.is_empty() {
+        return Err(ApiError::empty("`inputs.sentences` is empty"));
+    }
+    let mut texts = vec![Value::String(request.inputs.source_sentence)];
+    texts.extend(request.inputs.sentences.into_iter().map(Value::String));
+    let tei = EmbedRequest {
+        inputs: Value::Array(texts),
+        truncate: request.truncate,
+        truncation_direction: request.truncation_direction,
+        normalize: Some(true),
+        dimensions: None,
+        prompt_name: request.prompt_name,
+    };
+    let (vectors, timings) = embed_inner(&state, tei, started).await?;
+    let (source, others) = vectors
+        .split_first()
+        .ok_or_else(|| ApiError::backend("no vectors came back"))?;
+    // Both sides are unit vectors (zero vectors stay zero), so the dot product is the cosine.
+    let scores: Vec<f32> = others
+        .iter()
+        .map(|v| v.iter().zip(source).map(|(a, b)| a * b).sum())
+        .collect();
+    succeeded(Method::Batch, &timings, started);
+    Ok((timing_headers(&timings), ApiJson(scores)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbedAllRequest {
+    inputs: Value,
+    #[serde(default)]
+    truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Option<Direction>,
+    #[serde(default)]
+    prompt_name: Option<String>,
+}
+
+pub(crate) async fn embed_all(
+    State(state): State<AppState>,
+    body: Result<ApiJson<EmbedAllRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let method = match &body {
+        Ok(ApiJson(r)) if matches!(&r.inputs, Value::Array(items) if items.is_empty() || !items.iter().all(Value::is_number)) => {
+            Method::Batch
+        }
+        _ => Method::Single,
+    };
+    counted(body, method, |request| async move {
+        let started = Instant::now();
+        let tei = EmbedRequest {
+            inputs: request.inputs,
+            truncate: request.truncate,
+            truncation_direction: request.truncation_direction,
+            normalize: None,
+            dimensions: None,
+            prompt_name: request.prompt_name,
+        };
+        let (outputs, timings) = run_request(&state, tei, started, OutputKind::Tokens).await?;
+        let tokens = outputs
+            .into_iter()
+            .map(|e| match e {
+                Embedding::Tokens(t) => Ok(t),
+                Embedding::Pooled(_) => Err(ApiError::backend("the model returned a pooled vector for /embed_all")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        succeeded(method, &timings, started);
+        Ok((timing_headers(&timings), ApiJson(tokens)).into_response())
+    })
+    .await
+}
+
+fn succeeded(method: Method, timings: &crate::infer::Timings, started: Instant) {
+    metrics::request_succeeded(
+        method,
+        &metrics::RequestTimings {
+            total: started.elapsed(),
+            tokenization: timings.tokenization,
+            queue: timings.queue,
+            inference: timings.inference,
+        },
+    );
+}
+
+/// `POST /`: similarity when `inputs` is `{source_sentence, sentences}`, else the model's task.
+pub(crate) async fn root(
+    State(state): State<AppState>,
+    body: Result<ApiJson<Value>, ApiError>,
+) -> Result<Response, ApiError> {
+    let value = match body {
+        Ok(ApiJson(value)) => value,
+        Err(e) => {
+            metrics::request_received(Method::Invalid);
+            metrics::request_failed(e.failure());
+            return Err(e);
+        }
+    };
+    let is_similarity = value.get("inputs").and_then(|i| i.get("source_sentence")).is_some();
+    fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+        serde_json::from_value(value).map_err(|e| ApiError::validation("invalid-request", e.to_string()))
+    }
+    if is_similarity {
+        similarity(State(state), parse(value).map(ApiJson)).await
+    } else {
+        embed(State(state), parse(value).map(ApiJson)).await
+    }
+}
