@@ -104,6 +104,7 @@ mod tests {
             let (tx, rx) = oneshot::channel();
             q.push_back(Job {
                 encoded: Encoded::from_ids(vec![1; len]),
+                output: crate::queue::OutputKind::Pooled,
                 reply: tx,
                 enqueued: Instant::now(),
             });
