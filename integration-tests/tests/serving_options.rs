@@ -189,3 +189,42 @@ fn pytorch_model_bin_serves_the_same_vectors() {
         tessera_integration_tests::assert_parity(g, w, &format!("pytorch_model.bin text {i}"));
     }
 }
+
+#[test]
+fn cors_allows_the_configured_origin_with_auth_and_json_headers() {
+    let server = Server::start(
+        &minilm(),
+        &["--cors-allow-origin", "https://app.example", "--api-key", "k"],
+    );
+    let client = reqwest::blocking::Client::new();
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{}/embed", server.url))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    let r = client
+        .post(format!("{}/embed", server.url))
+        .header("origin", "https://app.example")
+        .header("authorization", "Bearer k")
+        .json(&json!({"inputs": "hi"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    let other = client
+        .get(format!("{}/health", server.url))
+        .header("origin", "https://evil.example")
+        .send()
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

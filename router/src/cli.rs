@@ -157,6 +157,11 @@ pub(crate) struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) shutdown_grace: Option<u64>,
 
+    /// Origins allowed to call the API from a browser (repeat the flag; `*` allows any).
+    #[arg(long, value_name = "ORIGIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cors_allow_origin: Option<Vec<String>>,
+
     /// Model name reported to clients [default: the model id].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

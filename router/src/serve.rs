@@ -192,7 +192,12 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         auto_truncate: settings.auto_truncate,
         metrics: metrics_handle.clone(),
     };
-    let app = http::app(state, settings.payload_limit, settings.api_key.as_deref());
+    let app = http::app(
+        state,
+        settings.payload_limit,
+        settings.api_key.as_deref(),
+        settings.cors_allow_origin.as_deref(),
+    )?;
 
     let ip: std::net::IpAddr = settings
         .hostname

@@ -61,6 +61,7 @@ pub(crate) struct Settings {
     pub(crate) tokenization_workers: Option<usize>,
     pub(crate) served_model_name: Option<String>,
     pub(crate) shutdown_grace: u64,
+    pub(crate) cors_allow_origin: Option<Vec<String>>,
 }
 
 impl Default for Settings {
@@ -87,6 +88,7 @@ impl Default for Settings {
             tokenization_workers: None,
             served_model_name: None,
             shutdown_grace: 30,
+            cors_allow_origin: None,
         }
     }
 }

@@ -61,7 +61,12 @@ impl Prompts {
 
 /// Builds the router with every route and the JSON error contract. With an API key, the
 /// inference routes require it; `/health`, `/info` and `/metrics` stay open.
-pub(crate) fn app(state: AppState, payload_limit: usize, api_key: Option<&str>) -> Router {
+pub(crate) fn app(
+    state: AppState,
+    payload_limit: usize,
+    api_key: Option<&str>,
+    cors: Option<&[String]>,
+) -> anyhow::Result<Router> {
     let mut inference = Router::new()
         .route("/", post(similarity::root))
         .route("/embed", post(embed::embed))
@@ -75,15 +80,41 @@ pub(crate) fn app(state: AppState, payload_limit: usize, api_key: Option<&str>) 
         let key = auth::ApiKey(key.into());
         inference = inference.route_layer(axum::middleware::from_fn_with_state(key, auth::require_api_key));
     }
-    Router::new()
+    let router = Router::new()
         .merge(inference)
         .route("/health", get(info::health))
         .route("/metrics", get(metrics))
         .route("/info", get(info::info))
         .fallback(error::not_found)
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(payload_limit))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(payload_limit));
+    let router = match cors {
+        Some(origins) => router.layer(cors_layer(origins)?),
+        None => router,
+    };
+    Ok(router.with_state(state))
+}
+
+/// CORS for `--cors-allow-origin`, allowing the headers clients send (`Authorization` for
+/// `--api-key`, `Content-Type` for JSON bodies).
+fn cors_layer(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o).map_err(|_| anyhow::anyhow!("--cors-allow-origin `{o}` is not a valid origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(values)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]))
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
