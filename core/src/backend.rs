@@ -41,6 +41,9 @@ pub struct BackendDescription {
     pub vocab_size: usize,
     /// Longest sequence the position scheme supports, if bounded.
     pub max_positions: Option<usize>,
+    /// A cap on inputs per batch the backend needs (e.g. a fixed-size kernel workspace); it
+    /// overrides a larger `--max-batch-requests`, and the router says so. `None`: no cap.
+    pub preferred_max_batch_requests: Option<usize>,
 }
 
 /// What a backend says about a model it was shown.

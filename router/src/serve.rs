@@ -105,9 +105,27 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     );
 
     let tokenization_workers = settings.tokenization_workers.unwrap_or(threads).max(1);
+    let mut max_batch_requests = settings.max_batch_requests;
+    let mut batch_notes = Vec::new();
+    if let Some(cap) = description.preferred_max_batch_requests {
+        if max_batch_requests.is_none_or(|asked| asked > cap) {
+            let note = format!(
+                "the {} backend runs at most {cap} inputs per batch: --max-batch-requests {} is lowered to {cap}",
+                description.backend,
+                max_batch_requests.map_or("(unset)".to_string(), |n| n.to_string())
+            );
+            tracing::warn!("{note}");
+            batch_notes.push(
+                tessera_core::Finding::warning("max-batch-requests-capped", note)
+                    .about("--max-batch-requests")
+                    .fix(format!("pass --max-batch-requests {cap} or less to silence this")),
+            );
+            max_batch_requests = Some(cap);
+        }
+    }
     let budget = Budget {
         max_tokens: settings.max_batch_tokens,
-        max_requests: settings.max_batch_requests.unwrap_or(usize::MAX),
+        max_requests: max_batch_requests.unwrap_or(usize::MAX),
         pads: description.pads,
     };
     tracing::info!(
@@ -161,7 +179,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         max_concurrent_requests: settings.max_concurrent_requests,
         max_input_length: plan.max_input_length,
         max_batch_tokens: settings.max_batch_tokens,
-        max_batch_requests: settings.max_batch_requests,
+        max_batch_requests,
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
         tokenization_workers,
@@ -181,6 +199,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
             .iter()
             .filter(|f| f.severity == tessera_core::Severity::Warning)
             .cloned()
+            .chain(batch_notes)
             .collect(),
     };
     let state = AppState {

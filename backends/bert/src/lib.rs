@@ -89,6 +89,7 @@ impl Backend for BertRunner {
             hidden_size: cfg.hidden_size,
             vocab_size: cfg.vocab_size,
             max_positions: Some(cfg.max_position_embeddings),
+            preferred_max_batch_requests: None,
         }
     }
 }

@@ -99,6 +99,7 @@ impl Backend for JinaRunner {
             hidden_size: cfg.hidden_size,
             vocab_size: cfg.vocab_size,
             max_positions: Some(cfg.max_position_embeddings),
+            preferred_max_batch_requests: None,
         }
     }
 }
