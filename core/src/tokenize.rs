@@ -177,6 +177,39 @@ impl TextTokenizer {
         }
     }
 
+    /// Tokenizes a text pair (`[CLS] a [SEP] b [SEP]`, segment ids 0 then 1), as rerankers and
+    /// pair classifiers take it. Over-long pairs are cut longest-first when truncating.
+    pub fn encode_pair(
+        &self,
+        first: &str,
+        second: &str,
+        truncate: Option<TruncationDirection>,
+    ) -> Result<Encoded, TokenizeError> {
+        let chars = first.chars().count() + second.chars().count();
+        let encode = |tokenizer: &Tokenizer| {
+            tokenizer
+                .encode((first, second), true)
+                .map(|e| Encoded {
+                    ids: e.get_ids().to_vec(),
+                    type_ids: e.get_type_ids().to_vec(),
+                    chars,
+                })
+                .map_err(|e| TokenizeError::Tokenizer(e.to_string()))
+        };
+        let full = encode(&self.untruncated)?;
+        if full.ids.len() <= self.max_input_length {
+            return Ok(full);
+        }
+        match truncate {
+            None => Err(TokenizeError::TooLong {
+                max: self.max_input_length,
+                given: full.ids.len(),
+            }),
+            Some(TruncationDirection::Right) => encode(&self.right),
+            Some(TruncationDirection::Left) => encode(&self.left),
+        }
+    }
+
     fn encode_with(&self, tokenizer: &Tokenizer, text: &str) -> Result<Encoded, TokenizeError> {
         let encoding = tokenizer
             .encode(text, true)

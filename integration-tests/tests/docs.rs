@@ -36,6 +36,7 @@ fn every_finding_code_is_documented() {
         "core/src/error.rs",
         "core/src/expect.rs",
         "core/src/registry.rs",
+        "core/src/classify.rs",
         "backends/bert/src/assess.rs",
         "backends/jina-bert/src/assess.rs",
         "router/src/plan.rs",

@@ -18,6 +18,8 @@ pub(crate) enum Input {
     Text(String),
     /// Token ids, used exactly as given.
     Ids(Vec<u32>),
+    /// A text pair for a cross-encoder (`[CLS] a [SEP] b [SEP]`); prompts are not applied.
+    Pair(String, String),
 }
 
 /// How over-long inputs are handled for one request.
@@ -182,6 +184,13 @@ fn encode_one(
                 other => ApiError::tokenizer(format!("input {index}: {other}")),
             })
         }
+        Input::Pair(first, second) => tokenizer.encode_pair(&first, &second, direction).map_err(|e| match e {
+            TokenizeError::TooLong { max, given } => ApiError::too_large(
+                "input-too-long",
+                format!("input {index} has {given} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate"),
+            ),
+            other => ApiError::tokenizer(format!("input {index}: {other}")),
+        }),
         Input::Ids(ids) => {
             if ids.is_empty() {
                 return Err(ApiError::validation(

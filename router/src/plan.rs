@@ -1,7 +1,9 @@
 //! What inspecting the model decided: backend and evidence, pooling, maximum input length.
 //! Used by `serve` (before any weight is loaded) and by `validate-model`.
 
-use tessera_core::{Chosen, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity};
+use tessera_core::{
+    Chosen, ClassifierSpec, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity,
+};
 
 use crate::settings::Dtype;
 
@@ -22,6 +24,8 @@ pub(crate) struct ServingPlan {
     pub(crate) pooling_source: String,
     pub(crate) max_input_length: usize,
     pub(crate) dtype: Dtype,
+    /// The classification head, for `*ForSequenceClassification` checkpoints.
+    pub(crate) classifier: Option<ClassifierSpec>,
 }
 
 /// The outcome of planning: every finding, the selection, and the plan when servable.
@@ -70,7 +74,30 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
         (None, _) => {}
     }
 
-    let pooling = choose_pooling(inspection, request.pooling.as_deref(), &mut findings);
+    let classifier = match ClassifierSpec::detect(inspection) {
+        None => None,
+        Some(Ok(spec)) => Some(spec),
+        Some(Err(finding)) => {
+            findings.push(*finding);
+            None
+        }
+    };
+    let pooling = if classifier.is_some() {
+        if request.pooling.is_some() {
+            findings.push(
+                Finding::warning(
+                    "pooling-ignored-for-classifier",
+                    "--pooling is ignored: the model is a classifier",
+                )
+                .about("--pooling")
+                .fix("leave out --pooling for *ForSequenceClassification models"),
+            );
+        }
+        // Classifiers pool through their own pooler on [CLS]; `/embed` is refused for them.
+        Some((Pooling::Cls, "the classifier's pooler".to_string()))
+    } else {
+        choose_pooling(inspection, request.pooling.as_deref(), &mut findings)
+    };
     let max_input_length = max_input_length(inspection, request.max_batch_tokens, &mut findings);
     let dtype = request.dtype.unwrap_or(Dtype::Float32);
 
@@ -82,6 +109,7 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
             pooling_source,
             max_input_length,
             dtype,
+            classifier,
         }),
         _ => None,
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use candle_core::Device;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tessera_core::{EmbeddingHead, LoadRequest, TextTokenizer};
+use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, TextTokenizer};
 
 use crate::backends;
 use crate::http::{self, AppState, Info, Prompts};
@@ -95,6 +95,18 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         .with_context(|| format!("loading {}", root.display()))?;
     let description = backend.describe();
     let head = EmbeddingHead::load(&inspection.sentence_transformers.dense, &device)?;
+    let classifier = match &plan.classifier {
+        Some(spec) => Some(ClassifierHead::load(
+            &LoadRequest {
+                inspection: &inspection,
+                dtype: plan.dtype.candle(),
+                device: device.clone(),
+                kernel: None,
+            },
+            spec,
+        )?),
+        None => None,
+    };
     let output_dim = head.output_dim(description.hidden_size);
     tracing::info!(
         "loaded {} ({}, kernel {}) in {:.2?}",
@@ -156,6 +168,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
             backend,
             pooling: plan.pooling,
             head,
+            classifier,
             budget,
         },
         queue.clone(),
@@ -175,7 +188,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         model_id: served_name,
         model_sha: settings.revision.clone(),
         model_dtype: plan.dtype.name().into(),
-        model_type: http::info_model_type(plan.pooling),
+        model_type: http::info_model_type(plan.pooling, plan.classifier.as_ref()),
         max_concurrent_requests: settings.max_concurrent_requests,
         max_input_length: plan.max_input_length,
         max_batch_tokens: settings.max_batch_tokens,
@@ -207,6 +220,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         info: Arc::new(info),
         prompts: Arc::new(prompts),
         output_dim,
+        labels: plan.classifier.as_ref().map(|c| c.labels.clone()),
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
         metrics: metrics_handle.clone(),

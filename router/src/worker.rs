@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tessera_core::{Backend, Batch, EmbeddingHead, Pooling};
+use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Pooling};
 
 use crate::metrics;
 use crate::queue::{Budget, Embedding, Job, JobError, JobOutput, OutputKind, Queue};
@@ -16,6 +16,7 @@ pub(crate) struct Worker {
     pub(crate) backend: Box<dyn Backend>,
     pub(crate) pooling: Pooling,
     pub(crate) head: EmbeddingHead,
+    pub(crate) classifier: Option<ClassifierHead>,
     pub(crate) budget: Budget,
 }
 
@@ -97,6 +98,15 @@ impl Worker {
         } else {
             None
         };
+        let logits = match (&self.classifier, kinds.contains(&OutputKind::Logits)) {
+            (Some(head), true) => Some(
+                head.forward(&hidden, &batch.seqs)
+                    .and_then(|t| t.to_vec2::<f32>())
+                    .map_err(|e| e.to_string())?,
+            ),
+            (None, true) => return Err("the model has no classification head".into()),
+            (_, false) => None,
+        };
         let hidden = hidden.to_dtype(candle_core::DType::F32).map_err(|e| e.to_string())?;
         kinds
             .iter()
@@ -104,6 +114,10 @@ impl Worker {
             .map(|(i, kind)| match (kind, &pooled) {
                 (OutputKind::Pooled, Some(pooled)) => Ok(Embedding::Pooled(pooled[i].clone())),
                 (OutputKind::Pooled, None) => Err("pooling was skipped".to_string()),
+                (OutputKind::Logits, _) => logits
+                    .as_ref()
+                    .map(|l| Embedding::Logits(l[i].clone()))
+                    .ok_or_else(|| "the classification head was skipped".to_string()),
                 (OutputKind::Tokens, _) => {
                     let range = batch.seqs.range(i);
                     hidden

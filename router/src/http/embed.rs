@@ -133,13 +133,19 @@ pub(crate) async fn embed_inner(
 ) -> Result<(Vec<Vec<f32>>, Timings), ApiError> {
     let normalize = request.normalize.unwrap_or(true);
     let dimensions = request.dimensions;
+    if state.labels.is_some() {
+        return Err(ApiError::validation(
+            "wrong-model-type",
+            "the model is a classifier: use /predict (or /rerank for a reranker)",
+        ));
+    }
     let (outputs, timings) = run_request(state, request, started, OutputKind::Pooled).await?;
     let vectors = outputs
         .into_iter()
         .map(|e| match e {
             Embedding::Pooled(v) => Ok(finish_embedding(v, dimensions, normalize)),
-            Embedding::Tokens(_) => Err(ApiError::backend(
-                "the model returned token vectors for a pooled request",
+            Embedding::Tokens(_) | Embedding::Logits(_) => Err(ApiError::backend(
+                "the model returned another output than a pooled vector",
             )),
         })
         .collect::<Result<_, _>>()?;
@@ -154,6 +160,38 @@ pub(crate) async fn run_request(
     kind: OutputKind,
 ) -> Result<(Vec<Embedding>, Timings), ApiError> {
     let inputs = parse_inputs(&request.inputs)?;
+    if let Some(d) = request.dimensions {
+        if d == 0 || d > state.output_dim {
+            return Err(ApiError::validation(
+                "dimensions-invalid",
+                format!("`dimensions` must be between 1 and {}, got {d}", state.output_dim),
+            ));
+        }
+    }
+    let options = RunOptions {
+        truncate: request.truncate,
+        truncation_direction: request.truncation_direction,
+        prompt_name: request.prompt_name,
+    };
+    run_inputs(state, inputs, options, started, kind).await
+}
+
+/// Per-request options shared by every route that runs the model.
+#[derive(Debug, Default)]
+pub(crate) struct RunOptions {
+    pub(crate) truncate: Option<bool>,
+    pub(crate) truncation_direction: Option<Direction>,
+    pub(crate) prompt_name: Option<String>,
+}
+
+/// Admits, tokenizes and runs parsed inputs; outputs come back in input order.
+pub(crate) async fn run_inputs(
+    state: &AppState,
+    inputs: Vec<Input>,
+    options: RunOptions,
+    started: Instant,
+    kind: OutputKind,
+) -> Result<(Vec<Embedding>, Timings), ApiError> {
     if inputs.len() > state.max_client_batch_size {
         return Err(ApiError::too_large(
             "batch-too-large",
@@ -164,18 +202,10 @@ pub(crate) async fn run_request(
             ),
         ));
     }
-    if let Some(d) = request.dimensions {
-        if d == 0 || d > state.output_dim {
-            return Err(ApiError::validation(
-                "dimensions-invalid",
-                format!("`dimensions` must be between 1 and {}, got {d}", state.output_dim),
-            ));
-        }
-    }
-    let prompt = state.prompts.resolve(request.prompt_name.as_deref())?;
+    let prompt = state.prompts.resolve(options.prompt_name.as_deref())?;
     let truncation = Truncation {
-        enabled: request.truncate.unwrap_or(state.auto_truncate),
-        direction: request.truncation_direction.map(Into::into).unwrap_or_default(),
+        enabled: options.truncate.unwrap_or(state.auto_truncate),
+        direction: options.truncation_direction.map(Into::into).unwrap_or_default(),
     };
 
     let _admission = state.infer.admit(inputs.len())?;

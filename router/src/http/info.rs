@@ -41,6 +41,15 @@ pub(crate) struct Info {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ModelType {
     Embedding { pooling: String },
+    Classifier(ClassifierModel),
+    Reranker(ClassifierModel),
+}
+
+/// TEI's description of a classification head.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ClassifierModel {
+    pub(crate) id2label: std::collections::BTreeMap<String, String>,
+    pub(crate) label2id: std::collections::BTreeMap<String, usize>,
 }
 
 pub(crate) async fn info(State(state): State<AppState>) -> ApiJson<Info> {

@@ -5,6 +5,7 @@ mod embed;
 pub(crate) mod error;
 mod info;
 mod openai;
+mod predict;
 mod similarity;
 mod tokenize;
 
@@ -26,6 +27,8 @@ pub(crate) struct AppState {
     pub(crate) prompts: Arc<Prompts>,
     /// Width of the vectors `/embed` returns before `dimensions`.
     pub(crate) output_dim: usize,
+    /// Label names when the model is a classifier (`/predict`, `/rerank`); `None` for embedders.
+    pub(crate) labels: Option<Vec<String>>,
     pub(crate) max_client_batch_size: usize,
     pub(crate) auto_truncate: bool,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -72,6 +75,8 @@ pub(crate) fn app(
         .route("/embed", post(embed::embed))
         .route("/embed_all", post(similarity::embed_all))
         .route("/similarity", post(similarity::similarity))
+        .route("/predict", post(predict::predict))
+        .route("/rerank", post(predict::rerank))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/decode", post(tokenize::decode))
         .route("/v1/embeddings", post(openai::embeddings))
@@ -146,9 +151,30 @@ pub(crate) fn token_id(value: &Value) -> Option<u32> {
     value.as_u64().and_then(|v| u32::try_from(v).ok())
 }
 
-/// `/info`'s `model_type` for an embedding model.
-pub(crate) fn info_model_type(pooling: tessera_core::Pooling) -> info::ModelType {
-    info::ModelType::Embedding {
-        pooling: pooling.to_string(),
+/// `/info`'s `model_type`: an embedding model, a classifier, or (one output) a reranker.
+pub(crate) fn info_model_type(
+    pooling: tessera_core::Pooling,
+    classifier: Option<&tessera_core::ClassifierSpec>,
+) -> info::ModelType {
+    match classifier {
+        None => info::ModelType::Embedding {
+            pooling: pooling.to_string(),
+        },
+        Some(spec) => {
+            let model = info::ClassifierModel {
+                id2label: spec
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (i.to_string(), l.clone()))
+                    .collect(),
+                label2id: spec.labels.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect(),
+            };
+            if spec.labels.len() == 1 {
+                info::ModelType::Reranker(model)
+            } else {
+                info::ModelType::Classifier(model)
+            }
+        }
     }
 }

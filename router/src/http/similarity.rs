@@ -128,7 +128,9 @@ pub(crate) async fn embed_all(
             .into_iter()
             .map(|e| match e {
                 Embedding::Tokens(t) => Ok(t),
-                Embedding::Pooled(_) => Err(ApiError::backend("the model returned a pooled vector for /embed_all")),
+                Embedding::Pooled(_) | Embedding::Logits(_) => Err(ApiError::backend(
+                    "the model returned another output than token vectors",
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         succeeded(method, &timings, started);
@@ -163,6 +165,14 @@ pub(crate) async fn root(
         }
     };
     let is_similarity = value.get("inputs").and_then(|i| i.get("source_sentence")).is_some();
+    if state.labels.is_some() {
+        let is_rerank = value.get("query").is_some() && value.get("texts").is_some();
+        return if is_rerank {
+            super::predict::rerank(State(state), parse(value).map(ApiJson)).await
+        } else {
+            super::predict::predict(State(state), parse(value).map(ApiJson)).await
+        };
+    }
     fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         serde_json::from_value(value).map_err(|e| ApiError::validation("invalid-request", e.to_string()))
     }

@@ -24,6 +24,8 @@ pub(crate) enum OutputKind {
     Pooled,
     /// Every token's last hidden state (`/embed_all`).
     Tokens,
+    /// The classification head's logits (`/predict`, `/rerank`).
+    Logits,
 }
 
 /// One input's result.
@@ -31,6 +33,7 @@ pub(crate) enum OutputKind {
 pub(crate) enum Embedding {
     Pooled(Vec<f32>),
     Tokens(Vec<Vec<f32>>),
+    Logits(Vec<f32>),
 }
 
 /// What the model thread sends back for one input.

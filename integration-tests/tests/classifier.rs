@@ -1,0 +1,225 @@
+//! `/predict` and `/rerank` on classification checkpoints built from bert-tiny (a `bert.` prefix,
+//! its pooler, and a random `classifier`), checked against the pooler and classifier computed
+//! here from `/embed_all`'s [CLS] vector and the weights themselves.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+use tessera_integration_tests::{shared_model, Server};
+
+struct Weights {
+    pooler_w: Vec<f32>,
+    pooler_b: Vec<f32>,
+    classifier_w: Vec<f32>,
+    classifier_b: Vec<f32>,
+}
+
+/// Writes a `BertForSequenceClassification` copy of bert-tiny with `labels` outputs.
+fn build(dir: &Path, labels: &[&str]) -> Weights {
+    let source = shared_model("bert-tiny").unwrap();
+    for name in ["tokenizer.json", "special_tokens_map.json", "tokenizer_config.json"] {
+        std::fs::copy(source.join(name), dir.join(name)).unwrap();
+    }
+    let mut config: Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(source.join("config.json")).unwrap()).unwrap();
+    config.insert("architectures".into(), json!(["BertForSequenceClassification"]));
+    let id2label: Map<String, Value> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), json!(l)))
+        .collect();
+    config.insert("id2label".into(), Value::Object(id2label));
+    std::fs::write(dir.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+
+    let bytes = std::fs::read(source.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut data = bytes[8 + n..].to_vec();
+    let read = |name: &str| -> Vec<f32> {
+        let e = &header[name]["data_offsets"];
+        let (b, end) = (e[0].as_u64().unwrap() as usize, e[1].as_u64().unwrap() as usize);
+        bytes[8 + n + b..8 + n + end]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut out = Map::new();
+    for (name, entry) in &header {
+        if name != "__metadata__" {
+            out.insert(format!("bert.{name}"), entry.clone());
+        }
+    }
+    let k = labels.len();
+    let classifier_w: Vec<f32> = (0..k * 32).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let classifier_b: Vec<f32> = (0..k).map(|i| i as f32 * 0.1 - 0.05).collect();
+    for (name, shape, values) in [
+        ("classifier.weight", vec![k, 32], &classifier_w),
+        ("classifier.bias", vec![k], &classifier_b),
+    ] {
+        let start = data.len();
+        data.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        out.insert(
+            name.into(),
+            json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let h = serde_json::to_vec(&out).unwrap();
+    let mut file = (h.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&h);
+    file.extend_from_slice(&data);
+    std::fs::write(dir.join("model.safetensors"), file).unwrap();
+    Weights {
+        pooler_w: read("pooler.dense.weight"),
+        pooler_b: read("pooler.dense.bias"),
+        classifier_w,
+        classifier_b,
+    }
+}
+
+fn logits(w: &Weights, cls: &[f32], k: usize) -> Vec<f64> {
+    let pooled: Vec<f64> = (0..32)
+        .map(|o| {
+            let dot: f64 = (0..32)
+                .map(|c| f64::from(w.pooler_w[o * 32 + c]) * f64::from(cls[c]))
+                .sum();
+            (dot + f64::from(w.pooler_b[o])).tanh()
+        })
+        .collect();
+    (0..k)
+        .map(|o| {
+            (0..32)
+                .map(|c| f64::from(w.classifier_w[o * 32 + c]) * pooled[c])
+                .sum::<f64>()
+                + f64::from(w.classifier_b[o])
+        })
+        .collect()
+}
+
+fn cls_vector(server: &Server, input: Value) -> Vec<f32> {
+    let tokens: Vec<Vec<Vec<f32>>> = server.post("/embed_all", &json!({ "inputs": input })).json().unwrap();
+    tokens[0][0].clone()
+}
+
+#[test]
+fn predict_matches_pooler_and_classifier() {
+    if shared_model("bert-tiny").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let labels = ["negative", "neutral", "positive"];
+    let w = build(dir.path(), &labels);
+    let server = Server::start(dir.path(), &[]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(info["model_type"]["classifier"]["id2label"]["2"], "positive");
+
+    let text = "What a wonderful day";
+    let want = logits(&w, &cls_vector(&server, json!(text)), 3);
+    let max = want.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = want.iter().map(|l| (l - max).exp()).sum();
+    let got: Vec<Value> = server.post("/predict", &json!({ "inputs": text })).json().unwrap();
+    assert_eq!(got.len(), 3);
+    let scores: Vec<f64> = got.iter().map(|p| p["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score");
+    for p in &got {
+        let i = labels.iter().position(|l| *l == p["label"]).unwrap();
+        let expected = (want[i] - max).exp() / sum;
+        assert!(
+            (p["score"].as_f64().unwrap() - expected).abs() < 1e-4,
+            "{p} vs {expected}"
+        );
+    }
+    let raw: Vec<Value> = server
+        .post("/predict", &json!({ "inputs": text, "raw_scores": true }))
+        .json()
+        .unwrap();
+    for p in &raw {
+        let i = labels.iter().position(|l| *l == p["label"]).unwrap();
+        assert!((p["score"].as_f64().unwrap() - want[i]).abs() < 1e-4);
+    }
+
+    // A pair is one input; a list of inputs is a batch.
+    let pair: Vec<Value> = server
+        .post("/predict", &json!({ "inputs": ["first text", "second text"] }))
+        .json()
+        .unwrap();
+    assert_eq!(pair.len(), 3);
+    let batch: Vec<Vec<Value>> = server
+        .post("/predict", &json!({ "inputs": ["one", ["a", "b"], "three"] }))
+        .json()
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    assert_eq!(server.post("/predict", &json!({ "inputs": [] })).status(), 400);
+    assert_eq!(server.post("/predict", &json!({ "inputs": [["a"]] })).status(), 422);
+    // An embedding route on a classifier is refused clearly.
+    let r = server.post("/embed", &json!({ "inputs": "x" }));
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().unwrap()["code"], "wrong-model-type");
+    // POST / goes to /predict for a classifier.
+    let root: Vec<Value> = server.post("/", &json!({ "inputs": text })).json().unwrap();
+    assert_eq!(root.len(), 3);
+}
+
+#[test]
+fn rerank_sorts_by_sigmoid_of_the_single_logit() {
+    if shared_model("bert-tiny").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = build(dir.path(), &["LABEL_0"]);
+    let server = Server::start(dir.path(), &[]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert!(info["model_type"].get("reranker").is_some(), "{}", info["model_type"]);
+
+    let texts = ["a guitar", "the stock market", "an acoustic guitar player"];
+    let ranks: Vec<Value> = server
+        .post(
+            "/rerank",
+            &json!({ "query": "music", "texts": texts, "return_text": true }),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(ranks.len(), 3);
+    let scores: Vec<f64> = ranks.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    for r in &ranks {
+        let index = r["index"].as_u64().unwrap() as usize;
+        assert_eq!(r["text"], texts[index]);
+        assert!((0.0..=1.0).contains(&r["score"].as_f64().unwrap()));
+    }
+    let raw: Vec<Value> = server
+        .post(
+            "/rerank",
+            &json!({ "query": "music", "texts": texts, "raw_scores": true }),
+        )
+        .json()
+        .unwrap();
+    for r in &raw {
+        assert!(r.get("text").is_none());
+        let index = r["index"].as_u64().unwrap() as usize;
+        let sig = 1.0 / (1.0 + (-r["score"].as_f64().unwrap()).exp());
+        let ranked = ranks
+            .iter()
+            .find(|x| x["index"].as_u64() == Some(index as u64))
+            .unwrap();
+        assert!((sig - ranked["score"].as_f64().unwrap()).abs() < 1e-5);
+    }
+    assert_eq!(
+        server.post("/rerank", &json!({ "query": "q", "texts": [] })).status(),
+        400
+    );
+    drop(w);
+}
+
+#[test]
+fn classifier_routes_refuse_embedding_models() {
+    let server = Server::start(&tessera_integration_tests::minilm(), &[]);
+    let r = server.post("/predict", &json!({ "inputs": "x" }));
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().unwrap()["code"], "wrong-model-type");
+    assert_eq!(
+        server
+            .post("/rerank", &json!({ "query": "q", "texts": ["a"] }))
+            .status(),
+        422
+    );
+}

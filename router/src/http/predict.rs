@@ -1,0 +1,246 @@
+//! `POST /predict` (sequence classification, single texts and pairs) and `POST /rerank`, for
+//! `*ForSequenceClassification` checkpoints. Probabilities come from a softmax that cannot
+//! overflow (TEI's turns logits like [-100, 50] into NaN), or a sigmoid for one-output rerankers.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tessera_core::{sigmoid, softmax};
+
+use super::embed::{run_inputs, timing_headers, Direction, RunOptions};
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::infer::{Input, Timings};
+use crate::metrics::{self, Method};
+use crate::queue::{Embedding, OutputKind};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PredictRequest {
+    inputs: Value,
+    #[serde(default)]
+    truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Option<Direction>,
+    #[serde(default)]
+    raw_scores: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Prediction {
+    score: f32,
+    label: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RerankRequest {
+    query: String,
+    texts: Vec<String>,
+    #[serde(default)]
+    truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Option<Direction>,
+    #[serde(default)]
+    raw_scores: bool,
+    #[serde(default)]
+    return_text: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Rank {
+    index: usize,
+    score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+}
+
+fn labels(state: &AppState) -> Result<&[String], ApiError> {
+    state.labels.as_deref().ok_or_else(|| {
+        ApiError::validation(
+            "wrong-model-type",
+            "the model is an embedding model, not a classifier: use /embed (or /similarity)",
+        )
+    })
+}
+
+/// `"a"` or `["a", "b"]` (a pair) is one input; a list of those is a batch.
+fn parse_sequences(inputs: &Value) -> Result<(Vec<Input>, bool), ApiError> {
+    let pair = |v: &Value| -> Option<Input> {
+        match v.as_array()?.as_slice() {
+            [Value::String(a), Value::String(b)] => Some(Input::Pair(a.clone(), b.clone())),
+            _ => None,
+        }
+    };
+    const SHAPE: &str = "`inputs` must be a string, a pair [string, string], or a list of those";
+    match inputs {
+        Value::String(s) => Ok((vec![Input::Text(s.clone())], false)),
+        Value::Array(items) if items.is_empty() => Err(ApiError::empty("`inputs` is an empty batch")),
+        Value::Array(_) if pair(inputs).is_some() => Ok((pair(inputs).into_iter().collect(), false)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(Input::Text(s.clone())),
+                other => {
+                    pair(other).ok_or_else(|| ApiError::validation("invalid-inputs", format!("inputs[{i}]: {SHAPE}")))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|inputs| (inputs, true)),
+        _ => Err(ApiError::validation("invalid-inputs", SHAPE)),
+    }
+}
+
+fn logits(outputs: Vec<Embedding>) -> Result<Vec<Vec<f32>>, ApiError> {
+    outputs
+        .into_iter()
+        .map(|e| match e {
+            Embedding::Logits(l) => Ok(l),
+            Embedding::Pooled(_) | Embedding::Tokens(_) => Err(ApiError::backend("the model returned no logits")),
+        })
+        .collect()
+}
+
+fn scores(logits: &[f32], raw: bool) -> Vec<f32> {
+    match (raw, logits.len()) {
+        (true, _) => logits.to_vec(),
+        (false, 1) => vec![sigmoid(logits[0])],
+        (false, _) => softmax(logits),
+    }
+}
+
+pub(crate) async fn predict(
+    State(state): State<AppState>,
+    body: Result<ApiJson<PredictRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let request = match body {
+        Ok(ApiJson(r)) => r,
+        Err(e) => {
+            metrics::request_received(Method::Invalid);
+            metrics::request_failed(e.failure());
+            return Err(e);
+        }
+    };
+    let parsed = parse_sequences(&request.inputs);
+    // Counted once per request, whatever its shape (TEI counts single predictions twice).
+    let method = if matches!(parsed, Ok((_, true))) {
+        Method::Batch
+    } else {
+        Method::Single
+    };
+    metrics::request_received(method);
+    let result = async {
+        let labels = labels(&state)?.to_vec();
+        let (inputs, batched) = parsed?;
+        let options = RunOptions {
+            truncate: request.truncate,
+            truncation_direction: request.truncation_direction,
+            prompt_name: None,
+        };
+        let (outputs, timings) = run_inputs(&state, inputs, options, started, OutputKind::Logits).await?;
+        let predictions: Vec<Vec<Prediction>> = logits(outputs)?
+            .iter()
+            .map(|l| {
+                let mut p: Vec<Prediction> = scores(l, request.raw_scores)
+                    .into_iter()
+                    .zip(&labels)
+                    .map(|(score, label)| Prediction {
+                        score,
+                        label: label.clone(),
+                    })
+                    .collect();
+                p.sort_by(|a, b| b.score.total_cmp(&a.score));
+                p
+            })
+            .collect();
+        let body = if batched {
+            serde_json::to_value(predictions)
+        } else {
+            serde_json::to_value(predictions.into_iter().next().unwrap_or_default())
+        }
+        .map_err(|e| ApiError::backend(e.to_string()))?;
+        Ok((body, timings))
+    }
+    .await;
+    finish(method, started, result)
+}
+
+pub(crate) async fn rerank(
+    State(state): State<AppState>,
+    body: Result<ApiJson<RerankRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let request = match body {
+        Ok(ApiJson(r)) => r,
+        Err(e) => {
+            metrics::request_received(Method::Invalid);
+            metrics::request_failed(e.failure());
+            return Err(e);
+        }
+    };
+    metrics::request_received(Method::Batch);
+    let result = async {
+        let labels = labels(&state)?;
+        if labels.len() != 1 {
+            return Err(ApiError::validation(
+                "wrong-model-type",
+                format!(
+                    "the model classifies into {} labels; /rerank needs a one-output reranker: use /predict",
+                    labels.len()
+                ),
+            ));
+        }
+        if request.texts.is_empty() {
+            return Err(ApiError::empty("`texts` is empty"));
+        }
+        let inputs = request
+            .texts
+            .iter()
+            .map(|t| Input::Pair(request.query.clone(), t.clone()))
+            .collect();
+        let options = RunOptions {
+            truncate: request.truncate,
+            truncation_direction: request.truncation_direction,
+            prompt_name: None,
+        };
+        let (outputs, timings) = run_inputs(&state, inputs, options, started, OutputKind::Logits).await?;
+        let mut ranks: Vec<Rank> = logits(outputs)?
+            .iter()
+            .enumerate()
+            .map(|(index, l)| Rank {
+                index,
+                score: scores(l, request.raw_scores).first().copied().unwrap_or(f32::NAN),
+                text: request.return_text.then(|| request.texts[index].clone()),
+            })
+            .collect();
+        ranks.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let body = serde_json::to_value(ranks).map_err(|e| ApiError::backend(e.to_string()))?;
+        Ok((body, timings))
+    }
+    .await;
+    finish(Method::Batch, started, result)
+}
+
+fn finish(method: Method, started: Instant, result: Result<(Value, Timings), ApiError>) -> Result<Response, ApiError> {
+    match result {
+        Ok((body, timings)) => {
+            metrics::request_succeeded(
+                method,
+                &metrics::RequestTimings {
+                    total: started.elapsed(),
+                    tokenization: timings.tokenization,
+                    queue: timings.queue,
+                    inference: timings.inference,
+                },
+            );
+            Ok((timing_headers(&timings), ApiJson(body)).into_response())
+        }
+        Err(e) => {
+            metrics::request_failed(e.failure());
+            Err(e)
+        }
+    }
+}
