@@ -32,6 +32,7 @@ pub mod inspection;
 pub mod layers;
 mod pooling;
 mod registry;
+mod splade;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokenize;
@@ -47,4 +48,5 @@ pub use head::{finish_embedding, DenseActivation, EmbeddingHead};
 pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInspection, Severity, WORD_EMBEDDINGS};
 pub use pooling::{Pooling, PoolingFileError};
 pub use registry::{Chosen, Registry, SelectError, Selection};
+pub use splade::{SpladeHead, SpladeSpec};
 pub use tokenize::{Encoded, TextTokenizer, Token, TokenizeError, TruncationDirection};

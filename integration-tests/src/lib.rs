@@ -256,3 +256,55 @@ pub fn assert_parity(got: &[f32], want: &[f32], what: &str) {
     assert!(max <= 1e-4, "{what}: max abs diff {max}");
     assert!(cos >= 0.99999, "{what}: cosine {cos}");
 }
+
+/// A safetensors file held in memory: its header and data section, for building test models.
+pub struct Safetensors {
+    /// Tensor entries by name (`dtype`, `shape`, `data_offsets`).
+    pub header: serde_json::Map<String, serde_json::Value>,
+    /// The data section.
+    pub data: Vec<u8>,
+}
+
+impl Safetensors {
+    /// Reads a file.
+    pub fn read(path: &Path) -> Safetensors {
+        let bytes = std::fs::read(path).expect("read safetensors");
+        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+        let mut header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+        header.remove("__metadata__");
+        Safetensors {
+            header,
+            data: bytes[8 + n..].to_vec(),
+        }
+    }
+
+    /// An F32 tensor's values.
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        let o = &self.header[name]["data_offsets"];
+        let (b, e) = (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize);
+        self.data[b..e]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    /// Appends an F32 tensor.
+    pub fn push(&mut self, name: &str, shape: &[usize], values: &[f32]) {
+        let start = self.data.len();
+        self.data.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        self.header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, self.data.len()]}),
+        );
+    }
+
+    /// Writes the file.
+    pub fn write(&self, path: &Path) {
+        let h = serde_json::to_vec(&self.header).unwrap();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&self.data);
+        std::fs::write(path, out).unwrap();
+    }
+}

@@ -37,6 +37,7 @@ fn every_finding_code_is_documented() {
         "core/src/expect.rs",
         "core/src/registry.rs",
         "core/src/classify.rs",
+        "core/src/splade.rs",
         "backends/bert/src/assess.rs",
         "backends/jina-bert/src/assess.rs",
         "router/src/plan.rs",

@@ -3,6 +3,7 @@
 
 use tessera_core::{
     Chosen, ClassifierSpec, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity,
+    SpladeSpec,
 };
 
 use crate::settings::Dtype;
@@ -26,6 +27,8 @@ pub(crate) struct ServingPlan {
     pub(crate) dtype: Dtype,
     /// The classification head, for `*ForSequenceClassification` checkpoints.
     pub(crate) classifier: Option<ClassifierSpec>,
+    /// The SPLADE head, with `--pooling splade`.
+    pub(crate) splade: Option<SpladeSpec>,
 }
 
 /// The outcome of planning: every finding, the selection, and the plan when servable.
@@ -82,7 +85,27 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
             None
         }
     };
-    let pooling = if classifier.is_some() {
+    let mut splade = None;
+    let pooling = if request
+        .pooling
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("splade"))
+        && classifier.is_none()
+    {
+        match SpladeSpec::detect(inspection) {
+            Ok(spec) => {
+                splade = Some(spec);
+                Some((
+                    Pooling::Max,
+                    "SPLADE on the masked-LM head (--pooling splade)".to_string(),
+                ))
+            }
+            Err(finding) => {
+                findings.push(*finding);
+                None
+            }
+        }
+    } else if classifier.is_some() {
         if request.pooling.is_some() {
             findings.push(
                 Finding::warning(
@@ -110,6 +133,7 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
             max_input_length,
             dtype,
             classifier,
+            splade,
         }),
         _ => None,
     };
@@ -132,7 +156,7 @@ fn choose_pooling(
                 findings.push(
                     Finding::error("pooling-invalid", e)
                         .about("--pooling")
-                        .fix(format!("pass one of: {}", Pooling::supported_names())),
+                        .fix(format!("pass one of: {}, splade", Pooling::supported_names())),
                 );
                 None
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use candle_core::Device;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, TextTokenizer};
+use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextTokenizer};
 
 use crate::backends;
 use crate::http::{self, AppState, Info, Prompts};
@@ -107,7 +107,22 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         )?),
         None => None,
     };
-    let output_dim = head.output_dim(description.hidden_size);
+    let splade = match &plan.splade {
+        Some(spec) => Some(SpladeHead::load(
+            &LoadRequest {
+                inspection: &inspection,
+                dtype: plan.dtype.candle(),
+                device: device.clone(),
+                kernel: None,
+            },
+            spec,
+        )?),
+        None => None,
+    };
+    let output_dim = match &plan.splade {
+        Some(spec) => spec.vocab,
+        None => head.output_dim(description.hidden_size),
+    };
     tracing::info!(
         "loaded {} ({}, kernel {}) in {:.2?}",
         description.architecture,
@@ -169,6 +184,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
             pooling: plan.pooling,
             head,
             classifier,
+            splade,
             budget,
         },
         queue.clone(),
@@ -188,7 +204,14 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         model_id: served_name,
         model_sha: settings.revision.clone(),
         model_dtype: plan.dtype.name().into(),
-        model_type: http::info_model_type(plan.pooling, plan.classifier.as_ref()),
+        model_type: http::info_model_type(
+            if plan.splade.is_some() {
+                "splade".to_string()
+            } else {
+                plan.pooling.to_string()
+            },
+            plan.classifier.as_ref(),
+        ),
         max_concurrent_requests: settings.max_concurrent_requests,
         max_input_length: plan.max_input_length,
         max_batch_tokens: settings.max_batch_tokens,
@@ -221,6 +244,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         prompts: Arc::new(prompts),
         output_dim,
         labels: plan.classifier.as_ref().map(|c| c.labels.clone()),
+        sparse: plan.splade.is_some(),
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
         metrics: metrics_handle.clone(),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Pooling};
+use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Pooling, SpladeHead};
 
 use crate::metrics;
 use crate::queue::{Budget, Embedding, Job, JobError, JobOutput, OutputKind, Queue};
@@ -17,6 +17,8 @@ pub(crate) struct Worker {
     pub(crate) pooling: Pooling,
     pub(crate) head: EmbeddingHead,
     pub(crate) classifier: Option<ClassifierHead>,
+    /// With `--pooling splade`, sentence vectors come from the SPLADE head instead of pooling.
+    pub(crate) splade: Option<SpladeHead>,
     pub(crate) budget: Budget,
 }
 
@@ -87,7 +89,14 @@ impl Worker {
         let forward_started = Instant::now();
         let hidden = self.backend.forward(batch).map_err(|e| e.to_string())?;
         metrics::backend_forward(forward_started.elapsed());
-        let pooled = if kinds.contains(&OutputKind::Pooled) {
+        let pooled = if let (Some(splade), true) = (&self.splade, kinds.contains(&OutputKind::Pooled)) {
+            Some(
+                splade
+                    .forward(&hidden, &batch.seqs)
+                    .and_then(|t| t.to_vec2::<f32>())
+                    .map_err(|e| e.to_string())?,
+            )
+        } else if kinds.contains(&OutputKind::Pooled) {
             let pooled = self.pooling.pool(&hidden, &batch.seqs).map_err(|e| e.to_string())?;
             Some(
                 self.head

@@ -236,6 +236,78 @@ pub(crate) async fn run_inputs(
     Ok((embeddings, timings))
 }
 
+/// One non-zero entry of a SPLADE vector.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct SparseValue {
+    index: usize,
+    value: f32,
+}
+
+/// `POST /embed_sparse`: the non-zero entries of each input's SPLADE vector (`--pooling splade`).
+pub(crate) async fn embed_sparse(
+    State(state): State<AppState>,
+    body: Result<ApiJson<EmbedRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let request = match body {
+        Ok(ApiJson(request)) => request,
+        Err(e) => {
+            metrics::request_received(Method::Invalid);
+            metrics::request_failed(e.failure());
+            return Err(e);
+        }
+    };
+    let method = match &request.inputs {
+        Value::Array(items) if items.is_empty() || !items.iter().all(Value::is_number) => Method::Batch,
+        _ => Method::Single,
+    };
+    metrics::request_received(method);
+    let result = async {
+        if !state.sparse {
+            return Err(ApiError::validation(
+                "wrong-model-type",
+                "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint",
+            ));
+        }
+        let request = EmbedRequest {
+            normalize: Some(false),
+            dimensions: None,
+            ..request
+        };
+        let (vectors, timings) = embed_inner(&state, request, started).await?;
+        let sparse: Vec<Vec<SparseValue>> = vectors
+            .into_iter()
+            .map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .filter(|(_, x)| *x != 0.0)
+                    .map(|(index, value)| SparseValue { index, value })
+                    .collect()
+            })
+            .collect();
+        Ok((sparse, timings))
+    }
+    .await;
+    match result {
+        Ok((sparse, timings)) => {
+            metrics::request_succeeded(
+                method,
+                &metrics::RequestTimings {
+                    total: started.elapsed(),
+                    tokenization: timings.tokenization,
+                    queue: timings.queue,
+                    inference: timings.inference,
+                },
+            );
+            Ok((timing_headers(&timings), ApiJson(sparse)).into_response())
+        }
+        Err(e) => {
+            metrics::request_failed(e.failure());
+            Err(e)
+        }
+    }
+}
+
 /// TEI's response headers; times in milliseconds.
 pub(crate) fn timing_headers(t: &Timings) -> HeaderMap {
     let total = t.started.elapsed();

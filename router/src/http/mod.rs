@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     pub(crate) output_dim: usize,
     /// Label names when the model is a classifier (`/predict`, `/rerank`); `None` for embedders.
     pub(crate) labels: Option<Vec<String>>,
+    /// Whether the model serves SPLADE vectors (`/embed_sparse`).
+    pub(crate) sparse: bool,
     pub(crate) max_client_batch_size: usize,
     pub(crate) auto_truncate: bool,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -74,6 +76,7 @@ pub(crate) fn app(
         .route("/", post(similarity::root))
         .route("/embed", post(embed::embed))
         .route("/embed_all", post(similarity::embed_all))
+        .route("/embed_sparse", post(embed::embed_sparse))
         .route("/similarity", post(similarity::similarity))
         .route("/predict", post(predict::predict))
         .route("/rerank", post(predict::rerank))
@@ -152,14 +155,9 @@ pub(crate) fn token_id(value: &Value) -> Option<u32> {
 }
 
 /// `/info`'s `model_type`: an embedding model, a classifier, or (one output) a reranker.
-pub(crate) fn info_model_type(
-    pooling: tessera_core::Pooling,
-    classifier: Option<&tessera_core::ClassifierSpec>,
-) -> info::ModelType {
+pub(crate) fn info_model_type(pooling: String, classifier: Option<&tessera_core::ClassifierSpec>) -> info::ModelType {
     match classifier {
-        None => info::ModelType::Embedding {
-            pooling: pooling.to_string(),
-        },
+        None => info::ModelType::Embedding { pooling },
         Some(spec) => {
             let model = info::ClassifierModel {
                 id2label: spec
