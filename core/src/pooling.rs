@@ -86,31 +86,43 @@ impl Pooling {
 
     /// Pools `hidden` (`[total_tokens, hidden]`, packed as `seqs` says) into `[seqs, hidden]` f32.
     pub fn pool(self, hidden: &Tensor, seqs: &SeqOffsets) -> candle_core::Result<Tensor> {
+        self.pool_skipping(hidden, seqs, &[])
+    }
+
+    /// Like [`Pooling::pool`], leaving out the first `skip[i]` tokens of sequence `i` (a prompt,
+    /// when the pooling config says `include_prompt: false`; [CLS] and last-token pooling are
+    /// unaffected). A missing entry means 0; at least the last token is always kept.
+    pub fn pool_skipping(self, hidden: &Tensor, seqs: &SeqOffsets, skip: &[usize]) -> candle_core::Result<Tensor> {
         let hidden = hidden.to_dtype(DType::F32)?;
         let pooled = seqs
             .ranges()
-            .map(|range| {
+            .enumerate()
+            .map(|(i, range)| {
                 let len = range.len();
                 let tokens = hidden.narrow(0, range.start, len)?;
-                self.pool_one(&tokens)
+                let skip = skip.get(i).copied().unwrap_or(0).min(len - 1);
+                self.pool_one(&tokens, skip)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Tensor::stack(&pooled, 0)
     }
 
-    /// `tokens`: `[len, hidden]` of one sequence, len >= 1.
-    fn pool_one(self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+    /// `tokens`: `[len, hidden]` of one sequence, len >= 1; `skip` < len.
+    fn pool_one(self, tokens: &Tensor, skip: usize) -> candle_core::Result<Tensor> {
         let len = tokens.dim(0)?;
+        let kept = tokens.narrow(0, skip, len - skip)?;
+        let n = (len - skip) as f64;
         match self {
             Pooling::Cls => tokens.get(0),
             Pooling::LastToken => tokens.get(len - 1),
-            Pooling::Mean => tokens.sum(0)? / len as f64,
-            Pooling::Max => tokens.max(0),
-            Pooling::MeanSqrtLenTokens => tokens.sum(0)? / (len as f64).sqrt(),
+            Pooling::Mean => kept.sum(0)? / n,
+            Pooling::Max => kept.max(0),
+            Pooling::MeanSqrtLenTokens => kept.sum(0)? / n.sqrt(),
             Pooling::WeightedMean => {
-                let weights = Tensor::arange(1f32, len as f32 + 1.0, tokens.device())?.unsqueeze(1)?;
-                let total = (len * (len + 1)) as f64 / 2.0;
-                tokens.broadcast_mul(&weights)?.sum(0)? / total
+                // Weights are the tokens' 1-based positions in the whole sequence.
+                let weights = Tensor::arange(skip as f32 + 1.0, len as f32 + 1.0, tokens.device())?.unsqueeze(1)?;
+                let total = ((len * (len + 1)) - (skip * (skip + 1))) as f64 / 2.0;
+                kept.broadcast_mul(&weights)?.sum(0)? / total
             }
         }
     }
@@ -196,6 +208,23 @@ mod tests {
         let w = pooled(Pooling::WeightedMean);
         assert!((w[0][0] - 22. / 6.).abs() < 1e-6 && (w[0][1] - 10. / 6.).abs() < 1e-6);
         assert_eq!(w[1], vec![-1., 7.]);
+    }
+
+    #[test]
+    fn skipped_prompt_tokens_leave_the_pool() {
+        let (t, s) = hidden();
+        // Skip the first token of the 3-token sequence: mean of [3,4] and [5,0].
+        let m: Vec<Vec<f32>> = Pooling::Mean.pool_skipping(&t, &s, &[1, 5]).unwrap().to_vec2().unwrap();
+        assert_eq!(m, vec![vec![4., 2.], vec![-1., 7.]]);
+        let c: Vec<Vec<f32>> = Pooling::Cls.pool_skipping(&t, &s, &[2]).unwrap().to_vec2().unwrap();
+        assert_eq!(c[0], vec![1., 2.]);
+        // Weighted: positions 2 and 3 -> (2*3 + 3*5)/5, (2*4 + 0)/5.
+        let w: Vec<Vec<f32>> = Pooling::WeightedMean
+            .pool_skipping(&t, &s, &[1])
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert!((w[0][0] - 21. / 5.).abs() < 1e-6 && (w[0][1] - 8. / 5.).abs() < 1e-6);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum TruncationDirection {
 pub struct Encoded {
     /// Token ids including special tokens.
     pub ids: Vec<u32>,
+    /// Leading tokens left out of pooling (a prompt, with `include_prompt: false`).
+    pub pool_skip: usize,
     /// Segment ids, aligned with `ids`.
     pub type_ids: Vec<u32>,
     /// Characters of the original text (for `x-compute-characters`).
@@ -39,6 +41,7 @@ impl Encoded {
         let type_ids = vec![0; ids.len()];
         Self {
             ids,
+            pool_skip: 0,
             type_ids,
             chars: 0,
         }
@@ -191,6 +194,7 @@ impl TextTokenizer {
                 .encode((first, second), true)
                 .map(|e| Encoded {
                     ids: e.get_ids().to_vec(),
+                    pool_skip: 0,
                     type_ids: e.get_type_ids().to_vec(),
                     chars,
                 })
@@ -216,6 +220,7 @@ impl TextTokenizer {
             .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
         Ok(Encoded {
             ids: encoding.get_ids().to_vec(),
+            pool_skip: 0,
             type_ids: encoding.get_type_ids().to_vec(),
             chars: text.chars().count(),
         })
@@ -255,6 +260,16 @@ impl TextTokenizer {
             })
             .collect();
         Ok(tokens)
+    }
+
+    /// How many leading tokens a prompt occupies once encoded with special tokens, excluding its
+    /// trailing `[SEP]` (sentence-transformers' `prompt_length`): [CLS] plus the prompt's tokens.
+    pub fn prompt_length(&self, prompt: &str) -> Result<usize, TokenizeError> {
+        let encoding = self
+            .untruncated
+            .encode(prompt, true)
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().len().saturating_sub(1))
     }
 
     /// Turns token ids back into text.

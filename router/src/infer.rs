@@ -62,6 +62,8 @@ pub(crate) struct Infer {
     tokenization: Arc<Semaphore>,
     healthy: Arc<AtomicBool>,
     vocab_size: usize,
+    /// The pooling config's `include_prompt` (default true).
+    include_prompt: bool,
 }
 
 impl Infer {
@@ -72,6 +74,7 @@ impl Infer {
         tokenization_workers: usize,
         healthy: Arc<AtomicBool>,
         vocab_size: usize,
+        include_prompt: bool,
     ) -> Self {
         Self {
             tokenizer,
@@ -80,6 +83,7 @@ impl Infer {
             tokenization: Arc::new(Semaphore::new(tokenization_workers.max(1))),
             healthy,
             vocab_size,
+            include_prompt,
         }
     }
 
@@ -115,11 +119,27 @@ impl Infer {
             .map_err(|_| ApiError::unhealthy("tokenization is shut down"))?;
         let tokenizer = self.tokenizer.clone();
         let vocab_size = self.vocab_size;
+        let exclude_prompt = !self.include_prompt;
         tokio::task::spawn_blocking(move || {
+            // sentence-transformers' `include_prompt: false`: the prompt's tokens ([CLS] included)
+            // are left out of pooling.
+            let skip = match (&prompt, exclude_prompt) {
+                (Some(p), true) => tokenizer
+                    .prompt_length(p)
+                    .map_err(|e| ApiError::tokenizer(e.to_string()))?,
+                _ => 0,
+            };
             inputs
                 .into_iter()
                 .enumerate()
-                .map(|(i, input)| encode_one(&tokenizer, i, input, prompt.as_deref(), truncation, vocab_size))
+                .map(|(i, input)| {
+                    let is_text = matches!(input, Input::Text(_));
+                    let mut encoded = encode_one(&tokenizer, i, input, prompt.as_deref(), truncation, vocab_size)?;
+                    if is_text {
+                        encoded.pool_skip = skip;
+                    }
+                    Ok(encoded)
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .await

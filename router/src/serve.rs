@@ -197,6 +197,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         tokenization_workers,
         healthy,
         description.vocab_size,
+        include_prompt(&inspection),
     );
 
     let prompts = prompts(&settings, &inspection.sentence_transformers)?;
@@ -341,6 +342,14 @@ async fn spawn_prometheus_listener(
             "cannot listen on {addr} for Prometheus ({e}); /metrics on the main port serves the same metrics"
         ),
     }
+}
+
+/// The pooling config's `include_prompt` (sentence-transformers' default: true).
+fn include_prompt(inspection: &tessera_core::ModelInspection) -> bool {
+    let file = inspection.sentence_transformers.pooling.as_ref();
+    file.and_then(|f| f.values.get("include_prompt"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
 }
 
 fn prompts(settings: &Settings, st: &tessera_core::inspection::SentenceTransformers) -> anyhow::Result<Prompts> {

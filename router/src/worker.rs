@@ -55,7 +55,8 @@ impl Worker {
         );
         // A panic inside a kernel must fail this batch only, never the server.
         let kinds: Vec<OutputKind> = jobs.iter().map(|j| j.output).collect();
-        let result = catch_unwind(AssertUnwindSafe(|| self.embed(&batch, &kinds))).unwrap_or_else(|panic| {
+        let skips: Vec<usize> = jobs.iter().map(|j| j.encoded.pool_skip).collect();
+        let result = catch_unwind(AssertUnwindSafe(|| self.embed(&batch, &kinds, &skips))).unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -85,7 +86,7 @@ impl Worker {
         }
     }
 
-    fn embed(&self, batch: &Batch, kinds: &[OutputKind]) -> Result<Vec<Embedding>, String> {
+    fn embed(&self, batch: &Batch, kinds: &[OutputKind], skips: &[usize]) -> Result<Vec<Embedding>, String> {
         let forward_started = Instant::now();
         let hidden = self.backend.forward(batch).map_err(|e| e.to_string())?;
         metrics::backend_forward(forward_started.elapsed());
@@ -97,7 +98,10 @@ impl Worker {
                     .map_err(|e| e.to_string())?,
             )
         } else if kinds.contains(&OutputKind::Pooled) {
-            let pooled = self.pooling.pool(&hidden, &batch.seqs).map_err(|e| e.to_string())?;
+            let pooled = self
+                .pooling
+                .pool_skipping(&hidden, &batch.seqs, skips)
+                .map_err(|e| e.to_string())?;
             Some(
                 self.head
                     .forward(&pooled)
