@@ -9,14 +9,16 @@ use serde::Deserialize;
 use serde_json::Value;
 use tessera_core::{finish_embedding, TruncationDirection};
 
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorResponse};
 use super::{token_id, AppState};
 use crate::infer::{Input, Timings, Truncation};
 use crate::metrics::{self, Method};
 use crate::queue::{Embedding, OutputKind};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EmbedRequest {
+    /// A string, a list of strings, a list of token ids, or a list of lists of token ids.
+    #[schema(value_type = Object)]
     pub(crate) inputs: Value,
     #[serde(default)]
     pub(crate) truncate: Option<bool>,
@@ -31,7 +33,7 @@ pub(crate) struct EmbedRequest {
 }
 
 /// `"right"`/`"left"`, in any case (TEI's clients send `"Right"`).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 pub(crate) enum Direction {
     #[serde(alias = "right", alias = "RIGHT")]
     Right,
@@ -87,6 +89,18 @@ fn ids(items: &[Value], index: usize) -> Result<Vec<u32>, ApiError> {
         .collect()
 }
 
+#[utoipa::path(post, path = "/embed", tag = "Text Embeddings Inference", request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "One vector per input, in input order", body = Vec<Vec<f32>>),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
+        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
+        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+    ))]
 pub(crate) async fn embed(
     State(state): State<AppState>,
     body: Result<ApiJson<EmbedRequest>, ApiError>,
@@ -237,13 +251,25 @@ pub(crate) async fn run_inputs(
 }
 
 /// One non-zero entry of a SPLADE vector.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct SparseValue {
     index: usize,
     value: f32,
 }
 
 /// `POST /embed_sparse`: the non-zero entries of each input's SPLADE vector (`--pooling splade`).
+#[utoipa::path(post, path = "/embed_sparse", tag = "Text Embeddings Inference", request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "Non-zero SPLADE entries per input", body = Vec<Vec<SparseValue>>),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
+        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
+        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+    ))]
 pub(crate) async fn embed_sparse(
     State(state): State<AppState>,
     body: Result<ApiJson<EmbedRequest>, ApiError>,

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Serialize;
 
 /// TEI's `error_type` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) enum ErrorType {
     Unhealthy,
     Backend,
@@ -26,6 +26,16 @@ pub(crate) struct ApiError {
     pub(crate) error_type: ErrorType,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+}
+
+/// The JSON body of every error, for the API description.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ErrorResponse {
+    error: String,
+    error_type: ErrorType,
+    /// tessera's stable error code.
+    code: String,
 }
 
 #[derive(Serialize)]

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use tessera_core::{Evidence, Finding};
 
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorResponse};
 use super::AppState;
 
 /// `/info`: TEI's fields, then what tessera decided and why.
@@ -52,10 +52,17 @@ pub(crate) struct ClassifierModel {
     pub(crate) label2id: std::collections::BTreeMap<String, usize>,
 }
 
+#[utoipa::path(get, path = "/info", tag = "Text Embeddings Inference",
+    responses((status = 200, description = "The model, the limits, and what tessera decided", body = Object)))]
 pub(crate) async fn info(State(state): State<AppState>) -> ApiJson<Info> {
     ApiJson((*state.info).clone())
 }
 
+#[utoipa::path(get, path = "/health", tag = "Text Embeddings Inference",
+    responses(
+        (status = 200, description = "The model worker runs"),
+        (status = 503, description = "The model worker is down", body = ErrorResponse),
+    ))]
 pub(crate) async fn health(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     if state.infer.is_healthy() {
         Ok(StatusCode::OK)

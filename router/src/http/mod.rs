@@ -5,6 +5,7 @@ mod embed;
 pub(crate) mod error;
 mod info;
 mod openai;
+mod openapi;
 mod predict;
 mod similarity;
 mod tokenize;
@@ -92,6 +93,8 @@ pub(crate) fn app(
         .merge(inference)
         .route("/health", get(info::health))
         .route("/metrics", get(metrics))
+        .route("/api-doc/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .route("/info", get(info::info))
         .fallback(error::not_found)
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })

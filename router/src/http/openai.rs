@@ -19,8 +19,9 @@ use crate::metrics::{self, Method};
 /// OpenAI's limit on inputs per request.
 const MAX_INPUTS: usize = 2048;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EmbeddingsRequest {
+    #[schema(value_type = Object)]
     input: Value,
     #[serde(default)]
     #[allow(dead_code)]
@@ -34,36 +35,36 @@ pub(crate) struct EmbeddingsRequest {
     user: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum EncodingFormat {
     Float,
     Base64,
 }
 
-#[derive(Debug, Serialize)]
-struct EmbeddingsResponse {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EmbeddingsResponse {
     object: &'static str,
     data: Vec<Embedding>,
     model: String,
     usage: Usage,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Embedding {
     object: &'static str,
     embedding: EmbeddingValue,
     index: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum EmbeddingValue {
     Float(Vec<f32>),
     Base64(String),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Usage {
     prompt_tokens: usize,
     total_tokens: usize,
@@ -131,6 +132,15 @@ impl From<ApiError> for OpenAiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/embeddings", tag = "OpenAI compatible", request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, description = "OpenAI's embeddings list", body = EmbeddingsResponse),
+        (status = 400, description = "Invalid request (OpenAI error shape)"),
+        (status = 401, description = "Missing or wrong API key (OpenAI error shape)"),
+        (status = 429, description = "Too many inputs in flight (OpenAI error shape)"),
+        (status = 500, description = "The model failed (OpenAI error shape)"),
+        (status = 503, description = "Shutting down (OpenAI error shape)"),
+    ))]
 pub(crate) async fn embeddings(
     State(state): State<AppState>,
     body: Result<ApiJson<EmbeddingsRequest>, ApiError>,

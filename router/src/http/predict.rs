@@ -11,14 +11,16 @@ use serde_json::Value;
 use tessera_core::{sigmoid, softmax};
 
 use super::embed::{run_inputs, timing_headers, Direction, RunOptions};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorResponse};
 use super::AppState;
 use crate::infer::{Input, Timings};
 use crate::metrics::{self, Method};
 use crate::queue::{Embedding, OutputKind};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct PredictRequest {
+    /// A string, a pair [string, string], or a list of those.
+    #[schema(value_type = Object)]
     inputs: Value,
     #[serde(default)]
     truncate: Option<bool>,
@@ -28,13 +30,13 @@ pub(crate) struct PredictRequest {
     raw_scores: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Prediction {
     score: f32,
     label: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct RerankRequest {
     query: String,
     texts: Vec<String>,
@@ -48,7 +50,7 @@ pub(crate) struct RerankRequest {
     return_text: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Rank {
     index: usize,
     score: f32,
@@ -111,6 +113,18 @@ fn scores(logits: &[f32], raw: bool) -> Vec<f32> {
     }
 }
 
+#[utoipa::path(post, path = "/predict", tag = "Text Embeddings Inference", request_body = PredictRequest,
+    responses(
+        (status = 200, description = "Label scores, sorted (a list of them for a batch)", body = Vec<Prediction>),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
+        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
+        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+    ))]
 pub(crate) async fn predict(
     State(state): State<AppState>,
     body: Result<ApiJson<PredictRequest>, ApiError>,
@@ -168,6 +182,18 @@ pub(crate) async fn predict(
     finish(method, started, result)
 }
 
+#[utoipa::path(post, path = "/rerank", tag = "Text Embeddings Inference", request_body = RerankRequest,
+    responses(
+        (status = 200, description = "Texts by score, best first", body = Vec<Rank>),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
+        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
+        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+    ))]
 pub(crate) async fn rerank(
     State(state): State<AppState>,
     body: Result<ApiJson<RerankRequest>, ApiError>,

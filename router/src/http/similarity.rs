@@ -10,18 +10,18 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::embed::{embed, embed_inner, run_request, timing_headers, Direction, EmbedRequest};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorResponse};
 use super::AppState;
 use crate::metrics::{self, Method};
 use crate::queue::{Embedding, OutputKind};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct SimilarityInputs {
     source_sentence: String,
     sentences: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct SimilarityRequest {
     inputs: SimilarityInputs,
     #[serde(default)]
@@ -57,6 +57,18 @@ where
     result
 }
 
+#[utoipa::path(post, path = "/similarity", tag = "Text Embeddings Inference", request_body = SimilarityRequest,
+    responses(
+        (status = 200, description = "Cosine similarity of each sentence to the source", body = Vec<f32>),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
+        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
+        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+    ))]
 pub(crate) async fn similarity(
     State(state): State<AppState>,
     body: Result<ApiJson<SimilarityRequest>, ApiError>,
@@ -92,8 +104,9 @@ async fn similarity_inner(state: AppState, request: SimilarityRequest) -> Result
     Ok((timing_headers(&timings), ApiJson(scores)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EmbedAllRequest {
+    #[schema(value_type = Object)]
     inputs: Value,
     #[serde(default)]
     truncate: Option<bool>,
@@ -103,6 +116,18 @@ pub(crate) struct EmbedAllRequest {
     prompt_name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/embed_all", tag = "Text Embeddings Inference", request_body = EmbedAllRequest,
+    responses(
+        (status = 200, description = "Every token's last hidden state, per input", body = Vec<Vec<Vec<f32>>>),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
+        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
+        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+    ))]
 pub(crate) async fn embed_all(
     State(state): State<AppState>,
     body: Result<ApiJson<EmbedAllRequest>, ApiError>,
@@ -151,6 +176,19 @@ fn succeeded(method: Method, timings: &crate::infer::Timings, started: Instant) 
     );
 }
 
+#[utoipa::path(post, path = "/", tag = "Text Embeddings Inference",
+    request_body(content = Object, description = "An /embed, /similarity, /predict or /rerank body, dispatched on its shape"),
+    responses(
+        (status = 200, description = "The answer of the route the body was dispatched to"),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
+        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
+        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+    ))]
 /// `POST /`: similarity when `inputs` is `{source_sentence, sentences}`, else the model's task.
 pub(crate) async fn root(
     State(state): State<AppState>,

@@ -4,11 +4,12 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorResponse};
 use super::{token_id, AppState};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct TokenizeRequest {
+    #[schema(value_type = Object)]
     inputs: Value,
     #[serde(default = "yes")]
     add_special_tokens: bool,
@@ -20,7 +21,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SimpleToken {
     id: u32,
     text: String,
@@ -29,6 +30,15 @@ pub(crate) struct SimpleToken {
     stop: Option<usize>,
 }
 
+#[utoipa::path(post, path = "/tokenize", tag = "Text Embeddings Inference", request_body = TokenizeRequest,
+    responses(
+        (status = 200, description = "Tokens per input", body = Vec<Vec<SimpleToken>>),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+    ))]
 pub(crate) async fn tokenize(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<TokenizeRequest>,
@@ -95,13 +105,23 @@ pub(crate) async fn tokenize(
     Ok(ApiJson(result))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct DecodeRequest {
+    #[schema(value_type = Object)]
     ids: Value,
     #[serde(default = "yes")]
     skip_special_tokens: bool,
 }
 
+#[utoipa::path(post, path = "/decode", tag = "Text Embeddings Inference", request_body = DecodeRequest,
+    responses(
+        (status = 200, description = "Text per list of ids", body = Vec<String>),
+        (status = 400, description = "Empty batch", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Too many inputs or a body over --payload-limit", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
+        (status = 422, description = "Invalid ids", body = ErrorResponse),
+    ))]
 pub(crate) async fn decode(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<DecodeRequest>,
