@@ -16,7 +16,12 @@ struct Weights {
 
 /// Writes a `BertForSequenceClassification` copy of bert-tiny with `labels` outputs.
 fn build(dir: &Path, labels: &[&str]) -> Weights {
-    let source = shared_model("bert-tiny").unwrap();
+    build_from("bert-tiny", dir, labels)
+}
+
+/// The same from another 32-wide shared model (jina-tiny gives a JinaBERT reranker).
+fn build_from(model: &str, dir: &Path, labels: &[&str]) -> Weights {
+    let source = shared_model(model).unwrap();
     for name in ["tokenizer.json", "special_tokens_map.json", "tokenizer_config.json"] {
         std::fs::copy(source.join(name), dir.join(name)).unwrap();
     }
@@ -208,6 +213,39 @@ fn rerank_sorts_by_sigmoid_of_the_single_logit() {
         400
     );
     drop(w);
+}
+
+#[test]
+fn a_jina_bert_reranker_scores_pairs_through_its_pooler() {
+    if shared_model("jina-tiny").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = build_from("jina-tiny", dir.path(), &["LABEL_0"]);
+    let server = Server::start(dir.path(), &[]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert!(
+        info["architecture"].as_str().unwrap().starts_with("jina-bert"),
+        "{}",
+        info["architecture"]
+    );
+    assert!(info["model_type"].get("reranker").is_some());
+    let text = "a single text";
+    let want = logits(&w, &cls_vector(&server, json!(text)), 1)[0];
+    let got: Vec<Value> = server
+        .post("/predict", &json!({ "inputs": text, "raw_scores": true }))
+        .json()
+        .unwrap();
+    assert!(
+        (got[0]["score"].as_f64().unwrap() - want).abs() < 1e-4,
+        "{} vs {want}",
+        got[0]["score"]
+    );
+    let ranks: Vec<Value> = server
+        .post("/rerank", &json!({ "query": "q", "texts": ["a", "b"] }))
+        .json()
+        .unwrap();
+    assert_eq!(ranks.len(), 2);
 }
 
 #[test]
