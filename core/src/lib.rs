@@ -36,6 +36,7 @@ mod splade;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokenize;
+pub mod wordpiece;
 
 pub use activation::HiddenAct;
 pub use attention::{AttentionKernel, PaddedAttention, PositionBias};
@@ -49,4 +50,4 @@ pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInsp
 pub use pooling::{Pooling, PoolingFileError};
 pub use registry::{Chosen, Registry, SelectError, Selection};
 pub use splade::{SpladeHead, SpladeSpec};
-pub use tokenize::{Encoded, TextTokenizer, Token, TokenizeError, TruncationDirection};
+pub use tokenize::{Encoded, TextTokenizer, Token, TokenizeError, TokenizerSource, TruncationDirection};

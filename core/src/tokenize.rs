@@ -93,6 +93,15 @@ pub enum TokenizeError {
     Tokenizer(String),
 }
 
+/// Where a [`TextTokenizer`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerSource {
+    /// The model's `tokenizer.json`.
+    TokenizerJson,
+    /// Built in memory from `vocab.txt` and `tokenizer_config.json` (WordPiece, as BertTokenizerFast).
+    BuiltFromVocab,
+}
+
 /// One token as `/tokenize` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
@@ -137,6 +146,25 @@ impl TextTokenizer {
             file: path.to_path_buf(),
             message,
         })
+    }
+
+    /// Loads the model directory's tokenizer: `tokenizer.json`, or, for BERT-family models that ship
+    /// only `vocab.txt` (+ `tokenizer_config.json`), a WordPiece tokenizer built in memory.
+    /// Returns whether it was built.
+    pub fn from_dir(root: &Path, max_input_length: usize) -> Result<(Self, TokenizerSource), LoadError> {
+        let json = root.join("tokenizer.json");
+        if json.is_file() || !root.join("vocab.txt").is_file() {
+            return Ok((
+                Self::from_file(&json, max_input_length)?,
+                TokenizerSource::TokenizerJson,
+            ));
+        }
+        let tokenizer = crate::wordpiece::from_vocab(root)?;
+        let built = Self::new(tokenizer, max_input_length).map_err(|message| LoadError::Tokenizer {
+            file: root.join("vocab.txt"),
+            message,
+        })?;
+        Ok((built, TokenizerSource::BuiltFromVocab))
     }
 
     /// Configures an already loaded tokenizer.

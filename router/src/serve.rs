@@ -80,7 +80,10 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         );
     }
 
-    let tokenizer = TextTokenizer::from_file(&root.join("tokenizer.json"), plan.max_input_length)?;
+    let (tokenizer, source) = TextTokenizer::from_dir(&root, plan.max_input_length)?;
+    if source == tessera_core::TokenizerSource::BuiltFromVocab {
+        tracing::info!("no tokenizer.json: built the WordPiece tokenizer from vocab.txt and tokenizer_config.json");
+    }
     let device = Device::Cpu;
     let load_started = std::time::Instant::now();
     let backend = plan

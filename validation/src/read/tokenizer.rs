@@ -8,10 +8,46 @@ use tessera_core::Finding;
 pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
     let path = root.join("tokenizer.json");
     if !path.is_file() {
+        let vocab = root.join("vocab.txt");
+        if vocab.is_file() {
+            return match tessera_core::wordpiece::from_vocab(root) {
+                Ok(tokenizer) => {
+                    findings.push(
+                        Finding::info(
+                            "tokenizer-built-from-vocab",
+                            "no tokenizer.json: the WordPiece tokenizer is built from vocab.txt and tokenizer_config.json",
+                        )
+                        .in_file(&vocab)
+                        .fix("save tokenizer.json with `AutoTokenizer.from_pretrained(model).save_pretrained(dir)` to skip this step"),
+                    );
+                    TokenizerInfo {
+                        path: Some(vocab),
+                        vocab_size: Some(tokenizer.get_vocab_size(true)),
+                    }
+                }
+                Err(e) => {
+                    findings.push(
+                        Finding::error(
+                            "tokenizer-unparsable",
+                            format!("no tokenizer.json, and vocab.txt cannot be used: {e}"),
+                        )
+                        .in_file(&vocab)
+                        .fix("add the model's tokenizer.json"),
+                    );
+                    TokenizerInfo {
+                        path: Some(vocab),
+                        vocab_size: None,
+                    }
+                }
+            };
+        }
         findings.push(
-            Finding::error("tokenizer-missing", "tokenizer.json (the fast tokenizer) is missing")
-                .in_file(&path)
-                .fix("save it with `AutoTokenizer.from_pretrained(model).save_pretrained(dir)`"),
+            Finding::error(
+                "tokenizer-missing",
+                "no tokenizer: looked for tokenizer.json, and for vocab.txt (+ tokenizer_config.json) to build one",
+            )
+            .in_file(&path)
+            .fix("save it with `AutoTokenizer.from_pretrained(model).save_pretrained(dir)`, or add the model's vocab.txt"),
         );
         return TokenizerInfo::default();
     }

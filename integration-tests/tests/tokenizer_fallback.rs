@@ -1,0 +1,90 @@
+//! Models without tokenizer.json: the WordPiece tokenizer built from `vocab.txt` and
+//! `tokenizer_config.json` gives sentence-transformers' token ids on the 40 golden texts.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tessera_integration_tests::{assert_parity, run, shared_model, Server};
+
+/// A copy of `model` with tokenizer.json replaced by the vocab.txt it was made from.
+fn without_tokenizer_json(model: &Path, dir: &Path) {
+    for entry in std::fs::read_dir(model).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if path.is_dir() {
+            std::fs::create_dir_all(dir.join(&name)).unwrap();
+            for inner in std::fs::read_dir(&path).unwrap() {
+                let inner = inner.unwrap().path();
+                std::fs::copy(&inner, dir.join(&name).join(inner.file_name().unwrap())).unwrap();
+            }
+        } else if name != "tokenizer.json" {
+            std::fs::copy(&path, dir.join(&name)).unwrap();
+        }
+    }
+    let tokenizer: Value = serde_json::from_slice(&std::fs::read(model.join("tokenizer.json")).unwrap()).unwrap();
+    let vocab = tokenizer["model"]["vocab"].as_object().unwrap();
+    let mut tokens: Vec<(u64, &str)> = vocab.iter().map(|(t, id)| (id.as_u64().unwrap(), t.as_str())).collect();
+    tokens.sort();
+    let text: String = tokens.iter().map(|(_, t)| format!("{t}\n")).collect();
+    std::fs::write(dir.join("vocab.txt"), text).unwrap();
+}
+
+#[test]
+fn vocab_txt_gives_the_golden_token_ids_and_vectors() {
+    let Some(model) = shared_model("bert-tiny") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    without_tokenizer_json(&model, dir.path());
+
+    let out = run(&["validate-model", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["code"] == "tokenizer-built-from-vocab"));
+
+    let golden: Value = serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
+    let server = Server::start(dir.path(), &["--max-client-batch-size", "64", "--auto-truncate"]);
+    assert!(
+        server.log().contains("built the WordPiece tokenizer"),
+        "{}",
+        server.log()
+    );
+    let tokens: Vec<Vec<Value>> = server
+        .post("/tokenize", &json!({"inputs": golden["texts"]}))
+        .json()
+        .unwrap();
+    let want: Vec<Vec<u32>> = serde_json::from_value(golden["token_ids"].clone()).unwrap();
+    let max_len = golden["max_seq_length"].as_u64().unwrap_or(512) as usize;
+    for (i, (got, want)) in tokens.iter().zip(&want).enumerate() {
+        let ids: Vec<u32> = got
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap() as u32)
+            .take(max_len)
+            .collect();
+        // /tokenize does not truncate; the goldens are truncated at max_seq_length.
+        let full_prefix = ids.len() >= want.len() - 1 && ids[..want.len() - 1] == want[..want.len() - 1];
+        assert!(ids == *want || full_prefix, "token ids of text {i}");
+    }
+    let vectors: Vec<Vec<f32>> = server
+        .post("/embed", &json!({"inputs": golden["texts"]}))
+        .json()
+        .unwrap();
+    let want_vectors: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    for (i, (g, w)) in vectors.iter().zip(&want_vectors).enumerate() {
+        assert_parity(g, w, &format!("text {i} with the built tokenizer"));
+    }
+}
+
+#[test]
+fn no_tokenizer_at_all_lists_what_was_looked_for() {
+    let Some(model) = shared_model("bert-tiny") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    without_tokenizer_json(&model, dir.path());
+    std::fs::remove_file(dir.path().join("vocab.txt")).unwrap();
+    let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokenizer.json") && err.contains("vocab.txt"), "{err}");
+}
