@@ -2,7 +2,8 @@
 //!
 //! 1. GFLOP/s of the linear layers (candle's CPU matmul) at [16, 128, 2048 tokens x 384] x
 //!    [384 x 1536], the shapes of all-MiniLM-L6-v2's feed-forward.
-//! 2. The varlen kernel against the padded reference: a batch of mixed lengths (16-512 tokens,
+//! 2. GELU (erf and tanh forms) on one short input's intermediate activations.
+//! 3. The varlen kernel against the padded reference: a batch of mixed lengths (16-512 tokens,
 //!    12 heads of 32) and one 8192-token input (4 heads of 8, as jina-tiny), each in its own
 //!    process so the reported peak RSS belongs to that case alone.
 
@@ -73,6 +74,22 @@ fn matmul() {
     }
 }
 
+fn activations() {
+    println!("activations on [14 x 1536] (one MiniLM layer's intermediate, one short input)");
+    let x = random(&[14, 1536], 7);
+    let erf = median(|| {
+        let _ = x.gelu_erf().unwrap();
+    });
+    let tanh = median(|| {
+        let _ = x.gelu().unwrap();
+    });
+    println!(
+        "  gelu (erf): {:>7.1} us   gelu (tanh): {:>7.1} us",
+        erf.as_secs_f64() * 1e6,
+        tanh.as_secs_f64() * 1e6
+    );
+}
+
 fn run_case(name: &str) {
     let (lengths, heads, dim, alibi): (Vec<usize>, usize, usize, bool) = match name {
         n if n.starts_with("mixed") => ((0..32).map(|i| 16 + (i * 97) % 497).collect(), 12, 32, false),
@@ -116,6 +133,7 @@ fn main() {
         return;
     }
     matmul();
+    activations();
     println!("attention, varlen vs padded (each case in a fresh process)");
     let me = std::env::current_exe().expect("own path");
     for case in ["mixed-varlen", "mixed-padded", "long8192-varlen", "long8192-padded"] {
