@@ -4,15 +4,16 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 use tessera_core::{finish_embedding, TruncationDirection};
 
+use super::counted::{counted, method_of};
 use super::error::{ApiError, ApiJson, ErrorResponse};
 use super::{token_id, AppState};
 use crate::infer::{Input, Timings, Truncation};
-use crate::metrics::{self, Method};
+use crate::metrics;
 use crate::queue::{Embedding, OutputKind};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -105,38 +106,12 @@ pub(crate) async fn embed(
     State(state): State<AppState>,
     body: Result<ApiJson<EmbedRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let request = match body {
-        Ok(ApiJson(request)) => request,
-        Err(e) => {
-            metrics::request_received(Method::Invalid);
-            metrics::request_failed(e.failure());
-            return Err(e);
-        }
-    };
-    let method = match &request.inputs {
-        Value::Array(items) if items.is_empty() || !items.iter().all(Value::is_number) => Method::Batch,
-        _ => Method::Single,
-    };
-    metrics::request_received(method);
-    match embed_inner(&state, request, started).await {
-        Ok((vectors, timings)) => {
-            metrics::request_succeeded(
-                method,
-                &metrics::RequestTimings {
-                    total: started.elapsed(),
-                    tokenization: timings.tokenization,
-                    queue: timings.queue,
-                    inference: timings.inference,
-                },
-            );
-            Ok((timing_headers(&timings), ApiJson(vectors)).into_response())
-        }
-        Err(e) => {
-            metrics::request_failed(e.failure());
-            Err(e)
-        }
-    }
+    counted(
+        body,
+        |r| method_of(&r.inputs),
+        |request, started| async move { embed_inner(&state, request, started).await },
+    )
+    .await
 }
 
 /// Validates, tokenizes and embeds; shared by `/embed`, `/similarity` and the OpenAI routes.
@@ -274,64 +249,36 @@ pub(crate) async fn embed_sparse(
     State(state): State<AppState>,
     body: Result<ApiJson<EmbedRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let request = match body {
-        Ok(ApiJson(request)) => request,
-        Err(e) => {
-            metrics::request_received(Method::Invalid);
-            metrics::request_failed(e.failure());
-            return Err(e);
-        }
-    };
-    let method = match &request.inputs {
-        Value::Array(items) if items.is_empty() || !items.iter().all(Value::is_number) => Method::Batch,
-        _ => Method::Single,
-    };
-    metrics::request_received(method);
-    let result = async {
-        if !state.sparse {
-            return Err(ApiError::validation(
+    counted(
+        body,
+        |r| method_of(&r.inputs),
+        |request, started| async move {
+            if !state.sparse {
+                return Err(ApiError::validation(
                 "wrong-model-type",
                 "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint",
             ));
-        }
-        let request = EmbedRequest {
-            normalize: Some(false),
-            dimensions: None,
-            ..request
-        };
-        let (vectors, timings) = embed_inner(&state, request, started).await?;
-        let sparse: Vec<Vec<SparseValue>> = vectors
-            .into_iter()
-            .map(|v| {
-                v.into_iter()
-                    .enumerate()
-                    .filter(|(_, x)| *x != 0.0)
-                    .map(|(index, value)| SparseValue { index, value })
-                    .collect()
-            })
-            .collect();
-        Ok((sparse, timings))
-    }
-    .await;
-    match result {
-        Ok((sparse, timings)) => {
-            metrics::request_succeeded(
-                method,
-                &metrics::RequestTimings {
-                    total: started.elapsed(),
-                    tokenization: timings.tokenization,
-                    queue: timings.queue,
-                    inference: timings.inference,
-                },
-            );
-            Ok((timing_headers(&timings), ApiJson(sparse)).into_response())
-        }
-        Err(e) => {
-            metrics::request_failed(e.failure());
-            Err(e)
-        }
-    }
+            }
+            let request = EmbedRequest {
+                normalize: Some(false),
+                dimensions: None,
+                ..request
+            };
+            let (vectors, timings) = embed_inner(&state, request, started).await?;
+            let sparse: Vec<Vec<SparseValue>> = vectors
+                .into_iter()
+                .map(|v| {
+                    v.into_iter()
+                        .enumerate()
+                        .filter(|(_, x)| *x != 0.0)
+                        .map(|(index, value)| SparseValue { index, value })
+                        .collect()
+                })
+                .collect();
+            Ok((sparse, timings))
+        },
+    )
+    .await
 }
 
 /// TEI's response headers; times in milliseconds.

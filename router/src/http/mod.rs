@@ -1,6 +1,7 @@
 //! The HTTP API (TEI 1.9 compatible). [`app`] builds the router from shared state.
 
 mod auth;
+mod counted;
 mod embed;
 pub(crate) mod error;
 mod info;

@@ -1,8 +1,6 @@
 //! `POST /v1/embeddings` and `/embeddings`, as OpenAI's API defines them: request and response
 //! shapes, base64 encoding, `dimensions`, real token usage, and errors in OpenAI's shape.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,10 +9,10 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::embed::{embed_inner, timing_headers, EmbedRequest};
+use super::counted::{counted, method_of};
+use super::embed::{embed_inner, EmbedRequest};
 use super::error::{ApiError, ApiJson};
 use super::AppState;
-use crate::metrics::{self, Method};
 
 /// OpenAI's limit on inputs per request.
 const MAX_INPUTS: usize = 2048;
@@ -145,78 +143,50 @@ pub(crate) async fn embeddings(
     State(state): State<AppState>,
     body: Result<ApiJson<EmbeddingsRequest>, ApiError>,
 ) -> Result<Response, OpenAiError> {
-    let started = Instant::now();
-    let request = match body {
-        Ok(ApiJson(request)) => request,
-        Err(e) => {
-            metrics::request_received(Method::Invalid);
-            metrics::request_failed(e.failure());
-            return Err(e.into());
-        }
-    };
-    let method = match &request.input {
-        Value::Array(items) if items.is_empty() || !items.iter().all(Value::is_number) => Method::Batch,
-        _ => Method::Single,
-    };
-    metrics::request_received(method);
-    let result = embeddings_inner(&state, request, started, method).await;
-    if let Err(e) = &result {
-        metrics::request_failed(e.0.failure());
-    }
-    result
-}
-
-async fn embeddings_inner(
-    state: &AppState,
-    request: EmbeddingsRequest,
-    started: Instant,
-    method: Method,
-) -> Result<Response, OpenAiError> {
-    check_openai_input(&request.input)?;
-    let format = request.encoding_format.unwrap_or(EncodingFormat::Float);
-    let tei = EmbedRequest {
-        inputs: request.input,
-        truncate: None,
-        truncation_direction: None,
-        normalize: Some(true),
-        dimensions: request.dimensions,
-        prompt_name: None,
-    };
-    let (vectors, timings) = embed_inner(state, tei, started).await?;
-    metrics::request_succeeded(
-        method,
-        &metrics::RequestTimings {
-            total: started.elapsed(),
-            tokenization: timings.tokenization,
-            queue: timings.queue,
-            inference: timings.inference,
+    counted(
+        body,
+        |r| method_of(&r.input),
+        |request, started| async move {
+            check_openai_input(&request.input)?;
+            let format = request.encoding_format.unwrap_or(EncodingFormat::Float);
+            let tei = EmbedRequest {
+                inputs: request.input,
+                truncate: None,
+                truncation_direction: None,
+                normalize: Some(true),
+                dimensions: request.dimensions,
+                prompt_name: None,
+            };
+            let (vectors, timings) = embed_inner(&state, tei, started).await?;
+            let data = vectors
+                .into_iter()
+                .enumerate()
+                .map(|(index, v)| Embedding {
+                    object: "embedding",
+                    embedding: match format {
+                        EncodingFormat::Float => EmbeddingValue::Float(v),
+                        EncodingFormat::Base64 => {
+                            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                            EmbeddingValue::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+                        }
+                    },
+                    index,
+                })
+                .collect();
+            let response = EmbeddingsResponse {
+                object: "list",
+                data,
+                model: state.info.model_id.clone(),
+                usage: Usage {
+                    prompt_tokens: timings.tokens,
+                    total_tokens: timings.tokens,
+                },
+            };
+            Ok((response, timings))
         },
-    );
-    let data = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(index, v)| Embedding {
-            object: "embedding",
-            embedding: match format {
-                EncodingFormat::Float => EmbeddingValue::Float(v),
-                EncodingFormat::Base64 => {
-                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    EmbeddingValue::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
-                }
-            },
-            index,
-        })
-        .collect();
-    let response = EmbeddingsResponse {
-        object: "list",
-        data,
-        model: state.info.model_id.clone(),
-        usage: Usage {
-            prompt_tokens: timings.tokens,
-            total_tokens: timings.tokens,
-        },
-    };
-    Ok((timing_headers(&timings), Json(response)).into_response())
+    )
+    .await
+    .map_err(OpenAiError)
 }
 
 /// OpenAI rejects empty inputs (TEI's `/embed` accepts an empty string; this route follows OpenAI).

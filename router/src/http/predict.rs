@@ -2,19 +2,18 @@
 //! `*ForSequenceClassification` checkpoints. Probabilities come from a softmax that cannot
 //! overflow (TEI's turns logits like [-100, 50] into NaN), or a sigmoid for one-output rerankers.
 
-use std::time::Instant;
-
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tessera_core::{sigmoid, softmax};
 
-use super::embed::{run_inputs, timing_headers, Direction, RunOptions};
+use super::counted::counted;
+use super::embed::{run_inputs, Direction, RunOptions};
 use super::error::{ApiError, ApiJson, ErrorResponse};
 use super::AppState;
-use crate::infer::{Input, Timings};
-use crate::metrics::{self, Method};
+use crate::infer::Input;
+use crate::metrics::Method;
 use crate::queue::{Embedding, OutputKind};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -129,26 +128,16 @@ pub(crate) async fn predict(
     State(state): State<AppState>,
     body: Result<ApiJson<PredictRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let request = match body {
-        Ok(ApiJson(r)) => r,
-        Err(e) => {
-            metrics::request_received(Method::Invalid);
-            metrics::request_failed(e.failure());
-            return Err(e);
-        }
-    };
-    let parsed = parse_sequences(&request.inputs);
     // Counted once per request, whatever its shape (TEI counts single predictions twice).
-    let method = if matches!(parsed, Ok((_, true))) {
-        Method::Batch
-    } else {
-        Method::Single
+    let method = |r: &PredictRequest| match &r.inputs {
+        Value::Array(items) if !items.is_empty() && parse_sequences(&r.inputs).is_ok_and(|(_, batched)| batched) => {
+            Method::Batch
+        }
+        _ => Method::Single,
     };
-    metrics::request_received(method);
-    let result = async {
+    counted(body, method, |request, started| async move {
         let labels = labels(&state)?.to_vec();
-        let (inputs, batched) = parsed?;
+        let (inputs, batched) = parse_sequences(&request.inputs)?;
         let options = RunOptions {
             truncate: request.truncate,
             truncation_direction: request.truncation_direction,
@@ -177,9 +166,8 @@ pub(crate) async fn predict(
         }
         .map_err(|e| ApiError::backend(e.to_string()))?;
         Ok((body, timings))
-    }
-    .await;
-    finish(method, started, result)
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/rerank", tag = "Text Embeddings Inference", request_body = RerankRequest,
@@ -198,75 +186,46 @@ pub(crate) async fn rerank(
     State(state): State<AppState>,
     body: Result<ApiJson<RerankRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let request = match body {
-        Ok(ApiJson(r)) => r,
-        Err(e) => {
-            metrics::request_received(Method::Invalid);
-            metrics::request_failed(e.failure());
-            return Err(e);
-        }
-    };
-    metrics::request_received(Method::Batch);
-    let result = async {
-        let labels = labels(&state)?;
-        if labels.len() != 1 {
-            return Err(ApiError::validation(
-                "wrong-model-type",
-                format!(
-                    "the model classifies into {} labels; /rerank needs a one-output reranker: use /predict",
-                    labels.len()
-                ),
-            ));
-        }
-        if request.texts.is_empty() {
-            return Err(ApiError::empty("`texts` is empty"));
-        }
-        let inputs = request
-            .texts
-            .iter()
-            .map(|t| Input::Pair(request.query.clone(), t.clone()))
-            .collect();
-        let options = RunOptions {
-            truncate: request.truncate,
-            truncation_direction: request.truncation_direction,
-            prompt_name: None,
-        };
-        let (outputs, timings) = run_inputs(&state, inputs, options, started, OutputKind::Logits).await?;
-        let mut ranks: Vec<Rank> = logits(outputs)?
-            .iter()
-            .enumerate()
-            .map(|(index, l)| Rank {
-                index,
-                score: scores(l, request.raw_scores).first().copied().unwrap_or(f32::NAN),
-                text: request.return_text.then(|| request.texts[index].clone()),
-            })
-            .collect();
-        ranks.sort_by(|a, b| b.score.total_cmp(&a.score));
-        let body = serde_json::to_value(ranks).map_err(|e| ApiError::backend(e.to_string()))?;
-        Ok((body, timings))
-    }
-    .await;
-    finish(Method::Batch, started, result)
-}
-
-fn finish(method: Method, started: Instant, result: Result<(Value, Timings), ApiError>) -> Result<Response, ApiError> {
-    match result {
-        Ok((body, timings)) => {
-            metrics::request_succeeded(
-                method,
-                &metrics::RequestTimings {
-                    total: started.elapsed(),
-                    tokenization: timings.tokenization,
-                    queue: timings.queue,
-                    inference: timings.inference,
-                },
-            );
-            Ok((timing_headers(&timings), ApiJson(body)).into_response())
-        }
-        Err(e) => {
-            metrics::request_failed(e.failure());
-            Err(e)
-        }
-    }
+    counted(
+        body,
+        |_| Method::Batch,
+        |request, started| async move {
+            let labels = labels(&state)?;
+            if labels.len() != 1 {
+                return Err(ApiError::validation(
+                    "wrong-model-type",
+                    format!(
+                        "the model classifies into {} labels; /rerank needs a one-output reranker: use /predict",
+                        labels.len()
+                    ),
+                ));
+            }
+            if request.texts.is_empty() {
+                return Err(ApiError::empty("`texts` is empty"));
+            }
+            let inputs = request
+                .texts
+                .iter()
+                .map(|t| Input::Pair(request.query.clone(), t.clone()))
+                .collect();
+            let options = RunOptions {
+                truncate: request.truncate,
+                truncation_direction: request.truncation_direction,
+                prompt_name: None,
+            };
+            let (outputs, timings) = run_inputs(&state, inputs, options, started, OutputKind::Logits).await?;
+            let mut ranks: Vec<Rank> = logits(outputs)?
+                .iter()
+                .enumerate()
+                .map(|(index, l)| Rank {
+                    index,
+                    score: scores(l, request.raw_scores).first().copied().unwrap_or(f32::NAN),
+                    text: request.return_text.then(|| request.texts[index].clone()),
+                })
+                .collect();
+            ranks.sort_by(|a, b| b.score.total_cmp(&a.score));
+            Ok((ranks, timings))
+        },
+    )
+    .await
 }

@@ -2,14 +2,13 @@
 //! `huggingface_hub.InferenceClient` posts to): it dispatches on the body's shape, so similarity
 //! needs no `TASK` variable as it does in TEI.
 
-use std::time::Instant;
-
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::embed::{embed, embed_inner, run_request, timing_headers, Direction, EmbedRequest};
+use super::counted::{counted, method_of};
+use super::embed::{embed, embed_inner, run_request, Direction, EmbedRequest};
 use super::error::{ApiError, ApiJson, ErrorResponse};
 use super::AppState;
 use crate::metrics::{self, Method};
@@ -32,31 +31,6 @@ pub(crate) struct SimilarityRequest {
     prompt_name: Option<String>,
 }
 
-/// Counts a request under TEI's metrics around `run`.
-async fn counted<T, F>(
-    body: Result<ApiJson<T>, ApiError>,
-    method: Method,
-    run: impl FnOnce(T) -> F,
-) -> Result<Response, ApiError>
-where
-    F: std::future::Future<Output = Result<Response, ApiError>>,
-{
-    let request = match body {
-        Ok(ApiJson(request)) => request,
-        Err(e) => {
-            metrics::request_received(Method::Invalid);
-            metrics::request_failed(e.failure());
-            return Err(e);
-        }
-    };
-    metrics::request_received(method);
-    let result = run(request).await;
-    if let Err(e) = &result {
-        metrics::request_failed(e.failure());
-    }
-    result
-}
-
 #[utoipa::path(post, path = "/similarity", tag = "Text Embeddings Inference", request_body = SimilarityRequest,
     responses(
         (status = 200, description = "Cosine similarity of each sentence to the source", body = Vec<f32>),
@@ -73,35 +47,36 @@ pub(crate) async fn similarity(
     State(state): State<AppState>,
     body: Result<ApiJson<SimilarityRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    counted(body, Method::Batch, |request| similarity_inner(state, request)).await
-}
-
-async fn similarity_inner(state: AppState, request: SimilarityRequest) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    if request.inputs.sentences.is_empty() {
-        return Err(ApiError::empty("`inputs.sentences` is empty"));
-    }
-    let mut texts = vec![Value::String(request.inputs.source_sentence)];
-    texts.extend(request.inputs.sentences.into_iter().map(Value::String));
-    let tei = EmbedRequest {
-        inputs: Value::Array(texts),
-        truncate: request.truncate,
-        truncation_direction: request.truncation_direction,
-        normalize: Some(true),
-        dimensions: None,
-        prompt_name: request.prompt_name,
-    };
-    let (vectors, timings) = embed_inner(&state, tei, started).await?;
-    let (source, others) = vectors
-        .split_first()
-        .ok_or_else(|| ApiError::backend("no vectors came back"))?;
-    // Both sides are unit vectors (zero vectors stay zero), so the dot product is the cosine.
-    let scores: Vec<f32> = others
-        .iter()
-        .map(|v| v.iter().zip(source).map(|(a, b)| a * b).sum())
-        .collect();
-    succeeded(Method::Batch, &timings, started);
-    Ok((timing_headers(&timings), ApiJson(scores)).into_response())
+    counted(
+        body,
+        |_| Method::Batch,
+        |request, started| async move {
+            if request.inputs.sentences.is_empty() {
+                return Err(ApiError::empty("`inputs.sentences` is empty"));
+            }
+            let mut texts = vec![Value::String(request.inputs.source_sentence)];
+            texts.extend(request.inputs.sentences.into_iter().map(Value::String));
+            let tei = EmbedRequest {
+                inputs: Value::Array(texts),
+                truncate: request.truncate,
+                truncation_direction: request.truncation_direction,
+                normalize: Some(true),
+                dimensions: None,
+                prompt_name: request.prompt_name,
+            };
+            let (vectors, timings) = embed_inner(&state, tei, started).await?;
+            let (source, others) = vectors
+                .split_first()
+                .ok_or_else(|| ApiError::backend("no vectors came back"))?;
+            // Both sides are unit vectors (zero vectors stay zero), so the dot product is the cosine.
+            let scores: Vec<f32> = others
+                .iter()
+                .map(|v| v.iter().zip(source).map(|(a, b)| a * b).sum())
+                .collect();
+            Ok((scores, timings))
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -132,48 +107,32 @@ pub(crate) async fn embed_all(
     State(state): State<AppState>,
     body: Result<ApiJson<EmbedAllRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let method = match &body {
-        Ok(ApiJson(r)) if matches!(&r.inputs, Value::Array(items) if items.is_empty() || !items.iter().all(Value::is_number)) => {
-            Method::Batch
-        }
-        _ => Method::Single,
-    };
-    counted(body, method, |request| async move {
-        let started = Instant::now();
-        let tei = EmbedRequest {
-            inputs: request.inputs,
-            truncate: request.truncate,
-            truncation_direction: request.truncation_direction,
-            normalize: None,
-            dimensions: None,
-            prompt_name: request.prompt_name,
-        };
-        let (outputs, timings) = run_request(&state, tei, started, OutputKind::Tokens).await?;
-        let tokens = outputs
-            .into_iter()
-            .map(|e| match e {
-                Embedding::Tokens(t) => Ok(t),
-                Embedding::Pooled(_) | Embedding::Logits(_) => Err(ApiError::backend(
-                    "the model returned another output than token vectors",
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        succeeded(method, &timings, started);
-        Ok((timing_headers(&timings), ApiJson(tokens)).into_response())
-    })
-    .await
-}
-
-fn succeeded(method: Method, timings: &crate::infer::Timings, started: Instant) {
-    metrics::request_succeeded(
-        method,
-        &metrics::RequestTimings {
-            total: started.elapsed(),
-            tokenization: timings.tokenization,
-            queue: timings.queue,
-            inference: timings.inference,
+    counted(
+        body,
+        |r| method_of(&r.inputs),
+        |request, started| async move {
+            let tei = EmbedRequest {
+                inputs: request.inputs,
+                truncate: request.truncate,
+                truncation_direction: request.truncation_direction,
+                normalize: None,
+                dimensions: None,
+                prompt_name: request.prompt_name,
+            };
+            let (outputs, timings) = run_request(&state, tei, started, OutputKind::Tokens).await?;
+            let tokens = outputs
+                .into_iter()
+                .map(|e| match e {
+                    Embedding::Tokens(t) => Ok(t),
+                    Embedding::Pooled(_) | Embedding::Logits(_) => Err(ApiError::backend(
+                        "the model returned another output than token vectors",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((tokens, timings))
         },
-    );
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/", tag = "Text Embeddings Inference",
