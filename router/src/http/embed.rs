@@ -10,7 +10,7 @@ use serde_json::Value;
 use tessera_core::{finish_embedding, TruncationDirection};
 
 use super::counted::{counted, method_of};
-use super::error::{ApiError, ApiJson, ErrorResponse};
+use super::error::{ApiError, ApiJson, InferenceErrors};
 use super::{token_id, AppState};
 use crate::infer::{Input, Timings, Truncation};
 use crate::metrics;
@@ -93,14 +93,7 @@ fn ids(items: &[Value], index: usize) -> Result<Vec<u32>, ApiError> {
 #[utoipa::path(post, path = "/embed", tag = "Text Embeddings Inference", request_body = EmbedRequest,
     responses(
         (status = 200, description = "One vector per input, in input order", body = Vec<Vec<f32>>),
-        (status = 400, description = "Empty batch", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
-        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
-        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
-        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
-        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+        InferenceErrors,
     ))]
 pub(crate) async fn embed(
     State(state): State<AppState>,
@@ -236,14 +229,7 @@ pub(crate) struct SparseValue {
 #[utoipa::path(post, path = "/embed_sparse", tag = "Text Embeddings Inference", request_body = EmbedRequest,
     responses(
         (status = 200, description = "Non-zero SPLADE entries per input", body = Vec<Vec<SparseValue>>),
-        (status = 400, description = "Empty batch", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
-        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
-        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
-        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
-        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+        InferenceErrors,
     ))]
 pub(crate) async fn embed_sparse(
     State(state): State<AppState>,

@@ -38,6 +38,36 @@ pub(crate) struct ErrorResponse {
     code: String,
 }
 
+/// The error answers every inference route can give, for the API description.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum InferenceErrors {
+    /// Empty batch.
+    #[response(status = 400)]
+    Empty(ErrorResponse),
+    /// Missing or wrong API key.
+    #[response(status = 401)]
+    Unauthorized(ErrorResponse),
+    /// Too many inputs, an input too long, or a body over --payload-limit.
+    #[response(status = 413)]
+    TooLarge(ErrorResponse),
+    /// Content-Type is not application/json.
+    #[response(status = 415)]
+    ContentType(ErrorResponse),
+    /// Invalid request or tokenization error.
+    #[response(status = 422)]
+    Validation(ErrorResponse),
+    /// The model failed on the batch.
+    #[response(status = 424)]
+    Backend(ErrorResponse),
+    /// Too many inputs in flight (Retry-After).
+    #[response(status = 429)]
+    Overloaded(ErrorResponse),
+    /// The model worker is down or the server is shutting down.
+    #[response(status = 503)]
+    Unhealthy(ErrorResponse),
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,

@@ -10,7 +10,7 @@ use tessera_core::{sigmoid, softmax};
 
 use super::counted::counted;
 use super::embed::{run_inputs, Direction, RunOptions};
-use super::error::{ApiError, ApiJson, ErrorResponse};
+use super::error::{ApiError, ApiJson, InferenceErrors};
 use super::AppState;
 use crate::infer::Input;
 use crate::metrics::Method;
@@ -115,14 +115,7 @@ fn scores(logits: &[f32], raw: bool) -> Vec<f32> {
 #[utoipa::path(post, path = "/predict", tag = "Text Embeddings Inference", request_body = PredictRequest,
     responses(
         (status = 200, description = "Label scores, sorted (a list of them for a batch)", body = Vec<Prediction>),
-        (status = 400, description = "Empty batch", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
-        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
-        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
-        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
-        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+        InferenceErrors,
     ))]
 pub(crate) async fn predict(
     State(state): State<AppState>,
@@ -173,14 +166,7 @@ pub(crate) async fn predict(
 #[utoipa::path(post, path = "/rerank", tag = "Text Embeddings Inference", request_body = RerankRequest,
     responses(
         (status = 200, description = "Texts by score, best first", body = Vec<Rank>),
-        (status = 400, description = "Empty batch", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
-        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
-        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
-        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
-        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+        InferenceErrors,
     ))]
 pub(crate) async fn rerank(
     State(state): State<AppState>,

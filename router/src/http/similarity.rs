@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::counted::{counted, method_of};
 use super::embed::{embed, embed_inner, run_request, Direction, EmbedRequest};
-use super::error::{ApiError, ApiJson, ErrorResponse};
+use super::error::{ApiError, ApiJson, InferenceErrors};
 use super::AppState;
 use crate::metrics::{self, Method};
 use crate::queue::{Embedding, OutputKind};
@@ -34,14 +34,7 @@ pub(crate) struct SimilarityRequest {
 #[utoipa::path(post, path = "/similarity", tag = "Text Embeddings Inference", request_body = SimilarityRequest,
     responses(
         (status = 200, description = "Cosine similarity of each sentence to the source", body = Vec<f32>),
-        (status = 400, description = "Empty batch", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
-        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
-        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
-        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
-        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+        InferenceErrors,
     ))]
 pub(crate) async fn similarity(
     State(state): State<AppState>,
@@ -94,14 +87,7 @@ pub(crate) struct EmbedAllRequest {
 #[utoipa::path(post, path = "/embed_all", tag = "Text Embeddings Inference", request_body = EmbedAllRequest,
     responses(
         (status = 200, description = "Every token's last hidden state, per input", body = Vec<Vec<Vec<f32>>>),
-        (status = 400, description = "Empty batch", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
-        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
-        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
-        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
-        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+        InferenceErrors,
     ))]
 pub(crate) async fn embed_all(
     State(state): State<AppState>,
@@ -139,14 +125,7 @@ pub(crate) async fn embed_all(
     request_body(content = Object, description = "An /embed, /similarity, /predict or /rerank body, dispatched on its shape"),
     responses(
         (status = 200, description = "The answer of the route the body was dispatched to"),
-        (status = 400, description = "Empty batch", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs, an input too long, or a body over --payload-limit", body = ErrorResponse),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
-        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
-        (status = 424, description = "The model failed on the batch", body = ErrorResponse),
-        (status = 429, description = "Too many inputs in flight (Retry-After)", body = ErrorResponse),
-        (status = 503, description = "The model worker is down or the server is shutting down", body = ErrorResponse),
+        InferenceErrors,
     ))]
 /// `POST /`: similarity when `inputs` is `{source_sentence, sentences}`, else the model's task.
 pub(crate) async fn root(
