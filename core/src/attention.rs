@@ -228,44 +228,8 @@ pub fn to_nested(t: &Tensor) -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
 mod tests {
     use super::*;
 
-    fn random(total: usize, heads: usize, dim: usize, seed: u64) -> Tensor {
-        // A small LCG keeps the test free of extra dependencies and deterministic.
-        let mut state = seed;
-        let data: Vec<f32> = (0..total * heads * dim)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(data, (total, heads, dim), &Device::Cpu).unwrap()
-    }
-
     fn check(lengths: &[usize], heads: usize, bias: PositionBias, kernel: &dyn AttentionKernel) {
-        let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
-        let total = seqs.total_tokens();
-        let (q, k, v) = (
-            random(total, heads, 8, 1),
-            random(total, heads, 8, 2),
-            random(total, heads, 8, 3),
-        );
-        let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, &bias).unwrap()).unwrap();
-        let want = reference_attention(
-            &to_nested(&q).unwrap(),
-            &to_nested(&k).unwrap(),
-            &to_nested(&v).unwrap(),
-            &seqs,
-            &bias,
-        );
-        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
-            for h in 0..heads {
-                for c in 0..8 {
-                    let d = (g[h][c] - w[h][c]).abs();
-                    assert!(d < 1e-5, "token {t} head {h} dim {c}: {} vs {}", g[h][c], w[h][c]);
-                }
-            }
-        }
+        crate::testing::assert_kernel_matches_reference(kernel, lengths, heads, 8, &bias);
     }
 
     fn slopes(heads: usize) -> PositionBias {

@@ -33,7 +33,7 @@ pub mod layers;
 mod pooling;
 mod registry;
 mod splade;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod tokenize;
 pub mod wordpiece;

@@ -2,9 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
-use crate::{Backend, BackendFactory, Batch, Encoded, LoadRequest, ModelInspection, Pooling, TextTokenizer};
+use crate::attention::{reference_attention, to_nested};
+
+use crate::{
+    AttentionKernel, Backend, BackendFactory, Batch, Encoded, LoadRequest, ModelInspection, Pooling, PositionBias,
+    SeqOffsets, TextTokenizer,
+};
 
 /// `shared/` beside the checkout (or `TESSERA_SHARED`); `None`, with a message, when absent.
 pub fn shared_dir(manifest_dir: &str) -> Option<PathBuf> {
@@ -68,4 +73,51 @@ pub fn embed(backend: &dyn Backend, encoded: &[Encoded], pooling: Pooling) -> Ve
 /// Reads `key` of a golden file as a list of vectors.
 pub fn vectors(golden: &serde_json::Value, key: &str) -> Vec<Vec<f32>> {
     serde_json::from_value(golden[key].clone()).expect("list of vectors")
+}
+
+/// A deterministic tensor of values in [-1, 1) (an LCG: no extra dependency, same on every run).
+pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let mut state = seed;
+    let data: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).expect("shape matches data")
+}
+
+/// Asserts that `kernel` agrees with [`reference_attention`] (within 1e-5) on random q, k, v for
+/// sequences of `lengths`, `heads` heads of `head_dim`.
+pub fn assert_kernel_matches_reference(
+    kernel: &dyn AttentionKernel,
+    lengths: &[usize],
+    heads: usize,
+    head_dim: usize,
+    bias: &PositionBias,
+) {
+    let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
+    let shape = [seqs.total_tokens(), heads, head_dim];
+    let (q, k, v) = (
+        random_tensor(&shape, 1),
+        random_tensor(&shape, 2),
+        random_tensor(&shape, 3),
+    );
+    let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, bias).expect("attend")).expect("nested");
+    let nested = |t: &Tensor| to_nested(t).expect("nested");
+    let want = reference_attention(&nested(&q), &nested(&k), &nested(&v), &seqs, bias);
+    for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+        for h in 0..heads {
+            for c in 0..head_dim {
+                let d = (g[h][c] - w[h][c]).abs();
+                assert!(
+                    d < 1e-5,
+                    "{} lengths {lengths:?}: token {t} head {h} dim {c} off by {d}",
+                    kernel.name()
+                );
+            }
+        }
+    }
 }

@@ -239,12 +239,20 @@ fn sigterm_finishes_accepted_requests_and_exits_zero() {
         .status()
         .unwrap();
     assert!(status.success());
+    let mut completed = 0;
     for handle in inflight {
         // A request either completed (200) or was never accepted (connection refused).
         if let Ok(code) = handle.join().unwrap() {
             assert_eq!(code, 200);
+            completed += 1;
         }
     }
+    // The requests were sent before the signal; without this the test would pass with none served.
+    assert!(
+        completed > 0,
+        "no request in flight at SIGTERM was answered:\n{}",
+        server.log()
+    );
     let exit = server
         .wait_exit(Duration::from_secs(30))
         .expect("exits within the grace period");

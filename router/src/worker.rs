@@ -120,20 +120,31 @@ impl Worker {
             (None, true) => return Err("the model has no classification head".into()),
             (_, false) => None,
         };
-        let hidden = hidden.to_dtype(candle_core::DType::F32).map_err(|e| e.to_string())?;
+        // Only /embed_all needs the token vectors on the host; converting them for other
+        // batches would copy the whole hidden state for nothing.
+        let hidden = if kinds.contains(&OutputKind::Tokens) {
+            Some(hidden.to_dtype(candle_core::DType::F32).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let (mut pooled, mut logits) = (pooled.unwrap_or_default(), logits.unwrap_or_default());
         kinds
             .iter()
             .enumerate()
-            .map(|(i, kind)| match (kind, &pooled) {
-                (OutputKind::Pooled, Some(pooled)) => Ok(Embedding::Pooled(pooled[i].clone())),
-                (OutputKind::Pooled, None) => Err("pooling was skipped".to_string()),
-                (OutputKind::Logits, _) => logits
-                    .as_ref()
-                    .map(|l| Embedding::Logits(l[i].clone()))
+            .map(|(i, kind)| match kind {
+                OutputKind::Pooled => pooled
+                    .get_mut(i)
+                    .map(|v| Embedding::Pooled(std::mem::take(v)))
+                    .ok_or_else(|| "pooling was skipped".to_string()),
+                OutputKind::Logits => logits
+                    .get_mut(i)
+                    .map(|l| Embedding::Logits(std::mem::take(l)))
                     .ok_or_else(|| "the classification head was skipped".to_string()),
-                (OutputKind::Tokens, _) => {
+                OutputKind::Tokens => {
                     let range = batch.seqs.range(i);
                     hidden
+                        .as_ref()
+                        .ok_or_else(|| "token vectors were skipped".to_string())?
                         .narrow(0, range.start, range.len())
                         .and_then(|t| t.to_vec2::<f32>())
                         .map(Embedding::Tokens)

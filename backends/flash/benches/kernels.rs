@@ -9,23 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::Linear;
 use tessera_core::{AttentionKernel, PaddedAttention, PositionBias, SeqOffsets};
 use tessera_flash::kernels::VarlenCpu;
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut state = seed;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        })
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    tessera_core::testing::random_tensor(shape, seed)
 }
 
 /// Median wall time of `f` over enough runs to take about a second (at least 3).

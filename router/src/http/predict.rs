@@ -66,14 +66,20 @@ fn labels(state: &AppState) -> Result<&[String], ApiError> {
     })
 }
 
-/// `"a"` or `["a", "b"]` (a pair) is one input; a list of those is a batch.
+fn pair(v: &Value) -> Option<Input> {
+    match v.as_array()?.as_slice() {
+        [Value::String(a), Value::String(b)] => Some(Input::Pair(a.clone(), b.clone())),
+        _ => None,
+    }
+}
+
+/// `"a"` or `["a", "b"]` (a pair) is one input; any other list is a batch.
+fn is_batch(inputs: &Value) -> bool {
+    inputs.is_array() && pair(inputs).is_none()
+}
+
+/// Parses `inputs`, returning whether it was a batch ([`is_batch`]).
 fn parse_sequences(inputs: &Value) -> Result<(Vec<Input>, bool), ApiError> {
-    let pair = |v: &Value| -> Option<Input> {
-        match v.as_array()?.as_slice() {
-            [Value::String(a), Value::String(b)] => Some(Input::Pair(a.clone(), b.clone())),
-            _ => None,
-        }
-    };
     const SHAPE: &str = "`inputs` must be a string, a pair [string, string], or a list of those";
     match inputs {
         Value::String(s) => Ok((vec![Input::Text(s.clone())], false)),
@@ -122,11 +128,12 @@ pub(crate) async fn predict(
     body: Result<ApiJson<PredictRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     // Counted once per request, whatever its shape (TEI counts single predictions twice).
-    let method = |r: &PredictRequest| match &r.inputs {
-        Value::Array(items) if !items.is_empty() && parse_sequences(&r.inputs).is_ok_and(|(_, batched)| batched) => {
+    let method = |r: &PredictRequest| {
+        if is_batch(&r.inputs) {
             Method::Batch
+        } else {
+            Method::Single
         }
-        _ => Method::Single,
     };
     counted(body, method, |request, started| async move {
         let labels = labels(&state)?.to_vec();

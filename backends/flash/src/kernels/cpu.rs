@@ -63,65 +63,21 @@ impl AttentionKernel for VarlenCpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-    use tessera_core::attention::{reference_attention, to_nested};
-
-    fn random(total: usize, heads: usize, dim: usize, seed: u64) -> Tensor {
-        let mut state = seed;
-        let data: Vec<f32> = (0..total * heads * dim)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(data, (total, heads, dim), &Device::Cpu).unwrap()
-    }
-
-    fn check(lengths: &[usize], heads: usize, dim: usize, alibi: bool) {
-        let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
-        let total = seqs.total_tokens();
-        let (q, k, v) = (
-            random(total, heads, dim, 1),
-            random(total, heads, dim, 2),
-            random(total, heads, dim, 3),
-        );
-        let bias = if alibi {
-            PositionBias::Alibi {
-                slopes: (1..=heads).map(|h| 2f32.powf(-8.0 * h as f32 / heads as f32)).collect(),
-            }
-        } else {
-            PositionBias::None
-        };
-        let got = to_nested(&VarlenCpu.attend(&q, &k, &v, &seqs, &bias).unwrap()).unwrap();
-        let want = reference_attention(
-            &to_nested(&q).unwrap(),
-            &to_nested(&k).unwrap(),
-            &to_nested(&v).unwrap(),
-            &seqs,
-            &bias,
-        );
-        for t in 0..total {
-            for h in 0..heads {
-                for c in 0..dim {
-                    let d = (got[t][h][c] - want[t][h][c]).abs();
-                    assert!(
-                        d < 1e-5,
-                        "lengths {lengths:?} heads {heads}: token {t} head {h} dim {c} off by {d}"
-                    );
-                }
-            }
-        }
-    }
+    use tessera_core::testing::assert_kernel_matches_reference;
 
     #[test]
     fn matches_the_reference_on_ragged_batches() {
         for heads in [1, 3, 12] {
-            for alibi in [false, true] {
-                check(&[1, 2, 17, 513], heads, 8, alibi);
+            let alibi = PositionBias::Alibi {
+                slopes: (1..=heads).map(|h| 2f32.powf(-8.0 * h as f32 / heads as f32)).collect(),
+            };
+            for bias in [PositionBias::None, alibi] {
+                assert_kernel_matches_reference(&VarlenCpu, &[1, 2, 17, 513], heads, 8, &bias);
             }
         }
-        check(&[5, 3], 4, 32, true);
+        let alibi = PositionBias::Alibi {
+            slopes: vec![0.25, 0.0625, 0.015625, 0.00390625],
+        };
+        assert_kernel_matches_reference(&VarlenCpu, &[5, 3], 4, 32, &alibi);
     }
 }
