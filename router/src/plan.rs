@@ -21,14 +21,40 @@ pub(crate) struct PlanRequest {
 #[derive(Debug, Clone)]
 pub(crate) struct ServingPlan {
     pub(crate) chosen: Chosen,
-    pub(crate) pooling: Pooling,
-    pub(crate) pooling_source: String,
+    pub(crate) task: Task,
     pub(crate) max_input_length: usize,
     pub(crate) dtype: Dtype,
-    /// The classification head, for `*ForSequenceClassification` checkpoints.
-    pub(crate) classifier: Option<ClassifierSpec>,
-    /// The SPLADE head, with `--pooling splade`.
-    pub(crate) splade: Option<SpladeSpec>,
+}
+
+/// What the model's output is turned into, decided once from the weights and `--pooling`.
+#[derive(Debug, Clone)]
+pub(crate) enum Task {
+    /// Sentence embeddings: pooling, then the sentence-transformers Dense modules.
+    Embed { pooling: Pooling, source: String },
+    /// SPLADE vectors from the masked-LM head (`--pooling splade`).
+    Splade(SpladeSpec),
+    /// Sequence classification through the pooler and `classifier` (`/predict`, `/rerank`).
+    Classify(ClassifierSpec),
+}
+
+impl Task {
+    /// How sentence vectors are pooled, for logs, `/info` and metrics.
+    pub(crate) fn pooling_name(&self) -> String {
+        match self {
+            Task::Embed { pooling, .. } => pooling.to_string(),
+            Task::Splade(_) => "splade".into(),
+            Task::Classify(_) => Pooling::Cls.to_string(),
+        }
+    }
+
+    /// Where that decision came from.
+    pub(crate) fn pooling_source(&self) -> String {
+        match self {
+            Task::Embed { source, .. } => source.clone(),
+            Task::Splade(_) => "SPLADE on the masked-LM head (--pooling splade)".into(),
+            Task::Classify(_) => "the classifier's pooler (tanh of a dense layer on [CLS])".into(),
+        }
+    }
 }
 
 /// The outcome of planning: every finding, the selection, and the plan when servable.
@@ -77,63 +103,17 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
         (None, _) => {}
     }
 
-    let classifier = match ClassifierSpec::detect(inspection) {
-        None => None,
-        Some(Ok(spec)) => Some(spec),
-        Some(Err(finding)) => {
-            findings.push(*finding);
-            None
-        }
-    };
-    let mut splade = None;
-    let pooling = if request
-        .pooling
-        .as_deref()
-        .is_some_and(|p| p.eq_ignore_ascii_case("splade"))
-        && classifier.is_none()
-    {
-        match SpladeSpec::detect(inspection) {
-            Ok(spec) => {
-                splade = Some(spec);
-                Some((
-                    Pooling::Max,
-                    "SPLADE on the masked-LM head (--pooling splade)".to_string(),
-                ))
-            }
-            Err(finding) => {
-                findings.push(*finding);
-                None
-            }
-        }
-    } else if classifier.is_some() {
-        if request.pooling.is_some() {
-            findings.push(
-                Finding::warning(
-                    "pooling-ignored-for-classifier",
-                    "--pooling is ignored: the model is a classifier",
-                )
-                .about("--pooling")
-                .fix("leave out --pooling for *ForSequenceClassification models"),
-            );
-        }
-        // Classifiers pool through their own pooler on [CLS]; `/embed` is refused for them.
-        Some((Pooling::Cls, "the classifier's pooler".to_string()))
-    } else {
-        choose_pooling(inspection, request.pooling.as_deref(), &mut findings)
-    };
+    let task = choose_task(inspection, request.pooling.as_deref(), &mut findings);
     let max_input_length = max_input_length(inspection, request.max_batch_tokens, &mut findings);
     let dtype = request.dtype.unwrap_or(Dtype::Float32);
 
     let servable = !findings.iter().any(|f| f.severity == Severity::Error);
-    let plan = match (chosen, pooling, servable) {
-        (Some(chosen), Some((pooling, pooling_source)), true) => Some(ServingPlan {
+    let plan = match (chosen, task, servable) {
+        (Some(chosen), Some(task), true) => Some(ServingPlan {
             chosen,
-            pooling,
-            pooling_source,
+            task,
             max_input_length,
             dtype,
-            classifier,
-            splade,
         }),
         _ => None,
     };
@@ -142,6 +122,41 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
         selection,
         plan,
     }
+}
+
+/// A classification head in the weights decides the task; otherwise `--pooling splade` or the
+/// pooling configuration does.
+fn choose_task(inspection: &ModelInspection, pooling: Option<&str>, findings: &mut Vec<Finding>) -> Option<Task> {
+    match ClassifierSpec::detect(inspection) {
+        Some(Ok(spec)) => {
+            if pooling.is_some() {
+                findings.push(
+                    Finding::warning(
+                        "pooling-ignored-for-classifier",
+                        "--pooling is ignored: the model is a classifier",
+                    )
+                    .about("--pooling")
+                    .fix("leave out --pooling for *ForSequenceClassification models"),
+                );
+            }
+            return Some(Task::Classify(spec));
+        }
+        Some(Err(finding)) => {
+            findings.push(*finding);
+            return None;
+        }
+        None => {}
+    }
+    if pooling.is_some_and(|p| p.eq_ignore_ascii_case("splade")) {
+        return match SpladeSpec::detect(inspection) {
+            Ok(spec) => Some(Task::Splade(spec)),
+            Err(finding) => {
+                findings.push(*finding);
+                None
+            }
+        };
+    }
+    choose_pooling(inspection, pooling, findings).map(|(pooling, source)| Task::Embed { pooling, source })
 }
 
 fn choose_pooling(

@@ -15,10 +15,10 @@ use crate::backends;
 use crate::http::{self, AppState, Info, Prompts};
 use crate::infer::Infer;
 use crate::metrics;
-use crate::plan::{plan, PlanRequest};
+use crate::plan::{plan, PlanRequest, Task};
 use crate::queue::{Budget, Queue};
 use crate::settings::Settings;
-use crate::worker::{self, Worker};
+use crate::worker::{self, Head, Worker};
 
 pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()> {
     let model_id = settings
@@ -65,8 +65,8 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     tracing::info!(
         backend = plan.chosen.factory.name(),
         architecture = %plan.chosen.architecture,
-        pooling = %plan.pooling,
-        pooling_source = %plan.pooling_source,
+        pooling = %plan.task.pooling_name(),
+        pooling_source = %plan.task.pooling_source(),
         max_input_length = plan.max_input_length,
         dtype = plan.dtype.name(),
         "serving plan"
@@ -97,34 +97,29 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         })
         .with_context(|| format!("loading {}", root.display()))?;
     let description = backend.describe();
-    let head = EmbeddingHead::load(&inspection.sentence_transformers.dense, &device)?;
-    let classifier = match &plan.classifier {
-        Some(spec) => Some(ClassifierHead::load(
-            &LoadRequest {
-                inspection: &inspection,
-                dtype: plan.dtype.candle(),
-                device: device.clone(),
-                kernel: None,
-            },
-            spec,
-        )?),
-        None => None,
+    let head_request = LoadRequest {
+        inspection: &inspection,
+        dtype: plan.dtype.candle(),
+        device: device.clone(),
+        kernel: None,
     };
-    let splade = match &plan.splade {
-        Some(spec) => Some(SpladeHead::load(
-            &LoadRequest {
-                inspection: &inspection,
-                dtype: plan.dtype.candle(),
-                device: device.clone(),
-                kernel: None,
-            },
-            spec,
-        )?),
-        None => None,
-    };
-    let output_dim = match &plan.splade {
-        Some(spec) => spec.vocab,
-        None => head.output_dim(description.hidden_size),
+    let (head, output_dim) = match &plan.task {
+        Task::Embed { pooling, .. } => {
+            let dense = EmbeddingHead::load(&inspection.sentence_transformers.dense, &device)?;
+            let dim = dense.output_dim(description.hidden_size);
+            (
+                Head::Pooled {
+                    pooling: *pooling,
+                    dense,
+                },
+                dim,
+            )
+        }
+        Task::Splade(spec) => (Head::Splade(SpladeHead::load(&head_request, spec)?), spec.vocab),
+        Task::Classify(spec) => (
+            Head::Classify(ClassifierHead::load(&head_request, spec)?),
+            spec.labels.len(),
+        ),
     };
     tracing::info!(
         "loaded {} ({}, kernel {}) in {:.2?}",
@@ -173,7 +168,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
             model_id: served_name.clone(),
             backend: description.backend.into(),
             dtype: plan.dtype.name().into(),
-            pooling: plan.pooling.to_string(),
+            pooling: plan.task.pooling_name(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
     )
@@ -181,18 +176,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
 
     let queue = Arc::new(Queue::default());
     let healthy = Arc::new(AtomicBool::new(true));
-    let worker_thread = worker::spawn(
-        Worker {
-            backend,
-            pooling: plan.pooling,
-            head,
-            classifier,
-            splade,
-            budget,
-        },
-        queue.clone(),
-        healthy.clone(),
-    )?;
+    let worker_thread = worker::spawn(Worker { backend, head, budget }, queue.clone(), healthy.clone())?;
     let infer = Infer::new(
         tokenizer,
         queue.clone(),
@@ -208,14 +192,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         model_id: served_name,
         model_sha: settings.revision.clone(),
         model_dtype: plan.dtype.name().into(),
-        model_type: http::info_model_type(
-            if plan.splade.is_some() {
-                "splade".to_string()
-            } else {
-                plan.pooling.to_string()
-            },
-            plan.classifier.as_ref(),
-        ),
+        model_type: http::info_model_type(&plan.task),
         max_concurrent_requests: settings.max_concurrent_requests,
         max_input_length: plan.max_input_length,
         max_batch_tokens: settings.max_batch_tokens,
@@ -231,7 +208,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         attention_kernel: description.kernel.into(),
         evidence: plan.chosen.evidence.clone(),
         compiled_backends: registry.names(),
-        pooling_source: plan.pooling_source.clone(),
+        pooling_source: plan.task.pooling_source(),
         hidden_size: description.hidden_size,
         embedding_dim: output_dim,
         warnings: outcome
@@ -247,8 +224,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         info: Arc::new(info),
         prompts: Arc::new(prompts),
         output_dim,
-        labels: plan.classifier.as_ref().map(|c| c.labels.clone()),
-        sparse: plan.splade.is_some(),
+        task: Arc::new(plan.task.clone()),
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
         metrics: metrics_handle.clone(),

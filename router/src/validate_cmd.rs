@@ -117,8 +117,8 @@ fn report<'a>(inspection: &'a ModelInspection, outcome: &'a PlanOutcome) -> Repo
             .map(|s| s.passed_over.as_slice())
             .unwrap_or(&[]),
         pooling: plan.map(|p| PoolingReport {
-            mode: p.pooling.to_string(),
-            source: p.pooling_source.clone(),
+            mode: p.task.pooling_name(),
+            source: p.task.pooling_source(),
         }),
         max_input_length: plan.map(|p| p.max_input_length),
         dtype: plan.map(|p| p.dtype.name()),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use candle_core::Tensor;
 use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Pooling, SpladeHead};
 
 use crate::metrics;
@@ -14,12 +15,38 @@ use crate::queue::{Budget, Embedding, Job, JobError, JobOutput, OutputKind, Queu
 /// What the model thread owns.
 pub(crate) struct Worker {
     pub(crate) backend: Box<dyn Backend>,
-    pub(crate) pooling: Pooling,
-    pub(crate) head: EmbeddingHead,
-    pub(crate) classifier: Option<ClassifierHead>,
-    /// With `--pooling splade`, sentence vectors come from the SPLADE head instead of pooling.
-    pub(crate) splade: Option<SpladeHead>,
+    pub(crate) head: Head,
     pub(crate) budget: Budget,
+}
+
+/// What turns the backbone's token vectors into the task's output, loaded for the plan's task.
+pub(crate) enum Head {
+    /// Pooling, then the sentence-transformers Dense modules.
+    Pooled { pooling: Pooling, dense: EmbeddingHead },
+    /// The SPLADE masked-LM head.
+    Splade(SpladeHead),
+    /// The pooler and classifier.
+    Classify(ClassifierHead),
+}
+
+impl Head {
+    /// Vectors per sequence of a batch: pooled/SPLADE vectors or logits, by task.
+    fn forward(&self, hidden: &Tensor, batch: &Batch, skips: &[usize]) -> candle_core::Result<Vec<Vec<f32>>> {
+        match self {
+            Head::Pooled { pooling, dense } => dense.forward(&pooling.pool_skipping(hidden, &batch.seqs, skips)?),
+            Head::Splade(splade) => splade.forward(hidden, &batch.seqs),
+            Head::Classify(classifier) => classifier.forward(hidden, &batch.seqs),
+        }?
+        .to_vec2()
+    }
+
+    /// The output kind this head answers.
+    fn output(&self) -> OutputKind {
+        match self {
+            Head::Pooled { .. } | Head::Splade(_) => OutputKind::Pooled,
+            Head::Classify(_) => OutputKind::Logits,
+        }
+    }
 }
 
 /// Starts the model thread. `healthy` turns false if the thread ever stops unexpectedly.
@@ -90,35 +117,11 @@ impl Worker {
         let forward_started = Instant::now();
         let hidden = self.backend.forward(batch).map_err(|e| e.to_string())?;
         metrics::backend_forward(forward_started.elapsed());
-        let pooled = if let (Some(splade), true) = (&self.splade, kinds.contains(&OutputKind::Pooled)) {
-            Some(
-                splade
-                    .forward(&hidden, &batch.seqs)
-                    .and_then(|t| t.to_vec2::<f32>())
-                    .map_err(|e| e.to_string())?,
-            )
-        } else if kinds.contains(&OutputKind::Pooled) {
-            let pooled = self
-                .pooling
-                .pool_skipping(&hidden, &batch.seqs, skips)
-                .map_err(|e| e.to_string())?;
-            Some(
-                self.head
-                    .forward(&pooled)
-                    .and_then(|t| t.to_vec2::<f32>())
-                    .map_err(|e| e.to_string())?,
-            )
+        let head = self.head.output();
+        let mut outputs = if kinds.contains(&head) {
+            self.head.forward(&hidden, batch, skips).map_err(|e| e.to_string())?
         } else {
-            None
-        };
-        let logits = match (&self.classifier, kinds.contains(&OutputKind::Logits)) {
-            (Some(head), true) => Some(
-                head.forward(&hidden, &batch.seqs)
-                    .and_then(|t| t.to_vec2::<f32>())
-                    .map_err(|e| e.to_string())?,
-            ),
-            (None, true) => return Err("the model has no classification head".into()),
-            (_, false) => None,
+            Vec::new()
         };
         // Only /embed_all needs the token vectors on the host; converting them for other
         // batches would copy the whole hidden state for nothing.
@@ -127,19 +130,22 @@ impl Worker {
         } else {
             None
         };
-        let (mut pooled, mut logits) = (pooled.unwrap_or_default(), logits.unwrap_or_default());
         kinds
             .iter()
             .enumerate()
             .map(|(i, kind)| match kind {
-                OutputKind::Pooled => pooled
-                    .get_mut(i)
-                    .map(|v| Embedding::Pooled(std::mem::take(v)))
-                    .ok_or_else(|| "pooling was skipped".to_string()),
-                OutputKind::Logits => logits
-                    .get_mut(i)
-                    .map(|l| Embedding::Logits(std::mem::take(l)))
-                    .ok_or_else(|| "the classification head was skipped".to_string()),
+                OutputKind::Pooled | OutputKind::Logits => {
+                    let value = outputs
+                        .get_mut(i)
+                        .filter(|_| *kind == head)
+                        .map(std::mem::take)
+                        .ok_or_else(|| format!("this model does not produce {kind:?} outputs"))?;
+                    Ok(if head == OutputKind::Logits {
+                        Embedding::Logits(value)
+                    } else {
+                        Embedding::Pooled(value)
+                    })
+                }
                 OutputKind::Tokens => {
                     let range = batch.seqs.range(i);
                     hidden

@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiJson, InferenceErrors};
 use super::{token_id, AppState};
 use crate::infer::{Input, Timings, Truncation};
 use crate::metrics;
+use crate::plan::Task;
 use crate::queue::{Embedding, OutputKind};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -115,7 +116,7 @@ pub(crate) async fn embed_inner(
 ) -> Result<(Vec<Vec<f32>>, Timings), ApiError> {
     let normalize = request.normalize.unwrap_or(true);
     let dimensions = request.dimensions;
-    if state.labels.is_some() {
+    if matches!(*state.task, Task::Classify(_)) {
         return Err(ApiError::validation(
             "wrong-model-type",
             "the model is a classifier: use /predict (or /rerank for a reranker)",
@@ -239,7 +240,7 @@ pub(crate) async fn embed_sparse(
         body,
         |r| method_of(&r.inputs),
         |request, started| async move {
-            if !state.sparse {
+            if !matches!(*state.task, Task::Splade(_)) {
                 return Err(ApiError::validation(
                 "wrong-model-type",
                 "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint",

@@ -19,6 +19,7 @@ use axum::Router;
 use serde_json::Value;
 
 use crate::infer::Infer;
+use crate::plan::Task;
 pub(crate) use info::Info;
 
 /// What every handler can reach.
@@ -29,10 +30,8 @@ pub(crate) struct AppState {
     pub(crate) prompts: Arc<Prompts>,
     /// Width of the vectors `/embed` returns before `dimensions`.
     pub(crate) output_dim: usize,
-    /// Label names when the model is a classifier (`/predict`, `/rerank`); `None` for embedders.
-    pub(crate) labels: Option<Vec<String>>,
-    /// Whether the model serves SPLADE vectors (`/embed_sparse`).
-    pub(crate) sparse: bool,
+    /// What the model serves; routes for another task answer `wrong-model-type`.
+    pub(crate) task: Arc<Task>,
     pub(crate) max_client_batch_size: usize,
     pub(crate) auto_truncate: bool,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -159,10 +158,12 @@ pub(crate) fn token_id(value: &Value) -> Option<u32> {
 }
 
 /// `/info`'s `model_type`: an embedding model, a classifier, or (one output) a reranker.
-pub(crate) fn info_model_type(pooling: String, classifier: Option<&tessera_core::ClassifierSpec>) -> info::ModelType {
-    match classifier {
-        None => info::ModelType::Embedding { pooling },
-        Some(spec) => {
+pub(crate) fn info_model_type(task: &Task) -> info::ModelType {
+    match task {
+        Task::Embed { .. } | Task::Splade(_) => info::ModelType::Embedding {
+            pooling: task.pooling_name(),
+        },
+        Task::Classify(spec) => {
             let model = info::ClassifierModel {
                 id2label: spec
                     .labels

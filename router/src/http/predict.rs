@@ -58,12 +58,13 @@ pub(crate) struct Rank {
 }
 
 fn labels(state: &AppState) -> Result<&[String], ApiError> {
-    state.labels.as_deref().ok_or_else(|| {
-        ApiError::validation(
+    match &*state.task {
+        crate::plan::Task::Classify(spec) => Ok(&spec.labels),
+        _ => Err(ApiError::validation(
             "wrong-model-type",
             "the model is an embedding model, not a classifier: use /embed (or /similarity)",
-        )
-    })
+        )),
+    }
 }
 
 fn pair(v: &Value) -> Option<Input> {

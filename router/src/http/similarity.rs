@@ -141,7 +141,7 @@ pub(crate) async fn root(
         }
     };
     let is_similarity = value.get("inputs").and_then(|i| i.get("source_sentence")).is_some();
-    if state.labels.is_some() {
+    if matches!(*state.task, crate::plan::Task::Classify(_)) {
         let is_rerank = value.get("query").is_some() && value.get("texts").is_some();
         return if is_rerank {
             super::predict::rerank(State(state), parse(value).map(ApiJson)).await
