@@ -1,6 +1,8 @@
 //! Harness for end-to-end tests: builds the real `tessera` binary once, starts it on a free
 //! port with a fresh temp dir, waits for `/health`, and stops it when dropped.
 
+pub mod mock_hub;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -30,8 +30,14 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct ValidateArgs {
-    /// The model directory.
-    pub(crate) path: PathBuf,
+    /// The model: a local directory or a hub id (ORG/NAME). For hub ids only the small files and the
+    /// safetensors headers are downloaded.
+    pub(crate) model: String,
+    /// Hub revision: a branch, tag, commit sha or `refs/pr/N` [default: main].
+    #[arg(long)]
+    pub(crate) revision: Option<String>,
+    #[command(flatten)]
+    pub(crate) hub: HubArgs,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -46,6 +52,25 @@ pub(crate) struct ValidateArgs {
     pub(crate) backend: Option<String>,
 }
 
+/// Where hub models come from; shared by `serve` and `validate-model`.
+#[derive(Debug, Default, Args, Serialize)]
+pub(crate) struct HubArgs {
+    /// Token for private or gated hub models. Env: HF_TOKEN [default: the token file of `hf auth login`].
+    #[arg(long, alias = "hf-api-token")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hf_token: Option<String>,
+
+    /// Hub cache directory. Env: HUGGINGFACE_HUB_CACHE [default: $HF_HOME/hub or ~/.cache/huggingface/hub].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) huggingface_hub_cache: Option<PathBuf>,
+
+    /// Seconds without an answer or data from the hub before a request or download fails [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hub_timeout: Option<u64>,
+}
+
 /// Flags of `tessera serve`.
 #[derive(Debug, Args, Serialize)]
 #[command(after_help = "Every flag can also be set as a TESSERA_<NAME> environment variable \
@@ -57,15 +82,19 @@ pub(crate) struct ServeArgs {
     #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
 
-    /// The model: a local directory with config.json, tokenizer.json and weights.
+    /// The model: a local directory, or a Hugging Face Hub id (ORG/NAME) downloaded into the hub cache.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) model_id: Option<String>,
 
-    /// Model revision (used with hub ids).
+    /// Hub revision: a branch, tag, commit sha or `refs/pr/N` [default: main].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) revision: Option<String>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) hub: HubArgs,
 
     /// Compute dtype [default: float32].
     #[arg(long, value_enum)]

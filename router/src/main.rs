@@ -10,6 +10,7 @@ mod plan;
 mod queue;
 mod serve;
 mod settings;
+mod source;
 mod validate_cmd;
 mod worker;
 
@@ -32,7 +33,11 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match cli.command {
-        Command::ValidateModel(args) => validate_cmd::run(&args),
+        Command::ValidateModel(args) => {
+            // stdout carries the report; only problems (a hub that cannot be reached...) go to stderr.
+            init_tracing(false, "warn");
+            validate_cmd::run(&args)
+        }
         Command::Serve(args) => {
             let config_file = Settings::config_file(args.config.as_ref());
             let settings = match Settings::load(config_file.as_deref(), &args) {
@@ -42,7 +47,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(settings.json_output);
+            init_tracing(settings.json_output, "info");
             let cpus = cpus::detect();
             // candle sizes its matmul thread pool from RAYON_NUM_THREADS or the host's cores, not
             // the cgroup quota; set it before any thread pool exists (no other thread runs yet).
@@ -78,9 +83,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,7 +1,6 @@
 //! `tessera serve`: validate, load, start the model thread, serve HTTP, shut down cleanly.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use crate::metrics;
 use crate::plan::{plan, PlanRequest, Task};
 use crate::queue::{Budget, Queue};
 use crate::settings::Settings;
+use crate::source::{self, HubOptions, Wanted};
 use crate::worker::{self, Head, Worker};
 
 pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()> {
@@ -25,10 +25,6 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         .model_id
         .clone()
         .ok_or_else(|| anyhow!("no model given: pass --model-id DIR (or set TESSERA_MODEL_ID)"))?;
-    let root = PathBuf::from(&model_id);
-    if !root.is_dir() {
-        bail!("--model-id `{model_id}` is not a local model directory");
-    }
     if settings.max_batch_tokens == 0 || settings.max_concurrent_requests == 0 || settings.max_client_batch_size == 0 {
         bail!("--max-batch-tokens, --max-concurrent-requests and --max-client-batch-size must be at least 1");
     }
@@ -39,6 +35,20 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         bail!("--max-batch-requests must be at least 1");
     }
 
+    let model = source::resolve(
+        &model_id,
+        settings.revision.as_deref(),
+        || {
+            HubOptions::new(
+                settings.hf_token.clone(),
+                settings.huggingface_hub_cache.clone(),
+                settings.hub_timeout,
+            )
+        },
+        Wanted::Everything,
+    )
+    .await?;
+    let root = model.dir.clone();
     let inspection = tessera_validation::inspect(&root);
     let registry = backends::registry();
     let outcome = plan(
@@ -190,7 +200,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     let prompts = prompts(&settings, &inspection.sentence_transformers)?;
     let info = Info {
         model_id: served_name,
-        model_sha: settings.revision.clone(),
+        model_sha: model.sha.clone(),
         model_dtype: plan.dtype.name().into(),
         model_type: http::info_model_type(&plan.task),
         max_concurrent_requests: settings.max_concurrent_requests,

@@ -36,12 +36,18 @@ impl Dtype {
     }
 }
 
+/// Seconds the hub may stay silent before a request or download fails.
+pub(crate) const DEFAULT_HUB_TIMEOUT_S: u64 = 60;
+
 /// Everything `tessera serve` can be told, with TEI's names and defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Settings {
     pub(crate) model_id: Option<String>,
     pub(crate) revision: Option<String>,
+    pub(crate) hf_token: Option<String>,
+    pub(crate) huggingface_hub_cache: Option<PathBuf>,
+    pub(crate) hub_timeout: u64,
     pub(crate) dtype: Option<Dtype>,
     pub(crate) pooling: Option<String>,
     pub(crate) backend: Option<String>,
@@ -69,6 +75,9 @@ impl Default for Settings {
         Self {
             model_id: None,
             revision: None,
+            hf_token: None,
+            huggingface_hub_cache: None,
+            hub_timeout: DEFAULT_HUB_TIMEOUT_S,
             dtype: None,
             pooling: None,
             backend: None,

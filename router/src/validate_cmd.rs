@@ -1,5 +1,6 @@
 //! `tessera validate-model PATH`: the preflight report, as text or one JSON document.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -8,6 +9,8 @@ use tessera_core::{Evidence, Finding, ModelInspection, Severity};
 use crate::backends;
 use crate::cli::ValidateArgs;
 use crate::plan::{plan, PlanOutcome, PlanRequest};
+use crate::settings::DEFAULT_HUB_TIMEOUT_S;
+use crate::source::{self, HubOptions, ResolvedModel, Wanted};
 
 /// Version of the `--json` document; bumped on incompatible changes (see docs/validate-model.md).
 const SCHEMA_VERSION: u32 = 1;
@@ -16,6 +19,9 @@ const SCHEMA_VERSION: u32 = 1;
 struct Report<'a> {
     schema_version: u32,
     model: String,
+    /// The hub commit validated; absent for local directories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha: Option<String>,
     servable: bool,
     architecture: Option<&'a str>,
     backend: Option<&'static str>,
@@ -25,7 +31,7 @@ struct Report<'a> {
     pooling: Option<PoolingReport>,
     max_input_length: Option<usize>,
     dtype: Option<&'static str>,
-    tokenizer: TokenizerReport<'a>,
+    tokenizer: TokenizerReport,
     weights: Option<WeightsReport>,
     findings: &'a [Finding],
 }
@@ -43,8 +49,8 @@ struct PoolingReport {
 }
 
 #[derive(Debug, Serialize)]
-struct TokenizerReport<'a> {
-    path: Option<&'a std::path::Path>,
+struct TokenizerReport {
+    path: Option<String>,
     vocab_size: Option<usize>,
 }
 
@@ -56,13 +62,16 @@ struct WeightsReport {
 }
 
 pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
-    if !args.path.is_dir() {
-        eprintln!("error: {} is not a model directory", args.path.display());
-        return ExitCode::from(2);
-    }
-    let inspection = tessera_validation::inspect(&args.path);
+    let model = match resolve(args) {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let inspection = tessera_validation::inspect(&model.dir);
     let registry = backends::registry();
-    let outcome = plan(
+    let mut outcome = plan(
         &inspection,
         &registry,
         &PlanRequest {
@@ -72,7 +81,21 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
             max_batch_tokens: None,
         },
     );
-    let report = report(&inspection, &outcome);
+    // Files of a hub model live in a cache snapshot or a scratch directory: show them as MODEL@SHA/FILE.
+    let label = model
+        .sha
+        .as_ref()
+        .map(|sha| format!("{}@{}", args.model, &sha[..sha.len().min(12)]));
+    let shown = |path: &Path| match &label {
+        Some(label) => model.shown(label, path),
+        None => path.display().to_string(),
+    };
+    for finding in &mut outcome.findings {
+        if let Some(file) = &finding.file {
+            finding.file = Some(PathBuf::from(shown(file)));
+        }
+    }
+    let report = report(&args.model, model.sha.as_deref(), &inspection, &outcome, &shown);
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
@@ -91,12 +114,19 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
     }
 }
 
-fn report<'a>(inspection: &'a ModelInspection, outcome: &'a PlanOutcome) -> Report<'a> {
+fn report<'a>(
+    model: &str,
+    sha: Option<&str>,
+    inspection: &'a ModelInspection,
+    outcome: &'a PlanOutcome,
+    shown: &dyn Fn(&Path) -> String,
+) -> Report<'a> {
     let plan = outcome.plan.as_ref();
     let chosen = outcome.selection.as_ref().and_then(|s| s.chosen.as_ref());
     Report {
         schema_version: SCHEMA_VERSION,
-        model: inspection.root.display().to_string(),
+        model: model.to_string(),
+        sha: sha.map(str::to_string),
         servable: plan.is_some(),
         architecture: chosen.map(|c| c.architecture.as_str()),
         backend: chosen.map(|c| c.factory.name()),
@@ -123,12 +153,12 @@ fn report<'a>(inspection: &'a ModelInspection, outcome: &'a PlanOutcome) -> Repo
         max_input_length: plan.map(|p| p.max_input_length),
         dtype: plan.map(|p| p.dtype.name()),
         tokenizer: TokenizerReport {
-            path: inspection.tokenizer.path.as_deref(),
+            path: inspection.tokenizer.path.as_deref().map(shown),
             vocab_size: inspection.tokenizer.vocab_size,
         },
         weights: inspection.weights.as_ref().map(|w| WeightsReport {
             format: w.format,
-            files: w.files.iter().map(|f| f.display().to_string()).collect(),
+            files: w.files.iter().map(|f| shown(f)).collect(),
             tensors: w.tensors.len(),
         }),
         findings: &outcome.findings,
@@ -136,7 +166,10 @@ fn report<'a>(inspection: &'a ModelInspection, outcome: &'a PlanOutcome) -> Repo
 }
 
 fn print_text(r: &Report<'_>) {
-    println!("model:        {}", r.model);
+    match &r.sha {
+        Some(sha) => println!("model:        {} (commit {sha})", r.model),
+        None => println!("model:        {}", r.model),
+    }
     match (r.architecture, r.backend) {
         (Some(arch), Some(backend)) => println!("architecture: {arch} (backend `{backend}`)"),
         _ => println!("architecture: no compiled backend can serve it"),
@@ -163,9 +196,9 @@ fn print_text(r: &Report<'_>) {
     if let Some(n) = r.max_input_length {
         println!("max input:    {n} tokens");
     }
-    match (r.tokenizer.path, r.tokenizer.vocab_size) {
-        (Some(path), Some(n)) => println!("tokenizer:    {} ({n} tokens)", path.display()),
-        (Some(path), None) => println!("tokenizer:    {} (unparsable)", path.display()),
+    match (&r.tokenizer.path, r.tokenizer.vocab_size) {
+        (Some(path), Some(n)) => println!("tokenizer:    {path} ({n} tokens)"),
+        (Some(path), None) => println!("tokenizer:    {path} (unparsable)"),
         _ => println!("tokenizer:    missing"),
     }
     if let Some(d) = r.dtype {
@@ -195,4 +228,21 @@ fn print_text(r: &Report<'_>) {
             "result: NOT servable"
         }
     );
+}
+
+/// The model directory to check: a local one, or the preflight of a hub revision.
+fn resolve(args: &ValidateArgs) -> anyhow::Result<ResolvedModel> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(source::resolve(
+        &args.model,
+        args.revision.as_deref(),
+        || {
+            HubOptions::new(
+                args.hub.hf_token.clone(),
+                args.hub.huggingface_hub_cache.clone(),
+                args.hub.hub_timeout.unwrap_or(DEFAULT_HUB_TIMEOUT_S),
+            )
+        },
+        Wanted::Preflight,
+    ))
 }
