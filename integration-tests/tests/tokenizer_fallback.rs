@@ -88,3 +88,24 @@ fn no_tokenizer_at_all_lists_what_was_looked_for() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokenizer.json") && err.contains("vocab.txt"), "{err}");
 }
+
+#[test]
+fn a_sentencepiece_model_alone_is_named_with_the_conversion_to_run() {
+    let Some(model) = shared_model("bert-tiny") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    without_tokenizer_json(&model, dir.path());
+    std::fs::remove_file(dir.path().join("vocab.txt")).unwrap();
+    std::fs::write(dir.path().join("sentencepiece.bpe.model"), b"\x0a\x03abc").unwrap();
+    let out = run(&["validate-model", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "tokenizer-missing")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(finding["file"].as_str().unwrap().ends_with("sentencepiece.bpe.model"), "{finding}");
+    assert!(finding["message"].as_str().unwrap().contains("vocab.txt"), "{finding}");
+    assert!(finding["fix"].as_str().unwrap().contains("save_pretrained"), "{finding}");
+}

@@ -41,14 +41,28 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
                 }
             };
         }
-        findings.push(
-            Finding::error(
+        let sentencepiece = ["sentencepiece.bpe.model", "spiece.model"]
+            .into_iter()
+            .find(|f| root.join(f).is_file());
+        let finding = match sentencepiece {
+            // A SentencePiece model needs the slow tokenizer's model-specific conversion (special
+            // tokens, id offsets), which only transformers knows for each model class.
+            Some(spm) => Finding::error(
+                "tokenizer-missing",
+                format!(
+                    "no tokenizer.json, and the SentencePiece model {spm} cannot be converted by tessera                      (looked for tokenizer.json, and for vocab.txt + tokenizer_config.json)"
+                ),
+            )
+            .in_file(root.join(spm))
+            .fix("write tokenizer.json with `AutoTokenizer.from_pretrained(dir).save_pretrained(dir)` (transformers converts it)"),
+            None => Finding::error(
                 "tokenizer-missing",
                 "no tokenizer: looked for tokenizer.json, and for vocab.txt (+ tokenizer_config.json) to build one",
             )
             .in_file(&path)
             .fix("save it with `AutoTokenizer.from_pretrained(model).save_pretrained(dir)`, or add the model's vocab.txt"),
-        );
+        };
+        findings.push(finding);
         return TokenizerInfo::default();
     }
     // The tokenizers crate panics on some malformed inputs deep in its deserializers;
