@@ -1,8 +1,8 @@
 //! Sequence classification heads (`*ForSequenceClassification`): BERT's pooler (tanh of a dense
 //! layer on the `[CLS]` vector) followed by `classifier`, as `/predict` and `/rerank` need.
 
+use crate::layers::Linear;
 use candle_core::{DType, Module, Tensor};
-use candle_nn::Linear;
 
 use crate::batch::SeqOffsets;
 use crate::error::LoadError;

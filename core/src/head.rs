@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::layers::Linear;
 
 use crate::error::LoadError;
 use crate::inspection::DenseModule;
@@ -99,10 +101,7 @@ impl EmbeddingHead {
 
     /// Output dimension given the backbone's hidden size.
     pub fn output_dim(&self, hidden_size: usize) -> usize {
-        self.dense
-            .last()
-            .map(|d| d.linear.weight().dim(0).unwrap_or(hidden_size))
-            .unwrap_or(hidden_size)
+        self.dense.last().map(|d| d.linear.out_dim()).unwrap_or(hidden_size)
     }
 
     /// Applies the modules to pooled vectors `[n, hidden]` (f32).
@@ -135,7 +134,7 @@ fn load_dense(module: &DenseModule, device: &Device) -> Result<Dense, LoadError>
         None
     };
     Ok(Dense {
-        linear: Linear::new(weight, bias),
+        linear: Linear::new(weight, bias).map_err(|e| LoadError::from_candle(&file, e))?,
         activation,
     })
 }

@@ -2,7 +2,9 @@
 //! prediction head (`cls.predictions.transform` + a decoder tied to the word embeddings).
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::LayerNorm;
+
+use crate::layers::Linear;
 
 use crate::batch::SeqOffsets;
 use crate::error::LoadError;
@@ -112,7 +114,7 @@ impl SpladeHead {
             transform,
             act,
             norm,
-            decoder: Linear::new(weight, Some(bias)),
+            decoder: Linear::new(weight, Some(bias)).map_err(err)?,
         })
     }
 

@@ -105,7 +105,13 @@ fn a_sentencepiece_model_alone_is_named_with_the_conversion_to_run() {
         .iter()
         .find(|f| f["code"] == "tokenizer-missing")
         .unwrap_or_else(|| panic!("{report}"));
-    assert!(finding["file"].as_str().unwrap().ends_with("sentencepiece.bpe.model"), "{finding}");
+    assert!(
+        finding["file"].as_str().unwrap().ends_with("sentencepiece.bpe.model"),
+        "{finding}"
+    );
     assert!(finding["message"].as_str().unwrap().contains("vocab.txt"), "{finding}");
-    assert!(finding["fix"].as_str().unwrap().contains("save_pretrained"), "{finding}");
+    assert!(
+        finding["fix"].as_str().unwrap().contains("save_pretrained"),
+        "{finding}"
+    );
 }

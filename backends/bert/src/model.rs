@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+use tessera_core::layers::Linear;
 use tessera_core::layers::{fused_qkv, layer_norm, linear, lookup, split_qkv};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, SeqOffsets};
 

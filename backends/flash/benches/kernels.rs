@@ -1,6 +1,6 @@
 //! `cargo bench -p tessera-flash --bench kernels`
 //!
-//! 1. GFLOP/s of the linear layers (candle's CPU matmul) at [16, 128, 2048 tokens x 384] x
+//! 1. GFLOP/s of the linear layers (weights pre-transposed, beside candle_nn::Linear) at [16, 128, 2048 tokens x 384] x
 //!    [384 x 1536], the shapes of all-MiniLM-L6-v2's feed-forward.
 //! 2. GELU (erf and tanh forms) on one short input's intermediate activations.
 //! 3. The varlen kernel against the padded reference: a batch of mixed lengths (16-512 tokens,
@@ -9,8 +9,12 @@
 
 use std::time::{Duration, Instant};
 
+// The server's allocator, so the figures include what it saves (see router/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::{Module, Tensor};
-use candle_nn::Linear;
+use tessera_core::layers::Linear;
 use tessera_core::{AttentionKernel, PaddedAttention, PositionBias, SeqOffsets};
 use tessera_flash::kernels::VarlenCpu;
 
@@ -47,19 +51,27 @@ fn peak_rss_mib() -> f64 {
 
 fn matmul() {
     println!(
-        "linear layer [tokens x 384] x [384 x 1536] (threads: {})",
+        "linear layer [tokens x 384] x [384 x 1536] + bias (threads: {})",
         candle_core::utils::get_num_threads()
     );
-    let linear = Linear::new(random(&[1536, 384], 1), Some(random(&[1536], 2)));
+    let (weight, bias) = (random(&[1536, 384], 1), random(&[1536], 2));
+    let strided = candle_nn::Linear::new(weight.clone(), Some(bias.clone()));
+    let transposed = Linear::new(weight, Some(bias)).unwrap();
     for tokens in [16usize, 128, 2048] {
         let x = random(&[tokens, 384], 3);
-        let t = median(|| {
-            let _ = linear.forward(&x).unwrap();
+        let ours = median(|| {
+            let _ = transposed.forward(&x).unwrap();
         });
-        let gflops = 2.0 * tokens as f64 * 384.0 * 1536.0 / t.as_secs_f64() / 1e9;
+        let candle = median(|| {
+            let _ = strided.forward(&x).unwrap();
+        });
+        let gflops = |t: Duration| 2.0 * tokens as f64 * 384.0 * 1536.0 / t.as_secs_f64() / 1e9;
         println!(
-            "  {tokens:>5} tokens: {:>8.3} ms  {gflops:>6.1} GFLOP/s",
-            t.as_secs_f64() * 1e3
+            "  {tokens:>5} tokens: {:>8.3} ms  {:>6.1} GFLOP/s   (candle_nn::Linear, strided weight: {:.3} ms, {:.1} GFLOP/s)",
+            ours.as_secs_f64() * 1e3,
+            gflops(ours),
+            candle.as_secs_f64() * 1e3,
+            gflops(candle)
         );
     }
 }

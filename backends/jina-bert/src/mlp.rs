@@ -4,7 +4,8 @@
 //! (`JinaBertGLUMLP`) and `jinaai/jina-bert-v2-qk-post-norm` for the code variant.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+use tessera_core::layers::Linear;
 use tessera_core::HiddenAct;
 
 use crate::config::{FeedForward, JinaConfig};

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+use tessera_core::layers::Linear;
 use tessera_core::layers::{fused_qkv, lookup, split_qkv};
 pub(crate) use tessera_core::layers::{layer_norm, linear, linear_no_bias};
 use tessera_core::{AttentionKernel, Batch, PositionBias, SeqOffsets};
