@@ -39,7 +39,7 @@ impl HiddenAct {
     /// Applies the activation element-wise.
     pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            HiddenAct::Gelu => x.gelu_erf(),
+            HiddenAct::Gelu => crate::gelu::gelu_erf(x),
             HiddenAct::GeluTanh => x.gelu(),
             HiddenAct::Relu => x.relu(),
             HiddenAct::Silu => x.silu(),

@@ -62,7 +62,7 @@ impl DenseActivation {
             DenseActivation::Identity => Ok(x.clone()),
             DenseActivation::Tanh => x.tanh(),
             DenseActivation::Relu => x.relu(),
-            DenseActivation::Gelu => x.gelu_erf(),
+            DenseActivation::Gelu => crate::gelu::gelu_erf(x),
             DenseActivation::Sigmoid => candle_nn::ops::sigmoid(x),
             DenseActivation::Silu => x.silu(),
             DenseActivation::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.01),

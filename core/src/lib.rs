@@ -27,6 +27,7 @@ mod batch;
 mod classify;
 mod error;
 mod expect;
+pub mod gelu;
 mod head;
 pub mod inspection;
 pub mod layers;

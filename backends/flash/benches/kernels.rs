@@ -79,6 +79,9 @@ fn matmul() {
 fn activations() {
     println!("activations on [14 x 1536] (one MiniLM layer's intermediate, one short input)");
     let x = random(&[14, 1536], 7);
+    let ours = median(|| {
+        let _ = tessera_core::gelu::gelu_erf(&x).unwrap();
+    });
     let erf = median(|| {
         let _ = x.gelu_erf().unwrap();
     });
@@ -86,7 +89,8 @@ fn activations() {
         let _ = x.gelu().unwrap();
     });
     println!(
-        "  gelu (erf): {:>7.1} us   gelu (tanh): {:>7.1} us",
+        "  gelu (erf, tessera): {:>7.1} us   candle gelu (erf): {:>7.1} us   candle gelu (tanh): {:>7.1} us",
+        ours.as_secs_f64() * 1e6,
         erf.as_secs_f64() * 1e6,
         tanh.as_secs_f64() * 1e6
     );
