@@ -186,7 +186,12 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
 
     let queue = Arc::new(Queue::default());
     let healthy = Arc::new(AtomicBool::new(true));
-    let worker_thread = worker::spawn(Worker { backend, head, budget }, queue.clone(), healthy.clone())?;
+    let worker_thread = worker::spawn(
+        Worker { backend, head, budget },
+        queue.clone(),
+        healthy.clone(),
+        threads,
+    )?;
     let infer = Infer::new(
         tokenizer,
         queue.clone(),

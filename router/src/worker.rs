@@ -50,15 +50,27 @@ impl Head {
 }
 
 /// Starts the model thread. `healthy` turns false if the thread ever stops unexpectedly.
+///
+/// The batch loop runs inside a compute pool of `threads` rayon workers: candle's parallel ops then
+/// split work with the thread that issued them instead of handing it to other threads and sleeping
+/// until they finish (a futex round trip per op; one short MiniLM input: 4.4 ms -> 3.6 ms forward).
 pub(crate) fn spawn(
     worker: Worker,
     queue: Arc<Queue>,
     healthy: Arc<AtomicBool>,
+    threads: usize,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("tessera-compute-{i}"))
+        .build()
+        .map_err(std::io::Error::other)?;
     std::thread::Builder::new().name("tessera-model".into()).spawn(move || {
-        while let Some(jobs) = queue.next_batch(&worker.budget) {
-            worker.run(jobs);
-        }
+        pool.install(move || {
+            while let Some(jobs) = queue.next_batch(&worker.budget) {
+                worker.run(jobs);
+            }
+        });
         tracing::info!("model thread stopped");
         healthy.store(false, Ordering::SeqCst);
     })
