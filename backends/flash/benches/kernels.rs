@@ -3,7 +3,8 @@
 //! 1. GFLOP/s of the linear layers (weights pre-transposed, beside candle_nn::Linear) at [16, 128, 2048 tokens x 384] x
 //!    [384 x 1536], the shapes of all-MiniLM-L6-v2's feed-forward.
 //! 2. GELU (erf and tanh forms) on one short input's intermediate activations.
-//! 3. The varlen kernel against the padded reference: a batch of mixed lengths (16-512 tokens,
+//! 3. The tiled varlen kernel against candle-nn's varlen kernel and the padded reference: a batch
+//!    of mixed lengths (16-512 tokens,
 //!    12 heads of 32) and one 8192-token input (4 heads of 8, as jina-tiny), each in its own
 //!    process so the reported peak RSS belongs to that case alone.
 
@@ -16,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use candle_core::{Module, Tensor};
 use tessera_core::layers::Linear;
 use tessera_core::{AttentionKernel, PaddedAttention, PositionBias, SeqOffsets};
-use tessera_flash::kernels::VarlenCpu;
+use tessera_flash::kernels::{TiledCpu, VarlenCpu};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     tessera_core::testing::random_tensor(shape, seed)
@@ -117,8 +118,10 @@ fn run_case(name: &str) {
     };
     let kernel: Box<dyn AttentionKernel> = if name.ends_with("padded") {
         Box::new(PaddedAttention::default())
-    } else {
+    } else if name.ends_with("candle") {
         Box::new(VarlenCpu)
+    } else {
+        Box::new(TiledCpu)
     };
     let before = peak_rss_mib();
     let t = median(|| {
@@ -140,9 +143,16 @@ fn main() {
     }
     matmul();
     activations();
-    println!("attention, varlen vs padded (each case in a fresh process)");
+    println!("attention: tessera's tiled kernel, candle-nn's varlen kernel, padded (each case in a fresh process)");
     let me = std::env::current_exe().expect("own path");
-    for case in ["mixed-varlen", "mixed-padded", "long8192-varlen", "long8192-padded"] {
+    for case in [
+        "mixed-tiled",
+        "mixed-candle",
+        "mixed-padded",
+        "long8192-tiled",
+        "long8192-candle",
+        "long8192-padded",
+    ] {
         let status = std::process::Command::new(&me)
             .arg(format!("case:{case}"))
             .status()
