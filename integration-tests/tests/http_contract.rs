@@ -195,7 +195,7 @@ fn tokenize_decode_info_health() {
     assert_eq!(info["model_type"], json!({"embedding": {"pooling": "mean"}}));
     assert_eq!(info["max_input_length"], 256);
     assert_eq!(info["backend"], "flash");
-    assert_eq!(info["attention_kernel"], "varlen-cpu");
+    assert_eq!(info["attention_kernel"], "tiled-cpu");
     assert_eq!(info["model_dtype"], "float32");
     assert!(info["evidence"].as_array().is_some_and(|e| !e.is_empty()));
     assert_eq!(server.get("/health").status(), 200);

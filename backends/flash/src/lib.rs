@@ -5,13 +5,13 @@
 //!
 //! [`FlashBackend`] serves whatever the bert or jina-bert backend would serve (same evidence, same
 //! findings) and wins over them in the registry. The kernel is chosen once at load from the
-//! device ([`kernels::kernel_for`]): [`kernels::VarlenCpu`] everywhere, CUDA flash attention with
+//! device ([`kernels::kernel_for`]): [`kernels::TiledCpu`] on CPUs, CUDA flash attention with
 //! the `cuda` feature on a GPU.
 //!
 //! ```
 //! use tessera_core::AttentionKernel;
 //! let kernel = tessera_flash::kernels::kernel_for(&candle_core::Device::Cpu);
-//! assert_eq!(kernel.name(), "varlen-cpu");
+//! assert_eq!(kernel.name(), "tiled-cpu");
 //! assert!(!kernel.pads());
 //! ```
 
