@@ -170,6 +170,23 @@ impl AttentionKernel for TiledCpu {
     }
 }
 
+/// `e^x` for softmax, branch-free so the compiler vectorizes the loop around it (`f32::exp` is a
+/// scalar libm call; it was a fifth of this kernel's time). Range reduction `x = n ln2 + r` with
+/// `|r| <= ln2 / 2`, a degree-6 Taylor polynomial for `e^r` (relative error below 3e-7), and `2^n`
+/// from the exponent bits. Inputs below -87 (where f32 underflows) give about 1e-38.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer without `round()`.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
 /// Attention output rows `q0..q1` of one head into `out` (`[rows, head_dim]`).
 fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out: &mut [f32]) {
     let (rows, hd) = (task.q1 - task.q0, p.head_dim);
@@ -224,7 +241,7 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
             let rescale = (row_max[i] - new_max).exp();
             let mut tile_sum = 0.0;
             for s in tile.iter_mut() {
-                *s = (*s - new_max).exp();
+                *s = exp(*s - new_max);
                 tile_sum += *s;
             }
             row_sum[i] = row_sum[i] * rescale + tile_sum;
@@ -269,6 +286,20 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
 mod tests {
     use super::*;
     use tessera_core::testing::assert_kernel_matches_reference;
+
+    #[test]
+    fn exp_is_within_3e7_relative_of_f64() {
+        // Below about -87 results are subnormal and lose precision; a softmax weight that small is 0.
+        let worst = (-86_000..=0)
+            .map(|i| i as f32 / 1000.0)
+            .map(|x| {
+                let want = f64::from(x).exp();
+                ((f64::from(exp(x)) - want) / want).abs()
+            })
+            .fold(0.0, f64::max);
+        assert!(worst < 3e-7, "{worst:e}");
+        assert!(exp(-1e4) < 1e-37 && exp(f32::NEG_INFINITY) < 1e-37);
+    }
 
     #[test]
     fn matches_the_reference_on_ragged_batches_across_tiles() {
