@@ -187,6 +187,41 @@ fn exp(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
+/// Independent accumulators, so reductions vectorize (a single float accumulator is a chain of
+/// dependent adds the compiler may not reorder).
+const LANES: usize = 16;
+
+/// The largest element (`-inf` for an empty slice).
+fn lane_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(*v);
+        }
+    }
+    tail.iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Replaces each `s` with `exp(s - max)` and returns their sum.
+fn exp_in_place(values: &mut [f32], max: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = values.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+            *v = exp(*v - max);
+            *lane += *v;
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
+        sum += *v;
+    }
+    sum
+}
+
 /// Attention output rows `q0..q1` of one head into `out` (`[rows, head_dim]`).
 fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out: &mut [f32]) {
     let (rows, hd) = (task.q1 - task.q0, p.head_dim);
@@ -236,14 +271,10 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
                     *s -= slope * (position - (k0 + j) as f32).abs();
                 }
             }
-            let new_max = tile.iter().copied().fold(row_max[i], f32::max);
+            let new_max = row_max[i].max(lane_max(tile));
             // exp(-inf) = 0 on the first tile: nothing to rescale yet.
             let rescale = (row_max[i] - new_max).exp();
-            let mut tile_sum = 0.0;
-            for s in tile.iter_mut() {
-                *s = exp(*s - new_max);
-                tile_sum += *s;
-            }
+            let tile_sum = exp_in_place(tile, new_max);
             row_sum[i] = row_sum[i] * rescale + tile_sum;
             row_max[i] = new_max;
             if rescale != 1.0 {
@@ -286,6 +317,18 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
 mod tests {
     use super::*;
     use tessera_core::testing::assert_kernel_matches_reference;
+
+    #[test]
+    fn lane_reductions_cover_every_element() {
+        for n in [0usize, 1, 15, 16, 17, 40] {
+            let mut values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(lane_max(&values), max, "{n}");
+            let want: f64 = values.iter().map(|v| (f64::from(*v) - f64::from(max)).exp()).sum();
+            let sum = exp_in_place(&mut values, max);
+            assert!((f64::from(sum) - want).abs() < 1e-5, "{n}: {sum} vs {want}");
+        }
+    }
 
     #[test]
     fn exp_is_within_3e7_relative_of_f64() {
