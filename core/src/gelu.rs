@@ -128,6 +128,15 @@ mod tests {
     fn matches_candles_gelu_on_tensors_of_every_layout() {
         let x = crate::testing::random_tensor(&[3, 70_001], 5).affine(6.0, 0.0).unwrap();
         let ours: Vec<f32> = gelu_erf(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        // The fast kernel itself, so a silent fallback to candle cannot pass this test.
+        let kernel: Vec<f32> = x
+            .apply_op1_no_bwd(&GeluErf)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(ours, kernel, "contiguous f32 takes the fast kernel");
         let candle: Vec<f32> = x.gelu_erf().unwrap().flatten_all().unwrap().to_vec1().unwrap();
         let worst = ours
             .iter()

@@ -174,6 +174,10 @@ pub fn fused_qkv(vb: &VarBuilder, hidden: usize) -> candle_core::Result<Linear> 
 mod tests {
     use super::*;
 
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    }
+
     #[test]
     fn the_fused_path_equals_matmul_plus_bias() {
         let (w, b) = (
@@ -184,28 +188,19 @@ mod tests {
         for rows in [1, 7, 300] {
             let x = crate::testing::random_tensor(&[rows, 40], 3);
             let want = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
-            let got = linear.forward(&x).unwrap();
-            let diff: f32 = (got - want)
+            // The fused gemm must be the path taken, not a silent fallback.
+            let fused = linear
+                .forward_fused(&x)
                 .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+                .expect("contiguous f32 takes the fused path");
+            let diff = max_diff(&fused, &want);
             assert!(diff < 1e-5, "{rows} rows: {diff}");
+            assert_eq!(max_diff(&linear.forward(&x).unwrap(), &fused), 0.0);
         }
         // Non-contiguous input and 3-D input take candle's path and agree too.
         let x = crate::testing::random_tensor(&[40, 5], 4).t().unwrap();
         let want = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
-        let diff: f32 = (linear.forward(&x).unwrap() - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_diff(&linear.forward(&x).unwrap(), &want);
         assert!(diff < 1e-5, "{diff}");
         let x3 = crate::testing::random_tensor(&[2, 3, 40], 5);
         assert_eq!(linear.forward(&x3).unwrap().dims(), &[2, 3, 48]);
