@@ -33,6 +33,7 @@ pub mod inspection;
 pub mod layers;
 mod pooling;
 mod registry;
+pub mod sentencepiece;
 mod splade;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -51,4 +52,7 @@ pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInsp
 pub use pooling::{Pooling, PoolingFileError};
 pub use registry::{Chosen, Registry, SelectError, Selection};
 pub use splade::{SpladeHead, SpladeSpec};
-pub use tokenize::{Encoded, TextTokenizer, Token, TokenizeError, TokenizerSource, TruncationDirection};
+pub use tokenize::{
+    build_from_slow_files, Encoded, SlowFilesBuild, TextTokenizer, Token, TokenizeError, TokenizerSource,
+    TruncationDirection,
+};

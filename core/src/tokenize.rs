@@ -5,12 +5,13 @@
 //! truncates at `max_seq_length`. [`TextTokenizer`] does the same: it strips both settings and
 //! truncates only when asked to, at the model's maximum input length.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokenizers::{Tokenizer, TruncationDirection as HfDirection, TruncationParams};
 
 use crate::error::LoadError;
+use crate::sentencepiece::{self, Family};
 
 /// Which end of an over-long input is cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,6 +101,47 @@ pub enum TokenizerSource {
     TokenizerJson,
     /// Built in memory from `vocab.txt` and `tokenizer_config.json` (WordPiece, as BertTokenizerFast).
     BuiltFromVocab,
+    /// Built in memory from a SentencePiece model for the named tokenizer class.
+    BuiltFromSentencePiece(Family),
+}
+
+impl TokenizerSource {
+    /// What was built from which files, for the log and `validate-model`; `None` for tokenizer.json.
+    pub fn built_from(&self) -> Option<String> {
+        match self {
+            TokenizerSource::TokenizerJson => None,
+            TokenizerSource::BuiltFromVocab => {
+                Some("the WordPiece tokenizer from vocab.txt and tokenizer_config.json".into())
+            }
+            TokenizerSource::BuiltFromSentencePiece(family) => Some(format!(
+                "the {} tokenizer from its SentencePiece model and tokenizer_config.json",
+                family.class_name()
+            )),
+        }
+    }
+}
+
+/// A fast tokenizer built from the slow tokenizer's files, or why it could not be.
+#[derive(Debug)]
+pub struct SlowFilesBuild {
+    /// The file it was built from (`vocab.txt`, the SentencePiece model).
+    pub file: PathBuf,
+    /// The tokenizer and how it was built.
+    pub built: Result<(Tokenizer, TokenizerSource), LoadError>,
+}
+
+/// For a model directory without tokenizer.json: the fast tokenizer built from what the slow
+/// tokenizer used (`vocab.txt`, else a SentencePiece model). `None` when the directory has neither.
+pub fn build_from_slow_files(root: &Path) -> Option<SlowFilesBuild> {
+    let vocab = root.join("vocab.txt");
+    if vocab.is_file() {
+        let built = crate::wordpiece::from_vocab(root).map(|t| (t, TokenizerSource::BuiltFromVocab));
+        return Some(SlowFilesBuild { file: vocab, built });
+    }
+    let file = sentencepiece::find(root)?;
+    let built =
+        sentencepiece::from_model(root, &file).map(|(t, family)| (t, TokenizerSource::BuiltFromSentencePiece(family)));
+    Some(SlowFilesBuild { file, built })
 }
 
 /// One token as `/tokenize` reports it.
@@ -148,23 +190,26 @@ impl TextTokenizer {
         })
     }
 
-    /// Loads the model directory's tokenizer: `tokenizer.json`, or, for BERT-family models that ship
-    /// only `vocab.txt` (+ `tokenizer_config.json`), a WordPiece tokenizer built in memory.
-    /// Returns whether it was built.
+    /// Loads the model directory's tokenizer: `tokenizer.json`, or, when a model ships only what
+    /// the slow tokenizer used (`vocab.txt`, a SentencePiece model), one built in memory.
+    /// Returns which it was.
     pub fn from_dir(root: &Path, max_input_length: usize) -> Result<(Self, TokenizerSource), LoadError> {
         let json = root.join("tokenizer.json");
-        if json.is_file() || !root.join("vocab.txt").is_file() {
+        let slow = if json.is_file() {
+            None
+        } else {
+            build_from_slow_files(root)
+        };
+        let Some(SlowFilesBuild { file, built }) = slow else {
             return Ok((
                 Self::from_file(&json, max_input_length)?,
                 TokenizerSource::TokenizerJson,
             ));
-        }
-        let tokenizer = crate::wordpiece::from_vocab(root)?;
-        let built = Self::new(tokenizer, max_input_length).map_err(|message| LoadError::Tokenizer {
-            file: root.join("vocab.txt"),
-            message,
-        })?;
-        Ok((built, TokenizerSource::BuiltFromVocab))
+        };
+        let (tokenizer, source) = built?;
+        let configured =
+            Self::new(tokenizer, max_input_length).map_err(|message| LoadError::Tokenizer { file, message })?;
+        Ok((configured, source))
     }
 
     /// Configures an already loaded tokenizer.

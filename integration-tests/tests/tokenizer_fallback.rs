@@ -86,15 +86,78 @@ fn no_tokenizer_at_all_lists_what_was_looked_for() {
     let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tokenizer.json") && err.contains("vocab.txt"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("vocab.txt") && err.contains("spiece.model"),
+        "{err}"
+    );
 }
 
+fn sentencepiece_fixture(family: &str) -> std::path::PathBuf {
+    tessera_integration_tests::workspace()
+        .join("core/tests/fixtures/sentencepiece")
+        .join(family)
+}
+
+/// bert-tiny's weights with an XLM-RoBERTa SentencePiece tokenizer in place of tokenizer.json:
+/// the ids must be transformers' (the fixture's expected.json), over HTTP.
 #[test]
-fn a_sentencepiece_model_alone_is_named_with_the_conversion_to_run() {
+fn a_sentencepiece_model_builds_the_tokenizer_its_class_uses() {
     let Some(model) = shared_model("bert-tiny") else { return };
     let dir = tempfile::tempdir().unwrap();
     without_tokenizer_json(&model, dir.path());
     std::fs::remove_file(dir.path().join("vocab.txt")).unwrap();
+    let fixture = sentencepiece_fixture("xlm-roberta");
+    for file in ["sentencepiece.bpe.model", "tokenizer_config.json"] {
+        std::fs::copy(fixture.join(file), dir.path().join(file)).unwrap();
+    }
+
+    let out = run(&["validate-model", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "tokenizer-built-from-sentencepiece")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        finding["message"].as_str().unwrap().contains("XLMRobertaTokenizer"),
+        "{finding}"
+    );
+
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(fixture.parent().unwrap().join("expected.json")).unwrap()).unwrap();
+    let server = Server::start(dir.path(), &["--max-client-batch-size", "64"]);
+    assert!(
+        server.log().contains("built the XLMRobertaTokenizer tokenizer"),
+        "{}",
+        server.log()
+    );
+    let tokens: Vec<Vec<Value>> = server
+        .post("/tokenize", &json!({"inputs": expected["texts"]}))
+        .json()
+        .unwrap();
+    let want: Vec<Vec<u32>> =
+        serde_json::from_value(expected["families"]["xlm-roberta"]["transformers"].clone()).unwrap();
+    assert_eq!(tokens.len(), want.len());
+    for (i, (got, want)) in tokens.iter().zip(&want).enumerate() {
+        let ids: Vec<u32> = got.iter().map(|t| t["id"].as_u64().unwrap() as u32).collect();
+        assert_eq!(&ids, want, "token ids of text {i}");
+    }
+    let vectors: Vec<Vec<f32>> = server
+        .post("/embed", &json!({"inputs": ["Hello world", "Café au lait"]}))
+        .json()
+        .unwrap();
+    assert_eq!(vectors.len(), 2);
+}
+
+#[test]
+fn a_sentencepiece_model_that_cannot_be_converted_is_named_with_the_reason() {
+    let Some(model) = shared_model("bert-tiny") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    without_tokenizer_json(&model, dir.path());
+    std::fs::remove_file(dir.path().join("vocab.txt")).unwrap();
+    std::fs::remove_file(dir.path().join("tokenizer_config.json")).unwrap();
     std::fs::write(dir.path().join("sentencepiece.bpe.model"), b"\x0a\x03abc").unwrap();
     let out = run(&["validate-model", dir.path().to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -103,15 +166,40 @@ fn a_sentencepiece_model_alone_is_named_with_the_conversion_to_run() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["code"] == "tokenizer-missing")
+        .find(|f| f["code"] == "tokenizer-unparsable")
         .unwrap_or_else(|| panic!("{report}"));
     assert!(
         finding["file"].as_str().unwrap().ends_with("sentencepiece.bpe.model"),
         "{finding}"
     );
-    assert!(finding["message"].as_str().unwrap().contains("vocab.txt"), "{finding}");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a SentencePiece model"),
+        "{finding}"
+    );
     assert!(
         finding["fix"].as_str().unwrap().contains("save_pretrained"),
         "{finding}"
+    );
+
+    // A real model whose class tessera cannot convert: the class is named.
+    std::fs::copy(
+        sentencepiece_fixture("t5").join("spiece.model"),
+        dir.path().join("sentencepiece.bpe.model"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"tokenizer_class": "CamembertTokenizer"}"#,
+    )
+    .unwrap();
+    let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CamembertTokenizer") && err.contains("sentencepiece.bpe.model"),
+        "{err}"
     );
 }

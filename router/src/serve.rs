@@ -91,8 +91,8 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     }
 
     let (tokenizer, source) = TextTokenizer::from_dir(&root, plan.max_input_length)?;
-    if source == tessera_core::TokenizerSource::BuiltFromVocab {
-        tracing::info!("no tokenizer.json: built the WordPiece tokenizer from vocab.txt and tokenizer_config.json");
+    if let Some(built) = source.built_from() {
+        tracing::info!("no tokenizer.json: built {built}");
     }
     let device = Device::Cpu;
     let load_started = std::time::Instant::now();
