@@ -14,6 +14,14 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::LoadError;
 
+/// Classes whose fast tokenizer is exactly `BertTokenizerFast` over their vocab.txt.
+const BERT_CLASSES: [&str; 4] = [
+    "BertTokenizer",
+    "DistilBertTokenizer",
+    "ElectraTokenizer",
+    "LayoutLMTokenizer",
+];
+
 /// A WordPiece tokenizer from `root/vocab.txt`, configured by `root/tokenizer_config.json`.
 pub fn from_vocab(root: &Path) -> Result<Tokenizer, LoadError> {
     let vocab = root.join("vocab.txt");
@@ -22,6 +30,19 @@ pub fn from_vocab(root: &Path) -> Result<Tokenizer, LoadError> {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LoadError::json(&config_path, &e))?,
         Err(_) => Value::Null,
     };
+    if let Some(class) = config.get("tokenizer_class").and_then(Value::as_str) {
+        if !BERT_CLASSES.contains(&class.strip_suffix("Fast").unwrap_or(class)) {
+            return Err(LoadError::Tokenizer {
+                file: config_path,
+                message: format!(
+                    "`tokenizer_class` is `{class}`; a tokenizer is built from vocab.txt only for BERT-style \
+                     WordPiece classes ({}), because other classes wrap inputs differently; save tokenizer.json \
+                     with `AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`",
+                    BERT_CLASSES.join(", ")
+                ),
+            });
+        }
+    }
     let text = |key: &str, default: &str| config.get(key).and_then(Value::as_str).unwrap_or(default).to_string();
     let lowercase = config.get("do_lower_case").and_then(Value::as_bool).unwrap_or(true);
     let strip_accents = config.get("strip_accents").and_then(Value::as_bool);
