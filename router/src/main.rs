@@ -1,5 +1,6 @@
 //! `tessera`: a text-embedding inference server with TEI's HTTP API.
 
+mod alloc;
 mod backends;
 mod cli;
 mod cpus;
@@ -16,18 +17,13 @@ mod worker;
 
 use std::process::ExitCode;
 
-// Every candle op allocates its output. glibc hands large blocks back to the kernel on free, so each
-// op of a batch paid page faults again (half the time of a 2048-token linear layer); mimalloc keeps
-// them for reuse (`cargo bench -p tessera-flash --bench kernels`: 20.3 ms -> 10.8 ms).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 use crate::settings::Settings;
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let version = format!(
         "{} (backends: {})",
         env!("CARGO_PKG_VERSION"),
