@@ -176,15 +176,19 @@ impl AttentionKernel for TiledCpu {
 /// from the exponent bits. Inputs below -87 (where f32 underflows) give about 1e-38.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer without `round()`.
+    // 1.5 * 2^23: adding it rounds to the nearest integer, which lands in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // `n` read from the bits rather than `n as i32`: Rust's saturating float-to-int cast does not
+    // vectorize and left this loop scalar.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 /// Independent accumulators, so reductions vectorize (a single float accumulator is a chain of
@@ -192,6 +196,7 @@ fn exp(x: f32) -> f32 {
 const LANES: usize = 16;
 
 /// The largest element (`-inf` for an empty slice).
+#[inline(always)]
 fn lane_max(values: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -205,6 +210,7 @@ fn lane_max(values: &[f32]) -> f32 {
 }
 
 /// Replaces each `s` with `exp(s - max)` and returns their sum.
+#[inline(always)]
 fn exp_in_place(values: &mut [f32], max: f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let mut chunks = values.chunks_exact_mut(LANES);
@@ -229,6 +235,7 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
     let mut row_sum = vec![0f32; rows];
     let mut scores = vec![0f32; rows * KEY_BLOCK.min(task.len)];
     let q = p.q.from(task.start + task.q0, task.head, hd);
+    let arch = pulp::Arch::new();
     for k0 in (0..task.len).step_by(KEY_BLOCK) {
         let cols = KEY_BLOCK.min(task.len - k0);
         let (k, v) = (
@@ -263,24 +270,13 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
                 Parallelism::None,
             );
         }
-        for i in 0..rows {
-            let tile = &mut scores[i * cols..(i + 1) * cols];
-            if let Some(slope) = slope {
-                let position = (task.q0 + i) as f32;
-                for (j, s) in tile.iter_mut().enumerate() {
-                    *s -= slope * (position - (k0 + j) as f32).abs();
-                }
-            }
-            let new_max = row_max[i].max(lane_max(tile));
-            // exp(-inf) = 0 on the first tile: nothing to rescale yet.
-            let rescale = (row_max[i] - new_max).exp();
-            let tile_sum = exp_in_place(tile, new_max);
-            row_sum[i] = row_sum[i] * rescale + tile_sum;
-            row_max[i] = new_max;
-            if rescale != 1.0 {
-                out[i * hd..(i + 1) * hd].iter_mut().for_each(|o| *o *= rescale);
-            }
-        }
+        let tile = TileRows {
+            scores: &mut scores[..rows * cols],
+            cols,
+            first_row: task.q0,
+            first_key: k0,
+        };
+        arch.dispatch(|| tile.online_softmax(slope, &mut row_max, &mut row_sum, &mut out[..rows * hd], hd));
         // SAFETY: as above; `out` is rows x head_dim, v rows k0..k0+cols of this sequence.
         unsafe {
             // out += P V
@@ -307,9 +303,49 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
             );
         }
     }
-    for (i, sum) in row_sum.iter().enumerate() {
-        let inverse = 1.0 / sum;
-        out[i * hd..(i + 1) * hd].iter_mut().for_each(|o| *o *= inverse);
+    arch.dispatch(|| {
+        for (row, sum) in out.chunks_exact_mut(hd).zip(&row_sum) {
+            let inverse = 1.0 / sum;
+            row.iter_mut().for_each(|o| *o *= inverse);
+        }
+    });
+}
+
+/// One tile of scores: `rows x cols`, query rows from `first_row`, keys from `first_key`.
+struct TileRows<'a> {
+    scores: &'a mut [f32],
+    cols: usize,
+    first_row: usize,
+    first_key: usize,
+}
+
+impl TileRows<'_> {
+    /// Adds ALiBi, turns each row into `exp(s - running max)`, and rescales the running sums and
+    /// the output rows accumulated so far when a row's max grows. Inlined into the caller's
+    /// `pulp` dispatch so every loop here is compiled for the CPU's widest vectors.
+    #[inline(always)]
+    fn online_softmax(self, slope: Option<f32>, row_max: &mut [f32], row_sum: &mut [f32], out: &mut [f32], hd: usize) {
+        let rows = self.scores.chunks_exact_mut(self.cols);
+        for (i, ((tile, max), sum)) in rows.zip(row_max.iter_mut()).zip(row_sum.iter_mut()).enumerate() {
+            if let Some(slope) = slope {
+                // -slope * |i - j|; positions through i32 so the conversions vectorize (lengths
+                // are bounded far below 2^31 by the batch token budget).
+                let position = (self.first_row + i) as i32 as f32;
+                for (j, s) in tile.iter_mut().enumerate() {
+                    let key = (self.first_key + j) as i32 as f32;
+                    *s -= slope * (position - key).abs();
+                }
+            }
+            let new_max = max.max(lane_max(tile));
+            // exp(-inf) = 0 on the first tile: nothing to rescale yet.
+            let rescale = exp(*max - new_max);
+            let tile_sum = exp_in_place(tile, new_max);
+            *sum = *sum * rescale + tile_sum;
+            *max = new_max;
+            if rescale != 1.0 {
+                out[i * hd..(i + 1) * hd].iter_mut().for_each(|o| *o *= rescale);
+            }
+        }
     }
 }
 
