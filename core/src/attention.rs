@@ -29,8 +29,9 @@ pub trait AttentionKernel: std::fmt::Debug + Send + Sync {
     /// Whether the kernel computes over a padded layout (the batcher then counts padding).
     fn pads(&self) -> bool;
 
-    /// `q`, `k`, `v`: `[total_tokens, heads, head_dim]`, packed as `seqs` says.
-    /// Returns `[total_tokens, heads, head_dim]`: each token attends only within its sequence.
+    /// `q`, `k`, `v`: `[total_tokens, heads, head_dim]`, packed as `seqs` says; they may be strided
+    /// views of a fused projection (see [`crate::layers::split_heads`]), so a kernel that needs
+    /// contiguous memory copies them. Returns `[total_tokens, heads, head_dim]`: each token attends only within its sequence.
     fn attend(
         &self,
         q: &Tensor,

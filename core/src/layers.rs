@@ -1,7 +1,9 @@
 //! Loading helpers shared by every architecture, so each model file holds only its structure.
 
 use candle_core::{CpuStorage, Layout, Module, Storage, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+
+pub use crate::layer_norm::LayerNorm;
 
 /// A linear layer whose weight is kept transposed (`[in, out]`, contiguous).
 ///
@@ -39,10 +41,11 @@ fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
 }
 
 impl Linear {
-    /// `x W^T + b` for a contiguous f32 `[rows, in]` on the CPU in one gemm call: the output
-    /// starts as the bias rows and the product is accumulated onto it, instead of a second pass
-    /// (candle's broadcast add) over the output. `None` when the inputs do not qualify.
-    fn forward_fused(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    /// `x W^T + b (+ residual)` for a contiguous f32 `[rows, in]` on the CPU in one gemm call: the
+    /// output starts as the bias rows (plus the residual) and the product is accumulated onto it,
+    /// instead of further passes (candle's broadcast add, the residual add) over the output.
+    /// `None` when the inputs do not qualify.
+    fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Option<Tensor>> {
         let (Some(bias), [rows, features]) = (&self.bias, x.dims()) else {
             return Ok(None);
         };
@@ -56,9 +59,18 @@ impl Linear {
         if wd.len() != features * out || bd.len() != out || xd.len() != rows * features {
             return Ok(None);
         }
+        let residual = residual.map(|r| r.storage_and_layout());
         let mut y: Vec<f32> = Vec::with_capacity(rows * out);
-        for _ in 0..rows {
-            y.extend_from_slice(bd);
+        match &residual {
+            None => (0..rows).for_each(|_| y.extend_from_slice(bd)),
+            Some((rs, rl)) => match f32_slice(rs, rl) {
+                Some(rd) if rd.len() == rows * out => {
+                    for row in rd.chunks_exact(out) {
+                        y.extend(row.iter().zip(bd).map(|(r, b)| r + b));
+                    }
+                }
+                _ => return Ok(None),
+            },
         }
         let threads = candle_core::utils::get_num_threads();
         let parallelism = if threads > 1 {
@@ -91,15 +103,25 @@ impl Linear {
                 parallelism,
             );
         }
-        drop((xs, ws, bs));
+        drop((xs, ws, bs, residual));
         Tensor::from_vec(y, (rows, out), x.device()).map(Some)
+    }
+
+    /// `x W^T + b + residual`, the residual added while the output is laid out on the fused path.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        if x.rank() == 2 && residual.dims() == [x.dims()[0], self.out_dim()] {
+            if let Some(y) = self.forward_fused(x, Some(residual))? {
+                return Ok(y);
+            }
+        }
+        self.forward(x)? + residual
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if x.rank() == 2 {
-            if let Some(y) = self.forward_fused(x)? {
+            if let Some(y) = self.forward_fused(x, None)? {
                 return Ok(y);
             }
         }
@@ -138,7 +160,7 @@ pub fn layer_norm(vb: &VarBuilder, size: usize, eps: f64, name: &str) -> candle_
     } else {
         (vb.get(size, "gamma")?, vb.get(size, "beta")?)
     };
-    Ok(LayerNorm::new(weight, bias, eps))
+    LayerNorm::new(weight, bias, eps)
 }
 
 /// Rows of an embedding table for `ids`: `[ids.len(), dim]`.
@@ -154,6 +176,16 @@ pub fn split_qkv(qkv: &Tensor, hidden: usize) -> candle_core::Result<(Tensor, Te
         qkv.narrow(1, hidden, hidden)?,
         qkv.narrow(1, 2 * hidden, hidden)?,
     ))
+}
+
+/// Splits a fused `[total, 3 * heads * head_dim]` QKV projection into q, k and v as
+/// `[total, heads, head_dim]` views of it, without copying: rows are `3 * heads * head_dim` apart.
+/// Kernels that need contiguous inputs copy them themselves.
+pub fn split_heads(qkv: &Tensor, heads: usize, head_dim: usize) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let total = qkv.dim(0)?;
+    let parts = qkv.reshape((total, 3, heads, head_dim))?;
+    let part = |i: usize| parts.narrow(1, i, 1)?.squeeze(1);
+    Ok((part(0)?, part(1)?, part(2)?))
 }
 
 /// Fuses the query, key and value projections into one matmul.
@@ -190,12 +222,21 @@ mod tests {
             let want = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
             // The fused gemm must be the path taken, not a silent fallback.
             let fused = linear
-                .forward_fused(&x)
+                .forward_fused(&x, None)
                 .unwrap()
                 .expect("contiguous f32 takes the fused path");
             let diff = max_diff(&fused, &want);
             assert!(diff < 1e-5, "{rows} rows: {diff}");
             assert_eq!(max_diff(&linear.forward(&x).unwrap(), &fused), 0.0);
+            // With a residual: also fused, and equal to adding it afterwards.
+            let residual = crate::testing::random_tensor(&[rows, 48], 6);
+            let with = linear
+                .forward_fused(&x, Some(&residual))
+                .unwrap()
+                .expect("a contiguous residual takes the fused path");
+            let diff = max_diff(&with, &(&want + &residual).unwrap());
+            assert!(diff < 1e-5, "{rows} rows with residual: {diff}");
+            assert_eq!(max_diff(&linear.forward_residual(&x, &residual).unwrap(), &with), 0.0);
         }
         // Non-contiguous input and 3-D input take candle's path and agree too.
         let x = crate::testing::random_tensor(&[40, 5], 4).t().unwrap();

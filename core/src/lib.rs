@@ -30,10 +30,12 @@ mod expect;
 pub mod gelu;
 mod head;
 pub mod inspection;
+mod layer_norm;
 pub mod layers;
 mod pooling;
 mod registry;
 pub mod sentencepiece;
+pub mod simd;
 mod splade;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

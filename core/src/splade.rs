@@ -1,8 +1,8 @@
 //! SPLADE: `max over tokens of log(1 + relu(MLM logits))`, from a `*ForMaskedLM` checkpoint's
 //! prediction head (`cls.predictions.transform` + a decoder tied to the word embeddings).
 
+use crate::layers::LayerNorm;
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::LayerNorm;
 
 use crate::layers::Linear;
 

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+use tessera_core::layers::LayerNorm;
 use tessera_core::layers::Linear;
-use tessera_core::layers::{fused_qkv, layer_norm, linear, lookup, split_qkv};
+use tessera_core::layers::{fused_qkv, layer_norm, linear, lookup, split_heads};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, SeqOffsets};
 
 use crate::config::BertConfig;
@@ -77,13 +78,11 @@ impl BertAttention {
         bias: &PositionBias,
     ) -> candle_core::Result<Tensor> {
         let total = x.dim(0)?;
-        let heads = |t: Tensor| t.contiguous()?.reshape((total, self.heads, self.head_dim));
-        let (q, k, v) = split_qkv(&self.qkv.forward(x)?, self.heads * self.head_dim)?;
-        let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
+        let (q, k, v) = split_heads(&self.qkv.forward(x)?, self.heads, self.head_dim)?;
         let context = kernel
             .attend(&q, &k, &v, seqs, bias)?
             .reshape((total, self.heads * self.head_dim))?;
-        self.layer_norm.forward(&(self.output.forward(&context)? + x)?)
+        self.layer_norm.forward(&self.output.forward_residual(&context, x)?)
     }
 }
 
@@ -110,7 +109,7 @@ impl BertFeedForward {
     /// `[total_tokens, hidden]` -> `[total_tokens, hidden]`.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.act.apply(&self.intermediate.forward(x)?)?;
-        self.layer_norm.forward(&(self.output.forward(&h)? + x)?)
+        self.layer_norm.forward(&self.output.forward_residual(&h, x)?)
     }
 }
 

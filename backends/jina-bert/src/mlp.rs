@@ -4,7 +4,8 @@
 //! (`JinaBertGLUMLP`) and `jinaai/jina-bert-v2-qk-post-norm` for the code variant.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+use tessera_core::layers::LayerNorm;
 use tessera_core::layers::Linear;
 use tessera_core::HiddenAct;
 
@@ -91,7 +92,7 @@ impl Mlp {
                 let g = gated_layers.forward(attended)?;
                 let gated = act.apply(&g.narrow(1, 0, *inter)?)?;
                 let h = (gated * g.narrow(1, *inter, *inter)?)?;
-                layernorm.forward(&(wo.forward(&h)? + attended)?)
+                layernorm.forward(&wo.forward_residual(&h, attended)?)
             }
             Mlp::Original {
                 intermediate,
@@ -100,7 +101,7 @@ impl Mlp {
                 layer_norm,
             } => {
                 let h = act.apply(&intermediate.forward(attended)?)?;
-                layer_norm.forward(&(output.forward(&h)? + attended)?)
+                layer_norm.forward(&output.forward_residual(&h, attended)?)
             }
             Mlp::Code {
                 up_gated_layer,
@@ -114,7 +115,7 @@ impl Mlp {
                 let g = up_gated_layer.forward(&h1)?;
                 let up = g.narrow(1, 0, *inter)?;
                 let gate = act.apply(&g.narrow(1, *inter, *inter)?)?;
-                layer_norm_2.forward(&(down_layer.forward(&(up * gate)?)? + h1)?)
+                layer_norm_2.forward(&down_layer.forward_residual(&(up * gate)?, &h1)?)
             }
         }
     }

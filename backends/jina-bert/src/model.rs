@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+use tessera_core::layers::LayerNorm;
 use tessera_core::layers::Linear;
-use tessera_core::layers::{fused_qkv, lookup, split_qkv};
+use tessera_core::layers::{fused_qkv, lookup, split_heads, split_qkv};
 pub(crate) use tessera_core::layers::{layer_norm, linear, linear_no_bias};
 use tessera_core::{AttentionKernel, Batch, PositionBias, SeqOffsets};
 
@@ -81,17 +82,24 @@ impl Attention {
         bias: &PositionBias,
     ) -> candle_core::Result<Tensor> {
         let total = x.dim(0)?;
-        let (mut q, mut k, v) = split_qkv(&self.qkv.forward(x)?, self.heads * self.head_dim)?;
-        if let Some((norm_q, norm_k)) = &self.qk_norms {
-            // Over the full hidden size, before the split into heads.
-            q = norm_q.forward(&q.contiguous()?)?;
-            k = norm_k.forward(&k.contiguous()?)?;
-        }
-        let heads = |t: Tensor| t.contiguous()?.reshape((total, self.heads, self.head_dim));
+        let qkv = self.qkv.forward(x)?;
+        let (q, k, v) = match &self.qk_norms {
+            None => split_heads(&qkv, self.heads, self.head_dim)?,
+            Some((norm_q, norm_k)) => {
+                // Over the full hidden size, before the split into heads.
+                let (q, k, v) = split_qkv(&qkv, self.heads * self.head_dim)?;
+                let heads = |t: Tensor| t.reshape((total, self.heads, self.head_dim));
+                (
+                    heads(norm_q.forward(&q.contiguous()?)?)?,
+                    heads(norm_k.forward(&k.contiguous()?)?)?,
+                    heads(v)?,
+                )
+            }
+        };
         let context = kernel
-            .attend(&heads(q)?, &heads(k)?, &heads(v)?, seqs, bias)?
+            .attend(&q, &k, &v, seqs, bias)?
             .reshape((total, self.heads * self.head_dim))?;
-        self.layer_norm.forward(&(self.output.forward(&context)? + x)?)
+        self.layer_norm.forward(&self.output.forward_residual(&context, x)?)
     }
 }
 

@@ -32,7 +32,9 @@ impl AttentionKernel for VarlenCpu {
         let dtype = q.dtype();
         // The library kernel runs f32 and f16; bfloat16 goes through f32.
         let compute = if dtype == DType::F16 { DType::F16 } else { DType::F32 };
-        let (q, k, v) = (q.to_dtype(compute)?, k.to_dtype(compute)?, v.to_dtype(compute)?);
+        // Contiguous copies: q, k and v may be strided views of the fused projection.
+        let packed = |t: &Tensor| t.to_dtype(compute)?.contiguous();
+        let (q, k, v) = (packed(q)?, packed(k)?, packed(v)?);
         let (_, _, head_dim) = q.dims3()?;
         let device = q.device();
         let lengths: Vec<u32> = seqs.ranges().map(|r| r.len() as u32).collect();

@@ -26,7 +26,9 @@ impl AttentionKernel for CudaFlash {
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         let compute = if dtype == DType::BF16 { DType::BF16 } else { DType::F16 };
-        let (q, k, v) = (q.to_dtype(compute)?, k.to_dtype(compute)?, v.to_dtype(compute)?);
+        // Contiguous copies: q, k and v may be strided views of the fused projection.
+        let packed = |t: &Tensor| t.to_dtype(compute)?.contiguous();
+        let (q, k, v) = (packed(q)?, packed(k)?, packed(v)?);
         let (_, _, head_dim) = q.dims3()?;
         let device = q.device();
         let starts: Vec<u32> = std::iter::once(0).chain(seqs.ranges().map(|r| r.end as u32)).collect();

@@ -12,6 +12,7 @@
 use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+use tessera_core::simd::{lane_max, LANES};
 use tessera_core::{AttentionKernel, PositionBias, SeqOffsets};
 
 /// Query rows per task: enough to make the products efficient, small enough to spread one long
@@ -189,24 +190,6 @@ fn exp(x: f32) -> f32 {
     // vectorize and left this loop scalar.
     let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
     p * f32::from_bits(n_bits.wrapping_add(127) << 23)
-}
-
-/// Independent accumulators, so reductions vectorize (a single float accumulator is a chain of
-/// dependent adds the compiler may not reorder).
-const LANES: usize = 16;
-
-/// The largest element (`-inf` for an empty slice).
-#[inline(always)]
-fn lane_max(values: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(*v);
-        }
-    }
-    tail.iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Replaces each `s` with `exp(s - max)` and returns their sum.
