@@ -47,13 +47,27 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Under `pulp`'s dispatch so the loop is compiled for AVX-512 or AVX2+FMA where the CPU has them.
+/// Under `pulp`'s dispatch so the loop is compiled for AVX-512 or AVX2 where the CPU has them.
 fn gelu_slice(input: &[f32], output: &mut [f32]) {
-    pulp::Arch::new().dispatch(|| {
-        for (o, &x) in output.iter_mut().zip(input) {
+    pulp::Arch::new().dispatch(GeluSlice { input, output });
+}
+
+/// The loop as a `pulp` operation: a struct with an `#[inline(always)]` method is inlined into the
+/// dispatched function for certain, where a closure may stay an out-of-line baseline function.
+struct GeluSlice<'a> {
+    input: &'a [f32],
+    output: &'a mut [f32],
+}
+
+impl pulp::WithSimd for GeluSlice<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (o, &x) in self.output.iter_mut().zip(self.input) {
             *o = gelu(x);
         }
-    });
+    }
 }
 
 struct GeluErf;

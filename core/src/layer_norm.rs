@@ -49,11 +49,11 @@ impl LayerNorm {
         let input = &data[start..end];
         let mut output = vec![0f32; input.len()];
         let rows_per_task = (PARALLEL_ELEMENTS / size).max(1);
-        let normalize = |(out, inp): (&mut [f32], &[f32])| {
-            pulp::Arch::new().dispatch(|| {
-                for (o, i) in out.chunks_exact_mut(size).zip(inp.chunks_exact(size)) {
-                    self.normalize_row(i, o);
-                }
+        let normalize = |(output, input): (&mut [f32], &[f32])| {
+            pulp::Arch::new().dispatch(NormalizeRows {
+                norm: self,
+                input,
+                output,
             })
         };
         if input.len() <= PARALLEL_ELEMENTS {
@@ -76,6 +76,26 @@ impl LayerNorm {
         let inverse = 1.0 / (variance + self.eps).sqrt();
         for (((o, v), w), b) in out.iter_mut().zip(row).zip(&self.weight).zip(&self.bias) {
             *o = (v - mean) * inverse * w + b;
+        }
+    }
+}
+
+/// Rows of one task as a `pulp` operation (a struct with an `#[inline(always)]` method, so the
+/// whole loop is compiled for the detected instruction set; a closure may stay out of line).
+struct NormalizeRows<'a> {
+    norm: &'a LayerNorm,
+    input: &'a [f32],
+    output: &'a mut [f32],
+}
+
+impl pulp::WithSimd for NormalizeRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let size = self.norm.weight.len();
+        for (o, i) in self.output.chunks_exact_mut(size).zip(self.input.chunks_exact(size)) {
+            self.norm.normalize_row(i, o);
         }
     }
 }

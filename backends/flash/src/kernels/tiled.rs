@@ -259,7 +259,14 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
             first_row: task.q0,
             first_key: k0,
         };
-        arch.dispatch(|| tile.online_softmax(slope, &mut row_max, &mut row_sum, &mut out[..rows * hd], hd));
+        arch.dispatch(OnlineSoftmax {
+            tile,
+            slope,
+            row_max: &mut row_max,
+            row_sum: &mut row_sum,
+            out: &mut out[..rows * hd],
+            hd,
+        });
         // SAFETY: as above; `out` is rows x head_dim, v rows k0..k0+cols of this sequence.
         unsafe {
             // out += P V
@@ -286,12 +293,52 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
             );
         }
     }
-    arch.dispatch(|| {
-        for (row, sum) in out.chunks_exact_mut(hd).zip(&row_sum) {
+    arch.dispatch(DivideRows {
+        out,
+        sums: &row_sum,
+        hd,
+    });
+}
+
+/// One tile's softmax step as a `pulp` operation. A struct with an `#[inline(always)]` method
+/// rather than a closure: pulp's dispatch compiles whatever is inlined into it for the detected
+/// instruction set, and a closure this large stayed an out-of-line SSE2 function.
+struct OnlineSoftmax<'a> {
+    tile: TileRows<'a>,
+    slope: Option<f32>,
+    row_max: &'a mut [f32],
+    row_sum: &'a mut [f32],
+    out: &'a mut [f32],
+    hd: usize,
+}
+
+impl pulp::WithSimd for OnlineSoftmax<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.tile
+            .online_softmax(self.slope, self.row_max, self.row_sum, self.out, self.hd);
+    }
+}
+
+/// Divides each output row by its softmax sum.
+struct DivideRows<'a> {
+    out: &'a mut [f32],
+    sums: &'a [f32],
+    hd: usize,
+}
+
+impl pulp::WithSimd for DivideRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (row, sum) in self.out.chunks_exact_mut(self.hd).zip(self.sums) {
             let inverse = 1.0 / sum;
             row.iter_mut().for_each(|o| *o *= inverse);
         }
-    });
+    }
 }
 
 /// One tile of scores: `rows x cols`, query rows from `first_row`, keys from `first_key`.
