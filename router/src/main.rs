@@ -4,6 +4,7 @@ mod alloc;
 mod backends;
 mod cli;
 mod cpus;
+mod device;
 mod http;
 mod infer;
 mod metrics;

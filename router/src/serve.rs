@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use candle_core::Device;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextTokenizer};
 
 use crate::backends;
+use crate::device;
 use crate::http::{self, AppState, Info, Prompts};
 use crate::infer::Infer;
 use crate::metrics;
@@ -49,6 +49,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     )
     .await?;
     let root = model.dir.clone();
+    let (device, device_name) = device::select();
     let inspection = tessera_validation::inspect(&root);
     let registry = backends::registry();
     let outcome = plan(
@@ -57,7 +58,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         &PlanRequest {
             pooling: settings.pooling.clone(),
             backend: settings.backend.clone(),
-            dtype: settings.dtype,
+            dtype: Some(device::default_dtype(&device, settings.dtype)),
             max_batch_tokens: Some(settings.max_batch_tokens),
         },
     );
@@ -79,6 +80,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         pooling_source = %plan.task.pooling_source(),
         max_input_length = plan.max_input_length,
         dtype = plan.dtype.name(),
+        device = device_name,
         "serving plan"
     );
     for evidence in &plan.chosen.evidence {
@@ -94,7 +96,6 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     if let Some(built) = source.built_from() {
         tracing::info!("no tokenizer.json: built {built}");
     }
-    let device = Device::Cpu;
     let load_started = std::time::Instant::now();
     let backend = plan
         .chosen
