@@ -89,6 +89,27 @@ pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(data, shape, &Device::Cpu).expect("shape matches data")
 }
 
+/// [`assert_kernel_matches_reference`] for 1, 3 and 12 heads of 8 dims, each without and with ALiBi,
+/// then 4 heads of 32 dims with ALiBi on `wide_lengths`.
+pub fn assert_kernel_matches_reference_across_heads(
+    kernel: &dyn AttentionKernel,
+    lengths: &[usize],
+    wide_lengths: &[usize],
+) {
+    for heads in [1, 3, 12] {
+        let alibi = PositionBias::Alibi {
+            slopes: (1..=heads).map(|h| 2f32.powf(-8.0 * h as f32 / heads as f32)).collect(),
+        };
+        for bias in [PositionBias::None, alibi] {
+            assert_kernel_matches_reference(kernel, lengths, heads, 8, &bias);
+        }
+    }
+    let alibi = PositionBias::Alibi {
+        slopes: vec![0.25, 0.0625, 0.015625, 0.00390625],
+    };
+    assert_kernel_matches_reference(kernel, wide_lengths, 4, 32, &alibi);
+}
+
 /// Asserts that `kernel` agrees with [`reference_attention`] (within 1e-5) on random q, k, v for
 /// sequences of `lengths`, `heads` heads of `head_dim`.
 pub fn assert_kernel_matches_reference(
@@ -108,6 +129,14 @@ pub fn assert_kernel_matches_reference(
     let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, bias).expect("attend")).expect("nested");
     let nested = |t: &Tensor| to_nested(t).expect("nested");
     let want = reference_attention(&nested(&q), &nested(&k), &nested(&v), &seqs, bias);
+    // Models pass strided views of the fused projection (`split_heads`): same answer required.
+    let fused = Tensor::cat(&[&q, &k, &v], 1)
+        .and_then(|t| t.reshape((seqs.total_tokens(), 3 * heads * head_dim)))
+        .expect("fused");
+    let (qv, kv, vv) = crate::layers::split_heads(&fused, heads, head_dim).expect("views");
+    assert!(!qv.is_contiguous(), "the views are strided");
+    let from_views = to_nested(&kernel.attend(&qv, &kv, &vv, &seqs, bias).expect("attend views")).expect("nested");
+    assert_eq!(from_views, got, "{}: strided q/k/v give another answer", kernel.name());
     for (t, (g, w)) in got.iter().zip(&want).enumerate() {
         for h in 0..heads {
             for c in 0..head_dim {
