@@ -10,18 +10,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// the crate exports no constant for it. The test below fails if a new version moves it.
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Stops mimalloc from returning freed pages to the kernel (it does after 1 s by default).
+/// How long freed pages stay mapped before mimalloc returns them to the kernel (its default: 1 s).
+const KEEP_FREED_MS: std::ffi::c_long = 10_000;
+
+/// Makes mimalloc keep freed pages for [`KEEP_FREED_MS`] instead of 1 s.
 ///
-/// Batches of different sizes reuse each other's memory only if it is still mapped; purged pages
-/// fault in zeroed again, and `clear_page` was 3.7% of a loaded server's CPU time. Keeping them:
-/// 4 clients x 32 mixed inputs on all-MiniLM-L6-v2 went from 98-100 to 104-108 embeddings/s
-/// (four runs each, same binary, `MIMALLOC_PURGE_DELAY=-1` vs unset). The cost is that the
-/// process keeps its peak, which `--max-batch-tokens` bounds. `MIMALLOC_PURGE_DELAY` in the
-/// environment still decides when set.
+/// Batches of different sizes reuse each other's memory only while it is still mapped; purged
+/// pages fault in zeroed again, and `clear_page` was 3.7% of a loaded server's CPU time. 4 clients
+/// x 32 mixed inputs on all-MiniLM-L6-v2, same binary, alternated: 1 s 114.0-114.4 emb/s with
+/// peak RSS 374-428 MiB; 10 s 118.6-120.7 emb/s, 495-565 MiB; never 120.9-121.0 emb/s, 538-581 MiB.
+/// 10 s gets the speed and still hands memory back once the server idles.
+/// `MIMALLOC_PURGE_DELAY` in the environment still decides when set.
 pub(crate) fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option; mimalloc reads options atomically.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, KEEP_FREED_MS) };
     }
 }
 
