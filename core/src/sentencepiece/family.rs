@@ -48,6 +48,17 @@ impl Family {
     }
 }
 
+/// tokenizer_config.json's keys for [`Tokens`], in field order.
+const TOKEN_KEYS: [&str; 7] = [
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "pad_token",
+    "mask_token",
+    "cls_token",
+    "sep_token",
+];
+
 /// The special token strings, with the family's defaults where tokenizer_config.json is silent.
 #[derive(Debug, Clone)]
 pub(super) struct Tokens {
@@ -80,34 +91,20 @@ impl Settings {
         let family = family(root, &config, model_file)?;
         let text = |key: &str, default: &str| token_text(config.get(key)).unwrap_or_else(|| default.to_string());
         let flag = |key: &str, default: bool| config.get(key).and_then(Value::as_bool).unwrap_or(default);
-        let tokens = match family {
-            Family::XlmRoberta => Tokens {
-                bos: text("bos_token", "<s>"),
-                eos: text("eos_token", "</s>"),
-                unk: text("unk_token", "<unk>"),
-                pad: text("pad_token", "<pad>"),
-                mask: text("mask_token", "<mask>"),
-                cls: text("cls_token", "<s>"),
-                sep: text("sep_token", "</s>"),
-            },
-            Family::T5 => Tokens {
-                bos: text("bos_token", "<s>"),
-                eos: text("eos_token", "</s>"),
-                unk: text("unk_token", "<unk>"),
-                pad: text("pad_token", "<pad>"),
-                mask: text("mask_token", "<mask>"),
-                cls: text("cls_token", "<s>"),
-                sep: text("sep_token", "</s>"),
-            },
-            Family::Albert => Tokens {
-                bos: text("bos_token", "[CLS]"),
-                eos: text("eos_token", "[SEP]"),
-                unk: text("unk_token", "<unk>"),
-                pad: text("pad_token", "<pad>"),
-                mask: text("mask_token", "[MASK]"),
-                cls: text("cls_token", "[CLS]"),
-                sep: text("sep_token", "[SEP]"),
-            },
+        // bos, eos, unk, pad, mask, cls, sep as transformers' classes default them.
+        let defaults = match family {
+            Family::Albert => ["[CLS]", "[SEP]", "<unk>", "<pad>", "[MASK]", "[CLS]", "[SEP]"],
+            Family::XlmRoberta | Family::T5 => ["<s>", "</s>", "<unk>", "<pad>", "<mask>", "<s>", "</s>"],
+        };
+        let [bos, eos, unk, pad, mask, cls, sep] = std::array::from_fn(|i| text(TOKEN_KEYS[i], defaults[i]));
+        let tokens = Tokens {
+            bos,
+            eos,
+            unk,
+            pad,
+            mask,
+            cls,
+            sep,
         };
         let extra_ids = match config.get("extra_ids") {
             None | Some(Value::Null) => 100,
