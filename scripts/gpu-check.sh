@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The CUDA check of the flash backend, in two halves: the GPU machines have nvcc but no Rust
+# toolchain and no network, and take at most 64 MiB of carried files, so the binary is built here
+# and only the checking runs there.
+#
+#   scripts/gpu-check.sh build   here, with crates.io and PyPI reachable: CUDA 13 toolkit pieces and
+#                                CUTLASS headers from PyPI (candle-flash-attn's build script would
+#                                clone CUTLASS from GitHub), `cargo build --release --features cuda`,
+#                                then the binary, libcudart and the small shared models into
+#                                target/gpu-check/carry (under 64 MiB).
+#   scripts/gpu-check.sh run     on the GPU machine, with target/gpu-check/carry carried: serves each
+#                                model on the GPU (float32 and float16) and compares the embeddings
+#                                with the goldens; exits non-zero on any mismatch. Well under 8 minutes.
+#
+# CUDA_COMPUTE_CAP (default 90: H100/H200) picks the architecture the kernels are built for.
+# candle-flash-attn builds 53 CUTLASS kernels (about 2.5 CPU-minutes each on the 2-core development
+# machine); cudaforge keeps finished objects in target/gpu-check/flash-attn, so a stopped build
+# resumes. Verified so far: this toolkit and CUTLASS 4.2 compile a flash-attn kernel for sm_90
+# (CUTLASS 3.5.1 does not compile against CUDA 13); the full build and the GPU run have not been
+# done yet (no GPU was lent to the task that wrote this).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work="$PWD/target/gpu-check"
+carry="$work/carry"
+
+toolkit() {
+  local wheels="$work/wheels" site="$work/site"
+  mkdir -p "$wheels"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_12_x86_64 --platform manylinux2010_x86_64 --platform manylinux_2_27_x86_64 \
+    -d "$wheels" \
+    nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 \
+    nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
+    "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*" nvidia-cutlass==4.2.0.0 >&2
+  if [ ! -x "$site/nvidia/cu13/bin/nvcc" ]; then
+    for wheel in "$wheels"/*.whl; do unzip -q -o "$wheel" -d "$site"; done
+    chmod +x "$site"/nvidia/cu13/bin/* "$site"/nvidia/cu13/nvvm/bin/*
+  fi
+  cuda="$site/nvidia/cu13"
+  # Unversioned names for the linker (the wheels ship only the runtime sonames).
+  for lib in "$cuda"/lib/lib*.so.*; do
+    ln -sf "$(basename "$lib")" "${lib%%.so.*}.so"
+  done
+  # The driver library is not on PyPI (it comes with the GPU driver): link against a stub with its
+  # soname whose symbols are the driver API's names, taken from cuda.h after macro expansion
+  # (cuCtxCreate -> cuCtxCreate_v2 ...). At run time the real libcuda.so.1 is loaded.
+  if [ ! -f "$cuda/lib/stubs/libcuda.so" ]; then
+    mkdir -p "$cuda/lib/stubs"
+    echo '#include <cuda.h>' | gcc -E -I"$cuda/include" - |
+      grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' | tr -d '( \t' | sort -u |
+      sed 's/.*/void &(void) {}/' > "$cuda/lib/stubs/libcuda.c"
+    gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$cuda/lib/stubs/libcuda.so" "$cuda/lib/stubs/libcuda.c"
+  fi
+  # cudaforge accepts a CUTLASS checkout when it has include/ and `git rev-parse HEAD` names the
+  # commit candle-flash-attn pins; the headers here are CUTLASS 4.2 from PyPI, at that name.
+  local pinned=7d49e6c7e2f8896c47f586706e67e1fb215529dc
+  cutlass="$work/cudaforge/git/checkouts/cutlass-${pinned:0:16}"
+  if [ ! -d "$cutlass/include" ]; then
+    mkdir -p "$cutlass/tools/util"
+    cp -r "$site/cutlass_library/source/include" "$cutlass/include"
+    cp -r "$site/cutlass_library/source/tools/util/include" "$cutlass/tools/util/include"
+    git -C "$cutlass" init -q
+    echo "$pinned" > "$cutlass/.git/HEAD"
+  fi
+}
+
+build() {
+  toolkit
+  mkdir -p "$work/flash-attn"
+  export CUDA_HOME="$cuda" CUDA_PATH="$cuda" PATH="$cuda/bin:$PATH"
+  export CUDAFORGE_HOME="$work/cudaforge" CANDLE_FLASH_ATTN_BUILD_DIR="$work/flash-attn"
+  export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+  export LIBRARY_PATH="$cuda/lib:$cuda/lib/stubs:${LIBRARY_PATH:-}"
+  export RUSTFLAGS="${RUSTFLAGS:-} -L $cuda/lib -L $cuda/lib/stubs"
+  cargo build --release -p tessera-router --features cuda --target-dir "$work/target"
+  rm -rf "$carry"
+  mkdir -p "$carry/lib" "$carry/models"
+  cp "$work/target/release/tessera" "$carry/"
+  strip "$carry/tessera"
+  cp "$cuda"/lib/libcudart.so.13 "$carry/lib/"
+  for model in bert-tiny jina-tiny jina-tiny-finetuned; do
+    cp -r "../shared/models/$model" "$carry/models/"
+  done
+  cp scripts/gpu_parity.py "$carry/"
+  du -sh "$carry"
+}
+
+run() {
+  [ -x "$carry/tessera" ] || { echo "no $carry/tessera: run 'scripts/gpu-check.sh build' here first" >&2; exit 2; }
+  nvidia-smi -L
+  # cuBLAS, cuRAND and NVRTC come from the machine's own CUDA 13 Python packages.
+  local libs
+  libs="$(python3 - <<'PY'
+import glob, os, site
+dirs = set()
+for root in site.getsitepackages():
+    for name in ("cublas", "curand", "cuda_nvrtc", "cu13"):
+        for lib in glob.glob(os.path.join(root, "nvidia", "**", "lib", "*.so*"), recursive=True):
+            dirs.add(os.path.dirname(lib))
+print(":".join(sorted(dirs)))
+PY
+)"
+  export LD_LIBRARY_PATH="$carry/lib:$libs:${LD_LIBRARY_PATH:-}"
+  python3 "$carry/gpu_parity.py" "$carry"
+}
+
+case "${1:-}" in
+  build) build ;;
+  run) run ;;
+  *) echo "usage: scripts/gpu-check.sh build|run" >&2; exit 2 ;;
+esac
