@@ -6,18 +6,21 @@
 #   scripts/gpu-check.sh build   here, with crates.io and PyPI reachable: CUDA 13 toolkit pieces and
 #                                CUTLASS headers from PyPI (candle-flash-attn's build script would
 #                                clone CUTLASS from GitHub), `cargo build --release --features cuda`,
-#                                then the binary, libcudart and the small shared models into
+#                                then the binary (xz), libcudart and two small shared models into
 #                                target/gpu-check/carry (under 64 MiB).
 #   scripts/gpu-check.sh run     on the GPU machine, with target/gpu-check/carry carried: serves each
 #                                model on the GPU (float32 and float16) and compares the embeddings
 #                                with the goldens; exits non-zero on any mismatch. Well under 8 minutes.
 #
 # CUDA_COMPUTE_CAP (default 90: H100/H200) picks the architecture the kernels are built for.
-# candle-flash-attn builds 53 CUTLASS kernels (about 2.5 CPU-minutes each on the 2-core development
-# machine); cudaforge keeps finished objects in target/gpu-check/flash-attn, so a stopped build
-# resumes. Verified so far: this toolkit and CUTLASS 4.2 compile a flash-attn kernel for sm_90
-# (CUTLASS 3.5.1 does not compile against CUDA 13); the full build and the GPU run have not been
-# done yet (no GPU was lent to the task that wrote this).
+# candle-flash-attn builds 53 CUTLASS kernels, about 2.5 CPU-minutes each, one nvcc per two cores
+# (its build script uses half of them): over 2 hours on the 2-core development machine, about 20
+# minutes on 16 cores. cudaforge records finished objects only when all are done, so a stopped
+# build starts over. Seen working on the 2-core machine: the PyPI toolkit, the libcuda stub and the
+# CUTLASS 4.2 headers build cudarc, candle-kernels, candle-core (cuda) and the first flash-attention
+# kernels for sm_90a (CUTLASS 3.5.1 does not compile against CUDA 13). Not yet done: the whole
+# build (so tessera's CUDA kernel has never been compiled) and the GPU run; no GPU was lent to the
+# task that wrote this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$PWD/target/gpu-check"
@@ -76,18 +79,22 @@ build() {
   cargo build --release -p tessera-router --features cuda --target-dir "$work/target"
   rm -rf "$carry"
   mkdir -p "$carry/lib" "$carry/models"
-  cp "$work/target/release/tessera" "$carry/"
-  strip "$carry/tessera"
+  # The flash-attention kernels are most of the binary (one kernel's object is 6.3 MB for sm_90a,
+  # 0.65 MB under xz): compressed, it has a chance to fit the 64 MiB a GPU call may carry.
+  strip -o "$work/tessera" "$work/target/release/tessera"
+  xz -T0 -9 -c "$work/tessera" > "$carry/tessera.xz"
   cp "$cuda"/lib/libcudart.so.13 "$carry/lib/"
-  for model in bert-tiny jina-tiny jina-tiny-finetuned; do
+  for model in bert-tiny jina-tiny; do
     cp -r "../shared/models/$model" "$carry/models/"
   done
   cp scripts/gpu_parity.py "$carry/"
   du -sh "$carry"
+  [ "$(du -sm "$carry" | cut -f1)" -lt 64 ] || echo "warning: $carry is over the 64 MiB a GPU call may carry" >&2
 }
 
 run() {
-  [ -x "$carry/tessera" ] || { echo "no $carry/tessera: run 'scripts/gpu-check.sh build' here first" >&2; exit 2; }
+  [ -f "$carry/tessera.xz" ] || { echo "no $carry/tessera.xz: run 'scripts/gpu-check.sh build' here first" >&2; exit 2; }
+  xz -d -c "$carry/tessera.xz" > /tmp/tessera-gpu && chmod +x /tmp/tessera-gpu
   nvidia-smi -L
   # cuBLAS, cuRAND and NVRTC come from the machine's own CUDA 13 Python packages.
   local libs
@@ -102,7 +109,7 @@ print(":".join(sorted(dirs)))
 PY
 )"
   export LD_LIBRARY_PATH="$carry/lib:$libs:${LD_LIBRARY_PATH:-}"
-  python3 "$carry/gpu_parity.py" "$carry"
+  python3 "$carry/gpu_parity.py" /tmp/tessera-gpu "$carry/models"
 }
 
 case "${1:-}" in

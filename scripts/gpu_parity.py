@@ -5,6 +5,8 @@ float16, embed the golden texts, and compare with the goldens (sentence-transfor
 the CPU). The CUDA kernels compute attention in half precision even for float32 models, so the
 bars are cosine similarity (>= 0.9999 for float32, >= 0.999 for float16) rather than the CPU's
 1e-4 element bound. Prints one line per case and exits 1 if any case fails.
+
+Usage: python3 gpu_parity.py TESSERA_BINARY MODELS_DIR (each model directory with its golden.json).
 """
 
 import json
@@ -43,12 +45,12 @@ def cosine(a, b):
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
-def check(carry, model, dtype, bar):
-    golden = json.load(open(os.path.join(carry, "models", model, "golden.json")))
+def check(binary, models, model, dtype, bar):
+    golden = json.load(open(os.path.join(models, model, "golden.json")))
     port = free_port()
-    log = open(os.path.join(carry, f"{model}-{dtype}.log"), "w")
+    log = open(f"/tmp/gpu-parity-{model}-{dtype}.log", "w")
     server = subprocess.Popen(
-        [os.path.join(carry, "tessera"), "serve", "--model-id", os.path.join(carry, "models", model),
+        [binary, "serve", "--model-id", os.path.join(models, model),
          "--port", str(port), "--hostname", "127.0.0.1", "--dtype", dtype, "--auto-truncate",
          "--max-client-batch-size", "64", "--prometheus-port", "0"],
         stdout=log, stderr=subprocess.STDOUT,
@@ -79,11 +81,11 @@ def check(carry, model, dtype, bar):
 
 
 def main():
-    carry = sys.argv[1]
+    binary, models = sys.argv[1], sys.argv[2]
     results = []
-    for model in ("bert-tiny", "jina-tiny", "jina-tiny-finetuned"):
-        results.append(check(carry, model, "float32", 0.9999))
-        results.append(check(carry, model, "float16", 0.999))
+    for model in sorted(os.listdir(models)):
+        results.append(check(binary, models, model, "float32", 0.9999))
+        results.append(check(binary, models, model, "float16", 0.999))
     sys.exit(0 if all(results) else 1)
 
 
