@@ -13,9 +13,9 @@
 #                                with the goldens; exits non-zero on any mismatch. Well under 8 minutes.
 #
 # CUDA_COMPUTE_CAP (default 90: H100/H200) picks the architecture the kernels are built for.
-# candle-flash-attn builds 53 CUTLASS kernels, about 2.5 CPU-minutes each, one nvcc per two cores
-# (its build script uses half of them): over 2 hours on the 2-core development machine, about 20
-# minutes on 16 cores. cudaforge records finished objects only when all are done, so a stopped
+# candle-flash-attn builds 53 CUTLASS kernels, about 2.5 CPU-minutes and 1.6 GB each; its build
+# script runs one nvcc per two cores unless CUDAFORGE_THREADS says otherwise, which this script sets
+# to every core: about 70 minutes on the 2-core development machine. cudaforge records finished objects only when all are done, so a stopped
 # build starts over. Seen working on the 2-core machine: the PyPI toolkit, the libcuda stub and the
 # CUTLASS 4.2 headers build cudarc, candle-kernels, candle-core (cuda) and the first flash-attention
 # kernels for sm_90a (CUTLASS 3.5.1 does not compile against CUDA 13). Not yet done: the whole
@@ -73,7 +73,7 @@ build() {
   mkdir -p "$work/flash-attn"
   export CUDA_HOME="$cuda" CUDA_PATH="$cuda" PATH="$cuda/bin:$PATH"
   export CUDAFORGE_HOME="$work/cudaforge" CANDLE_FLASH_ATTN_BUILD_DIR="$work/flash-attn"
-  export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+  export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
   export LIBRARY_PATH="$cuda/lib:$cuda/lib/stubs:${LIBRARY_PATH:-}"
   export RUSTFLAGS="${RUSTFLAGS:-} -L $cuda/lib -L $cuda/lib/stubs"
   cargo build --release -p tessera-router --features cuda --target-dir "$work/target"
