@@ -161,10 +161,11 @@ impl AttentionKernel for TiledCpu {
             rest = tail;
         }
         let scale = 1.0 / (head_dim as f32).sqrt();
+        let arch = pulp::Arch::new();
         tasks
             .par_iter()
             .zip(chunks.into_par_iter())
-            .for_each(|(task, chunk)| attend_block(task, &packed, scale, slopes.map(|s| s[task.head]), chunk));
+            .for_each(|(task, chunk)| attend_block(arch, task, &packed, scale, slopes.map(|s| s[task.head]), chunk));
         drop((qs, ks, vs));
         Tensor::from_vec(out, (heads, total, head_dim), q.device())?
             .transpose(0, 1)?
@@ -214,13 +215,12 @@ fn exp_in_place(values: &mut [f32], max: f32) -> f32 {
 }
 
 /// Attention output rows `q0..q1` of one head into `out` (`[rows, head_dim]`).
-fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out: &mut [f32]) {
+fn attend_block(arch: pulp::Arch, task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out: &mut [f32]) {
     let (rows, hd) = (task.q1 - task.q0, p.head_dim);
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     let mut row_sum = vec![0f32; rows];
     let mut scores = vec![0f32; rows * KEY_BLOCK.min(task.len)];
     let q = p.q.from(task.start + task.q0, task.head, hd);
-    let arch = pulp::Arch::new();
     for k0 in (0..task.len).step_by(KEY_BLOCK) {
         let cols = KEY_BLOCK.min(task.len - k0);
         let (k, v) = (
@@ -255,14 +255,11 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
                 Parallelism::None,
             );
         }
-        let tile = TileRows {
+        arch.dispatch(OnlineSoftmax {
             scores: &mut scores[..rows * cols],
             cols,
             first_row: task.q0,
             first_key: k0,
-        };
-        arch.dispatch(OnlineSoftmax {
-            tile,
             slope,
             row_max: &mut row_max,
             row_sum: &mut row_sum,
@@ -302,28 +299,6 @@ fn attend_block(task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out
     });
 }
 
-/// One tile's softmax step as a `pulp` operation. A struct with an `#[inline(always)]` method
-/// rather than a closure: pulp's dispatch compiles whatever is inlined into it for the detected
-/// instruction set, and a closure this large stayed an out-of-line SSE2 function.
-struct OnlineSoftmax<'a> {
-    tile: TileRows<'a>,
-    slope: Option<f32>,
-    row_max: &'a mut [f32],
-    row_sum: &'a mut [f32],
-    out: &'a mut [f32],
-    hd: usize,
-}
-
-impl pulp::WithSimd for OnlineSoftmax<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        self.tile
-            .online_softmax(self.slope, self.row_max, self.row_sum, self.out, self.hd);
-    }
-}
-
 /// Divides each output row by its softmax sum.
 struct DivideRows<'a> {
     out: &'a mut [f32],
@@ -343,23 +318,35 @@ impl pulp::WithSimd for DivideRows<'_> {
     }
 }
 
-/// One tile of scores: `rows x cols`, query rows from `first_row`, keys from `first_key`.
-struct TileRows<'a> {
+/// One tile's softmax step, `rows x cols` scores for query rows from `first_row` and keys from
+/// `first_key`: adds ALiBi, turns each row into `exp(s - running max)`, and rescales the running
+/// sums and the output rows accumulated so far when a row's max grows. A `pulp` operation as a
+/// struct with an `#[inline(always)]` method rather than a closure: pulp's dispatch compiles what is
+/// inlined into it for the detected instruction set, and a closure this large stayed an out-of-line
+/// SSE2 function.
+struct OnlineSoftmax<'a> {
     scores: &'a mut [f32],
     cols: usize,
     first_row: usize,
     first_key: usize,
+    slope: Option<f32>,
+    row_max: &'a mut [f32],
+    row_sum: &'a mut [f32],
+    out: &'a mut [f32],
+    hd: usize,
 }
 
-impl TileRows<'_> {
-    /// Adds ALiBi, turns each row into `exp(s - running max)`, and rescales the running sums and
-    /// the output rows accumulated so far when a row's max grows. Inlined into the caller's
-    /// `pulp` dispatch so every loop here is compiled for the CPU's widest vectors.
+impl pulp::WithSimd for OnlineSoftmax<'_> {
+    type Output = ();
+
     #[inline(always)]
-    fn online_softmax(self, slope: Option<f32>, row_max: &mut [f32], row_sum: &mut [f32], out: &mut [f32], hd: usize) {
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        // The first tile has no running max, sum or output yet: nothing to rescale.
+        let first_tile = self.first_key == 0;
         let rows = self.scores.chunks_exact_mut(self.cols);
-        for (i, ((tile, max), sum)) in rows.zip(row_max.iter_mut()).zip(row_sum.iter_mut()).enumerate() {
-            if let Some(slope) = slope {
+        let state = self.row_max.iter_mut().zip(self.row_sum.iter_mut());
+        for (i, (tile, (max, sum))) in rows.zip(state).enumerate() {
+            if let Some(slope) = self.slope {
                 // -slope * |i - j|; positions through i32 so the conversions vectorize (lengths
                 // are bounded far below 2^31 by the batch token budget).
                 let position = (self.first_row + i) as i32 as f32;
@@ -369,14 +356,19 @@ impl TileRows<'_> {
                 }
             }
             let new_max = max.max(lane_max(tile));
-            // exp(-inf) = 0 on the first tile: nothing to rescale yet.
-            let rescale = exp(*max - new_max);
             let tile_sum = exp_in_place(tile, new_max);
-            *sum = *sum * rescale + tile_sum;
-            *max = new_max;
-            if rescale != 1.0 {
-                out[i * hd..(i + 1) * hd].iter_mut().for_each(|o| *o *= rescale);
+            if first_tile {
+                *sum = tile_sum;
+            } else {
+                let rescale = exp(*max - new_max);
+                *sum = *sum * rescale + tile_sum;
+                if rescale != 1.0 {
+                    self.out[i * self.hd..(i + 1) * self.hd]
+                        .iter_mut()
+                        .for_each(|o| *o *= rescale);
+                }
             }
+            *max = new_max;
         }
     }
 }
