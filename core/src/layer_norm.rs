@@ -37,7 +37,7 @@ impl LayerNorm {
     /// The fast path: a contiguous f32 CPU tensor whose last dimension is the norm's size.
     fn forward_rows(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let size = self.weight.len();
-        if x.dims().last() != Some(&size) || size == 0 || !x.device().is_cpu() {
+        if x.dims().last() != Some(&size) || size == 0 {
             return Ok(None);
         }
         let (storage, layout) = x.storage_and_layout();
@@ -49,8 +49,9 @@ impl LayerNorm {
         let input = &data[start..end];
         let mut output = vec![0f32; input.len()];
         let rows_per_task = (PARALLEL_ELEMENTS / size).max(1);
+        let arch = pulp::Arch::new();
         let normalize = |(output, input): (&mut [f32], &[f32])| {
-            pulp::Arch::new().dispatch(NormalizeRows {
+            arch.dispatch(NormalizeRows {
                 norm: self,
                 input,
                 output,

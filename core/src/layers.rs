@@ -59,12 +59,13 @@ impl Linear {
         if wd.len() != features * out || bd.len() != out || xd.len() != rows * features {
             return Ok(None);
         }
+        let residual_dims = residual.and_then(|r| <[usize; 2]>::try_from(r.dims()).ok());
         let residual = residual.map(|r| r.storage_and_layout());
         let mut y: Vec<f32> = Vec::with_capacity(rows * out);
         match &residual {
             None => (0..rows).for_each(|_| y.extend_from_slice(bd)),
             Some((rs, rl)) => match f32_slice(rs, rl) {
-                Some(rd) if rd.len() == rows * out => {
+                Some(rd) if residual_dims == Some([rows, out]) => {
                     for row in rd.chunks_exact(out) {
                         y.extend(row.iter().zip(bd).map(|(r, b)| r + b));
                     }
@@ -109,21 +110,17 @@ impl Linear {
 
     /// `x W^T + b + residual`, the residual added while the output is laid out on the fused path.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
-        if x.rank() == 2 && residual.dims() == [x.dims()[0], self.out_dim()] {
-            if let Some(y) = self.forward_fused(x, Some(residual))? {
-                return Ok(y);
-            }
+        match self.forward_fused(x, Some(residual))? {
+            Some(y) => Ok(y),
+            None => self.forward(x)? + residual,
         }
-        self.forward(x)? + residual
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if x.rank() == 2 {
-            if let Some(y) = self.forward_fused(x, None)? {
-                return Ok(y);
-            }
+        if let Some(y) = self.forward_fused(x, None)? {
+            return Ok(y);
         }
         let y = match x.dims() {
             [_, _] => x.matmul(&self.weight_t)?,
@@ -237,6 +234,9 @@ mod tests {
             let diff = max_diff(&with, &(&want + &residual).unwrap());
             assert!(diff < 1e-5, "{rows} rows with residual: {diff}");
             assert_eq!(max_diff(&linear.forward_residual(&x, &residual).unwrap(), &with), 0.0);
+            // A residual of the right size but another shape is not laid out as rows.
+            let transposed = residual.t().unwrap().contiguous().unwrap();
+            assert!(linear.forward_fused(&x, Some(&transposed)).unwrap().is_none());
         }
         // Non-contiguous input and 3-D input take candle's path and agree too.
         let x = crate::testing::random_tensor(&[40, 5], 4).t().unwrap();
