@@ -24,3 +24,21 @@ pub(crate) fn default_dtype(device: &Device, requested: Option<Dtype>) -> Dtype 
         Dtype::Float32
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float32_on_the_cpu_unless_asked() {
+        assert_eq!(default_dtype(&Device::Cpu, None), Dtype::Float32);
+        assert_eq!(default_dtype(&Device::Cpu, Some(Dtype::Bfloat16)), Dtype::Bfloat16);
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn without_the_cuda_feature_the_device_is_the_cpu() {
+        assert_eq!(select().1, "cpu");
+        assert!(select().0.is_cpu());
+    }
+}
