@@ -9,11 +9,12 @@ use tessera_core::{
 use crate::settings::Dtype;
 
 /// What the user asked for that affects the plan.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct PlanRequest {
     pub(crate) pooling: Option<String>,
     pub(crate) backend: Option<String>,
-    pub(crate) dtype: Option<Dtype>,
+    /// `--dtype`, or the device's default ([`crate::device::default_dtype`]).
+    pub(crate) dtype: Dtype,
     pub(crate) max_batch_tokens: Option<usize>,
 }
 
@@ -105,7 +106,7 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
 
     let task = choose_task(inspection, request.pooling.as_deref(), &mut findings);
     let max_input_length = max_input_length(inspection, request.max_batch_tokens, &mut findings);
-    let dtype = request.dtype.unwrap_or(Dtype::Float32);
+    let dtype = request.dtype;
 
     let servable = !findings.iter().any(|f| f.severity == Severity::Error);
     let plan = match (chosen, task, servable) {

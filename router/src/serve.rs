@@ -58,7 +58,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         &PlanRequest {
             pooling: settings.pooling.clone(),
             backend: settings.backend.clone(),
-            dtype: Some(device::default_dtype(&device, settings.dtype)),
+            dtype: device::default_dtype(&device, settings.dtype),
             max_batch_tokens: Some(settings.max_batch_tokens),
         },
     );

@@ -77,7 +77,8 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
         &PlanRequest {
             pooling: args.pooling.clone(),
             backend: args.backend.clone(),
-            dtype: args.dtype,
+            // The preflight plans for the CPU; a CUDA build's server defaults to float16 on a GPU.
+            dtype: crate::device::default_dtype(&candle_core::Device::Cpu, args.dtype),
             max_batch_tokens: None,
         },
     );
