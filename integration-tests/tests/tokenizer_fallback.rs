@@ -29,6 +29,18 @@ fn without_tokenizer_json(model: &Path, dir: &Path) {
     std::fs::write(dir.join("vocab.txt"), text).unwrap();
 }
 
+/// The finding with `code` in a `validate-model --json` report.
+fn finding(stdout: &[u8], code: &str) -> Value {
+    let report: Value = serde_json::from_slice(stdout).unwrap();
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == code)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {code} in {report}"))
+}
+
 #[test]
 fn vocab_txt_gives_the_golden_token_ids_and_vectors() {
     let Some(model) = shared_model("bert-tiny") else { return };
@@ -37,12 +49,7 @@ fn vocab_txt_gives_the_golden_token_ids_and_vectors() {
 
     let out = run(&["validate-model", dir.path().to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|f| f["code"] == "tokenizer-built-from-vocab"));
+    finding(&out.stdout, "tokenizer-built-from-vocab");
 
     let golden: Value = serde_json::from_slice(&std::fs::read(model.join("golden.json")).unwrap()).unwrap();
     let server = Server::start(dir.path(), &["--max-client-batch-size", "64", "--auto-truncate"]);
@@ -113,13 +120,7 @@ fn a_sentencepiece_model_builds_the_tokenizer_its_class_uses() {
 
     let out = run(&["validate-model", dir.path().to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let finding = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["code"] == "tokenizer-built-from-sentencepiece")
-        .unwrap_or_else(|| panic!("{report}"));
+    let finding = finding(&out.stdout, "tokenizer-built-from-sentencepiece");
     assert!(
         finding["message"].as_str().unwrap().contains("XLMRobertaTokenizer"),
         "{finding}"
@@ -161,13 +162,7 @@ fn a_sentencepiece_model_that_cannot_be_converted_is_named_with_the_reason() {
     std::fs::write(dir.path().join("sentencepiece.bpe.model"), b"\x0a\x03abc").unwrap();
     let out = run(&["validate-model", dir.path().to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let finding = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["code"] == "tokenizer-unparsable")
-        .unwrap_or_else(|| panic!("{report}"));
+    let finding = finding(&out.stdout, "tokenizer-unparsable");
     assert!(
         finding["file"].as_str().unwrap().ends_with("sentencepiece.bpe.model"),
         "{finding}"
