@@ -4,23 +4,78 @@ use std::collections::BTreeSet;
 
 use crate::inspection::{Finding, WeightsIndex};
 
+/// One dimension of an expected tensor: `factor` times the config.json value of `key`, so that a
+/// mismatch can name the key to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dim {
+    /// The config.json key the size comes from.
+    pub key: &'static str,
+    /// The key's value.
+    pub value: usize,
+    /// How many times the value the dimension holds (2 for a fused gate and up projection).
+    pub factor: usize,
+}
+
+impl Dim {
+    /// The size `config[key] = value`.
+    pub fn of(key: &'static str, value: usize) -> Self {
+        Self { key, value, factor: 1 }
+    }
+
+    /// `factor` times this size.
+    pub fn times(self, factor: usize) -> Self {
+        Self {
+            factor: self.factor * factor,
+            ..self
+        }
+    }
+
+    /// The size in elements.
+    pub fn size(&self) -> usize {
+        self.value.saturating_mul(self.factor)
+    }
+}
+
 /// A tensor an architecture loads, with the shape config.json implies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedTensor {
     /// Name without the weight prefix.
     pub name: String,
-    /// Shape.
-    pub shape: Vec<usize>,
+    /// Dimensions, each traced to its config key.
+    pub dims: Vec<Dim>,
 }
 
 impl ExpectedTensor {
-    /// `name` with `shape`.
-    pub fn new(name: impl Into<String>, shape: &[usize]) -> Self {
+    /// `name` with `dims`.
+    pub fn new(name: impl Into<String>, dims: &[Dim]) -> Self {
         Self {
             name: name.into(),
-            shape: shape.to_vec(),
+            dims: dims.to_vec(),
         }
     }
+
+    /// The shape in elements.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().map(Dim::size).collect()
+    }
+}
+
+/// Number of encoder layers the weights hold under `prefix` (`encoder.layer.N.`), from the
+/// tensor names alone.
+pub fn layers_in_weights(weights: &WeightsIndex, prefix: &str) -> usize {
+    weights
+        .tensors
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix(prefix)?
+                .strip_prefix("encoder.layer.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |max| max + 1)
 }
 
 /// Tensors that checkpoints carry but embeddings never use.
@@ -37,32 +92,25 @@ fn legacy_name(name: &str) -> Option<String> {
         .or_else(|| name.strip_suffix(".bias").map(|base| format!("{base}.beta")))
 }
 
-/// Compares the weights with `expected`: missing and mis-shaped tensors are errors, tensors
-/// nobody loads are one warning, layers in config.json but not in the weights are an error.
+/// Compares the weights with the tensors `expected(layers)` lists for `layers` encoder layers:
+/// missing tensors are errors, mis-shaped ones one error per config key whose value the weights
+/// contradict, tensors nobody loads one warning, layers in config.json but not in the weights
+/// an error.
+///
+/// `expected` is asked only for the layers the weights hold, so a config.json that claims a
+/// million layers costs nothing before it is refused.
 pub fn check_tensors(
     weights: &WeightsIndex,
     prefix: &str,
-    expected: &[ExpectedTensor],
     config_layers: usize,
+    expected: impl FnOnce(usize) -> Vec<ExpectedTensor>,
 ) -> Vec<Finding> {
     let file = weights.display_file();
     let mut findings = Vec::new();
     let mut used = BTreeSet::new();
 
-    let weight_layers = weights
-        .tensors
-        .keys()
-        .filter_map(|k| {
-            k.strip_prefix(prefix)?
-                .strip_prefix("encoder.layer.")?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .max()
-        .map(|max| max + 1)
-        .unwrap_or(0);
+    let weight_layers = layers_in_weights(weights, prefix);
+    let expected = expected(config_layers.min(weight_layers));
     if config_layers > weight_layers {
         findings.push(
             Finding::error(
@@ -78,7 +126,8 @@ pub fn check_tensors(
     }
 
     let mut missing = Vec::new();
-    for t in expected {
+    let mut mismatches = SizeMismatches::default();
+    for t in &expected {
         let full = format!("{prefix}{}", t.name);
         let found = weights
             .get(&full)
@@ -97,20 +146,13 @@ pub fn check_tensors(
             }
             Some((name, info)) => {
                 used.insert(name.clone());
-                if info.shape != t.shape {
-                    findings.push(
-                        Finding::error(
-                            "tensor-shape-mismatch",
-                            format!("tensor `{name}` has shape {:?}, but config.json implies {:?}", info.shape, t.shape),
-                        )
-                        .in_file(&info.file)
-                        .about(name)
-                        .fix("make config.json's sizes (hidden_size, intermediate_size, vocab_size, ...) match the weights"),
-                    );
+                if info.shape != t.shape() {
+                    mismatches.add(name, &info.shape, t);
                 }
             }
         }
     }
+    findings.extend(mismatches.findings(&file));
     for name in &missing {
         findings.push(
             Finding::error("tensor-missing", format!("tensor `{name}` is missing from the weights"))
@@ -170,4 +212,123 @@ pub fn check_tensors(
         );
     }
     findings
+}
+
+/// A tensor whose shape config.json contradicts.
+#[derive(Debug, Clone)]
+struct Mismatch {
+    name: String,
+    actual: Vec<usize>,
+    implied: Vec<usize>,
+}
+
+impl Mismatch {
+    fn describe(&self) -> String {
+        format!(
+            "`{}` is {:?} (config.json implies {:?})",
+            self.name, self.actual, self.implied
+        )
+    }
+}
+
+/// Mis-shaped tensors grouped by the config key each wrong dimension comes from: a wrong
+/// `hidden_size` is one finding, not one per tensor.
+#[derive(Debug, Default)]
+struct SizeMismatches {
+    /// key -> (its config value, the values the weights imply, the tensors).
+    by_key: std::collections::BTreeMap<&'static str, (usize, BTreeSet<usize>, Vec<Mismatch>)>,
+    /// Tensors of another rank than expected: no single key explains them.
+    other: Vec<Mismatch>,
+}
+
+/// Tensors listed by name in one finding; the rest are counted.
+const LISTED: usize = 3;
+
+impl SizeMismatches {
+    fn add(&mut self, name: String, actual: &[usize], expected: &ExpectedTensor) {
+        let mismatch = Mismatch {
+            name,
+            actual: actual.to_vec(),
+            implied: expected.shape(),
+        };
+        if actual.len() != expected.dims.len() {
+            self.other.push(mismatch);
+            return;
+        }
+        let wrong: Vec<(Dim, usize)> = expected
+            .dims
+            .iter()
+            .zip(actual)
+            .filter(|(dim, &size)| dim.size() != size)
+            .map(|(dim, &size)| (*dim, size))
+            .collect();
+        for (i, (dim, size)) in wrong.iter().enumerate() {
+            let entry = self
+                .by_key
+                .entry(dim.key)
+                .or_insert_with(|| (dim.value, BTreeSet::new(), Vec::new()));
+            if size % dim.factor == 0 {
+                entry.1.insert(size / dim.factor);
+            }
+            // The tensor is listed under its first wrong key only.
+            if i == 0 {
+                entry.2.push(mismatch.clone());
+            }
+        }
+    }
+
+    fn findings(self, weights_file: &std::path::Path) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for (key, (value, implied, tensors)) in self.by_key {
+            let weights_say = match implied.len() {
+                0 => "other sizes".to_string(),
+                _ => implied.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or "),
+            };
+            let fix = match implied.iter().next() {
+                Some(size) if implied.len() == 1 => format!("set `{key}` to {size} in config.json"),
+                _ => format!("make `{key}` in config.json match the weights"),
+            };
+            findings.push(
+                Finding::error(
+                    "tensor-shape-mismatch",
+                    format!(
+                        "config.json says `{key}: {value}` but the weights say {weights_say}: {}",
+                        listing(&tensors)
+                    ),
+                )
+                .in_file("config.json")
+                .about(key)
+                .fix(fix),
+            );
+        }
+        if let Some(first) = self.other.first() {
+            findings.push(
+                Finding::error(
+                    "tensor-shape-mismatch",
+                    format!(
+                        "tensors have another number of dimensions than the architecture's: {}",
+                        listing(&self.other)
+                    ),
+                )
+                .in_file(weights_file)
+                .about(first.name.clone())
+                .fix("re-save the model; the weights are from another architecture"),
+            );
+        }
+        findings
+    }
+}
+
+/// The first few tensors described, then how many more.
+fn listing(tensors: &[Mismatch]) -> String {
+    let mut text = tensors
+        .iter()
+        .take(LISTED)
+        .map(Mismatch::describe)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tensors.len() > LISTED {
+        text.push_str(&format!(" and {} more tensors", tensors.len() - LISTED));
+    }
+    text
 }

@@ -235,6 +235,9 @@ pub struct TensorInfo {
     pub dtype: String,
     /// The file that holds it.
     pub file: PathBuf,
+    /// Where its data lies in that file (absolute byte offsets), for safetensors files.
+    #[serde(skip)]
+    pub bytes: Option<std::ops::Range<u64>>,
 }
 
 /// How the weights are stored.
@@ -297,6 +300,10 @@ pub struct TokenizerInfo {
     pub path: Option<PathBuf>,
     /// Vocabulary size including added tokens, when it parsed.
     pub vocab_size: Option<usize>,
+    /// The highest token id the tokenizer can produce (vocabulary, added tokens and the special
+    /// tokens its post-processor inserts), with that token, when it parsed. Not the same as
+    /// `vocab_size - 1`: ids may have gaps.
+    pub max_id: Option<(u32, String)>,
 }
 
 /// sentence-transformers `1_Pooling/config.json`, as found.
@@ -379,19 +386,22 @@ impl ModelInspection {
     pub fn encoder_layout(&self) -> Result<EncoderLayout<'_>, Box<Finding>> {
         let Some(config) = &self.config else {
             return Err(Box::new(
-                Finding::error("config-missing", "no usable config.json")
-                    .in_file(self.config_path())
-                    .fix("add the config.json saved with the model"),
+                Finding::error(
+                    "architecture-undecided",
+                    "the architecture cannot be decided without a readable config.json",
+                )
+                .in_file(self.config_path())
+                .fix("fix the finding about config.json first"),
             ));
         };
         let Some(weights) = &self.weights else {
             return Err(Box::new(
                 Finding::error(
-                    "weights-missing",
-                    "no readable weights to check the architecture against",
+                    "architecture-undecided",
+                    "the architecture cannot be decided without readable weights",
                 )
                 .in_file(self.root.join("model.safetensors"))
-                .fix("add model.safetensors (or a sharded index, or pytorch_model.bin) to the model directory"),
+                .fix("fix the finding about the weights first"),
             ));
         };
         let Some(prefix) = weights.prefix_before(WORD_EMBEDDINGS) else {

@@ -48,7 +48,7 @@ pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, LoadR
 pub use batch::{Batch, SeqOffsets};
 pub use classify::{sigmoid, softmax, ClassifierHead, ClassifierSpec};
 pub use error::{BackendError, LoadError};
-pub use expect::{check_tensors, ExpectedTensor};
+pub use expect::{check_tensors, layers_in_weights, Dim, ExpectedTensor};
 pub use head::{finish_embedding, DenseActivation, EmbeddingHead};
 pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInspection, Severity, WORD_EMBEDDINGS};
 pub use pooling::{Pooling, PoolingFileError};

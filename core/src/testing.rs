@@ -11,7 +11,27 @@ use crate::{
     SeqOffsets, TextTokenizer,
 };
 
-/// `shared/` beside the checkout (or `TESSERA_SHARED`); `None`, with a message, when absent.
+/// Records that a test cannot run here because `reason` (a missing folder or tool), and returns
+/// so the caller can return early. Under `CI=true` it panics instead: in CI whatever a test needs
+/// must be there, and a skipped test that reports success hides breakage.
+///
+/// The line goes to stderr and, when `TESSERA_SKIP_LOG` names a file, is appended to it, so
+/// that `scripts/test.sh` can count skips in its summary (cargo hides a passing test's output).
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+        panic!("{reason}: required when CI=true");
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(log) = std::env::var_os("TESSERA_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(file, "{test}: {reason}");
+        }
+    }
+}
+
+/// `shared/` beside the checkout (or `TESSERA_SHARED`); `None` when absent, after [`skip`].
 pub fn shared_dir(manifest_dir: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("TESSERA_SHARED")
         .map(PathBuf::from)
@@ -19,7 +39,7 @@ pub fn shared_dir(manifest_dir: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: {} not found; set TESSERA_SHARED", dir.display());
+        skip(&format!("{} not found; set TESSERA_SHARED", dir.display()));
         None
     }
 }

@@ -14,6 +14,8 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+pub use tessera_core::testing::skip;
+
 /// `shared/` beside the checkout (or `TESSERA_SHARED`), when present.
 pub fn shared() -> Option<PathBuf> {
     let dir = std::env::var_os("TESSERA_SHARED")
@@ -22,13 +24,16 @@ pub fn shared() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// A model directory from `shared/models`, or `None` (the caller skips, saying so).
+/// A model directory from `shared/models`, or `None` after [`skip`] (which fails under `CI=true`).
 pub fn shared_model(name: &str) -> Option<PathBuf> {
-    let dir = shared()?.join("models").join(name);
+    let dir = shared()
+        .unwrap_or_else(|| workspace().join("../shared"))
+        .join("models")
+        .join(name);
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: {} not found", dir.display());
+        skip(&format!("{} not found", dir.display()));
         None
     }
 }
@@ -55,14 +60,32 @@ pub fn minilm() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-/// A golden JSON file from `shared/`, when present.
+/// A golden JSON file from `shared/`, or `None` after [`skip`] (which fails under `CI=true`).
 pub fn golden(relative: &str) -> Option<serde_json::Value> {
-    let path = shared()?.join(relative);
+    let path = shared().unwrap_or_else(|| workspace().join("../shared")).join(relative);
     if !path.is_file() {
-        eprintln!("SKIPPED: {} not found", path.display());
+        skip(&format!("{} not found", path.display()));
         return None;
     }
     Some(serde_json::from_slice(&std::fs::read(path).ok()?).expect("golden parses"))
+}
+
+/// Copies a model directory (read-only files become writable copies).
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read model dir") {
+        let path = entry.expect("dir entry").path();
+        let dest = to.join(path.file_name().expect("file name"));
+        if path.is_dir() {
+            std::fs::create_dir_all(&dest).expect("create dir");
+            copy_dir(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).expect("copy file");
+            let mut perms = std::fs::metadata(&dest).expect("metadata").permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&dest, perms).expect("permissions");
+        }
+    }
 }
 
 /// Path of the `tessera` binary, built once per test process (a no-op when up to date).
@@ -73,8 +96,10 @@ pub fn binary() -> PathBuf {
             return PathBuf::from(bin);
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // The same build as `cargo test --workspace` and scripts/test.sh make: building the
+        // binary alone resolves other features, recompiles, and overwrites theirs.
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tessera-router", "--bin", "tessera"])
+            .args(["build", "--quiet", "--workspace", "--all-targets"])
             .current_dir(workspace())
             .status()
             .expect("run cargo build");
@@ -289,6 +314,12 @@ impl Safetensors {
             .chunks(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect()
+    }
+
+    /// Overwrites element `index` of an F32 tensor.
+    pub fn set_f32(&mut self, name: &str, index: usize, value: f32) {
+        let begin = self.header[name]["data_offsets"][0].as_u64().expect("offsets") as usize + index * 4;
+        self.data[begin..begin + 4].copy_from_slice(&value.to_le_bytes());
     }
 
     /// Appends an F32 tensor.

@@ -258,3 +258,38 @@ fn sigterm_finishes_accepted_requests_and_exits_zero() {
         .expect("exits within the grace period");
     assert!(exit.success(), "exit status {exit}:\n{}", server.log());
 }
+
+#[test]
+fn settings_under_which_a_valid_request_could_never_be_admitted_are_refused() {
+    let model = minilm();
+    let out = run(&[
+        "serve",
+        "--model-id",
+        model.to_str().unwrap(),
+        "--max-concurrent-requests",
+        "4",
+        "--port",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-concurrent-requests 4") && err.contains("--max-client-batch-size 32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_tessera_variable_is_warned_about_in_the_log() {
+    // The warning must reach the log, which starts after the settings are read; a missing model
+    // ends the run right after logging starts.
+    let out = run_with_env(
+        &["serve", "--model-id", "/nonexistent/model", "--port", "0"],
+        &[("TESSERA_MAX_BATCH_TOKENZ", "10")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TESSERA_MAX_BATCH_TOKENZ") && err.contains("not a tessera setting"),
+        "{err}"
+    );
+}

@@ -145,7 +145,7 @@ fn the_prometheus_port_serves_metrics() {
 #[test]
 fn a_real_prometheus_scrapes_it_and_promtool_parses_it() {
     let (Ok(prometheus), Ok(promtool)) = (which("prometheus"), which("promtool")) else {
-        eprintln!("SKIPPED: prometheus/promtool not installed (.ci/run installs them)");
+        tessera_integration_tests::skip("prometheus/promtool not installed (.ci/run installs them)");
         return;
     };
     let metrics_port = free_port();

@@ -96,7 +96,7 @@ fn venv_python() -> Option<PathBuf> {
             .status()
             .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("SKIPPED: could not install the openai SDK into {}", venv.display());
+        tessera_integration_tests::skip(&format!("could not install the openai SDK into {}", venv.display()));
         return None;
     }
     std::fs::write(&ready, "").ok()?;

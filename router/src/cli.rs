@@ -41,9 +41,13 @@ pub(crate) struct ValidateArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Compute dtype to check the weights against.
+    /// Compute dtype to plan for; with --deep, float16 also checks that every weight fits its range.
     #[arg(long, value_enum)]
     pub(crate) dtype: Option<Dtype>,
+    /// Also read every weight value (as `serve` does at load): NaN or infinity refuses the model.
+    /// For a hub id this downloads the weights.
+    #[arg(long)]
+    pub(crate) deep: bool,
     /// Pooling to check instead of the model's pooling config.
     #[arg(long)]
     pub(crate) pooling: Option<String>,
@@ -185,6 +189,23 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) shutdown_grace: Option<u64>,
+
+    /// Seconds a client may take to send a request's headers, counted from the connection's
+    /// opening or, on a kept-alive connection, from the previous response: it also closes idle
+    /// connections [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) header_read_timeout: Option<u64>,
+
+    /// Seconds a client may take to send a request's body before it gets 408 [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) body_read_timeout: Option<u64>,
+
+    /// Open client connections; past it, new connections are closed at once [default: 4096].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_connections: Option<usize>,
 
     /// Origins allowed to call the API from a browser (repeat the flag; `*` allows any).
     #[arg(long, value_name = "ORIGIN")]

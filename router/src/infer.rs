@@ -172,8 +172,12 @@ impl Infer {
             match rx.await {
                 Ok(Ok(out)) => outputs.push(out),
                 Ok(Err(JobError::Backend(message))) => return Err(ApiError::backend(message)),
-                Ok(Err(JobError::ShuttingDown)) | Err(_) => {
-                    return Err(ApiError::unhealthy("the server is shutting down"))
+                Ok(Err(error @ JobError::NonFinite)) => return Err(ApiError::non_finite(error.to_string())),
+                Ok(Err(JobError::ShuttingDown)) => return Err(ApiError::unhealthy("the server is shutting down")),
+                Ok(Err(JobError::WorkerStopped)) | Err(_) => {
+                    return Err(ApiError::unhealthy(
+                        "the model worker stopped before answering; the server needs a restart",
+                    ))
                 }
             }
         }
@@ -188,6 +192,31 @@ fn encode_one(
     prompt: Option<&str>,
     truncation: Truncation,
     vocab_size: usize,
+) -> Result<Encoded, ApiError> {
+    let from_client = matches!(input, Input::Ids(_));
+    let encoded = encode_unchecked(tokenizer, index, input, prompt, truncation)?;
+    // Checked here, per input, because an id past the embedding table fails the whole batch
+    // in the model: a tokenizer.json that does not match the weights must fail only the
+    // requests whose text reaches the bad id.
+    if let Some(&bad) = encoded.ids.iter().find(|&&id| id as usize >= vocab_size) {
+        let message = if from_client {
+            format!("input {index}: token id {bad} is outside the vocabulary (size {vocab_size})")
+        } else {
+            format!(
+                "input {index}: the tokenizer produced token id {bad}, outside the model's vocabulary of {vocab_size} entries; tokenizer.json does not match the model (run `tessera validate-model`)"
+            )
+        };
+        return Err(ApiError::validation("token-id-out-of-range", message));
+    }
+    Ok(encoded)
+}
+
+fn encode_unchecked(
+    tokenizer: &TextTokenizer,
+    index: usize,
+    input: Input,
+    prompt: Option<&str>,
+    truncation: Truncation,
 ) -> Result<Encoded, ApiError> {
     let direction = truncation.enabled.then_some(truncation.direction);
     match input {
@@ -216,12 +245,6 @@ fn encode_one(
                 return Err(ApiError::validation(
                     "empty-token-ids",
                     format!("input {index} is an empty list of token ids"),
-                ));
-            }
-            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
-                return Err(ApiError::validation(
-                    "token-id-out-of-range",
-                    format!("input {index}: token id {bad} is outside the vocabulary (size {vocab_size})"),
                 ));
             }
             let mut encoded = Encoded::from_ids(ids);

@@ -30,10 +30,13 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         backends::registry().names().join(", ")
     );
-    let matches = Cli::command().version(version).get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+    let parsed = Cli::command()
+        .version(version)
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => return usage_error(e),
     };
     match cli.command {
         Command::ValidateModel(args) => {
@@ -43,14 +46,21 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             let config_file = Settings::config_file(args.config.as_ref());
-            let settings = match Settings::load(config_file.as_deref(), &args) {
-                Ok(settings) => settings,
+            let (settings, warnings) = match Settings::load(config_file.as_deref(), &args) {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("error: invalid configuration: {e}");
                     return ExitCode::from(2);
                 }
             };
+            if let Err(e) = settings.check() {
+                eprintln!("error: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
             init_tracing(settings.json_output, "info");
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
             let cpus = cpus::detect();
             // candle sizes its matmul thread pool from RAYON_NUM_THREADS or the host's cores, not
             // the cgroup quota; set it before any thread pool exists (no other thread runs yet).
@@ -77,13 +87,28 @@ fn main() -> ExitCode {
             match runtime.block_on(serve::run(settings, cpus.threads)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // Logged once: the log goes to stderr, where a plain copy would repeat it.
                     tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
                     ExitCode::from(1)
                 }
             }
         }
     }
+}
+
+/// A command line clap refuses. `validate-model --json` promises one JSON document whatever
+/// happens, so its usage errors are one too; everything else is clap's own message.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let args: Vec<String> = std::env::args().collect();
+    let wants_json = args.iter().any(|a| a == "validate-model") && args.iter().any(|a| a == "--json");
+    let informational = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if wants_json && !informational {
+        let message = e.render().to_string();
+        let first = message.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        return validate_cmd::usage_error(first, true);
+    }
+    e.exit()
 }
 
 fn init_tracing(json: bool, default_level: &str) {

@@ -142,6 +142,10 @@ fn register(model: &ModelInfo) {
     describe_gauge!("te_queue_size", "Inputs waiting for the model");
     describe_gauge!("te_inflight_inputs", "Inputs admitted and not yet answered");
     describe_gauge!("te_model_info", "The model served (value is always 1)");
+    describe_counter!(
+        "te_connections_refused",
+        "Connections closed on accept because --max-connections were open"
+    );
 
     for method in [Method::Single, Method::Batch, Method::Invalid] {
         counter!("te_request_count", "method" => method.label()).increment(0);
@@ -152,6 +156,7 @@ fn register(model: &ModelInfo) {
     }
     counter!("te_embed_count").increment(0);
     counter!("te_embed_success").increment(0);
+    counter!("te_connections_refused").increment(0);
     gauge!("te_queue_size").set(0.0);
     gauge!("te_inflight_inputs").set(0.0);
     gauge!(
@@ -236,6 +241,10 @@ pub(crate) fn queue_size(n: usize) {
 
 pub(crate) fn inflight_inputs(delta: f64) {
     gauge!("te_inflight_inputs").increment(delta);
+}
+
+pub(crate) fn connection_refused() {
+    counter!("te_connections_refused").increment(1);
 }
 
 pub(crate) fn input_dropped() {

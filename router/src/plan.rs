@@ -72,6 +72,24 @@ impl PlanOutcome {
     }
 }
 
+/// Inspects the model directory; with `deep`, also reads every weight once for NaN and infinity
+/// (and, at float16, for values beyond its range), which `serve` always does: a non-finite
+/// weight answers NaN for every text that reaches it.
+pub(crate) fn inspect(root: &std::path::Path, deep: bool, dtype: Dtype) -> ModelInspection {
+    let mut inspection = tessera_validation::inspect(root);
+    if let (true, Some(weights)) = (deep, &inspection.weights) {
+        let started = std::time::Instant::now();
+        let findings = tessera_validation::scan_weights(weights, dtype == Dtype::Float16);
+        tracing::info!(
+            "read {} weight tensors for NaN/infinity in {:.2?}",
+            weights.tensors.len(),
+            started.elapsed()
+        );
+        inspection.findings.extend(findings);
+    }
+    inspection
+}
+
 pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &PlanRequest) -> PlanOutcome {
     let mut findings = inspection.findings.clone();
     let selection = match registry.select(inspection, request.backend.as_deref()) {
@@ -88,6 +106,9 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
     let chosen = selection.as_ref().and_then(|s| s.chosen.clone());
     match (&selection, &chosen) {
         (Some(_), Some(chosen)) => findings.extend(chosen.findings.iter().cloned()),
+        // A file that is missing or unreadable is the root cause: every backend declines for
+        // it, and saying no backend exists would send the user looking for the wrong fix.
+        (Some(_), None) if prerequisites_missing(inspection) => {}
         (Some(selection), None) => {
             for (_, reasons) in &selection.declined {
                 for reason in reasons {
@@ -123,6 +144,12 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
         selection,
         plan,
     }
+}
+
+/// True when a file the architecture is decided from (config.json, the weights) is missing or
+/// unreadable: the inspection already holds that error.
+pub(crate) fn prerequisites_missing(inspection: &ModelInspection) -> bool {
+    inspection.config.is_none() || inspection.weights.is_none()
 }
 
 /// A classification head in the weights decides the task; otherwise `--pooling splade` or the

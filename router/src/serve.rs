@@ -25,15 +25,6 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         .model_id
         .clone()
         .ok_or_else(|| anyhow!("no model given: pass --model-id DIR (or set TESSERA_MODEL_ID)"))?;
-    if settings.max_batch_tokens == 0 || settings.max_concurrent_requests == 0 || settings.max_client_batch_size == 0 {
-        bail!("--max-batch-tokens, --max-concurrent-requests and --max-client-batch-size must be at least 1");
-    }
-    if settings.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
-        bail!("--api-key is empty: pass a non-empty key or leave the flag out");
-    }
-    if settings.max_batch_requests == Some(0) {
-        bail!("--max-batch-requests must be at least 1");
-    }
 
     let model = source::resolve(
         &model_id,
@@ -50,7 +41,8 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     .await?;
     let root = model.dir.clone();
     let (device, device_name) = device::select();
-    let inspection = tessera_validation::inspect(&root);
+    let dtype = device::default_dtype(&device, settings.dtype);
+    let inspection = crate::plan::inspect(&root, true, dtype);
     let registry = backends::registry();
     let outcome = plan(
         &inspection,
@@ -58,7 +50,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         &PlanRequest {
             pooling: settings.pooling.clone(),
             backend: settings.backend.clone(),
-            dtype: device::default_dtype(&device, settings.dtype),
+            dtype,
             max_batch_tokens: Some(settings.max_batch_tokens),
         },
     );
@@ -248,6 +240,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     let app = http::app(
         state,
         settings.payload_limit,
+        Duration::from_secs(settings.body_read_timeout),
         settings.api_key.as_deref(),
         settings.cors_allow_origin.as_deref(),
     )?;
@@ -277,7 +270,11 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     println!("tessera listening on http://{local}");
 
     let mut stopping = stop_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let limits = http::server::Limits {
+        header_read: Duration::from_secs(settings.header_read_timeout),
+        max_connections: settings.max_connections,
+    };
+    let server = http::server::serve(listener, app, limits, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
@@ -287,7 +284,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         () = deadline => {
             bail!("accepted requests did not finish within --shutdown-grace {}s; exiting anyway", grace.as_secs());
         }

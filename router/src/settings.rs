@@ -67,6 +67,9 @@ pub(crate) struct Settings {
     pub(crate) tokenization_workers: Option<usize>,
     pub(crate) served_model_name: Option<String>,
     pub(crate) shutdown_grace: u64,
+    pub(crate) header_read_timeout: u64,
+    pub(crate) body_read_timeout: u64,
+    pub(crate) max_connections: usize,
     pub(crate) cors_allow_origin: Option<Vec<String>>,
 }
 
@@ -97,6 +100,9 @@ impl Default for Settings {
             tokenization_workers: None,
             served_model_name: None,
             shutdown_grace: 30,
+            header_read_timeout: 30,
+            body_read_timeout: 10,
+            max_connections: 4096,
             cors_allow_origin: None,
         }
     }
@@ -114,10 +120,14 @@ fn known_keys() -> Vec<String> {
 }
 
 impl Settings {
-    /// Merges defaults, the TOML file, `TESSERA_*` variables and the flags given.
+    /// Merges defaults, the TOML file, `TESSERA_*` variables and the flags given, and returns
+    /// them with warnings to log once logging is set up (it is configured by these settings).
     ///
     /// `flags` holds only what the user passed (clap defaults would override env and file).
-    pub(crate) fn load(config_file: Option<&Path>, flags: &impl Serialize) -> Result<Settings, Box<figment::Error>> {
+    pub(crate) fn load(
+        config_file: Option<&Path>,
+        flags: &impl Serialize,
+    ) -> Result<(Settings, Vec<String>), Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = config_file {
             if !path.is_file() {
@@ -129,11 +139,15 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         let known = known_keys();
-        for (key, _) in std::env::vars() {
+        let mut warnings = Vec::new();
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
             if let Some(name) = key.strip_prefix("TESSERA_") {
                 let name = name.to_ascii_lowercase();
                 if !known.contains(&name) && !ENV_NOT_SETTINGS.contains(&name.as_str()) {
-                    tracing::warn!("ignoring environment variable {key}: `{name}` is not a tessera setting");
+                    warnings.push(format!(
+                        "ignoring environment variable {key}: `{name}` is not a tessera setting"
+                    ));
                 }
             }
         }
@@ -144,7 +158,37 @@ impl Settings {
             .merge(env)
             .merge(Serialized::defaults(flags))
             .extract()
+            .map(|settings| (settings, warnings))
             .map_err(Box::new)
+    }
+
+    /// Checks values and combinations no type can express; the error names the flags.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let at_least_one = [
+            ("--max-batch-tokens", Some(self.max_batch_tokens)),
+            ("--max-concurrent-requests", Some(self.max_concurrent_requests)),
+            ("--max-client-batch-size", Some(self.max_client_batch_size)),
+            ("--max-batch-requests", self.max_batch_requests),
+            ("--max-connections", Some(self.max_connections)),
+            ("--tokenization-workers", self.tokenization_workers),
+            ("--header-read-timeout", Some(self.header_read_timeout as usize)),
+            ("--body-read-timeout", Some(self.body_read_timeout as usize)),
+        ];
+        if let Some((flag, _)) = at_least_one.iter().find(|(_, value)| *value == Some(0)) {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err("--api-key is empty: pass a non-empty key or leave the flag out".into());
+        }
+        // Admission counts inputs: a request of more inputs than can ever be in flight would be
+        // told to retry (429) forever.
+        if self.max_concurrent_requests < self.max_client_batch_size {
+            return Err(format!(
+                "--max-concurrent-requests {} is below --max-client-batch-size {}: a request of {} inputs could never be admitted; raise --max-concurrent-requests or lower --max-client-batch-size",
+                self.max_concurrent_requests, self.max_client_batch_size, self.max_client_batch_size
+            ));
+        }
+        Ok(())
     }
 
     /// The config file to read: `--config`, else `TESSERA_CONFIG`.
@@ -169,9 +213,9 @@ mod tests {
     fn precedence_is_flag_then_file_then_default() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "port = 4000\nmax_batch_tokens = 100").unwrap();
-        let s = Settings::load(Some(file.path()), &Flags::default()).unwrap();
+        let (s, _) = Settings::load(Some(file.path()), &Flags::default()).unwrap();
         assert_eq!((s.port, s.max_batch_tokens, s.max_client_batch_size), (4000, 100, 32));
-        let s = Settings::load(Some(file.path()), &Flags { port: Some(5000) }).unwrap();
+        let (s, _) = Settings::load(Some(file.path()), &Flags { port: Some(5000) }).unwrap();
         assert_eq!(s.port, 5000);
     }
 
@@ -193,5 +237,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn a_request_that_could_never_be_admitted_is_refused_at_start_up() {
+        let settings = Settings {
+            max_concurrent_requests: 8,
+            max_client_batch_size: 32,
+            ..Settings::default()
+        };
+        let err = settings.check().unwrap_err();
+        assert!(
+            err.contains("--max-concurrent-requests 8") && err.contains("--max-client-batch-size 32"),
+            "{err}"
+        );
+        assert!(Settings::default().check().is_ok());
+    }
+
+    #[test]
+    fn zero_limits_name_their_flag() {
+        let settings = Settings {
+            header_read_timeout: 0,
+            ..Settings::default()
+        };
+        assert_eq!(
+            settings.check().unwrap_err(),
+            "--header-read-timeout must be at least 1"
+        );
     }
 }

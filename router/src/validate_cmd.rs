@@ -23,6 +23,10 @@ struct Report<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sha: Option<String>,
     servable: bool,
+    /// True when config.json or the weights are missing or unreadable, so no backend could be
+    /// asked.
+    #[serde(skip)]
+    undecided: bool,
     architecture: Option<&'a str>,
     backend: Option<&'static str>,
     evidence: &'a [Evidence],
@@ -64,12 +68,11 @@ struct WeightsReport {
 pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
     let model = match resolve(args) {
         Ok(model) => model,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&format!("{e:#}"), args.json),
     };
-    let inspection = tessera_validation::inspect(&model.dir);
+    // The preflight plans for the CPU; a CUDA build's server defaults to float16 on a GPU.
+    let dtype = crate::device::default_dtype(&candle_core::Device::Cpu, args.dtype);
+    let inspection = crate::plan::inspect(&model.dir, args.deep, dtype);
     let registry = backends::registry();
     let mut outcome = plan(
         &inspection,
@@ -77,8 +80,7 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
         &PlanRequest {
             pooling: args.pooling.clone(),
             backend: args.backend.clone(),
-            // The preflight plans for the CPU; a CUDA build's server defaults to float16 on a GPU.
-            dtype: crate::device::default_dtype(&candle_core::Device::Cpu, args.dtype),
+            dtype,
             max_batch_tokens: None,
         },
     );
@@ -115,6 +117,22 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
     }
 }
 
+/// Reports an error that stops the check before any finding (a path that does not exist, a
+/// hub that cannot be reached, a bad flag): one JSON document with `--json`, else text. Exit 2.
+pub(crate) fn usage_error(message: &str, json: bool) -> ExitCode {
+    if json {
+        let document = serde_json::json!({
+            "schema_version": SCHEMA_VERSION,
+            "servable": false,
+            "error": message,
+        });
+        println!("{document:#}");
+    } else {
+        eprintln!("error: {message}");
+    }
+    ExitCode::from(2)
+}
+
 fn report<'a>(
     model: &str,
     sha: Option<&str>,
@@ -129,6 +147,7 @@ fn report<'a>(
         model: model.to_string(),
         sha: sha.map(str::to_string),
         servable: plan.is_some(),
+        undecided: crate::plan::prerequisites_missing(inspection),
         architecture: chosen.map(|c| c.architecture.as_str()),
         backend: chosen.map(|c| c.factory.name()),
         evidence: chosen.map(|c| c.evidence.as_slice()).unwrap_or(&[]),
@@ -172,7 +191,11 @@ fn print_text(r: &Report<'_>) {
         None => println!("model:        {}", r.model),
     }
     match (r.architecture, r.backend) {
-        (Some(arch), Some(backend)) => println!("architecture: {arch} (backend `{backend}`)"),
+        (Some(arch), Some(backend)) if r.servable => println!("architecture: {arch} (backend `{backend}`)"),
+        (Some(arch), Some(backend)) => {
+            println!("architecture: {arch} (backend `{backend}` serves it once the errors below are fixed)")
+        }
+        _ if r.undecided => println!("architecture: undecided (config.json or the weights are missing or unreadable)"),
         _ => println!("architecture: no compiled backend can serve it"),
     }
     for e in r.evidence {
@@ -183,10 +206,22 @@ fn print_text(r: &Report<'_>) {
             e.statement
         );
     }
-    for d in &r.declined {
-        for reason in d.reasons.iter().filter(|f| f.severity == Severity::Error) {
-            println!("  declined by `{}`: {}", d.backend, reason.message);
+    // Backends that share an assessment decline for the same reasons: each reason once,
+    // with every backend that gave it.
+    let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+    if !r.undecided {
+        for d in &r.declined {
+            for reason in d.reasons.iter().filter(|f| f.severity == Severity::Error) {
+                match reasons.iter_mut().find(|(message, _)| *message == reason.message) {
+                    Some((_, backends)) => backends.push(d.backend),
+                    None => reasons.push((&reason.message, vec![d.backend])),
+                }
+            }
         }
+    }
+    for (message, backends) in reasons {
+        let names: Vec<String> = backends.iter().map(|b| format!("`{b}`")).collect();
+        println!("  declined by {}: {message}", names.join(", "));
     }
     for name in r.passed_over {
         println!("  also able to serve it: `{name}` (lower priority)");
@@ -244,6 +279,10 @@ fn resolve(args: &ValidateArgs) -> anyhow::Result<ResolvedModel> {
                 args.hub.hub_timeout.unwrap_or(DEFAULT_HUB_TIMEOUT_S),
             )
         },
-        Wanted::Preflight,
+        if args.deep {
+            Wanted::Everything
+        } else {
+            Wanted::Preflight
+        },
     ))
 }

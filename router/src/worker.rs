@@ -49,7 +49,8 @@ impl Head {
     }
 }
 
-/// Starts the model thread. `healthy` turns false if the thread ever stops unexpectedly.
+/// Starts the model thread. `healthy` turns false, and whatever is queued is answered 503, as soon
+/// as the thread stops for any reason: a normal stop, or a panic anywhere in its loop.
 ///
 /// The batch loop runs inside a compute pool of `threads` rayon workers: candle's parallel ops then
 /// split work with the thread that issued them instead of handing it to other threads and sleeping
@@ -66,19 +67,89 @@ pub(crate) fn spawn(
         .build()
         .map_err(std::io::Error::other)?;
     std::thread::Builder::new().name("tessera-model".into()).spawn(move || {
+        // Dropped on every way out of this closure, unwinding included.
+        let _lifeline = Lifeline {
+            healthy,
+            queue: queue.clone(),
+        };
         pool.install(move || {
             while let Some(jobs) = queue.next_batch(&worker.budget) {
                 worker.run(jobs);
             }
         });
         tracing::info!("model thread stopped");
-        healthy.store(false, Ordering::SeqCst);
     })
+}
+
+/// Marks the server unhealthy and fails the queued jobs when the model thread ends, however it
+/// ends: without it, a panic outside the batch's `catch_unwind` would leave `/health` at 200 and
+/// requests waiting forever in a queue nobody reads.
+struct Lifeline {
+    healthy: Arc<AtomicBool>,
+    queue: Arc<Queue>,
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        self.healthy.store(false, Ordering::SeqCst);
+        let failed = self.queue.abort();
+        if std::thread::panicking() {
+            tracing::error!("the model thread panicked; {failed} queued inputs answered 503, /health now fails");
+        }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 impl Worker {
     fn run(&self, jobs: Vec<Job>) {
         let started = Instant::now();
+        let results = self.answer(&jobs);
+        let inference_time = started.elapsed();
+        for (job, result) in jobs.into_iter().zip(results) {
+            let queue_time = started.saturating_duration_since(job.enqueued);
+            let _ = job.reply.send(result.map(|embedding| JobOutput {
+                embedding,
+                queue_time,
+                inference_time,
+            }));
+        }
+    }
+
+    /// One result per job. When the batch fails as a whole, its inputs are run again one by one,
+    /// so that an input the model cannot process fails only its own request.
+    fn answer(&self, jobs: &[Job]) -> Vec<Result<Embedding, JobError>> {
+        match self.attempt(jobs) {
+            Ok(outputs) => outputs,
+            Err(message) if jobs.len() == 1 => vec![Err(JobError::Backend(message))],
+            Err(message) => {
+                tracing::warn!(
+                    "a batch of {} inputs failed ({message}); running them one by one",
+                    jobs.len()
+                );
+                jobs.chunks(1)
+                    .map(|one| match self.attempt(one) {
+                        Ok(mut outputs) => outputs
+                            .pop()
+                            .unwrap_or_else(|| Err(JobError::Backend("the model returned no output".into()))),
+                        Err(message) => Err(JobError::Backend(message)),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs `jobs` as one batch: `Err` when the batch as a whole failed (an error or a panic in
+    /// the model), else one result per job, where an output with NaN or infinity is that job's
+    /// error.
+    fn attempt(&self, jobs: &[Job]) -> Result<Vec<Result<Embedding, JobError>>, String> {
         let batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])));
         let seqs = &batch.seqs;
         let padded = seqs.padded_tokens();
@@ -92,37 +163,30 @@ impl Worker {
             self.budget.cost(seqs.len(), seqs.total_tokens(), seqs.max_len()),
             padding_ratio,
         );
-        // A panic inside a kernel must fail this batch only, never the server.
         let kinds: Vec<OutputKind> = jobs.iter().map(|j| j.output).collect();
         let skips: Vec<usize> = jobs.iter().map(|j| j.encoded.pool_skip).collect();
-        let result = catch_unwind(AssertUnwindSafe(|| self.embed(&batch, &kinds, &skips))).unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            tracing::error!("model panicked on a batch of {} inputs: {what}", jobs.len());
-            Err(format!("the model failed on this batch: {what}"))
-        });
-        let inference_time = started.elapsed();
-        match result {
-            Ok(outputs) => {
-                for (job, embedding) in jobs.into_iter().zip(outputs) {
-                    let queue_time = started.saturating_duration_since(job.enqueued);
-                    let _ = job.reply.send(Ok(JobOutput {
-                        embedding,
-                        queue_time,
-                        inference_time,
-                    }));
+        // A panic inside a kernel must fail this batch only, never the server.
+        let outputs =
+            catch_unwind(AssertUnwindSafe(|| self.embed(&batch, &kinds, &skips))).unwrap_or_else(|panic| {
+                let what = panic_message(panic.as_ref());
+                tracing::error!("model panicked on a batch of {} inputs: {what}", jobs.len());
+                Err(format!("the model failed on this batch: {what}"))
+            })?;
+        Ok(outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, output)| {
+                if output.is_finite() {
+                    Ok(output)
+                } else {
+                    tracing::error!(
+                        "the model produced NaN or infinity for an input of {} tokens",
+                        seqs.seq_len(i)
+                    );
+                    Err(JobError::NonFinite)
                 }
-            }
-            Err(message) => {
-                tracing::error!("batch failed: {message}");
-                for job in jobs {
-                    let _ = job.reply.send(Err(JobError::Backend(message.clone())));
-                }
-            }
-        }
+            })
+            .collect())
     }
 
     fn embed(&self, batch: &Batch, kinds: &[OutputKind], skips: &[usize]) -> Result<Vec<Embedding>, String> {
@@ -170,5 +234,165 @@ impl Worker {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use tessera_core::{BackendDescription, BackendError, Encoded};
+    use tokio::sync::oneshot;
+
+    /// Token ids the stub model treats specially.
+    const FAILS_THE_BATCH: u32 = 90;
+    const PANICS: u32 = 91;
+    const GIVES_NAN: u32 = 92;
+    const HIDDEN: usize = 4;
+
+    /// A model whose token vectors are `[id, 1, 1, 1]`, and that fails, panics or returns NaN on
+    /// the ids above.
+    #[derive(Debug)]
+    struct Stub;
+
+    impl Backend for Stub {
+        fn forward(&self, batch: &Batch) -> Result<Tensor, BackendError> {
+            if batch.input_ids.contains(&FAILS_THE_BATCH) {
+                return Err(BackendError::InvalidBatch("index out of range".into()));
+            }
+            assert!(!batch.input_ids.contains(&PANICS), "kernel bug");
+            let rows: Vec<f32> = batch
+                .input_ids
+                .iter()
+                .flat_map(|&id| {
+                    let first = if id == GIVES_NAN { f32::NAN } else { id as f32 };
+                    [first, 1.0, 1.0, 1.0]
+                })
+                .collect();
+            Ok(Tensor::from_vec(rows, (batch.input_ids.len(), HIDDEN), &Device::Cpu)?)
+        }
+
+        fn describe(&self) -> BackendDescription {
+            BackendDescription {
+                backend: "stub",
+                architecture: "stub".into(),
+                kernel: "none",
+                pads: false,
+                dtype: DType::F32,
+                hidden_size: HIDDEN,
+                vocab_size: 100,
+                max_positions: None,
+                preferred_max_batch_requests: None,
+            }
+        }
+    }
+
+    fn worker() -> Worker {
+        Worker {
+            backend: Box::new(Stub),
+            head: Head::Pooled {
+                pooling: Pooling::Mean,
+                dense: EmbeddingHead::load(&[], &Device::Cpu).expect("no dense modules"),
+            },
+            budget: Budget {
+                max_tokens: 1024,
+                max_requests: 64,
+                pads: false,
+            },
+        }
+    }
+
+    type Reply = oneshot::Receiver<Result<JobOutput, JobError>>;
+
+    fn job(ids: &[u32]) -> (Job, Reply) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            encoded: Encoded::from_ids(ids.to_vec()),
+            output: OutputKind::Pooled,
+            reply,
+            enqueued: Instant::now(),
+        };
+        (job, rx)
+    }
+
+    fn answers(worker: &Worker, inputs: &[&[u32]]) -> Vec<Result<Vec<f32>, JobError>> {
+        let (jobs, replies): (Vec<Job>, Vec<Reply>) = inputs.iter().map(|ids| job(ids)).unzip();
+        worker.run(jobs);
+        replies
+            .into_iter()
+            .map(|mut rx| match rx.try_recv().expect("every job is answered") {
+                Ok(JobOutput {
+                    embedding: Embedding::Pooled(v),
+                    ..
+                }) => Ok(v),
+                Ok(other) => panic!("unexpected output {other:?}"),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_input_that_fails_the_batch_fails_only_its_own_request() {
+        for poison in [FAILS_THE_BATCH, PANICS] {
+            let got = answers(&worker(), &[&[1, 2, 3], &[4, poison], &[5]]);
+            assert_eq!(got[0].as_ref().expect("first input"), &vec![2.0, 1.0, 1.0, 1.0]);
+            assert!(
+                matches!(&got[1], Err(JobError::Backend(_))),
+                "poison {poison}: {:?}",
+                got[1]
+            );
+            assert_eq!(got[2].as_ref().expect("third input"), &vec![5.0, 1.0, 1.0, 1.0]);
+        }
+    }
+
+    #[test]
+    fn a_non_finite_output_is_that_inputs_error() {
+        let got = answers(&worker(), &[&[1], &[GIVES_NAN, 2], &[3]]);
+        assert!(got[0].is_ok() && got[2].is_ok(), "{got:?}");
+        assert!(matches!(got[1], Err(JobError::NonFinite)), "{:?}", got[1]);
+    }
+
+    #[test]
+    fn a_batch_the_model_runs_answers_every_input_in_order() {
+        let got = answers(&worker(), &[&[7], &[8, 8], &[9]]);
+        let firsts: Vec<f32> = got.iter().map(|r| r.as_ref().expect("ok")[0]).collect();
+        assert_eq!(firsts, vec![7.0, 8.0, 9.0]);
+    }
+
+    #[test]
+    fn a_panic_anywhere_in_the_model_thread_fails_health_and_the_queue() {
+        let queue = Arc::new(Queue::default());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (queued, mut queued_rx) = job(&[1]);
+        queue.push(vec![queued]);
+        let thread = {
+            let (healthy, queue) = (healthy.clone(), queue.clone());
+            std::thread::spawn(move || {
+                let _lifeline = Lifeline { healthy, queue };
+                panic!("a bug outside the batch's catch_unwind");
+            })
+        };
+        assert!(thread.join().is_err());
+        assert!(!healthy.load(Ordering::SeqCst), "health must turn false");
+        assert!(matches!(queued_rx.try_recv(), Ok(Err(JobError::WorkerStopped))));
+        // A request arriving afterwards is answered at once, not left waiting.
+        let (late, mut late_rx) = job(&[1]);
+        queue.push(vec![late]);
+        assert!(matches!(late_rx.try_recv(), Ok(Err(JobError::WorkerStopped))));
+    }
+
+    #[test]
+    fn the_model_thread_answers_until_closed_then_reports_unhealthy() {
+        let queue = Arc::new(Queue::default());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let thread = spawn(worker(), queue.clone(), healthy.clone(), 1).expect("spawn");
+        let (first, first_rx) = job(&[3]);
+        queue.push(vec![first]);
+        let answer = first_rx.blocking_recv().expect("answered");
+        assert!(answer.is_ok());
+        assert!(healthy.load(Ordering::SeqCst));
+        queue.close();
+        thread.join().expect("clean stop");
+        assert!(!healthy.load(Ordering::SeqCst));
     }
 }

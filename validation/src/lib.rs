@@ -12,10 +12,12 @@
 //! ```
 
 mod checks;
+mod finite;
 mod read;
 
 use std::path::Path;
 
+pub use finite::scan_weights;
 pub use tessera_core::{Finding, ModelInspection, Severity};
 
 /// Inspects a model directory. Never panics and never loads tensor data.

@@ -125,12 +125,9 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
     };
     // The architecture is decided; what follows are defects of this checkpoint, reported
     // against BERT so the user learns what to fix rather than that nothing fits.
-    findings.extend(check_tensors(
-        weights,
-        &prefix,
-        &cfg.expected_tensors(),
-        cfg.num_hidden_layers,
-    ));
+    findings.extend(check_tensors(weights, &prefix, cfg.num_hidden_layers, |layers| {
+        cfg.expected_tensors(layers)
+    }));
     if let Some(name) = config.get("_name_or_path").and_then(|v| v.as_str()) {
         evidence.push(Evidence::name("_name_or_path", name.to_string()));
     }

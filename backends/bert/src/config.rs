@@ -1,7 +1,7 @@
 //! BERT's config.json keys, read from the lenient [`ModelConfig`] with errors naming the key.
 
 use tessera_core::inspection::ModelConfig;
-use tessera_core::{ExpectedTensor, HiddenAct, LoadError};
+use tessera_core::{Dim, ExpectedTensor, HiddenAct, LoadError};
 
 /// The values BERT needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,20 +68,28 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// Every tensor [`crate::BertModel`] loads, with its shape (names without the prefix).
-    pub fn expected_tensors(&self) -> Vec<ExpectedTensor> {
-        let (h, i) = (self.hidden_size, self.intermediate_size);
+    /// Every tensor [`crate::BertModel`] loads with `layers` layers, with its shape (names
+    /// without the prefix).
+    pub fn expected_tensors(&self, layers: usize) -> Vec<ExpectedTensor> {
+        let h = Dim::of("hidden_size", self.hidden_size);
+        let i = Dim::of("intermediate_size", self.intermediate_size);
         let mut t = vec![
-            ExpectedTensor::new("embeddings.word_embeddings.weight", &[self.vocab_size, h]),
+            ExpectedTensor::new(
+                "embeddings.word_embeddings.weight",
+                &[Dim::of("vocab_size", self.vocab_size), h],
+            ),
             ExpectedTensor::new(
                 "embeddings.position_embeddings.weight",
-                &[self.max_position_embeddings, h],
+                &[Dim::of("max_position_embeddings", self.max_position_embeddings), h],
             ),
-            ExpectedTensor::new("embeddings.token_type_embeddings.weight", &[self.type_vocab_size, h]),
+            ExpectedTensor::new(
+                "embeddings.token_type_embeddings.weight",
+                &[Dim::of("type_vocab_size", self.type_vocab_size), h],
+            ),
             ExpectedTensor::new("embeddings.LayerNorm.weight", &[h]),
             ExpectedTensor::new("embeddings.LayerNorm.bias", &[h]),
         ];
-        for l in 0..self.num_hidden_layers {
+        for l in 0..layers {
             let p = format!("encoder.layer.{l}.");
             for (name, shape) in [
                 ("attention.self.query.weight", vec![h, h]),

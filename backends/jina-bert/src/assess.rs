@@ -101,12 +101,9 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
     }
     let cfg = JinaConfig::from_config(config, feed_forward).map_err(|e| Box::new(e.to_finding()))?;
     // The architecture is decided; what follows are defects of this checkpoint.
-    findings.extend(check_tensors(
-        weights,
-        &prefix,
-        &cfg.expected_tensors(),
-        cfg.num_hidden_layers,
-    ));
+    findings.extend(check_tensors(weights, &prefix, cfg.num_hidden_layers, |layers| {
+        cfg.expected_tensors(layers)
+    }));
     Ok(Detected {
         prefix,
         feed_forward,

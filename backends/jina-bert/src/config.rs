@@ -1,7 +1,7 @@
 //! JinaBERT's config.json keys and the variant the tensors show.
 
 use tessera_core::inspection::ModelConfig;
-use tessera_core::{ExpectedTensor, HiddenAct, LoadError};
+use tessera_core::{Dim, ExpectedTensor, HiddenAct, LoadError};
 
 /// The feed-forward block of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,19 +116,27 @@ impl JinaConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// Every tensor [`crate::JinaBertModel`] loads for this variant (names without the prefix).
-    pub fn expected_tensors(&self) -> Vec<ExpectedTensor> {
-        let (h, i) = (self.hidden_size, self.intermediate_size);
+    /// Every tensor [`crate::JinaBertModel`] loads for this variant with `layers` layers (names
+    /// without the prefix).
+    pub fn expected_tensors(&self, layers: usize) -> Vec<ExpectedTensor> {
+        let h = Dim::of("hidden_size", self.hidden_size);
+        let i = Dim::of("intermediate_size", self.intermediate_size);
         let mut t = vec![
-            ExpectedTensor::new("embeddings.word_embeddings.weight", &[self.vocab_size, h]),
-            ExpectedTensor::new("embeddings.token_type_embeddings.weight", &[self.type_vocab_size, h]),
+            ExpectedTensor::new(
+                "embeddings.word_embeddings.weight",
+                &[Dim::of("vocab_size", self.vocab_size), h],
+            ),
+            ExpectedTensor::new(
+                "embeddings.token_type_embeddings.weight",
+                &[Dim::of("type_vocab_size", self.type_vocab_size), h],
+            ),
             ExpectedTensor::new("embeddings.LayerNorm.weight", &[h]),
             ExpectedTensor::new("embeddings.LayerNorm.bias", &[h]),
         ];
         let norm = |name: &str| [(format!("{name}.weight"), vec![h]), (format!("{name}.bias"), vec![h])];
-        for l in 0..self.num_hidden_layers {
+        for l in 0..layers {
             let p = format!("encoder.layer.{l}.");
-            let mut layer: Vec<(String, Vec<usize>)> = Vec::new();
+            let mut layer: Vec<(String, Vec<Dim>)> = Vec::new();
             for proj in ["query", "key", "value"] {
                 layer.push((format!("attention.self.{proj}.weight"), vec![h, h]));
                 layer.push((format!("attention.self.{proj}.bias"), vec![h]));
@@ -138,7 +146,7 @@ impl JinaConfig {
             layer.extend(norm("attention.output.LayerNorm"));
             match self.feed_forward {
                 FeedForward::Glu(_) => {
-                    layer.push(("mlp.gated_layers.weight".into(), vec![2 * i, h]));
+                    layer.push(("mlp.gated_layers.weight".into(), vec![i.times(2), h]));
                     layer.push(("mlp.wo.weight".into(), vec![h, i]));
                     layer.push(("mlp.wo.bias".into(), vec![h]));
                     layer.extend(norm("mlp.layernorm"));
@@ -153,7 +161,7 @@ impl JinaConfig {
                 FeedForward::Code(_) => {
                     layer.extend(norm("attention.self.layer_norm_q"));
                     layer.extend(norm("attention.self.layer_norm_k"));
-                    layer.push(("mlp.up_gated_layer.weight".into(), vec![2 * i, h]));
+                    layer.push(("mlp.up_gated_layer.weight".into(), vec![i.times(2), h]));
                     layer.push(("mlp.down_layer.weight".into(), vec![h, i]));
                     layer.push(("mlp.down_layer.bias".into(), vec![h]));
                     layer.extend(norm("layer_norm_1"));

@@ -130,6 +130,16 @@ impl ApiError {
         )
     }
 
+    /// 424: the model's output for this input was NaN or infinite (the weights are suspect).
+    pub(crate) fn non_finite(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FAILED_DEPENDENCY,
+            ErrorType::Backend,
+            "non-finite-output",
+            message,
+        )
+    }
+
     /// 503: the model worker is gone or shutting down.
     pub(crate) fn unhealthy(message: impl Into<String>) -> Self {
         Self::new(
@@ -217,6 +227,12 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::too_large("payload-too-large", "request body is larger than --payload-limit")
             }
+            JsonRejection::BytesRejection(_) if timed_out(&rejection) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorType::Validation,
+                "body-read-timeout",
+                "the request body did not arrive within --body-read-timeout",
+            ),
             JsonRejection::JsonSyntaxError(_) => {
                 ApiError::validation("invalid-json", format!("invalid JSON: {}", rejection.body_text()))
             }
@@ -224,6 +240,18 @@ impl From<JsonRejection> for ApiError {
             _ => ApiError::validation("invalid-request", rejection.body_text()),
         }
     }
+}
+
+/// True when reading the body failed because `--body-read-timeout` passed.
+fn timed_out(rejection: &JsonRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// `Json<T>` whose rejections are [`ApiError`]s, so malformed bodies get JSON errors too.

@@ -8,6 +8,7 @@ mod info;
 mod openai;
 mod openapi;
 mod predict;
+pub(crate) mod server;
 mod similarity;
 mod tokenize;
 
@@ -70,6 +71,7 @@ impl Prompts {
 pub(crate) fn app(
     state: AppState,
     payload_limit: usize,
+    body_read_timeout: std::time::Duration,
     api_key: Option<&str>,
     cors: Option<&[String]>,
 ) -> anyhow::Result<Router> {
@@ -98,12 +100,44 @@ pub(crate) fn app(
         .route("/info", get(info::info))
         .fallback(error::not_found)
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(payload_limit));
+        .layer(DefaultBodyLimit::max(payload_limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_read_timeout))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            reject_declared_oversize(payload_limit, request, next)
+        }));
     let router = match cors {
         Some(origins) => router.layer(cors_layer(origins)?),
         None => router,
     };
     Ok(router.with_state(state))
+}
+
+/// 413 before the body is read when `Content-Length` already says it is over `--payload-limit`:
+/// reading it first would send `100 Continue` to a client that asked, or wait for bytes that
+/// will be refused anyway.
+async fn reject_declared_oversize(
+    limit: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let error = error::ApiError::too_large(
+            "payload-too-large",
+            format!("request body is larger than --payload-limit ({limit} bytes)"),
+        );
+        return if openai::is_openai_route(request.uri().path()) {
+            openai::OpenAiError::from(error).into_response()
+        } else {
+            error.into_response()
+        };
+    }
+    next.run(request).await
 }
 
 /// CORS for `--cors-allow-origin`, allowing the headers clients send (`Authorization` for

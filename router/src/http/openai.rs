@@ -68,6 +68,11 @@ struct Usage {
     total_tokens: usize,
 }
 
+/// The routes that promise OpenAI's shapes, errors included.
+pub(crate) fn is_openai_route(path: &str) -> bool {
+    matches!(path, "/v1/embeddings" | "/embeddings")
+}
+
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 #[derive(Debug)]
 pub(crate) struct OpenAiError(ApiError);

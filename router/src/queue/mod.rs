@@ -36,6 +36,16 @@ pub(crate) enum Embedding {
     Logits(Vec<f32>),
 }
 
+impl Embedding {
+    /// False when any value is NaN or infinite: such an output is never returned to a client.
+    pub(crate) fn is_finite(&self) -> bool {
+        match self {
+            Embedding::Pooled(v) | Embedding::Logits(v) => v.iter().all(|x| x.is_finite()),
+            Embedding::Tokens(rows) => rows.iter().flatten().all(|x| x.is_finite()),
+        }
+    }
+}
+
 /// What the model thread sends back for one input.
 #[derive(Debug)]
 pub(crate) struct JobOutput {
@@ -49,8 +59,12 @@ pub(crate) struct JobOutput {
 pub(crate) enum JobError {
     #[error("{0}")]
     Backend(String),
+    #[error("the model produced NaN or infinity for this input")]
+    NonFinite,
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the model worker stopped")]
+    WorkerStopped,
 }
 
 /// One input waiting for the model.
@@ -73,6 +87,8 @@ impl Job {
 struct State {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Closed because the model thread is gone, not for shutdown.
+    aborted: bool,
 }
 
 /// A blocking FIFO shared by the async handlers (push) and the model thread (take).
@@ -93,9 +109,14 @@ impl Queue {
     pub(crate) fn push(&self, jobs: Vec<Job>) {
         let mut state = self.lock();
         if state.closed {
+            let error = if state.aborted {
+                JobError::WorkerStopped
+            } else {
+                JobError::ShuttingDown
+            };
             drop(state);
             for job in jobs {
-                let _ = job.reply.send(Err(JobError::ShuttingDown));
+                let _ = job.reply.send(Err(error.clone()));
             }
             return;
         }
@@ -122,6 +143,25 @@ impl Queue {
             }
             state = self.ready.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+    }
+
+    /// Closes the queue and answers every queued job with [`JobError::WorkerStopped`], for when
+    /// no model thread will ever read it again. Returns how many jobs were failed.
+    pub(crate) fn abort(&self) -> usize {
+        let jobs: Vec<Job> = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.aborted = true;
+            let jobs = state.jobs.drain(..).collect();
+            metrics::queue_size(0);
+            jobs
+        };
+        self.ready.notify_all();
+        let failed = jobs.len();
+        for job in jobs {
+            let _ = job.reply.send(Err(JobError::WorkerStopped));
+        }
+        failed
     }
 
     /// Stops accepting jobs; the model thread finishes what is queued, then stops.

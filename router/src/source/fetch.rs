@@ -116,7 +116,7 @@ fn not_cached(opts: &HubOptions, cached: &CachedRepo, id: &str, revision: &str, 
     anyhow!(
         "{why}, and {id}@{revision} is not in the hub cache (looked in {}). Download it once with network \
          access (run tessera with the same --huggingface-hub-cache, or `hf download {id} --revision {revision}` \
-         with HF_HUB_CACHE={}), or pass a local model directory to --model-id",
+         with HF_HUB_CACHE={}), or pass a local model directory instead",
         cached.dir().display(),
         opts.cache.display()
     )

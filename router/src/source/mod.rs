@@ -45,7 +45,7 @@ impl ResolvedModel {
     }
 }
 
-/// Resolves `--model-id`: an existing directory is used as is; otherwise it must be a hub id.
+/// Resolves a model argument (`serve --model-id`, `validate-model MODEL`): an existing directory is used as is; otherwise it must be a hub id.
 pub(crate) async fn resolve(
     model_id: &str,
     revision: Option<&str>,
@@ -64,10 +64,10 @@ pub(crate) async fn resolve(
         });
     }
     if path.exists() {
-        bail!("--model-id `{model_id}` is a file, not a model directory");
+        bail!("`{model_id}` is a file, not a model directory");
     }
     if !is_hub_id(model_id) {
-        bail!("--model-id `{model_id}`: no such directory, and it is not a hub id (ORG/NAME)");
+        bail!("`{model_id}`: no such directory, and it is not a hub id (ORG/NAME)");
     }
     fetch::fetch(&hub()?, model_id, revision.unwrap_or("main"), wanted).await
 }

@@ -12,16 +12,24 @@ pub(super) fn check(inspection: &ModelInspection, findings: &mut Vec<Finding>) {
     let Some(vocab) = config.usize("vocab_size") else {
         return;
     };
-    if let Some(tokenizer) = inspection.tokenizer.vocab_size {
-        if tokenizer > vocab {
+    // The highest id, not the number of entries: ids can have gaps, and a post-processor can
+    // insert special tokens that are not in the vocabulary.
+    if let Some((max_id, token)) = &inspection.tokenizer.max_id {
+        if *max_id as usize >= vocab {
+            let file = inspection.tokenizer.path.clone().unwrap_or_else(|| config.path.clone());
             findings.push(
                 Finding::error(
                     "vocab-smaller-than-tokenizer",
-                    format!("`vocab_size` is {vocab} but the tokenizer produces ids up to {}", tokenizer - 1),
+                    format!(
+                        "the tokenizer produces token ids up to {max_id} (`{token}`) but `vocab_size` is {vocab}: a text with that token would fail"
+                    ),
                 )
-                .in_file(&config.path)
+                .in_file(file)
                 .about("vocab_size")
-                .fix(format!("set `vocab_size` to at least {tokenizer} (the embedding matrix's rows), or use the model's own tokenizer")),
+                .fix(format!(
+                    "use the model's own tokenizer; if the embedding matrix really has more rows, set `vocab_size` to at least {}",
+                    u64::from(*max_id) + 1
+                )),
             );
         }
     }

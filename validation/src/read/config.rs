@@ -7,6 +7,10 @@ use tessera_core::Finding;
 
 use super::read_json;
 
+/// One fix for `config-invalid-json`, whatever made it invalid.
+const FIX_INVALID: &str =
+    "repair config.json: it must be one JSON object of keys such as `hidden_size` (a syntax error's position is in the message)";
+
 pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> Option<ModelConfig> {
     let path = root.join("config.json");
     match read_json(&path) {
@@ -22,7 +26,7 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> Option<ModelConf
             findings.push(
                 Finding::error("config-invalid-json", format!("config.json {}", problem.describe()))
                     .in_file(&path)
-                    .fix("repair the JSON at the position given"),
+                    .fix(FIX_INVALID),
             );
             None
         }
@@ -31,7 +35,7 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> Option<ModelConf
             findings.push(
                 Finding::error("config-invalid-json", "config.json is not a JSON object")
                     .in_file(&path)
-                    .fix("config.json must be an object of keys such as `hidden_size`"),
+                    .fix(FIX_INVALID),
             );
             None
         }

@@ -131,6 +131,7 @@ pub(crate) fn read_header(path: &Path, findings: &mut Vec<Finding>) -> Option<BT
                 shape,
                 dtype,
                 file: path.to_path_buf(),
+                bytes: Some(8 + header_len + begin..8 + header_len + end),
             },
         );
     }
@@ -225,6 +226,7 @@ fn read_pth(path: &Path, findings: &mut Vec<Finding>) -> Option<WeightsIndex> {
                             shape: info.layout.shape().dims().to_vec(),
                             dtype,
                             file: PathBuf::from(path),
+                            bytes: None,
                         },
                     )
                 })

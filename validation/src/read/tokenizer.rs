@@ -18,6 +18,7 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
         Ok(Ok(tokenizer)) => TokenizerInfo {
             path: Some(path),
             vocab_size: Some(tokenizer.get_vocab_size(true)),
+            max_id: max_id(&tokenizer),
         },
         Ok(Err(e)) => {
             findings.push(
@@ -28,6 +29,7 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
             TokenizerInfo {
                 path: Some(path),
                 vocab_size: None,
+                max_id: None,
             }
         }
         Err(_) => {
@@ -39,6 +41,7 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
             TokenizerInfo {
                 path: Some(path),
                 vocab_size: None,
+                max_id: None,
             }
         }
     }
@@ -76,6 +79,7 @@ fn build_from_slow_files(root: &Path, json: &Path, findings: &mut Vec<Finding>) 
             TokenizerInfo {
                 path: Some(file),
                 vocab_size: Some(tokenizer.get_vocab_size(true)),
+                max_id: max_id(&tokenizer),
             }
         }
         Err(e) => {
@@ -90,6 +94,7 @@ fn build_from_slow_files(root: &Path, json: &Path, findings: &mut Vec<Finding>) 
             TokenizerInfo {
                 path: Some(file),
                 vocab_size: None,
+                max_id: None,
             }
         }
     }
@@ -100,5 +105,60 @@ fn reason(error: &LoadError) -> String {
     match error {
         LoadError::Tokenizer { message, .. } => message.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The highest id `tokenizer` can emit: over its vocabulary with added tokens, and over the ids
+/// its post-processor inserts (which need not be in the vocabulary).
+fn max_id(tokenizer: &tokenizers::Tokenizer) -> Option<(u32, String)> {
+    let vocab = tokenizer
+        .get_vocab(true)
+        .into_iter()
+        .map(|(token, id)| (id, token))
+        .max_by_key(|(id, _)| *id);
+    let special = tokenizer
+        .get_post_processor()
+        .and_then(|p| serde_json::to_value(p).ok())
+        .map(|v| {
+            let mut ids = Vec::new();
+            post_processor_ids(&v, &mut ids);
+            ids
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .max_by_key(|(id, _)| *id);
+    vocab.into_iter().chain(special).max_by_key(|(id, _)| *id)
+}
+
+/// Ids in a serialized post-processor: TemplateProcessing's `special_tokens.*.{ids, tokens}`,
+/// Bert/RobertaProcessing's `cls`/`sep` pairs, and those of a `Sequence`'s processors.
+fn post_processor_ids(value: &serde_json::Value, out: &mut Vec<(u32, String)>) {
+    use serde_json::Value;
+    let Value::Object(map) = value else {
+        return;
+    };
+    for key in ["cls", "sep"] {
+        if let Some(Value::Array(pair)) = map.get(key) {
+            if let (Some(token), Some(id)) = (
+                pair.first().and_then(Value::as_str),
+                pair.get(1).and_then(Value::as_u64),
+            ) {
+                out.push((u32::try_from(id).unwrap_or(u32::MAX), token.to_string()));
+            }
+        }
+    }
+    if let Some(Value::Object(specials)) = map.get("special_tokens") {
+        for (name, special) in specials {
+            let ids = special.get("ids").and_then(Value::as_array).into_iter().flatten();
+            out.extend(
+                ids.filter_map(Value::as_u64)
+                    .map(|id| (u32::try_from(id).unwrap_or(u32::MAX), name.clone())),
+            );
+        }
+    }
+    if let Some(Value::Array(processors)) = map.get("processors") {
+        for processor in processors {
+            post_processor_ids(processor, out);
+        }
     }
 }

@@ -64,6 +64,19 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// True when rows `0..total` of `heads` heads of `head_dim` values each lie inside the
+    /// storage: what the `unsafe` products in [`attend_block`] rely on.
+    fn cover(&self, total: usize, heads: usize, head_dim: usize) -> bool {
+        if total == 0 {
+            return true;
+        }
+        (total - 1)
+            .checked_mul(self.token_stride)
+            .and_then(|last_row| last_row.checked_add(self.start))
+            .and_then(|first| first.checked_add(heads * head_dim))
+            .is_some_and(|end| end <= self.data.len())
+    }
+
     /// The slice from `(token, head, 0)` on.
     fn from(&self, token: usize, head: usize, head_dim: usize) -> &'a [f32] {
         &self.data[self.start + token * self.token_stride + head * head_dim..]
@@ -110,6 +123,20 @@ impl AttentionKernel for TiledCpu {
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         let (total, heads, head_dim) = q.dims3()?;
+        for (name, t) in [("k", k), ("v", v)] {
+            if t.dims3()? != (total, heads, head_dim) {
+                candle_core::bail!(
+                    "tiled-cpu attention: {name} is {:?} but q is [{total}, {heads}, {head_dim}]",
+                    t.dims()
+                );
+            }
+        }
+        if seqs.total_tokens() != total {
+            candle_core::bail!(
+                "tiled-cpu attention: the sequences hold {} tokens but q has {total}",
+                seqs.total_tokens()
+            );
+        }
         let (q32, k32, v32) = (readable(q, head_dim)?, readable(k, head_dim)?, readable(v, head_dim)?);
         let (qs, ql) = q32.storage_and_layout();
         let (ks, kl) = k32.storage_and_layout();
@@ -121,6 +148,12 @@ impl AttentionKernel for TiledCpu {
         ) else {
             candle_core::bail!("tiled-cpu attention runs on CPU tensors only");
         };
+        if ![q_rows, k_rows, v_rows]
+            .iter()
+            .all(|rows| rows.cover(total, heads, head_dim))
+        {
+            candle_core::bail!("tiled-cpu attention: a q/k/v layout reaches past its storage");
+        }
         let packed = Packed {
             q: q_rows,
             k: k_rows,
@@ -227,10 +260,13 @@ fn attend_block(arch: pulp::Arch, task: &Task, p: &Packed<'_>, scale: f32, slope
             p.k.from(task.start + k0, task.head, hd),
             p.v.from(task.start + k0, task.head, hd),
         );
-        // SAFETY: every index the products touch lies in the slices: q rows q0..q1, k and v rows
-        // k0..k0+cols of this sequence, `head_dim` columns each (rows `token_stride` apart, all
-        // inside the storage the layouts describe); `scores` holds rows x cols and `out` rows x
-        // head_dim. Nothing else writes these buffers.
+        // SAFETY: every index the products touch lies in the slices. `attend` checked that k and
+        // v have q's [total, heads, head_dim], that the sequences cover exactly `total` tokens
+        // (so `task.start + task.len <= total`), and that rows 0..total of every head lie inside
+        // each storage (`Rows::cover`); the products read q rows q0..q1 and k/v rows k0..k0+cols
+        // of this sequence, `head_dim` columns each, `token_stride` apart. `scores` holds
+        // rows x cols (cols <= KEY_BLOCK.min(len)) and `out` rows x head_dim (the chunk sizes
+        // `attend` split). Nothing else writes these buffers.
         unsafe {
             // scores = scale * Q K^T; K^T's element (d, j) is k[j * k_stride + d].
             gemm(
@@ -402,6 +438,32 @@ mod tests {
             .fold(0.0, f64::max);
         assert!(worst < 3e-7, "{worst:e}");
         assert!(exp(-1e4) < 1e-37 && exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn refuses_k_or_v_that_do_not_match_q_or_the_sequences() {
+        let dev = candle_core::Device::Cpu;
+        let q = Tensor::zeros((10, 2, 8), DType::F32, &dev).unwrap();
+        let seqs = SeqOffsets::from_lengths([4, 6]);
+        for (k_shape, v_shape) in [
+            ((3, 2, 8), (10, 2, 8)),
+            ((10, 2, 8), (10, 1, 8)),
+            ((10, 2, 8), (10, 2, 4)),
+        ] {
+            let k = Tensor::zeros(k_shape, DType::F32, &dev).unwrap();
+            let v = Tensor::zeros(v_shape, DType::F32, &dev).unwrap();
+            let err = TiledCpu
+                .attend(&q, &k, &v, &seqs, &PositionBias::None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("but q is [10, 2, 8]"), "{err}");
+        }
+        let longer = SeqOffsets::from_lengths([4, 7]);
+        let err = TiledCpu
+            .attend(&q, &q, &q, &longer, &PositionBias::None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("11 tokens"), "{err}");
     }
 
     #[test]
