@@ -378,6 +378,26 @@ pub struct EncoderLayout<'a> {
     pub prefix: String,
 }
 
+impl EncoderLayout<'_> {
+    /// The finding for a `hidden_size` the word embeddings contradict, checked before anything
+    /// is derived from it (head width, expected shapes): a wrong width is the root cause, not
+    /// the head count it no longer divides.
+    pub fn hidden_size_contradicted(&self) -> Option<Finding> {
+        let name = format!("{}{WORD_EMBEDDINGS}", self.prefix);
+        let width = *self.weights.get(&name)?.shape.get(1)?;
+        let configured = self.config.usize("hidden_size")?;
+        (configured != width).then(|| {
+            Finding::error(
+                "tensor-shape-mismatch",
+                format!("config.json says `hidden_size: {configured}` but the weights say {width}: `{name}` is {width} wide"),
+            )
+            .in_file("config.json")
+            .about("hidden_size")
+            .fix(format!("set `hidden_size` to {width} in config.json"))
+        })
+    }
+}
+
 /// The tensor every BERT-family checkpoint has.
 pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 

@@ -16,14 +16,16 @@ pub fn weight_prefix(weights: &WeightsIndex) -> Option<String> {
 /// The bert backend's verdict on a model.
 pub fn assess(inspection: &ModelInspection) -> Assessment {
     let decline = |finding: Finding| Assessment::Declines { reasons: vec![finding] };
+    let layout = match inspection.encoder_layout() {
+        Ok(layout) => layout,
+        Err(finding) => return decline(*finding),
+    };
+    let contradicted = layout.hidden_size_contradicted();
     let EncoderLayout {
         config,
         weights,
         prefix,
-    } = match inspection.encoder_layout() {
-        Ok(layout) => layout,
-        Err(finding) => return decline(*finding),
-    };
+    } = layout;
     let weights_file = weights.display_file();
     let mut evidence = vec![Evidence::tensor(
         format!("{prefix}{WORD_EMBEDDINGS}"),
@@ -119,6 +121,9 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
         }
     }
 
+    if let Some(finding) = contradicted {
+        return decline(finding);
+    }
     let cfg = match BertConfig::from_config(config) {
         Ok(cfg) => cfg,
         Err(e) => return decline(e.to_finding()),

@@ -99,6 +99,14 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
             }
         }
     }
+    let layout = EncoderLayout {
+        config,
+        weights,
+        prefix: prefix.clone(),
+    };
+    if let Some(finding) = layout.hidden_size_contradicted() {
+        return Err(Box::new(finding));
+    }
     let cfg = JinaConfig::from_config(config, feed_forward).map_err(|e| Box::new(e.to_finding()))?;
     // The architecture is decided; what follows are defects of this checkpoint.
     findings.extend(check_tensors(weights, &prefix, cfg.num_hidden_layers, |layers| {
