@@ -330,15 +330,26 @@ fn position_and_feed_forward_defects() {
 #[test]
 fn vocab_defects() {
     let c = case!("bert-tiny");
-    c.config(|m| {
-        m.insert("vocab_size".into(), json!(30000));
-    })
-    .expect(
-        "vocab-smaller-than-tokenizer",
-        "error",
-        "config.json",
-        Some("vocab_size"),
-    );
+    let f = c
+        .config(|m| {
+            m.insert("vocab_size".into(), json!(30000));
+        })
+        .expect(
+            "vocab-smaller-than-embeddings",
+            "error",
+            "config.json",
+            Some("vocab_size"),
+        );
+    assert!(f["fix"].as_str().unwrap().contains("30522"), "{f}");
+    // One cause, one finding: the table's shape and the tokenizer are consequences.
+    let (_, report) = c.validate();
+    let errors = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .count();
+    assert_eq!(errors, 1, "{report:#}");
 
     let c = case!("jina-tiny");
     let f = c
@@ -445,8 +456,8 @@ fn tensor_defects() {
     .expect(
         "tensor-shape-mismatch",
         "error",
-        "model.safetensors",
-        Some("intermediate.dense.weight"),
+        "config.json",
+        Some("intermediate_size"),
     );
 
     let c = case!("jina-tiny-finetuned");
@@ -456,8 +467,8 @@ fn tensor_defects() {
     .expect(
         "tensor-shape-mismatch",
         "error",
-        "model.safetensors",
-        Some("mlp.gated_layers.weight"),
+        "config.json",
+        Some("intermediate_size"),
     );
 
     let c = case!("bert-tiny");

@@ -50,12 +50,13 @@ fn a_tokenizer_id_past_the_embedding_table_is_refused_before_serving() {
     });
     let (code, report) = validate_json(dir.path(), &[]);
     assert_eq!(code, Some(1));
-    let f = finding(&report, "vocab-smaller-than-tokenizer").expect("the finding");
+    let f = finding(&report, "tokenizer-id-beyond-embeddings").expect("the finding");
     let message = f["message"].as_str().unwrap();
     assert!(message.contains("40000") && message.contains("hello"), "{message}");
+    assert!(f["file"].as_str().unwrap().ends_with("tokenizer.json"), "{f}");
     let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("vocab-smaller-than-tokenizer"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer-id-beyond-embeddings"));
 }
 
 #[test]

@@ -105,7 +105,19 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
     };
     let chosen = selection.as_ref().and_then(|s| s.chosen.clone());
     match (&selection, &chosen) {
-        (Some(_), Some(chosen)) => findings.extend(chosen.findings.iter().cloned()),
+        (Some(_), Some(chosen)) => {
+            // A backend's finding about a key or tensor an error already names is a consequence
+            // of that error (a wrong `vocab_size` also mis-shapes the embedding table).
+            for finding in &chosen.findings {
+                let explained = finding.subject.is_some()
+                    && findings
+                        .iter()
+                        .any(|f| f.severity == Severity::Error && f.subject == finding.subject);
+                if !explained {
+                    findings.push(finding.clone());
+                }
+            }
+        }
         // A file that is missing or unreadable is the root cause: every backend declines for
         // it, and saying no backend exists would send the user looking for the wrong fix.
         (Some(_), None) if prerequisites_missing(inspection) => {}

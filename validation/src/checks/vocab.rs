@@ -9,49 +9,61 @@ pub(super) fn check(inspection: &ModelInspection, findings: &mut Vec<Finding>) {
     let Some(config) = &inspection.config else {
         return;
     };
-    let Some(vocab) = config.usize("vocab_size") else {
-        return;
-    };
-    // The highest id, not the number of entries: ids can have gaps, and a post-processor can
-    // insert special tokens that are not in the vocabulary.
-    if let Some((max_id, token)) = &inspection.tokenizer.max_id {
-        if *max_id as usize >= vocab {
-            let file = inspection.tokenizer.path.clone().unwrap_or_else(|| config.path.clone());
+    let vocab = config.usize("vocab_size");
+    let rows = embedding_rows(inspection);
+    if let (Some(vocab), Some((name, rows))) = (vocab, &rows) {
+        if *rows > vocab {
             findings.push(
                 Finding::error(
-                    "vocab-smaller-than-tokenizer",
-                    format!(
-                        "the tokenizer produces token ids up to {max_id} (`{token}`) but `vocab_size` is {vocab}: a text with that token would fail"
-                    ),
+                    "vocab-smaller-than-embeddings",
+                    format!("`vocab_size` is {vocab} but `{name}` has {rows} rows"),
                 )
-                .in_file(file)
+                .in_file(&config.path)
                 .about("vocab_size")
-                .fix(format!(
-                    "use the model's own tokenizer; if the embedding matrix really has more rows, set `vocab_size` to at least {}",
-                    u64::from(*max_id) + 1
-                )),
+                .fix(format!("set `vocab_size` to {rows}")),
             );
         }
     }
-    let Some(weights) = &inspection.weights else {
+    // The highest id, not the number of entries: ids can have gaps, and a post-processor can
+    // insert special tokens that are not in the vocabulary. Compared with the table's real rows
+    // when the weights say them: then a too-high id is the tokenizer's fault.
+    let Some((max_id, token)) = &inspection.tokenizer.max_id else {
         return;
     };
-    let Some(prefix) = weights.prefix_before(WORD_EMBEDDINGS) else {
-        return;
-    };
-    let name = format!("{prefix}{WORD_EMBEDDINGS}");
-    let Some(rows) = weights.get(&name).and_then(|t| t.shape.first().copied()) else {
-        return;
-    };
-    if rows > vocab {
-        findings.push(
+    let max_id = u64::from(*max_id);
+    match (rows, vocab) {
+        (Some((name, rows)), _) if max_id >= rows as u64 => findings.push(
             Finding::error(
-                "vocab-smaller-than-embeddings",
-                format!("`vocab_size` is {vocab} but `{name}` has {rows} rows"),
+                "tokenizer-id-beyond-embeddings",
+                format!(
+                    "the tokenizer produces token id {max_id} (`{token}`) but `{name}` has {rows} rows: a text with that token cannot be embedded"
+                ),
+            )
+            .in_file(inspection.tokenizer.path.clone().unwrap_or_else(|| inspection.root.join("tokenizer.json")))
+            .about(token.clone())
+            .fix("use the tokenizer saved with these weights (`AutoTokenizer.from_pretrained(model).save_pretrained(dir)`)"),
+        ),
+        (None, Some(vocab)) if max_id >= vocab as u64 => findings.push(
+            Finding::error(
+                "vocab-smaller-than-tokenizer",
+                format!("`vocab_size` is {vocab} but the tokenizer produces ids up to {max_id} (`{token}`)"),
             )
             .in_file(&config.path)
             .about("vocab_size")
-            .fix(format!("set `vocab_size` to {rows}")),
-        );
+            .fix(format!(
+                "set `vocab_size` to at least {} (the embedding matrix's rows), or use the model's own tokenizer",
+                max_id + 1
+            )),
+        ),
+        _ => {}
     }
+}
+
+/// The word embedding table's name and row count, from the weight headers.
+fn embedding_rows(inspection: &ModelInspection) -> Option<(String, usize)> {
+    let weights = inspection.weights.as_ref()?;
+    let prefix = weights.prefix_before(WORD_EMBEDDINGS)?;
+    let name = format!("{prefix}{WORD_EMBEDDINGS}");
+    let rows = weights.get(&name)?.shape.first().copied()?;
+    Some((name, rows))
 }
