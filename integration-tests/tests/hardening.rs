@@ -263,15 +263,20 @@ fn slow_bodies_get_408_and_declared_oversize_bodies_413_at_once() {
 }
 
 #[test]
-fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+fn a_client_that_half_closes_is_taken_as_gone_and_answered_nothing() {
+    // Documented in docs/http-api.md: end of input cancels the request, as for a client that
+    // gave up; the connection is closed at once rather than left hanging.
     let server = Server::start(&minilm(), &[]);
     let body = r#"{"inputs":"half closed"}"#;
     let request = format!(
         "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    let started = Instant::now();
     let answer = exchange(&server, request.as_bytes(), true);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(server.post("/embed", &json!({"inputs": "still serving"})).status(), 200);
 }
 
 #[test]

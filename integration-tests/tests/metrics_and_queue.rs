@@ -266,7 +266,14 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
 fn saturation_answers_429_with_retry_after() {
     let server = Server::start(
         &minilm(),
-        &["--max-concurrent-requests", "2", "--max-batch-tokens", "512"],
+        &[
+            "--max-concurrent-requests",
+            "2",
+            "--max-client-batch-size",
+            "2",
+            "--max-batch-tokens",
+            "512",
+        ],
     );
     let url = server.url.clone();
     // Keep the model busy with requests of 2 inputs each while probing with single inputs.

@@ -39,9 +39,10 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read)
-        // A client may close its sending side after the request and still read the answer.
-        .half_close(true);
+        // hyper's default, kept on purpose: end of input from the client cancels its request.
+        // TCP cannot tell a client that half-closed and still reads from one that gave up,
+        // and the queued inputs of clients that gave up must not reach the model.
+        .header_read_timeout(limits.header_read);
     builder.http2().timer(TokioTimer::new());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refused = AtomicU64::new(0);
