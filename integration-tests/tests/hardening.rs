@@ -378,3 +378,35 @@ fn backends_that_decline_for_the_same_reason_are_listed_once() {
     assert!(!reasons.is_empty(), "{text}");
     assert_eq!(reasons.len(), unique.len(), "{text}");
 }
+
+#[test]
+fn at_the_connection_cap_a_stalled_connection_makes_room_for_a_fresh_one() {
+    let server = Server::start(&minilm(), &["--max-connections", "50"]);
+    let stalled: Vec<TcpStream> = (0..120)
+        .map(|i| {
+            let mut stream = connect(&server);
+            if i % 2 == 1 {
+                stream.write_all(b"GET /health HTTP/1.1\r\nHo").unwrap();
+            }
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let health = client.get(format!("{}/health", server.url)).send().unwrap();
+        assert_eq!(health.status(), 200);
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        let embed = client
+            .post(format!("{}/embed", server.url))
+            .json(&json!({"inputs": "through the crowd"}))
+            .send()
+            .unwrap();
+        assert_eq!(embed.status(), 200);
+    }
+    drop(stalled);
+}

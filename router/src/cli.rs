@@ -202,7 +202,8 @@ pub(crate) struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) body_read_timeout: Option<u64>,
 
-    /// Open client connections; past it, new connections are closed at once [default: 4096].
+    /// Open client connections; at the cap a new connection replaces the oldest one that owes no
+    /// response, or is closed when all do [default: 4096].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) max_connections: Option<usize>,

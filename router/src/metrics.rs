@@ -144,7 +144,7 @@ fn register(model: &ModelInfo) {
     describe_gauge!("te_model_info", "The model served (value is always 1)");
     describe_counter!(
         "te_connections_refused",
-        "Connections closed on accept because --max-connections were open"
+        "Connections closed on accept: --max-connections were open and all owed a response"
     );
 
     for method in [Method::Single, Method::Batch, Method::Invalid] {

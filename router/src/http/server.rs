@@ -2,10 +2,11 @@
 //! a network must bound both, or a few thousand silent connections exhaust its file descriptors
 //! and memory and hold its shutdown.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 /// Connection limits of the main listener.
@@ -24,9 +25,13 @@ pub(crate) struct Limits {
     /// from the end of the previous response on a kept-alive connection (so it also closes idle
     /// kept-alive connections).
     pub(crate) header_read: Duration,
-    /// Open connections; more are closed as soon as they are accepted.
+    /// Open connections. At the cap, a new connection takes the place of the oldest one that
+    /// owes no response (idle, or still sending headers); with none, it is closed at once.
     pub(crate) max_connections: usize,
 }
+
+/// How long a connection accepted at the cap waits for the slot of the connection it evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a draining connection checks whether it still owes a response.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -45,7 +50,8 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
         .header_read_timeout(limits.header_read);
     builder.http2().timer(TokioTimer::new());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let refused = AtomicU64::new(0);
+    let open = Arc::new(Connections::default());
+    let refused = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
     loop {
@@ -59,27 +65,33 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Closed at once: an over-full server keeps its descriptors for the connections it
-            // already serves.
-            let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    "--max-connections {} reached: closing new connections ({n} so far)",
-                    limits.max_connections
-                );
-            }
-            crate::metrics::connection_refused();
-            continue;
-        };
         let _ = stream.set_nodelay(true);
-        let builder = builder.clone();
-        let app = app.clone();
-        let stop = stop_rx.clone();
-        let header_read = limits.header_read;
+        let fast = slots.clone().try_acquire_owned().ok();
+        // At the cap, a connection that owes nothing makes room, so a stalled crowd cannot keep
+        // out a health check or a real client; if every connection owes a response, the new one
+        // is closed.
+        if fast.is_none() && !open.evict_oldest_idle() {
+            refuse(&refused, limits.max_connections);
+            continue;
+        }
+        let connection = Connection {
+            builder: builder.clone(),
+            app: app.clone(),
+            header_read: limits.header_read,
+            stop: stop_rx.clone(),
+            open: open.clone(),
+        };
+        let (slots, refused) = (slots.clone(), refused.clone());
+        let max = limits.max_connections;
         tokio::spawn(async move {
-            serve_connection(stream, builder, app, header_read, stop).await;
-            drop(slot);
+            let slot = match fast {
+                Some(slot) => slot,
+                None => match tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    _ => return refuse(&refused, max),
+                },
+            };
+            connection.serve(stream, slot).await;
         });
     }
     drop(listener);
@@ -89,20 +101,112 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
     let _ = slots.acquire_many(all).await;
 }
 
+/// A connection closed on accept: counted, and logged at powers of two so a flood cannot fill
+/// the log.
+fn refuse(refused: &AtomicU64, max: usize) {
+    let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!("--max-connections {max} reached and every connection owes a response: closing new connections ({n} so far)");
+    }
+    crate::metrics::connection_refused();
+}
+
+/// The open connections, oldest first, with what each owes and how to close it.
+#[derive(Default)]
+struct Connections {
+    next: AtomicU64,
+    by_age: Mutex<BTreeMap<u64, Registered>>,
+}
+
+struct Registered {
+    owed: Arc<AtomicUsize>,
+    evict: Arc<Notify>,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Registered>> {
+        // Each critical section is one insert, remove or scan: a poisoned map is consistent.
+        self.by_age.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(self: &Arc<Self>, owed: Arc<AtomicUsize>, evict: Arc<Notify>) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, Registered { owed, evict });
+        Registration { id, open: self.clone() }
+    }
+
+    /// Tells the oldest connection that owes nothing to close; false when there is none.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut open = self.lock();
+        let oldest = open
+            .iter()
+            .find(|(_, c)| c.owed.load(Ordering::SeqCst) == 0)
+            .map(|(&id, _)| id);
+        match oldest.and_then(|id| open.remove(&id)) {
+            Some(connection) => {
+                connection.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Removes a connection from [`Connections`] when its task ends.
+struct Registration {
+    id: u64,
+    open: Arc<Connections>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+    }
+}
+
+/// What a connection task needs.
+struct Connection {
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    header_read: Duration,
+    stop: watch::Receiver<bool>,
+    open: Arc<Connections>,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, _slot: OwnedSemaphorePermit) {
+        let owed = Arc::new(AtomicUsize::new(0));
+        let evict = Arc::new(Notify::new());
+        let _registration = self.open.register(owed.clone(), evict.clone());
+        serve_connection(
+            stream,
+            self.builder,
+            self.app,
+            self.header_read,
+            self.stop,
+            owed,
+            &evict,
+        )
+        .await;
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     builder: auto::Builder<TokioExecutor>,
     app: Router,
     header_read: Duration,
     mut stop: watch::Receiver<bool>,
+    owed: Arc<AtomicUsize>,
+    evict: &Notify,
 ) {
     // hyper's header timer starts once it knows the protocol, which it learns from the first
     // bytes: a connection that sends nothing is bounded here.
     tokio::select! {
         first = first_byte(&stream, header_read) => if !first { return },
         _ = stop.wait_for(|stop| *stop) => return,
+        () = evict.notified() => return,
     }
-    let owed = Arc::new(AtomicUsize::new(0));
     let service = {
         let owed = owed.clone();
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -123,6 +227,8 @@ async fn serve_connection(
             return;
         }
         _ = stop.wait_for(|stop| *stop) => {}
+        // Evicted for owing nothing; a request that slipped in since is still finished.
+        () = evict.notified() => {}
     }
     // Draining: no new request on this connection; it ends once it owes nothing.
     connection.as_mut().graceful_shutdown();
