@@ -33,17 +33,12 @@ pub struct BackendDescription {
     pub kernel: &'static str,
     /// Whether batches are padded for attention (then the batch budget counts padding).
     pub pads: bool,
-    /// Compute dtype.
-    pub dtype: DType,
     /// Width of the token vectors.
     pub hidden_size: usize,
     /// Token ids must be below this.
     pub vocab_size: usize,
     /// Longest sequence the position scheme supports, if bounded.
     pub max_positions: Option<usize>,
-    /// A cap on inputs per batch the backend needs (e.g. a fixed-size kernel workspace); it
-    /// overrides a larger `--max-batch-requests`, and the router says so. `None`: no cap.
-    pub preferred_max_batch_requests: Option<usize>,
 }
 
 /// What a backend says about a model it was shown.

@@ -122,16 +122,6 @@ pub enum LoadError {
         /// What the tokenizers crate reported.
         message: String,
     },
-    /// The requested dtype cannot run on the device.
-    #[error("dtype {dtype} is not supported on {device}; use --dtype {supported}")]
-    UnsupportedDtype {
-        /// The requested dtype.
-        dtype: String,
-        /// The device.
-        device: String,
-        /// The dtypes that work there.
-        supported: String,
-    },
 }
 
 impl LoadError {
@@ -155,7 +145,6 @@ impl LoadError {
             LoadError::TensorShape { .. } => "tensor-shape-mismatch",
             LoadError::Weights { .. } => "weights-unreadable",
             LoadError::Tokenizer { .. } => "tokenizer-unparsable",
-            LoadError::UnsupportedDtype { .. } => "dtype-unsupported",
         }
     }
 
@@ -195,7 +184,6 @@ impl LoadError {
             | LoadError::TensorShape { file, .. }
             | LoadError::Weights { file, .. }
             | LoadError::Tokenizer { file, .. } => Some(file),
-            LoadError::UnsupportedDtype { .. } => None,
         }
     }
 

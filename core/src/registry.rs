@@ -127,3 +127,91 @@ impl Registry {
         Ok(selection)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, LoadRequest};
+    use crate::error::LoadError;
+
+    /// A backend that serves or declines every model, as told.
+    #[derive(Debug)]
+    struct Stub {
+        name: &'static str,
+        serves: bool,
+    }
+
+    impl BackendFactory for Stub {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+
+        fn assess(&self, _: &ModelInspection) -> Assessment {
+            if self.serves {
+                Assessment::Serves {
+                    architecture: format!("{} arch", self.name),
+                    evidence: Vec::new(),
+                    findings: Vec::new(),
+                }
+            } else {
+                Assessment::Declines {
+                    reasons: vec![Finding::error("stub-declines", format!("{} says no", self.name))],
+                }
+            }
+        }
+
+        fn load(&self, _: &LoadRequest<'_>) -> Result<Box<dyn Backend>, LoadError> {
+            unreachable!("selection never loads")
+        }
+    }
+
+    static FAST: Stub = Stub {
+        name: "fast",
+        serves: true,
+    };
+    static PADDED: Stub = Stub {
+        name: "padded",
+        serves: true,
+    };
+    static OTHER: Stub = Stub {
+        name: "other",
+        serves: false,
+    };
+
+    fn registry() -> Registry {
+        Registry::new(&[&OTHER, &FAST, &PADDED])
+    }
+
+    #[test]
+    fn the_first_backend_that_serves_wins_and_the_rest_are_passed_over() {
+        let s = registry().select(&ModelInspection::default(), None).unwrap();
+        assert_eq!(s.chosen.map(|c| c.factory.name()), Some("fast"));
+        assert_eq!(s.passed_over, vec!["padded"]);
+        assert_eq!(s.declined.len(), 1);
+        assert_eq!(s.declined[0].0, "other");
+    }
+
+    #[test]
+    fn a_forced_backend_wins_a_tie_it_would_lose() {
+        let s = registry().select(&ModelInspection::default(), Some("padded")).unwrap();
+        assert_eq!(s.chosen.map(|c| c.factory.name()), Some("padded"));
+        assert_eq!(s.passed_over, vec!["fast"]);
+    }
+
+    #[test]
+    fn a_forced_backend_that_declines_is_not_chosen_and_says_why() {
+        let s = registry().select(&ModelInspection::default(), Some("other")).unwrap();
+        assert!(s.chosen.is_none());
+        let finding = s.no_backend_finding();
+        assert!(finding.message.contains("other says no"), "{}", finding.message);
+    }
+
+    #[test]
+    fn an_unknown_forced_backend_is_an_error_listing_the_compiled_ones() {
+        let err = registry().select(&ModelInspection::default(), Some("gpu")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown backend `gpu` (compiled in: other, fast, padded)"
+        );
+    }
+}

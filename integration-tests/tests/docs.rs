@@ -35,6 +35,7 @@ fn every_finding_code_is_documented() {
     let files = [
         "core/src/error.rs",
         "core/src/expect.rs",
+        "core/src/inspection.rs",
         "core/src/registry.rs",
         "core/src/classify.rs",
         "core/src/splade.rs",
@@ -48,12 +49,15 @@ fn every_finding_code_is_documented() {
         "validation/src/checks/vocab.rs",
         "validation/src/checks/dtype.rs",
         "validation/src/checks/dense.rs",
+        "validation/src/finite.rs",
     ];
     let mut missing = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for file in files {
         let source = std::fs::read_to_string(root.join(file)).unwrap();
-        for code in codes_in(&source) {
+        // Test modules build findings of their own stubs.
+        let source = source.split("#[cfg(test)]").next().unwrap_or_default();
+        for code in codes_in(source) {
             seen.insert(code.clone());
             if !docs.contains(&format!("`{code}`")) {
                 missing.push(format!("{code} ({file})"));

@@ -34,6 +34,17 @@ fn finding<'a>(report: &'a Value, code: &str) -> Option<&'a Value> {
     report["findings"].as_array()?.iter().find(|f| f["code"] == code)
 }
 
+/// The codes of the report's error findings, in order.
+fn error_codes(report: &Value) -> Vec<&str> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .filter_map(|f| f["code"].as_str())
+        .collect()
+}
+
 fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
     let mut value: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     edit(&mut value);
@@ -331,14 +342,7 @@ fn a_missing_file_is_one_root_cause_not_a_missing_backend() {
     let dir = copy_minilm();
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     let (_, report) = validate_json(dir.path(), &[]);
-    let codes: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["severity"] == "error")
-        .map(|f| f["code"].as_str().unwrap())
-        .collect();
-    assert_eq!(codes, vec!["weights-missing"], "{report:#}");
+    assert_eq!(error_codes(&report), vec!["weights-missing"], "{report:#}");
     let out = run(&["validate-model", dir.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("declined by"), "{text}");
@@ -349,14 +353,7 @@ fn a_missing_file_is_one_root_cause_not_a_missing_backend() {
     let bytes = std::fs::read(&config).unwrap();
     std::fs::write(&config, &bytes[..bytes.len() / 2]).unwrap();
     let (_, report) = validate_json(dir.path(), &[]);
-    let codes: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["severity"] == "error")
-        .map(|f| f["code"].as_str().unwrap())
-        .collect();
-    assert_eq!(codes, vec!["config-invalid-json"], "{report:#}");
+    assert_eq!(error_codes(&report), vec!["config-invalid-json"], "{report:#}");
     // serve reports the cause once.
     let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);

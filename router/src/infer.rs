@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::metrics;
 use crate::queue::{Job, JobError, JobOutput, OutputKind, Queue};
 
@@ -38,6 +38,8 @@ pub(crate) struct Timings {
     pub(crate) tokenization: Duration,
     pub(crate) queue: Duration,
     pub(crate) inference: Duration,
+    /// Where the model ran, for `x-compute-type`.
+    pub(crate) compute_type: &'static str,
 }
 
 /// Inputs admitted and not yet answered; dropping it (response sent, or client gone) frees them.
@@ -53,6 +55,24 @@ impl Drop for Admission {
     }
 }
 
+/// What an [`Infer`] is built from.
+pub(crate) struct InferParts {
+    pub(crate) tokenizer: TextTokenizer,
+    pub(crate) queue: Arc<Queue>,
+    /// Cleared by the model thread when it stops.
+    pub(crate) healthy: Arc<AtomicBool>,
+    /// `--max-concurrent-requests`.
+    pub(crate) max_inflight_inputs: usize,
+    /// `--tokenization-workers`.
+    pub(crate) tokenization_workers: usize,
+    /// Rows of the embedding table: token ids must be below it.
+    pub(crate) vocab_size: usize,
+    /// The pooling config's `include_prompt`.
+    pub(crate) include_prompt: bool,
+    /// `cpu` or `gpu`.
+    pub(crate) compute_type: &'static str,
+}
+
 /// Cloneable handle the HTTP layer uses to run inference.
 #[derive(Debug, Clone)]
 pub(crate) struct Infer {
@@ -64,26 +84,21 @@ pub(crate) struct Infer {
     vocab_size: usize,
     /// The pooling config's `include_prompt` (default true).
     include_prompt: bool,
+    /// `cpu` or `gpu`, for `x-compute-type`.
+    pub(crate) compute_type: &'static str,
 }
 
 impl Infer {
-    pub(crate) fn new(
-        tokenizer: TextTokenizer,
-        queue: Arc<Queue>,
-        max_inflight_inputs: usize,
-        tokenization_workers: usize,
-        healthy: Arc<AtomicBool>,
-        vocab_size: usize,
-        include_prompt: bool,
-    ) -> Self {
+    pub(crate) fn new(parts: InferParts) -> Self {
         Self {
-            tokenizer,
-            queue,
-            admission: Arc::new(Semaphore::new(max_inflight_inputs)),
-            tokenization: Arc::new(Semaphore::new(tokenization_workers.max(1))),
-            healthy,
-            vocab_size,
-            include_prompt,
+            tokenizer: parts.tokenizer,
+            queue: parts.queue,
+            admission: Arc::new(Semaphore::new(parts.max_inflight_inputs)),
+            tokenization: Arc::new(Semaphore::new(parts.tokenization_workers.max(1))),
+            healthy: parts.healthy,
+            vocab_size: parts.vocab_size,
+            include_prompt: parts.include_prompt,
+            compute_type: parts.compute_type,
         }
     }
 
@@ -167,21 +182,44 @@ impl Infer {
             })
             .collect();
         self.queue.push(jobs);
-        let mut outputs = Vec::with_capacity(receivers.len());
-        for rx in receivers {
-            match rx.await {
-                Ok(Ok(out)) => outputs.push(out),
-                Ok(Err(JobError::Backend(message))) => return Err(ApiError::backend(message)),
-                Ok(Err(error @ JobError::NonFinite)) => return Err(ApiError::non_finite(error.to_string())),
-                Ok(Err(JobError::ShuttingDown)) => return Err(ApiError::unhealthy("the server is shutting down")),
-                Ok(Err(JobError::WorkerStopped)) | Err(_) => {
-                    return Err(ApiError::unhealthy(
-                        "the model worker stopped before answering; the server needs a restart",
-                    ))
-                }
+        // Dropped with this future when the client goes away before its answer: counted once
+        // per request, whatever the number of its inputs.
+        let mut waiting = Waiting { answered: false };
+        let result = answers(receivers).await;
+        waiting.answered = true;
+        result
+    }
+}
+
+/// Each input's output in order, or the first input's error.
+async fn answers(receivers: Vec<oneshot::Receiver<Result<JobOutput, JobError>>>) -> Result<Vec<JobOutput>, ApiError> {
+    let mut outputs = Vec::with_capacity(receivers.len());
+    for rx in receivers {
+        match rx.await {
+            Ok(Ok(out)) => outputs.push(out),
+            Ok(Err(JobError::Backend(message))) => return Err(ApiError::backend(message)),
+            Ok(Err(error @ JobError::NonFinite)) => return Err(ApiError::non_finite(error.to_string())),
+            Ok(Err(JobError::ShuttingDown)) => return Err(ApiError::unhealthy("the server is shutting down")),
+            Ok(Err(JobError::WorkerStopped)) | Err(_) => {
+                return Err(ApiError::unhealthy(
+                    "the model worker stopped before answering; the server needs a restart",
+                ))
             }
         }
-        Ok(outputs)
+    }
+    Ok(outputs)
+}
+
+/// A request waiting for the model; dropped unanswered, it counts as `dropped`.
+struct Waiting {
+    answered: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.answered {
+            metrics::request_failed(metrics::Failure::Dropped);
+        }
     }
 }
 
@@ -206,7 +244,7 @@ fn encode_one(
                 "input {index}: the tokenizer produced token id {bad}, outside the model's vocabulary of {vocab_size} entries; tokenizer.json does not match the model (run `tessera validate-model`)"
             )
         };
-        return Err(ApiError::validation("token-id-out-of-range", message));
+        return Err(ApiError::validation(ErrorCode::TokenIdOutOfRange, message));
     }
     Ok(encoded)
 }
@@ -226,24 +264,21 @@ fn encode_unchecked(
                 None => text,
             };
             tokenizer.encode(&text, direction).map_err(|e| match e {
-                TokenizeError::TooLong { max, given } => ApiError::too_large(
-                    "input-too-long",
+                TokenizeError::TooLong { max, given } => ApiError::too_large(ErrorCode::InputTooLong,
                     format!("input {index} has {given} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate"),
                 ),
                 other => ApiError::tokenizer(format!("input {index}: {other}")),
             })
         }
         Input::Pair(first, second) => tokenizer.encode_pair(&first, &second, direction).map_err(|e| match e {
-            TokenizeError::TooLong { max, given } => ApiError::too_large(
-                "input-too-long",
+            TokenizeError::TooLong { max, given } => ApiError::too_large(ErrorCode::InputTooLong,
                 format!("input {index} has {given} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate"),
             ),
             other => ApiError::tokenizer(format!("input {index}: {other}")),
         }),
         Input::Ids(ids) => {
             if ids.is_empty() {
-                return Err(ApiError::validation(
-                    "empty-token-ids",
+                return Err(ApiError::validation(ErrorCode::EmptyTokenIds,
                     format!("input {index} is an empty list of token ids"),
                 ));
             }
@@ -253,8 +288,7 @@ fn encode_unchecked(
                 match direction {
                     Some(direction) => encoded.truncate(max, direction),
                     None => {
-                        return Err(ApiError::too_large(
-                            "input-too-long",
+                        return Err(ApiError::too_large(ErrorCode::InputTooLong,
                             format!("input {index} has {} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate", encoded.len()),
                         ))
                     }
@@ -262,5 +296,93 @@ fn encode_unchecked(
             }
             Ok(encoded)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::error::ErrorCode;
+    use tessera_core::TruncationDirection;
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+
+    /// An `Infer` over a word-level tokenizer whose word `far` has id 7, past a 5-row table.
+    fn infer(max_inflight_inputs: usize) -> Infer {
+        let vocab = [("[UNK]", 0), ("near", 1), ("far", 7)]
+            .into_iter()
+            .map(|(w, id)| (w.to_string(), id))
+            .collect();
+        let model = WordLevel::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .build()
+            .expect("word level");
+        let mut tokenizer = tokenizers::Tokenizer::new(model);
+        tokenizer.with_pre_tokenizer(Some(Whitespace {}));
+        let tokenizer = TextTokenizer::new(tokenizer, 16).expect("tokenizer");
+        Infer::new(InferParts {
+            tokenizer,
+            queue: Arc::new(Queue::default()),
+            healthy: Arc::new(AtomicBool::new(true)),
+            max_inflight_inputs,
+            tokenization_workers: 1,
+            vocab_size: 5,
+            include_prompt: true,
+            compute_type: "cpu",
+        })
+    }
+
+    const TRUNCATE: Truncation = Truncation {
+        enabled: false,
+        direction: TruncationDirection::Right,
+    };
+
+    #[test]
+    fn admission_counts_inputs_and_frees_them_with_the_guard() {
+        let infer = infer(4);
+        let first = infer.admit(3).expect("3 of 4");
+        let refused = infer.admit(2).unwrap_err();
+        assert_eq!((refused.code, refused.status.as_u16()), (ErrorCode::Overloaded, 429));
+        drop(first);
+        assert!(infer.admit(4).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_text_that_reaches_an_id_past_the_table_fails_alone() {
+        let infer = infer(4);
+        let ok = infer
+            .tokenize(vec![Input::Text("near near".into())], None, TRUNCATE)
+            .await
+            .expect("in range");
+        assert_eq!(ok[0].ids, vec![1, 1]);
+        let err = infer
+            .tokenize(
+                vec![Input::Text("near".into()), Input::Text("near far".into())],
+                None,
+                TRUNCATE,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::TokenIdOutOfRange);
+        assert!(
+            err.message.starts_with("input 1:") && err.message.contains("token id 7"),
+            "{}",
+            err.message
+        );
+        let err = infer
+            .tokenize(vec![Input::Ids(vec![1, 5])], None, TRUNCATE)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::TokenIdOutOfRange);
+    }
+
+    #[tokio::test]
+    async fn a_dead_model_thread_answers_503() {
+        let infer = infer(4);
+        infer.healthy.store(false, Ordering::SeqCst);
+        let encoded = vec![Encoded::from_ids(vec![1])];
+        let err = infer.run(encoded, OutputKind::Pooled).await.unwrap_err();
+        assert_eq!((err.code, err.status.as_u16()), (ErrorCode::Unhealthy, 503));
     }
 }

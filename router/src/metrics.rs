@@ -143,7 +143,7 @@ fn register(model: &ModelInfo) {
     describe_gauge!("te_inflight_inputs", "Inputs admitted and not yet answered");
     describe_gauge!("te_model_info", "The model served (value is always 1)");
     describe_counter!(
-        "te_connections_refused",
+        "te_connections_refused_total",
         "Connections closed on accept: --max-connections were open and all owed a response"
     );
 
@@ -156,7 +156,7 @@ fn register(model: &ModelInfo) {
     }
     counter!("te_embed_count").increment(0);
     counter!("te_embed_success").increment(0);
-    counter!("te_connections_refused").increment(0);
+    counter!("te_connections_refused_total").increment(0);
     gauge!("te_queue_size").set(0.0);
     gauge!("te_inflight_inputs").set(0.0);
     gauge!(
@@ -244,11 +244,7 @@ pub(crate) fn inflight_inputs(delta: f64) {
 }
 
 pub(crate) fn connection_refused() {
-    counter!("te_connections_refused").increment(1);
-}
-
-pub(crate) fn input_dropped() {
-    counter!("te_request_failure", "err" => Failure::Dropped.label()).increment(1);
+    counter!("te_connections_refused_total").increment(1);
 }
 
 #[cfg(test)]

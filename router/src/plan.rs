@@ -311,3 +311,145 @@ fn max_input_length(
     }
     max
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::inspection::{ModelConfig, WeightsFormat, WeightsIndex};
+    use tessera_core::{Assessment, Backend, BackendFactory, LoadError, LoadRequest};
+
+    /// A backend that serves every model with the given findings, or declines.
+    #[derive(Debug)]
+    struct Stub {
+        serves: bool,
+        findings: Vec<Finding>,
+    }
+
+    impl BackendFactory for Stub {
+        fn name(&self) -> &'static str {
+            "stub"
+        }
+
+        fn assess(&self, _: &ModelInspection) -> Assessment {
+            if self.serves {
+                Assessment::Serves {
+                    architecture: "stub".into(),
+                    evidence: Vec::new(),
+                    findings: self.findings.clone(),
+                }
+            } else {
+                Assessment::Declines {
+                    reasons: vec![Finding::error("architecture-undecided", "cannot look")],
+                }
+            }
+        }
+
+        fn load(&self, _: &LoadRequest<'_>) -> Result<Box<dyn Backend>, LoadError> {
+            unreachable!("planning never loads")
+        }
+    }
+
+    fn registry(stub: Stub) -> Registry {
+        Registry::new(&[Box::leak(Box::new(stub))])
+    }
+
+    fn inspection(config: serde_json::Value, max_seq_length: Option<usize>) -> ModelInspection {
+        let mut inspection = ModelInspection {
+            config: Some(ModelConfig {
+                path: "config.json".into(),
+                values: config.as_object().cloned().unwrap_or_default(),
+            }),
+            weights: Some(WeightsIndex {
+                format: WeightsFormat::Safetensors,
+                files: Vec::new(),
+                tensors: Default::default(),
+            }),
+            ..ModelInspection::default()
+        };
+        inspection.sentence_transformers.max_seq_length = max_seq_length;
+        inspection
+    }
+
+    fn request(max_batch_tokens: Option<usize>) -> PlanRequest {
+        PlanRequest {
+            pooling: Some("mean".into()),
+            backend: None,
+            dtype: Dtype::Float32,
+            max_batch_tokens,
+        }
+    }
+
+    fn serving() -> Registry {
+        registry(Stub {
+            serves: true,
+            findings: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn the_max_input_length_is_the_models_capped_by_positions_and_budget() {
+        let positions = serde_json::json!({"max_position_embeddings": 512});
+        for (st, budget, want) in [
+            (Some(256), None, 256),
+            (Some(1024), None, 512),
+            (None, None, 512),
+            (Some(256), Some(128), 128),
+        ] {
+            let outcome = plan(&inspection(positions.clone(), st), &serving(), &request(budget));
+            assert_eq!(
+                outcome.plan.map(|p| p.max_input_length),
+                Some(want),
+                "{st:?} {budget:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_the_only_error_not_a_missing_backend() {
+        let mut missing = inspection(serde_json::json!({}), None);
+        missing.config = None;
+        missing
+            .findings
+            .push(Finding::error("config-missing", "config.json is missing"));
+        let declining = registry(Stub {
+            serves: false,
+            findings: Vec::new(),
+        });
+        let outcome = plan(&missing, &declining, &request(None));
+        let codes: Vec<&str> = outcome.errors().map(|f| f.code).collect();
+        assert_eq!(codes, vec!["config-missing"]);
+        assert!(outcome.plan.is_none());
+    }
+
+    #[test]
+    fn a_backend_finding_about_a_key_an_error_names_is_folded_into_it() {
+        let mut model = inspection(serde_json::json!({"vocab_size": 10}), None);
+        model
+            .findings
+            .push(Finding::error("vocab-smaller-than-embeddings", "rows").about("vocab_size"));
+        let consequence = Finding::error("tensor-shape-mismatch", "shape").about("vocab_size");
+        let other = Finding::warning("tensor-unexpected", "extra").about("pooler.dense.weight");
+        let backend = registry(Stub {
+            serves: true,
+            findings: vec![consequence, other],
+        });
+        let outcome = plan(&model, &backend, &request(None));
+        let codes: Vec<&str> = outcome.findings.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec!["vocab-smaller-than-embeddings", "tensor-unexpected"]);
+    }
+
+    #[test]
+    fn pooling_comes_from_the_flag_or_is_an_error_naming_it() {
+        let model = inspection(serde_json::json!({}), None);
+        let outcome = plan(&model, &serving(), &request(None));
+        assert_eq!(outcome.plan.map(|p| p.task.pooling_name()), Some("mean".to_string()));
+        let unset = PlanRequest {
+            pooling: None,
+            ..request(None)
+        };
+        let outcome = plan(&model, &serving(), &unset);
+        let finding = outcome.errors().next().expect("an error");
+        assert_eq!(finding.code, "pooling-not-configured");
+        assert!(finding.fix.as_deref().unwrap_or_default().contains("--pooling"));
+    }
+}

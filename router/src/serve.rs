@@ -12,7 +12,7 @@ use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextT
 use crate::backends;
 use crate::device;
 use crate::http::{self, AppState, Info, Prompts};
-use crate::infer::Infer;
+use crate::infer::{Infer, InferParts};
 use crate::metrics;
 use crate::plan::{plan, PlanRequest, Task};
 use crate::queue::{Budget, Queue};
@@ -133,24 +133,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     );
 
     let tokenization_workers = settings.tokenization_workers.unwrap_or(threads).max(1);
-    let mut max_batch_requests = settings.max_batch_requests;
-    let mut batch_notes = Vec::new();
-    if let Some(cap) = description.preferred_max_batch_requests {
-        if max_batch_requests.is_none_or(|asked| asked > cap) {
-            let note = format!(
-                "the {} backend runs at most {cap} inputs per batch: --max-batch-requests {} is lowered to {cap}",
-                description.backend,
-                max_batch_requests.map_or("(unset)".to_string(), |n| n.to_string())
-            );
-            tracing::warn!("{note}");
-            batch_notes.push(
-                tessera_core::Finding::warning("max-batch-requests-capped", note)
-                    .about("--max-batch-requests")
-                    .fix(format!("pass --max-batch-requests {cap} or less to silence this")),
-            );
-            max_batch_requests = Some(cap);
-        }
-    }
+    let max_batch_requests = settings.max_batch_requests;
     let budget = Budget {
         max_tokens: settings.max_batch_tokens,
         max_requests: max_batch_requests.unwrap_or(usize::MAX),
@@ -185,15 +168,16 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         healthy.clone(),
         threads,
     )?;
-    let infer = Infer::new(
+    let infer = Infer::new(InferParts {
         tokenizer,
-        queue.clone(),
-        settings.max_concurrent_requests,
-        tokenization_workers,
+        queue: queue.clone(),
         healthy,
-        description.vocab_size,
-        include_prompt(&inspection),
-    );
+        max_inflight_inputs: settings.max_concurrent_requests,
+        tokenization_workers,
+        vocab_size: description.vocab_size,
+        include_prompt: include_prompt(&inspection),
+        compute_type: if device.is_cuda() { "gpu" } else { "cpu" },
+    });
 
     let prompts = prompts(&settings, &inspection.sentence_transformers)?;
     let info = Info {
@@ -224,7 +208,6 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
             .iter()
             .filter(|f| f.severity == tessera_core::Severity::Warning)
             .cloned()
-            .chain(batch_notes)
             .collect(),
     };
     let state = AppState {

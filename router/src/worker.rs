@@ -240,7 +240,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::Device;
     use tessera_core::{BackendDescription, BackendError, Encoded};
     use tokio::sync::oneshot;
 
@@ -278,11 +278,9 @@ mod tests {
                 architecture: "stub".into(),
                 kernel: "none",
                 pads: false,
-                dtype: DType::F32,
                 hidden_size: HIDDEN,
                 vocab_size: 100,
                 max_positions: None,
-                preferred_max_batch_requests: None,
             }
         }
     }

@@ -51,17 +51,13 @@ impl BackendFactory for BertBackend {
             .clone()
             .unwrap_or_else(|| Arc::new(PaddedAttention::default()));
         let model = BertModel::load(vb, &cfg, kernel).map_err(|e| LoadError::from_candle(&file, e))?;
-        Ok(Box::new(BertRunner {
-            model,
-            dtype: request.dtype,
-        }))
+        Ok(Box::new(BertRunner { model }))
     }
 }
 
 #[derive(Debug)]
 struct BertRunner {
     model: BertModel,
-    dtype: candle_core::DType,
 }
 
 impl Backend for BertRunner {
@@ -85,11 +81,9 @@ impl Backend for BertRunner {
             architecture: "bert".into(),
             kernel: self.model.kernel().name(),
             pads: self.model.kernel().pads(),
-            dtype: self.dtype,
             hidden_size: cfg.hidden_size,
             vocab_size: cfg.vocab_size,
             max_positions: Some(cfg.max_position_embeddings),
-            preferred_max_batch_requests: None,
         }
     }
 }

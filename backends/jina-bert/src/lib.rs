@@ -44,11 +44,7 @@ impl BackendFactory for JinaBertBackend {
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Backend>, LoadError> {
         let (model, architecture) = load_model(request)?;
-        Ok(Box::new(JinaRunner {
-            model,
-            architecture,
-            dtype: request.dtype,
-        }))
+        Ok(Box::new(JinaRunner { model, architecture }))
     }
 }
 
@@ -78,7 +74,6 @@ pub fn load_model(request: &LoadRequest<'_>) -> Result<(JinaBertModel, String), 
 struct JinaRunner {
     model: JinaBertModel,
     architecture: String,
-    dtype: candle_core::DType,
 }
 
 impl Backend for JinaRunner {
@@ -95,11 +90,9 @@ impl Backend for JinaRunner {
             architecture: self.architecture.clone(),
             kernel: self.model.kernel().name(),
             pads: self.model.kernel().pads(),
-            dtype: self.dtype,
             hidden_size: cfg.hidden_size,
             vocab_size: cfg.vocab_size,
             max_positions: Some(cfg.max_position_embeddings),
-            preferred_max_batch_requests: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tessera_core::{finish_embedding, TruncationDirection};
 
 use super::counted::{counted, method_of};
-use super::error::{ApiError, ApiJson, InferenceErrors};
+use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::{token_id, AppState};
 use crate::infer::{Input, Timings, Truncation};
 use crate::metrics;
@@ -68,12 +68,12 @@ pub(crate) fn parse_inputs(inputs: &Value) -> Result<Vec<Input>, ApiError> {
                 Value::String(s) => Ok(Input::Text(s.clone())),
                 Value::Array(inner) => Ok(Input::Ids(ids(inner, i)?)),
                 _ => Err(ApiError::validation(
-                    "invalid-inputs",
+                    ErrorCode::InvalidInputs,
                     format!("inputs[{i}]: {INPUTS_SHAPE}"),
                 )),
             })
             .collect(),
-        _ => Err(ApiError::validation("invalid-inputs", INPUTS_SHAPE)),
+        _ => Err(ApiError::validation(ErrorCode::InvalidInputs, INPUTS_SHAPE)),
     }
 }
 
@@ -83,7 +83,7 @@ fn ids(items: &[Value], index: usize) -> Result<Vec<u32>, ApiError> {
         .map(|v| {
             token_id(v).ok_or_else(|| {
                 ApiError::validation(
-                    "invalid-token-id",
+                    ErrorCode::InvalidTokenId,
                     format!("inputs[{index}]: token id {v} is not an integer between 0 and 4294967295"),
                 )
             })
@@ -118,7 +118,7 @@ pub(crate) async fn embed_inner(
     let dimensions = request.dimensions;
     if matches!(*state.task, Task::Classify(_)) {
         return Err(ApiError::validation(
-            "wrong-model-type",
+            ErrorCode::WrongModelType,
             "the model is a classifier: use /predict (or /rerank for a reranker)",
         ));
     }
@@ -146,7 +146,7 @@ pub(crate) async fn run_request(
     if let Some(d) = request.dimensions {
         if d == 0 || d > state.output_dim {
             return Err(ApiError::validation(
-                "dimensions-invalid",
+                ErrorCode::DimensionsInvalid,
                 format!("`dimensions` must be between 1 and {}, got {d}", state.output_dim),
             ));
         }
@@ -177,7 +177,7 @@ pub(crate) async fn run_inputs(
 ) -> Result<(Vec<Embedding>, Timings), ApiError> {
     if inputs.len() > state.max_client_batch_size {
         return Err(ApiError::too_large(
-            "batch-too-large",
+            ErrorCode::BatchTooLarge,
             format!(
                 "batch size {} is larger than the maximum of {} (--max-client-batch-size)",
                 inputs.len(),
@@ -215,6 +215,7 @@ pub(crate) async fn run_inputs(
         tokenization,
         queue,
         inference,
+        compute_type: state.infer.compute_type,
     };
     Ok((embeddings, timings))
 }
@@ -241,8 +242,7 @@ pub(crate) async fn embed_sparse(
         |r| method_of(&r.inputs),
         |request, started| async move {
             if !matches!(*state.task, Task::Splade(_)) {
-                return Err(ApiError::validation(
-                "wrong-model-type",
+                return Err(ApiError::validation(ErrorCode::WrongModelType,
                 "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint",
             ));
             }
@@ -272,7 +272,7 @@ pub(crate) async fn embed_sparse(
 pub(crate) fn timing_headers(t: &Timings) -> HeaderMap {
     let total = t.started.elapsed();
     let pairs = [
-        ("x-compute-type", "cpu".to_string()),
+        ("x-compute-type", t.compute_type.to_string()),
         ("x-compute-time", total.as_millis().to_string()),
         ("x-compute-characters", t.characters.to_string()),
         ("x-compute-tokens", t.tokens.to_string()),

@@ -19,12 +19,113 @@ pub(crate) enum ErrorType {
     Unauthorized,
 }
 
+/// tessera's stable error codes: the `code` of every JSON error, and what metrics and the
+/// OpenAI mapping match on, so renaming one cannot silently reclassify them. docs/http-api.md
+/// lists every one (a test checks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ErrorCode {
+    EmptyBatch,
+    RouteNotFound,
+    MethodNotAllowed,
+    BodyReadTimeout,
+    BatchTooLarge,
+    InputTooLong,
+    PayloadTooLarge,
+    Unauthorized,
+    ContentTypeNotJson,
+    InvalidJson,
+    InvalidRequest,
+    InvalidInputs,
+    InvalidTokenId,
+    TokenIdOutOfRange,
+    EmptyTokenIds,
+    EmptyInput,
+    TooManyInputs,
+    DimensionsInvalid,
+    PromptNameUnknown,
+    WrongModelType,
+    TokenizerFailed,
+    BackendFailed,
+    NonFiniteOutput,
+    Overloaded,
+    Unhealthy,
+}
+
+impl ErrorCode {
+    /// Every code, for the documentation test.
+    #[cfg(test)]
+    const ALL: [ErrorCode; 25] = [
+        ErrorCode::EmptyBatch,
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BodyReadTimeout,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::InputTooLong,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Unauthorized,
+        ErrorCode::ContentTypeNotJson,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidInputs,
+        ErrorCode::InvalidTokenId,
+        ErrorCode::TokenIdOutOfRange,
+        ErrorCode::EmptyTokenIds,
+        ErrorCode::EmptyInput,
+        ErrorCode::TooManyInputs,
+        ErrorCode::DimensionsInvalid,
+        ErrorCode::PromptNameUnknown,
+        ErrorCode::WrongModelType,
+        ErrorCode::TokenizerFailed,
+        ErrorCode::BackendFailed,
+        ErrorCode::NonFiniteOutput,
+        ErrorCode::Overloaded,
+        ErrorCode::Unhealthy,
+    ];
+
+    /// The code as clients see it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::EmptyBatch => "empty-batch",
+            ErrorCode::RouteNotFound => "route-not-found",
+            ErrorCode::MethodNotAllowed => "method-not-allowed",
+            ErrorCode::BodyReadTimeout => "body-read-timeout",
+            ErrorCode::BatchTooLarge => "batch-too-large",
+            ErrorCode::InputTooLong => "input-too-long",
+            ErrorCode::PayloadTooLarge => "payload-too-large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::ContentTypeNotJson => "content-type-not-json",
+            ErrorCode::InvalidJson => "invalid-json",
+            ErrorCode::InvalidRequest => "invalid-request",
+            ErrorCode::InvalidInputs => "invalid-inputs",
+            ErrorCode::InvalidTokenId => "invalid-token-id",
+            ErrorCode::TokenIdOutOfRange => "token-id-out-of-range",
+            ErrorCode::EmptyTokenIds => "empty-token-ids",
+            ErrorCode::EmptyInput => "empty-input",
+            ErrorCode::TooManyInputs => "too-many-inputs",
+            ErrorCode::DimensionsInvalid => "dimensions-invalid",
+            ErrorCode::PromptNameUnknown => "prompt-name-unknown",
+            ErrorCode::WrongModelType => "wrong-model-type",
+            ErrorCode::TokenizerFailed => "tokenizer-failed",
+            ErrorCode::BackendFailed => "backend-failed",
+            ErrorCode::NonFiniteOutput => "non-finite-output",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// An HTTP error: status, TEI's `{error, error_type}`, and tessera's stable `code`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) error_type: ErrorType,
-    pub(crate) code: &'static str,
+    pub(crate) code: ErrorCode,
     pub(crate) message: String,
 }
 
@@ -72,11 +173,11 @@ pub(crate) enum InferenceErrors {
 struct Body<'a> {
     error: &'a str,
     error_type: ErrorType,
-    code: &'static str,
+    code: ErrorCode,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error_type: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, error_type: ErrorType, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             error_type,
@@ -86,18 +187,23 @@ impl ApiError {
     }
 
     /// 422: the request is well-formed JSON but a value is wrong.
-    pub(crate) fn validation(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn validation(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::Validation, code, message)
     }
 
     /// 413: too many inputs or tokens (TEI's status for these).
-    pub(crate) fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn too_large(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorType::Validation, code, message)
     }
 
     /// 400: an empty batch.
     pub(crate) fn empty(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorType::Empty, "empty-batch", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::Empty,
+            ErrorCode::EmptyBatch,
+            message,
+        )
     }
 
     /// 422: the tokenizer failed.
@@ -105,7 +211,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorType::Tokenizer,
-            "tokenizer-failed",
+            ErrorCode::TokenizerFailed,
             message,
         )
     }
@@ -115,7 +221,7 @@ impl ApiError {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorType::Overloaded,
-            "overloaded",
+            ErrorCode::Overloaded,
             message,
         )
     }
@@ -125,7 +231,7 @@ impl ApiError {
         Self::new(
             StatusCode::FAILED_DEPENDENCY,
             ErrorType::Backend,
-            "backend-failed",
+            ErrorCode::BackendFailed,
             message,
         )
     }
@@ -135,7 +241,7 @@ impl ApiError {
         Self::new(
             StatusCode::FAILED_DEPENDENCY,
             ErrorType::Backend,
-            "non-finite-output",
+            ErrorCode::NonFiniteOutput,
             message,
         )
     }
@@ -145,7 +251,7 @@ impl ApiError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::Unhealthy,
-            "unhealthy",
+            ErrorCode::Unhealthy,
             message,
         )
     }
@@ -155,7 +261,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             ErrorType::Unauthorized,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             message,
         )
     }
@@ -165,7 +271,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorType::Validation,
-            "route-not-found",
+            ErrorCode::RouteNotFound,
             format!("no route {path}"),
         )
     }
@@ -175,7 +281,7 @@ impl ApiError {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorType::Validation,
-            "method-not-allowed",
+            ErrorCode::MethodNotAllowed,
             "method not allowed on this route",
         )
     }
@@ -192,7 +298,7 @@ impl ApiError {
             (ErrorType::Unhealthy, _) => Failure::Unhealthy,
             (ErrorType::Tokenizer, _) => Failure::Tokenization,
             (ErrorType::Unauthorized, _) => Failure::Unauthorized,
-            (ErrorType::Validation, "batch-too-large") => Failure::BatchSize,
+            (ErrorType::Validation, ErrorCode::BatchTooLarge) => Failure::BatchSize,
             (ErrorType::Validation, _) => Failure::Validation,
         }
     }
@@ -221,23 +327,27 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorType::Validation,
-                "content-type-not-json",
+                ErrorCode::ContentTypeNotJson,
                 "expected `Content-Type: application/json`",
             ),
             JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::too_large("payload-too-large", "request body is larger than --payload-limit")
+                ApiError::too_large(
+                    ErrorCode::PayloadTooLarge,
+                    "request body is larger than --payload-limit",
+                )
             }
             JsonRejection::BytesRejection(_) if timed_out(&rejection) => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorType::Validation,
-                "body-read-timeout",
+                ErrorCode::BodyReadTimeout,
                 "the request body did not arrive within --body-read-timeout",
             ),
-            JsonRejection::JsonSyntaxError(_) => {
-                ApiError::validation("invalid-json", format!("invalid JSON: {}", rejection.body_text()))
-            }
-            JsonRejection::JsonDataError(_) => ApiError::validation("invalid-request", rejection.body_text()),
-            _ => ApiError::validation("invalid-request", rejection.body_text()),
+            JsonRejection::JsonSyntaxError(_) => ApiError::validation(
+                ErrorCode::InvalidJson,
+                format!("invalid JSON: {}", rejection.body_text()),
+            ),
+            JsonRejection::JsonDataError(_) => ApiError::validation(ErrorCode::InvalidRequest, rejection.body_text()),
+            _ => ApiError::validation(ErrorCode::InvalidRequest, rejection.body_text()),
         }
     }
 }
@@ -268,4 +378,23 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
 /// Fallback for unknown routes.
 pub(crate) async fn not_found(request: Request) -> ApiError {
     ApiError::not_found(request.uri().path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_distinct_and_documented() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/http-api.md")).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "{code:?} repeats {}", code.as_str());
+            assert!(
+                docs.contains(&format!("`{}`", code.as_str())),
+                "docs/http-api.md lacks `{}`",
+                code.as_str()
+            );
+        }
+    }
 }

@@ -58,7 +58,7 @@ impl Prompts {
                     self.named.keys().cloned().collect::<Vec<_>>().join(", ")
                 };
                 error::ApiError::validation(
-                    "prompt-name-unknown",
+                    error::ErrorCode::PromptNameUnknown,
                     format!("prompt_name `{name}` is not defined (available: {available})"),
                 )
             }),
@@ -128,7 +128,7 @@ async fn reject_declared_oversize(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         let error = error::ApiError::too_large(
-            "payload-too-large",
+            error::ErrorCode::PayloadTooLarge,
             format!("request body is larger than --payload-limit ({limit} bytes)"),
         );
         return if openai::is_openai_route(request.uri().path()) {

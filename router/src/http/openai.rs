@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::counted::{counted, method_of};
 use super::embed::{embed_inner, EmbedRequest};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorCode};
 use super::AppState;
 
 /// OpenAI's limit on inputs per request.
@@ -88,7 +88,7 @@ struct ErrorDetail<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     param: Option<&'static str>,
-    code: &'static str,
+    code: ErrorCode,
 }
 
 impl IntoResponse for OpenAiError {
@@ -105,8 +105,11 @@ impl IntoResponse for OpenAiError {
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         };
         let param = match e.code {
-            "dimensions-invalid" => Some("dimensions"),
-            "invalid-json" | "invalid-request" | "content-type-not-json" | "payload-too-large" => None,
+            ErrorCode::DimensionsInvalid => Some("dimensions"),
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::ContentTypeNotJson
+            | ErrorCode::PayloadTooLarge => None,
             _ if kind == "invalid_request_error" && status == StatusCode::BAD_REQUEST => Some("input"),
             _ => None,
         };
@@ -198,7 +201,7 @@ pub(crate) async fn embeddings(
 fn check_openai_input(input: &Value) -> Result<(), ApiError> {
     let empty = || {
         ApiError::validation(
-            "empty-input",
+            ErrorCode::EmptyInput,
             "'input' cannot be empty: pass a non-empty string or list",
         )
     };
@@ -206,7 +209,7 @@ fn check_openai_input(input: &Value) -> Result<(), ApiError> {
         Value::String(s) if s.is_empty() => Err(empty()),
         Value::Array(items) if items.is_empty() => Err(empty()),
         Value::Array(items) if items.len() > MAX_INPUTS => Err(ApiError::validation(
-            "too-many-inputs",
+            ErrorCode::TooManyInputs,
             format!("'input' has {} items; at most {MAX_INPUTS} are allowed", items.len()),
         )),
         Value::Array(items) => match items
@@ -214,7 +217,7 @@ fn check_openai_input(input: &Value) -> Result<(), ApiError> {
             .position(|i| i.as_str() == Some("") || i.as_array().is_some_and(Vec::is_empty))
         {
             Some(i) => Err(ApiError::validation(
-                "empty-input",
+                ErrorCode::EmptyInput,
                 format!("'input[{i}]' cannot be empty"),
             )),
             None => Ok(()),

@@ -10,7 +10,7 @@ use tessera_core::{sigmoid, softmax};
 
 use super::counted::counted;
 use super::embed::{run_inputs, Direction, RunOptions};
-use super::error::{ApiError, ApiJson, InferenceErrors};
+use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::AppState;
 use crate::infer::Input;
 use crate::metrics::Method;
@@ -61,7 +61,7 @@ fn labels(state: &AppState) -> Result<&[String], ApiError> {
     match &*state.task {
         crate::plan::Task::Classify(spec) => Ok(&spec.labels),
         _ => Err(ApiError::validation(
-            "wrong-model-type",
+            ErrorCode::WrongModelType,
             "the model is an embedding model, not a classifier: use /embed (or /similarity)",
         )),
     }
@@ -91,13 +91,12 @@ fn parse_sequences(inputs: &Value) -> Result<(Vec<Input>, bool), ApiError> {
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(s) => Ok(Input::Text(s.clone())),
-                other => {
-                    pair(other).ok_or_else(|| ApiError::validation("invalid-inputs", format!("inputs[{i}]: {SHAPE}")))
-                }
+                other => pair(other)
+                    .ok_or_else(|| ApiError::validation(ErrorCode::InvalidInputs, format!("inputs[{i}]: {SHAPE}"))),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|inputs| (inputs, true)),
-        _ => Err(ApiError::validation("invalid-inputs", SHAPE)),
+        _ => Err(ApiError::validation(ErrorCode::InvalidInputs, SHAPE)),
     }
 }
 
@@ -187,7 +186,7 @@ pub(crate) async fn rerank(
             let labels = labels(&state)?;
             if labels.len() != 1 {
                 return Err(ApiError::validation(
-                    "wrong-model-type",
+                    ErrorCode::WrongModelType,
                     format!(
                         "the model classifies into {} labels; /rerank needs a one-output reranker: use /predict",
                         labels.len()

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::counted::{counted, method_of};
 use super::embed::{embed, embed_inner, run_request, Direction, EmbedRequest};
-use super::error::{ApiError, ApiJson, InferenceErrors};
+use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::AppState;
 use crate::metrics::{self, Method};
 use crate::queue::{Embedding, OutputKind};
@@ -150,7 +150,7 @@ pub(crate) async fn root(
         };
     }
     fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-        serde_json::from_value(value).map_err(|e| ApiError::validation("invalid-request", e.to_string()))
+        serde_json::from_value(value).map_err(|e| ApiError::validation(ErrorCode::InvalidRequest, e.to_string()))
     }
     if is_similarity {
         similarity(State(state), parse(value).map(ApiJson)).await

@@ -4,7 +4,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{ApiError, ApiJson, ErrorResponse};
+use super::error::{ApiError, ApiJson, ErrorCode, ErrorResponse};
 use super::{token_id, AppState};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -51,21 +51,21 @@ pub(crate) async fn tokenize(
             .map(|v| match v {
                 Value::String(s) => Ok(s),
                 _ => Err(ApiError::validation(
-                    "invalid-inputs",
+                    ErrorCode::InvalidInputs,
                     "`inputs` must be a string or a list of strings",
                 )),
             })
             .collect::<Result<_, _>>()?,
         _ => {
             return Err(ApiError::validation(
-                "invalid-inputs",
+                ErrorCode::InvalidInputs,
                 "`inputs` must be a string or a list of strings",
             ))
         }
     };
     if texts.len() > state.max_client_batch_size {
         return Err(ApiError::too_large(
-            "batch-too-large",
+            ErrorCode::BatchTooLarge,
             format!(
                 "batch size {} is larger than the maximum of {}",
                 texts.len(),
@@ -134,21 +134,21 @@ pub(crate) async fn decode(
                 .iter()
                 .map(token_id)
                 .collect::<Option<_>>()
-                .ok_or_else(|| ApiError::validation("invalid-token-id", SHAPE))?]
+                .ok_or_else(|| ApiError::validation(ErrorCode::InvalidTokenId, SHAPE))?]
         }
         Value::Array(items) => items
             .iter()
             .map(|item| {
                 item.as_array()
                     .and_then(|ids| ids.iter().map(token_id).collect::<Option<Vec<u32>>>())
-                    .ok_or_else(|| ApiError::validation("invalid-token-id", SHAPE))
+                    .ok_or_else(|| ApiError::validation(ErrorCode::InvalidTokenId, SHAPE))
             })
             .collect::<Result<_, _>>()?,
-        _ => return Err(ApiError::validation("invalid-token-id", SHAPE)),
+        _ => return Err(ApiError::validation(ErrorCode::InvalidTokenId, SHAPE)),
     };
     if lists.len() > state.max_client_batch_size {
         return Err(ApiError::too_large(
-            "batch-too-large",
+            ErrorCode::BatchTooLarge,
             format!(
                 "batch size {} is larger than the maximum of {}",
                 lists.len(),
@@ -162,7 +162,7 @@ pub(crate) async fn decode(
         .map(|ids| {
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
                 return Err(ApiError::validation(
-                    "token-id-out-of-range",
+                    ErrorCode::TokenIdOutOfRange,
                     format!("token id {bad} is outside the tokenizer's vocabulary (size {vocab})"),
                 ));
             }

@@ -130,9 +130,11 @@ impl Queue {
     pub(crate) fn next_batch(&self, budget: &Budget) -> Option<Vec<Job>> {
         let mut state = self.lock();
         loop {
+            // Inputs of clients that went away are dropped here; the request counts once as
+            // `dropped` in te_request_failure where its handler ends (infer.rs).
             let taken = batcher::take_batch(&mut state.jobs, budget);
-            for _ in 0..taken.dropped {
-                metrics::input_dropped();
+            if taken.dropped > 0 {
+                tracing::debug!("dropped {} queued inputs of clients that went away", taken.dropped);
             }
             metrics::queue_size(state.jobs.len());
             if !taken.jobs.is_empty() {
