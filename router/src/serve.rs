@@ -14,20 +14,39 @@ use crate::device;
 use crate::http::{self, AppState, Info, Prompts};
 use crate::infer::{Infer, InferParts};
 use crate::metrics;
-use crate::plan::{plan, PlanRequest, Task};
+use crate::plan::{plan, PlanRequest, ServingPlan, Task};
 use crate::queue::{Budget, Queue};
 use crate::settings::Settings;
 use crate::source::{self, HubOptions, Wanted};
 use crate::worker::{self, Head, Worker};
 
+/// Runs the server: resolve the model, plan, load, start the model thread, serve HTTP until a
+/// signal, then finish what was accepted. Settings were checked by [`Settings::check`].
 pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()> {
     let model_id = settings
         .model_id
         .clone()
         .ok_or_else(|| anyhow!("no model given: pass --model-id DIR (or set TESSERA_MODEL_ID)"))?;
-
-    let model = source::resolve(
+    let model = resolve(&settings, &model_id).await?;
+    let (device, device_name) = device::select();
+    let planned = plan_model(&settings, &model.dir, &device, device_name)?;
+    let loaded = load(&planned, &device)?;
+    let started = start(
+        &settings,
+        threads,
         &model_id,
+        model.sha.clone(),
+        planned,
+        loaded,
+        &device,
+    )?;
+    listen(&settings, started).await
+}
+
+/// The model directory: a local one, or downloaded from the hub.
+async fn resolve(settings: &Settings, model_id: &str) -> anyhow::Result<source::ResolvedModel> {
+    source::resolve(
+        model_id,
         settings.revision.as_deref(),
         || {
             HubOptions::new(
@@ -38,11 +57,28 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         },
         Wanted::Everything,
     )
-    .await?;
-    let root = model.dir.clone();
-    let (device, device_name) = device::select();
-    let dtype = device::default_dtype(&device, settings.dtype);
-    let inspection = crate::plan::inspect(&root, true, dtype);
+    .await
+}
+
+/// What planning decided, with the inspection it decided from.
+struct Planned {
+    inspection: tessera_core::ModelInspection,
+    plan: ServingPlan,
+    /// Warnings for the log and `/info`.
+    warnings: Vec<tessera_core::Finding>,
+    compiled_backends: Vec<&'static str>,
+}
+
+/// Inspects the model (weights scanned), plans as `validate-model` does, and logs the decision;
+/// a model that cannot be served is an error listing every finding, before anything loads.
+fn plan_model(
+    settings: &Settings,
+    root: &std::path::Path,
+    device: &candle_core::Device,
+    device_name: &str,
+) -> anyhow::Result<Planned> {
+    let dtype = device::default_dtype(device, settings.dtype);
+    let inspection = crate::plan::inspect(root, true, dtype);
     let registry = backends::registry();
     let outcome = plan(
         &inspection,
@@ -83,32 +119,52 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
             evidence.statement
         );
     }
+    let warnings = outcome
+        .findings
+        .iter()
+        .filter(|f| f.severity == tessera_core::Severity::Warning)
+        .cloned()
+        .collect();
+    Ok(Planned {
+        inspection,
+        plan,
+        warnings,
+        compiled_backends: registry.names(),
+    })
+}
 
-    let (tokenizer, source) = TextTokenizer::from_dir(&root, plan.max_input_length)?;
+/// The tokenizer, the backbone and the head, loaded for the plan.
+struct Loaded {
+    tokenizer: TextTokenizer,
+    backend: Box<dyn tessera_core::Backend>,
+    description: tessera_core::BackendDescription,
+    head: Head,
+    output_dim: usize,
+}
+
+fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loaded> {
+    let Planned { inspection, plan, .. } = planned;
+    let root = &inspection.root;
+    let (tokenizer, source) = TextTokenizer::from_dir(root, plan.max_input_length)?;
     if let Some(built) = source.built_from() {
         tracing::info!("no tokenizer.json: built {built}");
     }
     let load_started = std::time::Instant::now();
-    let backend = plan
-        .chosen
-        .factory
-        .load(&LoadRequest {
-            inspection: &inspection,
-            dtype: plan.dtype.candle(),
-            device: device.clone(),
-            kernel: None,
-        })
-        .with_context(|| format!("loading {}", root.display()))?;
-    let description = backend.describe();
-    let head_request = LoadRequest {
-        inspection: &inspection,
+    let request = LoadRequest {
+        inspection,
         dtype: plan.dtype.candle(),
         device: device.clone(),
         kernel: None,
     };
+    let backend = plan
+        .chosen
+        .factory
+        .load(&request)
+        .with_context(|| format!("loading {}", root.display()))?;
+    let description = backend.describe();
     let (head, output_dim) = match &plan.task {
         Task::Embed { pooling, .. } => {
-            let dense = EmbeddingHead::load(&inspection.sentence_transformers.dense, &device)?;
+            let dense = EmbeddingHead::load(&inspection.sentence_transformers.dense, device)?;
             let dim = dense.output_dim(description.hidden_size);
             (
                 Head::Pooled {
@@ -118,11 +174,8 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
                 dim,
             )
         }
-        Task::Splade(spec) => (Head::Splade(SpladeHead::load(&head_request, spec)?), spec.vocab),
-        Task::Classify(spec) => (
-            Head::Classify(ClassifierHead::load(&head_request, spec)?),
-            spec.labels.len(),
-        ),
+        Task::Splade(spec) => (Head::Splade(SpladeHead::load(&request, spec)?), spec.vocab),
+        Task::Classify(spec) => (Head::Classify(ClassifierHead::load(&request, spec)?), spec.labels.len()),
     };
     tracing::info!(
         "loaded {} ({}, kernel {}) in {:.2?}",
@@ -131,12 +184,50 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         description.kernel,
         load_started.elapsed()
     );
+    Ok(Loaded {
+        tokenizer,
+        backend,
+        description,
+        head,
+        output_dim,
+    })
+}
 
+/// A running model thread and the HTTP application over it.
+struct Started {
+    app: axum::Router,
+    queue: Arc<Queue>,
+    worker_thread: std::thread::JoinHandle<()>,
+    metrics: PrometheusHandle,
+}
+
+/// Installs the metrics, starts the model thread and builds the HTTP application.
+fn start(
+    settings: &Settings,
+    threads: usize,
+    model_id: &str,
+    model_sha: Option<String>,
+    planned: Planned,
+    loaded: Loaded,
+    device: &candle_core::Device,
+) -> anyhow::Result<Started> {
+    let Planned {
+        inspection,
+        plan,
+        warnings,
+        compiled_backends,
+    } = planned;
+    let Loaded {
+        tokenizer,
+        backend,
+        description,
+        head,
+        output_dim,
+    } = loaded;
     let tokenization_workers = settings.tokenization_workers.unwrap_or(threads).max(1);
-    let max_batch_requests = settings.max_batch_requests;
     let budget = Budget {
         max_tokens: settings.max_batch_tokens,
-        max_requests: max_batch_requests.unwrap_or(usize::MAX),
+        max_requests: settings.max_batch_requests.unwrap_or(usize::MAX),
         pads: description.pads,
     };
     tracing::info!(
@@ -147,7 +238,10 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         "compute"
     );
 
-    let served_name = settings.served_model_name.clone().unwrap_or_else(|| model_id.clone());
+    let served_name = settings
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| model_id.to_string());
     let metrics_handle = metrics::install(
         plan.max_input_length,
         &metrics::ModelInfo {
@@ -179,16 +273,16 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         compute_type: if device.is_cuda() { "gpu" } else { "cpu" },
     });
 
-    let prompts = prompts(&settings, &inspection.sentence_transformers)?;
+    let prompts = prompts(settings, &inspection.sentence_transformers)?;
     let info = Info {
         model_id: served_name,
-        model_sha: model.sha.clone(),
+        model_sha,
         model_dtype: plan.dtype.name().into(),
         model_type: http::info_model_type(&plan.task),
         max_concurrent_requests: settings.max_concurrent_requests,
         max_input_length: plan.max_input_length,
         max_batch_tokens: settings.max_batch_tokens,
-        max_batch_requests,
+        max_batch_requests: settings.max_batch_requests,
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
         tokenization_workers,
@@ -199,23 +293,18 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         architecture: plan.chosen.architecture.clone(),
         attention_kernel: description.kernel.into(),
         evidence: plan.chosen.evidence.clone(),
-        compiled_backends: registry.names(),
+        compiled_backends,
         pooling_source: plan.task.pooling_source(),
         hidden_size: description.hidden_size,
         embedding_dim: output_dim,
-        warnings: outcome
-            .findings
-            .iter()
-            .filter(|f| f.severity == tessera_core::Severity::Warning)
-            .cloned()
-            .collect(),
+        warnings,
     };
     let state = AppState {
         infer,
         info: Arc::new(info),
         prompts: Arc::new(prompts),
         output_dim,
-        task: Arc::new(plan.task.clone()),
+        task: Arc::new(plan.task),
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
         metrics: metrics_handle.clone(),
@@ -227,7 +316,23 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         settings.api_key.as_deref(),
         settings.cors_allow_origin.as_deref(),
     )?;
+    Ok(Started {
+        app,
+        queue,
+        worker_thread,
+        metrics: metrics_handle,
+    })
+}
 
+/// Serves HTTP until SIGTERM/SIGINT, then drains: accepted requests finish (within
+/// `--shutdown-grace`), then the model thread finishes what is queued.
+async fn listen(settings: &Settings, started: Started) -> anyhow::Result<()> {
+    let Started {
+        app,
+        queue,
+        worker_thread,
+        metrics: metrics_handle,
+    } = started;
     let ip: std::net::IpAddr = settings
         .hostname
         .parse()

@@ -358,6 +358,24 @@ mod tests {
     }
 
     #[test]
+    fn one_batch_answers_pooled_token_and_unsupported_outputs_each_as_asked() {
+        let (mut pooled, pooled_rx) = job(&[2, 4]);
+        pooled.output = OutputKind::Pooled;
+        let (mut tokens, tokens_rx) = job(&[3, 5]);
+        tokens.output = OutputKind::Tokens;
+        let (mut logits, logits_rx) = job(&[1]);
+        logits.output = OutputKind::Logits;
+        worker().run(vec![pooled, tokens, logits]);
+        let answer = |rx: Reply| rx.blocking_recv().expect("answered").map(|o| o.embedding);
+        assert!(matches!(answer(pooled_rx), Ok(Embedding::Pooled(v)) if v == vec![3.0, 1.0, 1.0, 1.0]));
+        assert!(
+            matches!(answer(tokens_rx), Ok(Embedding::Tokens(rows)) if rows == vec![vec![3.0, 1.0, 1.0, 1.0], vec![5.0, 1.0, 1.0, 1.0]])
+        );
+        // An embedding model asked for logits fails that input only.
+        assert!(matches!(answer(logits_rx), Err(JobError::Backend(_))));
+    }
+
+    #[test]
     fn a_panic_anywhere_in_the_model_thread_fails_health_and_the_queue() {
         let queue = Arc::new(Queue::default());
         let healthy = Arc::new(AtomicBool::new(true));
