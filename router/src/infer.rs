@@ -7,9 +7,40 @@ use std::time::{Duration, Instant};
 use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::http::error::{ApiError, ErrorCode};
 use crate::metrics;
 use crate::queue::{Job, JobError, JobOutput, OutputKind, Queue};
+
+/// Why the inference service could not answer, in its own terms: HTTP maps it to a status,
+/// an `error_type` and a code in one place (`From<InferError> for ApiError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InferError {
+    /// More inputs in flight than `--max-concurrent-requests`.
+    #[error("too many inputs in flight (--max-concurrent-requests); retry later")]
+    Overloaded,
+    /// An input over the maximum length, without truncation.
+    #[error(
+        "input {index} has {given} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate"
+    )]
+    TooLong { index: usize, given: usize, max: usize },
+    /// A token id without a row in the embedding table.
+    #[error("{0}")]
+    TokenIdOutOfRange(String),
+    /// An empty list of token ids.
+    #[error("input {index} is an empty list of token ids")]
+    EmptyTokenIds { index: usize },
+    /// The tokenizer failed on an input.
+    #[error("{0}")]
+    Tokenizer(String),
+    /// The model failed on this input.
+    #[error("{0}")]
+    Backend(String),
+    /// The model's output for this input holds NaN or infinity.
+    #[error("the model produced NaN or infinity for this input")]
+    NonFinite,
+    /// The model thread is gone or the server is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+}
 
 /// One input as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,12 +138,13 @@ impl Infer {
     }
 
     /// Reserves room for `inputs` inputs until the guard is dropped, or answers 429.
-    pub(crate) fn admit(&self, inputs: usize) -> Result<Admission, ApiError> {
+    pub(crate) fn admit(&self, inputs: usize) -> Result<Admission, InferError> {
         let n = u32::try_from(inputs).unwrap_or(u32::MAX);
-        let permit =
-            self.admission.clone().try_acquire_many_owned(n).map_err(|_| {
-                ApiError::overloaded("too many inputs in flight (--max-concurrent-requests); retry later")
-            })?;
+        let permit = self
+            .admission
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| InferError::Overloaded)?;
         metrics::inflight_inputs(f64::from(n));
         Ok(Admission {
             _permit: permit,
@@ -126,22 +158,16 @@ impl Infer {
         inputs: Vec<Input>,
         prompt: Option<String>,
         truncation: Truncation,
-    ) -> Result<Vec<Encoded>, ApiError> {
-        let _permit = self
-            .tokenization
-            .acquire()
-            .await
-            .map_err(|_| ApiError::unhealthy("tokenization is shut down"))?;
-        let tokenizer = self.tokenizer.clone();
+    ) -> Result<Vec<Encoded>, InferError> {
         let vocab_size = self.vocab_size;
         let exclude_prompt = !self.include_prompt;
-        tokio::task::spawn_blocking(move || {
+        self.with_tokenizer(move |tokenizer| {
             // sentence-transformers' `include_prompt: false`: the prompt's tokens ([CLS] included)
             // are left out of pooling.
             let skip = match (&prompt, exclude_prompt) {
                 (Some(p), true) => tokenizer
                     .prompt_length(p)
-                    .map_err(|e| ApiError::tokenizer(e.to_string()))?,
+                    .map_err(|e| InferError::Tokenizer(e.to_string()))?,
                 _ => 0,
             };
             inputs
@@ -149,7 +175,7 @@ impl Infer {
                 .enumerate()
                 .map(|(i, input)| {
                     let is_text = matches!(input, Input::Text(_));
-                    let mut encoded = encode_one(&tokenizer, i, input, prompt.as_deref(), truncation, vocab_size)?;
+                    let mut encoded = encode_one(tokenizer, i, input, prompt.as_deref(), truncation, vocab_size)?;
                     if is_text {
                         encoded.pool_skip = skip;
                     }
@@ -157,14 +183,30 @@ impl Infer {
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
-        .await
-        .map_err(|e| ApiError::tokenizer(format!("tokenization failed: {e}")))?
+        .await?
+    }
+
+    /// Runs `work` on a blocking thread with the tokenizer, within the `--tokenization-workers`
+    /// limit every use of the tokenizer shares (`/tokenize` and `/decode` included).
+    pub(crate) async fn with_tokenizer<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&TextTokenizer) -> T + Send + 'static,
+    ) -> Result<T, InferError> {
+        let _permit = self
+            .tokenization
+            .acquire()
+            .await
+            .map_err(|_| InferError::Unavailable("tokenization is shut down".into()))?;
+        let tokenizer = self.tokenizer.clone();
+        tokio::task::spawn_blocking(move || work(&tokenizer))
+            .await
+            .map_err(|e| InferError::Tokenizer(format!("tokenization failed: {e}")))
     }
 
     /// Runs tokenized inputs through the model; outputs come back in input order.
-    pub(crate) async fn run(&self, encoded: Vec<Encoded>, output: OutputKind) -> Result<Vec<JobOutput>, ApiError> {
+    pub(crate) async fn run(&self, encoded: Vec<Encoded>, output: OutputKind) -> Result<Vec<JobOutput>, InferError> {
         if !self.is_healthy() {
-            return Err(ApiError::unhealthy("the model worker is not running"));
+            return Err(InferError::Unavailable("the model worker is not running".into()));
         }
         let now = Instant::now();
         let mut receivers = Vec::with_capacity(encoded.len());
@@ -192,17 +234,19 @@ impl Infer {
 }
 
 /// Each input's output in order, or the first input's error.
-async fn answers(receivers: Vec<oneshot::Receiver<Result<JobOutput, JobError>>>) -> Result<Vec<JobOutput>, ApiError> {
+async fn answers(receivers: Vec<oneshot::Receiver<Result<JobOutput, JobError>>>) -> Result<Vec<JobOutput>, InferError> {
     let mut outputs = Vec::with_capacity(receivers.len());
     for rx in receivers {
         match rx.await {
             Ok(Ok(out)) => outputs.push(out),
-            Ok(Err(JobError::Backend(message))) => return Err(ApiError::backend(message)),
-            Ok(Err(error @ JobError::NonFinite)) => return Err(ApiError::non_finite(error.to_string())),
-            Ok(Err(JobError::ShuttingDown)) => return Err(ApiError::unhealthy("the server is shutting down")),
+            Ok(Err(JobError::Backend(message))) => return Err(InferError::Backend(message)),
+            Ok(Err(JobError::NonFinite)) => return Err(InferError::NonFinite),
+            Ok(Err(JobError::ShuttingDown)) => {
+                return Err(InferError::Unavailable("the server is shutting down".into()))
+            }
             Ok(Err(JobError::WorkerStopped)) | Err(_) => {
-                return Err(ApiError::unhealthy(
-                    "the model worker stopped before answering; the server needs a restart",
+                return Err(InferError::Unavailable(
+                    "the model worker stopped before answering; the server needs a restart".into(),
                 ))
             }
         }
@@ -230,7 +274,7 @@ fn encode_one(
     prompt: Option<&str>,
     truncation: Truncation,
     vocab_size: usize,
-) -> Result<Encoded, ApiError> {
+) -> Result<Encoded, InferError> {
     let from_client = matches!(input, Input::Ids(_));
     let encoded = encode_unchecked(tokenizer, index, input, prompt, truncation)?;
     // Checked here, per input, because an id past the embedding table fails the whole batch
@@ -244,7 +288,7 @@ fn encode_one(
                 "input {index}: the tokenizer produced token id {bad}, outside the model's vocabulary of {vocab_size} entries; tokenizer.json does not match the model (run `tessera validate-model`)"
             )
         };
-        return Err(ApiError::validation(ErrorCode::TokenIdOutOfRange, message));
+        return Err(InferError::TokenIdOutOfRange(message));
     }
     Ok(encoded)
 }
@@ -255,7 +299,7 @@ fn encode_unchecked(
     input: Input,
     prompt: Option<&str>,
     truncation: Truncation,
-) -> Result<Encoded, ApiError> {
+) -> Result<Encoded, InferError> {
     let direction = truncation.enabled.then_some(truncation.direction);
     match input {
         Input::Text(text) => {
@@ -264,23 +308,17 @@ fn encode_unchecked(
                 None => text,
             };
             tokenizer.encode(&text, direction).map_err(|e| match e {
-                TokenizeError::TooLong { max, given } => ApiError::too_large(ErrorCode::InputTooLong,
-                    format!("input {index} has {given} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate"),
-                ),
-                other => ApiError::tokenizer(format!("input {index}: {other}")),
+                TokenizeError::TooLong { max, given } => InferError::TooLong { index, given, max },
+                other => InferError::Tokenizer(format!("input {index}: {other}")),
             })
         }
         Input::Pair(first, second) => tokenizer.encode_pair(&first, &second, direction).map_err(|e| match e {
-            TokenizeError::TooLong { max, given } => ApiError::too_large(ErrorCode::InputTooLong,
-                format!("input {index} has {given} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate"),
-            ),
-            other => ApiError::tokenizer(format!("input {index}: {other}")),
+            TokenizeError::TooLong { max, given } => InferError::TooLong { index, given, max },
+            other => InferError::Tokenizer(format!("input {index}: {other}")),
         }),
         Input::Ids(ids) => {
             if ids.is_empty() {
-                return Err(ApiError::validation(ErrorCode::EmptyTokenIds,
-                    format!("input {index} is an empty list of token ids"),
-                ));
+                return Err(InferError::EmptyTokenIds { index });
             }
             let mut encoded = Encoded::from_ids(ids);
             let max = tokenizer.max_input_length();
@@ -288,9 +326,11 @@ fn encode_unchecked(
                 match direction {
                     Some(direction) => encoded.truncate(max, direction),
                     None => {
-                        return Err(ApiError::too_large(ErrorCode::InputTooLong,
-                            format!("input {index} has {} tokens, more than the maximum of {max}; pass `truncate: true` or start the server with --auto-truncate", encoded.len()),
-                        ))
+                        return Err(InferError::TooLong {
+                            index,
+                            given: encoded.len(),
+                            max,
+                        })
                     }
                 }
             }
@@ -302,7 +342,6 @@ fn encode_unchecked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::error::ErrorCode;
     use tessera_core::TruncationDirection;
     use tokenizers::models::wordlevel::WordLevel;
     use tokenizers::pre_tokenizers::whitespace::Whitespace;
@@ -342,8 +381,7 @@ mod tests {
     fn admission_counts_inputs_and_frees_them_with_the_guard() {
         let infer = infer(4);
         let first = infer.admit(3).expect("3 of 4");
-        let refused = infer.admit(2).unwrap_err();
-        assert_eq!((refused.code, refused.status.as_u16()), (ErrorCode::Overloaded, 429));
+        assert_eq!(infer.admit(2).unwrap_err(), InferError::Overloaded);
         drop(first);
         assert!(infer.admit(4).is_ok());
     }
@@ -364,17 +402,18 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.code, ErrorCode::TokenIdOutOfRange);
+        let InferError::TokenIdOutOfRange(message) = err else {
+            panic!("{err:?}")
+        };
         assert!(
-            err.message.starts_with("input 1:") && err.message.contains("token id 7"),
-            "{}",
-            err.message
+            message.starts_with("input 1:") && message.contains("token id 7"),
+            "{message}"
         );
         let err = infer
             .tokenize(vec![Input::Ids(vec![1, 5])], None, TRUNCATE)
             .await
             .unwrap_err();
-        assert_eq!(err.code, ErrorCode::TokenIdOutOfRange);
+        assert!(matches!(err, InferError::TokenIdOutOfRange(_)), "{err:?}");
     }
 
     #[tokio::test]
@@ -383,6 +422,6 @@ mod tests {
         infer.healthy.store(false, Ordering::SeqCst);
         let encoded = vec![Encoded::from_ids(vec![1])];
         let err = infer.run(encoded, OutputKind::Pooled).await.unwrap_err();
-        assert_eq!((err.code, err.status.as_u16()), (ErrorCode::Unhealthy, 503));
+        assert!(matches!(err, InferError::Unavailable(_)), "{err:?}");
     }
 }

@@ -321,6 +321,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The one place the service's errors become HTTP answers.
+impl From<crate::infer::InferError> for ApiError {
+    fn from(error: crate::infer::InferError) -> Self {
+        use crate::infer::InferError;
+        let message = error.to_string();
+        match error {
+            InferError::Overloaded => ApiError::overloaded(message),
+            InferError::TooLong { .. } => ApiError::too_large(ErrorCode::InputTooLong, message),
+            InferError::TokenIdOutOfRange(_) => ApiError::validation(ErrorCode::TokenIdOutOfRange, message),
+            InferError::EmptyTokenIds { .. } => ApiError::validation(ErrorCode::EmptyTokenIds, message),
+            InferError::Tokenizer(_) => ApiError::tokenizer(message),
+            InferError::Backend(_) => ApiError::backend(message),
+            InferError::NonFinite => ApiError::non_finite(message),
+            InferError::Unavailable(_) => ApiError::unhealthy(message),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match &rejection {
@@ -383,6 +401,38 @@ pub(crate) async fn not_found(request: Request) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_errors_map_to_teis_statuses_and_codes() {
+        use crate::infer::InferError;
+        let cases = [
+            (InferError::Overloaded, 429, ErrorCode::Overloaded),
+            (
+                InferError::TooLong {
+                    index: 0,
+                    given: 9,
+                    max: 8,
+                },
+                413,
+                ErrorCode::InputTooLong,
+            ),
+            (
+                InferError::TokenIdOutOfRange("x".into()),
+                422,
+                ErrorCode::TokenIdOutOfRange,
+            ),
+            (InferError::EmptyTokenIds { index: 1 }, 422, ErrorCode::EmptyTokenIds),
+            (InferError::Tokenizer("x".into()), 422, ErrorCode::TokenizerFailed),
+            (InferError::Backend("x".into()), 424, ErrorCode::BackendFailed),
+            (InferError::NonFinite, 424, ErrorCode::NonFiniteOutput),
+            (InferError::Unavailable("x".into()), 503, ErrorCode::Unhealthy),
+        ];
+        for (error, status, code) in cases {
+            let api = ApiError::from(error.clone());
+            assert_eq!((api.status.as_u16(), api.code), (status, code), "{error:?}");
+            assert_eq!(api.message, error.to_string());
+        }
+    }
 
     #[test]
     fn every_code_is_distinct_and_documented() {

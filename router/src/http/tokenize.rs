@@ -74,34 +74,34 @@ pub(crate) async fn tokenize(
         ));
     }
     let prompt = state.prompts.resolve(request.prompt_name.as_deref())?;
-    let tokenizer = state.infer.tokenizer.clone();
     let add_special = request.add_special_tokens;
-    let result = tokio::task::spawn_blocking(move || {
-        texts
-            .iter()
-            .map(|text| {
-                let text = match &prompt {
-                    Some(p) => format!("{p}{text}"),
-                    None => text.clone(),
-                };
-                tokenizer.tokens(&text, add_special).map(|tokens| {
-                    tokens
-                        .into_iter()
-                        .map(|t| SimpleToken {
-                            id: t.id,
-                            text: t.text,
-                            special: t.special,
-                            start: t.start,
-                            stop: t.stop,
-                        })
-                        .collect()
+    let result = state
+        .infer
+        .with_tokenizer(move |tokenizer| {
+            texts
+                .iter()
+                .map(|text| {
+                    let text = match &prompt {
+                        Some(p) => format!("{p}{text}"),
+                        None => text.clone(),
+                    };
+                    tokenizer.tokens(&text, add_special).map(|tokens| {
+                        tokens
+                            .into_iter()
+                            .map(|t| SimpleToken {
+                                id: t.id,
+                                text: t.text,
+                                special: t.special,
+                                start: t.start,
+                                stop: t.stop,
+                            })
+                            .collect()
+                    })
                 })
-            })
-            .collect::<Result<Vec<Vec<SimpleToken>>, _>>()
-    })
-    .await
-    .map_err(|e| ApiError::tokenizer(e.to_string()))?
-    .map_err(|e| ApiError::tokenizer(e.to_string()))?;
+                .collect::<Result<Vec<Vec<SimpleToken>>, _>>()
+        })
+        .await?
+        .map_err(|e| ApiError::tokenizer(e.to_string()))?;
     Ok(ApiJson(result))
 }
 
@@ -157,21 +157,22 @@ pub(crate) async fn decode(
         ));
     }
     let vocab = state.infer.tokenizer.vocab_size();
-    let texts = lists
-        .iter()
-        .map(|ids| {
-            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                return Err(ApiError::validation(
-                    ErrorCode::TokenIdOutOfRange,
-                    format!("token id {bad} is outside the tokenizer's vocabulary (size {vocab})"),
-                ));
-            }
-            state
-                .infer
-                .tokenizer
-                .decode(ids, request.skip_special_tokens)
-                .map_err(|e| ApiError::tokenizer(e.to_string()))
+    if let Some(bad) = lists.iter().flatten().find(|&&id| id as usize >= vocab) {
+        return Err(ApiError::validation(
+            ErrorCode::TokenIdOutOfRange,
+            format!("token id {bad} is outside the tokenizer's vocabulary (size {vocab})"),
+        ));
+    }
+    let skip_special = request.skip_special_tokens;
+    let texts = state
+        .infer
+        .with_tokenizer(move |tokenizer| {
+            lists
+                .iter()
+                .map(|ids| tokenizer.decode(ids, skip_special))
+                .collect::<Result<Vec<_>, _>>()
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .await?
+        .map_err(|e| ApiError::tokenizer(e.to_string()))?;
     Ok(ApiJson(texts))
 }
