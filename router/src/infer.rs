@@ -8,7 +8,7 @@ use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics;
-use crate::queue::{Job, JobError, JobOutput, OutputKind, Queue};
+use crate::queue::{Embedding, Job, JobError, JobOutput, OutputKind, Queue};
 
 /// Why the inference service could not answer, in its own terms: HTTP maps it to a status,
 /// an `error_type` and a code in one place (`From<InferError> for ApiError`).
@@ -40,6 +40,38 @@ pub(crate) enum InferError {
     /// The model thread is gone or the server is shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// More inputs in one request than `--max-client-batch-size`.
+    #[error("batch size {given} is larger than the maximum of {max} (--max-client-batch-size)")]
+    BatchTooLarge { given: usize, max: usize },
+    /// `prompt_name` names no prompt of the model.
+    #[error("{0}")]
+    PromptNameUnknown(String),
+}
+
+/// Prompts from config_sentence_transformers.json and the server's defaults.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prompts {
+    pub(crate) named: std::collections::BTreeMap<String, String>,
+    /// Applied when a request names no prompt.
+    pub(crate) default: Option<String>,
+}
+
+impl Prompts {
+    /// The prompt text for a request's `prompt_name` (or the default), or the error listing the
+    /// defined names.
+    pub(crate) fn resolve(&self, name: Option<&str>) -> Result<Option<String>, InferError> {
+        match name {
+            None => Ok(self.default.clone()),
+            Some(name) => self.named.get(name).cloned().map(Some).ok_or_else(|| {
+                let available = if self.named.is_empty() {
+                    "none: the model's config_sentence_transformers.json defines no prompts".to_string()
+                } else {
+                    self.named.keys().cloned().collect::<Vec<_>>().join(", ")
+                };
+                InferError::PromptNameUnknown(format!("prompt_name `{name}` is not defined (available: {available})"))
+            }),
+        }
+    }
 }
 
 /// One input as the client sent it.
@@ -51,6 +83,20 @@ pub(crate) enum Input {
     Ids(Vec<u32>),
     /// A text pair for a cross-encoder (`[CLS] a [SEP] b [SEP]`); prompts are not applied.
     Pair(String, String),
+}
+
+/// What a route asks of the model, in the service's terms.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) inputs: Vec<Input>,
+    /// A prompt of the model's `config_sentence_transformers.json`; `None`: the default.
+    pub(crate) prompt_name: Option<String>,
+    /// The request's `truncate`; `None`: `--auto-truncate`.
+    pub(crate) truncate: Option<bool>,
+    pub(crate) direction: TruncationDirection,
+    pub(crate) output: OutputKind,
+    /// When the request arrived, for the timings.
+    pub(crate) started: Instant,
 }
 
 /// How over-long inputs are handled for one request.
@@ -102,6 +148,12 @@ pub(crate) struct InferParts {
     pub(crate) include_prompt: bool,
     /// `cpu` or `gpu`.
     pub(crate) compute_type: &'static str,
+    /// `--max-client-batch-size`.
+    pub(crate) max_client_batch_size: usize,
+    /// `--auto-truncate`.
+    pub(crate) auto_truncate: bool,
+    /// The model's prompts and the server's default.
+    pub(crate) prompts: Prompts,
 }
 
 /// Cloneable handle the HTTP layer uses to run inference.
@@ -117,6 +169,12 @@ pub(crate) struct Infer {
     include_prompt: bool,
     /// `cpu` or `gpu`, for `x-compute-type`.
     pub(crate) compute_type: &'static str,
+    /// `--max-client-batch-size`.
+    pub(crate) max_client_batch_size: usize,
+    /// `--auto-truncate`.
+    auto_truncate: bool,
+    /// The model's prompts and the server's default.
+    pub(crate) prompts: Arc<Prompts>,
 }
 
 impl Infer {
@@ -130,6 +188,9 @@ impl Infer {
             vocab_size: parts.vocab_size,
             include_prompt: parts.include_prompt,
             compute_type: parts.compute_type,
+            max_client_batch_size: parts.max_client_batch_size,
+            auto_truncate: parts.auto_truncate,
+            prompts: Arc::new(parts.prompts),
         }
     }
 
@@ -201,6 +262,57 @@ impl Infer {
         tokio::task::spawn_blocking(move || work(&tokenizer))
             .await
             .map_err(|e| InferError::Tokenizer(format!("tokenization failed: {e}")))
+    }
+
+    /// The one entry every route uses to run the model: checks the batch size, resolves the
+    /// prompt, admits, tokenizes and runs; outputs come back in input order with the timings.
+    pub(crate) async fn process(&self, request: Request) -> Result<(Vec<Embedding>, Timings), InferError> {
+        let Request {
+            inputs,
+            prompt_name,
+            truncate,
+            direction,
+            output,
+            started,
+        } = request;
+        if inputs.len() > self.max_client_batch_size {
+            return Err(InferError::BatchTooLarge {
+                given: inputs.len(),
+                max: self.max_client_batch_size,
+            });
+        }
+        let prompt = self.prompts.resolve(prompt_name.as_deref())?;
+        let truncation = Truncation {
+            enabled: truncate.unwrap_or(self.auto_truncate),
+            direction,
+        };
+        let _admission = self.admit(inputs.len())?;
+        let tokenize_start = Instant::now();
+        let encoded = self.tokenize(inputs, prompt, truncation).await?;
+        let tokenization = tokenize_start.elapsed();
+        let characters = encoded.iter().map(|e| e.chars).sum();
+        let tokens = encoded.iter().map(|e| e.len()).sum();
+        metrics::inputs_submitted(encoded.iter().map(|e| e.len()));
+
+        let outputs = self.run(encoded, output).await?;
+        let (mut queue, mut inference) = (Duration::ZERO, Duration::ZERO);
+        let mut embeddings = Vec::with_capacity(outputs.len());
+        for out in outputs {
+            metrics::input_embedded(started.elapsed(), tokenization, out.queue_time, out.inference_time);
+            queue = queue.max(out.queue_time);
+            inference = inference.max(out.inference_time);
+            embeddings.push(out.embedding);
+        }
+        let timings = Timings {
+            started,
+            characters,
+            tokens,
+            tokenization,
+            queue,
+            inference,
+            compute_type: self.compute_type,
+        };
+        Ok((embeddings, timings))
     }
 
     /// Runs tokenized inputs through the model; outputs come back in input order.
@@ -369,6 +481,9 @@ mod tests {
             vocab_size: 5,
             include_prompt: true,
             compute_type: "cpu",
+            max_client_batch_size: 8,
+            auto_truncate: false,
+            prompts: Prompts::default(),
         })
     }
 

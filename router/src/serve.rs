@@ -11,8 +11,8 @@ use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextT
 
 use crate::backends;
 use crate::device;
-use crate::http::{self, AppState, Info, Prompts};
-use crate::infer::{Infer, InferParts};
+use crate::http::{self, AppState, Info};
+use crate::infer::{Infer, InferParts, Prompts};
 use crate::metrics;
 use crate::plan::{plan, PlanRequest, ServingPlan, Task};
 use crate::queue::{Budget, Queue};
@@ -254,6 +254,8 @@ fn start(
     )
     .context("cannot install the Prometheus recorder")?;
 
+    // Before the model thread starts: a bad --default-prompt-name must not leave it running.
+    let prompts = prompts(settings, &inspection.sentence_transformers)?;
     let queue = Arc::new(Queue::default());
     let healthy = Arc::new(AtomicBool::new(true));
     let worker_thread = worker::spawn(
@@ -271,9 +273,11 @@ fn start(
         vocab_size: description.vocab_size,
         include_prompt: include_prompt(&inspection),
         compute_type: if device.is_cuda() { "gpu" } else { "cpu" },
+        max_client_batch_size: settings.max_client_batch_size,
+        auto_truncate: settings.auto_truncate,
+        prompts,
     });
 
-    let prompts = prompts(settings, &inspection.sentence_transformers)?;
     let info = Info {
         model_id: served_name,
         model_sha,
@@ -302,11 +306,8 @@ fn start(
     let state = AppState {
         infer,
         info: Arc::new(info),
-        prompts: Arc::new(prompts),
         output_dim,
         task: Arc::new(plan.task),
-        max_client_batch_size: settings.max_client_batch_size,
-        auto_truncate: settings.auto_truncate,
         metrics: metrics_handle.clone(),
     };
     let app = http::app(
@@ -446,7 +447,7 @@ fn prompts(settings: &Settings, st: &tessera_core::inspection::SentenceTransform
         (None, Some(name)) => Some(
             prompts
                 .resolve(Some(&name))
-                .map_err(|e| anyhow!("--default-prompt-name: {}", e.message))?
+                .map_err(|e| anyhow!("--default-prompt-name: {e}"))?
                 .unwrap_or_default(),
         ),
         (None, None) => None,

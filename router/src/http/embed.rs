@@ -1,6 +1,6 @@
 //! `POST /embed`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -12,8 +12,7 @@ use tessera_core::{finish_embedding, TruncationDirection};
 use super::counted::{counted, method_of};
 use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::{token_id, AppState};
-use crate::infer::{Input, Timings, Truncation};
-use crate::metrics;
+use crate::infer::{Input, Timings};
 use crate::plan::Task;
 use crate::queue::{Embedding, OutputKind};
 
@@ -167,7 +166,7 @@ pub(crate) struct RunOptions {
     pub(crate) prompt_name: Option<String>,
 }
 
-/// Admits, tokenizes and runs parsed inputs; outputs come back in input order.
+/// Runs parsed inputs through the inference service; outputs come back in input order.
 pub(crate) async fn run_inputs(
     state: &AppState,
     inputs: Vec<Input>,
@@ -175,49 +174,15 @@ pub(crate) async fn run_inputs(
     started: Instant,
     kind: OutputKind,
 ) -> Result<(Vec<Embedding>, Timings), ApiError> {
-    if inputs.len() > state.max_client_batch_size {
-        return Err(ApiError::too_large(
-            ErrorCode::BatchTooLarge,
-            format!(
-                "batch size {} is larger than the maximum of {} (--max-client-batch-size)",
-                inputs.len(),
-                state.max_client_batch_size
-            ),
-        ));
-    }
-    let prompt = state.prompts.resolve(options.prompt_name.as_deref())?;
-    let truncation = Truncation {
-        enabled: options.truncate.unwrap_or(state.auto_truncate),
+    let request = crate::infer::Request {
+        inputs,
+        prompt_name: options.prompt_name,
+        truncate: options.truncate,
         direction: options.truncation_direction.map(Into::into).unwrap_or_default(),
-    };
-
-    let _admission = state.infer.admit(inputs.len())?;
-    let tokenize_start = Instant::now();
-    let encoded = state.infer.tokenize(inputs, prompt, truncation).await?;
-    let tokenization = tokenize_start.elapsed();
-    let characters = encoded.iter().map(|e| e.chars).sum();
-    let tokens = encoded.iter().map(|e| e.len()).sum();
-    metrics::inputs_submitted(encoded.iter().map(|e| e.len()));
-
-    let outputs = state.infer.run(encoded, kind).await?;
-    let (mut queue, mut inference) = (Duration::ZERO, Duration::ZERO);
-    let mut embeddings = Vec::with_capacity(outputs.len());
-    for out in outputs {
-        metrics::input_embedded(started.elapsed(), tokenization, out.queue_time, out.inference_time);
-        queue = queue.max(out.queue_time);
-        inference = inference.max(out.inference_time);
-        embeddings.push(out.embedding);
-    }
-    let timings = Timings {
+        output: kind,
         started,
-        characters,
-        tokens,
-        tokenization,
-        queue,
-        inference,
-        compute_type: state.infer.compute_type,
     };
-    Ok((embeddings, timings))
+    Ok(state.infer.process(request).await?)
 }
 
 /// One non-zero entry of a SPLADE vector.

@@ -335,6 +335,8 @@ impl From<crate::infer::InferError> for ApiError {
             InferError::Backend(_) => ApiError::backend(message),
             InferError::NonFinite => ApiError::non_finite(message),
             InferError::Unavailable(_) => ApiError::unhealthy(message),
+            InferError::BatchTooLarge { .. } => ApiError::too_large(ErrorCode::BatchTooLarge, message),
+            InferError::PromptNameUnknown(_) => ApiError::validation(ErrorCode::PromptNameUnknown, message),
         }
     }
 }
@@ -426,6 +428,16 @@ mod tests {
             (InferError::Backend("x".into()), 424, ErrorCode::BackendFailed),
             (InferError::NonFinite, 424, ErrorCode::NonFiniteOutput),
             (InferError::Unavailable("x".into()), 503, ErrorCode::Unhealthy),
+            (
+                InferError::BatchTooLarge { given: 9, max: 8 },
+                413,
+                ErrorCode::BatchTooLarge,
+            ),
+            (
+                InferError::PromptNameUnknown("x".into()),
+                422,
+                ErrorCode::PromptNameUnknown,
+            ),
         ];
         for (error, status, code) in cases {
             let api = ApiError::from(error.clone());

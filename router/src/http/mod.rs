@@ -28,42 +28,11 @@ pub(crate) use info::Info;
 pub(crate) struct AppState {
     pub(crate) infer: Infer,
     pub(crate) info: Arc<Info>,
-    pub(crate) prompts: Arc<Prompts>,
     /// Width of the vectors `/embed` returns before `dimensions`.
     pub(crate) output_dim: usize,
     /// What the model serves; routes for another task answer `wrong-model-type`.
     pub(crate) task: Arc<Task>,
-    pub(crate) max_client_batch_size: usize,
-    pub(crate) auto_truncate: bool,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
-}
-
-/// Prompts from config_sentence_transformers.json and the server's defaults.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Prompts {
-    pub(crate) named: std::collections::BTreeMap<String, String>,
-    /// Applied when a request names no prompt.
-    pub(crate) default: Option<String>,
-}
-
-impl Prompts {
-    /// The prompt text for a request's `prompt_name` (or the default), or a 422 listing names.
-    pub(crate) fn resolve(&self, name: Option<&str>) -> Result<Option<String>, error::ApiError> {
-        match name {
-            None => Ok(self.default.clone()),
-            Some(name) => self.named.get(name).cloned().map(Some).ok_or_else(|| {
-                let available = if self.named.is_empty() {
-                    "none: the model's config_sentence_transformers.json defines no prompts".to_string()
-                } else {
-                    self.named.keys().cloned().collect::<Vec<_>>().join(", ")
-                };
-                error::ApiError::validation(
-                    error::ErrorCode::PromptNameUnknown,
-                    format!("prompt_name `{name}` is not defined (available: {available})"),
-                )
-            }),
-        }
-    }
 }
 
 /// Builds the router with every route and the JSON error contract. With an API key, the

@@ -63,17 +63,17 @@ pub(crate) async fn tokenize(
             ))
         }
     };
-    if texts.len() > state.max_client_batch_size {
+    if texts.len() > state.infer.max_client_batch_size {
         return Err(ApiError::too_large(
             ErrorCode::BatchTooLarge,
             format!(
                 "batch size {} is larger than the maximum of {}",
                 texts.len(),
-                state.max_client_batch_size
+                state.infer.max_client_batch_size
             ),
         ));
     }
-    let prompt = state.prompts.resolve(request.prompt_name.as_deref())?;
+    let prompt = state.infer.prompts.resolve(request.prompt_name.as_deref())?;
     let add_special = request.add_special_tokens;
     let result = state
         .infer
@@ -146,13 +146,13 @@ pub(crate) async fn decode(
             .collect::<Result<_, _>>()?,
         _ => return Err(ApiError::validation(ErrorCode::InvalidTokenId, SHAPE)),
     };
-    if lists.len() > state.max_client_batch_size {
+    if lists.len() > state.infer.max_client_batch_size {
         return Err(ApiError::too_large(
             ErrorCode::BatchTooLarge,
             format!(
                 "batch size {} is larger than the maximum of {}",
                 lists.len(),
-                state.max_client_batch_size
+                state.infer.max_client_batch_size
             ),
         ));
     }
