@@ -102,26 +102,72 @@ pub(crate) async fn embed(
     counted(
         body,
         |r| method_of(&r.inputs),
-        |request, started| async move { embed_inner(&state, request, started).await },
+        |request, started| async move {
+            let normalize = request.normalize.unwrap_or(true);
+            let call = request.into_call(&state, normalize)?;
+            pooled_vectors(&state, call, started).await
+        },
     )
     .await
 }
 
-/// Validates, tokenizes and embeds; shared by `/embed`, `/similarity` and the OpenAI routes.
-pub(crate) async fn embed_inner(
+/// A pooled-vector request in typed form: every route that answers sentence vectors builds one
+/// from its own request type.
+#[derive(Debug)]
+pub(crate) struct PooledCall {
+    pub(crate) inputs: Vec<Input>,
+    pub(crate) options: RunOptions,
+    pub(crate) normalize: bool,
+    pub(crate) dimensions: Option<usize>,
+}
+
+/// The checks every pooled-vector request shares, in the order clients see them when a request
+/// has several faults: a classifier model, then the inputs (`inputs` parses them), then
+/// `dimensions`.
+pub(crate) fn pooled_call(
     state: &AppState,
-    request: EmbedRequest,
-    started: Instant,
-) -> Result<(Vec<Vec<f32>>, Timings), ApiError> {
-    let normalize = request.normalize.unwrap_or(true);
-    let dimensions = request.dimensions;
+    inputs: impl FnOnce() -> Result<Vec<Input>, ApiError>,
+    options: RunOptions,
+    normalize: bool,
+    dimensions: Option<usize>,
+) -> Result<PooledCall, ApiError> {
     if matches!(*state.task, Task::Classify(_)) {
         return Err(ApiError::validation(
             ErrorCode::WrongModelType,
             "the model is a classifier: use /predict (or /rerank for a reranker)",
         ));
     }
-    let (outputs, timings) = run_request(state, request, started, OutputKind::Pooled).await?;
+    let inputs = inputs()?;
+    if let Some(d) = dimensions {
+        if d == 0 || d > state.output_dim {
+            return Err(ApiError::validation(
+                ErrorCode::DimensionsInvalid,
+                format!("`dimensions` must be between 1 and {}, got {d}", state.output_dim),
+            ));
+        }
+    }
+    Ok(PooledCall {
+        inputs,
+        options,
+        normalize,
+        dimensions,
+    })
+}
+
+/// Sentence vectors for `call`, normalized and truncated as it asks; shared by `/embed`,
+/// `/embed_sparse`, `/similarity` and the OpenAI routes.
+pub(crate) async fn pooled_vectors(
+    state: &AppState,
+    call: PooledCall,
+    started: Instant,
+) -> Result<(Vec<Vec<f32>>, Timings), ApiError> {
+    let PooledCall {
+        inputs,
+        options,
+        normalize,
+        dimensions,
+    } = call;
+    let (outputs, timings) = run_inputs(state, inputs, options, started, OutputKind::Pooled).await?;
     let vectors = outputs
         .into_iter()
         .map(|e| match e {
@@ -134,28 +180,22 @@ pub(crate) async fn embed_inner(
     Ok((vectors, timings))
 }
 
-/// Validates a TEI-style request, admits, tokenizes and runs it; outputs in input order.
-pub(crate) async fn run_request(
-    state: &AppState,
-    request: EmbedRequest,
-    started: Instant,
-    kind: OutputKind,
-) -> Result<(Vec<Embedding>, Timings), ApiError> {
-    let inputs = parse_inputs(&request.inputs)?;
-    if let Some(d) = request.dimensions {
-        if d == 0 || d > state.output_dim {
-            return Err(ApiError::validation(
-                ErrorCode::DimensionsInvalid,
-                format!("`dimensions` must be between 1 and {}, got {d}", state.output_dim),
-            ));
-        }
+impl EmbedRequest {
+    /// `/embed`'s and `/embed_sparse`'s body as a typed call.
+    fn into_call(self, state: &AppState, normalize: bool) -> Result<PooledCall, ApiError> {
+        let options = RunOptions {
+            truncate: self.truncate,
+            truncation_direction: self.truncation_direction,
+            prompt_name: self.prompt_name,
+        };
+        pooled_call(
+            state,
+            || parse_inputs(&self.inputs),
+            options,
+            normalize,
+            self.dimensions,
+        )
     }
-    let options = RunOptions {
-        truncate: request.truncate,
-        truncation_direction: request.truncation_direction,
-        prompt_name: request.prompt_name,
-    };
-    run_inputs(state, inputs, options, started, kind).await
 }
 
 /// Per-request options shared by every route that runs the model.
@@ -212,11 +252,11 @@ pub(crate) async fn embed_sparse(
             ));
             }
             let request = EmbedRequest {
-                normalize: Some(false),
                 dimensions: None,
                 ..request
             };
-            let (vectors, timings) = embed_inner(&state, request, started).await?;
+            let call = request.into_call(&state, false)?;
+            let (vectors, timings) = pooled_vectors(&state, call, started).await?;
             let sparse: Vec<Vec<SparseValue>> = vectors
                 .into_iter()
                 .map(|v| {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::counted::{counted, method_of};
-use super::embed::{embed_inner, EmbedRequest};
+use super::embed::{parse_inputs, pooled_call, pooled_vectors, RunOptions};
 use super::error::{ApiError, ApiJson, ErrorCode};
 use super::AppState;
 
@@ -157,15 +157,14 @@ pub(crate) async fn embeddings(
         |request, started| async move {
             check_openai_input(&request.input)?;
             let format = request.encoding_format.unwrap_or(EncodingFormat::Float);
-            let tei = EmbedRequest {
-                inputs: request.input,
-                truncate: None,
-                truncation_direction: None,
-                normalize: Some(true),
-                dimensions: request.dimensions,
-                prompt_name: None,
-            };
-            let (vectors, timings) = embed_inner(&state, tei, started).await?;
+            let call = pooled_call(
+                &state,
+                || parse_inputs(&request.input),
+                RunOptions::default(),
+                true,
+                request.dimensions,
+            )?;
+            let (vectors, timings) = pooled_vectors(&state, call, started).await?;
             let data = vectors
                 .into_iter()
                 .enumerate()

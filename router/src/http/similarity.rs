@@ -8,9 +8,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::counted::{counted, method_of};
-use super::embed::{embed, embed_inner, run_request, Direction, EmbedRequest};
+use super::embed::{embed, parse_inputs, pooled_call, pooled_vectors, run_inputs, Direction, RunOptions};
 use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::AppState;
+use crate::infer::Input;
 use crate::metrics::{self, Method};
 use crate::queue::{Embedding, OutputKind};
 
@@ -47,17 +48,15 @@ pub(crate) async fn similarity(
             if request.inputs.sentences.is_empty() {
                 return Err(ApiError::empty("`inputs.sentences` is empty"));
             }
-            let mut texts = vec![Value::String(request.inputs.source_sentence)];
-            texts.extend(request.inputs.sentences.into_iter().map(Value::String));
-            let tei = EmbedRequest {
-                inputs: Value::Array(texts),
+            let mut texts = vec![Input::Text(request.inputs.source_sentence)];
+            texts.extend(request.inputs.sentences.into_iter().map(Input::Text));
+            let options = RunOptions {
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
-                normalize: Some(true),
-                dimensions: None,
                 prompt_name: request.prompt_name,
             };
-            let (vectors, timings) = embed_inner(&state, tei, started).await?;
+            let call = pooled_call(&state, || Ok(texts), options, true, None)?;
+            let (vectors, timings) = pooled_vectors(&state, call, started).await?;
             let (source, others) = vectors
                 .split_first()
                 .ok_or_else(|| ApiError::backend("no vectors came back"))?;
@@ -97,15 +96,13 @@ pub(crate) async fn embed_all(
         body,
         |r| method_of(&r.inputs),
         |request, started| async move {
-            let tei = EmbedRequest {
-                inputs: request.inputs,
+            let inputs = parse_inputs(&request.inputs)?;
+            let options = RunOptions {
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
-                normalize: None,
-                dimensions: None,
                 prompt_name: request.prompt_name,
             };
-            let (outputs, timings) = run_request(&state, tei, started, OutputKind::Tokens).await?;
+            let (outputs, timings) = run_inputs(&state, inputs, options, started, OutputKind::Tokens).await?;
             let tokens = outputs
                 .into_iter()
                 .map(|e| match e {
