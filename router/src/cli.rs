@@ -203,7 +203,7 @@ pub(crate) struct ServeArgs {
     pub(crate) body_read_timeout: Option<u64>,
 
     /// Open client connections; at the cap a new connection replaces the oldest one that owes no
-    /// response, or is closed when all do [default: 4096].
+    /// response, or is closed when none makes room within 1 s [default: 4096].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) max_connections: Option<usize>,

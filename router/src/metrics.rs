@@ -144,7 +144,7 @@ fn register(model: &ModelInfo) {
     describe_gauge!("te_model_info", "The model served (value is always 1)");
     describe_counter!(
         "te_connections_refused_total",
-        "Connections closed on accept: --max-connections were open and all owed a response"
+        "Connections closed: --max-connections were open and none made room within 1 s"
     );
 
     for method in [Method::Single, Method::Batch, Method::Invalid] {

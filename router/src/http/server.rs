@@ -26,7 +26,8 @@ pub(crate) struct Limits {
     /// kept-alive connections).
     pub(crate) header_read: Duration,
     /// Open connections. At the cap, a new connection takes the place of the oldest one that
-    /// owes no response (idle, or still sending headers); with none, it is closed at once.
+    /// owes no response (idle, or still sending headers); when no place frees within
+    /// [`EVICTION_WAIT`], it is closed.
     pub(crate) max_connections: usize,
 }
 
@@ -66,13 +67,17 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let fast = slots.clone().try_acquire_owned().ok();
-        // At the cap, a connection that owes nothing makes room, so a stalled crowd cannot keep
-        // out a health check or a real client; if every connection owes a response, the new one
-        // is closed.
-        if fast.is_none() && !open.evict_oldest_idle() {
-            refuse(&refused, limits.max_connections);
-            continue;
+        // Registered before the next accept, so that it can be evicted at once.
+        let seat = slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|slot| Seat::new(slot, &open));
+        if seat.is_none() {
+            // At the cap, a connection that owes nothing makes room, so a stalled crowd cannot
+            // keep out a health check or a real client. The new one waits for the freed slot
+            // (or any other) for a moment, and is closed if none frees.
+            open.evict_oldest_idle();
         }
         let connection = Connection {
             builder: builder.clone(),
@@ -84,14 +89,14 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
         let (slots, refused) = (slots.clone(), refused.clone());
         let max = limits.max_connections;
         tokio::spawn(async move {
-            let slot = match fast {
-                Some(slot) => slot,
+            let seat = match seat {
+                Some(seat) => seat,
                 None => match tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned()).await {
-                    Ok(Ok(slot)) => slot,
+                    Ok(Ok(slot)) => Seat::new(slot, &connection.open),
                     _ => return refuse(&refused, max),
                 },
             };
-            connection.serve(stream, slot).await;
+            connection.serve(stream, seat).await;
         });
     }
     drop(listener);
@@ -106,7 +111,9 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
 fn refuse(refused: &AtomicU64, max: usize) {
     let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
     if n.is_power_of_two() {
-        tracing::warn!("--max-connections {max} reached and every connection owes a response: closing new connections ({n} so far)");
+        tracing::warn!(
+            "--max-connections {max} reached and no connection made room: closing new connections ({n} so far)"
+        );
     }
     crate::metrics::connection_refused();
 }
@@ -135,19 +142,15 @@ impl Connections {
         Registration { id, open: self.clone() }
     }
 
-    /// Tells the oldest connection that owes nothing to close; false when there is none.
-    fn evict_oldest_idle(&self) -> bool {
+    /// Tells the oldest connection that owes nothing to close, if there is one.
+    fn evict_oldest_idle(&self) {
         let mut open = self.lock();
         let oldest = open
             .iter()
             .find(|(_, c)| c.owed.load(Ordering::SeqCst) == 0)
             .map(|(&id, _)| id);
-        match oldest.and_then(|id| open.remove(&id)) {
-            Some(connection) => {
-                connection.evict.notify_one();
-                true
-            }
-            None => false,
+        if let Some(connection) = oldest.and_then(|id| open.remove(&id)) {
+            connection.evict.notify_one();
         }
     }
 }
@@ -173,19 +176,39 @@ struct Connection {
     open: Arc<Connections>,
 }
 
-impl Connection {
-    async fn serve(self, stream: TcpStream, _slot: OwnedSemaphorePermit) {
+/// A connection's place: its slot under `--max-connections` and its entry among the open
+/// connections, both given back when it ends.
+struct Seat {
+    _slot: OwnedSemaphorePermit,
+    _registration: Registration,
+    owed: Arc<AtomicUsize>,
+    evict: Arc<Notify>,
+}
+
+impl Seat {
+    fn new(slot: OwnedSemaphorePermit, open: &Arc<Connections>) -> Self {
         let owed = Arc::new(AtomicUsize::new(0));
         let evict = Arc::new(Notify::new());
-        let _registration = self.open.register(owed.clone(), evict.clone());
+        let registration = open.register(owed.clone(), evict.clone());
+        Self {
+            _slot: slot,
+            _registration: registration,
+            owed,
+            evict,
+        }
+    }
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, seat: Seat) {
         serve_connection(
             stream,
             self.builder,
             self.app,
             self.header_read,
             self.stop,
-            owed,
-            &evict,
+            seat.owed.clone(),
+            &seat.evict,
         )
         .await;
     }
