@@ -170,7 +170,7 @@ pub(crate) struct Infer {
     /// `cpu` or `gpu`, for `x-compute-type`.
     pub(crate) compute_type: &'static str,
     /// `--max-client-batch-size`.
-    pub(crate) max_client_batch_size: usize,
+    max_client_batch_size: usize,
     /// `--auto-truncate`.
     auto_truncate: bool,
     /// The model's prompts and the server's default.
@@ -275,12 +275,7 @@ impl Infer {
             output,
             started,
         } = request;
-        if inputs.len() > self.max_client_batch_size {
-            return Err(InferError::BatchTooLarge {
-                given: inputs.len(),
-                max: self.max_client_batch_size,
-            });
-        }
+        self.check_batch_size(inputs.len())?;
         let prompt = self.prompts.resolve(prompt_name.as_deref())?;
         let truncation = Truncation {
             enabled: truncate.unwrap_or(self.auto_truncate),
@@ -313,6 +308,18 @@ impl Infer {
             compute_type: self.compute_type,
         };
         Ok((embeddings, timings))
+    }
+
+    /// Refuses more inputs in one request than `--max-client-batch-size`; every route that takes
+    /// a list checks it here, so they answer alike.
+    pub(crate) fn check_batch_size(&self, given: usize) -> Result<(), InferError> {
+        if given > self.max_client_batch_size {
+            return Err(InferError::BatchTooLarge {
+                given,
+                max: self.max_client_batch_size,
+            });
+        }
+        Ok(())
     }
 
     /// Runs tokenized inputs through the model; outputs come back in input order.
@@ -529,6 +536,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, InferError::TokenIdOutOfRange(_)), "{err:?}");
+    }
+
+    #[test]
+    fn the_client_batch_size_is_checked_in_one_place() {
+        let infer = infer(4);
+        assert!(infer.check_batch_size(8).is_ok());
+        assert_eq!(
+            infer.check_batch_size(9).unwrap_err(),
+            InferError::BatchTooLarge { given: 9, max: 8 }
+        );
     }
 
     #[tokio::test]

@@ -63,16 +63,7 @@ pub(crate) async fn tokenize(
             ))
         }
     };
-    if texts.len() > state.infer.max_client_batch_size {
-        return Err(ApiError::too_large(
-            ErrorCode::BatchTooLarge,
-            format!(
-                "batch size {} is larger than the maximum of {}",
-                texts.len(),
-                state.infer.max_client_batch_size
-            ),
-        ));
-    }
+    state.infer.check_batch_size(texts.len())?;
     let prompt = state.infer.prompts.resolve(request.prompt_name.as_deref())?;
     let add_special = request.add_special_tokens;
     let result = state
@@ -146,16 +137,7 @@ pub(crate) async fn decode(
             .collect::<Result<_, _>>()?,
         _ => return Err(ApiError::validation(ErrorCode::InvalidTokenId, SHAPE)),
     };
-    if lists.len() > state.infer.max_client_batch_size {
-        return Err(ApiError::too_large(
-            ErrorCode::BatchTooLarge,
-            format!(
-                "batch size {} is larger than the maximum of {}",
-                lists.len(),
-                state.infer.max_client_batch_size
-            ),
-        ));
-    }
+    state.infer.check_batch_size(lists.len())?;
     let vocab = state.infer.tokenizer.vocab_size();
     if let Some(bad) = lists.iter().flatten().find(|&&id| id as usize >= vocab) {
         return Err(ApiError::validation(
