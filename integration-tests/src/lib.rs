@@ -214,7 +214,10 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("tessera exited with {status} before it was healthy:\n{}", self.log());
             }
-            if let Ok(r) = client.get(format!("{}/health", self.url)).send() {
+            // The port was free when chosen but another test's server may have taken it since:
+            // only this process's own "listening" line proves /health is answered by it.
+            let ours = self.log().contains(&format!("listening on {}", self.url));
+            if let (true, Ok(r)) = (ours, client.get(format!("{}/health", self.url)).send()) {
                 if r.status().is_success() {
                     return;
                 }
