@@ -37,8 +37,6 @@ pub struct BackendDescription {
     pub hidden_size: usize,
     /// Token ids must be below this.
     pub vocab_size: usize,
-    /// Longest sequence the position scheme supports, if bounded.
-    pub max_positions: Option<usize>,
 }
 
 /// What a backend says about a model it was shown.
@@ -52,6 +50,9 @@ pub enum Assessment {
         evidence: Vec<Evidence>,
         /// Things to check (served anyway), such as a config key the tensors contradict.
         findings: Vec<Finding>,
+        /// The longest input, in tokens, its position scheme supports (`None`: unbounded). The
+        /// one place the model's maximum input length comes from: the plan caps it further.
+        max_positions: Option<usize>,
     },
     /// It cannot serve the model.
     Declines {

@@ -20,6 +20,8 @@ pub struct Chosen {
     pub evidence: Vec<Evidence>,
     /// Warnings and notes from the backend.
     pub findings: Vec<Finding>,
+    /// The longest input its position scheme supports ([`Assessment::Serves`]).
+    pub max_positions: Option<usize>,
 }
 
 /// What each backend said, and the one chosen.
@@ -106,6 +108,7 @@ impl Registry {
                     architecture,
                     evidence,
                     findings,
+                    max_positions,
                 } => {
                     let wanted = forced.is_none_or(|name| name == factory.name());
                     if wanted && selection.chosen.is_none() {
@@ -114,6 +117,7 @@ impl Registry {
                             architecture,
                             evidence,
                             findings,
+                            max_positions,
                         });
                     } else {
                         selection.passed_over.push(factory.name());
@@ -152,6 +156,7 @@ mod tests {
                     architecture: format!("{} arch", self.name),
                     evidence: Vec::new(),
                     findings: Vec::new(),
+                    max_positions: Some(512),
                 }
             } else {
                 Assessment::Declines {

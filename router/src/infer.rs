@@ -46,6 +46,73 @@ pub(crate) enum InferError {
     /// `prompt_name` names no prompt of the model.
     #[error("{0}")]
     PromptNameUnknown(String),
+    /// The request asks for an output the served model does not produce.
+    #[error("{0}")]
+    WrongModelType(String),
+}
+
+/// What the served model produces; which requests it can answer follows from it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Serves {
+    /// Dense sentence vectors.
+    Embeddings,
+    /// SPLADE vectors over the vocabulary (dense routes get them too, unsparsified).
+    Sparse,
+    /// Classifier logits over this many labels.
+    Scores { labels: usize },
+}
+
+/// What a request asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// A sentence vector (`/embed`, `/similarity`, the OpenAI routes).
+    Pooled,
+    /// A SPLADE vector (`/embed_sparse`).
+    Sparse,
+    /// Every token's vector (`/embed_all`): any model has them.
+    Tokens,
+    /// Label scores (`/predict`).
+    Logits,
+    /// One relevance score per pair (`/rerank`).
+    Rerank,
+}
+
+impl Want {
+    /// The output the model thread computes for it.
+    fn output(self) -> OutputKind {
+        match self {
+            Want::Pooled | Want::Sparse => OutputKind::Pooled,
+            Want::Tokens => OutputKind::Tokens,
+            Want::Logits | Want::Rerank => OutputKind::Logits,
+        }
+    }
+}
+
+impl Serves {
+    /// Whether this model can answer `want`; the error tells the client which route fits.
+    pub(crate) fn check(self, want: Want) -> Result<(), InferError> {
+        let refusal = match (self, want) {
+            (_, Want::Tokens)
+            | (Serves::Embeddings | Serves::Sparse, Want::Pooled)
+            | (Serves::Sparse, Want::Sparse)
+            | (Serves::Scores { .. }, Want::Logits)
+            | (Serves::Scores { labels: 1 }, Want::Rerank) => return Ok(()),
+            (Serves::Scores { .. }, Want::Pooled | Want::Sparse) => {
+                "the model is a classifier: use /predict (or /rerank for a reranker)".to_string()
+            }
+            (Serves::Embeddings, Want::Sparse) => {
+                "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint"
+                    .to_string()
+            }
+            (Serves::Embeddings | Serves::Sparse, Want::Logits | Want::Rerank) => {
+                "the model is an embedding model, not a classifier: use /embed (or /similarity)".to_string()
+            }
+            (Serves::Scores { labels }, Want::Rerank) => {
+                format!("the model classifies into {labels} labels; /rerank needs a one-output reranker: use /predict")
+            }
+        };
+        Err(InferError::WrongModelType(refusal))
+    }
 }
 
 /// Prompts from config_sentence_transformers.json and the server's defaults.
@@ -94,7 +161,7 @@ pub(crate) struct Request {
     /// The request's `truncate`; `None`: `--auto-truncate`.
     pub(crate) truncate: Option<bool>,
     pub(crate) direction: TruncationDirection,
-    pub(crate) output: OutputKind,
+    pub(crate) want: Want,
     /// When the request arrived, for the timings.
     pub(crate) started: Instant,
 }
@@ -154,6 +221,8 @@ pub(crate) struct InferParts {
     pub(crate) auto_truncate: bool,
     /// The model's prompts and the server's default.
     pub(crate) prompts: Prompts,
+    /// What the model produces.
+    pub(crate) serves: Serves,
 }
 
 /// Cloneable handle the HTTP layer uses to run inference.
@@ -175,6 +244,8 @@ pub(crate) struct Infer {
     auto_truncate: bool,
     /// The model's prompts and the server's default.
     pub(crate) prompts: Arc<Prompts>,
+    /// What the model produces: the one place requests are matched against it.
+    serves: Serves,
 }
 
 impl Infer {
@@ -191,7 +262,15 @@ impl Infer {
             max_client_batch_size: parts.max_client_batch_size,
             auto_truncate: parts.auto_truncate,
             prompts: Arc::new(parts.prompts),
+            serves: parts.serves,
         }
+    }
+
+    /// Whether the model can answer `want`. [`Infer::process`] checks it first; routes that parse
+    /// a body call it before parsing, so a request to the wrong model is told so before anything
+    /// else.
+    pub(crate) fn accepts(&self, want: Want) -> Result<(), InferError> {
+        self.serves.check(want)
     }
 
     pub(crate) fn is_healthy(&self) -> bool {
@@ -272,9 +351,10 @@ impl Infer {
             prompt_name,
             truncate,
             direction,
-            output,
+            want,
             started,
         } = request;
+        self.accepts(want)?;
         self.check_batch_size(inputs.len())?;
         let prompt = self.prompts.resolve(prompt_name.as_deref())?;
         let truncation = Truncation {
@@ -289,7 +369,7 @@ impl Infer {
         let tokens = encoded.iter().map(|e| e.len()).sum();
         metrics::inputs_submitted(encoded.iter().map(|e| e.len()));
 
-        let outputs = self.run(encoded, output).await?;
+        let outputs = self.run(encoded, want.output()).await?;
         let (mut queue, mut inference) = (Duration::ZERO, Duration::ZERO);
         let mut embeddings = Vec::with_capacity(outputs.len());
         for out in outputs {
@@ -491,6 +571,7 @@ mod tests {
             max_client_batch_size: 8,
             auto_truncate: false,
             prompts: Prompts::default(),
+            serves: Serves::Embeddings,
         })
     }
 
@@ -555,5 +636,58 @@ mod tests {
         let encoded = vec![Encoded::from_ids(vec![1])];
         let err = infer.run(encoded, OutputKind::Pooled).await.unwrap_err();
         assert!(matches!(err, InferError::Unavailable(_)), "{err:?}");
+    }
+
+    #[test]
+    fn each_model_kind_answers_only_what_it_produces() {
+        use Want::*;
+        let cases = [
+            (
+                Serves::Embeddings,
+                [Pooled, Tokens],
+                [Sparse, Logits, Rerank].as_slice(),
+            ),
+            (Serves::Sparse, [Pooled, Sparse], [Logits, Rerank].as_slice()),
+            (
+                Serves::Scores { labels: 1 },
+                [Logits, Rerank],
+                [Pooled, Sparse].as_slice(),
+            ),
+            (
+                Serves::Scores { labels: 3 },
+                [Logits, Tokens],
+                [Pooled, Sparse, Rerank].as_slice(),
+            ),
+        ];
+        for (serves, accepted, refused) in cases {
+            for want in accepted {
+                assert_eq!(serves.check(want), Ok(()), "{serves:?} {want:?}");
+            }
+            for &want in refused {
+                let err = serves.check(want).unwrap_err();
+                assert!(
+                    matches!(err, InferError::WrongModelType(_)),
+                    "{serves:?} {want:?}: {err:?}"
+                );
+            }
+        }
+        let err = Serves::Scores { labels: 3 }.check(Rerank).unwrap_err();
+        assert!(err.to_string().contains("3 labels"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_service_refuses_a_request_for_another_model_kind_before_admitting_it() {
+        let infer = infer(1);
+        let request = Request {
+            inputs: vec![Input::Text("near".into()); 2],
+            prompt_name: None,
+            truncate: None,
+            direction: TruncationDirection::Right,
+            want: Want::Logits,
+            started: Instant::now(),
+        };
+        // Two inputs would not be admitted either (capacity 1): the kind is checked first.
+        let err = infer.process(request).await.unwrap_err();
+        assert!(matches!(err, InferError::WrongModelType(_)), "{err:?}");
     }
 }

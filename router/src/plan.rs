@@ -138,7 +138,8 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
     }
 
     let task = choose_task(inspection, request.pooling.as_deref(), &mut findings);
-    let max_input_length = max_input_length(inspection, request.max_batch_tokens, &mut findings);
+    let positions = chosen.as_ref().and_then(|c| c.max_positions);
+    let max_input_length = max_input_length(inspection, positions, request.max_batch_tokens, &mut findings);
     let dtype = request.dtype;
 
     let servable = !findings.iter().any(|f| f.severity == Severity::Error);
@@ -269,22 +270,21 @@ fn choose_pooling(
     None
 }
 
+/// The longest input served: sentence-transformers' `max_seq_length`, capped by what the chosen
+/// backend's position scheme supports (`positions`) and by `--max-batch-tokens`.
 fn max_input_length(
     inspection: &ModelInspection,
+    positions: Option<usize>,
     max_batch_tokens: Option<usize>,
     findings: &mut Vec<Finding>,
 ) -> usize {
-    let positions = inspection
-        .config
-        .as_ref()
-        .and_then(|c| c.usize("max_position_embeddings"));
     let st = inspection.sentence_transformers.max_seq_length;
     let mut max = match (st, positions) {
         (Some(st), Some(positions)) if st > positions => {
             findings.push(
                 Finding::warning(
                     "max-seq-length-exceeds-positions",
-                    format!("max_seq_length {st} is above max_position_embeddings {positions}; inputs are capped at {positions}"),
+                    format!("max_seq_length {st} is above the {positions} positions the model supports; inputs are capped at {positions}"),
                 )
                 .in_file(inspection.root.join("sentence_bert_config.json"))
                 .about("max_seq_length")
@@ -294,6 +294,7 @@ fn max_input_length(
         }
         (Some(st), _) => st,
         (None, Some(positions)) => positions,
+        // Neither bounds it: BERT's common length, rather than an input the batch cannot hold.
         (None, None) => 512,
     };
     if let Some(budget) = max_batch_tokens {
@@ -336,6 +337,7 @@ mod tests {
                     architecture: "stub".into(),
                     evidence: Vec::new(),
                     findings: self.findings.clone(),
+                    max_positions: Some(512),
                 }
             } else {
                 Assessment::Declines {
@@ -388,7 +390,8 @@ mod tests {
 
     #[test]
     fn the_max_input_length_is_the_models_capped_by_positions_and_budget() {
-        let positions = serde_json::json!({"max_position_embeddings": 512});
+        // The backend's bound decides, not the config key (RoBERTa's 514 rows hold 512 inputs).
+        let positions = serde_json::json!({"max_position_embeddings": 514});
         for (st, budget, want) in [
             (Some(256), None, 256),
             (Some(1024), None, 512),

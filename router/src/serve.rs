@@ -12,7 +12,7 @@ use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextT
 use crate::backends;
 use crate::device;
 use crate::http::{self, AppState, Info};
-use crate::infer::{Infer, InferParts, Prompts};
+use crate::infer::{Infer, InferParts, Prompts, Serves};
 use crate::metrics;
 use crate::plan::{plan, PlanRequest, ServingPlan, Task};
 use crate::queue::{Budget, Queue};
@@ -276,6 +276,13 @@ fn start(
         max_client_batch_size: settings.max_client_batch_size,
         auto_truncate: settings.auto_truncate,
         prompts,
+        serves: match &plan.task {
+            Task::Embed { .. } => Serves::Embeddings,
+            Task::Splade(_) => Serves::Sparse,
+            Task::Classify(spec) => Serves::Scores {
+                labels: spec.labels.len(),
+            },
+        },
     });
 
     let info = Info {

@@ -215,7 +215,8 @@ impl Worker {
                         .get_mut(i)
                         .filter(|_| *kind == head)
                         .map(std::mem::take)
-                        .ok_or_else(|| format!("this model does not produce {kind:?} outputs"))?;
+                        // The service admits only what the model produces; this is a broken invariant.
+                        .ok_or_else(|| format!("internal error: this model does not produce {kind:?} outputs"))?;
                     Ok(if head == OutputKind::Logits {
                         Embedding::Logits(value)
                     } else {
@@ -280,7 +281,6 @@ mod tests {
                 pads: false,
                 hidden_size: HIDDEN,
                 vocab_size: 100,
-                max_positions: None,
             }
         }
     }

@@ -140,5 +140,6 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
         architecture: "bert".into(),
         evidence,
         findings,
+        max_positions: Some(cfg.max_position_embeddings),
     }
 }

@@ -83,7 +83,6 @@ impl Backend for BertRunner {
             pads: self.model.kernel().pads(),
             hidden_size: cfg.hidden_size,
             vocab_size: cfg.vocab_size,
-            max_positions: Some(cfg.max_position_embeddings),
         }
     }
 }

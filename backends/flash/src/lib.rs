@@ -45,11 +45,13 @@ impl BackendFactory for FlashBackend {
                     architecture,
                     evidence,
                     findings,
+                    max_positions,
                 } => {
                     return Assessment::Serves {
                         architecture: format!("{architecture}, unpadded"),
                         evidence,
                         findings,
+                        max_positions,
                     }
                 }
                 Assessment::Declines { reasons: r } => reasons.extend(r),

@@ -11,6 +11,8 @@ use crate::config::{FeedForward, GluAct, JinaConfig, FEED_FORWARD_TYPES};
 pub struct Detected {
     /// Weight-name prefix (`""` or `"bert."`).
     pub prefix: String,
+    /// `max_position_embeddings` (default 8192).
+    pub max_position_embeddings: usize,
     /// The feed-forward variant.
     pub feed_forward: FeedForward,
     /// The facts that decided it.
@@ -33,6 +35,8 @@ pub fn assess(inspection: &ModelInspection) -> Assessment {
             architecture: d.architecture(),
             evidence: d.evidence,
             findings: d.findings,
+            // ALiBi has no table: the config's bound (default 8192) is what it was trained to.
+            max_positions: Some(d.max_position_embeddings),
         },
         Err(finding) => Assessment::Declines {
             reasons: vec![*finding],
@@ -114,6 +118,7 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
     }));
     Ok(Detected {
         prefix,
+        max_position_embeddings: cfg.max_position_embeddings,
         feed_forward,
         evidence,
         findings,

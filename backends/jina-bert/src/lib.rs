@@ -92,7 +92,6 @@ impl Backend for JinaRunner {
             pads: self.model.kernel().pads(),
             hidden_size: cfg.hidden_size,
             vocab_size: cfg.vocab_size,
-            max_positions: Some(cfg.max_position_embeddings),
         }
     }
 }

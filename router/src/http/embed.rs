@@ -12,9 +12,8 @@ use tessera_core::{finish_embedding, TruncationDirection};
 use super::counted::{counted, method_of};
 use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::{token_id, AppState};
-use crate::infer::{Input, Timings};
-use crate::plan::Task;
-use crate::queue::{Embedding, OutputKind};
+use crate::infer::{Input, Timings, Want};
+use crate::queue::Embedding;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EmbedRequest {
@@ -104,7 +103,7 @@ pub(crate) async fn embed(
         |r| method_of(&r.inputs),
         |request, started| async move {
             let normalize = request.normalize.unwrap_or(true);
-            let call = request.into_call(&state, normalize)?;
+            let call = request.into_call(&state, Want::Pooled, normalize)?;
             pooled_vectors(&state, call, started).await
         },
     )
@@ -115,6 +114,8 @@ pub(crate) async fn embed(
 /// from its own request type.
 #[derive(Debug)]
 pub(crate) struct PooledCall {
+    /// [`Want::Pooled`], or [`Want::Sparse`] for `/embed_sparse`.
+    pub(crate) want: Want,
     pub(crate) inputs: Vec<Input>,
     pub(crate) options: RunOptions,
     pub(crate) normalize: bool,
@@ -122,21 +123,17 @@ pub(crate) struct PooledCall {
 }
 
 /// The checks every pooled-vector request shares, in the order clients see them when a request
-/// has several faults: a classifier model, then the inputs (`inputs` parses them), then
+/// has several faults: the model's kind, then the inputs (`inputs` parses them), then
 /// `dimensions`.
 pub(crate) fn pooled_call(
     state: &AppState,
+    want: Want,
     inputs: impl FnOnce() -> Result<Vec<Input>, ApiError>,
     options: RunOptions,
     normalize: bool,
     dimensions: Option<usize>,
 ) -> Result<PooledCall, ApiError> {
-    if matches!(*state.task, Task::Classify(_)) {
-        return Err(ApiError::validation(
-            ErrorCode::WrongModelType,
-            "the model is a classifier: use /predict (or /rerank for a reranker)",
-        ));
-    }
+    state.infer.accepts(want)?;
     let inputs = inputs()?;
     if let Some(d) = dimensions {
         if d == 0 || d > state.output_dim {
@@ -147,6 +144,7 @@ pub(crate) fn pooled_call(
         }
     }
     Ok(PooledCall {
+        want,
         inputs,
         options,
         normalize,
@@ -162,12 +160,13 @@ pub(crate) async fn pooled_vectors(
     started: Instant,
 ) -> Result<(Vec<Vec<f32>>, Timings), ApiError> {
     let PooledCall {
+        want,
         inputs,
         options,
         normalize,
         dimensions,
     } = call;
-    let (outputs, timings) = run_inputs(state, inputs, options, started, OutputKind::Pooled).await?;
+    let (outputs, timings) = run_inputs(state, inputs, options, started, want).await?;
     let vectors = outputs
         .into_iter()
         .map(|e| match e {
@@ -182,7 +181,7 @@ pub(crate) async fn pooled_vectors(
 
 impl EmbedRequest {
     /// `/embed`'s and `/embed_sparse`'s body as a typed call.
-    fn into_call(self, state: &AppState, normalize: bool) -> Result<PooledCall, ApiError> {
+    fn into_call(self, state: &AppState, want: Want, normalize: bool) -> Result<PooledCall, ApiError> {
         let options = RunOptions {
             truncate: self.truncate,
             truncation_direction: self.truncation_direction,
@@ -190,6 +189,7 @@ impl EmbedRequest {
         };
         pooled_call(
             state,
+            want,
             || parse_inputs(&self.inputs),
             options,
             normalize,
@@ -212,14 +212,14 @@ pub(crate) async fn run_inputs(
     inputs: Vec<Input>,
     options: RunOptions,
     started: Instant,
-    kind: OutputKind,
+    want: Want,
 ) -> Result<(Vec<Embedding>, Timings), ApiError> {
     let request = crate::infer::Request {
         inputs,
         prompt_name: options.prompt_name,
         truncate: options.truncate,
         direction: options.truncation_direction.map(Into::into).unwrap_or_default(),
-        output: kind,
+        want,
         started,
     };
     Ok(state.infer.process(request).await?)
@@ -246,16 +246,11 @@ pub(crate) async fn embed_sparse(
         body,
         |r| method_of(&r.inputs),
         |request, started| async move {
-            if !matches!(*state.task, Task::Splade(_)) {
-                return Err(ApiError::validation(ErrorCode::WrongModelType,
-                "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint",
-            ));
-            }
             let request = EmbedRequest {
                 dimensions: None,
                 ..request
             };
-            let call = request.into_call(&state, false)?;
+            let call = request.into_call(&state, Want::Sparse, false)?;
             let (vectors, timings) = pooled_vectors(&state, call, started).await?;
             let sparse: Vec<Vec<SparseValue>> = vectors
                 .into_iter()

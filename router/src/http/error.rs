@@ -334,6 +334,7 @@ impl From<crate::infer::InferError> for ApiError {
             InferError::Tokenizer(_) => ApiError::tokenizer(message),
             InferError::Backend(_) => ApiError::backend(message),
             InferError::NonFinite => ApiError::non_finite(message),
+            InferError::WrongModelType(_) => ApiError::validation(ErrorCode::WrongModelType, message),
             InferError::Unavailable(_) => ApiError::unhealthy(message),
             InferError::BatchTooLarge { .. } => ApiError::too_large(ErrorCode::BatchTooLarge, message),
             InferError::PromptNameUnknown(_) => ApiError::validation(ErrorCode::PromptNameUnknown, message),

@@ -30,7 +30,8 @@ pub(crate) struct AppState {
     pub(crate) info: Arc<Info>,
     /// Width of the vectors `/embed` returns before `dimensions`.
     pub(crate) output_dim: usize,
-    /// What the model serves; routes for another task answer `wrong-model-type`.
+    /// What the model serves, for `/info`, `POST /`'s dispatch and the classifier's labels; which
+    /// requests it answers is decided by the service ([`crate::infer::Infer::accepts`]).
     pub(crate) task: Arc<Task>,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }

@@ -13,6 +13,7 @@ use super::counted::{counted, method_of};
 use super::embed::{parse_inputs, pooled_call, pooled_vectors, RunOptions};
 use super::error::{ApiError, ApiJson, ErrorCode};
 use super::AppState;
+use crate::infer::Want;
 
 /// OpenAI's limit on inputs per request.
 const MAX_INPUTS: usize = 2048;
@@ -159,6 +160,7 @@ pub(crate) async fn embeddings(
             let format = request.encoding_format.unwrap_or(EncodingFormat::Float);
             let call = pooled_call(
                 &state,
+                Want::Pooled,
                 || parse_inputs(&request.input),
                 RunOptions::default(),
                 true,

@@ -12,9 +12,9 @@ use super::counted::counted;
 use super::embed::{run_inputs, Direction, RunOptions};
 use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::AppState;
-use crate::infer::Input;
+use crate::infer::{Input, Want};
 use crate::metrics::Method;
-use crate::queue::{Embedding, OutputKind};
+use crate::queue::Embedding;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct PredictRequest {
@@ -57,13 +57,12 @@ pub(crate) struct Rank {
     text: Option<String>,
 }
 
-fn labels(state: &AppState) -> Result<&[String], ApiError> {
+/// The classifier's label names, once the service has accepted `want` for this model.
+fn labels(state: &AppState, want: Want) -> Result<&[String], ApiError> {
+    state.infer.accepts(want)?;
     match &*state.task {
         crate::plan::Task::Classify(spec) => Ok(&spec.labels),
-        _ => Err(ApiError::validation(
-            ErrorCode::WrongModelType,
-            "the model is an embedding model, not a classifier: use /embed (or /similarity)",
-        )),
+        _ => Err(ApiError::backend("a model that scores has no labels")),
     }
 }
 
@@ -136,14 +135,14 @@ pub(crate) async fn predict(
         }
     };
     counted(body, method, |request, started| async move {
-        let labels = labels(&state)?.to_vec();
+        let labels = labels(&state, Want::Logits)?.to_vec();
         let (inputs, batched) = parse_sequences(&request.inputs)?;
         let options = RunOptions {
             truncate: request.truncate,
             truncation_direction: request.truncation_direction,
             prompt_name: None,
         };
-        let (outputs, timings) = run_inputs(&state, inputs, options, started, OutputKind::Logits).await?;
+        let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Logits).await?;
         let predictions: Vec<Vec<Prediction>> = logits(outputs)?
             .iter()
             .map(|l| {
@@ -183,16 +182,7 @@ pub(crate) async fn rerank(
         body,
         |_| Method::Batch,
         |request, started| async move {
-            let labels = labels(&state)?;
-            if labels.len() != 1 {
-                return Err(ApiError::validation(
-                    ErrorCode::WrongModelType,
-                    format!(
-                        "the model classifies into {} labels; /rerank needs a one-output reranker: use /predict",
-                        labels.len()
-                    ),
-                ));
-            }
+            state.infer.accepts(Want::Rerank)?;
             if request.texts.is_empty() {
                 return Err(ApiError::empty("`texts` is empty"));
             }
@@ -206,7 +196,7 @@ pub(crate) async fn rerank(
                 truncation_direction: request.truncation_direction,
                 prompt_name: None,
             };
-            let (outputs, timings) = run_inputs(&state, inputs, options, started, OutputKind::Logits).await?;
+            let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Rerank).await?;
             let mut ranks: Vec<Rank> = logits(outputs)?
                 .iter()
                 .enumerate()

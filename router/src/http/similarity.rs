@@ -11,9 +11,9 @@ use super::counted::{counted, method_of};
 use super::embed::{embed, parse_inputs, pooled_call, pooled_vectors, run_inputs, Direction, RunOptions};
 use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::AppState;
-use crate::infer::Input;
+use crate::infer::{Input, Want};
 use crate::metrics::{self, Method};
-use crate::queue::{Embedding, OutputKind};
+use crate::queue::Embedding;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct SimilarityInputs {
@@ -55,7 +55,7 @@ pub(crate) async fn similarity(
                 truncation_direction: request.truncation_direction,
                 prompt_name: request.prompt_name,
             };
-            let call = pooled_call(&state, || Ok(texts), options, true, None)?;
+            let call = pooled_call(&state, Want::Pooled, || Ok(texts), options, true, None)?;
             let (vectors, timings) = pooled_vectors(&state, call, started).await?;
             let (source, others) = vectors
                 .split_first()
@@ -102,7 +102,7 @@ pub(crate) async fn embed_all(
                 truncation_direction: request.truncation_direction,
                 prompt_name: request.prompt_name,
             };
-            let (outputs, timings) = run_inputs(&state, inputs, options, started, OutputKind::Tokens).await?;
+            let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Tokens).await?;
             let tokens = outputs
                 .into_iter()
                 .map(|e| match e {
@@ -138,7 +138,7 @@ pub(crate) async fn root(
         }
     };
     let is_similarity = value.get("inputs").and_then(|i| i.get("source_sentence")).is_some();
-    if matches!(*state.task, crate::plan::Task::Classify(_)) {
+    if state.infer.accepts(Want::Logits).is_ok() {
         let is_rerank = value.get("query").is_some() && value.get("texts").is_some();
         return if is_rerank {
             super::predict::rerank(State(state), parse(value).map(ApiJson)).await
