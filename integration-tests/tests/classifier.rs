@@ -247,17 +247,3 @@ fn a_jina_bert_reranker_scores_pairs_through_its_pooler() {
         .unwrap();
     assert_eq!(ranks.len(), 2);
 }
-
-#[test]
-fn classifier_routes_refuse_embedding_models() {
-    let server = Server::start(&tessera_integration_tests::minilm(), &[]);
-    let r = server.post("/predict", &json!({ "inputs": "x" }));
-    assert_eq!(r.status(), 422);
-    assert_eq!(r.json::<Value>().unwrap()["code"], "wrong-model-type");
-    assert_eq!(
-        server
-            .post("/rerank", &json!({ "query": "q", "texts": ["a"] }))
-            .status(),
-        422
-    );
-}
