@@ -122,6 +122,9 @@ pub enum LoadError {
         /// What the tokenizers crate reported.
         message: String,
     },
+    /// The backend's own assessment refuses the model (load repeats the decision assess made).
+    #[error("{}", .0.message)]
+    Declined(Box<crate::Finding>),
 }
 
 impl LoadError {
@@ -145,6 +148,7 @@ impl LoadError {
             LoadError::TensorShape { .. } => "tensor-shape-mismatch",
             LoadError::Weights { .. } => "weights-unreadable",
             LoadError::Tokenizer { .. } => "tokenizer-unparsable",
+            LoadError::Declined(finding) => finding.code,
         }
     }
 
@@ -166,6 +170,7 @@ impl LoadError {
             | LoadError::UnsupportedValue { key, .. } => Some(key),
             LoadError::HeadsNotDividingHidden { .. } => Some("num_attention_heads"),
             LoadError::MissingTensor { name, .. } | LoadError::TensorShape { name, .. } => Some(name),
+            LoadError::Declined(finding) => finding.subject.as_deref(),
             _ => None,
         }
     }
@@ -184,11 +189,15 @@ impl LoadError {
             | LoadError::TensorShape { file, .. }
             | LoadError::Weights { file, .. }
             | LoadError::Tokenizer { file, .. } => Some(file),
+            LoadError::Declined(finding) => finding.file.as_deref(),
         }
     }
 
     /// This error as a [`crate::Finding`] (severity error), keeping its code, file and subject.
     pub fn to_finding(&self) -> crate::Finding {
+        if let LoadError::Declined(finding) = self {
+            return (**finding).clone();
+        }
         let mut finding = crate::Finding::error(self.code(), self.to_string());
         if let Some(file) = self.file() {
             finding = finding.in_file(file);

@@ -60,22 +60,25 @@ impl ExpectedTensor {
     }
 }
 
-/// Number of encoder layers the weights hold under `prefix` (`encoder.layer.N.`), from the
-/// tensor names alone.
-pub fn layers_in_weights(weights: &WeightsIndex, prefix: &str) -> usize {
+/// Number of encoder layers the weights hold under `{prefix}{layers}.N.` (`layers` is the
+/// family's layer path, `encoder.layer` for BERT), from the tensor names alone.
+pub fn layers_in_weights(weights: &WeightsIndex, prefix: &str, layers: &str) -> usize {
     weights
         .tensors
         .keys()
-        .filter_map(|k| {
-            k.strip_prefix(prefix)?
-                .strip_prefix("encoder.layer.")?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
+        .filter_map(|k| layer_of(k.strip_prefix(prefix)?, layers))
         .max()
         .map_or(0, |max| max + 1)
+}
+
+/// The layer number of `name` (without the weight prefix) under the layer path `layers`.
+fn layer_of(name: &str, layers: &str) -> Option<usize> {
+    name.strip_prefix(layers)?
+        .strip_prefix('.')?
+        .split('.')
+        .next()?
+        .parse::<usize>()
+        .ok()
 }
 
 /// Tensors that checkpoints carry but embeddings never use.
@@ -102,6 +105,7 @@ fn legacy_name(name: &str) -> Option<String> {
 pub fn check_tensors(
     weights: &WeightsIndex,
     prefix: &str,
+    layers: &str,
     config_layers: usize,
     expected: impl FnOnce(usize) -> Vec<ExpectedTensor>,
 ) -> Vec<Finding> {
@@ -109,7 +113,7 @@ pub fn check_tensors(
     let mut findings = Vec::new();
     let mut used = BTreeSet::new();
 
-    let weight_layers = layers_in_weights(weights, prefix);
+    let weight_layers = layers_in_weights(weights, prefix, layers);
     let expected = expected(config_layers.min(weight_layers));
     if config_layers > weight_layers {
         findings.push(
@@ -135,10 +139,7 @@ pub fn check_tensors(
             .or_else(|| legacy_name(&full).and_then(|alt| weights.get(&alt).map(|info| (alt, info))));
         match found {
             None => {
-                let layer = t
-                    .name
-                    .strip_prefix("encoder.layer.")
-                    .and_then(|r| r.split('.').next()?.parse::<usize>().ok());
+                let layer = layer_of(&t.name, layers);
                 // One finding for all of a layer config.json invents covers it.
                 if layer.is_none_or(|l| l < weight_layers) {
                     missing.push(full);
@@ -175,8 +176,7 @@ pub fn check_tensors(
         .filter(|k| {
             // Layers beyond num_hidden_layers are reported by their own finding's fix.
             k.strip_prefix(prefix)
-                .and_then(|r| r.strip_prefix("encoder.layer."))
-                .and_then(|r| r.split('.').next()?.parse::<usize>().ok())
+                .and_then(|r| layer_of(r, layers))
                 .is_none_or(|l| l < config_layers)
         })
         .collect();

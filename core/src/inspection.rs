@@ -206,14 +206,20 @@ impl ModelConfig {
 
     /// `hidden_act` (default `gelu`, the exact form), or the error listing supported values.
     pub fn hidden_act(&self) -> Result<crate::HiddenAct, crate::LoadError> {
-        match self.get("hidden_act") {
+        self.activation("hidden_act")
+    }
+
+    /// The activation named by `key` (default `gelu`, the exact form), or the error listing
+    /// supported values.
+    pub fn activation(&self, key: &str) -> Result<crate::HiddenAct, crate::LoadError> {
+        match self.get(key) {
             None => Ok(crate::HiddenAct::Gelu),
             Some(v) => v
                 .as_str()
                 .and_then(crate::HiddenAct::parse)
                 .ok_or_else(|| crate::LoadError::UnsupportedValue {
                     file: self.path.clone(),
-                    key: "hidden_act".into(),
+                    key: key.into(),
                     value: v.to_string(),
                     supported: crate::HiddenAct::supported_names(),
                 }),
@@ -337,7 +343,8 @@ pub struct SentenceTransformers {
     pub modules: Vec<String>,
     /// The pooling module's config, when present.
     pub pooling: Option<PoolingFile>,
-    /// `sentence_bert_config.json` `max_seq_length`.
+    /// `max_seq_length` of `sentence_bert_config.json`, or (as sentence-transformers 6 reads it)
+    /// `model_max_length` of `tokenizer_config.json`.
     pub max_seq_length: Option<usize>,
     /// Whether modules.json ends with a `Normalize` module.
     pub normalize: bool,

@@ -90,6 +90,60 @@ pub fn embed(backend: &dyn Backend, encoded: &[Encoded], pooling: Pooling) -> Ve
         .expect("to_vec2")
 }
 
+/// The repository's own reference models and goldens (`reference/` at the workspace root, made
+/// by `reference/make_encoders.py`), from a crate's manifest directory.
+pub fn reference_dir(manifest_dir: &str) -> PathBuf {
+    let mut dir = Path::new(manifest_dir);
+    while !dir.join("reference").is_dir() {
+        dir = dir.parent().expect("the workspace holds reference/");
+    }
+    dir.join("reference")
+}
+
+/// Checks a model against its golden: token ids, then mean-pooled vectors (unnormalized, and
+/// normalized as `/embed` returns them) as one batch and one by one, and [CLS] vectors where
+/// the golden has them. Returns the loaded model for further checks.
+pub fn assert_matches_golden(factory: &dyn BackendFactory, inspection: &ModelInspection, golden: &Path) -> Loaded {
+    let what = inspection
+        .root
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let model = load(factory, inspection);
+    let golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(golden).expect("golden file")).expect("golden json");
+    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).expect("texts");
+    let want_ids: Vec<Vec<u32>> = serde_json::from_value(golden["token_ids"].clone()).expect("token_ids");
+    let encoded: Vec<Encoded> = texts
+        .iter()
+        .map(|t| model.tokenizer.encode(t, Some(Default::default())).expect("encodes"))
+        .collect();
+    for (i, (e, want)) in encoded.iter().zip(&want_ids).enumerate() {
+        assert_eq!(&e.ids, want, "{what}: token ids of text {i}");
+    }
+    let unnormalized = vectors(&golden, "embeddings_mean_unnormalized");
+    let normalized = vectors(&golden, "embeddings");
+    let batched = embed(model.backend.as_ref(), &encoded, Pooling::Mean);
+    for (i, v) in batched.iter().enumerate() {
+        assert_close(v, &unnormalized[i], &format!("{what}: batched {i}"));
+        assert_close(
+            &crate::finish_embedding(v.clone(), None, true),
+            &normalized[i],
+            &format!("{what}: batched normalized {i}"),
+        );
+    }
+    for (i, e) in encoded.iter().enumerate() {
+        let single = embed(model.backend.as_ref(), std::slice::from_ref(e), Pooling::Mean);
+        assert_close(&single[0], &unnormalized[i], &format!("{what}: single {i}"));
+    }
+    if golden.get("embeddings_cls").is_some() {
+        let cls = vectors(&golden, "embeddings_cls");
+        for (i, v) in embed(model.backend.as_ref(), &encoded, Pooling::Cls).iter().enumerate() {
+            assert_close(v, &cls[i], &format!("{what}: cls {i}"));
+        }
+    }
+    model
+}
+
 /// Reads `key` of a golden file as a list of vectors.
 pub fn vectors(golden: &serde_json::Value, key: &str) -> Vec<Vec<f32>> {
     serde_json::from_value(golden[key].clone()).expect("list of vectors")

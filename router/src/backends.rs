@@ -8,8 +8,10 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     &tessera_flash::FlashBackend,
     #[cfg(feature = "jina-bert")]
     &tessera_jina_bert::JinaBertBackend,
-    #[cfg(feature = "bert")]
-    &tessera_bert::BertBackend,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::BERT,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::ROBERTA,
 ];
 
 pub(crate) fn registry() -> Registry {
@@ -27,8 +29,8 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
-        if cfg!(feature = "bert") {
-            assert!(names.contains(&"bert"));
+        if cfg!(feature = "encoder") {
+            assert!(names.contains(&"bert") && names.contains(&"roberta"));
         }
         if cfg!(feature = "flash") {
             assert_eq!(names[0], "flash", "flash wins ties");

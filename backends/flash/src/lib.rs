@@ -1,9 +1,9 @@
-//! The unpadded (varlen) path: the bert and jina-bert model definitions, unchanged, with a flash
+//! The unpadded (varlen) path: the encoder families' and jina-bert's model definitions, unchanged, with a flash
 //! attention kernel instead of the padded reference. Every token-wise layer already runs on the
 //! packed `[total_tokens, hidden]` stream, so nothing is padded anywhere and the batcher counts
 //! real tokens only.
 //!
-//! [`FlashBackend`] serves whatever the bert or jina-bert backend would serve (same evidence, same
+//! [`FlashBackend`] serves whatever an encoder family or jina-bert would serve (same evidence, same
 //! findings) and wins over them in the registry. The kernel is chosen once at load from the
 //! device ([`kernels::kernel_for`]): [`kernels::TiledCpu`] on CPUs, CUDA flash attention with
 //! the `cuda` feature on a GPU.
@@ -18,11 +18,11 @@
 pub mod kernels;
 
 use candle_core::Tensor;
-use tessera_bert::BertBackend;
 use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
     ModelInspection,
 };
+use tessera_encoder::{BERT, ROBERTA};
 use tessera_jina_bert::JinaBertBackend;
 
 /// The flash backend's registration.
@@ -30,7 +30,7 @@ use tessera_jina_bert::JinaBertBackend;
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 2] = [&JinaBertBackend, &BertBackend];
+const DEFINITIONS: [&dyn BackendFactory; 3] = [&JinaBertBackend, &BERT, &ROBERTA];
 
 impl BackendFactory for FlashBackend {
     fn name(&self) -> &'static str {
@@ -64,7 +64,7 @@ impl BackendFactory for FlashBackend {
         let definition = DEFINITIONS
             .into_iter()
             .find(|d| matches!(d.assess(request.inspection), Assessment::Serves { .. }))
-            .unwrap_or(&BertBackend);
+            .unwrap_or(&BERT);
         let kernel = request
             .kernel
             .clone()

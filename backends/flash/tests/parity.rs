@@ -1,63 +1,57 @@
-//! The flash backend passes the same golden parity as the padded backends: every shared model,
-//! singly and as one unpadded batch, within 1e-4 and cosine 0.99999.
+//! The flash backend passes the same golden parity as the padded backends: every reference
+//! model, singly and as one unpadded batch, within 1e-4 and cosine 0.99999.
 
-use serde_json::Value;
-use tessera_core::testing::{assert_close, embed, load, shared_dir, vectors};
-use tessera_core::{Assessment, BackendFactory, Encoded, Pooling};
+use std::path::Path;
+
+use tessera_core::testing::{assert_matches_golden, reference_dir, shared_dir};
+use tessera_core::{Assessment, BackendFactory};
 use tessera_flash::FlashBackend;
 
-fn check(model_dir: &str, golden_path: &str, has_cls: bool) {
-    let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) else {
-        return;
-    };
-    let inspection = tessera_validation::inspect(&shared.join(model_dir));
+fn check(model_dir: &Path, golden: &Path) {
+    let inspection = tessera_validation::inspect(model_dir);
     assert!(matches!(FlashBackend.assess(&inspection), Assessment::Serves { .. }));
-    let model = load(&FlashBackend, &inspection);
+    let model = assert_matches_golden(&FlashBackend, &inspection, golden);
     assert_eq!(model.backend.describe().backend, "flash");
     assert!(!model.backend.describe().pads);
-    let golden: Value = serde_json::from_slice(&std::fs::read(shared.join(golden_path)).unwrap()).unwrap();
-    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
-    let encoded: Vec<Encoded> = texts
-        .iter()
-        .map(|t| model.tokenizer.encode(t, Some(Default::default())).unwrap())
-        .collect();
-    let want = vectors(&golden, "embeddings_mean_unnormalized");
-    let batched = embed(model.backend.as_ref(), &encoded, Pooling::Mean);
-    for (i, v) in batched.iter().enumerate() {
-        assert_close(v, &want[i], &format!("{model_dir} batched {i}"));
+}
+
+fn shared(model_dir: &str, golden: &str) {
+    if let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) {
+        check(&shared.join(model_dir), &shared.join(golden));
     }
-    for (i, e) in encoded.iter().enumerate() {
-        let single = embed(model.backend.as_ref(), std::slice::from_ref(e), Pooling::Mean);
-        assert_close(&single[0], &want[i], &format!("{model_dir} single {i}"));
-    }
-    if has_cls {
-        let cls = vectors(&golden, "embeddings_cls");
-        for (i, v) in embed(model.backend.as_ref(), &encoded, Pooling::Cls).iter().enumerate() {
-            assert_close(v, &cls[i], &format!("{model_dir} cls {i}"));
-        }
-    }
+}
+
+fn reference(model: &str) {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+    check(&dir, &dir.join("golden.json"));
 }
 
 #[test]
 fn minilm() {
-    check("models/all-MiniLM-L6-v2", "reference/golden_minilm.json", true);
+    shared("models/all-MiniLM-L6-v2", "reference/golden_minilm.json");
 }
 
 #[test]
 fn bert_tiny() {
-    check("models/bert-tiny", "models/bert-tiny/golden.json", true);
+    shared("models/bert-tiny", "models/bert-tiny/golden.json");
 }
 
 #[test]
 fn jina_tiny() {
-    check("models/jina-tiny", "models/jina-tiny/golden.json", false);
+    shared("models/jina-tiny", "models/jina-tiny/golden.json");
 }
 
 #[test]
 fn jina_tiny_finetuned() {
-    check(
-        "models/jina-tiny-finetuned",
-        "models/jina-tiny-finetuned/golden.json",
-        false,
-    );
+    shared("models/jina-tiny-finetuned", "models/jina-tiny-finetuned/golden.json");
+}
+
+#[test]
+fn xlm_roberta_tiny() {
+    reference("xlm-roberta-tiny");
+}
+
+#[test]
+fn roberta_saved_from_masked_lm() {
+    reference("roberta-mlm-tiny");
 }

@@ -113,9 +113,13 @@ pub fn detect(inspection: &ModelInspection) -> Result<Detected, Box<Finding>> {
     }
     let cfg = JinaConfig::from_config(config, feed_forward).map_err(|e| Box::new(e.to_finding()))?;
     // The architecture is decided; what follows are defects of this checkpoint.
-    findings.extend(check_tensors(weights, &prefix, cfg.num_hidden_layers, |layers| {
-        cfg.expected_tensors(layers)
-    }));
+    findings.extend(check_tensors(
+        weights,
+        &prefix,
+        "encoder.layer",
+        cfg.num_hidden_layers,
+        |layers| cfg.expected_tensors(layers),
+    ));
     Ok(Detected {
         prefix,
         max_position_embeddings: cfg.max_position_embeddings,

@@ -50,12 +50,7 @@ impl BackendFactory for JinaBertBackend {
 
 /// Loads the encoder the inspection describes (the flash backend reuses this).
 pub fn load_model(request: &LoadRequest<'_>) -> Result<(JinaBertModel, String), LoadError> {
-    let detected = detect(request.inspection).map_err(|f| LoadError::InvalidValue {
-        file: f.file.clone().unwrap_or_else(|| request.inspection.config_path()),
-        key: f.subject.clone().unwrap_or_default(),
-        value: String::new(),
-        reason: f.message.clone(),
-    })?;
+    let detected = detect(request.inspection).map_err(LoadError::Declined)?;
     let cfg = JinaConfig::from_config(request.config()?, detected.feed_forward)?;
     let (vb, file) = request.var_builder()?;
     let vb = match detected.prefix.trim_end_matches('.') {

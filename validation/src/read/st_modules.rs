@@ -194,6 +194,21 @@ fn read_dense(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Option<De
     })
 }
 
+/// sentence-transformers 6 saves no `max_seq_length` in sentence_bert_config.json: it reads the
+/// tokenizer's `model_max_length` instead (tokenizer_config.json). Transformers writes a huge
+/// sentinel there when the tokenizer has no limit; that means none.
+fn tokenizer_max_length(root: &Path) -> Option<usize> {
+    const NO_LIMIT: u64 = 1 << 40;
+    let value = read_json(&root.join("tokenizer_config.json"))?.ok()?;
+    value
+        .get("model_max_length")?
+        .as_u64()
+        .filter(|n| (1..NO_LIMIT).contains(n))
+        .map(|n| n as usize)
+}
+
+/// `max_seq_length` as sentence-transformers decides it: sentence_bert_config.json's, else the
+/// tokenizer's `model_max_length`. The plan caps it at what the model's positions support.
 fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize> {
     for name in ST_CONFIG_NAMES {
         let path = root.join(name);
@@ -210,7 +225,7 @@ fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize
             Some(Ok(value)) => {
                 return match value.get("max_seq_length") {
                     Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => n.as_u64().map(|n| n as usize),
-                    None | Some(Value::Null) => None,
+                    None | Some(Value::Null) => tokenizer_max_length(root),
                     Some(other) => {
                         findings.push(
                             Finding::error(
@@ -227,5 +242,5 @@ fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize
             }
         }
     }
-    None
+    tokenizer_max_length(root)
 }

@@ -1,0 +1,196 @@
+//! The blocks every BERT-shaped encoder is made of, loaded from an [`EncoderSpec`]: embeddings
+//! with a position scheme, post-norm self-attention (the swappable kernel), a feed-forward. Every
+//! token-wise layer runs on the packed `[total_tokens, hidden]` stream.
+//!
+//! References: transformers' `modeling_bert.py` and `modeling_roberta.py` (the same blocks; RoBERTa
+//! differs only in how position rows are counted).
+
+use std::sync::Arc;
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+use tessera_core::layers::{layer_norm, linear, lookup, split_heads, LayerNorm, Linear};
+use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, SeqOffsets};
+
+use crate::spec::{EncoderSpec, Positions};
+
+/// Word + position (+ token type) embeddings, then LayerNorm.
+#[derive(Debug)]
+struct Embeddings {
+    words: Tensor,
+    positions: Tensor,
+    scheme: Positions,
+    token_types: Option<Tensor>,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
+        let (n, h) = (&spec.names, spec.hidden_size());
+        let table = |name: &str, rows: usize| vb.pp(name).get((rows, h), "weight");
+        Ok(Self {
+            words: table(n.word_embeddings, spec.dims.vocab.size())?,
+            positions: table(n.position_embeddings, spec.dims.positions.size())?,
+            scheme: spec.positions,
+            token_types: match (n.token_type_embeddings, spec.dims.token_types) {
+                (Some(name), Some(rows)) => Some(table(name, rows.size())?),
+                _ => None,
+            },
+            norm: layer_norm(vb, h, spec.layer_norm_eps, n.embeddings_norm)?,
+        })
+    }
+
+    fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+        let words = lookup(&self.words, &batch.input_ids)?;
+        let rows = match self.scheme {
+            Positions::Absolute => lookup(&self.positions, &batch.position_ids)?,
+            scheme => {
+                let ranges = (0..batch.seqs.len()).map(|i| batch.seqs.range(i));
+                lookup(&self.positions, &scheme.rows(&batch.input_ids, ranges))?
+            }
+        };
+        let mut x = (words + rows)?;
+        if let Some(types) = &self.token_types {
+            x = (x + lookup(types, &batch.token_type_ids)?)?;
+        }
+        self.norm.forward(&x)
+    }
+}
+
+/// Self-attention with Q, K and V fused into one matmul, its output projection, residual and
+/// LayerNorm (post-norm).
+#[derive(Debug)]
+struct Attention {
+    qkv: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
+        let (n, h) = (&spec.names, spec.hidden_size());
+        Ok(Self {
+            qkv: fused_linear(vb, [n.query, n.key, n.value], h, h)?,
+            output: linear(vb, h, h, n.attention_output)?,
+            norm: layer_norm(vb, h, spec.layer_norm_eps, n.attention_norm)?,
+            heads: spec.heads(),
+            head_dim: spec.head_dim(),
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        seqs: &SeqOffsets,
+        kernel: &dyn AttentionKernel,
+        bias: &PositionBias,
+    ) -> candle_core::Result<Tensor> {
+        let total = x.dim(0)?;
+        let (q, k, v) = split_heads(&self.qkv.forward(x)?, self.heads, self.head_dim)?;
+        let context = kernel
+            .attend(&q, &k, &v, seqs, bias)?
+            .reshape((total, self.heads * self.head_dim))?;
+        self.norm.forward(&self.output.forward_residual(&context, x)?)
+    }
+}
+
+/// The feed-forward block: up-projection, activation, down-projection, residual, LayerNorm.
+#[derive(Debug)]
+struct FeedForward {
+    up: Linear,
+    act: HiddenAct,
+    down: Linear,
+    norm: LayerNorm,
+}
+
+impl FeedForward {
+    fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
+        let (n, h, i) = (&spec.names, spec.hidden_size(), spec.dims.intermediate.size());
+        Ok(Self {
+            up: linear(vb, h, i, n.intermediate)?,
+            act: spec.act,
+            down: linear(vb, i, h, n.output)?,
+            norm: layer_norm(vb, h, spec.layer_norm_eps, n.output_norm)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.act.apply(&self.up.forward(x)?)?;
+        self.norm.forward(&self.down.forward_residual(&h, x)?)
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attention: Attention,
+    feed_forward: FeedForward,
+}
+
+/// An encoder without pooler or task head: embeddings, then post-norm layers.
+#[derive(Debug)]
+pub struct Encoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    kernel: Arc<dyn AttentionKernel>,
+    spec: EncoderSpec,
+}
+
+impl Encoder {
+    /// Loads the encoder `spec` describes. `vb` must already point at the weight prefix.
+    pub fn load(vb: &VarBuilder, spec: &EncoderSpec, kernel: Arc<dyn AttentionKernel>) -> candle_core::Result<Self> {
+        let embeddings = Embeddings::load(vb, spec)?;
+        let layers = (0..spec.dims.layers.size())
+            .map(|l| {
+                let vb = vb.pp(format!("{}.{l}", spec.names.layers));
+                Ok(Layer {
+                    attention: Attention::load(&vb, spec)?,
+                    feed_forward: FeedForward::load(&vb, spec)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            kernel,
+            spec: spec.clone(),
+        })
+    }
+
+    /// What it was loaded from.
+    pub fn spec(&self) -> &EncoderSpec {
+        &self.spec
+    }
+
+    /// The attention kernel in use.
+    pub fn kernel(&self) -> &dyn AttentionKernel {
+        self.kernel.as_ref()
+    }
+
+    /// Last hidden states `[total_tokens, hidden]` for a packed batch.
+    pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+        let mut x = self.embeddings.forward(batch)?;
+        for layer in &self.layers {
+            x = layer
+                .attention
+                .forward(&x, &batch.seqs, self.kernel.as_ref(), &PositionBias::None)?;
+            x = layer.feed_forward.forward(&x)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Three `[out, in]` projections of the same input as one `[3 * out, in]` matmul.
+fn fused_linear(vb: &VarBuilder, names: [&str; 3], input: usize, output: usize) -> candle_core::Result<Linear> {
+    let parts = names.map(|name| vb.pp(name));
+    let weights = parts
+        .iter()
+        .map(|p| p.get((output, input), "weight"))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let biases = parts
+        .iter()
+        .map(|p| p.get(output, "bias"))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Linear::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?))
+}

@@ -1,0 +1,108 @@
+//! The encoder families, each a [`Family`]: how it is recognised from evidence and which
+//! [`EncoderSpec`] it builds. Everything else (tensor checks, loading, the runner) is shared.
+
+mod bert;
+mod lineage;
+mod roberta;
+
+use tessera_core::inspection::ModelConfig;
+use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
+
+pub use bert::Bert;
+pub use roberta::Roberta;
+
+use crate::spec::EncoderSpec;
+
+/// What a family decided about a checkpoint it serves.
+#[derive(Debug, Clone)]
+pub struct Recognised {
+    /// The encoder to build.
+    pub spec: EncoderSpec,
+    /// The facts that decided it.
+    pub evidence: Vec<Evidence>,
+    /// Things to check (served anyway).
+    pub findings: Vec<Finding>,
+}
+
+/// One encoder family.
+pub trait Family: std::fmt::Debug + Sync {
+    /// The registered backend name (`bert`, `roberta`), used by `--backend`.
+    fn name(&self) -> &'static str;
+
+    /// Whether the checkpoint is this family, from its tensors first and config values second;
+    /// the refusal names the key or tensor that decided it.
+    fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>>;
+}
+
+/// The config.json keys a family reads its sizes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keys {
+    pub vocab: &'static str,
+    pub hidden: &'static str,
+    pub layers: &'static str,
+    pub heads: &'static str,
+    pub intermediate: &'static str,
+    pub positions: &'static str,
+    /// `None`: no token types.
+    pub token_types: Option<&'static str>,
+    pub act: &'static str,
+    pub eps: Option<&'static str>,
+}
+
+/// BERT's keys, which RoBERTa shares.
+pub(crate) const BERT_KEYS: Keys = Keys {
+    vocab: "vocab_size",
+    hidden: "hidden_size",
+    layers: "num_hidden_layers",
+    heads: "num_attention_heads",
+    intermediate: "intermediate_size",
+    positions: "max_position_embeddings",
+    token_types: Some("type_vocab_size"),
+    act: "hidden_act",
+    eps: Some("layer_norm_eps"),
+};
+
+/// The sizes, activation and norm epsilon config.json gives under `keys`.
+pub(crate) struct ConfigValues {
+    pub dims: crate::spec::Dims,
+    pub act: HiddenAct,
+    pub eps: f64,
+}
+
+impl Keys {
+    /// Reads and checks the values; the error names the key and how to fix it. A missing
+    /// token-type count means 2 (BERT's default).
+    pub(crate) fn read(&self, config: &ModelConfig) -> Result<ConfigValues, LoadError> {
+        let required = |key: &'static str| config.required_usize(key).map(|v| Dim::of(key, v));
+        let dims = crate::spec::Dims {
+            vocab: required(self.vocab)?,
+            hidden: required(self.hidden)?,
+            layers: required(self.layers)?,
+            heads: required(self.heads)?,
+            intermediate: required(self.intermediate)?,
+            positions: required(self.positions)?,
+            token_types: self
+                .token_types
+                .map(|key| Dim::of(key, config.usize(key).unwrap_or(2).max(1))),
+        };
+        if !dims.hidden.size().is_multiple_of(dims.heads.size()) {
+            return Err(LoadError::HeadsNotDividingHidden {
+                file: config.path.clone(),
+                hidden: dims.hidden.size(),
+                heads: dims.heads.size(),
+            });
+        }
+        Ok(ConfigValues {
+            dims,
+            act: config.activation(self.act)?,
+            eps: self.eps.and_then(|key| config.f64(key)).unwrap_or(1e-12),
+        })
+    }
+}
+
+/// The supporting evidence every family records: the name the checkpoint was saved under.
+pub(crate) fn name_evidence(config: &ModelConfig, evidence: &mut Vec<Evidence>) {
+    if let Some(name) = config.get("_name_or_path").and_then(|v| v.as_str()) {
+        evidence.push(Evidence::name("_name_or_path", name.to_string()));
+    }
+}

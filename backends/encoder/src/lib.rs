@@ -1,0 +1,196 @@
+//! The BERT-shaped encoder families: BERT, and RoBERTa with XLM-RoBERTa and CamemBERT.
+//!
+//! A family is a small description ([`families`]): how it is recognised from the tensors and
+//! config, and the [`EncoderSpec`] (tensor names, sizes, position scheme) it builds. The blocks
+//! ([`blocks`]) are written once for all of them, with attention a swappable kernel so the flash
+//! backend runs the same definitions unpadded. Each family registers as its own backend
+//! ([`EncoderBackend`]), on the padded reference kernel unless given another.
+
+mod blocks;
+pub mod families;
+mod spec;
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use tessera_core::{
+    check_tensors, Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError,
+    LoadRequest, ModelInspection, PaddedAttention,
+};
+
+pub use blocks::Encoder;
+pub use families::{Bert, Family, Recognised, Roberta};
+pub use spec::{Dims, EncoderSpec, Names, Positions, BERT_NAMES};
+
+/// Every family, in the order they are asked.
+pub const FAMILIES: &[&dyn Family] = &[&Bert, &Roberta];
+
+/// A family registered as a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderBackend(pub &'static dyn Family);
+
+/// BERT on the padded reference kernel (`--backend bert`).
+pub const BERT: EncoderBackend = EncoderBackend(&Bert);
+/// RoBERTa, XLM-RoBERTa and CamemBERT on the padded reference kernel (`--backend roberta`).
+pub const ROBERTA: EncoderBackend = EncoderBackend(&Roberta);
+
+/// What `family` decides about the model, its tensors checked against the spec it built.
+pub fn recognise(family: &dyn Family, inspection: &ModelInspection) -> Result<Recognised, Vec<tessera_core::Finding>> {
+    let layout = inspection.encoder_layout().map_err(|f| vec![*f])?;
+    let mut recognised = family.recognise(&layout).map_err(|f| vec![*f])?;
+    let spec = &recognised.spec;
+    // The family is decided; what follows are defects of this checkpoint, reported against it
+    // so the user learns what to fix rather than that nothing fits.
+    recognised.findings.extend(check_tensors(
+        layout.weights,
+        &layout.prefix,
+        spec.names.layers,
+        spec.dims.layers.size(),
+        |layers| spec.expected_tensors(layers),
+    ));
+    Ok(recognised)
+}
+
+impl BackendFactory for EncoderBackend {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn assess(&self, inspection: &ModelInspection) -> Assessment {
+        match recognise(self.0, inspection) {
+            Ok(r) => Assessment::Serves {
+                architecture: r.spec.architecture.clone(),
+                max_positions: Some(r.spec.max_input()),
+                evidence: r.evidence,
+                findings: r.findings,
+            },
+            Err(reasons) => Assessment::Declines { reasons },
+        }
+    }
+
+    fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Backend>, LoadError> {
+        // The same decision as `assess`, so the two cannot disagree.
+        let layout = request.inspection.encoder_layout().map_err(LoadError::Declined)?;
+        let spec = self.0.recognise(&layout).map_err(LoadError::Declined)?.spec;
+        let (vb, file) = request.var_builder()?;
+        let vb = match layout.prefix.trim_end_matches('.') {
+            "" => vb,
+            prefix => vb.pp(prefix),
+        };
+        let kernel = request
+            .kernel
+            .clone()
+            .unwrap_or_else(|| Arc::new(PaddedAttention::default()));
+        let model = Encoder::load(&vb, &spec, kernel).map_err(|e| LoadError::from_candle(&file, e))?;
+        Ok(Box::new(EncoderRunner {
+            backend: self.0.name(),
+            model,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct EncoderRunner {
+    backend: &'static str,
+    model: Encoder,
+}
+
+impl Backend for EncoderRunner {
+    fn forward(&self, batch: &Batch) -> Result<Tensor, BackendError> {
+        let spec = self.model.spec();
+        batch.check_ids(spec.dims.vocab.size(), spec.type_vocab_size())?;
+        if batch.seqs.max_len() > spec.max_input() {
+            return Err(BackendError::InvalidBatch(format!(
+                "a sequence of {} tokens exceeds the {} positions the model supports",
+                batch.seqs.max_len(),
+                spec.max_input()
+            )));
+        }
+        Ok(self.model.forward(batch)?)
+    }
+
+    fn describe(&self) -> BackendDescription {
+        let spec = self.model.spec();
+        BackendDescription {
+            backend: self.backend,
+            architecture: spec.architecture.clone(),
+            kernel: self.model.kernel().name(),
+            pads: self.model.kernel().pads(),
+            hidden_size: spec.hidden_size(),
+            vocab_size: spec.dims.vocab.size(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use candle_core::{DType, Device, Shape};
+    use candle_nn::var_builder::SimpleBackend;
+    use candle_nn::VarBuilder;
+    use tessera_core::{Dim, HiddenAct};
+
+    use super::*;
+
+    /// Zeros of whatever shape is asked, remembering every name.
+    #[derive(Clone, Default)]
+    struct Recording(Arc<Mutex<BTreeSet<String>>>);
+
+    impl SimpleBackend for Recording {
+        fn get(
+            &self,
+            s: Shape,
+            name: &str,
+            _: candle_nn::Init,
+            dtype: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
+            self.0.lock().unwrap().insert(name.to_string());
+            Tensor::zeros(s, dtype, dev)
+        }
+
+        fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+            candle_core::bail!("unchecked load of {name}")
+        }
+
+        fn contains_tensor(&self, name: &str) -> bool {
+            !name.ends_with(".gamma") && !name.ends_with(".beta")
+        }
+    }
+
+    fn spec(names: Names, positions: Positions) -> EncoderSpec {
+        EncoderSpec {
+            architecture: "test".into(),
+            names,
+            dims: Dims {
+                vocab: Dim::of("vocab_size", 11),
+                hidden: Dim::of("hidden_size", 8),
+                layers: Dim::of("num_hidden_layers", 2),
+                heads: Dim::of("num_attention_heads", 2),
+                intermediate: Dim::of("intermediate_size", 12),
+                positions: Dim::of("max_position_embeddings", 10),
+                token_types: names.token_type_embeddings.map(|_| Dim::of("type_vocab_size", 2)),
+            },
+            positions,
+            act: HiddenAct::Gelu,
+            layer_norm_eps: 1e-12,
+        }
+    }
+
+    #[test]
+    fn loading_touches_exactly_the_tensors_validate_model_expects() {
+        for spec in [
+            spec(BERT_NAMES, Positions::Absolute),
+            spec(BERT_NAMES, Positions::AfterPadding { padding_idx: 1 }),
+        ] {
+            let recording = Recording::default();
+            let vb = VarBuilder::from_backend(Box::new(recording.clone()), DType::F32, Device::Cpu);
+            Encoder::load(&vb, &spec, Arc::new(PaddedAttention::default())).expect("loads");
+            let loaded = recording.0.lock().unwrap().clone();
+            let expected: BTreeSet<String> = spec.expected_tensors(2).into_iter().map(|t| t.name).collect();
+            assert_eq!(loaded, expected, "{:?}", spec.positions);
+        }
+    }
+}

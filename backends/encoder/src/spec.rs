@@ -1,0 +1,229 @@
+//! What an encoder family is, as data: its tensor names, its config keys and its position
+//! scheme. The loader ([`crate::blocks`]) and `validate-model`'s expected tensor list
+//! ([`EncoderSpec::expected_tensors`]) both read the same [`Names`] table, so they cannot drift.
+
+use tessera_core::{Dim, ExpectedTensor, HiddenAct};
+
+/// Where a family keeps each tensor, relative to the weight prefix (`bert.`, `roberta.`...).
+/// A linear layer `x` is `x.weight` `[out, in]` and `x.bias` `[out]`; a norm `n` is `n.weight`
+/// and `n.bias` (or the legacy `gamma`/`beta`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Names {
+    /// The word (token id) table.
+    pub word_embeddings: &'static str,
+    /// The position table.
+    pub position_embeddings: &'static str,
+    /// `None`: the family has no token types (DistilBERT, MPNet).
+    pub token_type_embeddings: Option<&'static str>,
+    /// LayerNorm after the embedding sum.
+    pub embeddings_norm: &'static str,
+    /// Layer `N` lives under `{layers}.N.`.
+    pub layers: &'static str,
+    /// The query projection; this and the following names are relative to a layer.
+    pub query: &'static str,
+    /// The key projection.
+    pub key: &'static str,
+    /// The value projection.
+    pub value: &'static str,
+    /// The attention output projection.
+    pub attention_output: &'static str,
+    /// LayerNorm after attention and its residual.
+    pub attention_norm: &'static str,
+    /// The feed-forward up-projection.
+    pub intermediate: &'static str,
+    /// The feed-forward down-projection.
+    pub output: &'static str,
+    /// LayerNorm after the feed-forward and its residual.
+    pub output_norm: &'static str,
+}
+
+/// BERT's names, which RoBERTa, XLM-RoBERTa and CamemBERT share.
+pub const BERT_NAMES: Names = Names {
+    word_embeddings: "embeddings.word_embeddings",
+    position_embeddings: "embeddings.position_embeddings",
+    token_type_embeddings: Some("embeddings.token_type_embeddings"),
+    embeddings_norm: "embeddings.LayerNorm",
+    layers: "encoder.layer",
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attention_output: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
+/// How a token's position becomes its row of the position table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// BERT: the i-th token of a sequence uses row i.
+    Absolute,
+    /// RoBERTa: rows count non-padding tokens after `padding_idx`: the i-th real token uses
+    /// row `padding_idx + 1 + i`, and a padding token inside a sequence uses row `padding_idx`.
+    AfterPadding {
+        /// `pad_token_id`.
+        padding_idx: u32,
+    },
+}
+
+impl Positions {
+    /// Rows of the table a sequence of `len` tokens can use at most, i.e. the longest input.
+    pub fn max_input(&self, table_rows: usize) -> usize {
+        match self {
+            Positions::Absolute => table_rows,
+            Positions::AfterPadding { padding_idx } => table_rows.saturating_sub(*padding_idx as usize + 1),
+        }
+    }
+
+    /// The table row of each token of a packed batch (`ids`), sequence by sequence.
+    pub fn rows(&self, ids: &[u32], seq_ranges: impl Iterator<Item = std::ops::Range<usize>>) -> Vec<u32> {
+        let mut rows = vec![0u32; ids.len()];
+        for range in seq_ranges {
+            match *self {
+                Positions::Absolute => {
+                    for (i, row) in rows[range].iter_mut().enumerate() {
+                        *row = i as u32;
+                    }
+                }
+                Positions::AfterPadding { padding_idx } => {
+                    let mut seen = 0u32;
+                    for (row, &id) in rows[range.clone()].iter_mut().zip(&ids[range]) {
+                        if id == padding_idx {
+                            *row = padding_idx;
+                        } else {
+                            seen += 1;
+                            *row = padding_idx + seen;
+                        }
+                    }
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// The sizes a family's config gives, each with the key it came from so a shape mismatch can
+/// name the key to fix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dims {
+    /// Rows of the word table.
+    pub vocab: Dim,
+    /// Width of the token vectors.
+    pub hidden: Dim,
+    /// Number of layers.
+    pub layers: Dim,
+    /// Attention heads.
+    pub heads: Dim,
+    /// Width of the feed-forward.
+    pub intermediate: Dim,
+    /// Rows of the position table.
+    pub positions: Dim,
+    /// Rows of the token-type table, when the family has one.
+    pub token_types: Option<Dim>,
+}
+
+/// One encoder, fully described: what [`crate::blocks::Encoder::load`] builds and what
+/// `validate-model` expects to find.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderSpec {
+    /// The family and variant in words (`bert`, `xlm-roberta`).
+    pub architecture: String,
+    /// Where each tensor is.
+    pub names: Names,
+    /// Sizes, each traced to its config key.
+    pub dims: Dims,
+    /// How position rows are counted.
+    pub positions: Positions,
+    /// The feed-forward activation.
+    pub act: HiddenAct,
+    /// Epsilon of every LayerNorm.
+    pub layer_norm_eps: f64,
+}
+
+impl EncoderSpec {
+    /// Width of the token vectors.
+    pub fn hidden_size(&self) -> usize {
+        self.dims.hidden.size()
+    }
+
+    /// Attention heads.
+    pub fn heads(&self) -> usize {
+        self.dims.heads.size()
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size() / self.heads()
+    }
+
+    /// The longest input the position table supports.
+    pub fn max_input(&self) -> usize {
+        self.positions.max_input(self.dims.positions.size())
+    }
+
+    /// Rows of the token-type table (1 when the family has none: every id must be 0).
+    pub fn type_vocab_size(&self) -> usize {
+        self.dims.token_types.map_or(1, |d| d.size())
+    }
+
+    /// Every tensor the encoder loads with `layers` layers, with its shape (names without the
+    /// weight prefix).
+    pub fn expected_tensors(&self, layers: usize) -> Vec<ExpectedTensor> {
+        let Dims {
+            vocab,
+            hidden: h,
+            intermediate: i,
+            positions,
+            token_types,
+            ..
+        } = self.dims;
+        let n = &self.names;
+        let mut t = vec![
+            ExpectedTensor::new(format!("{}.weight", n.word_embeddings), &[vocab, h]),
+            ExpectedTensor::new(format!("{}.weight", n.position_embeddings), &[positions, h]),
+        ];
+        if let (Some(name), Some(rows)) = (n.token_type_embeddings, token_types) {
+            t.push(ExpectedTensor::new(format!("{name}.weight"), &[rows, h]));
+        }
+        push_norm(&mut t, n.embeddings_norm, h);
+        for l in 0..layers {
+            let p = |name: &str| format!("{}.{l}.{name}", n.layers);
+            for name in [n.query, n.key, n.value, n.attention_output] {
+                push_linear(&mut t, &p(name), h, h);
+            }
+            push_norm(&mut t, &p(n.attention_norm), h);
+            push_linear(&mut t, &p(n.intermediate), h, i);
+            push_linear(&mut t, &p(n.output), i, h);
+            push_norm(&mut t, &p(n.output_norm), h);
+        }
+        t
+    }
+}
+
+fn push_linear(t: &mut Vec<ExpectedTensor>, name: &str, input: Dim, output: Dim) {
+    t.push(ExpectedTensor::new(format!("{name}.weight"), &[output, input]));
+    t.push(ExpectedTensor::new(format!("{name}.bias"), &[output]));
+}
+
+fn push_norm(t: &mut Vec<ExpectedTensor>, name: &str, size: Dim) {
+    t.push(ExpectedTensor::new(format!("{name}.weight"), &[size]));
+    t.push(ExpectedTensor::new(format!("{name}.bias"), &[size]));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roberta_rows_count_real_tokens_after_the_padding_row() {
+        let scheme = Positions::AfterPadding { padding_idx: 1 };
+        // Two sequences: [0, 5, 6, 2] and [0, 1, 7] with a padding id inside the second.
+        let ids = [0, 5, 6, 2, 0, 1, 7];
+        let rows = scheme.rows(&ids, [0..4, 4..7].into_iter());
+        assert_eq!(rows, vec![2, 3, 4, 5, 2, 1, 3]);
+        assert_eq!(scheme.max_input(514), 512);
+        let rows = Positions::Absolute.rows(&ids, [0..4, 4..7].into_iter());
+        assert_eq!(rows, vec![0, 1, 2, 3, 0, 1, 2]);
+    }
+}

@@ -1,0 +1,69 @@
+//! Parity with goldens computed by transformers' model classes and sentence-transformers
+//! (`shared/reference`, `shared/models/*/golden.json`, and the repository's `reference/models`,
+//! made by `reference/make_encoders.py`). Goldens come from PyTorch, never from tessera's output.
+
+use std::path::Path;
+
+use tessera_core::testing::{assert_matches_golden, reference_dir, shared_dir};
+use tessera_core::{Assessment, BackendFactory};
+use tessera_encoder::{BERT, ROBERTA};
+
+fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
+    let inspection = tessera_validation::inspect(model_dir);
+    match factory.assess(&inspection) {
+        Assessment::Serves { architecture: a, .. } => assert_eq!(a, architecture),
+        Assessment::Declines { reasons } => panic!("{}: {reasons:?}", model_dir.display()),
+    }
+    let model = assert_matches_golden(factory, &inspection, golden);
+    assert!(model.backend.describe().pads, "the padded reference kernel");
+}
+
+#[test]
+fn bert_tiny_matches_transformers() {
+    let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) else {
+        return;
+    };
+    let dir = shared.join("models/bert-tiny");
+    check(&BERT, &dir, &dir.join("golden.json"), "bert");
+}
+
+#[test]
+fn minilm_matches_sentence_transformers() {
+    let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) else {
+        return;
+    };
+    check(
+        &BERT,
+        &shared.join("models/all-MiniLM-L6-v2"),
+        &shared.join("reference/golden_minilm.json"),
+        "bert",
+    );
+}
+
+#[test]
+fn xlm_roberta_tiny_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/xlm-roberta-tiny");
+    check(&ROBERTA, &dir, &dir.join("golden.json"), "xlm-roberta");
+}
+
+#[test]
+fn roberta_saved_from_masked_lm_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/roberta-mlm-tiny");
+    check(&ROBERTA, &dir, &dir.join("golden.json"), "roberta");
+}
+
+#[test]
+fn each_family_declines_the_others_checkpoints() {
+    let reference = reference_dir(env!("CARGO_MANIFEST_DIR"));
+    for model in ["xlm-roberta-tiny", "roberta-mlm-tiny"] {
+        let inspection = tessera_validation::inspect(&reference.join("models").join(model));
+        let Assessment::Declines { reasons } = BERT.assess(&inspection) else {
+            panic!("{model} is not BERT");
+        };
+        assert_eq!(reasons[0].code, "family-is-another", "{reasons:?}");
+    }
+    if let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) {
+        let inspection = tessera_validation::inspect(&shared.join("models/bert-tiny"));
+        assert!(matches!(ROBERTA.assess(&inspection), Assessment::Declines { .. }));
+    }
+}

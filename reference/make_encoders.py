@@ -1,0 +1,241 @@
+"""Tiny random checkpoints of the encoder families, saved as sentence-transformers folders, with
+goldens computed by transformers' own model classes and sentence-transformers.
+
+Run it in a venv outside the repository (torch, transformers, sentence-transformers, tokenizers):
+
+    python reference/make_encoders.py reference/models
+
+Weights are drawn wide (std 0.3..0.5, LayerNorm gains around 1 with spread), not at the 0.02 default,
+so that a wrong position offset or activation moves the output far past the tests' tolerance; each
+golden records how far (`sensitivity`).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformer, models
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE, Unigram
+from tokenizers.trainers import BpeTrainer, UnigramTrainer
+from transformers import (
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+)
+
+SHARED_TEXTS = Path(__file__).resolve().parents[2] / "shared/reference/golden_minilm.json"
+EXTRA_TEXTS = [
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Le renard brun rapide saute par-dessus le chien paresseux.",
+    "El zorro marrón rápido salta sobre el perro perezoso.",
+    "敏捷的棕色狐狸跳过了懒狗。",
+    "Быстрая коричневая лиса перепрыгивает через ленивую собаку.",
+]
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4: RoBERTa's order, pad = 1
+
+
+def texts():
+    base = json.loads(SHARED_TEXTS.read_text())["texts"]
+    return base + EXTRA_TEXTS
+
+
+def corpus():
+    # Enough varied text that the tokenizers learn sub-words, not whole sentences.
+    words = " ".join(texts()).split()
+    return [" ".join(words[i : i + 12]) for i in range(0, len(words), 6)] * 4
+
+
+def roberta_post_processor():
+    return processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
+
+
+def unigram_tokenizer():
+    """An XLM-R-shaped tokenizer: SentencePiece unigram with the metaspace pre-tokenizer."""
+    tok = Tokenizer(Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = UnigramTrainer(vocab_size=700, special_tokens=SPECIALS, unk_token="<unk>")
+    tok.train_from_iterator(corpus(), trainer)
+    tok.post_processor = roberta_post_processor()
+    return tok
+
+
+def byte_bpe_tokenizer():
+    """A RoBERTa-shaped tokenizer: byte-level BPE."""
+    tok = Tokenizer(BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(
+        vocab_size=600, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus(), trainer)
+    tok.post_processor = roberta_post_processor()
+    return tok
+
+
+def fast_tokenizer(tok, max_len):
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=max_len,
+    )
+
+
+def widen(model, seed):
+    """Draws every weight wide, so mistakes show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+            elif "embeddings" in name:
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+
+
+def save_st(hf_dir, out_dir, max_seq_length, pooling, keep_checkpoint=False):
+    """A sentence-transformers folder. With `keep_checkpoint`, the weights and config stay as the
+    task model saved them (prefix and head included), as checkpoints on the hub often are."""
+    word = models.Transformer(str(hf_dir), max_seq_length=max_seq_length)
+    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode=pooling)
+    st = SentenceTransformer(modules=[word, pool, models.Normalize()], device="cpu")
+    st.save(str(out_dir))
+    if keep_checkpoint:
+        for name in ["model.safetensors", "config.json"]:
+            (out_dir / name).write_bytes((hf_dir / name).read_bytes())
+
+
+@torch.no_grad()
+def golden(out_dir, base_model, pad_id, sensitivity_fns):
+    """Goldens from sentence-transformers (mean + Normalize) and the raw model (CLS, unnormalized)."""
+    st = SentenceTransformer(str(out_dir), device="cpu")
+    tok = st.tokenizer
+    ts = texts()
+    enc = [tok(t, truncation=True, max_length=st.max_seq_length) for t in ts]
+    normalized = st.encode(ts, batch_size=8, convert_to_numpy=True, normalize_embeddings=False)
+    model = st[0].auto_model.eval()
+    mean, cls = [], []
+    for e in enc:
+        ids = torch.tensor([e["input_ids"]])
+        h = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
+        mean.append(h.mean(0).tolist())
+        cls.append(h[0].tolist())
+    sensitivity = {}
+    for what, fn in sensitivity_fns.items():
+        worst = 0.0
+        for e, want in zip(enc, normalized):
+            ids = torch.tensor([e["input_ids"]])
+            got = torch.nn.functional.normalize(fn(model, ids).mean(1), dim=-1)[0]
+            worst = max(worst, (got - torch.tensor(want)).abs().max().item())
+        sensitivity[what] = round(worst, 4)
+    data = {
+        "texts": ts,
+        "token_ids": [e["input_ids"] for e in enc],
+        "token_counts": [len(e["input_ids"]) for e in enc],
+        "embeddings": normalized.tolist(),
+        "embeddings_mean_unnormalized": mean,
+        "embeddings_cls": cls,
+        "pad_token_id": pad_id,
+        "sensitivity_of_normalized_embeddings_to_bugs": sensitivity,
+    }
+    (out_dir / "golden.json").write_text(json.dumps(data))
+
+
+def positions_from_zero(model, ids):
+    """The classic RoBERTa mistake: position rows 0..n-1 instead of padding_idx + 1 + i."""
+    return model(input_ids=ids, position_ids=torch.arange(ids.shape[1])[None]).last_hidden_state
+
+
+def tanh_gelu(model, ids):
+    acts = []
+    for layer in model.encoder.layer:
+        acts.append(layer.intermediate.intermediate_act_fn)
+        layer.intermediate.intermediate_act_fn = torch.nn.GELU(approximate="tanh")
+    try:
+        return model(input_ids=ids).last_hidden_state
+    finally:
+        for layer, act in zip(model.encoder.layer, acts):
+            layer.intermediate.intermediate_act_fn = act
+
+
+SENSITIVITY = {"positions_from_zero": positions_from_zero, "tanh_gelu_instead_of_erf": tanh_gelu}
+
+
+def xlm_roberta_tiny(root):
+    """XLMRobertaModel saved bare (no prefix, with a pooler), SentencePiece unigram tokenizer."""
+    hf_dir, out_dir = root / "_hf_xlm", root / "xlm-roberta-tiny"
+    tok = unigram_tokenizer()
+    cfg = XLMRobertaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    model = XLMRobertaModel(cfg).eval()
+    widen(model, 1)
+    model.save_pretrained(hf_dir)
+    fast_tokenizer(tok, 128).save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 128, "mean")
+    golden(out_dir, model, 1, SENSITIVITY)
+
+
+def roberta_mlm_tiny(root):
+    """RobertaForMaskedLM (`roberta.` prefix, `lm_head.*`), byte-level BPE, 3 heads of width 16."""
+    hf_dir, out_dir = root / "_hf_roberta", root / "roberta-mlm-tiny"
+    tok = byte_bpe_tokenizer()
+    cfg = RobertaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=3,
+        intermediate_size=96,
+        max_position_embeddings=66,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        hidden_act="gelu",
+    )
+    torch.manual_seed(0)
+    mlm = RobertaForMaskedLM(cfg).eval()
+    widen(mlm, 2)
+    mlm.save_pretrained(hf_dir)
+    fast_tokenizer(tok, 64).save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 64, "mean", keep_checkpoint=True)
+    golden(out_dir, mlm.roberta, 1, SENSITIVITY)
+
+
+def main():
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
+    root.mkdir(parents=True, exist_ok=True)
+    xlm_roberta_tiny(root)
+    roberta_mlm_tiny(root)
+    for tmp in root.glob("_hf_*"):
+        for f in sorted(tmp.rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+        tmp.rmdir()
+
+
+if __name__ == "__main__":
+    main()
