@@ -17,9 +17,12 @@ from pathlib import Path
 import torch
 from sentence_transformers import SentenceTransformer, models
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import BPE, Unigram
-from tokenizers.trainers import BpeTrainer, UnigramTrainer
+from tokenizers.models import BPE, Unigram, WordPiece
+from tokenizers.trainers import BpeTrainer, UnigramTrainer, WordPieceTrainer
 from transformers import (
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    DistilBertModel,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForMaskedLM,
@@ -78,26 +81,47 @@ def byte_bpe_tokenizer():
     return tok
 
 
-def fast_tokenizer(tok, max_len):
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=max_len,
+def wordpiece_tokenizer():
+    """A BERT-shaped tokenizer: lowercasing WordPiece, [CLS] A [SEP] B [SEP]."""
+    tok = Tokenizer(WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = WordPieceTrainer(vocab_size=800, special_tokens=BERT_SPECIALS)
+    tok.train_from_iterator(corpus(), trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
+    return tok
 
 
-def widen(model, seed):
-    """Draws every weight wide, so mistakes show."""
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def fast_tokenizer(tok, max_len):
+    if tok.token_to_id("[CLS]") is not None:
+        names = dict(cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]")
+    else:
+        names = dict(
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            mask_token="<mask>",
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_len, **names)
+
+
+def widen(model, seed, keep=()):
+    """Draws every weight wide, so mistakes show (except the parameters named in `keep`)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "LayerNorm" in name and name.endswith("weight"):
+            if any(k in name for k in keep):
+                continue
+            if "norm" in name.lower() and name.endswith("weight"):
                 p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
             elif name.endswith("bias"):
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
@@ -160,19 +184,29 @@ def positions_from_zero(model, ids):
     return model(input_ids=ids, position_ids=torch.arange(ids.shape[1])[None]).last_hidden_state
 
 
-def tanh_gelu(model, ids):
-    acts = []
-    for layer in model.encoder.layer:
-        acts.append(layer.intermediate.intermediate_act_fn)
-        layer.intermediate.intermediate_act_fn = torch.nn.GELU(approximate="tanh")
-    try:
-        return model(input_ids=ids).last_hidden_state
-    finally:
-        for layer, act in zip(model.encoder.layer, acts):
-            layer.intermediate.intermediate_act_fn = act
+def tanh_gelu(owners, attr):
+    """Runs the model with the tanh GELU in place of the exact one (`owners(model)` hold `attr`)."""
+
+    def run(model, ids):
+        saved = [getattr(o, attr) for o in owners(model)]
+        for o in owners(model):
+            setattr(o, attr, torch.nn.GELU(approximate="tanh"))
+        try:
+            return model(input_ids=ids).last_hidden_state
+        finally:
+            for o, act in zip(owners(model), saved):
+                setattr(o, attr, act)
+
+    return run
 
 
-SENSITIVITY = {"positions_from_zero": positions_from_zero, "tanh_gelu_instead_of_erf": tanh_gelu}
+SENSITIVITY = {
+    "positions_from_zero": positions_from_zero,
+    "tanh_gelu_instead_of_erf": tanh_gelu(lambda m: [l.intermediate for l in m.encoder.layer], "intermediate_act_fn"),
+}
+DISTILBERT_SENSITIVITY = {
+    "tanh_gelu_instead_of_erf": tanh_gelu(lambda m: [l.ffn for l in m.transformer.layer], "activation"),
+}
 
 
 def xlm_roberta_tiny(root):
@@ -226,11 +260,59 @@ def roberta_mlm_tiny(root):
     golden(out_dir, mlm.roberta, 1, SENSITIVITY)
 
 
+def distilbert_config(tok, **extra):
+    return DistilBertConfig(
+        vocab_size=tok.get_vocab_size(),
+        dim=48,
+        n_layers=2,
+        n_heads=6,
+        hidden_dim=80,
+        max_position_embeddings=128,
+        activation="gelu",
+        pad_token_id=0,
+        **extra,
+    )
+
+
+def distilbert_tiny(root):
+    """DistilBertModel saved bare, 6 heads of width 8, a learned position table."""
+    hf_dir, out_dir = root / "_hf_distil", root / "distilbert-tiny"
+    tok = wordpiece_tokenizer()
+    torch.manual_seed(0)
+    model = DistilBertModel(distilbert_config(tok)).eval()
+    widen(model, 3)
+    model.save_pretrained(hf_dir)
+    fast_tokenizer(tok, 128).save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 128, "cls")
+    golden(out_dir, model, 0, DISTILBERT_SENSITIVITY)
+
+
+def distilbert_sinusoidal_mlm(root):
+    """DistilBertForMaskedLM (`distilbert.` prefix) with `sinusoidal_pos_embds` and the table left
+    out of the weights, as transformers then fills it at load."""
+    from safetensors.torch import load_file, save_file
+
+    hf_dir, out_dir = root / "_hf_distil_mlm", root / "distilbert-sinusoidal-mlm"
+    tok = wordpiece_tokenizer()
+    torch.manual_seed(0)
+    mlm = DistilBertForMaskedLM(distilbert_config(tok, sinusoidal_pos_embds=True)).eval()
+    widen(mlm, 4, keep=("position_embeddings",))
+    mlm.save_pretrained(hf_dir)
+    weights = load_file(hf_dir / "model.safetensors")
+    del weights["distilbert.embeddings.position_embeddings.weight"]
+    save_file(weights, hf_dir / "model.safetensors", metadata={"format": "pt"})
+    fast_tokenizer(tok, 128).save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 128, "mean", keep_checkpoint=True)
+    golden(out_dir, mlm.distilbert, 0, DISTILBERT_SENSITIVITY)
+
+
 def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
     root.mkdir(parents=True, exist_ok=True)
     xlm_roberta_tiny(root)
     roberta_mlm_tiny(root)
+    distilbert_tiny(root)
+    distilbert_sinusoidal_mlm(root)
     for tmp in root.glob("_hf_*"):
         for f in sorted(tmp.rglob("*"), reverse=True):
             f.unlink() if f.is_file() else f.rmdir()

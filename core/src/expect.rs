@@ -82,7 +82,18 @@ fn layer_of(name: &str, layers: &str) -> Option<usize> {
 }
 
 /// Tensors that checkpoints carry but embeddings never use.
-const IGNORED: &[&str] = &["cls.", "pooler.", "embeddings.position_ids", "lm_head.", "classifier."];
+const IGNORED: &[&str] = &[
+    "cls.",
+    "pooler.",
+    "embeddings.position_ids",
+    "lm_head.",
+    "classifier.",
+    // DistilBERT's masked-LM and classification heads.
+    "vocab_transform.",
+    "vocab_layer_norm.",
+    "vocab_projector.",
+    "pre_classifier.",
+];
 
 /// Older checkpoints name LayerNorm parameters gamma and beta.
 fn legacy_name(name: &str) -> Option<String> {

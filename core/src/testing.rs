@@ -100,9 +100,9 @@ pub fn reference_dir(manifest_dir: &str) -> PathBuf {
     dir.join("reference")
 }
 
-/// Checks a model against its golden: token ids, then mean-pooled vectors (unnormalized, and
-/// normalized as `/embed` returns them) as one batch and one by one, and [CLS] vectors where
-/// the golden has them. Returns the loaded model for further checks.
+/// Checks a model against its golden: token ids, then mean-pooled vectors as one batch and one
+/// by one, the vectors of the model's own pooling normalized as `/embed` returns them, and
+/// [CLS] vectors where the golden has them. Returns the loaded model for further checks.
 pub fn assert_matches_golden(factory: &dyn BackendFactory, inspection: &ModelInspection, golden: &Path) -> Loaded {
     let what = inspection
         .root
@@ -121,14 +121,22 @@ pub fn assert_matches_golden(factory: &dyn BackendFactory, inspection: &ModelIns
         assert_eq!(&e.ids, want, "{what}: token ids of text {i}");
     }
     let unnormalized = vectors(&golden, "embeddings_mean_unnormalized");
-    let normalized = vectors(&golden, "embeddings");
     let batched = embed(model.backend.as_ref(), &encoded, Pooling::Mean);
     for (i, v) in batched.iter().enumerate() {
         assert_close(v, &unnormalized[i], &format!("{what}: batched {i}"));
+    }
+    // `embeddings` is what sentence-transformers returns, through the model's own pooling.
+    let pooling = inspection
+        .sentence_transformers
+        .pooling
+        .as_ref()
+        .map_or(Pooling::Mean, |file| Pooling::from_file(file).expect("pooling config"));
+    let normalized = vectors(&golden, "embeddings");
+    for (i, v) in embed(model.backend.as_ref(), &encoded, pooling).into_iter().enumerate() {
         assert_close(
-            &crate::finish_embedding(v.clone(), None, true),
+            &crate::finish_embedding(v, None, true),
             &normalized[i],
-            &format!("{what}: batched normalized {i}"),
+            &format!("{what}: batched {pooling:?}, normalized {i}"),
         );
     }
     for (i, e) in encoded.iter().enumerate() {

@@ -50,7 +50,10 @@ fn every_finding_code_is_documented() {
     let mut files: Vec<std::path::PathBuf> = ["core/src", "backends", "validation/src"]
         .iter()
         .flat_map(|dir| rust_files(&root.join(dir)))
-        .filter(|f| !f.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches"))
+        .filter(|f| {
+            !f.components()
+                .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches")
+        })
         .collect();
     files.push(root.join("router/src/plan.rs"));
     let mut missing = Vec::new();

@@ -12,6 +12,8 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     &tessera_encoder::BERT,
     #[cfg(feature = "encoder")]
     &tessera_encoder::ROBERTA,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::DISTILBERT,
 ];
 
 pub(crate) fn registry() -> Registry {

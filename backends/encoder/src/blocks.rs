@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use tessera_core::layers::{layer_norm, linear, lookup, split_heads, LayerNorm, Linear};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, SeqOffsets};
 
-use crate::spec::{EncoderSpec, Positions};
+use crate::spec::{EncoderSpec, PositionTable, Positions};
 
 /// Word + position (+ token type) embeddings, then LayerNorm.
 #[derive(Debug)]
@@ -28,9 +28,16 @@ impl Embeddings {
     fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
         let (n, h) = (&spec.names, spec.hidden_size());
         let table = |name: &str, rows: usize| vb.pp(name).get((rows, h), "weight");
+        let rows = spec.dims.positions.size();
+        let positions = match spec.position_table {
+            PositionTable::Weights => table(n.position_embeddings, rows)?,
+            PositionTable::Sinusoidal => {
+                Tensor::from_vec(PositionTable::sinusoids(rows, h), (rows, h), vb.device())?.to_dtype(vb.dtype())?
+            }
+        };
         Ok(Self {
             words: table(n.word_embeddings, spec.dims.vocab.size())?,
-            positions: table(n.position_embeddings, spec.dims.positions.size())?,
+            positions,
             scheme: spec.positions,
             token_types: match (n.token_type_embeddings, spec.dims.token_types) {
                 (Some(name), Some(rows)) => Some(table(name, rows.size())?),

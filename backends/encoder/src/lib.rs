@@ -19,11 +19,11 @@ use tessera_core::{
 };
 
 pub use blocks::Encoder;
-pub use families::{Bert, Family, Recognised, Roberta};
-pub use spec::{Dims, EncoderSpec, Names, Positions, BERT_NAMES};
+pub use families::{Bert, DistilBert, Family, Recognised, Roberta};
+pub use spec::{Dims, EncoderSpec, Names, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES};
 
 /// Every family, in the order they are asked.
-pub const FAMILIES: &[&dyn Family] = &[&Bert, &Roberta];
+pub const FAMILIES: &[&dyn Family] = &[&Bert, &Roberta, &DistilBert];
 
 /// A family registered as a backend.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,8 @@ pub struct EncoderBackend(pub &'static dyn Family);
 pub const BERT: EncoderBackend = EncoderBackend(&Bert);
 /// RoBERTa, XLM-RoBERTa and CamemBERT on the padded reference kernel (`--backend roberta`).
 pub const ROBERTA: EncoderBackend = EncoderBackend(&Roberta);
+/// DistilBERT on the padded reference kernel (`--backend distilbert`).
+pub const DISTILBERT: EncoderBackend = EncoderBackend(&DistilBert);
 
 /// What `family` decides about the model, its tensors checked against the spec it built.
 pub fn recognise(family: &dyn Family, inspection: &ModelInspection) -> Result<Recognised, Vec<tessera_core::Finding>> {
@@ -98,7 +100,7 @@ struct EncoderRunner {
 impl Backend for EncoderRunner {
     fn forward(&self, batch: &Batch) -> Result<Tensor, BackendError> {
         let spec = self.model.spec();
-        batch.check_ids(spec.dims.vocab.size(), spec.type_vocab_size())?;
+        batch.check_ids(spec.dims.vocab.size(), spec.type_vocab_size().unwrap_or(usize::MAX))?;
         if batch.seqs.max_len() > spec.max_input() {
             return Err(BackendError::InvalidBatch(format!(
                 "a sequence of {} tokens exceeds the {} positions the model supports",
@@ -174,6 +176,7 @@ mod tests {
                 token_types: names.token_type_embeddings.map(|_| Dim::of("type_vocab_size", 2)),
             },
             positions,
+            position_table: PositionTable::Weights,
             act: HiddenAct::Gelu,
             layer_norm_eps: 1e-12,
         }
@@ -184,13 +187,18 @@ mod tests {
         for spec in [
             spec(BERT_NAMES, Positions::Absolute),
             spec(BERT_NAMES, Positions::AfterPadding { padding_idx: 1 }),
+            spec(DISTILBERT_NAMES, Positions::Absolute),
+            EncoderSpec {
+                position_table: PositionTable::Sinusoidal,
+                ..spec(DISTILBERT_NAMES, Positions::Absolute)
+            },
         ] {
             let recording = Recording::default();
             let vb = VarBuilder::from_backend(Box::new(recording.clone()), DType::F32, Device::Cpu);
             Encoder::load(&vb, &spec, Arc::new(PaddedAttention::default())).expect("loads");
             let loaded = recording.0.lock().unwrap().clone();
             let expected: BTreeSet<String> = spec.expected_tensors(2).into_iter().map(|t| t.name).collect();
-            assert_eq!(loaded, expected, "{:?}", spec.positions);
+            assert_eq!(loaded, expected, "{:?} {:?}", spec.names.layers, spec.position_table);
         }
     }
 }

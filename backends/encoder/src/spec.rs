@@ -54,6 +54,54 @@ pub const BERT_NAMES: Names = Names {
     output_norm: "output.LayerNorm",
 };
 
+/// DistilBERT's names.
+pub const DISTILBERT_NAMES: Names = Names {
+    word_embeddings: "embeddings.word_embeddings",
+    position_embeddings: "embeddings.position_embeddings",
+    token_type_embeddings: None,
+    embeddings_norm: "embeddings.LayerNorm",
+    layers: "transformer.layer",
+    query: "attention.q_lin",
+    key: "attention.k_lin",
+    value: "attention.v_lin",
+    attention_output: "attention.out_lin",
+    attention_norm: "sa_layer_norm",
+    intermediate: "ffn.lin1",
+    output: "ffn.lin2",
+    output_norm: "output_layer_norm",
+};
+
+impl Names {
+    /// The tensor (without prefix) that only this table's layers have: layer 0's query weight.
+    pub fn signature(&self) -> String {
+        format!("{}.0.{}.weight", self.layers, self.query)
+    }
+}
+
+/// Where the position table comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionTable {
+    /// Stored in the weights (learned, or sinusoids saved with the model).
+    Weights,
+    /// Not stored: the fixed sinusoids DistilBERT's `sinusoidal_pos_embds` fills it with
+    /// (`sin(p / 10000^(2i/d))` in even columns, `cos` of the same angle in odd ones).
+    Sinusoidal,
+}
+
+impl PositionTable {
+    /// The table of `rows` x `dim` sinusoids.
+    pub fn sinusoids(rows: usize, dim: usize) -> Vec<f32> {
+        let mut table = Vec::with_capacity(rows * dim);
+        for pos in 0..rows {
+            for j in 0..dim {
+                let angle = pos as f64 / 10000f64.powf((2 * (j / 2)) as f64 / dim as f64);
+                table.push(if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
+            }
+        }
+        table
+    }
+}
+
 /// How a token's position becomes its row of the position table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Positions {
@@ -135,6 +183,8 @@ pub struct EncoderSpec {
     pub dims: Dims,
     /// How position rows are counted.
     pub positions: Positions,
+    /// Where the position table comes from.
+    pub position_table: PositionTable,
     /// The feed-forward activation.
     pub act: HiddenAct,
     /// Epsilon of every LayerNorm.
@@ -162,9 +212,10 @@ impl EncoderSpec {
         self.positions.max_input(self.dims.positions.size())
     }
 
-    /// Rows of the token-type table (1 when the family has none: every id must be 0).
-    pub fn type_vocab_size(&self) -> usize {
-        self.dims.token_types.map_or(1, |d| d.size())
+    /// Rows of the token-type table; `None` when the family has none (type ids are then
+    /// ignored, as its model ignores them).
+    pub fn type_vocab_size(&self) -> Option<usize> {
+        self.dims.token_types.map(|d| d.size())
     }
 
     /// Every tensor the encoder loads with `layers` layers, with its shape (names without the
@@ -179,10 +230,16 @@ impl EncoderSpec {
             ..
         } = self.dims;
         let n = &self.names;
-        let mut t = vec![
-            ExpectedTensor::new(format!("{}.weight", n.word_embeddings), &[vocab, h]),
-            ExpectedTensor::new(format!("{}.weight", n.position_embeddings), &[positions, h]),
-        ];
+        let mut t = vec![ExpectedTensor::new(
+            format!("{}.weight", n.word_embeddings),
+            &[vocab, h],
+        )];
+        if self.position_table == PositionTable::Weights {
+            t.push(ExpectedTensor::new(
+                format!("{}.weight", n.position_embeddings),
+                &[positions, h],
+            ));
+        }
         if let (Some(name), Some(rows)) = (n.token_type_embeddings, token_types) {
             t.push(ExpectedTensor::new(format!("{name}.weight"), &[rows, h]));
         }
@@ -225,5 +282,16 @@ mod tests {
         assert_eq!(scheme.max_input(514), 512);
         let rows = Positions::Absolute.rows(&ids, [0..4, 4..7].into_iter());
         assert_eq!(rows, vec![0, 1, 2, 3, 0, 1, 2]);
+        let rows = Positions::AfterPadding { padding_idx: 0 }.rows(&[5, 6, 0], std::iter::once(0..3));
+        assert_eq!(rows, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn sinusoids_match_distilbert_at_known_points() {
+        let t = PositionTable::sinusoids(3, 4);
+        // Row 0: sin 0, cos 0 for each pair; row 2, column 2: sin(2 / 10000^(2/4)) = sin(0.02).
+        assert_eq!(&t[..4], &[0.0, 1.0, 0.0, 1.0]);
+        assert!((t[8 + 2] - 0.02f32.sin()).abs() < 1e-7);
+        assert!((t[8 + 1] - 2f32.cos()).abs() < 1e-7);
     }
 }

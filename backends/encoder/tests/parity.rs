@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tessera_core::testing::{assert_matches_golden, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
-use tessera_encoder::{BERT, ROBERTA};
+use tessera_encoder::{BERT, DISTILBERT, ROBERTA};
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
     let inspection = tessera_validation::inspect(model_dir);
@@ -53,14 +53,40 @@ fn roberta_saved_from_masked_lm_matches_sentence_transformers() {
 }
 
 #[test]
+fn distilbert_tiny_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/distilbert-tiny");
+    check(&DISTILBERT, &dir, &dir.join("golden.json"), "distilbert");
+}
+
+#[test]
+fn distilbert_with_sinusoids_computed_at_load_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/distilbert-sinusoidal-mlm");
+    check(&DISTILBERT, &dir, &dir.join("golden.json"), "distilbert");
+}
+
+#[test]
 fn each_family_declines_the_others_checkpoints() {
     let reference = reference_dir(env!("CARGO_MANIFEST_DIR"));
-    for model in ["xlm-roberta-tiny", "roberta-mlm-tiny"] {
+    let families = [(&BERT, "bert"), (&ROBERTA, "roberta"), (&DISTILBERT, "distilbert")];
+    for (model, family) in [
+        ("xlm-roberta-tiny", "roberta"),
+        ("roberta-mlm-tiny", "roberta"),
+        ("distilbert-tiny", "distilbert"),
+        ("distilbert-sinusoidal-mlm", "distilbert"),
+    ] {
         let inspection = tessera_validation::inspect(&reference.join("models").join(model));
-        let Assessment::Declines { reasons } = BERT.assess(&inspection) else {
-            panic!("{model} is not BERT");
-        };
-        assert_eq!(reasons[0].code, "family-is-another", "{reasons:?}");
+        for (factory, name) in families {
+            match factory.assess(&inspection) {
+                Assessment::Serves { findings, .. } => {
+                    assert_eq!(name, family, "{model} served by {name}");
+                    assert!(findings.is_empty(), "{model}: {findings:?}");
+                }
+                Assessment::Declines { reasons } => {
+                    assert_ne!(name, family, "{model}: {reasons:?}");
+                    assert_eq!(reasons[0].code, "family-is-another", "{model} by {name}: {reasons:?}");
+                }
+            }
+        }
     }
     if let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) {
         let inspection = tessera_validation::inspect(&shared.join("models/bert-tiny"));

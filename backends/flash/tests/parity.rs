@@ -55,3 +55,13 @@ fn xlm_roberta_tiny() {
 fn roberta_saved_from_masked_lm() {
     reference("roberta-mlm-tiny");
 }
+
+#[test]
+fn distilbert_tiny() {
+    reference("distilbert-tiny");
+}
+
+#[test]
+fn distilbert_with_sinusoids_computed_at_load() {
+    reference("distilbert-sinusoidal-mlm");
+}

@@ -6,7 +6,7 @@ use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::lineage::{self, Lineage};
 use super::{Family, Recognised, BERT_KEYS};
-use crate::spec::{EncoderSpec, Positions, BERT_NAMES};
+use crate::spec::{EncoderSpec, PositionTable, Positions, BERT_NAMES};
 
 /// The BERT family.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +23,7 @@ impl Family for Bert {
             "BERT-family embeddings",
         )];
         let mut findings = Vec::new();
+        evidence.extend(super::layers_are(&BERT_NAMES, "BERT", layout)?);
         lineage::absolute_positions(Lineage::Bert, layout, &mut evidence, &mut findings)?;
         lineage::decide(Lineage::Bert, layout, &mut evidence, &mut findings)?;
         if let Some(finding) = layout.hidden_size_contradicted() {
@@ -36,6 +37,7 @@ impl Family for Bert {
                 names: BERT_NAMES,
                 dims: values.dims,
                 positions: Positions::Absolute,
+                position_table: PositionTable::Weights,
                 act: values.act,
                 layer_norm_eps: values.eps,
             },

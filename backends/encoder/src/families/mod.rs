@@ -2,6 +2,7 @@
 //! [`EncoderSpec`] it builds. Everything else (tensor checks, loading, the runner) is shared.
 
 mod bert;
+mod distilbert;
 mod lineage;
 mod roberta;
 
@@ -9,9 +10,10 @@ use tessera_core::inspection::ModelConfig;
 use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
 
 pub use bert::Bert;
+pub use distilbert::DistilBert;
 pub use roberta::Roberta;
 
-use crate::spec::EncoderSpec;
+use crate::spec::{EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES};
 
 /// What a family decided about a checkpoint it serves.
 #[derive(Debug, Clone)]
@@ -97,6 +99,77 @@ impl Keys {
             act: config.activation(self.act)?,
             eps: self.eps.and_then(|key| config.f64(key)).unwrap_or(1e-12),
         })
+    }
+}
+
+/// Every layer naming a family uses, with the families that use it.
+const LAYER_NAMES: &[(&Names, &str)] = &[
+    (&BERT_NAMES, "BERT, RoBERTa or JinaBERT"),
+    (&DISTILBERT_NAMES, "DistilBERT"),
+];
+
+/// The first evidence a family looks for: its own layer tensors. `Err` when another family's
+/// are there instead; `Ok(None)` when no family's are (a damaged checkpoint: the tensor check
+/// then names what is missing).
+pub(crate) fn layers_are(
+    names: &Names,
+    me: &str,
+    layout: &EncoderLayout<'_>,
+) -> Result<Option<Evidence>, Box<Finding>> {
+    let present = |n: &Names| {
+        let name = format!("{}{}", layout.prefix, n.signature());
+        layout.weights.get(&name).map(|_| name)
+    };
+    if let Some(name) = present(names) {
+        return Ok(Some(Evidence::tensor(name, format!("{me}'s layer tensors"))));
+    }
+    match LAYER_NAMES
+        .iter()
+        .find_map(|(n, who)| present(n).map(|name| (name, who)))
+    {
+        Some((name, who)) => Err(Box::new(
+            Finding::error(
+                "family-is-another",
+                format!("not {me}: the layers are {who}'s (`{name}`)"),
+            )
+            .in_file(layout.weights.display_file())
+            .about(name)
+            .fix(format!("it is served by the backend for {who}")),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// `model_type` as evidence for a family its tensors already decided (`expected`): agreeing, it
+/// supports; missing or naming another family, it is a warning naming the key (the tensors win).
+pub(crate) fn model_type_evidence(
+    expected: &str,
+    config: &ModelConfig,
+    evidence: &mut Vec<Evidence>,
+    findings: &mut Vec<Finding>,
+) {
+    match config.str("model_type") {
+        Some(t) if t == expected => evidence.push(Evidence::config("model_type", t.to_string())),
+        Some(other) => findings.push(
+            Finding::warning(
+                "model-type-contradicts-weights",
+                format!(
+                    "`model_type: {other}` but the tensors say {expected}; serving as {expected} (the tensors win)"
+                ),
+            )
+            .in_file(&config.path)
+            .about("model_type")
+            .fix(format!("set `model_type` to \"{expected}\"")),
+        ),
+        None => findings.push(
+            Finding::warning(
+                "model-type-missing",
+                format!("config.json has no `model_type`; the tensors say {expected}"),
+            )
+            .in_file(&config.path)
+            .about("model_type")
+            .fix(format!("set `model_type` to \"{expected}\"")),
+        ),
     }
 }
 

@@ -9,7 +9,7 @@ use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::lineage::{self, Lineage};
 use super::{Family, Recognised, BERT_KEYS};
-use crate::spec::{EncoderSpec, Positions, BERT_NAMES};
+use crate::spec::{EncoderSpec, PositionTable, Positions, BERT_NAMES};
 
 /// `pad_token_id` of every RoBERTa-family config transformers writes (and its default).
 const DEFAULT_PADDING_IDX: u32 = 1;
@@ -29,6 +29,7 @@ impl Family for Roberta {
             "BERT-family embeddings",
         )];
         let mut findings = Vec::new();
+        evidence.extend(super::layers_are(&BERT_NAMES, "RoBERTa", layout)?);
         lineage::absolute_positions(Lineage::Roberta, layout, &mut evidence, &mut findings)?;
         lineage::decide(Lineage::Roberta, layout, &mut evidence, &mut findings)?;
         if let Some(finding) = layout.hidden_size_contradicted() {
@@ -48,6 +49,7 @@ impl Family for Roberta {
                 names: BERT_NAMES,
                 dims: values.dims,
                 positions: Positions::AfterPadding { padding_idx },
+                position_table: PositionTable::Weights,
                 act: values.act,
                 layer_norm_eps: values.eps,
             },

@@ -1,0 +1,84 @@
+//! DistilBERT: BERT's blocks under other names (`transformer.layer.N.attention.q_lin`,
+//! `sa_layer_norm`, `ffn.lin1`...), other config keys (`dim`, `n_layers`, `n_heads`,
+//! `hidden_dim`, `activation`), no token types, and a position table that may be fixed sinusoids
+//! (`sinusoidal_pos_embds`).
+//!
+//! Reference: transformers' `models/distilbert/modeling_distilbert.py`.
+
+use tessera_core::{EncoderLayout, Evidence, Finding};
+
+use super::{Family, Keys, Recognised};
+use crate::spec::{EncoderSpec, PositionTable, Positions, DISTILBERT_NAMES};
+
+const KEYS: Keys = Keys {
+    vocab: "vocab_size",
+    hidden: "dim",
+    layers: "n_layers",
+    heads: "n_heads",
+    intermediate: "hidden_dim",
+    positions: "max_position_embeddings",
+    token_types: None,
+    act: "activation",
+    // DistilBERT's LayerNorms are built with eps 1e-12 and no config key.
+    eps: None,
+};
+
+/// The DistilBERT family.
+#[derive(Debug, Clone, Copy)]
+pub struct DistilBert;
+
+impl Family for DistilBert {
+    fn name(&self) -> &'static str {
+        "distilbert"
+    }
+
+    fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
+        let config = layout.config;
+        let mut findings = Vec::new();
+        let Some(layers) = super::layers_are(&DISTILBERT_NAMES, "DistilBERT", layout)? else {
+            return Err(Box::new(
+                Finding::error(
+                    "family-is-another",
+                    format!("not DistilBERT: no `{}{}`", layout.prefix, DISTILBERT_NAMES.signature()),
+                )
+                .in_file(layout.weights.display_file())
+                .about(format!("{}{}", layout.prefix, DISTILBERT_NAMES.signature()))
+                .fix("serve it with the backend for its family"),
+            ));
+        };
+        let mut evidence = vec![layers];
+        super::model_type_evidence("distilbert", config, &mut evidence, &mut findings);
+        let values = KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;
+        let table = format!("{}{}.weight", layout.prefix, DISTILBERT_NAMES.position_embeddings);
+        let sinusoidal = config.get("sinusoidal_pos_embds").and_then(|v| v.as_bool()) == Some(true);
+        let position_table = match (layout.weights.get(&table).is_some(), sinusoidal) {
+            (true, _) => {
+                evidence.push(Evidence::tensor(&table, "the position table, as saved"));
+                PositionTable::Weights
+            }
+            (false, true) => {
+                evidence.push(Evidence::config(
+                    "sinusoidal_pos_embds",
+                    "true and no table in the weights: fixed sinusoids, computed at load",
+                ));
+                PositionTable::Sinusoidal
+            }
+            // The tensor check names the missing table.
+            (false, false) => PositionTable::Weights,
+        };
+        super::name_evidence(config, &mut evidence);
+        Ok(Recognised {
+            spec: EncoderSpec {
+                architecture: "distilbert".into(),
+                names: DISTILBERT_NAMES,
+                dims: values.dims,
+                positions: Positions::Absolute,
+                position_table,
+                act: values.act,
+                layer_norm_eps: values.eps,
+            },
+            evidence,
+            findings,
+        })
+    }
+}
