@@ -23,6 +23,8 @@ from transformers import (
     DistilBertConfig,
     DistilBertForMaskedLM,
     DistilBertModel,
+    MPNetConfig,
+    MPNetModel,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForMaskedLM,
@@ -81,17 +83,21 @@ def byte_bpe_tokenizer():
     return tok
 
 
-def wordpiece_tokenizer():
-    """A BERT-shaped tokenizer: lowercasing WordPiece, [CLS] A [SEP] B [SEP]."""
-    tok = Tokenizer(WordPiece(unk_token="[UNK]"))
+def wordpiece_tokenizer(roberta_specials=False):
+    """A BERT-shaped tokenizer: lowercasing WordPiece, [CLS] A [SEP] B [SEP]; with
+    `roberta_specials`, MPNet's: <s> A </s></s> B </s>."""
+    tok = Tokenizer(WordPiece(unk_token="<unk>" if roberta_specials else "[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = WordPieceTrainer(vocab_size=800, special_tokens=BERT_SPECIALS)
+    trainer = WordPieceTrainer(vocab_size=800, special_tokens=SPECIALS if roberta_specials else BERT_SPECIALS)
     tok.train_from_iterator(corpus(), trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
+    if roberta_specials:
+        tok.post_processor = roberta_post_processor()
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        )
     return tok
 
 
@@ -121,7 +127,9 @@ def widen(model, seed, keep=()):
         for name, p in model.named_parameters():
             if any(k in name for k in keep):
                 continue
-            if "norm" in name.lower() and name.endswith("weight"):
+            if "relative_attention_bias" in name:
+                p.copy_(1.0 * torch.randn(p.shape, generator=g))
+            elif "norm" in name.lower() and name.endswith("weight"):
                 p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
             elif name.endswith("bias"):
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
@@ -306,6 +314,55 @@ def distilbert_sinusoidal_mlm(root):
     golden(out_dir, mlm.distilbert, 0, DISTILBERT_SENSITIVITY)
 
 
+def no_relative_bias(model, ids):
+    saved = model.encoder.compute_position_bias
+    model.encoder.compute_position_bias = lambda x, *a, **k: torch.zeros_like(saved(x))
+    try:
+        return model(input_ids=ids).last_hidden_state
+    finally:
+        model.encoder.compute_position_bias = saved
+
+
+MPNET_SENSITIVITY = {
+    "positions_from_zero": positions_from_zero,
+    "no_relative_bias": no_relative_bias,
+    "tanh_gelu_instead_of_erf": SENSITIVITY["tanh_gelu_instead_of_erf"],
+}
+
+
+def mpnet_tiny(root):
+    """MPNetModel saved bare: 5 heads of 8, the relative bias drawn wide, inputs up to 256 tokens
+    so that offsets reach the logarithmic buckets beyond 128."""
+    hf_dir, out_dir = root / "_hf_mpnet", root / "mpnet-tiny"
+    tok = wordpiece_tokenizer(roberta_specials=True)
+    cfg = MPNetConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=5,
+        intermediate_size=72,
+        max_position_embeddings=514,
+        relative_attention_num_buckets=32,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    model = MPNetModel(cfg).eval()
+    widen(model, 5)
+    model.save_pretrained(hf_dir)
+    fast_tokenizer(tok, 256).save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 256, "mean")
+    golden(out_dir, model, 1, MPNET_SENSITIVITY)
+    # transformers' bucket of every offset j - i a 1024-token input can hold, for the bucketing test.
+    offsets = torch.arange(-1023, 1024)
+    buckets = model.encoder.relative_position_bucket(offsets, num_buckets=32, max_distance=128)
+    data = json.loads((out_dir / "golden.json").read_text())
+    data["relative_buckets"] = {"first_offset": -1023, "buckets": buckets.tolist()}
+    (out_dir / "golden.json").write_text(json.dumps(data))
+
+
 def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
     root.mkdir(parents=True, exist_ok=True)
@@ -313,6 +370,7 @@ def main():
     roberta_mlm_tiny(root)
     distilbert_tiny(root)
     distilbert_sinusoidal_mlm(root)
+    mpnet_tiny(root)
     for tmp in root.glob("_hf_*"):
         for f in sorted(tmp.rglob("*"), reverse=True):
             f.unlink() if f.is_file() else f.rmdir()

@@ -19,6 +19,63 @@ pub enum PositionBias {
         /// One slope per head.
         slopes: Vec<f32>,
     },
+    /// A learned bias by relative position (MPNet's buckets), tabulated for the batch.
+    Relative(RelativeBias),
+}
+
+/// `bias[h, i, j]` that depends only on `j - i`, tabulated per head for every offset a batch can
+/// hold: the bias for key `j` seen from query `i` is `row(h)[j - i + reach]`. Built once per
+/// batch (heads x (2 x longest - 1) values), never as a [heads x n x n] tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelativeBias {
+    table: Vec<f32>,
+    heads: usize,
+    reach: usize,
+}
+
+impl RelativeBias {
+    /// Tabulates `bias(h, j - i)` for `heads` heads and offsets within `-reach..=reach`.
+    pub fn tabulate(heads: usize, reach: usize, bias: impl Fn(usize, i64) -> f32) -> Self {
+        let width = 2 * reach + 1;
+        let mut table = Vec::with_capacity(heads * width);
+        for h in 0..heads {
+            table.extend((0..width).map(|c| bias(h, c as i64 - reach as i64)));
+        }
+        Self { table, heads, reach }
+    }
+
+    /// Head `h`'s row: the bias for offset `d = j - i` is at `d + reach`.
+    pub fn row(&self, h: usize) -> &[f32] {
+        let width = 2 * self.reach + 1;
+        &self.table[h * width..(h + 1) * width]
+    }
+
+    /// The largest `|j - i|` tabulated.
+    pub fn reach(&self) -> usize {
+        self.reach
+    }
+
+    /// Heads tabulated.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// The bias of head `h` for query `i` and key `j` (positions within one sequence).
+    pub fn get(&self, h: usize, i: usize, j: usize) -> f32 {
+        self.row(h)[j + self.reach - i]
+    }
+
+    /// Checks that the table covers `heads` heads and sequences of up to `longest` tokens.
+    pub fn check(&self, heads: usize, longest: usize) -> candle_core::Result<()> {
+        if self.heads != heads || self.reach + 1 < longest {
+            candle_core::bail!(
+                "a relative bias for {} heads and {} positions, used for {heads} heads and {longest} positions",
+                self.heads,
+                self.reach + 1
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Attention over a packed batch.
@@ -104,9 +161,17 @@ impl AttentionKernel for PaddedAttention {
             if let Some(mask) = &key_mask {
                 scores = scores.broadcast_add(mask)?;
             }
-            if let PositionBias::Alibi { slopes } = bias {
-                let alibi = alibi_block(slopes, row, rows, max_len, device)?.to_dtype(q.dtype())?;
-                scores = scores.broadcast_add(&alibi)?;
+            match bias {
+                PositionBias::None => {}
+                PositionBias::Alibi { slopes } => {
+                    let alibi = alibi_block(slopes, row, rows, max_len, device)?.to_dtype(q.dtype())?;
+                    scores = scores.broadcast_add(&alibi)?;
+                }
+                PositionBias::Relative(relative) => {
+                    relative.check(heads, max_len)?;
+                    let block = relative_block(relative, row, rows, max_len, device)?.to_dtype(q.dtype())?;
+                    scores = scores.broadcast_add(&block)?;
+                }
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             blocks.push(probs.matmul(&vp)?);
@@ -177,6 +242,23 @@ fn alibi_block(
     distance.broadcast_mul(&slopes)?.neg()
 }
 
+/// `[heads, rows, keys]` relative bias for query rows `first_row..first_row + rows`.
+fn relative_block(
+    relative: &RelativeBias,
+    first_row: usize,
+    rows: usize,
+    keys: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let mut block = Vec::with_capacity(relative.heads() * rows * keys);
+    for h in 0..relative.heads() {
+        for i in first_row..first_row + rows {
+            block.extend((0..keys).map(|j| relative.get(h, i, j)));
+        }
+    }
+    Tensor::from_vec(block, (relative.heads(), rows, keys), device)
+}
+
 /// Multi-head attention over a packed batch, written with explicit loops over sequences, heads
 /// and positions. Slow and obviously correct: tests compare every kernel with it.
 pub fn reference_attention(
@@ -199,11 +281,14 @@ pub fn reference_attention(
                         let dot: f64 = (0..head_dim)
                             .map(|c| f64::from(q[i][h][c]) * f64::from(k[j][h][c]))
                             .sum();
-                        let alibi = match bias {
+                        let position = match bias {
                             PositionBias::None => 0.0,
                             PositionBias::Alibi { slopes } => -f64::from(slopes[h]) * (i as f64 - j as f64).abs(),
+                            PositionBias::Relative(relative) => {
+                                f64::from(relative.get(h, i - range.start, j - range.start))
+                            }
                         };
-                        dot * scale + alibi
+                        dot * scale + position
                     })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -247,6 +332,22 @@ mod tests {
         }
         check(&[5], 2, slopes(2), &PaddedAttention::default());
         check(&[4, 4], 2, PositionBias::None, &PaddedAttention::default());
+        crate::testing::assert_kernel_matches_reference_with_relative_bias(
+            &PaddedAttention::default(),
+            &[1, 2, 17],
+            &[5, 3],
+        );
+        // Query blocks of one row each: every block reads its own rows of the table.
+        let tiny = PaddedAttention { max_score_elements: 1 };
+        crate::testing::assert_kernel_matches_reference_with_relative_bias(&tiny, &[3, 9, 1], &[4]);
+    }
+
+    #[test]
+    fn a_relative_bias_too_short_for_the_batch_is_refused() {
+        let relative = RelativeBias::tabulate(2, 3, |_, _| 0.0);
+        assert!(relative.check(2, 4).is_ok());
+        assert!(relative.check(2, 5).is_err());
+        assert!(relative.check(3, 4).is_err());
     }
 
     #[test]

@@ -192,6 +192,23 @@ pub fn assert_kernel_matches_reference_across_heads(
     assert_kernel_matches_reference(kernel, wide_lengths, 4, 32, &alibi);
 }
 
+/// [`assert_kernel_matches_reference`] with a relative bias that differs by head, offset and
+/// direction (MPNet's kind): 1 and 3 heads of 8 dims on `lengths`, 4 of 32 on `wide_lengths`.
+pub fn assert_kernel_matches_reference_with_relative_bias(
+    kernel: &dyn AttentionKernel,
+    lengths: &[usize],
+    wide_lengths: &[usize],
+) {
+    let longest = lengths.iter().chain(wide_lengths).copied().max().unwrap_or(1);
+    for heads in [1, 3, 4] {
+        let relative = crate::RelativeBias::tabulate(heads, longest - 1, |h, d| {
+            ((h as f32 + 1.0) * 0.7 + d as f32 * 0.13).sin() * 2.0
+        });
+        let dims = if heads == 4 { (wide_lengths, 32) } else { (lengths, 8) };
+        assert_kernel_matches_reference(kernel, dims.0, heads, dims.1, &PositionBias::Relative(relative));
+    }
+}
+
 /// Asserts that `kernel` agrees with [`reference_attention`] (within 1e-5) on random q, k, v for
 /// sequences of `lengths`, `heads` heads of `head_dim`.
 pub fn assert_kernel_matches_reference(

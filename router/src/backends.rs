@@ -14,6 +14,8 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     &tessera_encoder::ROBERTA,
     #[cfg(feature = "encoder")]
     &tessera_encoder::DISTILBERT,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::MPNET,
 ];
 
 pub(crate) fn registry() -> Registry {

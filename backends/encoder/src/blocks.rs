@@ -10,9 +10,9 @@ use std::sync::Arc;
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use tessera_core::layers::{layer_norm, linear, lookup, split_heads, LayerNorm, Linear};
-use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, RelativeBias, SeqOffsets};
 
-use crate::spec::{EncoderSpec, PositionTable, Positions};
+use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions};
 
 /// Word + position (+ token type) embeddings, then LayerNorm.
 #[derive(Debug)]
@@ -135,10 +135,31 @@ struct Layer {
     feed_forward: FeedForward,
 }
 
+/// MPNet's relative bias: the learned `[buckets, heads]` table, tabulated per batch by offset.
+#[derive(Debug)]
+struct RelativeBuckets {
+    /// `[buckets][heads]`, row-major.
+    table: Vec<f32>,
+    heads: usize,
+    buckets: usize,
+    max_distance: usize,
+}
+
+impl RelativeBuckets {
+    /// The bias every layer adds for a batch whose longest sequence has `longest` tokens.
+    fn for_batch(&self, longest: usize) -> PositionBias {
+        let reach = longest.saturating_sub(1);
+        PositionBias::Relative(RelativeBias::tabulate(self.heads, reach, |h, d| {
+            self.table[AttentionBias::bucket(self.buckets, self.max_distance, d) * self.heads + h]
+        }))
+    }
+}
+
 /// An encoder without pooler or task head: embeddings, then post-norm layers.
 #[derive(Debug)]
 pub struct Encoder {
     embeddings: Embeddings,
+    relative: Option<RelativeBuckets>,
     layers: Vec<Layer>,
     kernel: Arc<dyn AttentionKernel>,
     spec: EncoderSpec,
@@ -148,6 +169,23 @@ impl Encoder {
     /// Loads the encoder `spec` describes. `vb` must already point at the weight prefix.
     pub fn load(vb: &VarBuilder, spec: &EncoderSpec, kernel: Arc<dyn AttentionKernel>) -> candle_core::Result<Self> {
         let embeddings = Embeddings::load(vb, spec)?;
+        let relative = match spec.attention_bias {
+            AttentionBias::None => None,
+            AttentionBias::RelativeBuckets {
+                tensor,
+                buckets,
+                max_distance,
+            } => {
+                let (buckets, heads) = (buckets.size(), spec.heads());
+                let table = vb.pp(tensor).get((buckets, heads), "weight")?;
+                Some(RelativeBuckets {
+                    table: table.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?,
+                    heads,
+                    buckets,
+                    max_distance,
+                })
+            }
+        };
         let layers = (0..spec.dims.layers.size())
             .map(|l| {
                 let vb = vb.pp(format!("{}.{l}", spec.names.layers));
@@ -159,6 +197,7 @@ impl Encoder {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             embeddings,
+            relative,
             layers,
             kernel,
             spec: spec.clone(),
@@ -178,10 +217,12 @@ impl Encoder {
     /// Last hidden states `[total_tokens, hidden]` for a packed batch.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let mut x = self.embeddings.forward(batch)?;
+        let bias = match &self.relative {
+            None => PositionBias::None,
+            Some(relative) => relative.for_batch(batch.seqs.max_len()),
+        };
         for layer in &self.layers {
-            x = layer
-                .attention
-                .forward(&x, &batch.seqs, self.kernel.as_ref(), &PositionBias::None)?;
+            x = layer.attention.forward(&x, &batch.seqs, self.kernel.as_ref(), &bias)?;
             x = layer.feed_forward.forward(&x)?;
         }
         Ok(x)

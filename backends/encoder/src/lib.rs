@@ -19,11 +19,13 @@ use tessera_core::{
 };
 
 pub use blocks::Encoder;
-pub use families::{Bert, DistilBert, Family, Recognised, Roberta};
-pub use spec::{Dims, EncoderSpec, Names, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES};
+pub use families::{Bert, DistilBert, Family, MpNet, Recognised, Roberta};
+pub use spec::{
+    AttentionBias, Dims, EncoderSpec, Names, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES, MPNET_NAMES,
+};
 
 /// Every family, in the order they are asked.
-pub const FAMILIES: &[&dyn Family] = &[&Bert, &Roberta, &DistilBert];
+pub const FAMILIES: &[&dyn Family] = &[&Bert, &Roberta, &DistilBert, &MpNet];
 
 /// A family registered as a backend.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +37,8 @@ pub const BERT: EncoderBackend = EncoderBackend(&Bert);
 pub const ROBERTA: EncoderBackend = EncoderBackend(&Roberta);
 /// DistilBERT on the padded reference kernel (`--backend distilbert`).
 pub const DISTILBERT: EncoderBackend = EncoderBackend(&DistilBert);
+/// MPNet on the padded reference kernel (`--backend mpnet`).
+pub const MPNET: EncoderBackend = EncoderBackend(&MpNet);
 
 /// What `family` decides about the model, its tensors checked against the spec it built.
 pub fn recognise(family: &dyn Family, inspection: &ModelInspection) -> Result<Recognised, Vec<tessera_core::Finding>> {
@@ -177,6 +181,7 @@ mod tests {
             },
             positions,
             position_table: PositionTable::Weights,
+            attention_bias: AttentionBias::None,
             act: HiddenAct::Gelu,
             layer_norm_eps: 1e-12,
         }
@@ -191,6 +196,14 @@ mod tests {
             EncoderSpec {
                 position_table: PositionTable::Sinusoidal,
                 ..spec(DISTILBERT_NAMES, Positions::Absolute)
+            },
+            EncoderSpec {
+                attention_bias: AttentionBias::RelativeBuckets {
+                    tensor: "encoder.relative_attention_bias",
+                    buckets: Dim::of("relative_attention_num_buckets", 32),
+                    max_distance: 128,
+                },
+                ..spec(MPNET_NAMES, Positions::AfterPadding { padding_idx: 1 })
             },
         ] {
             let recording = Recording::default();

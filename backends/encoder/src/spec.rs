@@ -71,10 +71,66 @@ pub const DISTILBERT_NAMES: Names = Names {
     output_norm: "output_layer_norm",
 };
 
+/// MPNet's names.
+pub const MPNET_NAMES: Names = Names {
+    word_embeddings: "embeddings.word_embeddings",
+    position_embeddings: "embeddings.position_embeddings",
+    token_type_embeddings: None,
+    embeddings_norm: "embeddings.LayerNorm",
+    layers: "encoder.layer",
+    query: "attention.attn.q",
+    key: "attention.attn.k",
+    value: "attention.attn.v",
+    attention_output: "attention.attn.o",
+    attention_norm: "attention.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
 impl Names {
     /// The tensor (without prefix) that only this table's layers have: layer 0's query weight.
     pub fn signature(&self) -> String {
         format!("{}.0.{}.weight", self.layers, self.query)
+    }
+}
+
+/// A bias added to every layer's attention scores by relative position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionBias {
+    /// None: positions enter through the embeddings only.
+    None,
+    /// MPNet's: a `[buckets, heads]` table (`tensor.weight`), one learned value per head and
+    /// bucket of `j - i`, shared by every layer. The bucketing is T5's, bidirectional: half the
+    /// buckets for keys after the query; exact below a quarter of the buckets, logarithmic up
+    /// to `max_distance`.
+    RelativeBuckets {
+        /// The table, relative to the weight prefix (without `.weight`).
+        tensor: &'static str,
+        /// Rows of the table (`relative_attention_num_buckets`).
+        buckets: Dim,
+        /// Distance at which the last bucket starts.
+        max_distance: usize,
+    },
+}
+
+impl AttentionBias {
+    /// The bucket of offset `d = j - i` (key minus query position) under MPNet's scheme, in
+    /// float32 as transformers computes it (so the boundaries fall where its do).
+    pub fn bucket(buckets: usize, max_distance: usize, d: i64) -> usize {
+        let half = buckets / 2;
+        let n = -d;
+        let mut bucket = if n < 0 { half } else { 0 };
+        let n = n.unsigned_abs() as usize;
+        let max_exact = half / 2;
+        if n < max_exact {
+            bucket += n;
+        } else {
+            let scale = ((max_distance as f64) / (max_exact as f64)).ln() as f32;
+            let large = max_exact as f32 + (n as f32 / max_exact as f32).ln() / scale * (half - max_exact) as f32;
+            bucket += (large as usize).min(half - 1);
+        }
+        bucket
     }
 }
 
@@ -185,6 +241,8 @@ pub struct EncoderSpec {
     pub positions: Positions,
     /// Where the position table comes from.
     pub position_table: PositionTable,
+    /// The bias added to attention scores.
+    pub attention_bias: AttentionBias,
     /// The feed-forward activation.
     pub act: HiddenAct,
     /// Epsilon of every LayerNorm.
@@ -244,6 +302,12 @@ impl EncoderSpec {
             t.push(ExpectedTensor::new(format!("{name}.weight"), &[rows, h]));
         }
         push_norm(&mut t, n.embeddings_norm, h);
+        if let AttentionBias::RelativeBuckets { tensor, buckets, .. } = self.attention_bias {
+            t.push(ExpectedTensor::new(
+                format!("{tensor}.weight"),
+                &[buckets, self.dims.heads],
+            ));
+        }
         for l in 0..layers {
             let p = |name: &str| format!("{}.{l}.{name}", n.layers);
             for name in [n.query, n.key, n.value, n.attention_output] {

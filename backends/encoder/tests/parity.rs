@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tessera_core::testing::{assert_matches_golden, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
-use tessera_encoder::{BERT, DISTILBERT, ROBERTA};
+use tessera_encoder::{AttentionBias, BERT, DISTILBERT, MPNET, ROBERTA};
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
     let inspection = tessera_validation::inspect(model_dir);
@@ -65,14 +65,39 @@ fn distilbert_with_sinusoids_computed_at_load_matches_sentence_transformers() {
 }
 
 #[test]
+fn mpnet_tiny_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/mpnet-tiny");
+    check(&MPNET, &dir, &dir.join("golden.json"), "mpnet");
+}
+
+#[test]
+fn mpnet_buckets_every_offset_as_transformers_does() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/mpnet-tiny");
+    let golden: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+    let table = &golden["relative_buckets"];
+    let first = table["first_offset"].as_i64().unwrap();
+    let buckets: Vec<usize> = serde_json::from_value(table["buckets"].clone()).unwrap();
+    for (i, want) in buckets.iter().enumerate() {
+        let d = first + i as i64;
+        assert_eq!(AttentionBias::bucket(32, 128, d), *want, "offset {d}");
+    }
+}
+
+#[test]
 fn each_family_declines_the_others_checkpoints() {
     let reference = reference_dir(env!("CARGO_MANIFEST_DIR"));
-    let families = [(&BERT, "bert"), (&ROBERTA, "roberta"), (&DISTILBERT, "distilbert")];
+    let families = [
+        (&BERT, "bert"),
+        (&ROBERTA, "roberta"),
+        (&DISTILBERT, "distilbert"),
+        (&MPNET, "mpnet"),
+    ];
     for (model, family) in [
         ("xlm-roberta-tiny", "roberta"),
         ("roberta-mlm-tiny", "roberta"),
         ("distilbert-tiny", "distilbert"),
         ("distilbert-sinusoidal-mlm", "distilbert"),
+        ("mpnet-tiny", "mpnet"),
     ] {
         let inspection = tessera_validation::inspect(&reference.join("models").join(model));
         for (factory, name) in families {

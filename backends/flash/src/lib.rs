@@ -22,7 +22,7 @@ use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
     ModelInspection,
 };
-use tessera_encoder::{BERT, DISTILBERT, ROBERTA};
+use tessera_encoder::{BERT, DISTILBERT, MPNET, ROBERTA};
 use tessera_jina_bert::JinaBertBackend;
 
 /// The flash backend's registration.
@@ -30,7 +30,7 @@ use tessera_jina_bert::JinaBertBackend;
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 4] = [&JinaBertBackend, &BERT, &ROBERTA, &DISTILBERT];
+const DEFINITIONS: [&dyn BackendFactory; 5] = [&JinaBertBackend, &BERT, &ROBERTA, &DISTILBERT, &MPNET];
 
 impl BackendFactory for FlashBackend {
     fn name(&self) -> &'static str {

@@ -65,3 +65,8 @@ fn distilbert_tiny() {
 fn distilbert_with_sinusoids_computed_at_load() {
     reference("distilbert-sinusoidal-mlm");
 }
+
+#[test]
+fn mpnet_tiny() {
+    reference("mpnet-tiny");
+}

@@ -8,7 +8,7 @@
 use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::{Family, Keys, Recognised};
-use crate::spec::{EncoderSpec, PositionTable, Positions, DISTILBERT_NAMES};
+use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions, DISTILBERT_NAMES};
 
 const KEYS: Keys = Keys {
     vocab: "vocab_size",
@@ -74,6 +74,7 @@ impl Family for DistilBert {
                 dims: values.dims,
                 positions: Positions::Absolute,
                 position_table,
+                attention_bias: AttentionBias::None,
                 act: values.act,
                 layer_norm_eps: values.eps,
             },

@@ -4,6 +4,7 @@
 mod bert;
 mod distilbert;
 mod lineage;
+mod mpnet;
 mod roberta;
 
 use tessera_core::inspection::ModelConfig;
@@ -11,9 +12,10 @@ use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
 
 pub use bert::Bert;
 pub use distilbert::DistilBert;
+pub use mpnet::MpNet;
 pub use roberta::Roberta;
 
-use crate::spec::{EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES};
+use crate::spec::{EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES, MPNET_NAMES};
 
 /// What a family decided about a checkpoint it serves.
 #[derive(Debug, Clone)]
@@ -106,6 +108,7 @@ impl Keys {
 const LAYER_NAMES: &[(&Names, &str)] = &[
     (&BERT_NAMES, "BERT, RoBERTa or JinaBERT"),
     (&DISTILBERT_NAMES, "DistilBERT"),
+    (&MPNET_NAMES, "MPNet"),
 ];
 
 /// The first evidence a family looks for: its own layer tensors. `Err` when another family's

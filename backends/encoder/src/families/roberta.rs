@@ -9,7 +9,7 @@ use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::lineage::{self, Lineage};
 use super::{Family, Recognised, BERT_KEYS};
-use crate::spec::{EncoderSpec, PositionTable, Positions, BERT_NAMES};
+use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions, BERT_NAMES};
 
 /// `pad_token_id` of every RoBERTa-family config transformers writes (and its default).
 const DEFAULT_PADDING_IDX: u32 = 1;
@@ -50,6 +50,7 @@ impl Family for Roberta {
                 dims: values.dims,
                 positions: Positions::AfterPadding { padding_idx },
                 position_table: PositionTable::Weights,
+                attention_bias: AttentionBias::None,
                 act: values.act,
                 layer_norm_eps: values.eps,
             },

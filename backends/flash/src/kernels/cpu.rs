@@ -42,6 +42,9 @@ impl AttentionKernel for VarlenCpu {
         let slopes = match bias {
             PositionBias::None => None,
             PositionBias::Alibi { slopes } => Some(Tensor::from_slice(slopes, slopes.len(), device)?),
+            PositionBias::Relative(_) => {
+                candle_core::bail!("varlen-cpu has no relative position bias: use the tiled-cpu kernel")
+            }
         };
         let max_len = seqs.max_len();
         let out = candle_nn::attention::flash_attn_varlen_cpu(

@@ -45,6 +45,9 @@ impl AttentionKernel for CudaFlash {
                     &q, &k, &v, &slopes, &starts, &starts, max_len, max_len, scale, false,
                 )?
             }
+            // Flash attention takes no arbitrary bias: MPNet's relative bias runs on the padded
+            // kernel's candle ops, on the same device.
+            PositionBias::Relative(_) => tessera_core::PaddedAttention::default().attend(&q, &k, &v, seqs, bias)?,
         };
         out.to_dtype(dtype)
     }

@@ -160,15 +160,15 @@ impl AttentionKernel for TiledCpu {
             v: v_rows,
             head_dim,
         };
-        let slopes = match bias {
-            PositionBias::None => None,
+        match bias {
+            PositionBias::None => {}
             PositionBias::Alibi { slopes } => {
                 if slopes.len() != heads {
                     candle_core::bail!("{} ALiBi slopes for {heads} heads", slopes.len());
                 }
-                Some(slopes.as_slice())
             }
-        };
+            PositionBias::Relative(relative) => relative.check(heads, seqs.max_len())?,
+        }
         // Tasks in (head, sequence, block) order write consecutive rows of a [heads, total,
         // head_dim] output, so each owns one contiguous chunk.
         let mut tasks = Vec::new();
@@ -195,10 +195,17 @@ impl AttentionKernel for TiledCpu {
         }
         let scale = 1.0 / (head_dim as f32).sqrt();
         let arch = pulp::Arch::new();
-        tasks
-            .par_iter()
-            .zip(chunks.into_par_iter())
-            .for_each(|(task, chunk)| attend_block(arch, task, &packed, scale, slopes.map(|s| s[task.head]), chunk));
+        tasks.par_iter().zip(chunks.into_par_iter()).for_each(|(task, chunk)| {
+            let bias = match bias {
+                PositionBias::None => TileBias::None,
+                PositionBias::Alibi { slopes } => TileBias::Alibi(slopes[task.head]),
+                PositionBias::Relative(relative) => TileBias::Relative {
+                    row: relative.row(task.head),
+                    reach: relative.reach(),
+                },
+            };
+            attend_block(arch, task, &packed, scale, bias, chunk)
+        });
         drop((qs, ks, vs));
         Tensor::from_vec(out, (heads, total, head_dim), q.device())?
             .transpose(0, 1)?
@@ -247,8 +254,22 @@ fn exp_in_place(values: &mut [f32], max: f32) -> f32 {
     sum
 }
 
+/// The position bias of one head, as a tile adds it.
+#[derive(Debug, Clone, Copy)]
+enum TileBias<'a> {
+    None,
+    /// `-slope * |i - j|`.
+    Alibi(f32),
+    /// `row[j - i + reach]` ([`tessera_core::RelativeBias::row`]); `attend` checked that it
+    /// covers the longest sequence.
+    Relative {
+        row: &'a [f32],
+        reach: usize,
+    },
+}
+
 /// Attention output rows `q0..q1` of one head into `out` (`[rows, head_dim]`).
-fn attend_block(arch: pulp::Arch, task: &Task, p: &Packed<'_>, scale: f32, slope: Option<f32>, out: &mut [f32]) {
+fn attend_block(arch: pulp::Arch, task: &Task, p: &Packed<'_>, scale: f32, bias: TileBias<'_>, out: &mut [f32]) {
     let (rows, hd) = (task.q1 - task.q0, p.head_dim);
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     let mut row_sum = vec![0f32; rows];
@@ -296,7 +317,7 @@ fn attend_block(arch: pulp::Arch, task: &Task, p: &Packed<'_>, scale: f32, slope
             cols,
             first_row: task.q0,
             first_key: k0,
-            slope,
+            bias,
             row_max: &mut row_max,
             row_sum: &mut row_sum,
             out: &mut out[..rows * hd],
@@ -355,7 +376,7 @@ impl pulp::WithSimd for DivideRows<'_> {
 }
 
 /// One tile's softmax step, `rows x cols` scores for query rows from `first_row` and keys from
-/// `first_key`: adds ALiBi, turns each row into `exp(s - running max)`, and rescales the running
+/// `first_key`: adds the position bias, turns each row into `exp(s - running max)`, and rescales the running
 /// sums and the output rows accumulated so far when a row's max grows. A `pulp` operation as a
 /// struct with an `#[inline(always)]` method rather than a closure: pulp's dispatch compiles what is
 /// inlined into it for the detected instruction set, and a closure this large stayed an out-of-line
@@ -365,7 +386,7 @@ struct OnlineSoftmax<'a> {
     cols: usize,
     first_row: usize,
     first_key: usize,
-    slope: Option<f32>,
+    bias: TileBias<'a>,
     row_max: &'a mut [f32],
     row_sum: &'a mut [f32],
     out: &'a mut [f32],
@@ -382,13 +403,24 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
         let rows = self.scores.chunks_exact_mut(self.cols);
         let state = self.row_max.iter_mut().zip(self.row_sum.iter_mut());
         for (i, (tile, (max, sum))) in rows.zip(state).enumerate() {
-            if let Some(slope) = self.slope {
-                // -slope * |i - j|; positions through i32 so the conversions vectorize (lengths
-                // are bounded far below 2^31 by the batch token budget).
-                let position = (self.first_row + i) as i32 as f32;
-                for (j, s) in tile.iter_mut().enumerate() {
-                    let key = (self.first_key + j) as i32 as f32;
-                    *s -= slope * (position - key).abs();
+            match self.bias {
+                TileBias::None => {}
+                TileBias::Alibi(slope) => {
+                    // -slope * |i - j|; positions through i32 so the conversions vectorize
+                    // (lengths are bounded far below 2^31 by the batch token budget).
+                    let position = (self.first_row + i) as i32 as f32;
+                    for (j, s) in tile.iter_mut().enumerate() {
+                        let key = (self.first_key + j) as i32 as f32;
+                        *s -= slope * (position - key).abs();
+                    }
+                }
+                TileBias::Relative { row, reach } => {
+                    // Keys first_key.. seen from query first_row + i: consecutive offsets, so one
+                    // contiguous run of the head's row.
+                    let start = self.first_key + reach - (self.first_row + i);
+                    for (s, b) in tile.iter_mut().zip(&row[start..start + self.cols]) {
+                        *s += b;
+                    }
                 }
             }
             let new_max = max.max(lane_max(tile));
@@ -412,7 +444,9 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_core::testing::assert_kernel_matches_reference_across_heads;
+    use tessera_core::testing::{
+        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_relative_bias,
+    };
 
     #[test]
     fn exp_in_place_covers_every_element() {
@@ -470,5 +504,6 @@ mod tests {
     fn matches_the_reference_on_ragged_batches_across_tiles() {
         // 1 and 2: a single tile; 65: two query blocks; 513: three key tiles.
         assert_kernel_matches_reference_across_heads(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
+        assert_kernel_matches_reference_with_relative_bias(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
     }
 }

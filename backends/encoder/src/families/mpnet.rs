@@ -1,0 +1,101 @@
+//! MPNet: BERT-shaped post-norm layers (`attention.attn.{q,k,v,o}`), RoBERTa's position offset
+//! (rows after padding index 1, fixed in transformers' code), no token types, and a relative
+//! position bias shared by every layer (`encoder.relative_attention_bias`, 32 buckets, max
+//! distance 128), applied inside the attention kernel.
+//!
+//! Reference: transformers' `models/mpnet/modeling_mpnet.py`.
+
+use tessera_core::{Dim, EncoderLayout, Evidence, Finding};
+
+use super::{Family, Keys, Recognised};
+use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions, MPNET_NAMES};
+
+const KEYS: Keys = Keys {
+    token_types: None,
+    ..super::BERT_KEYS
+};
+
+/// The relative bias table, relative to the weight prefix.
+const RELATIVE_BIAS: &str = "encoder.relative_attention_bias";
+/// transformers computes buckets with these regardless of the config.
+const BUCKETS_USED: usize = 32;
+const MAX_DISTANCE: usize = 128;
+/// `MPNetEmbeddings.padding_idx`: 1 in transformers' code, whatever `pad_token_id` says.
+const PADDING_IDX: u32 = 1;
+
+/// The MPNet family.
+#[derive(Debug, Clone, Copy)]
+pub struct MpNet;
+
+impl Family for MpNet {
+    fn name(&self) -> &'static str {
+        "mpnet"
+    }
+
+    fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
+        let config = layout.config;
+        let file = layout.weights.display_file();
+        let signature = format!("{}{}", layout.prefix, MPNET_NAMES.signature());
+        let Some(layers) = super::layers_are(&MPNET_NAMES, "MPNet", layout)? else {
+            return Err(Box::new(
+                Finding::error("family-is-another", format!("not MPNet: no `{signature}`"))
+                    .in_file(&file)
+                    .about(signature)
+                    .fix("serve it with the backend for its family"),
+            ));
+        };
+        let mut evidence = vec![layers];
+        let mut findings = Vec::new();
+        let table = format!("{}{RELATIVE_BIAS}.weight", layout.prefix);
+        let Some(info) = layout.weights.get(&table) else {
+            return Err(Box::new(
+                Finding::error(
+                    "relative-bias-missing",
+                    format!("MPNet layers but no `{table}`: the relative position bias every layer adds is missing, so no output would be MPNet's"),
+                )
+                .in_file(&file)
+                .about(table)
+                .fix("re-save the complete checkpoint (MPNetModel keeps the table under `encoder.`)"),
+            ));
+        };
+        evidence.push(Evidence::tensor(
+            &table,
+            format!("{:?}: the relative position bias (buckets x heads)", info.shape),
+        ));
+        super::model_type_evidence("mpnet", config, &mut evidence, &mut findings);
+        let values = KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;
+        let buckets = config.usize("relative_attention_num_buckets").unwrap_or(BUCKETS_USED);
+        if buckets != BUCKETS_USED {
+            return Err(Box::new(
+                Finding::error(
+                    "relative-buckets-unsupported",
+                    format!("`relative_attention_num_buckets: {buckets}`: transformers' MPNet buckets positions into {BUCKETS_USED} whatever the table holds, and tessera does as it does"),
+                )
+                .in_file(&config.path)
+                .about("relative_attention_num_buckets")
+                .fix(format!("set it to {BUCKETS_USED}, as the model was trained")),
+            ));
+        }
+        super::name_evidence(config, &mut evidence);
+        Ok(Recognised {
+            spec: EncoderSpec {
+                architecture: "mpnet".into(),
+                names: MPNET_NAMES,
+                dims: values.dims,
+                positions: Positions::AfterPadding {
+                    padding_idx: PADDING_IDX,
+                },
+                position_table: PositionTable::Weights,
+                attention_bias: AttentionBias::RelativeBuckets {
+                    tensor: RELATIVE_BIAS,
+                    buckets: Dim::of("relative_attention_num_buckets", buckets),
+                    max_distance: MAX_DISTANCE,
+                },
+                act: values.act,
+                layer_norm_eps: values.eps,
+            },
+            evidence,
+            findings,
+        })
+    }
+}
