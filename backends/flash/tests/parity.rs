@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tessera_core::testing::{assert_matches_golden, reference_dir, shared_dir};
+use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
 use tessera_flash::FlashBackend;
 
@@ -69,4 +69,14 @@ fn distilbert_with_sinusoids_computed_at_load() {
 #[test]
 fn mpnet_tiny() {
     reference("mpnet-tiny");
+}
+
+#[test]
+fn all_mpnet_base_v2() {
+    if let Some(dir) = fetched_model(env!("CARGO_MANIFEST_DIR"), "all-mpnet-base-v2") {
+        check(
+            &dir,
+            &reference_dir(env!("CARGO_MANIFEST_DIR")).join("golden_all_mpnet_base_v2.json"),
+        );
+    }
 }
