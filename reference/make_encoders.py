@@ -20,7 +20,11 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import BPE, Unigram, WordPiece
 from tokenizers.trainers import BpeTrainer, UnigramTrainer, WordPieceTrainer
 from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
     DistilBertConfig,
+    DistilBertForSequenceClassification,
+    XLMRobertaForSequenceClassification,
     DistilBertForMaskedLM,
     DistilBertModel,
     MPNetConfig,
@@ -106,7 +110,15 @@ BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def fast_tokenizer(tok, max_len):
     if tok.token_to_id("[CLS]") is not None:
-        names = dict(cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]")
+        # As BertTokenizerFast: segment ids go to the model.
+        names = dict(
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            mask_token="[MASK]",
+            model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        )
     else:
         names = dict(
             bos_token="<s>",
@@ -363,6 +375,100 @@ def mpnet_tiny(root):
     (out_dir / "golden.json").write_text(json.dumps(data))
 
 
+PAIRS = [
+    ("what is the capital of France?", "Paris is the capital and largest city of France."),
+    ("what is the capital of France?", "The quick brown fox jumps over the lazy dog."),
+    ("how do plants make food?", "Photosynthesis turns light, water and carbon dioxide into sugar."),
+    ("how do plants make food?", "A man is playing a guitar."),
+    ("Wie spät ist es?", "Es ist drei Uhr."),
+    ("a", "b"),
+]
+
+
+@torch.no_grad()
+def classifier_golden(out_dir, model, tok):
+    """Logits from transformers' own *ForSequenceClassification for single texts and pairs."""
+    model.eval()
+    ts = texts()[:12]
+    singles = [tok(t, truncation=True, max_length=tok.model_max_length, return_tensors="pt") for t in ts]
+    pairs = [tok(q, p, truncation=True, max_length=tok.model_max_length, return_tensors="pt") for q, p in PAIRS]
+    # Everything the tokenizer returns (token type ids of pairs included) goes to the model.
+    def logit(enc):
+        if model.config.model_type == "distilbert":
+            enc = {k: v for k, v in enc.items() if k != "token_type_ids"}
+        return model(**enc).logits[0].tolist()
+
+    ids = lambda enc: enc["input_ids"][0].tolist()  # noqa: E731
+    data = {
+        "texts": ts,
+        "token_ids": [ids(e) for e in singles],
+        "logits": [logit(e) for e in singles],
+        "pairs": PAIRS,
+        "pair_token_ids": [ids(e) for e in pairs],
+        "pair_logits": [logit(e) for e in pairs],
+        "id2label": {str(k): v for k, v in model.config.id2label.items()},
+    }
+    (out_dir / "golden.json").write_text(json.dumps(data))
+
+
+def save_classifier(model, tok, out_dir, max_len):
+    model.save_pretrained(out_dir)
+    fast = fast_tokenizer(tok, max_len)
+    fast.save_pretrained(out_dir)
+    classifier_golden(out_dir, model, fast)
+
+
+def xlm_roberta_reranker_tiny(root):
+    """XLMRobertaForSequenceClassification with one output (a reranker, as bge-reranker)."""
+    tok = unigram_tokenizer()
+    cfg = XLMRobertaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=1,
+    )
+    torch.manual_seed(0)
+    model = XLMRobertaForSequenceClassification(cfg)
+    widen(model, 6)
+    save_classifier(model, tok, root / "xlm-roberta-reranker-tiny", 128)
+
+
+def bert_classifier_tiny(root):
+    """BertForSequenceClassification with three named labels (`bert.` prefix and pooler)."""
+    tok = wordpiece_tokenizer()
+    cfg = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        id2label={0: "negative", 1: "neutral", 2: "positive"},
+        label2id={"negative": 0, "neutral": 1, "positive": 2},
+    )
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(cfg)
+    widen(model, 7)
+    save_classifier(model, tok, root / "bert-classifier-tiny", 128)
+
+
+def distilbert_classifier_tiny(root):
+    """DistilBertForSequenceClassification with two outputs (`pre_classifier`, ReLU)."""
+    tok = wordpiece_tokenizer()
+    cfg = distilbert_config(tok, num_labels=2)
+    torch.manual_seed(0)
+    model = DistilBertForSequenceClassification(cfg)
+    widen(model, 8)
+    save_classifier(model, tok, root / "distilbert-classifier-tiny", 128)
+
+
 def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
     root.mkdir(parents=True, exist_ok=True)
@@ -371,6 +477,9 @@ def main():
     distilbert_tiny(root)
     distilbert_sinusoidal_mlm(root)
     mpnet_tiny(root)
+    xlm_roberta_reranker_tiny(root)
+    bert_classifier_tiny(root)
+    distilbert_classifier_tiny(root)
     for tmp in root.glob("_hf_*"):
         for f in sorted(tmp.rglob("*"), reverse=True):
             f.unlink() if f.is_file() else f.rmdir()

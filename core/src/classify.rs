@@ -1,5 +1,6 @@
-//! Sequence classification heads (`*ForSequenceClassification`): BERT's pooler (tanh of a dense
-//! layer on the `[CLS]` vector) followed by `classifier`, as `/predict` and `/rerank` need.
+//! Sequence classification heads (`*ForSequenceClassification`), as `/predict` and `/rerank`
+//! need: a hidden layer on the first token (BERT's pooler, RoBERTa's `classifier.dense`,
+//! DistilBERT's `pre_classifier`) and the output layer, decided from the tensors.
 
 use crate::layers::Linear;
 use candle_core::{DType, Module, Tensor};
@@ -9,89 +10,185 @@ use crate::error::LoadError;
 use crate::inspection::{Finding, ModelInspection, WORD_EMBEDDINGS};
 use crate::LoadRequest;
 
+/// Which classification head a `*ForSequenceClassification` checkpoint has, from its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    /// BERT: `{prefix}pooler.dense` (tanh) on the first token, then `classifier`.
+    Pooler,
+    /// RoBERTa, XLM-RoBERTa, MPNet: `classifier.dense` (tanh) on the first token, then
+    /// `classifier.out_proj`.
+    DenseOutProj,
+    /// DistilBERT: `pre_classifier` (ReLU) on the first token, then `classifier`.
+    PreClassifier,
+}
+
+impl HeadKind {
+    /// The tensor whose rows are the labels, and the hidden layer's tensor (both without
+    /// `.weight`, the hidden one relative to the weights' root).
+    fn tensors(self, prefix: &str) -> (&'static str, String) {
+        match self {
+            HeadKind::Pooler => ("classifier", format!("{prefix}pooler.dense")),
+            HeadKind::DenseOutProj => ("classifier.out_proj", "classifier.dense".into()),
+            HeadKind::PreClassifier => ("classifier", "pre_classifier".into()),
+        }
+    }
+
+    /// In words, for logs and `/info`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            HeadKind::Pooler => "the pooler (tanh of a dense layer on the first token), then `classifier`",
+            HeadKind::DenseOutProj => "`classifier.dense` (tanh) on the first token, then `classifier.out_proj`",
+            HeadKind::PreClassifier => "`pre_classifier` (ReLU) on the first token, then `classifier`",
+        }
+    }
+}
+
 /// What the weights and config say about a classification head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassifierSpec {
     /// Label names by index (`id2label`, or `LABEL_i`).
     pub labels: Vec<String>,
-    /// The encoder's weight prefix; the pooler sits under it, `classifier.*` at the root.
+    /// The encoder's weight prefix; BERT's pooler sits under it, the other heads at the root.
     pub prefix: String,
     /// Hidden size.
     pub hidden: usize,
+    /// Which head.
+    pub kind: HeadKind,
 }
 
 impl ClassifierSpec {
     /// `None` for embedding models; the head's description, or why it is unusable, otherwise.
     pub fn detect(inspection: &ModelInspection) -> Option<Result<ClassifierSpec, Box<Finding>>> {
         let weights = inspection.weights.as_ref()?;
-        let classifier = weights.get("classifier.weight")?;
+        let kind = if weights.get("classifier.out_proj.weight").is_some() {
+            HeadKind::DenseOutProj
+        } else if weights.get("classifier.weight").is_some() && weights.get("pre_classifier.weight").is_some() {
+            HeadKind::PreClassifier
+        } else if weights.get("classifier.weight").is_some() {
+            HeadKind::Pooler
+        } else {
+            return None;
+        };
+        Some(Self::read(inspection, weights, kind))
+    }
+
+    fn read(
+        inspection: &ModelInspection,
+        weights: &crate::inspection::WeightsIndex,
+        kind: HeadKind,
+    ) -> Result<ClassifierSpec, Box<Finding>> {
         let file = weights.display_file();
-        let Some((labels_n, hidden)) = (match classifier.shape.as_slice() {
-            [n, h] => Some((*n, *h)),
-            _ => None,
-        }) else {
-            return Some(Err(Box::new(
+        let prefix = weights.prefix_before(WORD_EMBEDDINGS).unwrap_or_default();
+        let (labels_tensor, hidden_tensor) = kind.tensors(&prefix);
+        let output = format!("{labels_tensor}.weight");
+        let shape = weights.get(&output).map(|t| t.shape.clone()).unwrap_or_default();
+        let [labels_n, hidden] = shape.as_slice() else {
+            return Err(Box::new(
                 Finding::error(
                     "tensor-shape-mismatch",
-                    format!(
-                        "`classifier.weight` has shape {:?}; a [labels, hidden] matrix is expected",
-                        classifier.shape
-                    ),
+                    format!("`{output}` has shape {shape:?}; a [labels, hidden] matrix is expected"),
                 )
                 .in_file(&file)
-                .about("classifier.weight")
+                .about(output)
                 .fix("re-save the model; the classifier is damaged"),
-            )));
+            ));
         };
-        let prefix = weights.prefix_before(WORD_EMBEDDINGS).unwrap_or_default();
-        for name in [
-            format!("{prefix}pooler.dense.weight"),
-            format!("{prefix}pooler.dense.bias"),
-            "classifier.bias".to_string(),
+        let (labels_n, hidden) = (*labels_n, *hidden);
+        for (name, want) in [
+            (format!("{hidden_tensor}.weight"), vec![hidden, hidden]),
+            (format!("{hidden_tensor}.bias"), vec![hidden]),
+            (format!("{labels_tensor}.bias"), vec![labels_n]),
         ] {
-            if weights.get(&name).is_none() {
-                return Some(Err(Box::new(
-                    Finding::error(
-                        "tensor-missing",
-                        format!("a classifier needs `{name}`, which the weights lack"),
-                    )
-                    .in_file(&file)
-                    .about(name)
-                    .fix("re-save the complete *ForSequenceClassification checkpoint"),
-                )));
-            }
-        }
-        let config = inspection.config.as_ref();
-        let mut labels: Vec<String> = (0..labels_n).map(|i| format!("LABEL_{i}")).collect();
-        if let Some(map) = config.and_then(|c| c.get("id2label")).and_then(|v| v.as_object()) {
-            for (index, name) in map {
-                match (index.parse::<usize>(), name.as_str()) {
-                    (Ok(i), Some(name)) if i < labels_n => labels[i] = name.to_string(),
-                    _ => {
-                        return Some(Err(Box::new(
-                            Finding::error(
-                                "id2label-invalid",
-                                format!(
-                                    "`id2label` entry {index:?} does not name one of the {labels_n} classifier outputs"
-                                ),
-                            )
-                            .in_file(inspection.config_path())
-                            .about("id2label")
-                            .fix(format!("map \"0\"..\"{}\" to label names", labels_n.saturating_sub(1))),
-                        )))
-                    }
+            match weights.get(&name) {
+                None => {
+                    return Err(Box::new(
+                        Finding::error(
+                            "tensor-missing",
+                            format!("a classifier needs `{name}`, which the weights lack"),
+                        )
+                        .in_file(&file)
+                        .about(name)
+                        .fix("re-save the complete *ForSequenceClassification checkpoint"),
+                    ))
                 }
+                Some(t) if t.shape != want => {
+                    return Err(Box::new(
+                        Finding::error(
+                            "tensor-shape-mismatch",
+                            format!(
+                                "`{name}` has shape {:?}; the classifier's {output} implies {want:?}",
+                                t.shape
+                            ),
+                        )
+                        .in_file(&file)
+                        .about(name)
+                        .fix("re-save the model; the classifier is damaged"),
+                    ))
+                }
+                Some(_) => {}
             }
         }
-        Some(Ok(ClassifierSpec { labels, prefix, hidden }))
+        let labels = labels(inspection, labels_n, &output)?;
+        Ok(ClassifierSpec {
+            labels,
+            prefix,
+            hidden,
+            kind,
+        })
     }
 }
 
-/// The loaded pooler and classifier.
+/// Label names from `id2label` (checked against the head's `n` outputs and `num_labels`), or
+/// `LABEL_i`.
+fn labels(inspection: &ModelInspection, n: usize, output: &str) -> Result<Vec<String>, Box<Finding>> {
+    let config = inspection.config.as_ref();
+    let mismatch = |key: &str, given: usize| {
+        Box::new(
+            Finding::error(
+                "classifier-labels-mismatch",
+                format!("config.json's `{key}` says {given} labels but `{output}` has {n} rows: the head and the config are of different models"),
+            )
+            .in_file(inspection.config_path())
+            .about(key.to_string())
+            .fix(format!("set `{key}` to the head's {n} labels (or use the config saved with these weights)")),
+        )
+    };
+    if let Some(given) = config.and_then(|c| c.usize("num_labels")) {
+        if given != n {
+            return Err(mismatch("num_labels", given));
+        }
+    }
+    let mut labels: Vec<String> = (0..n).map(|i| format!("LABEL_{i}")).collect();
+    if let Some(map) = config.and_then(|c| c.get("id2label")).and_then(|v| v.as_object()) {
+        if map.len() != n {
+            return Err(mismatch("id2label", map.len()));
+        }
+        for (index, name) in map {
+            match (index.parse::<usize>(), name.as_str()) {
+                (Ok(i), Some(name)) if i < n => labels[i] = name.to_string(),
+                _ => {
+                    return Err(Box::new(
+                        Finding::error(
+                            "id2label-invalid",
+                            format!("`id2label` entry {index:?} does not name one of the {n} classifier outputs"),
+                        )
+                        .in_file(inspection.config_path())
+                        .about("id2label")
+                        .fix(format!("map \"0\"..\"{}\" to label names", n.saturating_sub(1))),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(labels)
+}
+
+/// The loaded head: a hidden layer on the first token, its activation, and the output layer.
 #[derive(Debug)]
 pub struct ClassifierHead {
-    pooler: Linear,
-    classifier: Linear,
+    hidden: Linear,
+    output: Linear,
+    kind: HeadKind,
 }
 
 impl ClassifierHead {
@@ -103,26 +200,26 @@ impl ClassifierHead {
         };
         let (vb, file) = request.var_builder()?;
         let err = |e| LoadError::from_candle(&file, e);
-        let h = spec.hidden;
-        let n = spec.labels.len();
-        let pooler = crate::layers::linear(
-            &vb.pp(format!("{}pooler", spec.prefix).trim_start_matches('.')),
-            h,
-            h,
-            "dense",
-        )
-        .map_err(err)?;
-        let classifier = crate::layers::linear(&vb, h, n, "classifier").map_err(err)?;
-        Ok(Self { pooler, classifier })
+        let (h, n) = (spec.hidden, spec.labels.len());
+        let (labels_tensor, hidden_tensor) = spec.kind.tensors(&spec.prefix);
+        Ok(Self {
+            hidden: crate::layers::linear(&vb, h, h, &hidden_tensor).map_err(err)?,
+            output: crate::layers::linear(&vb, h, n, labels_tensor).map_err(err)?,
+            kind: spec.kind,
+        })
     }
 
     /// Logits `[sequences, labels]` from packed hidden states `[total_tokens, hidden]`.
     pub fn forward(&self, hidden: &Tensor, seqs: &SeqOffsets) -> candle_core::Result<Tensor> {
         let starts: Vec<u32> = seqs.ranges().map(|r| r.start as u32).collect();
         let starts = Tensor::from_vec(starts, seqs.len(), hidden.device())?;
-        let cls = hidden.to_dtype(DType::F32)?.index_select(&starts, 0)?;
-        let pooled = self.pooler.forward(&cls)?.tanh()?;
-        self.classifier.forward(&pooled)
+        let first = hidden.to_dtype(DType::F32)?.index_select(&starts, 0)?;
+        let h = self.hidden.forward(&first)?;
+        let h = match self.kind {
+            HeadKind::Pooler | HeadKind::DenseOutProj => h.tanh()?,
+            HeadKind::PreClassifier => h.relu()?,
+        };
+        self.output.forward(&h)
     }
 }
 

@@ -46,7 +46,7 @@ pub use activation::HiddenAct;
 pub use attention::{AttentionKernel, PaddedAttention, PositionBias, RelativeBias};
 pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, LoadRequest};
 pub use batch::{Batch, SeqOffsets};
-pub use classify::{sigmoid, softmax, ClassifierHead, ClassifierSpec};
+pub use classify::{sigmoid, softmax, ClassifierHead, ClassifierSpec, HeadKind};
 pub use error::{BackendError, LoadError};
 pub use expect::{check_tensors, layers_in_weights, Dim, ExpectedTensor};
 pub use head::{finish_embedding, DenseActivation, EmbeddingHead};

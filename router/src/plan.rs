@@ -53,7 +53,7 @@ impl Task {
         match self {
             Task::Embed { source, .. } => source.clone(),
             Task::Splade(_) => "SPLADE on the masked-LM head (--pooling splade)".into(),
-            Task::Classify(_) => "the classifier's pooler (tanh of a dense layer on [CLS])".into(),
+            Task::Classify(spec) => format!("the classification head: {}", spec.kind.describe()),
         }
     }
 }

@@ -1,0 +1,86 @@
+//! Classification heads against transformers' own `*ForSequenceClassification` logits
+//! (`reference/models/*-classifier-tiny`, `*-reranker-tiny`), for single texts and for query /
+//! passage pairs encoded with the tokenizer's pair template, one by one and as one batch.
+
+use serde_json::Value;
+use tessera_core::testing::{load, reference_dir};
+use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
+use tessera_encoder::{EncoderBackend, BERT, DISTILBERT, ROBERTA};
+
+fn check(model: &str, backend: &EncoderBackend, kind: HeadKind) {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+    let inspection = tessera_validation::inspect(&dir);
+    let spec = ClassifierSpec::detect(&inspection)
+        .expect("a classifier")
+        .expect("a usable head");
+    assert_eq!(spec.kind, kind, "{model}");
+    let golden: Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+    let labels: Vec<String> = (0..spec.labels.len())
+        .map(|i| golden["id2label"][i.to_string()].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(spec.labels, labels, "{model}: id2label");
+    let model_loaded = load(backend, &inspection);
+    let request = LoadRequest {
+        inspection: &inspection,
+        dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
+        kernel: None,
+    };
+    let head = ClassifierHead::load(&request, &spec).expect("head loads");
+    let tokenizer = &model_loaded.tokenizer;
+    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
+    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
+    let cases: [(&str, Vec<Encoded>); 2] = [
+        (
+            "",
+            texts
+                .iter()
+                .map(|t| tokenizer.encode(t, Some(Default::default())).unwrap())
+                .collect(),
+        ),
+        (
+            "pair_",
+            pairs
+                .iter()
+                .map(|(q, p)| tokenizer.encode_pair(q, p, Some(Default::default())).unwrap())
+                .collect(),
+        ),
+    ];
+    for (key, encoded) in cases {
+        let want_ids: Vec<Vec<u32>> = serde_json::from_value(golden[format!("{key}token_ids")].clone()).unwrap();
+        let want: Vec<Vec<f32>> = serde_json::from_value(golden[format!("{key}logits")].clone()).unwrap();
+        for (i, e) in encoded.iter().enumerate() {
+            assert_eq!(e.ids, want_ids[i], "{model}: {key}token ids {i}");
+        }
+        let logits = |seqs: &[Encoded]| -> Vec<Vec<f32>> {
+            let batch = Batch::from_sequences(seqs.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
+            let hidden = model_loaded.backend.forward(&batch).expect("forward");
+            head.forward(&hidden, &batch.seqs).unwrap().to_vec2().unwrap()
+        };
+        let batched = logits(&encoded);
+        for (i, e) in encoded.iter().enumerate() {
+            let single = logits(std::slice::from_ref(e));
+            for (got, what) in [(&batched[i], "batched"), (&single[0], "single")] {
+                assert_eq!(got.len(), want[i].len());
+                for (g, w) in got.iter().zip(&want[i]) {
+                    assert!((g - w).abs() < 1e-4, "{model} {what} {key}{i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_xlm_roberta_reranker_scores_pairs_as_transformers() {
+    check("xlm-roberta-reranker-tiny", &ROBERTA, HeadKind::DenseOutProj);
+}
+
+#[test]
+fn a_bert_classifier_scores_as_transformers() {
+    check("bert-classifier-tiny", &BERT, HeadKind::Pooler);
+}
+
+#[test]
+fn a_distilbert_classifier_scores_as_transformers() {
+    check("distilbert-classifier-tiny", &DISTILBERT, HeadKind::PreClassifier);
+}

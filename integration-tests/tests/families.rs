@@ -1,0 +1,248 @@
+//! The encoder families through the real binary: each reference checkpoint is recognised as its
+//! family with evidence, served on /embed, /predict and /rerank as transformers computes it, and
+//! the traps of each family are refused (or warned about) by name before anything is served.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tessera_integration_tests::{assert_parity, copy_dir, run, workspace, Safetensors, Server};
+
+fn reference(model: &str) -> PathBuf {
+    workspace().join("reference/models").join(model)
+}
+
+fn golden(model: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(reference(model).join("golden.json")).unwrap()).unwrap()
+}
+
+fn validate(dir: &Path) -> (Option<i32>, Value) {
+    let out = run(&["validate-model", dir.to_str().unwrap(), "--json"]);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json does not parse ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code(), report)
+}
+
+fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == code)
+        .unwrap_or_else(|| panic!("no `{code}` in {:#}", report["findings"]))
+}
+
+/// A writable copy of a reference model.
+fn copy(model: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&reference(model), dir.path());
+    dir
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(config.as_object_mut().unwrap());
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn validate_model_states_each_family_and_its_evidence() {
+    for (model, architecture, evidence) in [
+        ("xlm-roberta-tiny", "xlm-roberta", "pad_token_id"),
+        (
+            "roberta-mlm-tiny",
+            "roberta",
+            "roberta.embeddings.word_embeddings.weight",
+        ),
+        (
+            "distilbert-tiny",
+            "distilbert",
+            "transformer.layer.0.attention.q_lin.weight",
+        ),
+        ("distilbert-sinusoidal-mlm", "distilbert", "sinusoidal_pos_embds"),
+        ("mpnet-tiny", "mpnet", "encoder.relative_attention_bias.weight"),
+    ] {
+        let (status, report) = validate(&reference(model));
+        assert_eq!(status, Some(0), "{model}: {report:#}");
+        assert_eq!(report["architecture"], format!("{architecture}, unpadded"), "{model}");
+        let subjects: Vec<&str> = report["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["subject"].as_str())
+            .collect();
+        assert!(subjects.contains(&evidence), "{model}: {subjects:?}");
+        assert_eq!(report["findings"].as_array().unwrap().len(), 0, "{model}: {report:#}");
+    }
+}
+
+#[test]
+fn an_xlm_roberta_model_serves_sentence_transformers_vectors() {
+    let model = "xlm-roberta-tiny";
+    let golden = golden(model);
+    let server = Server::start(&reference(model), &["--max-client-batch-size", "64"]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(info["max_input_length"], 128);
+    let texts = golden["texts"].clone();
+    let got: Vec<Vec<f32>> = server
+        .post("/embed", &json!({ "inputs": texts, "truncate": true }))
+        .json()
+        .unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{model} /embed {i}"));
+    }
+    // A text longer than the 128 positions is refused without truncation.
+    let long = "word ".repeat(400);
+    assert_eq!(server.post("/embed", &json!({ "inputs": long })).status(), 413);
+}
+
+#[test]
+fn an_xlm_roberta_reranker_ranks_pairs_as_transformers_scores_them() {
+    let model = "xlm-roberta-reranker-tiny";
+    let golden = golden(model);
+    let server = Server::start(&reference(model), &[]);
+    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
+    let logits: Vec<Vec<f64>> = serde_json::from_value(golden["pair_logits"].clone()).unwrap();
+    let (query, _) = &pairs[0];
+    let texts: Vec<&str> = pairs[..2].iter().map(|(_, p)| p.as_str()).collect();
+    let ranks: Vec<Value> = server
+        .post(
+            "/rerank",
+            &json!({ "query": query, "texts": texts, "return_text": true }),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(ranks.len(), 2);
+    assert!(ranks[0]["score"].as_f64() >= ranks[1]["score"].as_f64(), "best first");
+    for rank in &ranks {
+        let i = rank["index"].as_u64().unwrap() as usize;
+        let want = 1.0 / (1.0 + (-logits[i][0]).exp());
+        assert!(
+            (rank["score"].as_f64().unwrap() - want).abs() < 1e-4,
+            "{rank} vs {want}"
+        );
+        assert_eq!(rank["text"], texts[i]);
+    }
+    let raw: Vec<Value> = server
+        .post(
+            "/rerank",
+            &json!({ "query": query, "texts": texts, "raw_scores": true }),
+        )
+        .json()
+        .unwrap();
+    for rank in &raw {
+        let i = rank["index"].as_u64().unwrap() as usize;
+        assert!((rank["score"].as_f64().unwrap() - logits[i][0]).abs() < 1e-4, "{rank}");
+    }
+    assert_eq!(server.post("/embed", &json!({ "inputs": "x" })).status(), 422);
+}
+
+#[test]
+fn a_bert_classifier_predicts_named_labels_for_texts_and_pairs() {
+    let model = "bert-classifier-tiny";
+    let golden = golden(model);
+    let server = Server::start(&reference(model), &[]);
+    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
+    let logits: Vec<Vec<f64>> = serde_json::from_value(golden["pair_logits"].clone()).unwrap();
+    let (q, p) = &pairs[2];
+    let got: Vec<Value> = server.post("/predict", &json!({ "inputs": [q, p] })).json().unwrap();
+    let max = logits[2].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = logits[2].iter().map(|l| (l - max).exp()).sum();
+    let labels = ["negative", "neutral", "positive"];
+    for prediction in &got {
+        let i = labels.iter().position(|l| *l == prediction["label"]).unwrap();
+        let want = (logits[2][i] - max).exp() / sum;
+        assert!(
+            (prediction["score"].as_f64().unwrap() - want).abs() < 1e-4,
+            "{prediction} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn an_xlm_roberta_with_rotary_positions_and_adapters_is_refused_as_what_it_is() {
+    let dir = copy("xlm-roberta-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("position_embedding_type".into(), json!("rotary"));
+    });
+    let path = dir.path().join("model.safetensors");
+    let mut weights = Safetensors::read(&path);
+    weights.header.remove("embeddings.position_embeddings.weight");
+    weights.push(
+        "encoder.layers.0.mixer.Wqkv.parametrizations.weight.lora_A",
+        &[4, 32],
+        &[0.0; 128],
+    );
+    weights.write(&path);
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0));
+    let f = finding(&report, "rotary-xlm-roberta-unsupported");
+    assert_eq!(f["severity"], "error");
+    let message = f["message"].as_str().unwrap();
+    assert!(message.contains("rotary") && message.contains("lora_A"), "{message}");
+    let out = run(&["serve", "--model-id", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rotary-xlm-roberta-unsupported"));
+}
+
+#[test]
+fn a_roberta_pad_token_id_is_checked_against_the_position_table() {
+    let dir = copy("xlm-roberta-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("pad_token_id".into(), json!(129));
+    });
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0));
+    let f = finding(&report, "pad-token-id-beyond-positions");
+    assert_eq!(f["subject"], "pad_token_id");
+    assert!(f["file"].as_str().unwrap().ends_with("config.json"));
+
+    edit_config(dir.path(), |c| {
+        c.remove("pad_token_id");
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(finding(&report, "pad-token-id-missing")["severity"], "warning");
+}
+
+#[test]
+fn an_mpnet_without_its_relative_bias_is_refused() {
+    let dir = copy("mpnet-tiny");
+    let path = dir.path().join("model.safetensors");
+    let mut weights = Safetensors::read(&path);
+    weights.header.remove("encoder.relative_attention_bias.weight");
+    weights.write(&path);
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0));
+    let f = finding(&report, "relative-bias-missing");
+    assert_eq!(f["subject"], "encoder.relative_attention_bias.weight");
+}
+
+#[test]
+fn a_classifier_whose_labels_and_head_disagree_is_refused() {
+    let dir = copy("xlm-roberta-reranker-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("id2label".into(), json!({"0": "a", "1": "b", "2": "c"}));
+    });
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0));
+    let f = finding(&report, "classifier-labels-mismatch");
+    assert_eq!(f["subject"], "id2label");
+    assert!(f["message"].as_str().unwrap().contains("classifier.out_proj.weight"));
+}
+
+#[test]
+fn a_model_type_the_tensors_contradict_is_served_as_the_tensors_say() {
+    let dir = copy("roberta-mlm-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("model_type".into(), json!("bert"));
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(report["architecture"], "roberta, unpadded");
+    assert_eq!(
+        finding(&report, "model-type-contradicts-weights")["subject"],
+        "model_type"
+    );
+}
