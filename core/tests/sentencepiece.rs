@@ -1,7 +1,7 @@
 //! Fast tokenizers built from SentencePiece models give the token ids transformers' AutoTokenizer
 //! (what sentence-transformers encodes with) gives on the same directory. The fixtures and the
 //! expected ids come from `fixtures/sentencepiece/make.py` (transformers 5.24, sentencepiece 0.2):
-//! three small Unigram models trained with XLM-RoBERTa's, T5's and ALBERT's piece layouts, on the
+//! small Unigram models trained with XLM-RoBERTa's, CamemBERT's, T5's and ALBERT's piece layouts, on the
 //! golden texts of the shared models plus edge cases (typed special tokens, `` and '', full-width
 //! characters, runs of spaces).
 
@@ -42,6 +42,11 @@ fn check(dir: &str, family: Family) {
 #[test]
 fn xlm_roberta_ids_match_transformers() {
     check("xlm-roberta", Family::XlmRoberta);
+}
+
+#[test]
+fn camembert_ids_match_transformers() {
+    check("camembert", Family::Camembert);
 }
 
 #[test]

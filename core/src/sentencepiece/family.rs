@@ -13,6 +13,8 @@ use crate::error::LoadError;
 pub enum Family {
     /// `XLMRobertaTokenizer` (multilingual-e5, bge-m3, paraphrase-multilingual-*).
     XlmRoberta,
+    /// `CamembertTokenizer` (CamemBERT and its sentence-transformers fine-tunes).
+    Camembert,
     /// `T5Tokenizer` (sentence-t5, GTR, mT5).
     T5,
     /// `AlbertTokenizer`.
@@ -24,6 +26,7 @@ impl Family {
     pub fn class_name(self) -> &'static str {
         match self {
             Family::XlmRoberta => "XLMRobertaTokenizer",
+            Family::Camembert => "CamembertTokenizer",
             Family::T5 => "T5Tokenizer",
             Family::Albert => "AlbertTokenizer",
         }
@@ -32,6 +35,7 @@ impl Family {
     fn from_class(name: &str) -> Option<Self> {
         match name.strip_suffix("Fast").unwrap_or(name) {
             "XLMRobertaTokenizer" => Some(Family::XlmRoberta),
+            "CamembertTokenizer" => Some(Family::Camembert),
             "T5Tokenizer" | "MT5Tokenizer" => Some(Family::T5),
             "AlbertTokenizer" => Some(Family::Albert),
             _ => None,
@@ -41,6 +45,7 @@ impl Family {
     fn from_model_type(model_type: &str) -> Option<Self> {
         match model_type {
             "xlm-roberta" | "xlm_roberta" => Some(Family::XlmRoberta),
+            "camembert" => Some(Family::Camembert),
             "t5" | "mt5" | "umt5" => Some(Family::T5),
             "albert" => Some(Family::Albert),
             _ => None,
@@ -94,7 +99,9 @@ impl Settings {
         // bos, eos, unk, pad, mask, cls, sep as transformers' classes default them.
         let defaults = match family {
             Family::Albert => ["[CLS]", "[SEP]", "<unk>", "<pad>", "[MASK]", "[CLS]", "[SEP]"],
-            Family::XlmRoberta | Family::T5 => ["<s>", "</s>", "<unk>", "<pad>", "<mask>", "<s>", "</s>"],
+            Family::XlmRoberta | Family::Camembert | Family::T5 => {
+                ["<s>", "</s>", "<unk>", "<pad>", "<mask>", "<s>", "</s>"]
+            }
         };
         let [bos, eos, unk, pad, mask, cls, sep] = std::array::from_fn(|i| text(TOKEN_KEYS[i], defaults[i]));
         let tokens = Tokens {
@@ -131,7 +138,7 @@ impl Settings {
     pub(super) fn special_tokens(&self) -> Vec<String> {
         let t = &self.tokens;
         let mut out = match self.family {
-            Family::XlmRoberta => vec![&t.bos, &t.pad, &t.eos, &t.unk, &t.mask, &t.cls, &t.sep],
+            Family::XlmRoberta | Family::Camembert => vec![&t.bos, &t.pad, &t.eos, &t.unk, &t.mask, &t.cls, &t.sep],
             Family::T5 => vec![&t.pad, &t.eos, &t.unk],
             Family::Albert => vec![&t.pad, &t.unk, &t.cls, &t.sep, &t.mask, &t.bos, &t.eos],
         }
@@ -161,7 +168,7 @@ fn family(root: &Path, config: &Value, model_file: &Path) -> Result<Family, Load
         return Family::from_class(class).ok_or_else(|| {
             unknown(format!(
                 "tokenizer_config.json names `{class}`, whose SentencePiece conversion tessera does not know \
-                 (it knows XLMRobertaTokenizer, T5Tokenizer, AlbertTokenizer); save tokenizer.json with \
+                 (it knows XLMRobertaTokenizer, CamembertTokenizer, T5Tokenizer, AlbertTokenizer); save tokenizer.json with \
                  `AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`"
             ))
         });
@@ -178,7 +185,7 @@ fn family(root: &Path, config: &Value, model_file: &Path) -> Result<Family, Load
     }
     Err(unknown(
         "cannot tell which tokenizer class uses it: set `tokenizer_class` in tokenizer_config.json \
-         (XLMRobertaTokenizer, T5Tokenizer or AlbertTokenizer), or save tokenizer.json with \
+         (XLMRobertaTokenizer, CamembertTokenizer, T5Tokenizer or AlbertTokenizer), or save tokenizer.json with \
          `AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`"
             .into(),
     ))

@@ -2,7 +2,8 @@
 //! `spiece.model`) when a model ships no tokenizer.json.
 //!
 //! A SentencePiece file alone does not say how a model used it: XLM-RoBERTa renumbers the
-//! pieces to fairseq's layout and appends `<mask>`, T5 appends its sentinel tokens, ALBERT
+//! pieces to fairseq's layout and appends `<mask>` (CamemBERT to another fairseq layout), T5
+//! appends its sentinel tokens, ALBERT
 //! lower-cases and strips accents, and each wraps inputs in different special tokens. So the
 //! tokenizer is built for the class the model names (`tokenizer_class` in tokenizer_config.json,
 //! else `model_type` in config.json, else the file name), exactly as transformers builds that
@@ -127,6 +128,21 @@ fn vocabulary(proto: &ModelProto, settings: &Settings) -> Result<(Vec<(String, f
             vocab.push((tokens.mask.clone(), 0.0));
             (vocab, 3)
         }
+        Family::Camembert => {
+            // CamemBERT's fairseq dictionary: <s>NOTUSED <pad> </s>NOTUSED <unk> <unk>NOTUSED,
+            // then every SentencePiece piece but its <unk> (so its <s> and </s> are 5 and 6).
+            let mut vocab: Vec<(String, f64)> = vec![
+                ("<s>NOTUSED".into(), 0.0),
+                (tokens.pad.clone(), 0.0),
+                ("</s>NOTUSED".into(), 0.0),
+                (tokens.unk.clone(), 0.0),
+                // Scored down so that the piece never wins over the <unk> above.
+                ("<unk>NOTUSED".into(), -100.0),
+            ];
+            vocab.extend(pieces().skip(1));
+            vocab.push((tokens.mask.clone(), 0.0));
+            (vocab, 3)
+        }
         Family::T5 => {
             let mut vocab: Vec<(String, f64)> = pieces().collect();
             vocab.extend((0..settings.extra_ids).rev().map(|i| (format!("<extra_id_{i}>"), 0.0)));
@@ -183,7 +199,12 @@ fn add_tokens(
         None => ordered.push(token),
     };
     // XLM-RoBERTa replaced SentencePiece's first three pieces with its own.
-    let skip = if settings.family == Family::XlmRoberta { 3 } else { 0 };
+    let skip = match settings.family {
+        Family::XlmRoberta => 3,
+        // CamemBERT dropped only SentencePiece's <unk>.
+        Family::Camembert => 1,
+        Family::T5 | Family::Albert => 0,
+    };
     for piece in proto.pieces.iter().skip(skip) {
         match piece.kind() {
             PieceType::Control => add(AddedToken::from(piece.piece(), true).normalized(false)),
@@ -222,7 +243,8 @@ fn add_tokens(
     Ok(())
 }
 
-/// The family's template: `<s> A </s>` (XLM-RoBERTa), `A </s>` (T5), `[CLS] A [SEP]` (ALBERT).
+/// The family's template: `<s> A </s>` (XLM-RoBERTa, CamemBERT), `A </s>` (T5), `[CLS] A [SEP]`
+/// (ALBERT).
 /// Built through serde so token strings are taken literally (the template mini-language would
 /// misread a token containing `:`).
 fn post_processor(tokenizer: &Tokenizer, settings: &Settings) -> Result<TemplateProcessing, String> {
@@ -230,7 +252,7 @@ fn post_processor(tokenizer: &Tokenizer, settings: &Settings) -> Result<Template
     let special = |token: &str, type_id: u32| json!({"SpecialToken": {"id": token, "type_id": type_id}});
     let seq = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
     let (single, pair, used) = match settings.family {
-        Family::XlmRoberta => (
+        Family::XlmRoberta | Family::Camembert => (
             vec![special(&t.bos, 0), seq("A", 0), special(&t.eos, 0)],
             vec![
                 special(&t.bos, 0),
