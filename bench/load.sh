@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Load benchmark: starts tessera (release build) on all-MiniLM-L6-v2 and runs the shared
+# Load benchmark: starts tessera (release build) on all-MiniLM-L6-v2 (or MODEL, a name
+# scripts/fetch-model.sh knows: all-mpnet-base-v2) and runs the shared
 # closed-loop load generator for three shapes of traffic. Prints requests/s, embeddings/s and
 # p50/p99 for each; JSON summaries go to bench/results/.
 #
 #   bench/load.sh [extra `tessera serve` flags...]     e.g. bench/load.sh --max-batch-tokens 8192
 #
-# DURATION (seconds per scenario, default 30) and PORT (default 3900) can be set in the env.
+# DURATION (seconds per scenario, default 30), PORT (default 3900), MODEL and SCENARIOS (default
+# "1x1-short 32x1-mixed 4x32-mixed") can be set in the env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 loadgen="../shared/bench/loadgen.py"
 [ -f "$loadgen" ] || { echo "needs $loadgen (the shared load generator)" >&2; exit 2; }
 duration="${DURATION:-30}"
 port="${PORT:-3900}"
-model="$(scripts/fetch-model.sh)"
+model="$(scripts/fetch-model.sh "${MODEL:-all-MiniLM-L6-v2}")"
+scenarios="${SCENARIOS:-1x1-short 32x1-mixed 4x32-mixed}"
 cargo build --release --bin tessera >&2
 mkdir -p bench/results
 target/release/tessera serve --model-id "$model" --port "$port" --hostname 127.0.0.1 --prometheus-port 0 "$@" \
@@ -39,6 +42,11 @@ print(f"{r['label']:<12} requests/s {r['req_per_s']:8.1f}  embeddings/s {r['emb_
 PY
 }
 
-run "1x1-short" -c 1 -b 1 --min-words 10 --max-words 10
-run "32x1-mixed" -c 32 -b 1
-run "4x32-mixed" -c 4 -b 32
+for scenario in $scenarios; do
+  case "$scenario" in
+    1x1-short) run "$scenario" -c 1 -b 1 --min-words 10 --max-words 10 ;;
+    32x1-mixed) run "$scenario" -c 32 -b 1 ;;
+    4x32-mixed) run "$scenario" -c 4 -b 32 ;;
+    *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,130 @@
+//! `cargo bench -p tessera-flash --bench families`
+//!
+//! Cost per token of each encoder family against BERT of the same shape (all-MiniLM-L6-v2's:
+//! 6 layers, hidden 384, 12 heads, feed-forward 1536) on the unpadded path with the tiled
+//! kernel, over one batch of 32 inputs of mixed lengths (16 to 256 tokens). The families are the
+//! same blocks, so they should cost the same; MPNet adds its relative bias table per batch and a
+//! bias add per score. Rounds alternate the families (each round runs every family once, in a
+//! rotating order) so that a machine's drift lands on all of them; the median per family is
+//! reported with its ratio to BERT.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use tessera_core::{Batch, Dim, HiddenAct};
+use tessera_encoder::{
+    AttentionBias, Dims, Encoder, EncoderSpec, Names, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES,
+    MPNET_NAMES,
+};
+use tessera_flash::kernels::TiledCpu;
+
+fn spec(architecture: &str, names: Names, positions: Positions, attention_bias: AttentionBias) -> EncoderSpec {
+    EncoderSpec {
+        architecture: architecture.into(),
+        names,
+        dims: Dims {
+            vocab: Dim::of("vocab_size", 30522),
+            hidden: Dim::of("hidden_size", 384),
+            layers: Dim::of("num_hidden_layers", 6),
+            heads: Dim::of("num_attention_heads", 12),
+            intermediate: Dim::of("intermediate_size", 1536),
+            positions: Dim::of("max_position_embeddings", 514),
+            token_types: names.token_type_embeddings.map(|_| Dim::of("type_vocab_size", 2)),
+        },
+        positions,
+        position_table: PositionTable::Weights,
+        attention_bias,
+        act: HiddenAct::Gelu,
+        layer_norm_eps: 1e-12,
+    }
+}
+
+/// Random weights for every tensor the spec expects (norm gains near 1, others small).
+fn load(spec: &EncoderSpec) -> Encoder {
+    let tensors: HashMap<String, Tensor> = spec
+        .expected_tensors(6)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let shape = t.shape();
+            let values = tessera_core::testing::random_tensor(&shape, i as u64 + 1);
+            let norm_gain = t.name.to_ascii_lowercase().contains("norm") && t.name.ends_with("weight");
+            let values = if norm_gain {
+                values.affine(0.1, 1.0).unwrap()
+            } else {
+                values.affine(0.05, 0.0).unwrap()
+            };
+            (t.name, values)
+        })
+        .collect();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    Encoder::load(&vb, spec, Arc::new(TiledCpu)).expect("loads")
+}
+
+fn main() {
+    let mpnet_bias = AttentionBias::RelativeBuckets {
+        tensor: "encoder.relative_attention_bias",
+        buckets: Dim::of("relative_attention_num_buckets", 32),
+        max_distance: 128,
+    };
+    let roberta = Positions::AfterPadding { padding_idx: 1 };
+    let models: Vec<(String, Encoder)> = [
+        spec("bert", BERT_NAMES, Positions::Absolute, AttentionBias::None),
+        spec("roberta", BERT_NAMES, roberta, AttentionBias::None),
+        spec("distilbert", DISTILBERT_NAMES, Positions::Absolute, AttentionBias::None),
+        spec("mpnet", MPNET_NAMES, roberta, mpnet_bias),
+    ]
+    .iter()
+    .map(|s| (s.architecture.clone(), load(s)))
+    .collect();
+
+    let lengths: Vec<usize> = (0..32).map(|i| 16 + (i * 37) % 241).collect();
+    let tokens: usize = lengths.iter().sum();
+    let seqs: Vec<(Vec<u32>, Vec<u32>)> = lengths
+        .iter()
+        .enumerate()
+        .map(|(s, &n)| {
+            let ids = (0..n).map(|i| 5 + ((s * 131 + i * 17) % 30000) as u32).collect();
+            (ids, vec![0; n])
+        })
+        .collect();
+    let batch = Batch::from_sequences(seqs.iter().map(|(i, t)| (&i[..], &t[..])));
+    println!(
+        "one batch of 32 inputs, {tokens} tokens (16..256 each), 6 layers x 384, tiled-cpu, threads: {}",
+        candle_core::utils::get_num_threads()
+    );
+    for (_, model) in &models {
+        model.forward(&batch).expect("warm-up");
+    }
+    let rounds = 9;
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); models.len()];
+    for round in 0..rounds {
+        for k in 0..models.len() {
+            let m = (k + round) % models.len();
+            let started = Instant::now();
+            models[m].1.forward(&batch).expect("forward");
+            times[m].push(started.elapsed());
+        }
+    }
+    let medians: Vec<Duration> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect();
+    for ((name, _), median) in models.iter().zip(&medians) {
+        println!(
+            "{name:>10}: {:>7.1} ms per batch, {:>6.2} us per token, {:.3}x bert",
+            median.as_secs_f64() * 1e3,
+            median.as_secs_f64() * 1e6 / tokens as f64,
+            median.as_secs_f64() / medians[0].as_secs_f64()
+        );
+    }
+}
