@@ -187,14 +187,14 @@ fn a_sentencepiece_model_that_cannot_be_converted_is_named_with_the_reason() {
     .unwrap();
     std::fs::write(
         dir.path().join("tokenizer_config.json"),
-        r#"{"tokenizer_class": "CamembertTokenizer"}"#,
+        r#"{"tokenizer_class": "BarthezTokenizer"}"#,
     )
     .unwrap();
     let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("CamembertTokenizer") && err.contains("sentencepiece.bpe.model"),
+        err.contains("BarthezTokenizer") && err.contains("sentencepiece.bpe.model"),
         "{err}"
     );
 }

@@ -6,8 +6,8 @@ use tessera_core::{BackendFactory, Registry};
 pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     #[cfg(feature = "flash")]
     &tessera_flash::FlashBackend,
-    #[cfg(feature = "jina-bert")]
-    &tessera_jina_bert::JinaBertBackend,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::JINA_BERT,
     #[cfg(feature = "encoder")]
     &tessera_encoder::BERT,
     #[cfg(feature = "encoder")]
@@ -39,7 +39,7 @@ mod tests {
         if cfg!(feature = "flash") {
             assert_eq!(names[0], "flash", "flash wins ties");
         }
-        if cfg!(feature = "jina-bert") {
+        if cfg!(feature = "encoder") {
             assert!(names.contains(&"jina-bert"));
         }
     }

@@ -1,6 +1,7 @@
 //! The blocks every BERT-shaped encoder is made of, loaded from an [`EncoderSpec`]: embeddings
-//! with a position scheme, post-norm self-attention (the swappable kernel), a feed-forward. Every
-//! token-wise layer runs on the packed `[total_tokens, hidden]` stream.
+//! with a position scheme, post-norm self-attention (the swappable kernel, with a position-bias
+//! kind), a plain or gated feed-forward. Every token-wise layer runs on the packed
+//! `[total_tokens, hidden]` stream.
 //!
 //! References: transformers' `modeling_bert.py` and `modeling_roberta.py` (the same blocks; RoBERTa
 //! differs only in how position rows are counted).
@@ -9,16 +10,17 @@ use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::layers::{layer_norm, linear, lookup, split_heads, LayerNorm, Linear};
+use tessera_core::layers::{layer_norm, linear, linear_no_bias, lookup, split_heads, split_qkv, LayerNorm, Linear};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, RelativeBias, SeqOffsets};
 
-use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions};
+use crate::spec::{AttentionBias, EncoderSpec, FeedForward as FeedForwardKind, Half, PositionTable, Positions};
 
 /// Word + position (+ token type) embeddings, then LayerNorm.
 #[derive(Debug)]
 struct Embeddings {
     words: Tensor,
-    positions: Tensor,
+    /// `None` for ALiBi models.
+    positions: Option<Tensor>,
     scheme: Positions,
     token_types: Option<Tensor>,
     norm: LayerNorm,
@@ -30,10 +32,11 @@ impl Embeddings {
         let table = |name: &str, rows: usize| vb.pp(name).get((rows, h), "weight");
         let rows = spec.dims.positions.size();
         let positions = match spec.position_table {
-            PositionTable::Weights => table(n.position_embeddings, rows)?,
-            PositionTable::Sinusoidal => {
-                Tensor::from_vec(PositionTable::sinusoids(rows, h), (rows, h), vb.device())?.to_dtype(vb.dtype())?
-            }
+            PositionTable::Weights => Some(table(n.position_embeddings, rows)?),
+            PositionTable::Sinusoidal => Some(
+                Tensor::from_vec(PositionTable::sinusoids(rows, h), (rows, h), vb.device())?.to_dtype(vb.dtype())?,
+            ),
+            PositionTable::Absent => None,
         };
         Ok(Self {
             words: table(n.word_embeddings, spec.dims.vocab.size())?,
@@ -48,15 +51,17 @@ impl Embeddings {
     }
 
     fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
-        let words = lookup(&self.words, &batch.input_ids)?;
-        let rows = match self.scheme {
-            Positions::Absolute => lookup(&self.positions, &batch.position_ids)?,
-            scheme => {
-                let ranges = (0..batch.seqs.len()).map(|i| batch.seqs.range(i));
-                lookup(&self.positions, &scheme.rows(&batch.input_ids, ranges))?
-            }
-        };
-        let mut x = (words + rows)?;
+        let mut x = lookup(&self.words, &batch.input_ids)?;
+        if let Some(table) = &self.positions {
+            let rows = match self.scheme {
+                Positions::Absolute => lookup(table, &batch.position_ids)?,
+                scheme => {
+                    let ranges = (0..batch.seqs.len()).map(|i| batch.seqs.range(i));
+                    lookup(table, &scheme.rows(&batch.input_ids, ranges))?
+                }
+            };
+            x = (x + rows)?;
+        }
         if let Some(types) = &self.token_types {
             x = (x + lookup(types, &batch.token_type_ids)?)?;
         }
@@ -69,6 +74,8 @@ impl Embeddings {
 #[derive(Debug)]
 struct Attention {
     qkv: Linear,
+    /// LayerNorms of Q and K over the full width, before the head split.
+    qk_norms: Option<(LayerNorm, LayerNorm)>,
     output: Linear,
     norm: LayerNorm,
     heads: usize,
@@ -80,6 +87,13 @@ impl Attention {
         let (n, h) = (&spec.names, spec.hidden_size());
         Ok(Self {
             qkv: fused_linear(vb, [n.query, n.key, n.value], h, h)?,
+            qk_norms: match n.qk_norms {
+                Some((q, k)) => Some((
+                    layer_norm(vb, h, spec.layer_norm_eps, q)?,
+                    layer_norm(vb, h, spec.layer_norm_eps, k)?,
+                )),
+                None => None,
+            },
             output: linear(vb, h, h, n.attention_output)?,
             norm: layer_norm(vb, h, spec.layer_norm_eps, n.attention_norm)?,
             heads: spec.heads(),
@@ -95,7 +109,19 @@ impl Attention {
         bias: &PositionBias,
     ) -> candle_core::Result<Tensor> {
         let total = x.dim(0)?;
-        let (q, k, v) = split_heads(&self.qkv.forward(x)?, self.heads, self.head_dim)?;
+        let qkv = self.qkv.forward(x)?;
+        let (q, k, v) = match &self.qk_norms {
+            None => split_heads(&qkv, self.heads, self.head_dim)?,
+            Some((norm_q, norm_k)) => {
+                let (q, k, v) = split_qkv(&qkv, self.heads * self.head_dim)?;
+                let heads = |t: Tensor| t.reshape((total, self.heads, self.head_dim));
+                (
+                    heads(norm_q.forward(&q.contiguous()?)?)?,
+                    heads(norm_k.forward(&k.contiguous()?)?)?,
+                    heads(v)?,
+                )
+            }
+        };
         let context = kernel
             .attend(&q, &k, &v, seqs, bias)?
             .reshape((total, self.heads * self.head_dim))?;
@@ -103,29 +129,63 @@ impl Attention {
     }
 }
 
-/// The feed-forward block: up-projection, activation, down-projection, residual, LayerNorm.
+/// The feed-forward block with its residual and LayerNorm: `norm(down(act(up(x))) + x)`, or
+/// gated (`up` to twice the width, one half activated times the other). With an input norm (the
+/// code variant's doubled residual) it reads `input_norm(layer input + x)` instead of `x`.
 #[derive(Debug)]
 struct FeedForward {
+    input_norm: Option<LayerNorm>,
     up: Linear,
+    kind: FeedForwardKind,
     act: HiddenAct,
+    width: usize,
     down: Linear,
     norm: LayerNorm,
 }
 
 impl FeedForward {
     fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
-        let (n, h, i) = (&spec.names, spec.hidden_size(), spec.dims.intermediate.size());
+        let (n, h, i, eps) = (
+            &spec.names,
+            spec.hidden_size(),
+            spec.dims.intermediate.size(),
+            spec.layer_norm_eps,
+        );
         Ok(Self {
-            up: linear(vb, h, i, n.intermediate)?,
+            input_norm: match n.feed_forward_input_norm {
+                Some(name) => Some(layer_norm(vb, h, eps, name)?),
+                None => None,
+            },
+            up: match spec.feed_forward {
+                FeedForwardKind::Plain => linear(vb, h, i, n.intermediate)?,
+                FeedForwardKind::Gated { .. } => linear_no_bias(vb, h, 2 * i, n.intermediate)?,
+            },
+            kind: spec.feed_forward,
             act: spec.act,
+            width: i,
             down: linear(vb, i, h, n.output)?,
-            norm: layer_norm(vb, h, spec.layer_norm_eps, n.output_norm)?,
+            norm: layer_norm(vb, h, eps, n.output_norm)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.act.apply(&self.up.forward(x)?)?;
-        self.norm.forward(&self.down.forward_residual(&h, x)?)
+    /// `input`: the layer's input; `attended`: the attention block's output.
+    fn forward(&self, input: &Tensor, attended: &Tensor) -> candle_core::Result<Tensor> {
+        let x = match &self.input_norm {
+            Some(norm) => norm.forward(&(input + attended)?)?,
+            None => attended.clone(),
+        };
+        let up = self.up.forward(&x)?;
+        let h = match self.kind {
+            FeedForwardKind::Plain => self.act.apply(&up)?,
+            FeedForwardKind::Gated { activated } => {
+                let (first, second) = (up.narrow(1, 0, self.width)?, up.narrow(1, self.width, self.width)?);
+                match activated {
+                    Half::First => (self.act.apply(&first)? * second)?,
+                    Half::Second => (first * self.act.apply(&second)?)?,
+                }
+            }
+        };
+        self.norm.forward(&self.down.forward_residual(&h, &x)?)
     }
 }
 
@@ -170,7 +230,7 @@ impl Encoder {
     pub fn load(vb: &VarBuilder, spec: &EncoderSpec, kernel: Arc<dyn AttentionKernel>) -> candle_core::Result<Self> {
         let embeddings = Embeddings::load(vb, spec)?;
         let relative = match spec.attention_bias {
-            AttentionBias::None => None,
+            AttentionBias::None | AttentionBias::Alibi => None,
             AttentionBias::RelativeBuckets {
                 tensor,
                 buckets,
@@ -217,13 +277,16 @@ impl Encoder {
     /// Last hidden states `[total_tokens, hidden]` for a packed batch.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let mut x = self.embeddings.forward(batch)?;
-        let bias = match &self.relative {
-            None => PositionBias::None,
-            Some(relative) => relative.for_batch(batch.seqs.max_len()),
+        let bias = match (&self.relative, self.spec.attention_bias) {
+            (Some(relative), _) => relative.for_batch(batch.seqs.max_len()),
+            (None, AttentionBias::Alibi) => PositionBias::Alibi {
+                slopes: crate::alibi_slopes(self.spec.heads()),
+            },
+            (None, _) => PositionBias::None,
         };
         for layer in &self.layers {
-            x = layer.attention.forward(&x, &batch.seqs, self.kernel.as_ref(), &bias)?;
-            x = layer.feed_forward.forward(&x)?;
+            let attended = layer.attention.forward(&x, &batch.seqs, self.kernel.as_ref(), &bias)?;
+            x = layer.feed_forward.forward(&x, &attended)?;
         }
         Ok(x)
     }

@@ -1,4 +1,5 @@
-//! The BERT-shaped encoder families: BERT, and RoBERTa with XLM-RoBERTa and CamemBERT.
+//! The BERT-shaped encoder families: BERT, RoBERTa (with XLM-RoBERTa and CamemBERT),
+//! DistilBERT, MPNet and JinaBERT v2.
 //!
 //! A family is a small description ([`families`]): how it is recognised from the tensors and
 //! config, and the [`EncoderSpec`] (tensor names, sizes, position scheme) it builds. The blocks
@@ -6,6 +7,7 @@
 //! backend runs the same definitions unpadded. Each family registers as its own backend
 //! ([`EncoderBackend`]), on the padded reference kernel unless given another.
 
+mod alibi;
 mod blocks;
 pub mod families;
 mod spec;
@@ -18,19 +20,23 @@ use tessera_core::{
     LoadRequest, ModelInspection, PaddedAttention,
 };
 
+pub use alibi::alibi_slopes;
 pub use blocks::Encoder;
-pub use families::{Bert, DistilBert, Family, MpNet, Recognised, Roberta};
+pub use families::{Bert, DistilBert, Family, JinaBert, MpNet, Recognised, Roberta};
 pub use spec::{
-    AttentionBias, Dims, EncoderSpec, Names, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES, MPNET_NAMES,
+    AttentionBias, Dims, EncoderSpec, FeedForward, Half, Names, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES,
+    JINA_CODE_NAMES, JINA_GLU_NAMES, MPNET_NAMES,
 };
 
 /// Every family, in the order they are asked.
-pub const FAMILIES: &[&dyn Family] = &[&Bert, &Roberta, &DistilBert, &MpNet];
+pub const FAMILIES: &[&dyn Family] = &[&JinaBert, &Bert, &Roberta, &DistilBert, &MpNet];
 
 /// A family registered as a backend.
 #[derive(Debug, Clone, Copy)]
 pub struct EncoderBackend(pub &'static dyn Family);
 
+/// JinaBERT v2 on the padded reference kernel (`--backend jina-bert`).
+pub const JINA_BERT: EncoderBackend = EncoderBackend(&JinaBert);
 /// BERT on the padded reference kernel (`--backend bert`).
 pub const BERT: EncoderBackend = EncoderBackend(&Bert);
 /// RoBERTa, XLM-RoBERTa and CamemBERT on the padded reference kernel (`--backend roberta`).
@@ -182,6 +188,7 @@ mod tests {
             positions,
             position_table: PositionTable::Weights,
             attention_bias: AttentionBias::None,
+            feed_forward: FeedForward::Plain,
             act: HiddenAct::Gelu,
             layer_norm_eps: 1e-12,
         }
@@ -204,6 +211,20 @@ mod tests {
                     max_distance: 128,
                 },
                 ..spec(MPNET_NAMES, Positions::AfterPadding { padding_idx: 1 })
+            },
+            EncoderSpec {
+                position_table: PositionTable::Absent,
+                attention_bias: AttentionBias::Alibi,
+                feed_forward: FeedForward::Gated { activated: Half::First },
+                ..spec(JINA_GLU_NAMES, Positions::Absolute)
+            },
+            EncoderSpec {
+                position_table: PositionTable::Absent,
+                attention_bias: AttentionBias::Alibi,
+                feed_forward: FeedForward::Gated {
+                    activated: Half::Second,
+                },
+                ..spec(JINA_CODE_NAMES, Positions::Absolute)
             },
         ] {
             let recording = Recording::default();

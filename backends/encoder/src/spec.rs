@@ -35,6 +35,12 @@ pub struct Names {
     pub output: &'static str,
     /// LayerNorm after the feed-forward and its residual.
     pub output_norm: &'static str,
+    /// LayerNorms of Q and K over the full hidden size, before the split into heads (JinaBERT's
+    /// code variant); `None` elsewhere.
+    pub qk_norms: Option<(&'static str, &'static str)>,
+    /// A LayerNorm over the layer input plus the attention output, which the feed-forward then
+    /// reads and adds back (JinaBERT's code variant: a doubled residual); `None` elsewhere.
+    pub feed_forward_input_norm: Option<&'static str>,
 }
 
 /// BERT's names, which RoBERTa, XLM-RoBERTa and CamemBERT share.
@@ -52,6 +58,8 @@ pub const BERT_NAMES: Names = Names {
     intermediate: "intermediate.dense",
     output: "output.dense",
     output_norm: "output.LayerNorm",
+    qk_norms: None,
+    feed_forward_input_norm: None,
 };
 
 /// DistilBERT's names.
@@ -69,6 +77,8 @@ pub const DISTILBERT_NAMES: Names = Names {
     intermediate: "ffn.lin1",
     output: "ffn.lin2",
     output_norm: "output_layer_norm",
+    qk_norms: None,
+    feed_forward_input_norm: None,
 };
 
 /// MPNet's names.
@@ -86,6 +96,27 @@ pub const MPNET_NAMES: Names = Names {
     intermediate: "intermediate.dense",
     output: "output.dense",
     output_norm: "output.LayerNorm",
+    qk_norms: None,
+    feed_forward_input_norm: None,
+};
+
+/// JinaBERT v2's names with its gated feed-forward (`mlp.gated_layers`, `mlp.wo`,
+/// `mlp.layernorm`); with the original feed-forward it uses [`BERT_NAMES`].
+pub const JINA_GLU_NAMES: Names = Names {
+    intermediate: "mlp.gated_layers",
+    output: "mlp.wo",
+    output_norm: "mlp.layernorm",
+    ..BERT_NAMES
+};
+
+/// JinaBERT v2's code variant (jina-embeddings-v2-base-code).
+pub const JINA_CODE_NAMES: Names = Names {
+    intermediate: "mlp.up_gated_layer",
+    output: "mlp.down_layer",
+    output_norm: "layer_norm_2",
+    qk_norms: Some(("attention.self.layer_norm_q", "attention.self.layer_norm_k")),
+    feed_forward_input_norm: Some("layer_norm_1"),
+    ..BERT_NAMES
 };
 
 impl Names {
@@ -100,6 +131,8 @@ impl Names {
 pub enum AttentionBias {
     /// None: positions enter through the embeddings only.
     None,
+    /// ALiBi: `-slope_h * |i - j|`, the slopes from the head count ([`crate::alibi_slopes`]).
+    Alibi,
     /// MPNet's: a `[buckets, heads]` table (`tensor.weight`), one learned value per head and
     /// bucket of `j - i`, shared by every layer. The bucketing is T5's, bidirectional: half the
     /// buckets for keys after the query; exact below a quarter of the buckets, logarithmic up
@@ -134,11 +167,36 @@ impl AttentionBias {
     }
 }
 
+/// The feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedForward {
+    /// `down(act(up(x)))`.
+    Plain,
+    /// `up` projects to twice the intermediate width without bias; the activation applies to
+    /// one half, which multiplies the other (JinaBERT's GLU: the first half; its code variant:
+    /// the second).
+    Gated {
+        /// Which half is activated.
+        activated: Half,
+    },
+}
+
+/// One half of a gated projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    /// Columns `0..I`.
+    First,
+    /// Columns `I..2I`.
+    Second,
+}
+
 /// Where the position table comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PositionTable {
     /// Stored in the weights (learned, or sinusoids saved with the model).
     Weights,
+    /// None at all: positions enter through the attention bias only (ALiBi).
+    Absent,
     /// Not stored: the fixed sinusoids DistilBERT's `sinusoidal_pos_embds` fills it with
     /// (`sin(p / 10000^(2i/d))` in even columns, `cos` of the same angle in odd ones).
     Sinusoidal,
@@ -243,6 +301,8 @@ pub struct EncoderSpec {
     pub position_table: PositionTable,
     /// The bias added to attention scores.
     pub attention_bias: AttentionBias,
+    /// The feed-forward block.
+    pub feed_forward: FeedForward,
     /// The feed-forward activation.
     pub act: HiddenAct,
     /// Epsilon of every LayerNorm.
@@ -314,7 +374,20 @@ impl EncoderSpec {
                 push_linear(&mut t, &p(name), h, h);
             }
             push_norm(&mut t, &p(n.attention_norm), h);
-            push_linear(&mut t, &p(n.intermediate), h, i);
+            if let Some((q, k)) = n.qk_norms {
+                push_norm(&mut t, &p(q), h);
+                push_norm(&mut t, &p(k), h);
+            }
+            if let Some(norm) = n.feed_forward_input_norm {
+                push_norm(&mut t, &p(norm), h);
+            }
+            match self.feed_forward {
+                FeedForward::Plain => push_linear(&mut t, &p(n.intermediate), h, i),
+                FeedForward::Gated { .. } => t.push(ExpectedTensor::new(
+                    format!("{}.weight", p(n.intermediate)),
+                    &[i.times(2), h],
+                )),
+            }
             push_linear(&mut t, &p(n.output), i, h);
             push_norm(&mut t, &p(n.output_norm), h);
         }

@@ -19,8 +19,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use tessera_core::{Batch, Dim, HiddenAct};
 use tessera_encoder::{
-    AttentionBias, Dims, Encoder, EncoderSpec, Names, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES,
-    MPNET_NAMES,
+    AttentionBias, Dims, Encoder, EncoderSpec, FeedForward, Names, PositionTable, Positions, BERT_NAMES,
+    DISTILBERT_NAMES, MPNET_NAMES,
 };
 use tessera_flash::kernels::TiledCpu;
 
@@ -40,6 +40,7 @@ fn spec(architecture: &str, names: Names, positions: Positions, attention_bias: 
         positions,
         position_table: PositionTable::Weights,
         attention_bias,
+        feed_forward: FeedForward::Plain,
         act: HiddenAct::Gelu,
         layer_norm_eps: 1e-12,
     }

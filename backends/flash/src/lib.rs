@@ -1,9 +1,9 @@
-//! The unpadded (varlen) path: the encoder families' and jina-bert's model definitions, unchanged, with a flash
+//! The unpadded (varlen) path: the encoder families' model definitions, unchanged, with a flash
 //! attention kernel instead of the padded reference. Every token-wise layer already runs on the
 //! packed `[total_tokens, hidden]` stream, so nothing is padded anywhere and the batcher counts
 //! real tokens only.
 //!
-//! [`FlashBackend`] serves whatever an encoder family or jina-bert would serve (same evidence, same
+//! [`FlashBackend`] serves whatever an encoder family would serve (same evidence, same
 //! findings) and wins over them in the registry. The kernel is chosen once at load from the
 //! device ([`kernels::kernel_for`]): [`kernels::TiledCpu`] on CPUs, CUDA flash attention with
 //! the `cuda` feature on a GPU.
@@ -22,15 +22,14 @@ use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
     ModelInspection,
 };
-use tessera_encoder::{BERT, DISTILBERT, MPNET, ROBERTA};
-use tessera_jina_bert::JinaBertBackend;
+use tessera_encoder::{BERT, DISTILBERT, JINA_BERT, MPNET, ROBERTA};
 
 /// The flash backend's registration.
 #[derive(Debug, Clone, Copy)]
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 5] = [&JinaBertBackend, &BERT, &ROBERTA, &DISTILBERT, &MPNET];
+const DEFINITIONS: [&dyn BackendFactory; 5] = [&JINA_BERT, &BERT, &ROBERTA, &DISTILBERT, &MPNET];
 
 impl BackendFactory for FlashBackend {
     fn name(&self) -> &'static str {

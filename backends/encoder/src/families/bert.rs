@@ -6,7 +6,7 @@ use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::lineage::{self, Lineage};
 use super::{Family, Recognised, BERT_KEYS};
-use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions, BERT_NAMES};
+use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, BERT_NAMES};
 
 /// The BERT family.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +39,7 @@ impl Family for Bert {
                 positions: Positions::Absolute,
                 position_table: PositionTable::Weights,
                 attention_bias: AttentionBias::None,
+                feed_forward: FeedForward::Plain,
                 act: values.act,
                 layer_norm_eps: values.eps,
             },

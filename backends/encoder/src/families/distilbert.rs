@@ -8,7 +8,7 @@
 use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::{Family, Keys, Recognised};
-use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions, DISTILBERT_NAMES};
+use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, DISTILBERT_NAMES};
 
 const KEYS: Keys = Keys {
     vocab: "vocab_size",
@@ -17,6 +17,7 @@ const KEYS: Keys = Keys {
     heads: "n_heads",
     intermediate: "hidden_dim",
     positions: "max_position_embeddings",
+    positions_default: None,
     token_types: None,
     act: "activation",
     // DistilBERT's LayerNorms are built with eps 1e-12 and no config key.
@@ -75,6 +76,7 @@ impl Family for DistilBert {
                 positions: Positions::Absolute,
                 position_table,
                 attention_bias: AttentionBias::None,
+                feed_forward: FeedForward::Plain,
                 act: values.act,
                 layer_norm_eps: values.eps,
             },

@@ -193,7 +193,7 @@ pub(crate) fn absolute_positions(
             )
             .in_file(&weights_file)
             .about(*gated)
-            .fix("serve it with the jina-bert backend (cargo feature `jina-bert`)"),
+            .fix("serve it with the jina-bert backend"),
         ));
     }
     let position_tensor = format!("{prefix}embeddings.position_embeddings.weight");
@@ -280,5 +280,5 @@ fn missing_position_table(me: Lineage, layout: &EncoderLayout<'_>, position_tens
     Finding::error(code, why)
         .in_file(file)
         .about(position_tensor)
-        .fix("serve ALiBi models with the jina-bert backend (cargo feature `jina-bert`)")
+        .fix("serve ALiBi models with the jina-bert backend")
 }

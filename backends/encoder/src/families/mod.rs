@@ -3,6 +3,7 @@
 
 mod bert;
 mod distilbert;
+mod jina_bert;
 mod lineage;
 mod mpnet;
 mod roberta;
@@ -12,6 +13,7 @@ use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
 
 pub use bert::Bert;
 pub use distilbert::DistilBert;
+pub use jina_bert::JinaBert;
 pub use mpnet::MpNet;
 pub use roberta::Roberta;
 
@@ -47,6 +49,8 @@ pub(crate) struct Keys {
     pub heads: &'static str,
     pub intermediate: &'static str,
     pub positions: &'static str,
+    /// The position count when config.json has none (`None`: the key is required).
+    pub positions_default: Option<usize>,
     /// `None`: no token types.
     pub token_types: Option<&'static str>,
     pub act: &'static str,
@@ -61,6 +65,7 @@ pub(crate) const BERT_KEYS: Keys = Keys {
     heads: "num_attention_heads",
     intermediate: "intermediate_size",
     positions: "max_position_embeddings",
+    positions_default: None,
     token_types: Some("type_vocab_size"),
     act: "hidden_act",
     eps: Some("layer_norm_eps"),
@@ -84,7 +89,10 @@ impl Keys {
             layers: required(self.layers)?,
             heads: required(self.heads)?,
             intermediate: required(self.intermediate)?,
-            positions: required(self.positions)?,
+            positions: match self.positions_default {
+                Some(default) => Dim::of(self.positions, config.usize(self.positions).unwrap_or(default)),
+                None => required(self.positions)?,
+            },
             token_types: self
                 .token_types
                 .map(|key| Dim::of(key, config.usize(key).unwrap_or(2).max(1))),

@@ -8,7 +8,7 @@
 use tessera_core::{Dim, EncoderLayout, Evidence, Finding};
 
 use super::{Family, Keys, Recognised};
-use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions, MPNET_NAMES};
+use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, MPNET_NAMES};
 
 const KEYS: Keys = Keys {
     token_types: None,
@@ -91,6 +91,7 @@ impl Family for MpNet {
                     buckets: Dim::of("relative_attention_num_buckets", buckets),
                     max_distance: MAX_DISTANCE,
                 },
+                feed_forward: FeedForward::Plain,
                 act: values.act,
                 layer_norm_eps: values.eps,
             },

@@ -9,7 +9,7 @@ use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::lineage::{self, Lineage};
 use super::{Family, Recognised, BERT_KEYS};
-use crate::spec::{AttentionBias, EncoderSpec, PositionTable, Positions, BERT_NAMES};
+use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, BERT_NAMES};
 
 /// `pad_token_id` of every RoBERTa-family config transformers writes (and its default).
 const DEFAULT_PADDING_IDX: u32 = 1;
@@ -51,6 +51,7 @@ impl Family for Roberta {
                 positions: Positions::AfterPadding { padding_idx },
                 position_table: PositionTable::Weights,
                 attention_bias: AttentionBias::None,
+                feed_forward: FeedForward::Plain,
                 act: values.act,
                 layer_norm_eps: values.eps,
             },

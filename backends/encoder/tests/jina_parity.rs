@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tessera_core::testing::{assert_close, embed, load, shared_dir, vectors};
 use tessera_core::{finish_embedding, Assessment, BackendFactory, Encoded, Pooling};
-use tessera_jina_bert::{alibi_slopes, JinaBertBackend};
+use tessera_encoder::{alibi_slopes, JINA_BERT};
 
 fn check(model: &str) {
     let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) else {
@@ -12,8 +12,8 @@ fn check(model: &str) {
     };
     let dir = shared.join("models").join(model);
     let inspection = tessera_validation::inspect(&dir);
-    assert!(matches!(JinaBertBackend.assess(&inspection), Assessment::Serves { .. }));
-    let loaded = load(&JinaBertBackend, &inspection);
+    assert!(matches!(JINA_BERT.assess(&inspection), Assessment::Serves { .. }));
+    let loaded = load(&JINA_BERT, &inspection);
     let golden: Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
 
     let slopes: Vec<f32> = serde_json::from_value(golden["alibi_slopes"].clone()).unwrap();

@@ -1,4 +1,4 @@
-//! Peak memory of JinaBERT at its maximum length: `cargo bench -p tessera-jina-bert --bench memory`.
+//! Peak memory of JinaBERT at its maximum length: `cargo bench -p tessera-encoder --bench jina_memory`.
 //!
 //! Prints the process peak RSS (VmHWM) after loading jina-tiny and after embedding one input of
 //! 8192 tokens, and the time that took. Not a test: numbers go in the issue notes.
@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use tessera_core::{BackendFactory, Batch, LoadRequest, Pooling};
-use tessera_jina_bert::JinaBertBackend;
+use tessera_encoder::JINA_BERT;
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -33,7 +33,7 @@ fn main() {
         device: Device::Cpu,
         kernel: None,
     };
-    let backend = JinaBertBackend.load(&request).expect("load jina-tiny");
+    let backend = JINA_BERT.load(&request).expect("load jina-tiny");
     println!("peak RSS after loading jina-tiny: {:.1} MiB", peak_rss_mib());
 
     for len in [512usize, 2048, 8192] {

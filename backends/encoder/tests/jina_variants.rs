@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use serde_json::json;
 use tessera_core::testing::assert_close;
 use tessera_core::{Assessment, BackendFactory, Batch, LoadRequest};
-use tessera_jina_bert::{alibi_slopes, JinaBertBackend};
+use tessera_encoder::{alibi_slopes, JINA_BERT};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
@@ -355,7 +355,7 @@ fn check(variant: Variant, s: Shape, prefix: &str) {
         &extra,
     );
     let inspection = tessera_validation::inspect(dir.path());
-    match JinaBertBackend.assess(&inspection) {
+    match JINA_BERT.assess(&inspection) {
         Assessment::Serves { .. } => {}
         Assessment::Declines { reasons } => panic!("declined: {reasons:?}"),
     }
@@ -365,7 +365,7 @@ fn check(variant: Variant, s: Shape, prefix: &str) {
         device: Device::Cpu,
         kernel: None,
     };
-    let backend = JinaBertBackend.load(&request).unwrap();
+    let backend = JINA_BERT.load(&request).unwrap();
 
     let seqs = sequences(s.vocab);
     let types: Vec<Vec<u32>> = seqs.iter().map(|s| vec![0; s.len()]).collect();
@@ -458,7 +458,7 @@ fn a_jina_name_on_bert_tensors_is_not_jina() {
         &[],
     );
     let inspection = tessera_validation::inspect(dir.path());
-    match JinaBertBackend.assess(&inspection) {
+    match JINA_BERT.assess(&inspection) {
         Assessment::Declines { reasons } => {
             assert_eq!(reasons[0].code, "absolute-positions-not-alibi")
         }
