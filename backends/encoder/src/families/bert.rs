@@ -2,10 +2,10 @@
 //!
 //! Reference: transformers' `models/bert/modeling_bert.py`.
 
-use tessera_core::{EncoderLayout, Evidence, Finding};
+use tessera_core::{EncoderLayout, Finding};
 
 use super::lineage::{self, Lineage};
-use super::{Family, Recognised, BERT_KEYS};
+use super::{Family, Recognised};
 use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, BERT_NAMES};
 
 /// The BERT family.
@@ -18,18 +18,7 @@ impl Family for Bert {
     }
 
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
-        let mut evidence = vec![Evidence::tensor(
-            format!("{}{}", layout.prefix, tessera_core::WORD_EMBEDDINGS),
-            "BERT-family embeddings",
-        )];
-        let mut findings = Vec::new();
-        evidence.extend(super::layers_are(&BERT_NAMES, "BERT", layout)?);
-        lineage::absolute_positions(Lineage::Bert, layout, &mut evidence, &mut findings)?;
-        lineage::decide(Lineage::Bert, layout, &mut evidence, &mut findings)?;
-        if let Some(finding) = layout.hidden_size_contradicted() {
-            return Err(Box::new(finding));
-        }
-        let values = BERT_KEYS.read(layout.config).map_err(|e| Box::new(e.to_finding()))?;
+        let (values, mut evidence, findings) = lineage::recognise(Lineage::Bert, layout)?;
         super::name_evidence(layout.config, &mut evidence);
         Ok(Recognised {
             spec: EncoderSpec {

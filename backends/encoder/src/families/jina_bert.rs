@@ -186,17 +186,7 @@ fn position_type(
             .about("position_embedding_type")
             .fix("set `position_embedding_type` to \"alibi\""),
         ),
-        Some(other) => {
-            return Err(Box::new(
-                Finding::error(
-                    "position-type-unsupported",
-                    format!("`position_embedding_type: {other}` is not supported (supported: absolute, alibi)"),
-                )
-                .in_file(&config.path)
-                .about("position_embedding_type")
-                    .fix("set `position_embedding_type` to \"absolute\" (BERT) or \"alibi\" (JinaBERT) as the model was trained"),
-            ))
-        }
+        Some(other) => return Err(Box::new(super::lineage::unsupported_position_type(config, other))),
     }
     Ok(())
 }

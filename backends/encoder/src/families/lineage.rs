@@ -217,19 +217,48 @@ pub(crate) fn absolute_positions(
             .about("position_embedding_type")
             .fix("set `position_embedding_type` to \"absolute\" in config.json"),
         ),
-        Some(other) => {
-            return Err(Box::new(
-                Finding::error(
-                    "position-type-unsupported",
-                    format!("`position_embedding_type: {other}` is not supported (supported: absolute, alibi)"),
-                )
-                .in_file(&config.path)
-                .about("position_embedding_type")
-                .fix("set `position_embedding_type` to \"absolute\" (BERT) or \"alibi\" (JinaBERT) as the model was trained"),
-            ))
-        }
+        Some(other) => return Err(Box::new(unsupported_position_type(config, other))),
     }
     Ok(())
+}
+
+/// `position_embedding_type` with a value no family here has.
+pub(crate) fn unsupported_position_type(config: &tessera_core::inspection::ModelConfig, value: &str) -> Finding {
+    Finding::error(
+        "position-type-unsupported",
+        format!("`position_embedding_type: {value}` is not supported (supported: absolute, alibi)"),
+    )
+    .in_file(&config.path)
+    .about("position_embedding_type")
+    .fix("set `position_embedding_type` to \"absolute\" (BERT) or \"alibi\" (JinaBERT) as the model was trained")
+}
+
+/// What BERT and RoBERTa decide alike: their own layer tensors, an absolute position table,
+/// which of the two the tensors (or `model_type`) say, a `hidden_size` the weights agree with,
+/// and the config values. Returns the values with the evidence and findings so far.
+pub(crate) fn recognise(
+    me: Lineage,
+    layout: &EncoderLayout<'_>,
+) -> Result<(super::ConfigValues, Vec<Evidence>, Vec<Finding>), Box<Finding>> {
+    let mut evidence = vec![Evidence::tensor(
+        format!("{}{}", layout.prefix, tessera_core::WORD_EMBEDDINGS),
+        "BERT-family embeddings",
+    )];
+    let mut findings = Vec::new();
+    let who = match me {
+        Lineage::Bert => "BERT",
+        Lineage::Roberta => "RoBERTa",
+    };
+    evidence.extend(super::layers_are(&crate::spec::BERT_NAMES, who, layout)?);
+    absolute_positions(me, layout, &mut evidence, &mut findings)?;
+    decide(me, layout, &mut evidence, &mut findings)?;
+    if let Some(finding) = layout.hidden_size_contradicted() {
+        return Err(Box::new(finding));
+    }
+    let values = super::BERT_KEYS
+        .read(layout.config)
+        .map_err(|e| Box::new(e.to_finding()))?;
+    Ok((values, evidence, findings))
 }
 
 /// Why a checkpoint without a position table is not this lineage, naming what it is instead

@@ -8,7 +8,7 @@
 use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::lineage::{self, Lineage};
-use super::{Family, Recognised, BERT_KEYS};
+use super::{Family, Recognised};
 use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, BERT_NAMES};
 
 /// `pad_token_id` of every RoBERTa-family config transformers writes (and its default).
@@ -24,19 +24,8 @@ impl Family for Roberta {
     }
 
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
-        let mut evidence = vec![Evidence::tensor(
-            format!("{}{}", layout.prefix, tessera_core::WORD_EMBEDDINGS),
-            "BERT-family embeddings",
-        )];
-        let mut findings = Vec::new();
-        evidence.extend(super::layers_are(&BERT_NAMES, "RoBERTa", layout)?);
-        lineage::absolute_positions(Lineage::Roberta, layout, &mut evidence, &mut findings)?;
-        lineage::decide(Lineage::Roberta, layout, &mut evidence, &mut findings)?;
-        if let Some(finding) = layout.hidden_size_contradicted() {
-            return Err(Box::new(finding));
-        }
+        let (values, mut evidence, mut findings) = lineage::recognise(Lineage::Roberta, layout)?;
         let config = layout.config;
-        let values = BERT_KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;
         let padding_idx = padding_idx(layout, values.dims.positions.size(), &mut evidence, &mut findings)?;
         super::name_evidence(config, &mut evidence);
         let architecture = match config.str("model_type") {
