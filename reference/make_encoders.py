@@ -3,13 +3,14 @@ goldens computed by transformers' own model classes and sentence-transformers.
 
 Run it in a venv outside the repository (torch, transformers, sentence-transformers, tokenizers):
 
-    python reference/make_encoders.py reference/models
+    python reference/make_encoders.py reference/models [builder ...]
 
 Weights are drawn wide (std 0.3..0.5, LayerNorm gains around 1 with spread), not at the 0.02 default,
 so that a wrong position offset or activation moves the output far past the tests' tolerance; each
 golden records how far (`sensitivity`).
 """
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -469,9 +470,64 @@ def distilbert_classifier_tiny(root):
     save_classifier(model, tok, root / "distilbert-classifier-tiny", 128)
 
 
+def camembert_tiny(root):
+    """A CamemBERT checkpoint as older ones ship: `sentencepiece.bpe.model` and no tokenizer.json,
+    so the server must build CamembertTokenizer's layout itself."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer, CamembertConfig, CamembertModel
+
+    hf_dir, out_dir = root / "_hf_camembert", root / "camembert-tiny"
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    model_file = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus()),
+        model_writer=model_file,
+        model_type="unigram",
+        vocab_size=500,
+        hard_vocab_limit=False,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+    )
+    (hf_dir / "sentencepiece.bpe.model").write_bytes(model_file.getvalue())
+    (hf_dir / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "CamembertTokenizer", "model_max_length": 128})
+    )
+    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+    cfg = CamembertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=5,
+        eos_token_id=6,
+    )
+    torch.manual_seed(0)
+    model = CamembertModel(cfg).eval()
+    widen(model, 9)
+    model.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 128, "mean")
+    for name in ["tokenizer.json", "special_tokens_map.json"]:
+        (out_dir / name).unlink(missing_ok=True)
+    (out_dir / "sentencepiece.bpe.model").write_bytes(model_file.getvalue())
+    (out_dir / "tokenizer_config.json").write_text((hf_dir / "tokenizer_config.json").read_text())
+    golden(out_dir, model, 1, SENSITIVITY)
+
+
 def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
     root.mkdir(parents=True, exist_ok=True)
+    only = sys.argv[2:]  # model builders to run (all when none), e.g. camembert_tiny
+    if only:
+        for name in only:
+            globals()[name](root)
+        cleanup(root)
+        return
     xlm_roberta_tiny(root)
     roberta_mlm_tiny(root)
     distilbert_tiny(root)
@@ -480,6 +536,11 @@ def main():
     xlm_roberta_reranker_tiny(root)
     bert_classifier_tiny(root)
     distilbert_classifier_tiny(root)
+    camembert_tiny(root)
+    cleanup(root)
+
+
+def cleanup(root):
     for tmp in root.glob("_hf_*"):
         for f in sorted(tmp.rglob("*"), reverse=True):
             f.unlink() if f.is_file() else f.rmdir()

@@ -74,8 +74,8 @@ pub fn load(factory: &dyn BackendFactory, inspection: &ModelInspection) -> Loade
     };
     let backend = factory.load(&request).expect("model loads");
     let max_len = inspection.sentence_transformers.max_seq_length.unwrap_or(512);
-    let tokenizer =
-        TextTokenizer::from_file(&inspection.root.join("tokenizer.json"), max_len).expect("tokenizer loads");
+    // As the server loads it: tokenizer.json, else built from vocab.txt or a SentencePiece model.
+    let (tokenizer, _) = TextTokenizer::from_dir(&inspection.root, max_len).expect("tokenizer loads");
     Loaded { backend, tokenizer }
 }
 

@@ -3,27 +3,10 @@
 //! and the key or tensor; `serve` must refuse errors before loading weights. Nothing may panic
 //! or hang (the harness kills a run after 60 s).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{run, shared_model};
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let dest = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            copy_dir(&path, &dest);
-        } else if path.file_name().unwrap() != "golden.json" {
-            std::fs::copy(&path, &dest).unwrap();
-            let mut perms = std::fs::metadata(&dest).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(&dest, perms).unwrap();
-        }
-    }
-}
+use tessera_integration_tests::{copy_dir, run, shared_model};
 
 struct Case {
     dir: tempfile::TempDir,

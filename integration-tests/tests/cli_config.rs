@@ -4,30 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{minilm, run, run_with_env, Server};
-
-/// Copies a model directory so a test can change one file.
-fn copy_model(from: &Path, to: &Path) {
-    for entry in walk(from) {
-        let rel = entry.strip_prefix(from).unwrap();
-        let dest = to.join(rel);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(&entry, &dest).unwrap();
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
+use tessera_integration_tests::{copy_dir, minilm, run, run_with_env, Server};
 
 #[test]
 fn no_subcommand_prints_help() {
@@ -129,7 +106,7 @@ fn config_mistakes_are_errors_naming_the_key() {
 #[test]
 fn a_model_without_pooling_config_names_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    copy_model(&minilm(), dir.path());
+    copy_dir(&minilm(), dir.path());
     std::fs::remove_dir_all(dir.path().join("1_Pooling")).unwrap();
     std::fs::write(dir.path().join("modules.json"), "[]").unwrap();
     let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
@@ -167,7 +144,7 @@ fn a_missing_model_or_bad_flag_fails_clearly() {
 fn a_dense_module_is_applied_after_pooling() {
     // An Identity-activated Dense that keeps the first 8 of 384 dimensions scaled by 2.
     let dir = tempfile::tempdir().unwrap();
-    copy_model(&minilm(), dir.path());
+    copy_dir(&minilm(), dir.path());
     let dense = dir.path().join("2_Dense");
     std::fs::create_dir_all(&dense).unwrap();
     std::fs::write(

@@ -61,6 +61,7 @@ fn validate_model_states_each_family_and_its_evidence() {
         ),
         ("distilbert-sinusoidal-mlm", "distilbert", "sinusoidal_pos_embds"),
         ("mpnet-tiny", "mpnet", "encoder.relative_attention_bias.weight"),
+        ("camembert-tiny", "camembert", "pad_token_id"),
     ] {
         let (status, report) = validate(&reference(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
@@ -72,7 +73,9 @@ fn validate_model_states_each_family_and_its_evidence() {
             .filter_map(|e| e["subject"].as_str())
             .collect();
         assert!(subjects.contains(&evidence), "{model}: {subjects:?}");
-        assert_eq!(report["findings"].as_array().unwrap().len(), 0, "{model}: {report:#}");
+        // Only notes: CamemBERT's tokenizer is built from its SentencePiece model.
+        let findings = report["findings"].as_array().unwrap();
+        assert!(findings.iter().all(|f| f["severity"] == "info"), "{model}: {report:#}");
     }
 }
 

@@ -53,6 +53,12 @@ fn roberta_saved_from_masked_lm_matches_sentence_transformers() {
 }
 
 #[test]
+fn camembert_without_tokenizer_json_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/camembert-tiny");
+    check(&ROBERTA, &dir, &dir.join("golden.json"), "camembert");
+}
+
+#[test]
 fn distilbert_tiny_matches_sentence_transformers() {
     let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/distilbert-tiny");
     check(&DISTILBERT, &dir, &dir.join("golden.json"), "distilbert");
@@ -104,6 +110,7 @@ fn each_family_declines_the_others_checkpoints() {
     for (model, family) in [
         ("xlm-roberta-tiny", "roberta"),
         ("roberta-mlm-tiny", "roberta"),
+        ("camembert-tiny", "roberta"),
         ("distilbert-tiny", "distilbert"),
         ("distilbert-sinusoidal-mlm", "distilbert"),
         ("mpnet-tiny", "mpnet"),

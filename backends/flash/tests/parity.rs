@@ -80,3 +80,8 @@ fn all_mpnet_base_v2() {
         );
     }
 }
+
+#[test]
+fn camembert_without_tokenizer_json() {
+    reference("camembert-tiny");
+}
