@@ -20,6 +20,16 @@ pub trait Backend: std::fmt::Debug + Send {
 
     /// What was loaded.
     fn describe(&self) -> BackendDescription;
+
+    /// Switches every linear layer to int8 weights ([`crate::layers::Linear::quantize_int8`]);
+    /// returns the bytes the linear layers' weights took before and after. Backends without
+    /// that ability say so.
+    fn quantize_int8(&mut self) -> Result<(usize, usize), BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend has no int8 path",
+            self.describe().backend
+        )))
+    }
 }
 
 /// What a loaded backend reports about itself.

@@ -250,4 +250,7 @@ pub enum BackendError {
     /// The batch is not something this model can run (e.g. a token id outside the vocabulary).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
+    /// The backend cannot do what was asked (e.g. int8 weights).
+    #[error("{0}")]
+    Unsupported(String),
 }

@@ -1,6 +1,10 @@
 //! Loading helpers shared by every architecture, so each model file holds only its structure.
 
-use candle_core::{CpuStorage, Layout, Module, Storage, Tensor};
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, DType, Layout, Module, Storage, Tensor};
+
+use crate::quant::Int8Weights;
 use candle_nn::VarBuilder;
 
 pub use crate::layer_norm::LayerNorm;
@@ -15,6 +19,9 @@ pub use crate::layer_norm::LayerNorm;
 pub struct Linear {
     weight_t: Tensor,
     bias: Option<Tensor>,
+    /// Set by [`Linear::quantize_int8`]: the weights in int8 (`weight_t` is then dropped) and
+    /// the bias on the host.
+    int8: Option<Arc<(Int8Weights, Option<Vec<f32>>)>>,
 }
 
 impl Linear {
@@ -23,12 +30,87 @@ impl Linear {
         Ok(Self {
             weight_t: weight.t()?.contiguous()?,
             bias,
+            int8: None,
         })
     }
 
     /// Output features.
     pub fn out_dim(&self) -> usize {
-        self.weight_t.dims().last().copied().unwrap_or(0)
+        match &self.int8 {
+            Some(q) => q.0.out_dim(),
+            None => self.weight_t.dims().last().copied().unwrap_or(0),
+        }
+    }
+
+    /// Replaces the f32 weights with int8 ones (one scale per output channel); inputs are then
+    /// quantized per row as they arrive ([`crate::quant`]). The f32 weights are freed.
+    pub fn quantize_int8(&mut self) -> candle_core::Result<()> {
+        if self.int8.is_some() {
+            return Ok(());
+        }
+        let weight = self.weight_t.t()?.contiguous()?.to_dtype(DType::F32)?;
+        let (out_dim, in_dim) = weight.dims2()?;
+        let rows = weight.flatten_all()?.to_vec1::<f32>()?;
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            None => None,
+        };
+        self.int8 = Some(Arc::new((Int8Weights::from_rows(&rows, out_dim, in_dim), bias)));
+        self.weight_t = Tensor::zeros(0, DType::F32, self.weight_t.device())?;
+        Ok(())
+    }
+
+    /// Bytes its weights take.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.int8 {
+            Some(q) => q.0.bytes(),
+            None => self.weight_t.elem_count() * self.weight_t.dtype().size_in_bytes(),
+        }
+    }
+
+    /// The int8 path: `x` as f32 rows, the residual added in the same pass.
+    fn forward_int8(
+        &self,
+        q: &(Int8Weights, Option<Vec<f32>>),
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (weights, bias) = q;
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().unwrap_or(&0);
+        if in_dim != weights.in_dim() {
+            candle_core::bail!(
+                "int8 linear: input has {in_dim} features, the layer {}",
+                weights.in_dim()
+            );
+        }
+        let rows = x.elem_count() / in_dim.max(1);
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let residual = match residual {
+            Some(r) => Some(r.to_dtype(DType::F32)?.contiguous()?),
+            None => None,
+        };
+        let y = {
+            let (xs, xl) = x.storage_and_layout();
+            let x_data =
+                f32_slice(&xs, xl).ok_or_else(|| candle_core::Error::Msg("int8 linear runs on the CPU".into()))?;
+            let residual_data = residual.as_ref().map(|r| r.storage_and_layout());
+            let residual_slice = match &residual_data {
+                Some((rs, rl)) => Some(
+                    f32_slice(rs, rl).ok_or_else(|| candle_core::Error::Msg("int8 linear runs on the CPU".into()))?,
+                ),
+                None => None,
+            };
+            if residual_slice.is_some_and(|r| r.len() != rows * weights.out_dim()) {
+                candle_core::bail!("int8 linear: the residual is not rows x {}", weights.out_dim());
+            }
+            weights.matmul(x_data, rows, bias.as_deref(), residual_slice)
+        };
+        let mut out_dims = dims;
+        if let Some(last) = out_dims.last_mut() {
+            *last = weights.out_dim();
+        }
+        Tensor::from_vec(y, out_dims, x.device())
     }
 }
 
@@ -110,6 +192,9 @@ impl Linear {
 
     /// `x W^T + b + residual`, the residual added while the output is laid out on the fused path.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(q) = &self.int8 {
+            return self.forward_int8(q, x, Some(residual));
+        }
         match self.forward_fused(x, Some(residual))? {
             Some(y) => Ok(y),
             None => self.forward(x)? + residual,
@@ -119,6 +204,9 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(q) = &self.int8 {
+            return self.forward_int8(q, x, None);
+        }
         if let Some(y) = self.forward_fused(x, None)? {
             return Ok(y);
         }

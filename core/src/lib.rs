@@ -33,6 +33,7 @@ pub mod inspection;
 mod layer_norm;
 pub mod layers;
 mod pooling;
+pub mod quant;
 mod registry;
 pub mod sentencepiece;
 pub mod simd;

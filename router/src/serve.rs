@@ -16,7 +16,7 @@ use crate::infer::{Infer, InferParts, Prompts, Serves};
 use crate::metrics;
 use crate::plan::{plan, PlanRequest, ServingPlan, Task};
 use crate::queue::{Budget, Queue};
-use crate::settings::Settings;
+use crate::settings::{Dtype, Settings};
 use crate::source::{self, HubOptions, Wanted};
 use crate::worker::{self, Head, Worker};
 
@@ -156,11 +156,24 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
         device: device.clone(),
         kernel: None,
     };
-    let backend = plan
+    let mut backend = plan
         .chosen
         .factory
         .load(&request)
         .with_context(|| format!("loading {}", root.display()))?;
+    if plan.dtype == Dtype::Int8 {
+        if device.is_cuda() {
+            anyhow::bail!("--dtype int8 runs on the CPU; on a GPU use float16 or bfloat16");
+        }
+        let (before, after) = backend
+            .quantize_int8()
+            .with_context(|| format!("quantizing {} to int8", root.display()))?;
+        tracing::info!(
+            "linear layers in int8: {:.1} MiB of weights instead of {:.1} MiB",
+            after as f64 / (1 << 20) as f64,
+            before as f64 / (1 << 20) as f64
+        );
+    }
     let description = backend.describe();
     let (head, output_dim) = match &plan.task {
         Task::Embed { pooling, .. } => {

@@ -16,6 +16,9 @@ pub(crate) enum Dtype {
     Float16,
     /// bfloat16.
     Bfloat16,
+    /// Linear layers in int8 on the CPU (weights per output channel and block of 32 inputs,
+    /// activations per block of each token row); everything else float32.
+    Int8,
 }
 
 impl Dtype {
@@ -24,6 +27,7 @@ impl Dtype {
             Dtype::Float32 => "float32",
             Dtype::Float16 => "float16",
             Dtype::Bfloat16 => "bfloat16",
+            Dtype::Int8 => "int8",
         }
     }
 
@@ -32,6 +36,8 @@ impl Dtype {
             Dtype::Float32 => candle_core::DType::F32,
             Dtype::Float16 => candle_core::DType::F16,
             Dtype::Bfloat16 => candle_core::DType::BF16,
+            // Loaded in f32, then each linear layer is quantized.
+            Dtype::Int8 => candle_core::DType::F32,
         }
     }
 }

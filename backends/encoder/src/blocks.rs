@@ -264,6 +264,25 @@ impl Encoder {
         })
     }
 
+    /// Every linear layer to int8 (embeddings, norms, attention and the activations stay f32);
+    /// returns the weight bytes of the linear layers before and after.
+    pub fn quantize_int8(&mut self) -> candle_core::Result<(usize, usize)> {
+        let (mut before, mut after) = (0, 0);
+        for layer in &mut self.layers {
+            for linear in [
+                &mut layer.attention.qkv,
+                &mut layer.attention.output,
+                &mut layer.feed_forward.up,
+                &mut layer.feed_forward.down,
+            ] {
+                before += linear.weight_bytes();
+                linear.quantize_int8()?;
+                after += linear.weight_bytes();
+            }
+        }
+        Ok((before, after))
+    }
+
     /// What it was loaded from.
     pub fn spec(&self) -> &EncoderSpec {
         &self.spec

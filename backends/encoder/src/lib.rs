@@ -121,6 +121,10 @@ impl Backend for EncoderRunner {
         Ok(self.model.forward(batch)?)
     }
 
+    fn quantize_int8(&mut self) -> Result<(usize, usize), BackendError> {
+        Ok(self.model.quantize_int8()?)
+    }
+
     fn describe(&self) -> BackendDescription {
         let spec = self.model.spec();
         BackendDescription {

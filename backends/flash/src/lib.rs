@@ -87,6 +87,10 @@ impl Backend for FlashRunner {
         self.inner.forward(batch)
     }
 
+    fn quantize_int8(&mut self) -> Result<(usize, usize), BackendError> {
+        self.inner.quantize_int8()
+    }
+
     fn describe(&self) -> BackendDescription {
         let inner = self.inner.describe();
         BackendDescription {

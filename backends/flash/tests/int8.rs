@@ -1,0 +1,92 @@
+//! Int8 weights (`--dtype int8`) against the float32 goldens of every family: the minimum cosine
+//! of a text's vector to sentence-transformers' must stay >= 0.998, batched and single, and a
+//! text's vector must be the same alone and in a batch (activations are quantized per row, and
+//! the unpadded path's f32 steps do not depend on the batch either: on the padded reference path
+//! a batch's padding changes f32 rounding, which an int8 rounding can then amplify).
+
+use std::path::Path;
+
+use serde_json::Value;
+use tessera_core::testing::{embed, load, reference_dir, shared_dir, vectors};
+use tessera_core::{finish_embedding, BackendFactory, Encoded, Pooling};
+use tessera_flash::FlashBackend;
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b)).max(1e-30)
+}
+
+/// The lowest cosine over the golden's texts, batched; asserts single == batched.
+fn min_cosine(dir: &Path, golden: &Path) -> f64 {
+    let factory: &dyn BackendFactory = &FlashBackend;
+    let inspection = tessera_validation::inspect(dir);
+    let mut model = load(factory, &inspection);
+    let (before, after) = model.backend.quantize_int8().expect("int8");
+    // Rows are padded to 64 bytes: tiny models save less than the 4x of real ones.
+    assert!(after < before, "weights {before} -> {after} bytes");
+    let golden: Value = serde_json::from_slice(&std::fs::read(golden).unwrap()).unwrap();
+    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
+    let encoded: Vec<Encoded> = texts
+        .iter()
+        .map(|t| model.tokenizer.encode(t, Some(Default::default())).unwrap())
+        .collect();
+    let pooling = inspection
+        .sentence_transformers
+        .pooling
+        .as_ref()
+        .map_or(Pooling::Mean, |f| Pooling::from_file(f).unwrap());
+    let want = vectors(&golden, "embeddings");
+    let batched = embed(model.backend.as_ref(), &encoded, pooling);
+    let mut worst = 1.0f64;
+    for (i, v) in batched.iter().enumerate() {
+        let single = &embed(model.backend.as_ref(), std::slice::from_ref(&encoded[i]), pooling)[0];
+        let drift = v.iter().zip(single).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(
+            drift <= 1e-6,
+            "{}: text {i} moves by {drift} with its batch",
+            dir.display()
+        );
+        worst = worst.min(cosine(&finish_embedding(v.clone(), None, true), &want[i]));
+    }
+    worst
+}
+
+fn reference(model: &str) {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+    let worst = min_cosine(&dir, &dir.join("golden.json"));
+    println!("{model}: int8 minimum cosine {worst:.5}");
+    assert!(worst >= 0.998, "{model}: int8 minimum cosine {worst}");
+}
+
+#[test]
+fn minilm_in_int8_stays_within_the_bound() {
+    let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) else {
+        return;
+    };
+    let worst = min_cosine(
+        &shared.join("models/all-MiniLM-L6-v2"),
+        &shared.join("reference/golden_minilm.json"),
+    );
+    println!("all-MiniLM-L6-v2: int8 minimum cosine {worst:.5}");
+    assert!(worst >= 0.998, "{worst}");
+}
+
+#[test]
+fn every_family_in_int8_stays_within_the_bound() {
+    for model in [
+        "xlm-roberta-tiny",
+        "roberta-mlm-tiny",
+        "camembert-tiny",
+        "distilbert-tiny",
+        "mpnet-tiny",
+    ] {
+        reference(model);
+    }
+    if let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) {
+        let dir = shared.join("models/jina-tiny");
+        let worst = min_cosine(&dir, &dir.join("golden.json"));
+        println!("jina-tiny: int8 minimum cosine {worst:.5}");
+        assert!(worst >= 0.998, "jina-tiny: {worst}");
+    }
+}

@@ -1,0 +1,42 @@
+//! `--dtype int8` through the binary: /info says so, every golden text's vector stays within
+//! cosine 0.998 of sentence-transformers' float32 one, and a text gets the same vector alone and
+//! in a batch.
+
+use serde_json::{json, Value};
+use tessera_integration_tests::{golden, minilm, Server};
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn int8_serves_vectors_within_the_bound_and_independent_of_the_batch() {
+    let Some(golden) = golden("reference/golden_minilm.json") else {
+        return;
+    };
+    let server = Server::start(&minilm(), &["--dtype", "int8", "--max-client-batch-size", "64"]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(info["model_dtype"], "int8");
+    let texts = golden["texts"].clone();
+    let got: Vec<Vec<f32>> = server
+        .post("/embed", &json!({ "inputs": texts, "truncate": true }))
+        .json()
+        .unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    let worst = got.iter().zip(&want).map(|(g, w)| cosine(g, w)).fold(1.0, f64::min);
+    assert!(worst >= 0.998, "minimum cosine {worst}");
+    for i in [0, 11, 32] {
+        let alone: Vec<Vec<f32>> = server
+            .post("/embed", &json!({ "inputs": texts[i], "truncate": true }))
+            .json()
+            .unwrap();
+        let drift = alone[0]
+            .iter()
+            .zip(&got[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(drift <= 1e-6, "text {i} moves by {drift} with its batch");
+    }
+}
