@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Pooling, SpladeHead};
+use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Pooling, SeqOffsets, SpladeHead};
 
 use crate::metrics;
 use crate::queue::{Budget, Embedding, Job, JobError, JobOutput, OutputKind, Queue};
@@ -126,6 +126,19 @@ impl Worker {
     /// One result per job. When the batch fails as a whole, its inputs are run again one by one,
     /// so that an input the model cannot process fails only its own request.
     fn answer(&self, jobs: &[Job]) -> Vec<Result<Embedding, JobError>> {
+        // The batch the batcher formed is recorded once, not again for each one-by-one retry.
+        let seqs = SeqOffsets::from_lengths(jobs.iter().map(|j| j.encoded.ids.len()));
+        let padded = seqs.padded_tokens();
+        let padding_ratio = if padded == 0 {
+            0.0
+        } else {
+            (padded - seqs.total_tokens()) as f64 / padded as f64
+        };
+        metrics::batch_formed(
+            seqs.len(),
+            self.budget.cost(seqs.len(), seqs.total_tokens(), seqs.max_len()),
+            padding_ratio,
+        );
         match self.attempt(jobs) {
             Ok(outputs) => outputs,
             Err(message) if jobs.len() == 1 => vec![Err(JobError::Backend(message))],
@@ -152,17 +165,6 @@ impl Worker {
     fn attempt(&self, jobs: &[Job]) -> Result<Vec<Result<Embedding, JobError>>, String> {
         let batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])));
         let seqs = &batch.seqs;
-        let padded = seqs.padded_tokens();
-        let padding_ratio = if padded == 0 {
-            0.0
-        } else {
-            (padded - seqs.total_tokens()) as f64 / padded as f64
-        };
-        metrics::batch_formed(
-            seqs.len(),
-            self.budget.cost(seqs.len(), seqs.total_tokens(), seqs.max_len()),
-            padding_ratio,
-        );
         let kinds: Vec<OutputKind> = jobs.iter().map(|j| j.output).collect();
         let skips: Vec<usize> = jobs.iter().map(|j| j.encoded.pool_skip).collect();
         // A panic inside a kernel must fail this batch only, never the server.
