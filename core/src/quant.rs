@@ -23,8 +23,9 @@ pub struct Int8Weights {
     q: Vec<i8>,
     /// Per output channel and block of 32 inputs: `w ~ q * scale`.
     scales: Vec<f32>,
-    /// Per output channel and block of 32 inputs: `sum_k q[o, k]`, for the activations' minimum.
-    sums: Vec<i32>,
+    /// Per output channel and block of 32 inputs: `scale * sum_k q[o, k]` (the block's weights
+    /// summed), which the activations' minimum multiplies.
+    sums: Vec<f32>,
     in_dim: usize,
     out_dim: usize,
     stride: usize,
@@ -47,7 +48,7 @@ impl Int8Weights {
                     *d = (w / scale).round().clamp(-127.0, 127.0) as i8;
                 }
                 scales.push(scale);
-                sums.push(block.iter().map(|v| i32::from(*v)).sum::<i32>());
+                sums.push(scale * block.iter().map(|v| i32::from(*v)).sum::<i32>() as f32);
             }
         }
         Self {
@@ -112,12 +113,7 @@ impl Int8Weights {
                             None => dot_portable(row_q, w, combined),
                         };
                         // The blocks' minimums times the weights' sums: `sum (min + q s) w`.
-                        let offset: f32 = row_mins
-                            .iter()
-                            .zip(w_scales)
-                            .zip(sums)
-                            .map(|((m, ws), sum)| m * ws * *sum as f32)
-                            .sum();
+                        let offset: f32 = row_mins.iter().zip(sums).map(|(m, sum)| m * sum).sum();
                         let mut v = dot + offset;
                         if let Some(b) = bias {
                             v += b[o];

@@ -44,13 +44,18 @@ pub fn shared_dir(manifest_dir: &str) -> Option<PathBuf> {
     }
 }
 
+/// Cosine similarity, in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b)).max(1e-30)
+}
+
 /// Asserts the parity tolerances: every component within 1e-4 and cosine >= 0.99999.
 pub fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: dimension");
     let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let dot: f64 = got.iter().zip(want).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let cos = dot / (norm(got) * norm(want)).max(1e-30);
+    let cos = cosine(got, want);
     assert!(max_diff <= 1e-4, "{what}: max abs diff {max_diff}");
     assert!(cos >= 0.99999, "{what}: cosine {cos}");
 }

@@ -3,13 +3,7 @@
 //! in a batch.
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{golden, minilm, Server};
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
+use tessera_integration_tests::{compare, golden, minilm, Server};
 
 #[test]
 fn int8_serves_vectors_within_the_bound_and_independent_of_the_batch() {
@@ -25,7 +19,7 @@ fn int8_serves_vectors_within_the_bound_and_independent_of_the_batch() {
         .json()
         .unwrap();
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
-    let worst = got.iter().zip(&want).map(|(g, w)| cosine(g, w)).fold(1.0, f64::min);
+    let worst = got.iter().zip(&want).map(|(g, w)| compare(g, w).1).fold(1.0, f64::min);
     assert!(worst >= 0.998, "minimum cosine {worst}");
     for i in [0, 11, 32] {
         let alone: Vec<Vec<f32>> = server

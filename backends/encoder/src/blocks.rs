@@ -215,11 +215,19 @@ impl RelativeBuckets {
     }
 }
 
+/// The bias every layer adds, decided at load: fixed for the model (none, ALiBi's slopes) or
+/// tabulated per batch (MPNet's relative buckets).
+#[derive(Debug)]
+enum LayerBias {
+    Fixed(PositionBias),
+    Relative(RelativeBuckets),
+}
+
 /// An encoder without pooler or task head: embeddings, then post-norm layers.
 #[derive(Debug)]
 pub struct Encoder {
     embeddings: Embeddings,
-    relative: Option<RelativeBuckets>,
+    bias: LayerBias,
     layers: Vec<Layer>,
     kernel: Arc<dyn AttentionKernel>,
     spec: EncoderSpec,
@@ -229,8 +237,11 @@ impl Encoder {
     /// Loads the encoder `spec` describes. `vb` must already point at the weight prefix.
     pub fn load(vb: &VarBuilder, spec: &EncoderSpec, kernel: Arc<dyn AttentionKernel>) -> candle_core::Result<Self> {
         let embeddings = Embeddings::load(vb, spec)?;
-        let relative = match spec.attention_bias {
-            AttentionBias::None | AttentionBias::Alibi => None,
+        let bias = match spec.attention_bias {
+            AttentionBias::None => LayerBias::Fixed(PositionBias::None),
+            AttentionBias::Alibi => LayerBias::Fixed(PositionBias::Alibi {
+                slopes: crate::alibi_slopes(spec.heads()),
+            }),
             AttentionBias::RelativeBuckets {
                 tensor,
                 buckets,
@@ -238,7 +249,7 @@ impl Encoder {
             } => {
                 let (buckets, heads) = (buckets.size(), spec.heads());
                 let table = vb.pp(tensor).get((buckets, heads), "weight")?;
-                Some(RelativeBuckets {
+                LayerBias::Relative(RelativeBuckets {
                     table: table.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?,
                     heads,
                     buckets,
@@ -257,7 +268,7 @@ impl Encoder {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             embeddings,
-            relative,
+            bias,
             layers,
             kernel,
             spec: spec.clone(),
@@ -296,15 +307,16 @@ impl Encoder {
     /// Last hidden states `[total_tokens, hidden]` for a packed batch.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let mut x = self.embeddings.forward(batch)?;
-        let bias = match (&self.relative, self.spec.attention_bias) {
-            (Some(relative), _) => relative.for_batch(batch.seqs.max_len()),
-            (None, AttentionBias::Alibi) => PositionBias::Alibi {
-                slopes: crate::alibi_slopes(self.spec.heads()),
-            },
-            (None, _) => PositionBias::None,
+        let per_batch;
+        let bias = match &self.bias {
+            LayerBias::Fixed(bias) => bias,
+            LayerBias::Relative(relative) => {
+                per_batch = relative.for_batch(batch.seqs.max_len());
+                &per_batch
+            }
         };
         for layer in &self.layers {
-            let attended = layer.attention.forward(&x, &batch.seqs, self.kernel.as_ref(), &bias)?;
+            let attended = layer.attention.forward(&x, &batch.seqs, self.kernel.as_ref(), bias)?;
             x = layer.feed_forward.forward(&x, &attended)?;
         }
         Ok(x)

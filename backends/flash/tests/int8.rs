@@ -7,15 +7,9 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tessera_core::testing::{embed, load, reference_dir, shared_dir, vectors};
+use tessera_core::testing::{cosine, embed, load, reference_dir, shared_dir, vectors};
 use tessera_core::{finish_embedding, BackendFactory, Encoded, Pooling};
 use tessera_flash::FlashBackend;
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b)).max(1e-30)
-}
 
 /// The lowest cosine over the golden's texts, batched; asserts single == batched.
 fn min_cosine(dir: &Path, golden: &Path) -> f64 {

@@ -36,17 +36,7 @@ impl Family for DistilBert {
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
         let config = layout.config;
         let mut findings = Vec::new();
-        let Some(layers) = super::layers_are(&DISTILBERT_NAMES, "DistilBERT", layout)? else {
-            return Err(Box::new(
-                Finding::error(
-                    "family-is-another",
-                    format!("not DistilBERT: no `{}{}`", layout.prefix, DISTILBERT_NAMES.signature()),
-                )
-                .in_file(layout.weights.display_file())
-                .about(format!("{}{}", layout.prefix, DISTILBERT_NAMES.signature()))
-                .fix("serve it with the backend for its family"),
-            ));
-        };
+        let layers = super::own_layers(&DISTILBERT_NAMES, "DistilBERT", layout)?;
         let mut evidence = vec![layers];
         super::model_type_evidence("distilbert", config, &mut evidence, &mut findings);
         let values = KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;

@@ -137,30 +137,11 @@ pub(crate) fn decide(
         evidence.push(e);
     }
     match configured {
+        // Any of the lineage's types (`xlm-roberta` for RoBERTa) agrees.
         Some((t, Some(lineage))) if lineage == me => {
             evidence.push(Evidence::config("model_type", t.to_string()));
         }
-        Some((t, _)) => findings.push(
-            Finding::warning(
-                "model-type-contradicts-weights",
-                format!(
-                    "`model_type: {t}` but the tensors say {}; serving as {0} (the tensors win)",
-                    me.describe()
-                ),
-            )
-            .in_file(&config.path)
-            .about("model_type")
-            .fix(format!("set `model_type` to \"{}\"", me.model_types()[0])),
-        ),
-        None => findings.push(
-            Finding::warning(
-                "model-type-missing",
-                format!("config.json has no `model_type`; the tensors say {}", me.describe()),
-            )
-            .in_file(&config.path)
-            .about("model_type")
-            .fix(format!("set `model_type` to \"{}\"", me.model_types()[0])),
-        ),
+        _ => super::model_type_evidence(me.model_types()[0], config, evidence, findings),
     }
     Ok(())
 }

@@ -151,6 +151,20 @@ pub(crate) fn layers_are(
     }
 }
 
+/// [`layers_are`] for a family whose layer names are its own (DistilBERT, MPNet): no such layer
+/// at all is a refusal too.
+pub(crate) fn own_layers(names: &Names, me: &str, layout: &EncoderLayout<'_>) -> Result<Evidence, Box<Finding>> {
+    layers_are(names, me, layout)?.ok_or_else(|| {
+        let signature = format!("{}{}", layout.prefix, names.signature());
+        Box::new(
+            Finding::error("family-is-another", format!("not {me}: no `{signature}`"))
+                .in_file(layout.weights.display_file())
+                .about(signature)
+                .fix("serve it with the backend for its family"),
+        )
+    })
+}
+
 /// `model_type` as evidence for a family its tensors already decided (`expected`): agreeing, it
 /// supports; missing or naming another family, it is a warning naming the key (the tensors win).
 pub(crate) fn model_type_evidence(

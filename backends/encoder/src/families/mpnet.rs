@@ -35,15 +35,7 @@ impl Family for MpNet {
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
         let config = layout.config;
         let file = layout.weights.display_file();
-        let signature = format!("{}{}", layout.prefix, MPNET_NAMES.signature());
-        let Some(layers) = super::layers_are(&MPNET_NAMES, "MPNet", layout)? else {
-            return Err(Box::new(
-                Finding::error("family-is-another", format!("not MPNet: no `{signature}`"))
-                    .in_file(&file)
-                    .about(signature)
-                    .fix("serve it with the backend for its family"),
-            ));
-        };
+        let layers = super::own_layers(&MPNET_NAMES, "MPNet", layout)?;
         let mut evidence = vec![layers];
         let mut findings = Vec::new();
         let table = format!("{}{RELATIVE_BIAS}.weight", layout.prefix);
