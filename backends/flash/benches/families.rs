@@ -6,7 +6,7 @@
 //! same blocks, so they should cost the same; MPNet adds its relative bias table per batch and a
 //! bias add per score. Rounds alternate the families (each round runs every family once, in a
 //! rotating order) so that a machine's drift lands on all of them; the median per family is
-//! reported with its ratio to BERT.
+//! reported with its ratio to BERT. Last, BERT with `--dtype int8`'s weights.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,7 +75,7 @@ fn main() {
         max_distance: 128,
     };
     let roberta = Positions::AfterPadding { padding_idx: 1 };
-    let models: Vec<(String, Encoder)> = [
+    let mut models: Vec<(String, Encoder)> = [
         spec("bert", BERT_NAMES, Positions::Absolute, AttentionBias::None),
         spec("roberta", BERT_NAMES, roberta, AttentionBias::None),
         spec("distilbert", DISTILBERT_NAMES, Positions::Absolute, AttentionBias::None),
@@ -84,6 +84,9 @@ fn main() {
     .iter()
     .map(|s| (s.architecture.clone(), load(s)))
     .collect();
+    let mut int8 = load(&spec("bert", BERT_NAMES, Positions::Absolute, AttentionBias::None));
+    int8.quantize_int8().expect("int8");
+    models.push(("bert int8".into(), int8));
 
     let lengths: Vec<usize> = (0..32).map(|i| 16 + (i * 37) % 241).collect();
     let tokens: usize = lengths.iter().sum();
