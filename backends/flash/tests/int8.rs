@@ -84,3 +84,69 @@ fn every_family_in_int8_stays_within_the_bound() {
         assert!(worst >= 0.998, "jina-tiny: {worst}");
     }
 }
+
+/// Unit vectors of `texts` in batches of 32.
+fn unit_vectors(model: &tessera_core::testing::Loaded, texts: &[String]) -> Vec<Vec<f32>> {
+    let encoded: Vec<Encoded> = texts
+        .iter()
+        .map(|t| model.tokenizer.encode(t, Some(Default::default())).unwrap())
+        .collect();
+    encoded
+        .chunks(32)
+        .flat_map(|chunk| embed(model.backend.as_ref(), chunk, Pooling::Mean))
+        .map(|v| finish_embedding(v, None, true))
+        .collect()
+}
+
+/// The indices of the ten passages nearest `query`, nearest first.
+fn top_ten(query: &[f32], passages: &[Vec<f32>]) -> Vec<usize> {
+    let mut scored: Vec<(f64, usize)> = passages.iter().map(|p| cosine(query, p)).zip(0..).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.iter().take(10).map(|(_, i)| *i).collect()
+}
+
+#[test]
+fn int8_retrieval_keeps_float32s_nearest_neighbours() {
+    let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) else {
+        return;
+    };
+    let set: Value = serde_json::from_slice(
+        &std::fs::read(reference_dir(env!("CARGO_MANIFEST_DIR")).join("retrieval.json")).unwrap(),
+    )
+    .unwrap();
+    let texts = |key: &str| -> Vec<String> { serde_json::from_value(set[key].clone()).unwrap() };
+    let (queries, passages) = (texts("queries"), texts("passages"));
+    let relevant: Vec<usize> = serde_json::from_value(set["relevant"].clone()).unwrap();
+
+    let dir = shared.join("models/all-MiniLM-L6-v2");
+    let factory: &dyn BackendFactory = &FlashBackend;
+    let inspection = tessera_validation::inspect(&dir);
+    let float = load(factory, &inspection);
+    let mut int8 = load(factory, &inspection);
+    int8.backend.quantize_int8().expect("int8");
+
+    let (float_passages, int8_passages) = (unit_vectors(&float, &passages), unit_vectors(&int8, &passages));
+    let (float_queries, int8_queries) = (unit_vectors(&float, &queries), unit_vectors(&int8, &queries));
+    let (mut shared_total, mut worst, mut same_first, mut found) = (0, 10, 0, [0, 0]);
+    for (q, want) in relevant.iter().enumerate() {
+        let f = top_ten(&float_queries[q], &float_passages);
+        let i = top_ten(&int8_queries[q], &int8_passages);
+        let overlap = i.iter().filter(|p| f.contains(p)).count();
+        shared_total += overlap;
+        worst = worst.min(overlap);
+        same_first += usize::from(f[0] == i[0]);
+        found[0] += usize::from(f.contains(want));
+        found[1] += usize::from(i.contains(want));
+    }
+    let n = queries.len();
+    let mean = shared_total as f64 / (10 * n) as f64;
+    println!(
+        "{n} queries x {} passages: top-10 overlap mean {mean:.3}, worst {worst}/10; same first hit {same_first}/{n}; \
+         relevant passage in the top 10: float32 {}/{n}, int8 {}/{n}",
+        passages.len(),
+        found[0],
+        found[1]
+    );
+    assert!(mean >= 0.95 && worst >= 8, "top-10 overlap mean {mean}, worst {worst}");
+    assert!(found[1] >= found[0], "int8 finds fewer relevant passages");
+}
