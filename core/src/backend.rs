@@ -21,13 +21,14 @@ pub trait Backend: std::fmt::Debug + Send {
     /// What was loaded.
     fn describe(&self) -> BackendDescription;
 
-    /// Switches every linear layer to int8 weights ([`crate::layers::Linear::quantize_int8`]);
+    /// Packs every linear layer's weights in `format` ([`crate::layers::Linear::quantize`]);
     /// returns the bytes the linear layers' weights took before and after. Backends without
     /// that ability say so.
-    fn quantize_int8(&mut self) -> Result<(usize, usize), BackendError> {
+    fn quantize(&mut self, format: crate::quant::Format) -> Result<(usize, usize), BackendError> {
         Err(BackendError::Unsupported(format!(
-            "the {} backend has no int8 path",
-            self.describe().backend
+            "the {} backend has no {} path",
+            self.describe().backend,
+            format.name()
         )))
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, DType, Layout, Module, Storage, Tensor};
 
-use crate::quant::Int8Weights;
+use crate::quant::{Format, PackedWeights};
 use candle_nn::VarBuilder;
 
 pub use crate::layer_norm::LayerNorm;
@@ -19,9 +19,9 @@ pub use crate::layer_norm::LayerNorm;
 pub struct Linear {
     weight_t: Tensor,
     bias: Option<Tensor>,
-    /// Set by [`Linear::quantize_int8`]: the weights in int8 (`weight_t` is then dropped) and
-    /// the bias on the host.
-    int8: Option<Arc<(Int8Weights, Option<Vec<f32>>)>>,
+    /// Set by [`Linear::quantize`]: the weights packed in a narrow format (`weight_t` is then
+    /// dropped) and the bias on the host.
+    packed: Option<Arc<(PackedWeights, Option<Vec<f32>>)>>,
 }
 
 impl Linear {
@@ -30,23 +30,26 @@ impl Linear {
         Ok(Self {
             weight_t: weight.t()?.contiguous()?,
             bias,
-            int8: None,
+            packed: None,
         })
     }
 
     /// Output features.
     pub fn out_dim(&self) -> usize {
-        match &self.int8 {
+        match &self.packed {
             Some(q) => q.0.out_dim(),
             None => self.weight_t.dims().last().copied().unwrap_or(0),
         }
     }
 
-    /// Replaces the f32 weights with int8 ones (one scale per output channel); inputs are then
-    /// quantized per row as they arrive ([`crate::quant`]). The f32 weights are freed.
-    pub fn quantize_int8(&mut self) -> candle_core::Result<()> {
-        if self.int8.is_some() {
-            return Ok(());
+    /// Replaces the f32 weights with weights packed in `format`; inputs are then quantized or
+    /// rounded per row as they arrive ([`crate::quant`]). The f32 weights are freed.
+    pub fn quantize(&mut self, format: Format) -> candle_core::Result<()> {
+        if let Some(packed) = &self.packed {
+            if packed.0.format() == format {
+                return Ok(());
+            }
+            candle_core::bail!("the linear layer's weights are already {}", packed.0.format().name());
         }
         let weight = self.weight_t.t()?.contiguous()?.to_dtype(DType::F32)?;
         let (out_dim, in_dim) = weight.dims2()?;
@@ -55,23 +58,26 @@ impl Linear {
             Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
-        self.int8 = Some(Arc::new((Int8Weights::from_rows(&rows, out_dim, in_dim), bias)));
+        self.packed = Some(Arc::new((
+            PackedWeights::from_rows(format, &rows, out_dim, in_dim),
+            bias,
+        )));
         self.weight_t = Tensor::zeros(0, DType::F32, self.weight_t.device())?;
         Ok(())
     }
 
     /// Bytes its weights take.
     pub fn weight_bytes(&self) -> usize {
-        match &self.int8 {
+        match &self.packed {
             Some(q) => q.0.bytes(),
             None => self.weight_t.elem_count() * self.weight_t.dtype().size_in_bytes(),
         }
     }
 
-    /// The int8 path: `x` as f32 rows, the residual added in the same pass.
-    fn forward_int8(
+    /// The packed path: `x` as f32 rows, the residual added in the same pass.
+    fn forward_packed(
         &self,
-        q: &(Int8Weights, Option<Vec<f32>>),
+        q: &(PackedWeights, Option<Vec<f32>>),
         x: &Tensor,
         residual: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
@@ -80,7 +86,7 @@ impl Linear {
         let in_dim = *dims.last().unwrap_or(&0);
         if in_dim != weights.in_dim() {
             candle_core::bail!(
-                "int8 linear: input has {in_dim} features, the layer {}",
+                "packed linear layer: input has {in_dim} features, the layer {}",
                 weights.in_dim()
             );
         }
@@ -92,17 +98,18 @@ impl Linear {
         };
         let y = {
             let (xs, xl) = x.storage_and_layout();
-            let x_data =
-                f32_slice(&xs, xl).ok_or_else(|| candle_core::Error::Msg("int8 linear runs on the CPU".into()))?;
+            let x_data = f32_slice(&xs, xl)
+                .ok_or_else(|| candle_core::Error::Msg("packed linear layers run on the CPU".into()))?;
             let residual_data = residual.as_ref().map(|r| r.storage_and_layout());
             let residual_slice = match &residual_data {
                 Some((rs, rl)) => Some(
-                    f32_slice(rs, rl).ok_or_else(|| candle_core::Error::Msg("int8 linear runs on the CPU".into()))?,
+                    f32_slice(rs, rl)
+                        .ok_or_else(|| candle_core::Error::Msg("packed linear layers run on the CPU".into()))?,
                 ),
                 None => None,
             };
             if residual_slice.is_some_and(|r| r.len() != rows * weights.out_dim()) {
-                candle_core::bail!("int8 linear: the residual is not rows x {}", weights.out_dim());
+                candle_core::bail!("packed linear layer: the residual is not rows x {}", weights.out_dim());
             }
             weights.matmul(x_data, rows, bias.as_deref(), residual_slice)
         };
@@ -192,8 +199,8 @@ impl Linear {
 
     /// `x W^T + b + residual`, the residual added while the output is laid out on the fused path.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(q) = &self.int8 {
-            return self.forward_int8(q, x, Some(residual));
+        if let Some(q) = &self.packed {
+            return self.forward_packed(q, x, Some(residual));
         }
         match self.forward_fused(x, Some(residual))? {
             Some(y) => Ok(y),
@@ -204,8 +211,8 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(q) = &self.int8 {
-            return self.forward_int8(q, x, None);
+        if let Some(q) = &self.packed {
+            return self.forward_packed(q, x, None);
         }
         if let Some(y) = self.forward_fused(x, None)? {
             return Ok(y);

@@ -14,7 +14,8 @@ pub(crate) enum Dtype {
     Float32,
     /// 16-bit float.
     Float16,
-    /// bfloat16.
+    /// bfloat16: on a CPU with AVX512_BF16, the linear layers in bf16 and everything else
+    /// float32; elsewhere every weight in bf16.
     Bfloat16,
     /// Linear layers in int8 on the CPU (weights per output channel and block of 32 inputs,
     /// activations per block of each token row); everything else float32.

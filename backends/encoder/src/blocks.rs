@@ -11,6 +11,7 @@ use std::sync::Arc;
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use tessera_core::layers::{layer_norm, linear, linear_no_bias, lookup, split_heads, split_qkv, LayerNorm, Linear};
+use tessera_core::quant::Format;
 use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, RelativeBias, SeqOffsets};
 
 use crate::spec::{AttentionBias, EncoderSpec, FeedForward as FeedForwardKind, Half, PositionTable, Positions};
@@ -275,9 +276,9 @@ impl Encoder {
         })
     }
 
-    /// Every linear layer to int8 (embeddings, norms, attention and the activations stay f32);
-    /// returns the weight bytes of the linear layers before and after.
-    pub fn quantize_int8(&mut self) -> candle_core::Result<(usize, usize)> {
+    /// Every linear layer's weights packed in `format` (embeddings, norms, attention and the
+    /// activations stay f32); returns the weight bytes of the linear layers before and after.
+    pub fn quantize(&mut self, format: Format) -> candle_core::Result<(usize, usize)> {
         let (mut before, mut after) = (0, 0);
         for layer in &mut self.layers {
             for linear in [
@@ -287,7 +288,7 @@ impl Encoder {
                 &mut layer.feed_forward.down,
             ] {
                 before += linear.weight_bytes();
-                linear.quantize_int8()?;
+                linear.quantize(format)?;
                 after += linear.weight_bytes();
             }
         }

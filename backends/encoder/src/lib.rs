@@ -121,8 +121,8 @@ impl Backend for EncoderRunner {
         Ok(self.model.forward(batch)?)
     }
 
-    fn quantize_int8(&mut self) -> Result<(usize, usize), BackendError> {
-        Ok(self.model.quantize_int8()?)
+    fn quantize(&mut self, format: tessera_core::quant::Format) -> Result<(usize, usize), BackendError> {
+        Ok(self.model.quantize(format)?)
     }
 
     fn describe(&self) -> BackendDescription {

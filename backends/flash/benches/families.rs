@@ -6,7 +6,7 @@
 //! same blocks, so they should cost the same; MPNet adds its relative bias table per batch and a
 //! bias add per score. Rounds alternate the families (each round runs every family once, in a
 //! rotating order) so that a machine's drift lands on all of them; the median per family is
-//! reported with its ratio to BERT. Last, BERT with `--dtype int8`'s weights.
+//! reported with its ratio to BERT. Last, BERT with `--dtype int8`'s and `--dtype bfloat16`'s packed weights.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,8 +85,11 @@ fn main() {
     .map(|s| (s.architecture.clone(), load(s)))
     .collect();
     let mut int8 = load(&spec("bert", BERT_NAMES, Positions::Absolute, AttentionBias::None));
-    int8.quantize_int8().expect("int8");
+    int8.quantize(tessera_core::quant::Format::Int8).expect("int8");
     models.push(("bert int8".into(), int8));
+    let mut bf16 = load(&spec("bert", BERT_NAMES, Positions::Absolute, AttentionBias::None));
+    bf16.quantize(tessera_core::quant::Format::Bf16).expect("bf16");
+    models.push(("bert bf16".into(), bf16));
 
     let lengths: Vec<usize> = (0..32).map(|i| 16 + (i * 37) % 241).collect();
     let tokens: usize = lengths.iter().sum();

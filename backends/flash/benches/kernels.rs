@@ -1,6 +1,6 @@
 //! `cargo bench -p tessera-flash --bench kernels [matmul]` (`matmul`: the linear layers alone)
 //!
-//! 1. GFLOP/s of the linear layers (weights pre-transposed, in int8, and candle_nn::Linear) at [16, 128, 2048 tokens x 384] x
+//! 1. GFLOP/s of the linear layers (weights pre-transposed, int8, bf16, and candle_nn::Linear) at [16, 128, 2048 tokens x 384] x
 //!    [384 x 1536], the shapes of all-MiniLM-L6-v2's feed-forward.
 //! 2. GELU (erf and tanh forms) on one short input's intermediate activations.
 //! 3. The tiled varlen kernel against candle-nn's varlen kernel and the padded reference: a batch
@@ -59,7 +59,9 @@ fn matmul() {
     let strided = candle_nn::Linear::new(weight.clone(), Some(bias.clone()));
     let transposed = Linear::new(weight, Some(bias)).unwrap();
     let mut int8 = transposed.clone();
-    int8.quantize_int8().unwrap();
+    int8.quantize(tessera_core::quant::Format::Int8).unwrap();
+    let mut bf16 = transposed.clone();
+    bf16.quantize(tessera_core::quant::Format::Bf16).unwrap();
     for tokens in [16usize, 128, 2048] {
         let x = random(&[tokens, 384], 3);
         let ours = median(|| {
@@ -68,16 +70,21 @@ fn matmul() {
         let quantized = median(|| {
             let _ = int8.forward(&x).unwrap();
         });
+        let halved = median(|| {
+            let _ = bf16.forward(&x).unwrap();
+        });
         let candle = median(|| {
             let _ = strided.forward(&x).unwrap();
         });
         let gflops = |t: Duration| 2.0 * tokens as f64 * 384.0 * 1536.0 / t.as_secs_f64() / 1e9;
         println!(
-            "  {tokens:>5} tokens: {:>8.3} ms  {:>6.1} GFLOP/s   int8: {:>8.3} ms  {:>6.1} GOP/s   (candle_nn::Linear, strided weight: {:.3} ms, {:.1} GFLOP/s)",
+            "  {tokens:>5} tokens: {:>8.3} ms  {:>6.1} GFLOP/s   int8: {:>8.3} ms  {:>6.1} GOP/s   bf16: {:>8.3} ms  {:>6.1} GFLOP/s   (candle_nn::Linear, strided weight: {:.3} ms, {:.1} GFLOP/s)",
             ours.as_secs_f64() * 1e3,
             gflops(ours),
             quantized.as_secs_f64() * 1e3,
             gflops(quantized),
+            halved.as_secs_f64() * 1e3,
+            gflops(halved),
             candle.as_secs_f64() * 1e3,
             gflops(candle)
         );

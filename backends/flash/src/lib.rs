@@ -87,8 +87,8 @@ impl Backend for FlashRunner {
         self.inner.forward(batch)
     }
 
-    fn quantize_int8(&mut self) -> Result<(usize, usize), BackendError> {
-        self.inner.quantize_int8()
+    fn quantize(&mut self, format: tessera_core::quant::Format) -> Result<(usize, usize), BackendError> {
+        self.inner.quantize(format)
     }
 
     fn describe(&self) -> BackendDescription {

@@ -17,21 +17,16 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::{Packed, ROWS, TILE};
+
 /// Inputs per activation scale; every row is zero-padded to whole blocks.
 const BLOCK: usize = 32;
-/// Output channels per packed tile: two 16-lane registers of i32 sums.
-const TILE: usize = 32;
 /// Bytes one i32 lane of `vpdpbusd` sums: the inputs packed side by side per output channel.
 const GROUP: usize = 4;
-/// Token rows one micro-kernel call keeps in registers.
-const ROWS: usize = 4;
-/// At most this many rows per parallel job, so a job's activations stay in L2 while the
-/// weight tiles go by.
-const JOB_ROWS: usize = 64;
 
 /// A `[out, in]` weight matrix in int8, one scale per output channel, packed for the kernels.
 #[derive(Debug, Clone)]
-pub struct Int8Weights {
+pub(crate) struct Int8Weights {
     /// `[tile][input group][32 channels][4 inputs]`: for each group of four inputs, the tile's
     /// 32 channels' four weights side by side, as one 128-byte load. Zero past `in_dim` and
     /// `out_dim`.
@@ -53,7 +48,7 @@ pub struct Int8Weights {
 impl Int8Weights {
     /// Quantizes PyTorch's `[out, in]` weight (row-major) symmetrically per output channel and
     /// block of inputs, for the fastest kernel this CPU runs.
-    pub fn from_rows(weight: &[f32], out_dim: usize, in_dim: usize) -> Self {
+    pub(crate) fn from_rows(weight: &[f32], out_dim: usize, in_dim: usize) -> Self {
         Self::for_kernel(weight, out_dim, in_dim, Kernel::detect())
     }
 
@@ -93,23 +88,9 @@ impl Int8Weights {
         }
     }
 
-    /// Output features.
-    pub fn out_dim(&self) -> usize {
-        self.out_dim
-    }
-
-    /// Input features.
-    pub fn in_dim(&self) -> usize {
-        self.in_dim
-    }
-
     /// Bytes held (weights, scales and sums).
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.packed.len() + 4 * (self.scales.len() + self.sums.len())
-    }
-
-    fn tiles(&self) -> usize {
-        self.out_dim.div_ceil(TILE)
     }
 
     /// One tile's share of the packed weights, channel scales and block sums.
@@ -121,51 +102,25 @@ impl Int8Weights {
             sums: &self.sums[t * blocks * TILE..(t + 1) * blocks * TILE],
         }
     }
+}
 
-    /// `x W^T (+ bias) (+ residual)` for `x` of `rows x in_dim` (row-major); `residual` is
-    /// `rows x out_dim`. Returns `rows x out_dim`.
-    pub fn matmul(&self, x: &[f32], rows: usize, bias: Option<&[f32]>, residual: Option<&[f32]>) -> Vec<f32> {
-        assert_eq!(x.len(), rows * self.in_dim, "x is rows x in");
-        let out_dim = self.out_dim;
-        let mut y = vec![0f32; rows * out_dim];
-        if rows == 0 || out_dim == 0 {
-            return y;
-        }
-        let kernel = self.kernel;
-        let activations = Activations::quantize(x, rows, self.in_dim, self.stride, kernel);
-        // Jobs own whole rows of the output; within one, each weight tile stays in L1 while
-        // the job's rows go by four at a time. Every row meets the same sequence of operations
-        // whichever job and group it falls in, so its output does not depend on its batch.
-        let job_rows = rows
-            .div_ceil(rayon::current_num_threads())
-            .next_multiple_of(ROWS)
-            .min(JOB_ROWS);
-        y.par_chunks_mut(job_rows * out_dim).enumerate().for_each(|(job, y)| {
-            let first = job * job_rows;
-            let count = y.len() / out_dim;
-            for t in 0..self.tiles() {
-                let tile = self.tile(t);
-                let width = TILE.min(out_dim - t * TILE);
-                for start in (0..count).step_by(ROWS) {
-                    let n = ROWS.min(count - start);
-                    let sums = kernel.run(&tile, &activations.rows(first + start, n));
-                    for (r, values) in sums.iter().take(n).enumerate() {
-                        let at = (start + r) * out_dim + t * TILE;
-                        y[at..at + width].copy_from_slice(&values[..width]);
-                    }
-                }
-            }
-            for (r, out) in y.chunks_exact_mut(out_dim).enumerate() {
-                if let Some(bias) = bias {
-                    out.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-                }
-                if let Some(res) = residual {
-                    let row = (first + r) * out_dim;
-                    out.iter_mut().zip(&res[row..row + out_dim]).for_each(|(v, r)| *v += r);
-                }
-            }
-        });
-        y
+impl Packed for Int8Weights {
+    type Rows = Activations;
+
+    fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    fn prepare(&self, x: &[f32], rows: usize) -> Activations {
+        Activations::quantize(x, rows, self.in_dim, self.stride, self.kernel)
+    }
+
+    fn run(&self, t: usize, rows: &Activations, first: usize, n: usize) -> [[f32; TILE]; ROWS] {
+        self.kernel.run(&self.tile(t), &rows.rows(first, n))
     }
 }
 
@@ -177,7 +132,7 @@ struct Tile<'a> {
 }
 
 /// A batch of rows quantized to u8 per block: `a ~ min + q * scale`.
-struct Activations {
+pub(crate) struct Activations {
     q: Vec<u8>,
     scales: Vec<f32>,
     mins: Vec<f32>,
@@ -646,7 +601,7 @@ mod tests {
         for (rows, out, inp) in [(1, 8, 3), (7, 40, 384), (33, 96, 130)] {
             let (x, w) = (random(rows * inp, 1), random(out * inp, 2));
             let q = Int8Weights::from_rows(&w, out, inp);
-            let got = q.matmul(&x, rows, None, None);
+            let got = super::super::matmul(&q, &x, rows, None, None);
             let want = reference(&x, &w, rows, out, inp);
             // Two 8-bit roundings per product: relative to the largest output.
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -685,9 +640,9 @@ mod tests {
         let (rows, out, inp) = (75, 40, 70);
         let (x, w, b) = (random(rows * inp, 3), random(out * inp, 4), random(out, 5));
         let q = Int8Weights::from_rows(&w, out, inp);
-        let batched = q.matmul(&x, rows, Some(&b), None);
+        let batched = super::super::matmul(&q, &x, rows, Some(&b), None);
         for r in 0..rows {
-            let alone = q.matmul(&x[r * inp..(r + 1) * inp], 1, Some(&b), None);
+            let alone = super::super::matmul(&q, &x[r * inp..(r + 1) * inp], 1, Some(&b), None);
             assert_eq!(alone, batched[r * out..(r + 1) * out].to_vec(), "row {r}");
         }
     }
@@ -697,10 +652,10 @@ mod tests {
         let (out, inp) = (4, 64);
         let (x, w) = (random(inp, 6), random(out * inp, 7));
         let q = Int8Weights::from_rows(&w, out, inp);
-        let plain = q.matmul(&x, 1, None, None);
+        let plain = super::super::matmul(&q, &x, 1, None, None);
         let b = [1.0, 2.0, 3.0, 4.0];
         let res = [10.0, 20.0, 30.0, 40.0];
-        let with = q.matmul(&x, 1, Some(&b), Some(&res));
+        let with = super::super::matmul(&q, &x, 1, Some(&b), Some(&res));
         for o in 0..out {
             assert!((with[o] - (plain[o] + b[o] + res[o])).abs() < 1e-4);
         }

@@ -1,23 +1,26 @@
-//! Int8 weights (`--dtype int8`) against the float32 goldens of every family: the minimum cosine
-//! of a text's vector to sentence-transformers' must stay >= 0.998, batched and single, and a
-//! text's vector must be the same alone and in a batch (activations are quantized per row, and
-//! the unpadded path's f32 steps do not depend on the batch either: on the padded reference path
-//! a batch's padding changes f32 rounding, which an int8 rounding can then amplify).
+//! Packed linear layers (`--dtype int8`, `--dtype bfloat16` on the CPU) against the float32
+//! goldens of every family: the minimum cosine of a text's vector to sentence-transformers' must
+//! stay >= 0.998 in int8 and >= 0.9995 in bf16, batched and single, and a text's vector must be
+//! the same alone and in a batch (inputs are quantized per row, and the unpadded path's f32 steps
+//! do not depend on the batch either: on the padded reference path a batch's padding changes f32
+//! rounding, which a narrow rounding can then amplify). Then retrieval: int8's nearest passages
+//! against float32's.
 
 use std::path::Path;
 
 use serde_json::Value;
+use tessera_core::quant::Format;
 use tessera_core::testing::{cosine, embed, load, reference_dir, shared_dir, vectors};
 use tessera_core::{finish_embedding, BackendFactory, Encoded, Pooling};
 use tessera_flash::FlashBackend;
 
 /// The lowest cosine over the golden's texts, batched; asserts single == batched.
-fn min_cosine(dir: &Path, golden: &Path) -> f64 {
+fn min_cosine(dir: &Path, golden: &Path, format: Format) -> f64 {
     let factory: &dyn BackendFactory = &FlashBackend;
     let inspection = tessera_validation::inspect(dir);
     let mut model = load(factory, &inspection);
-    let (before, after) = model.backend.quantize_int8().expect("int8");
-    // Rows are padded to 64 bytes: tiny models save less than the 4x of real ones.
+    let (before, after) = model.backend.quantize(format).expect("packs");
+    // Tiles are padded to 32 channels: tiny models save less than real ones.
     assert!(after < before, "weights {before} -> {after} bytes");
     let golden: Value = serde_json::from_slice(&std::fs::read(golden).unwrap()).unwrap();
     let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
@@ -46,28 +49,37 @@ fn min_cosine(dir: &Path, golden: &Path) -> f64 {
     worst
 }
 
-fn reference(model: &str) {
-    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
-    let worst = min_cosine(&dir, &dir.join("golden.json"));
-    println!("{model}: int8 minimum cosine {worst:.5}");
-    assert!(worst >= 0.998, "{model}: int8 minimum cosine {worst}");
+/// The documented bound: minimum cosine to the float32 reference.
+fn bound(format: Format) -> f64 {
+    match format {
+        Format::Int8 => 0.998,
+        Format::Bf16 => 0.9995,
+    }
 }
 
-#[test]
-fn minilm_in_int8_stays_within_the_bound() {
+fn check(name: &str, dir: &Path, golden: &Path, format: Format) {
+    let worst = min_cosine(dir, golden, format);
+    println!("{name}: {} minimum cosine {worst:.5}", format.name());
+    assert!(
+        worst >= bound(format),
+        "{name}: {} minimum cosine {worst}",
+        format.name()
+    );
+}
+
+fn minilm(format: Format) {
     let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) else {
         return;
     };
-    let worst = min_cosine(
+    check(
+        "all-MiniLM-L6-v2",
         &shared.join("models/all-MiniLM-L6-v2"),
         &shared.join("reference/golden_minilm.json"),
+        format,
     );
-    println!("all-MiniLM-L6-v2: int8 minimum cosine {worst:.5}");
-    assert!(worst >= 0.998, "{worst}");
 }
 
-#[test]
-fn every_family_in_int8_stays_within_the_bound() {
+fn every_family(format: Format) {
     for model in [
         "xlm-roberta-tiny",
         "roberta-mlm-tiny",
@@ -75,14 +87,33 @@ fn every_family_in_int8_stays_within_the_bound() {
         "distilbert-tiny",
         "mpnet-tiny",
     ] {
-        reference(model);
+        let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+        check(model, &dir, &dir.join("golden.json"), format);
     }
     if let Some(shared) = shared_dir(env!("CARGO_MANIFEST_DIR")) {
         let dir = shared.join("models/jina-tiny");
-        let worst = min_cosine(&dir, &dir.join("golden.json"));
-        println!("jina-tiny: int8 minimum cosine {worst:.5}");
-        assert!(worst >= 0.998, "jina-tiny: {worst}");
+        check("jina-tiny", &dir, &dir.join("golden.json"), format);
     }
+}
+
+#[test]
+fn minilm_in_int8_stays_within_the_bound() {
+    minilm(Format::Int8);
+}
+
+#[test]
+fn minilm_in_bf16_stays_within_the_bound() {
+    minilm(Format::Bf16);
+}
+
+#[test]
+fn every_family_in_int8_stays_within_the_bound() {
+    every_family(Format::Int8);
+}
+
+#[test]
+fn every_family_in_bf16_stays_within_the_bound() {
+    every_family(Format::Bf16);
 }
 
 /// Unit vectors of `texts` in batches of 32.
@@ -123,7 +154,7 @@ fn int8_retrieval_keeps_float32s_nearest_neighbours() {
     let inspection = tessera_validation::inspect(&dir);
     let float = load(factory, &inspection);
     let mut int8 = load(factory, &inspection);
-    int8.backend.quantize_int8().expect("int8");
+    int8.backend.quantize(Format::Int8).expect("int8");
 
     let (float_passages, int8_passages) = (unit_vectors(&float, &passages), unit_vectors(&int8, &passages));
     let (float_queries, int8_queries) = (unit_vectors(&float, &queries), unit_vectors(&int8, &queries));
