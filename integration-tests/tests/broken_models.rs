@@ -134,6 +134,7 @@ fn check_schema(r: &Value) {
         "backend",
         "max_input_length",
         "dtype",
+        "dtype_kernel",
         "pooling",
         "weights",
     ] {

@@ -3,7 +3,7 @@
 //! 0.9995 in bfloat16), and a text gets the same vector alone and in a batch.
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{compare, golden, minilm, Server};
+use tessera_integration_tests::{compare, golden, minilm, run, Server};
 
 #[test]
 fn int8_serves_vectors_within_the_bound_and_independent_of_the_batch() {
@@ -41,5 +41,24 @@ fn serves_within(bound: f64, dtype: &str) {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(drift <= 1e-6, "{dtype}: text {i} moves by {drift} with its batch");
+    }
+}
+
+#[test]
+fn the_preflight_names_the_kernel_each_narrow_dtype_runs_on() {
+    let model = minilm();
+    for (dtype, kernels) in [
+        ("int8", &["vnni", "avx2", "portable"][..]),
+        ("bfloat16", &["avx512-bf16", "converted (no AVX512_BF16: slower than float32)"][..]),
+        ("float32", &[][..]),
+    ] {
+        let out = run(&["validate-model", model.to_str().unwrap(), "--json", "--dtype", dtype]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["dtype"], dtype);
+        match report["dtype_kernel"].as_str() {
+            Some(kernel) => assert!(kernels.contains(&kernel), "{dtype}: {kernel}"),
+            None => assert!(kernels.is_empty(), "{dtype}: no kernel named"),
+        }
     }
 }

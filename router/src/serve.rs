@@ -194,8 +194,9 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
             .quantize(format)
             .with_context(|| format!("packing {} in {}", root.display(), format.name()))?;
         tracing::info!(
-            "linear layers in {}: {:.1} MiB of weights instead of {:.1} MiB",
+            "linear layers in {} ({} kernel): {:.1} MiB of weights instead of {:.1} MiB",
             format.name(),
+            format.kernel(),
             after as f64 / (1 << 20) as f64,
             before as f64 / (1 << 20) as f64
         );

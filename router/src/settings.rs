@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use tessera_core::quant::Format as Packing;
 
 /// The dtype to compute in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -29,6 +30,18 @@ impl Dtype {
             Dtype::Float16 => "float16",
             Dtype::Bfloat16 => "bfloat16",
             Dtype::Int8 => "int8",
+        }
+    }
+
+    /// What runs this dtype's products on this CPU: the packed format's kernel for int8 and,
+    /// where the CPU has AVX512_BF16, bfloat16; candle's converted arithmetic for bfloat16
+    /// elsewhere; `None` for float32 and float16.
+    pub(crate) fn cpu_kernel(self) -> Option<&'static str> {
+        match self {
+            Dtype::Int8 => Some(Packing::Int8.kernel()),
+            Dtype::Bfloat16 if tessera_core::quant::bf16_native() => Some(Packing::Bf16.kernel()),
+            Dtype::Bfloat16 => Some("converted (no AVX512_BF16: slower than float32)"),
+            Dtype::Float32 | Dtype::Float16 => None,
         }
     }
 

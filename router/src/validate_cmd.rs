@@ -35,6 +35,8 @@ struct Report<'a> {
     pooling: Option<PoolingReport>,
     max_input_length: Option<usize>,
     dtype: Option<&'static str>,
+    /// What runs the dtype's products on this CPU, where the dtype packs its linear layers.
+    dtype_kernel: Option<&'static str>,
     tokenizer: TokenizerReport,
     weights: Option<WeightsReport>,
     findings: &'a [Finding],
@@ -172,6 +174,7 @@ fn report<'a>(
         }),
         max_input_length: plan.map(|p| p.max_input_length),
         dtype: plan.map(|p| p.dtype.name()),
+        dtype_kernel: plan.and_then(|p| p.dtype.cpu_kernel()),
         tokenizer: TokenizerReport {
             path: inspection.tokenizer.path.as_deref().map(shown),
             vocab_size: inspection.tokenizer.vocab_size,
@@ -237,8 +240,10 @@ fn print_text(r: &Report<'_>) {
         (Some(path), None) => println!("tokenizer:    {path} (unparsable)"),
         _ => println!("tokenizer:    missing"),
     }
-    if let Some(d) = r.dtype {
-        println!("dtype:        {d}");
+    match (r.dtype, r.dtype_kernel) {
+        (Some(d), Some(kernel)) => println!("dtype:        {d} (linear layers on this CPU: {kernel})"),
+        (Some(d), None) => println!("dtype:        {d}"),
+        _ => {}
     }
     if let Some(w) = &r.weights {
         println!(

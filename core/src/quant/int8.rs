@@ -214,6 +214,11 @@ fn quantize_row(row: &[f32], out: &mut [u8], scales: &mut [f32], mins: &mut [f32
     }
 }
 
+/// The name of the kernel [`Int8Weights::from_rows`] packs for on this CPU.
+pub(crate) fn kernel_name() -> &'static str {
+    Kernel::detect().name()
+}
+
 /// Which micro-kernel this CPU runs; the SIMD ones exist only where detection saw their
 /// instructions.
 #[derive(Debug, Clone, Copy)]

@@ -30,6 +30,16 @@ pub enum Format {
 }
 
 impl Format {
+    /// The kernel this CPU runs the format's products on: `vnni`, `avx2` or `portable` for
+    /// int8; `avx512-bf16` or `portable` for bf16.
+    pub fn kernel(self) -> &'static str {
+        match self {
+            Format::Int8 => int8::kernel_name(),
+            Format::Bf16 if bf16_native() => "avx512-bf16",
+            Format::Bf16 => "portable",
+        }
+    }
+
     /// The name `--dtype` gives it.
     pub fn name(self) -> &'static str {
         match self {
