@@ -49,7 +49,10 @@ fn the_preflight_names_the_kernel_each_narrow_dtype_runs_on() {
     let model = minilm();
     for (dtype, kernels) in [
         ("int8", &["vnni", "avx2", "portable"][..]),
-        ("bfloat16", &["avx512-bf16", "converted (no AVX512_BF16: slower than float32)"][..]),
+        (
+            "bfloat16",
+            &["avx512-bf16", "converted (no AVX512_BF16: slower than float32)"][..],
+        ),
         ("float32", &[][..]),
     ] {
         let out = run(&["validate-model", model.to_str().unwrap(), "--json", "--dtype", dtype]);

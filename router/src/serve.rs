@@ -150,7 +150,19 @@ fn packing(dtype: Dtype, device: &candle_core::Device) -> anyhow::Result<Option<
         Dtype::Int8 if device.is_cuda() => {
             anyhow::bail!("--dtype int8 runs on the CPU; on a GPU use float16 or bfloat16")
         }
-        Dtype::Int8 => Some(Format::Int8),
+        Dtype::Int8 => {
+            match Format::Int8.kernel() {
+                "portable" => tracing::warn!(
+                    "this CPU has neither AVX512-VNNI, AVX-VNNI nor AVX2: int8 runs on a portable loop, \
+                     about 20x slower than float32; serve float32 here"
+                ),
+                "avx2" => tracing::info!(
+                    "this CPU has AVX2 but no VNNI: int8 saves memory, with the same vectors, at about float32's speed"
+                ),
+                _ => {}
+            }
+            Some(Format::Int8)
+        }
         Dtype::Bfloat16 if device.is_cuda() => None,
         Dtype::Bfloat16 if tessera_core::quant::bf16_native() => Some(Format::Bf16),
         Dtype::Bfloat16 => {
