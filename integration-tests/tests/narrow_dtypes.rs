@@ -48,7 +48,7 @@ fn serves_within(bound: f64, dtype: &str) {
 fn the_preflight_names_the_kernel_each_narrow_dtype_runs_on() {
     let model = minilm();
     for (dtype, kernels) in [
-        ("int8", &["vnni", "avx2", "portable"][..]),
+        ("int8", &["vnni", "avxvnni", "avx2", "portable"][..]),
         (
             "bfloat16",
             &["avx512-bf16", "converted (no AVX512_BF16: slower than float32)"][..],

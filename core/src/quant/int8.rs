@@ -231,7 +231,7 @@ enum Kernel {
 
 impl Kernel {
     /// The fastest kernel this CPU runs, or the one `TESSERA_INT8_KERNEL` names (`vnni`,
-    /// `avx-vnni`, `avx2`, `portable`: a diagnostic, to compare them on one machine) where the CPU runs it.
+    /// `avxvnni`, `avx2`, `portable`: a diagnostic, to compare them on one machine) where the CPU runs it.
     fn detect() -> Self {
         static CHOSEN: OnceLock<Kernel> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
@@ -273,7 +273,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2(_) => "avx2",
             #[cfg(target_arch = "x86_64")]
-            Kernel::AvxVnni(_) => "avx-vnni",
+            Kernel::AvxVnni(_) => "avxvnni",
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni(_) => "vnni",
         }

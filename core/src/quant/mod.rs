@@ -30,7 +30,7 @@ pub enum Format {
 }
 
 impl Format {
-    /// The kernel this CPU runs the format's products on: `vnni`, `avx2` or `portable` for
+    /// The kernel this CPU runs the format's products on: `vnni`, `avxvnni`, `avx2` or `portable` for
     /// int8; `avx512-bf16` or `portable` for bf16.
     pub fn kernel(self) -> &'static str {
         match self {
