@@ -241,6 +241,13 @@ impl Server {
             .expect("request")
     }
 
+    /// POSTs `inputs` (one text or a list) to /embed with `truncate`, expecting 200: the vectors.
+    pub fn embed(&self, inputs: &serde_json::Value) -> Vec<Vec<f32>> {
+        let response = self.post("/embed", &serde_json::json!({ "inputs": inputs, "truncate": true }));
+        assert_eq!(response.status(), 200, "/embed of {inputs}");
+        response.json().expect("a list of vectors")
+    }
+
     /// GETs `path`.
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
         reqwest::blocking::get(format!("{}{path}", self.url)).expect("request")

@@ -87,10 +87,7 @@ fn an_xlm_roberta_model_serves_sentence_transformers_vectors() {
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["max_input_length"], 128);
     let texts = golden["texts"].clone();
-    let got: Vec<Vec<f32>> = server
-        .post("/embed", &json!({ "inputs": texts, "truncate": true }))
-        .json()
-        .unwrap();
+    let got = server.embed(&texts);
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_parity(g, w, &format!("{model} /embed {i}"));

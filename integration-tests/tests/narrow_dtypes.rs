@@ -2,7 +2,7 @@
 //! vector stays within the documented cosine of sentence-transformers' float32 one (0.998 in int8,
 //! 0.9995 in bfloat16), and a text gets the same vector alone and in a batch.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tessera_integration_tests::{compare, golden, minilm, run, Server};
 
 #[test]
@@ -23,18 +23,12 @@ fn serves_within(bound: f64, dtype: &str) {
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["model_dtype"], dtype);
     let texts = golden["texts"].clone();
-    let got: Vec<Vec<f32>> = server
-        .post("/embed", &json!({ "inputs": texts, "truncate": true }))
-        .json()
-        .unwrap();
+    let got = server.embed(&texts);
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
     let worst = got.iter().zip(&want).map(|(g, w)| compare(g, w).1).fold(1.0, f64::min);
     assert!(worst >= bound, "{dtype}: minimum cosine {worst}");
     for i in [0, 11, 32] {
-        let alone: Vec<Vec<f32>> = server
-            .post("/embed", &json!({ "inputs": texts[i], "truncate": true }))
-            .json()
-            .unwrap();
+        let alone = server.embed(&texts[i]);
         let drift = alone[0]
             .iter()
             .zip(&got[i])

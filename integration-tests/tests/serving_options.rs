@@ -37,24 +37,19 @@ fn api_key_guards_inference_routes_only() {
 }
 
 #[test]
-fn half_precision_dtypes_stay_close_to_float32() {
+fn float16_stays_close_to_float32() {
     let Some(golden) = golden("reference/golden_minilm.json") else {
         return;
     };
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
-    for dtype in ["float16", "bfloat16"] {
-        let server = Server::start(&minilm(), &["--dtype", dtype]);
-        let info: Value = server.get("/info").json().unwrap();
-        assert_eq!(info["model_dtype"], dtype);
-        let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..8].to_vec();
-        let got: Vec<Vec<f32>> = server
-            .post("/embed", &json!({"inputs": texts, "truncate": true}))
-            .json()
-            .unwrap();
-        for (i, g) in got.iter().enumerate() {
-            let (_, cos) = compare(g, &want[i]);
-            assert!(cos > 0.99, "{dtype} text {i}: cosine {cos}");
-        }
+    // bfloat16, packed on CPUs with AVX512_BF16, has its own bound in narrow_dtypes.rs.
+    let server = Server::start(&minilm(), &["--dtype", "float16"]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(info["model_dtype"], "float16");
+    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..8].to_vec();
+    for (i, g) in server.embed(&Value::from(texts)).iter().enumerate() {
+        let (_, cos) = compare(g, &want[i]);
+        assert!(cos > 0.99, "float16 text {i}: cosine {cos}");
     }
 }
 

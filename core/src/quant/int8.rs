@@ -285,12 +285,8 @@ impl Kernel {
             Kernel::Portable => quantize_row(row, out, scales, mins),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2(avx2) => avx2.quantize_row(row, out, scales, mins),
-            // AVX-VNNI implies AVX2.
             #[cfg(target_arch = "x86_64")]
-            Kernel::AvxVnni(_) => match x86::Avx2::detect() {
-                Some(avx2) => avx2.quantize_row(row, out, scales, mins),
-                None => quantize_row(row, out, scales, mins),
-            },
+            Kernel::AvxVnni(avx_vnni) => avx_vnni.avx2().quantize_row(row, out, scales, mins),
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni(vnni) => vnni.quantize_row(row, out, scales, mins),
         }
@@ -516,6 +512,11 @@ mod x86 {
                 && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("avxvnni");
             has.then_some(AvxVnni(()))
+        }
+
+        /// Its AVX2 half: `detect` saw avx2 and fma too.
+        pub(super) fn avx2(self) -> Avx2 {
+            Avx2(())
         }
 
         pub(super) fn run(self, tile: &Tile<'_>, rows: &RowGroup<'_>) -> [[f32; TILE]; ROWS] {
