@@ -23,6 +23,40 @@ pub enum PositionBias {
     Relative(RelativeBias),
 }
 
+/// Which keys each query may see, within its own sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mask {
+    /// Every key (encoders).
+    #[default]
+    Bidirectional,
+    /// Keys at or before the query (decoders): `j <= i`.
+    Causal,
+    /// Keys within `radius` positions either side (ModernBERT's local layers): `|i - j| <= radius`.
+    Window {
+        /// Keys seen on each side.
+        radius: usize,
+    },
+}
+
+impl Mask {
+    /// The keys `lo..hi` query `i` of a `len`-token sequence sees.
+    pub fn keys(self, i: usize, len: usize) -> std::ops::Range<usize> {
+        match self {
+            Mask::Bidirectional => 0..len,
+            Mask::Causal => 0..(i + 1).min(len),
+            Mask::Window { radius } => i.saturating_sub(radius)..i.saturating_add(radius).saturating_add(1).min(len),
+        }
+    }
+
+    /// The keys any of queries `q0..q1` sees: the tiles a kernel walks.
+    pub fn keys_of_rows(self, q0: usize, q1: usize, len: usize) -> std::ops::Range<usize> {
+        if q1 <= q0 {
+            return 0..0;
+        }
+        self.keys(q0, len).start..self.keys(q1 - 1, len).end
+    }
+}
+
 /// `bias[h, i, j]` that depends only on `j - i`, tabulated per head for every offset a batch can
 /// hold: the bias for key `j` seen from query `i` is `row(h)[j - i + reach]`. Built once per
 /// batch (heads x (2 x longest - 1) values), never as a [heads x n x n] tensor.
@@ -96,6 +130,7 @@ pub trait AttentionKernel: std::fmt::Debug + Send + Sync {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
+        mask: Mask,
     ) -> candle_core::Result<Tensor>;
 }
 
@@ -132,6 +167,7 @@ impl AttentionKernel for PaddedAttention {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
+        mask: Mask,
     ) -> candle_core::Result<Tensor> {
         let (total, heads, head_dim) = q.dims3()?;
         let batch = seqs.len();
@@ -160,6 +196,9 @@ impl AttentionKernel for PaddedAttention {
             let mut scores = (qb.matmul(&kt)? * scale)?;
             if let Some(mask) = &key_mask {
                 scores = scores.broadcast_add(mask)?;
+            }
+            if mask != Mask::Bidirectional {
+                scores = scores.broadcast_add(&mask_block(mask, row, rows, max_len, device)?.to_dtype(q.dtype())?)?;
             }
             match bias {
                 PositionBias::None => {}
@@ -227,6 +266,17 @@ fn key_padding_mask(seqs: &SeqOffsets, dtype: DType, device: &Device) -> candle_
     Ok(Some(mask))
 }
 
+/// `[rows, keys]`: 0 where query `first_row + r` may see key `j`, -inf elsewhere. Padded keys
+/// lie past every real one, so the padding mask still covers them.
+fn mask_block(mask: Mask, first_row: usize, rows: usize, keys: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let mut block = vec![f32::NEG_INFINITY; rows * keys];
+    for (r, row) in block.chunks_exact_mut(keys).enumerate() {
+        // Positions past a short sequence's end are padding; their rows are dropped.
+        row[mask.keys(first_row + r, keys)].fill(0.0);
+    }
+    Tensor::from_vec(block, (rows, keys), device)
+}
+
 /// `[heads, rows, keys]` ALiBi bias for query rows `first_row..first_row + rows`.
 fn alibi_block(
     slopes: &[f32],
@@ -267,7 +317,14 @@ pub fn reference_attention(
     v: &[Vec<Vec<f32>>],
     seqs: &SeqOffsets,
     bias: &PositionBias,
+    mask: Mask,
 ) -> Vec<Vec<Vec<f32>>> {
+    // Written from the definitions, not from `Mask::keys`, so that it checks those ranges too.
+    let visible = |i: usize, j: usize| match mask {
+        Mask::Bidirectional => true,
+        Mask::Causal => j <= i,
+        Mask::Window { radius } => i.abs_diff(j) <= radius,
+    };
     let heads = q.first().map(|t| t.len()).unwrap_or(0);
     let head_dim = q.first().and_then(|t| t.first()).map(|h| h.len()).unwrap_or(0);
     let scale = 1.0 / (head_dim as f64).sqrt();
@@ -275,9 +332,10 @@ pub fn reference_attention(
     for range in seqs.ranges() {
         for h in 0..heads {
             for i in range.clone() {
-                let mut scores: Vec<f64> = range
-                    .clone()
-                    .map(|j| {
+                let keys: Vec<usize> = range.clone().filter(|&j| visible(i, j)).collect();
+                let mut scores: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
                         let dot: f64 = (0..head_dim)
                             .map(|c| f64::from(q[i][h][c]) * f64::from(k[j][h][c]))
                             .sum();
@@ -294,7 +352,7 @@ pub fn reference_attention(
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 scores.iter_mut().for_each(|s| *s = (*s - max).exp());
                 let sum: f64 = scores.iter().sum();
-                for (w, j) in scores.iter().zip(range.clone()) {
+                for (w, &j) in scores.iter().zip(&keys) {
                     for c in 0..head_dim {
                         out[i][h][c] += (w / sum * f64::from(v[j][h][c])) as f32;
                     }
@@ -315,7 +373,7 @@ mod tests {
     use super::*;
 
     fn check(lengths: &[usize], heads: usize, bias: PositionBias, kernel: &dyn AttentionKernel) {
-        crate::testing::assert_kernel_matches_reference(kernel, lengths, heads, 8, &bias);
+        crate::testing::assert_kernel_matches_reference(kernel, lengths, heads, 8, &bias, Mask::Bidirectional);
     }
 
     fn slopes(heads: usize) -> PositionBias {
@@ -340,6 +398,30 @@ mod tests {
         // Query blocks of one row each: every block reads its own rows of the table.
         let tiny = PaddedAttention { max_score_elements: 1 };
         crate::testing::assert_kernel_matches_reference_with_relative_bias(&tiny, &[3, 9, 1], &[4]);
+    }
+
+    #[test]
+    fn padded_masks_causal_and_windowed_keys() {
+        crate::testing::assert_kernel_matches_reference_with_masks(
+            &PaddedAttention::default(),
+            &[1, 2, 17, 80],
+            &[5, 3],
+        );
+        let tiny = PaddedAttention { max_score_elements: 1 };
+        crate::testing::assert_kernel_matches_reference_with_masks(&tiny, &[3, 9, 1], &[4]);
+    }
+
+    #[test]
+    fn a_mask_names_the_keys_each_query_sees() {
+        assert_eq!(Mask::Bidirectional.keys(3, 10), 0..10);
+        assert_eq!(Mask::Causal.keys(3, 10), 0..4);
+        assert_eq!(Mask::Window { radius: 2 }.keys(3, 10), 1..6);
+        assert_eq!(Mask::Window { radius: 2 }.keys(0, 10), 0..3);
+        assert_eq!(Mask::Window { radius: 2 }.keys(9, 10), 7..10);
+        assert_eq!(Mask::Window { radius: usize::MAX }.keys(9, 10), 0..10);
+        assert_eq!(Mask::Causal.keys_of_rows(64, 128, 300), 0..128);
+        assert_eq!(Mask::Window { radius: 5 }.keys_of_rows(64, 128, 300), 59..133);
+        assert_eq!(Mask::Window { radius: 5 }.keys_of_rows(3, 3, 300), 0..0);
     }
 
     #[test]

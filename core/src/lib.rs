@@ -44,7 +44,7 @@ mod tokenize;
 pub mod wordpiece;
 
 pub use activation::HiddenAct;
-pub use attention::{AttentionKernel, PaddedAttention, PositionBias, RelativeBias};
+pub use attention::{AttentionKernel, Mask, PaddedAttention, PositionBias, RelativeBias};
 pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, LoadRequest};
 pub use batch::{Batch, SeqOffsets};
 pub use classify::{sigmoid, softmax, ClassifierHead, ClassifierSpec, HeadKind};

@@ -7,8 +7,8 @@ use candle_core::{DType, Device, Tensor};
 use crate::attention::{reference_attention, to_nested};
 
 use crate::{
-    AttentionKernel, Backend, BackendFactory, Batch, Encoded, LoadRequest, ModelInspection, Pooling, PositionBias,
-    SeqOffsets, TextTokenizer,
+    AttentionKernel, Backend, BackendFactory, Batch, Encoded, LoadRequest, Mask, ModelInspection, Pooling,
+    PositionBias, SeqOffsets, TextTokenizer,
 };
 
 /// Records that a test cannot run here because `reason` (a missing folder or tool), and returns
@@ -214,13 +214,40 @@ pub fn assert_kernel_matches_reference_across_heads(
             slopes: (1..=heads).map(|h| 2f32.powf(-8.0 * h as f32 / heads as f32)).collect(),
         };
         for bias in [PositionBias::None, alibi] {
-            assert_kernel_matches_reference(kernel, lengths, heads, 8, &bias);
+            assert_kernel_matches_reference(kernel, lengths, heads, 8, &bias, Mask::Bidirectional);
         }
     }
     let alibi = PositionBias::Alibi {
         slopes: vec![0.25, 0.0625, 0.015625, 0.00390625],
     };
-    assert_kernel_matches_reference(kernel, wide_lengths, 4, 32, &alibi);
+    assert_kernel_matches_reference(kernel, wide_lengths, 4, 32, &alibi, Mask::Bidirectional);
+}
+
+/// [`assert_kernel_matches_reference`] under each mask kind: causal, and windows of radius 0
+/// (the token alone), 3 and 70 (wider than one query block, narrower than a key tile), without
+/// and with ALiBi, 1 and 3 heads of 8 dims on `lengths`, 4 of 32 on `wide_lengths`.
+pub fn assert_kernel_matches_reference_with_masks(
+    kernel: &dyn AttentionKernel,
+    lengths: &[usize],
+    wide_lengths: &[usize],
+) {
+    let masks = [
+        Mask::Causal,
+        Mask::Window { radius: 0 },
+        Mask::Window { radius: 3 },
+        Mask::Window { radius: 70 },
+    ];
+    for mask in masks {
+        for heads in [1, 3] {
+            let alibi = PositionBias::Alibi {
+                slopes: (1..=heads).map(|h| 2f32.powf(-8.0 * h as f32 / heads as f32)).collect(),
+            };
+            for bias in [PositionBias::None, alibi] {
+                assert_kernel_matches_reference(kernel, lengths, heads, 8, &bias, mask);
+            }
+        }
+        assert_kernel_matches_reference(kernel, wide_lengths, 4, 32, &PositionBias::None, mask);
+    }
 }
 
 /// [`assert_kernel_matches_reference`] with a relative bias that differs by head, offset and
@@ -236,7 +263,8 @@ pub fn assert_kernel_matches_reference_with_relative_bias(
             ((h as f32 + 1.0) * 0.7 + d as f32 * 0.13).sin() * 2.0
         });
         let dims = if heads == 4 { (wide_lengths, 32) } else { (lengths, 8) };
-        assert_kernel_matches_reference(kernel, dims.0, heads, dims.1, &PositionBias::Relative(relative));
+        let bias = PositionBias::Relative(relative);
+        assert_kernel_matches_reference(kernel, dims.0, heads, dims.1, &bias, Mask::Bidirectional);
     }
 }
 
@@ -248,6 +276,7 @@ pub fn assert_kernel_matches_reference(
     heads: usize,
     head_dim: usize,
     bias: &PositionBias,
+    mask: Mask,
 ) {
     let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
     let shape = [seqs.total_tokens(), heads, head_dim];
@@ -256,16 +285,17 @@ pub fn assert_kernel_matches_reference(
         random_tensor(&shape, 2),
         random_tensor(&shape, 3),
     );
-    let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, bias).expect("attend")).expect("nested");
+    let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, bias, mask).expect("attend")).expect("nested");
     let nested = |t: &Tensor| to_nested(t).expect("nested");
-    let want = reference_attention(&nested(&q), &nested(&k), &nested(&v), &seqs, bias);
+    let want = reference_attention(&nested(&q), &nested(&k), &nested(&v), &seqs, bias, mask);
     // Models pass strided views of the fused projection (`split_heads`): same answer required.
     let fused = Tensor::cat(&[&q, &k, &v], 1)
         .and_then(|t| t.reshape((seqs.total_tokens(), 3 * heads * head_dim)))
         .expect("fused");
     let (qv, kv, vv) = crate::layers::split_heads(&fused, heads, head_dim).expect("views");
     assert!(!qv.is_contiguous(), "the views are strided");
-    let from_views = to_nested(&kernel.attend(&qv, &kv, &vv, &seqs, bias).expect("attend views")).expect("nested");
+    let from_views =
+        to_nested(&kernel.attend(&qv, &kv, &vv, &seqs, bias, mask).expect("attend views")).expect("nested");
     assert_eq!(from_views, got, "{}: strided q/k/v give another answer", kernel.name());
     for (t, (g, w)) in got.iter().zip(&want).enumerate() {
         for h in 0..heads {
@@ -273,7 +303,7 @@ pub fn assert_kernel_matches_reference(
                 let d = (g[h][c] - w[h][c]).abs();
                 assert!(
                     d < 1e-5,
-                    "{} lengths {lengths:?}: token {t} head {h} dim {c} off by {d}",
+                    "{} {mask:?} lengths {lengths:?}: token {t} head {h} dim {c} off by {d}",
                     kernel.name()
                 );
             }

@@ -12,7 +12,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use tessera_core::layers::{layer_norm, linear, linear_no_bias, lookup, split_heads, split_qkv, LayerNorm, Linear};
 use tessera_core::quant::Format;
-use tessera_core::{AttentionKernel, Batch, HiddenAct, PositionBias, RelativeBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Batch, HiddenAct, Mask, PositionBias, RelativeBias, SeqOffsets};
 
 use crate::spec::{AttentionBias, EncoderSpec, FeedForward as FeedForwardKind, Half, PositionTable, Positions};
 
@@ -124,7 +124,7 @@ impl Attention {
             }
         };
         let context = kernel
-            .attend(&q, &k, &v, seqs, bias)?
+            .attend(&q, &k, &v, seqs, bias, Mask::Bidirectional)?
             .reshape((total, self.heads * self.head_dim))?;
         self.norm.forward(&self.output.forward_residual(&context, x)?)
     }

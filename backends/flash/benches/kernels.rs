@@ -6,7 +6,9 @@
 //! 3. The tiled varlen kernel against candle-nn's varlen kernel and the padded reference: a batch
 //!    of mixed lengths (16-512 tokens,
 //!    12 heads of 32) and one 8192-token input (4 heads of 8, as jina-tiny), each in its own
-//!    process so the reported peak RSS belongs to that case alone.
+//!    process so the reported peak RSS belongs to that case alone. Then the mask kinds on one
+//!    8192-token input of ModernBERT-base's shape (12 heads of 64): global, causal, and the local
+//!    layers' 128-token window, whose key tiles outside the window are skipped.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{Module, Tensor};
 use tessera_core::layers::Linear;
-use tessera_core::{AttentionKernel, PaddedAttention, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Mask, PaddedAttention, PositionBias, SeqOffsets};
 use tessera_flash::kernels::{TiledCpu, VarlenCpu};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -114,7 +116,16 @@ fn activations() {
 fn run_case(name: &str) {
     let (lengths, heads, dim, alibi): (Vec<usize>, usize, usize, bool) = match name {
         n if n.starts_with("mixed") => ((0..32).map(|i| 16 + (i * 97) % 497).collect(), 12, 32, false),
+        // ModernBERT-base's attention shape: 12 heads of 64, rotary positions (no bias).
+        n if n.starts_with("modern") => (vec![8192], 12, 64, false),
         _ => (vec![8192], 4, 8, true),
+    };
+    let mask = if name.contains("window") {
+        Mask::Window { radius: 64 }
+    } else if name.contains("causal") {
+        Mask::Causal
+    } else {
+        Mask::Bidirectional
     };
     let seqs = SeqOffsets::from_lengths(lengths);
     let total = seqs.total_tokens();
@@ -139,10 +150,10 @@ fn run_case(name: &str) {
     };
     let before = peak_rss_mib();
     let t = median(|| {
-        let _ = kernel.attend(&q, &k, &v, &seqs, &bias).unwrap();
+        let _ = kernel.attend(&q, &k, &v, &seqs, &bias, mask).unwrap();
     });
     println!(
-        "  {name:<16} {total:>5} tokens in {:>2} seqs: {:>9.2} ms  peak RSS {:>6.1} MiB (inputs {before:.1} MiB)",
+        "  {name:<22} {total:>5} tokens in {:>2} seqs: {:>9.2} ms  peak RSS {:>6.1} MiB (inputs {before:.1} MiB)",
         seqs.len(),
         t.as_secs_f64() * 1e3,
         peak_rss_mib()
@@ -169,6 +180,10 @@ fn main() {
         "long8192-tiled",
         "long8192-candle",
         "long8192-padded",
+        "modern8192-global-tiled",
+        "modern8192-causal-tiled",
+        "modern8192-window-tiled",
+        "modern8192-window-candle",
     ] {
         let status = std::process::Command::new(&me)
             .arg(format!("case:{case}"))

@@ -6,7 +6,7 @@
 //! vectorized dot product); this wrapper adapts tessera's packed layout and dtypes to it.
 
 use candle_core::{DType, Tensor};
-use tessera_core::{AttentionKernel, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Mask, PositionBias, SeqOffsets};
 
 /// The CPU varlen kernel.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,6 +28,7 @@ impl AttentionKernel for VarlenCpu {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
+        mask: Mask,
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         // The library kernel runs f32 and f16; bfloat16 goes through f32.
@@ -47,6 +48,11 @@ impl AttentionKernel for VarlenCpu {
             }
         };
         let max_len = seqs.max_len();
+        let (causal, window) = match mask {
+            Mask::Bidirectional => (false, None),
+            Mask::Causal => (true, None),
+            Mask::Window { radius } => (false, Some(radius)),
+        };
         let out = candle_nn::attention::flash_attn_varlen_cpu(
             &q,
             &k,
@@ -57,9 +63,9 @@ impl AttentionKernel for VarlenCpu {
             max_len,
             max_len,
             1.0 / (head_dim as f32).sqrt(),
-            false,
-            None,
-            None,
+            causal,
+            window,
+            window,
         )?;
         out.to_dtype(dtype)
     }
@@ -68,10 +74,13 @@ impl AttentionKernel for VarlenCpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_core::testing::assert_kernel_matches_reference_across_heads;
+    use tessera_core::testing::{
+        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_masks,
+    };
 
     #[test]
     fn matches_the_reference_on_ragged_batches() {
         assert_kernel_matches_reference_across_heads(&VarlenCpu, &[1, 2, 17, 513], &[5, 3]);
+        assert_kernel_matches_reference_with_masks(&VarlenCpu, &[1, 2, 17, 80], &[5, 3]);
     }
 }

@@ -1,7 +1,7 @@
 //! CUDA flash attention (candle-flash-attn, varlen), behind the `cuda` feature.
 
 use candle_core::{DType, Tensor};
-use tessera_core::{AttentionKernel, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Mask, PositionBias, SeqOffsets};
 
 /// candle-flash-attn's varlen kernels; they run f16/bf16, so f32 inputs go through f16.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,6 +23,7 @@ impl AttentionKernel for CudaFlash {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
+        mask: Mask,
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         let compute = if dtype == DType::BF16 { DType::BF16 } else { DType::F16 };
@@ -35,19 +36,23 @@ impl AttentionKernel for CudaFlash {
         let starts = Tensor::from_vec(starts, seqs.len() + 1, device)?;
         let max_len = seqs.max_len();
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let out = match bias {
-            PositionBias::None => {
-                candle_flash_attn::flash_attn_varlen(&q, &k, &v, &starts, &starts, max_len, max_len, scale, false)?
+        let causal = mask == Mask::Causal;
+        let out = match (bias, mask) {
+            // Flash attention takes no arbitrary bias: MPNet's relative bias, and windows (not
+            // yet wired to the windowed flash kernel), run on the padded kernel's candle ops, on
+            // the same device.
+            (PositionBias::Relative(_), _) | (_, Mask::Window { .. }) => {
+                tessera_core::PaddedAttention::default().attend(&q, &k, &v, seqs, bias, mask)?
             }
-            PositionBias::Alibi { slopes } => {
+            (PositionBias::None, _) => {
+                candle_flash_attn::flash_attn_varlen(&q, &k, &v, &starts, &starts, max_len, max_len, scale, causal)?
+            }
+            (PositionBias::Alibi { slopes }, _) => {
                 let slopes = Tensor::from_slice(slopes, slopes.len(), device)?;
                 candle_flash_attn::flash_attn_varlen_alibi(
-                    &q, &k, &v, &slopes, &starts, &starts, max_len, max_len, scale, false,
+                    &q, &k, &v, &slopes, &starts, &starts, max_len, max_len, scale, causal,
                 )?
             }
-            // Flash attention takes no arbitrary bias: MPNet's relative bias runs on the padded
-            // kernel's candle ops, on the same device.
-            PositionBias::Relative(_) => tessera_core::PaddedAttention::default().attend(&q, &k, &v, seqs, bias)?,
         };
         out.to_dtype(dtype)
     }

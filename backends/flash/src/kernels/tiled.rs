@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use tessera_core::simd::{lane_max, LANES};
-use tessera_core::{AttentionKernel, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Mask, PositionBias, SeqOffsets};
 
 /// Query rows per task: enough to make the products efficient, small enough to spread one long
 /// sequence over every core.
@@ -120,6 +120,7 @@ impl AttentionKernel for TiledCpu {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
+        mask: Mask,
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         let (total, heads, head_dim) = q.dims3()?;
@@ -204,7 +205,7 @@ impl AttentionKernel for TiledCpu {
                     reach: relative.reach(),
                 },
             };
-            attend_block(arch, task, &packed, scale, bias, chunk)
+            attend_block(arch, task, &packed, scale, bias, mask, chunk)
         });
         drop((qs, ks, vs));
         Tensor::from_vec(out, (heads, total, head_dim), q.device())?
@@ -268,15 +269,26 @@ enum TileBias<'a> {
     },
 }
 
-/// Attention output rows `q0..q1` of one head into `out` (`[rows, head_dim]`).
-fn attend_block(arch: pulp::Arch, task: &Task, p: &Packed<'_>, scale: f32, bias: TileBias<'_>, out: &mut [f32]) {
+/// Attention output rows `q0..q1` of one head into `out` (`[rows, head_dim]`). Only the key
+/// tiles the mask leaves visible to some row of the block are computed: a causal block stops at
+/// its last row, a windowed one spans its rows' windows.
+fn attend_block(
+    arch: pulp::Arch,
+    task: &Task,
+    p: &Packed<'_>,
+    scale: f32,
+    bias: TileBias<'_>,
+    mask: Mask,
+    out: &mut [f32],
+) {
     let (rows, hd) = (task.q1 - task.q0, p.head_dim);
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     let mut row_sum = vec![0f32; rows];
-    let mut scores = vec![0f32; rows * KEY_BLOCK.min(task.len)];
+    let keys = mask.keys_of_rows(task.q0, task.q1, task.len);
+    let mut scores = vec![0f32; rows * KEY_BLOCK.min(keys.len())];
     let q = p.q.from(task.start + task.q0, task.head, hd);
-    for k0 in (0..task.len).step_by(KEY_BLOCK) {
-        let cols = KEY_BLOCK.min(task.len - k0);
+    for k0 in keys.clone().step_by(KEY_BLOCK) {
+        let cols = KEY_BLOCK.min(keys.end - k0);
         let (k, v) = (
             p.k.from(task.start + k0, task.head, hd),
             p.v.from(task.start + k0, task.head, hd),
@@ -317,6 +329,9 @@ fn attend_block(arch: pulp::Arch, task: &Task, p: &Packed<'_>, scale: f32, bias:
             cols,
             first_row: task.q0,
             first_key: k0,
+            first_tile: k0 == keys.start,
+            mask,
+            len: task.len,
             bias,
             row_max: &mut row_max,
             row_sum: &mut row_sum,
@@ -386,6 +401,11 @@ struct OnlineSoftmax<'a> {
     cols: usize,
     first_row: usize,
     first_key: usize,
+    /// The block's first tile: no running max, sum or output yet, nothing to rescale.
+    first_tile: bool,
+    mask: Mask,
+    /// The sequence's length.
+    len: usize,
     bias: TileBias<'a>,
     row_max: &'a mut [f32],
     row_sum: &'a mut [f32],
@@ -398,11 +418,21 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        // The first tile has no running max, sum or output yet: nothing to rescale.
-        let first_tile = self.first_key == 0;
+        let first_tile = self.first_tile;
         let rows = self.scores.chunks_exact_mut(self.cols);
         let state = self.row_max.iter_mut().zip(self.row_sum.iter_mut());
+        let tile_keys = self.first_key..self.first_key + self.cols;
         for (i, (tile, (max, sum))) in rows.zip(state).enumerate() {
+            if self.mask != Mask::Bidirectional {
+                // Keys of this tile the row may not see score -inf (weight 0).
+                let seen = self.mask.keys(self.first_row + i, self.len);
+                let (lo, hi) = (
+                    seen.start.clamp(tile_keys.start, tile_keys.end) - tile_keys.start,
+                    seen.end.clamp(tile_keys.start, tile_keys.end) - tile_keys.start,
+                );
+                tile[..lo].fill(f32::NEG_INFINITY);
+                tile[hi..].fill(f32::NEG_INFINITY);
+            }
             match self.bias {
                 TileBias::None => {}
                 TileBias::Alibi(slope) => {
@@ -424,6 +454,12 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
                 }
             }
             let new_max = max.max(lane_max(tile));
+            if new_max == f32::NEG_INFINITY {
+                // Nothing visible to this row yet (a block's first tile always holds some key
+                // for each of its rows, so this is a guard): weight 0, no state to update.
+                tile.fill(0.0);
+                continue;
+            }
             let tile_sum = exp_in_place(tile, new_max);
             if first_tile {
                 *sum = tile_sum;
@@ -445,7 +481,8 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
 mod tests {
     use super::*;
     use tessera_core::testing::{
-        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_relative_bias,
+        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_masks,
+        assert_kernel_matches_reference_with_relative_bias,
     };
 
     #[test]
@@ -487,14 +524,14 @@ mod tests {
             let k = Tensor::zeros(k_shape, DType::F32, &dev).unwrap();
             let v = Tensor::zeros(v_shape, DType::F32, &dev).unwrap();
             let err = TiledCpu
-                .attend(&q, &k, &v, &seqs, &PositionBias::None)
+                .attend(&q, &k, &v, &seqs, &PositionBias::None, Mask::Bidirectional)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("but q is [10, 2, 8]"), "{err}");
         }
         let longer = SeqOffsets::from_lengths([4, 7]);
         let err = TiledCpu
-            .attend(&q, &q, &q, &longer, &PositionBias::None)
+            .attend(&q, &q, &q, &longer, &PositionBias::None, Mask::Bidirectional)
             .unwrap_err()
             .to_string();
         assert!(err.contains("11 tokens"), "{err}");
@@ -505,5 +542,11 @@ mod tests {
         // 1 and 2: a single tile; 65: two query blocks; 513: three key tiles.
         assert_kernel_matches_reference_across_heads(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
         assert_kernel_matches_reference_with_relative_bias(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
+    }
+
+    #[test]
+    fn masks_match_the_reference_across_tiles() {
+        // 513: three key tiles, nine query blocks; a window of 70 spans two query blocks.
+        assert_kernel_matches_reference_with_masks(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
     }
 }
