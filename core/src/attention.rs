@@ -120,9 +120,12 @@ pub trait AttentionKernel: std::fmt::Debug + Send + Sync {
     /// Whether the kernel computes over a padded layout (the batcher then counts padding).
     fn pads(&self) -> bool;
 
-    /// `q`, `k`, `v`: `[total_tokens, heads, head_dim]`, packed as `seqs` says; they may be strided
-    /// views of a fused projection (see [`crate::layers::split_heads`]), so a kernel that needs
-    /// contiguous memory copies them. Returns `[total_tokens, heads, head_dim]`: each token attends only within its sequence.
+    /// `q`: `[total_tokens, heads, head_dim]`, packed as `seqs` says; `k`, `v`: `[total_tokens,
+    /// kv_heads, head_dim]` where `kv_heads` divides `heads` (grouped-query attention: query head
+    /// `h` reads key/value head `h / (heads / kv_heads)`, never copied per query head). They may
+    /// be strided views of a fused projection (see [`crate::layers::split_heads`]), so a kernel
+    /// that needs contiguous memory copies them. Returns `[total_tokens, heads, head_dim]`: each
+    /// token attends only within its sequence, to the keys `mask` leaves it.
     fn attend(
         &self,
         q: &Tensor,
@@ -170,9 +173,21 @@ impl AttentionKernel for PaddedAttention {
         mask: Mask,
     ) -> candle_core::Result<Tensor> {
         let (total, heads, head_dim) = q.dims3()?;
+        let group = query_heads_per_kv_head(q, k, v)?;
         let batch = seqs.len();
         let max_len = seqs.max_len();
         let device = q.device();
+        // The reference repeats each key/value head for its group: simple, and a copy.
+        let repeat = |t: &Tensor| -> candle_core::Result<Tensor> {
+            if group == 1 {
+                return Ok(t.clone());
+            }
+            let kv_heads = heads / group;
+            t.unsqueeze(2)?
+                .broadcast_as((total, kv_heads, group, head_dim))?
+                .reshape((total, heads, head_dim))
+        };
+        let (k, v) = (&repeat(k)?, &repeat(v)?);
 
         let gather = gather_index(seqs, device)?;
         let to_padded = |x: &Tensor| -> candle_core::Result<Tensor> {
@@ -226,6 +241,26 @@ impl AttentionKernel for PaddedAttention {
         };
         out.reshape((total, heads, head_dim))
     }
+}
+
+/// Query heads per key/value head, after checking that k and v are `[total, kv_heads, head_dim]`
+/// with `kv_heads` dividing q's heads.
+pub fn query_heads_per_kv_head(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<usize> {
+    let (total, heads, head_dim) = q.dims3()?;
+    let (k_total, kv_heads, k_dim) = k.dims3()?;
+    if v.dims3()? != (k_total, kv_heads, k_dim)
+        || (k_total, k_dim) != (total, head_dim)
+        || kv_heads == 0
+        || heads % kv_heads != 0
+    {
+        candle_core::bail!(
+            "attention: k is {:?} and v {:?} but q is [{total}, {heads}, {head_dim}] (k and v need q's tokens and \
+             head size, and a number of heads that divides q's)",
+            k.dims(),
+            v.dims()
+        );
+    }
+    Ok(heads / kv_heads)
 }
 
 /// For each padded slot, the packed row it reads (padding reads row 0 and is masked out).
@@ -326,6 +361,8 @@ pub fn reference_attention(
         Mask::Window { radius } => i.abs_diff(j) <= radius,
     };
     let heads = q.first().map(|t| t.len()).unwrap_or(0);
+    // Query heads per key/value head (grouped-query attention; 1 when they match).
+    let group = heads / k.first().map_or(heads, |t| t.len()).max(1);
     let head_dim = q.first().and_then(|t| t.first()).map(|h| h.len()).unwrap_or(0);
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut out = vec![vec![vec![0f32; head_dim]; heads]; q.len()];
@@ -333,11 +370,12 @@ pub fn reference_attention(
         for h in 0..heads {
             for i in range.clone() {
                 let keys: Vec<usize> = range.clone().filter(|&j| visible(i, j)).collect();
+                let kv = h / group;
                 let mut scores: Vec<f64> = keys
                     .iter()
                     .map(|&j| {
                         let dot: f64 = (0..head_dim)
-                            .map(|c| f64::from(q[i][h][c]) * f64::from(k[j][h][c]))
+                            .map(|c| f64::from(q[i][h][c]) * f64::from(k[j][kv][c]))
                             .sum();
                         let position = match bias {
                             PositionBias::None => 0.0,
@@ -354,7 +392,7 @@ pub fn reference_attention(
                 let sum: f64 = scores.iter().sum();
                 for (w, &j) in scores.iter().zip(&keys) {
                     for c in 0..head_dim {
-                        out[i][h][c] += (w / sum * f64::from(v[j][h][c])) as f32;
+                        out[i][h][c] += (w / sum * f64::from(v[j][kv][c])) as f32;
                     }
                 }
             }
@@ -409,6 +447,22 @@ mod tests {
         );
         let tiny = PaddedAttention { max_score_elements: 1 };
         crate::testing::assert_kernel_matches_reference_with_masks(&tiny, &[3, 9, 1], &[4]);
+    }
+
+    #[test]
+    fn padded_shares_key_value_heads_across_query_heads() {
+        for (heads, kv_heads) in [(2, 1), (6, 2), (4, 4)] {
+            crate::testing::assert_kernel_matches_reference_with_groups(
+                &PaddedAttention::default(),
+                &[1, 17, 40],
+                heads,
+                kv_heads,
+            );
+        }
+        let q = Tensor::zeros((4, 6, 8), DType::F32, &Device::Cpu).unwrap();
+        let k = Tensor::zeros((4, 4, 8), DType::F32, &Device::Cpu).unwrap();
+        let err = query_heads_per_kv_head(&q, &k, &k).unwrap_err().to_string();
+        assert!(err.contains("divides"), "{err}");
     }
 
     #[test]

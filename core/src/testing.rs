@@ -278,21 +278,47 @@ pub fn assert_kernel_matches_reference(
     bias: &PositionBias,
     mask: Mask,
 ) {
+    assert_grouped_kernel_matches_reference(kernel, lengths, (heads, heads), head_dim, bias, mask);
+}
+
+/// [`assert_kernel_matches_reference`] with `kv_heads` key/value heads shared by groups of the
+/// `heads` query heads (grouped-query attention), without and with a causal mask.
+pub fn assert_kernel_matches_reference_with_groups(
+    kernel: &dyn AttentionKernel,
+    lengths: &[usize],
+    heads: usize,
+    kv_heads: usize,
+) {
+    for mask in [Mask::Bidirectional, Mask::Causal] {
+        assert_grouped_kernel_matches_reference(kernel, lengths, (heads, kv_heads), 8, &PositionBias::None, mask);
+    }
+}
+
+fn assert_grouped_kernel_matches_reference(
+    kernel: &dyn AttentionKernel,
+    lengths: &[usize],
+    (heads, kv_heads): (usize, usize),
+    head_dim: usize,
+    bias: &PositionBias,
+    mask: Mask,
+) {
     let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
-    let shape = [seqs.total_tokens(), heads, head_dim];
+    let total = seqs.total_tokens();
     let (q, k, v) = (
-        random_tensor(&shape, 1),
-        random_tensor(&shape, 2),
-        random_tensor(&shape, 3),
+        random_tensor(&[total, heads, head_dim], 1),
+        random_tensor(&[total, kv_heads, head_dim], 2),
+        random_tensor(&[total, kv_heads, head_dim], 3),
     );
     let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, bias, mask).expect("attend")).expect("nested");
     let nested = |t: &Tensor| to_nested(t).expect("nested");
     let want = reference_attention(&nested(&q), &nested(&k), &nested(&v), &seqs, bias, mask);
     // Models pass strided views of the fused projection (`split_heads`): same answer required.
-    let fused = Tensor::cat(&[&q, &k, &v], 1)
-        .and_then(|t| t.reshape((seqs.total_tokens(), 3 * heads * head_dim)))
-        .expect("fused");
-    let (qv, kv, vv) = crate::layers::split_heads(&fused, heads, head_dim).expect("views");
+    let fused = Tensor::cat(&[&q, &k, &v], 1).expect("fused");
+    let (qv, kv, vv) = (
+        fused.narrow(1, 0, heads).expect("q view"),
+        fused.narrow(1, heads, kv_heads).expect("k view"),
+        fused.narrow(1, heads + kv_heads, kv_heads).expect("v view"),
+    );
     assert!(!qv.is_contiguous(), "the views are strided");
     let from_views =
         to_nested(&kernel.attend(&qv, &kv, &vv, &seqs, bias, mask).expect("attend views")).expect("nested");
@@ -303,7 +329,7 @@ pub fn assert_kernel_matches_reference(
                 let d = (g[h][c] - w[h][c]).abs();
                 assert!(
                     d < 1e-5,
-                    "{} {mask:?} lengths {lengths:?}: token {t} head {h} dim {c} off by {d}",
+                    "{} {mask:?} {heads}/{kv_heads} heads, lengths {lengths:?}: token {t} head {h} dim {c} off by {d}",
                     kernel.name()
                 );
             }

@@ -75,12 +75,16 @@ impl AttentionKernel for VarlenCpu {
 mod tests {
     use super::*;
     use tessera_core::testing::{
-        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_masks,
+        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_groups,
+        assert_kernel_matches_reference_with_masks,
     };
 
     #[test]
     fn matches_the_reference_on_ragged_batches() {
         assert_kernel_matches_reference_across_heads(&VarlenCpu, &[1, 2, 17, 513], &[5, 3]);
         assert_kernel_matches_reference_with_masks(&VarlenCpu, &[1, 2, 17, 80], &[5, 3]);
+        for (heads, kv_heads) in [(2, 1), (6, 2)] {
+            assert_kernel_matches_reference_with_groups(&VarlenCpu, &[1, 17, 80], heads, kv_heads);
+        }
     }
 }

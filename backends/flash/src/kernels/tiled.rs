@@ -89,6 +89,8 @@ struct Packed<'a> {
     k: Rows<'a>,
     v: Rows<'a>,
     head_dim: usize,
+    /// Query heads per key/value head.
+    group: usize,
 }
 
 /// f32 with a layout [`Rows`] can read (a copy only when it cannot).
@@ -124,14 +126,8 @@ impl AttentionKernel for TiledCpu {
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         let (total, heads, head_dim) = q.dims3()?;
-        for (name, t) in [("k", k), ("v", v)] {
-            if t.dims3()? != (total, heads, head_dim) {
-                candle_core::bail!(
-                    "tiled-cpu attention: {name} is {:?} but q is [{total}, {heads}, {head_dim}]",
-                    t.dims()
-                );
-            }
-        }
+        let group = tessera_core::attention::query_heads_per_kv_head(q, k, v)?;
+        let kv_heads = heads / group;
         if seqs.total_tokens() != total {
             candle_core::bail!(
                 "tiled-cpu attention: the sequences hold {} tokens but q has {total}",
@@ -149,9 +145,9 @@ impl AttentionKernel for TiledCpu {
         ) else {
             candle_core::bail!("tiled-cpu attention runs on CPU tensors only");
         };
-        if ![q_rows, k_rows, v_rows]
-            .iter()
-            .all(|rows| rows.cover(total, heads, head_dim))
+        if !(q_rows.cover(total, heads, head_dim)
+            && k_rows.cover(total, kv_heads, head_dim)
+            && v_rows.cover(total, kv_heads, head_dim))
         {
             candle_core::bail!("tiled-cpu attention: a q/k/v layout reaches past its storage");
         }
@@ -160,6 +156,7 @@ impl AttentionKernel for TiledCpu {
             k: k_rows,
             v: v_rows,
             head_dim,
+            group,
         };
         match bias {
             PositionBias::None => {}
@@ -289,14 +286,15 @@ fn attend_block(
     let q = p.q.from(task.start + task.q0, task.head, hd);
     for k0 in keys.clone().step_by(KEY_BLOCK) {
         let cols = KEY_BLOCK.min(keys.end - k0);
+        let kv_head = task.head / p.group;
         let (k, v) = (
-            p.k.from(task.start + k0, task.head, hd),
-            p.v.from(task.start + k0, task.head, hd),
+            p.k.from(task.start + k0, kv_head, hd),
+            p.v.from(task.start + k0, kv_head, hd),
         );
         // SAFETY: every index the products touch lies in the slices. `attend` checked that k and
-        // v have q's [total, heads, head_dim], that the sequences cover exactly `total` tokens
-        // (so `task.start + task.len <= total`), and that rows 0..total of every head lie inside
-        // each storage (`Rows::cover`); the products read q rows q0..q1 and k/v rows k0..k0+cols
+        // v are [total, heads / group, head_dim] (so `kv_head` is one of their heads), that the
+        // sequences cover exactly `total` tokens (so `task.start + task.len <= total`), and that
+        // rows 0..total of every head lie inside each storage (`Rows::cover`); the products read q rows q0..q1 and k/v rows k0..k0+cols
         // of this sequence, `head_dim` columns each, `token_stride` apart. `scores` holds
         // rows x cols (cols <= KEY_BLOCK.min(len)) and `out` rows x head_dim (the chunk sizes
         // `attend` split). Nothing else writes these buffers.
@@ -481,8 +479,8 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
 mod tests {
     use super::*;
     use tessera_core::testing::{
-        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_masks,
-        assert_kernel_matches_reference_with_relative_bias,
+        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_groups,
+        assert_kernel_matches_reference_with_masks, assert_kernel_matches_reference_with_relative_bias,
     };
 
     #[test]
@@ -548,5 +546,12 @@ mod tests {
     fn masks_match_the_reference_across_tiles() {
         // 513: three key tiles, nine query blocks; a window of 70 spans two query blocks.
         assert_kernel_matches_reference_with_masks(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
+    }
+
+    #[test]
+    fn key_value_heads_are_shared_by_groups_of_query_heads() {
+        for (heads, kv_heads) in [(2, 1), (6, 2), (8, 8)] {
+            assert_kernel_matches_reference_with_groups(&TiledCpu, &[1, 17, 300], heads, kv_heads);
+        }
     }
 }
