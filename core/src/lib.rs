@@ -35,6 +35,7 @@ pub mod layers;
 mod pooling;
 pub mod quant;
 mod registry;
+pub mod rotary;
 pub mod sentencepiece;
 pub mod simd;
 mod splade;
