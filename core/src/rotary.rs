@@ -23,7 +23,7 @@ impl Rotary {
     /// `head_dim` (even, > 0) rotated dimensions with base `theta` (finite, > 1). Errors name
     /// what is wrong, for the model's loader to report with the config key.
     pub fn new(head_dim: usize, theta: f64) -> Result<Self, String> {
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(format!("rotary embeddings need an even head size, not {head_dim}"));
         }
         if !(theta.is_finite() && theta > 1.0) {
@@ -159,7 +159,8 @@ mod tests {
         let seqs = SeqOffsets::from_lengths([1, 6]);
         let x = crate::testing::random_tensor(&[7, 3, 8], 4);
         let y = rotary.tables(&seqs, &Device::Cpu).unwrap().apply(&x).unwrap();
-        let (x, y): (Vec<Vec<Vec<f32>>>, Vec<Vec<Vec<f32>>>) = (x.to_vec3().unwrap(), y.to_vec3().unwrap());
+        let x: Vec<Vec<Vec<f32>>> = x.to_vec3().unwrap();
+        let y: Vec<Vec<Vec<f32>>> = y.to_vec3().unwrap();
         // Tokens 0 and 1 start their sequences.
         assert_eq!(x[0], y[0]);
         assert_eq!(x[1], y[1]);
