@@ -1,4 +1,4 @@
-//! LayerNorm over the last dimension.
+//! LayerNorm and RMSNorm over the last dimension.
 //!
 //! candle's CPU LayerNorm is compiled for the baseline x86-64 (SSE2) and computes the variance as
 //! `E[x^2] - E[x]^2` in one f32 pass. Here each row is normalized in two passes (mean, then the
@@ -13,24 +13,56 @@ use crate::simd::lane_sum_by;
 /// Rows per parallel task; below about this many elements one thread is faster than waking others.
 const PARALLEL_ELEMENTS: usize = 1 << 15;
 
-/// A `nn.LayerNorm` with weight and bias over the last dimension.
+/// A `nn.LayerNorm` over the last dimension (with or without a bias), or an RMSNorm (no mean
+/// removed, no bias: `x / sqrt(mean(x^2) + eps) * weight`, as Llama's and Qwen's).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     candle: candle_nn::LayerNorm,
     weight: Vec<f32>,
+    /// Zeros where the norm has no bias.
     bias: Vec<f32>,
+    /// False for RMSNorm.
+    remove_mean: bool,
     eps: f32,
+}
+
+fn to_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
 impl LayerNorm {
     /// From `[size]` weight and bias tensors.
     pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> candle_core::Result<Self> {
-        let to_vec = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>();
         Ok(Self {
             weight: to_vec(&weight)?,
             bias: to_vec(&bias)?,
+            remove_mean: true,
             eps: eps as f32,
             candle: candle_nn::LayerNorm::new(weight, bias, eps),
+        })
+    }
+
+    /// A LayerNorm without bias (ModernBERT's, where `norm_bias` is false).
+    pub fn without_bias(weight: Tensor, eps: f64) -> candle_core::Result<Self> {
+        let weight_values = to_vec(&weight)?;
+        Ok(Self {
+            bias: vec![0.0; weight_values.len()],
+            weight: weight_values,
+            remove_mean: true,
+            eps: eps as f32,
+            candle: candle_nn::LayerNorm::new_no_bias(weight, eps),
+        })
+    }
+
+    /// An RMSNorm from its `[size]` weight.
+    pub fn rms(weight: Tensor, eps: f64) -> candle_core::Result<Self> {
+        let weight_values = to_vec(&weight)?;
+        Ok(Self {
+            bias: vec![0.0; weight_values.len()],
+            weight: weight_values,
+            remove_mean: false,
+            eps: eps as f32,
+            candle: candle_nn::LayerNorm::rms_norm(weight, eps),
         })
     }
 
@@ -72,7 +104,11 @@ impl LayerNorm {
     #[inline(always)]
     fn normalize_row(&self, row: &[f32], out: &mut [f32]) {
         let n = row.len() as f32;
-        let mean = lane_sum_by(row, |v| v) / n;
+        let mean = if self.remove_mean {
+            lane_sum_by(row, |v| v) / n
+        } else {
+            0.0
+        };
         let variance = lane_sum_by(row, |v| (v - mean) * (v - mean)) / n;
         let inverse = 1.0 / (variance + self.eps).sqrt();
         for (((o, v), w), b) in out.iter_mut().zip(row).zip(&self.weight).zip(&self.bias) {
@@ -161,5 +197,58 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(diff < 1e-4, "{diff}");
+    }
+
+    #[test]
+    fn rms_and_bias_free_norms_match_their_definitions() {
+        let (rows, size) = (40, 96);
+        let x: Vec<f32> = (0..rows * size)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 3.0)
+            .collect();
+        let weight: Vec<f32> = (0..size).map(|i| 0.5 + (i % 7) as f32 / 10.0).collect();
+        let dev = Device::Cpu;
+        let input = Tensor::from_vec(x.clone(), (rows, size), &dev).unwrap();
+        let w = Tensor::new(weight.as_slice(), &dev).unwrap();
+        for (norm, remove_mean) in [
+            (LayerNorm::rms(w.clone(), 1e-6).unwrap(), false),
+            (LayerNorm::without_bias(w.clone(), 1e-6).unwrap(), true),
+        ] {
+            let got = norm
+                .forward(&input)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for r in 0..rows {
+                let row: Vec<f64> = x[r * size..(r + 1) * size].iter().map(|&v| f64::from(v)).collect();
+                let mean = if remove_mean {
+                    row.iter().sum::<f64>() / size as f64
+                } else {
+                    0.0
+                };
+                let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / size as f64;
+                for (c, v) in row.iter().enumerate() {
+                    let want = (v - mean) / (var + 1e-6).sqrt() * f64::from(weight[c]);
+                    let d = (f64::from(got[r * size + c]) - want).abs();
+                    assert!(d < 2e-5, "remove_mean {remove_mean}: {d}");
+                }
+            }
+            // candle's (the strided fallback) agrees.
+            let t = input.t().unwrap().contiguous().unwrap().t().unwrap();
+            let strided = norm
+                .forward(&t)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let diff = strided
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-4, "remove_mean {remove_mean}: {diff}");
+        }
     }
 }
