@@ -33,36 +33,52 @@ fn to_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
 impl LayerNorm {
     /// From `[size]` weight and bias tensors.
     pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> candle_core::Result<Self> {
-        Ok(Self {
-            weight: to_vec(&weight)?,
-            bias: to_vec(&bias)?,
-            remove_mean: true,
-            eps: eps as f32,
-            candle: candle_nn::LayerNorm::new(weight, bias, eps),
-        })
+        let bias_values = to_vec(&bias)?;
+        Self::build(
+            &weight,
+            Some(bias_values),
+            true,
+            eps,
+            candle_nn::LayerNorm::new(weight.clone(), bias, eps),
+        )
     }
 
     /// A LayerNorm without bias (ModernBERT's, where `norm_bias` is false).
     pub fn without_bias(weight: Tensor, eps: f64) -> candle_core::Result<Self> {
-        let weight_values = to_vec(&weight)?;
-        Ok(Self {
-            bias: vec![0.0; weight_values.len()],
-            weight: weight_values,
-            remove_mean: true,
-            eps: eps as f32,
-            candle: candle_nn::LayerNorm::new_no_bias(weight, eps),
-        })
+        Self::build(
+            &weight,
+            None,
+            true,
+            eps,
+            candle_nn::LayerNorm::new_no_bias(weight.clone(), eps),
+        )
     }
 
     /// An RMSNorm from its `[size]` weight.
     pub fn rms(weight: Tensor, eps: f64) -> candle_core::Result<Self> {
-        let weight_values = to_vec(&weight)?;
+        Self::build(
+            &weight,
+            None,
+            false,
+            eps,
+            candle_nn::LayerNorm::rms_norm(weight.clone(), eps),
+        )
+    }
+
+    fn build(
+        weight: &Tensor,
+        bias: Option<Vec<f32>>,
+        remove_mean: bool,
+        eps: f64,
+        candle: candle_nn::LayerNorm,
+    ) -> candle_core::Result<Self> {
+        let weight = to_vec(weight)?;
         Ok(Self {
-            bias: vec![0.0; weight_values.len()],
-            weight: weight_values,
-            remove_mean: false,
+            bias: bias.unwrap_or_else(|| vec![0.0; weight.len()]),
+            weight,
+            remove_mean,
             eps: eps as f32,
-            candle: candle_nn::LayerNorm::rms_norm(weight, eps),
+            candle,
         })
     }
 

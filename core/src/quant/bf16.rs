@@ -186,14 +186,7 @@ mod x86 {
         pub(super) fn run(self, weights: &[u16], inputs: &[u16], stride: usize, n: usize) -> [[f32; TILE]; ROWS] {
             // SAFETY: as in `round_row`; the caller asserted `weights` holds `TILE * stride`
             // values and `inputs` `n * stride`, `1 <= n <= ROWS`, `stride` even.
-            unsafe {
-                match n {
-                    1 => kernel::<1>(weights, inputs, stride),
-                    2 => kernel::<2>(weights, inputs, stride),
-                    3 => kernel::<3>(weights, inputs, stride),
-                    _ => kernel::<4>(weights, inputs, stride),
-                }
-            }
+            unsafe { for_row_count!(n, kernel(weights, inputs, stride)) }
         }
     }
 

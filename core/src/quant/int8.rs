@@ -394,14 +394,7 @@ mod x86 {
         pub(super) fn run(self, tile: &Tile<'_>, rows: &RowGroup<'_>) -> [[f32; TILE]; ROWS] {
             // SAFETY: a `Vnni` exists only where `detect` saw avx512f and avx512vnni at run
             // time; `Kernel::run` asserted the slice lengths the kernel reads within.
-            unsafe {
-                match rows.n {
-                    1 => vnni::<1>(tile, rows),
-                    2 => vnni::<2>(tile, rows),
-                    3 => vnni::<3>(tile, rows),
-                    _ => vnni::<4>(tile, rows),
-                }
-            }
+            unsafe { for_row_count!(rows.n, vnni(tile, rows)) }
         }
     }
 
@@ -522,14 +515,7 @@ mod x86 {
         pub(super) fn run(self, tile: &Tile<'_>, rows: &RowGroup<'_>) -> [[f32; TILE]; ROWS] {
             // SAFETY: an `AvxVnni` exists only where `detect` saw avx2, fma and avxvnni at run
             // time; `Kernel::run` asserted the slice lengths the kernel reads within.
-            unsafe {
-                match rows.n {
-                    1 => avx_vnni::<1>(tile, rows),
-                    2 => avx_vnni::<2>(tile, rows),
-                    3 => avx_vnni::<3>(tile, rows),
-                    _ => avx_vnni::<4>(tile, rows),
-                }
-            }
+            unsafe { for_row_count!(rows.n, avx_vnni(tile, rows)) }
         }
     }
 
@@ -555,14 +541,7 @@ mod x86 {
         pub(super) fn run(self, tile: &Tile<'_>, rows: &RowGroup<'_>) -> [[f32; TILE]; ROWS] {
             // SAFETY: an `Avx2` exists only where `detect` saw avx2 and fma at run time;
             // `Kernel::run` asserted the slice lengths the kernel reads within.
-            unsafe {
-                match rows.n {
-                    1 => avx2::<1>(tile, rows),
-                    2 => avx2::<2>(tile, rows),
-                    3 => avx2::<3>(tile, rows),
-                    _ => avx2::<4>(tile, rows),
-                }
-            }
+            unsafe { for_row_count!(rows.n, avx2(tile, rows)) }
         }
     }
 

@@ -4,6 +4,19 @@
 //! register-blocked micro-kernel produces 4 rows x 32 output channels at a time from weights
 //! laid out in the order it reads them. Everything around the linear layers stays f32.
 
+/// Calls `$kernel::<R>(args)` with `R` the row count `$n` (1 to [`ROWS`]): one specialization
+/// per count, so that each keeps its accumulators in registers.
+macro_rules! for_row_count {
+    ($n:expr, $kernel:ident($($arg:expr),*)) => {
+        match $n {
+            1 => $kernel::<1>($($arg),*),
+            2 => $kernel::<2>($($arg),*),
+            3 => $kernel::<3>($($arg),*),
+            _ => $kernel::<4>($($arg),*),
+        }
+    };
+}
+
 mod bf16;
 mod int8;
 
