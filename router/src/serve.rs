@@ -146,34 +146,27 @@ struct Loaded {
 /// The format the linear layers are packed in after loading, where the dtype asks for one on
 /// this device: int8 always (on the CPU), bfloat16 where the CPU multiplies bf16 natively.
 fn packing(dtype: Dtype, device: &candle_core::Device) -> anyhow::Result<Option<Format>> {
-    Ok(match dtype {
-        Dtype::Int8 if device.is_cuda() => {
-            anyhow::bail!("--dtype int8 runs on the CPU; on a GPU use float16 or bfloat16")
+    if device.is_cuda() {
+        if dtype == Dtype::Int8 {
+            anyhow::bail!("--dtype int8 runs on the CPU; on a GPU use float16 or bfloat16");
         }
-        Dtype::Int8 => {
-            match Format::Int8.kernel() {
-                "portable" => tracing::warn!(
-                    "this CPU has neither AVX512-VNNI, AVX-VNNI nor AVX2: int8 runs on a portable loop, \
-                     about 20x slower than float32; serve float32 here"
-                ),
-                "avx2" => tracing::info!(
-                    "this CPU has AVX2 but no VNNI: int8 saves memory, with the same vectors, at about float32's speed"
-                ),
-                _ => {}
-            }
-            Some(Format::Int8)
-        }
-        Dtype::Bfloat16 if device.is_cuda() => None,
-        Dtype::Bfloat16 if tessera_core::quant::bf16_native() => Some(Format::Bf16),
-        Dtype::Bfloat16 => {
-            tracing::warn!(
-                "this CPU has no AVX512_BF16: bfloat16 runs as candle's converted arithmetic, slower than \
-                 float32 (0.73x on a Zen 4 with the 4 x 32 mixed load); float32, or int8 where it has VNNI, is faster"
-            );
-            None
-        }
-        Dtype::Float32 | Dtype::Float16 => None,
-    })
+        return Ok(None);
+    }
+    match (dtype, dtype.cpu_kernel()) {
+        (Dtype::Int8, Some("portable")) => tracing::warn!(
+            "this CPU has neither AVX512-VNNI, AVX-VNNI nor AVX2: int8 runs on a portable loop, about 20x slower \
+             than float32; serve float32 here"
+        ),
+        (Dtype::Int8, Some("avx2")) => tracing::info!(
+            "this CPU has AVX2 but no VNNI: int8 saves memory, with the same vectors, at about float32's speed"
+        ),
+        (Dtype::Bfloat16, _) if dtype.cpu_packing().is_none() => tracing::warn!(
+            "this CPU has no AVX512_BF16: bfloat16 runs as candle's converted arithmetic, slower than float32 \
+             (0.73x on a Zen 4 with the 4 x 32 mixed load); float32, or int8 where it has VNNI, is faster"
+        ),
+        _ => {}
+    }
+    Ok(dtype.cpu_packing())
 }
 
 fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loaded> {

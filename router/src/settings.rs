@@ -33,15 +33,23 @@ impl Dtype {
         }
     }
 
-    /// What runs this dtype's products on this CPU: the packed format's kernel for int8 and,
-    /// where the CPU has AVX512_BF16, bfloat16; candle's converted arithmetic for bfloat16
-    /// elsewhere; `None` for float32 and float16.
-    pub(crate) fn cpu_kernel(self) -> Option<&'static str> {
+    /// The format a CPU packs this dtype's linear layers in: int8's, and bfloat16's where the
+    /// CPU has AVX512_BF16 (elsewhere bfloat16 runs as candle's converted arithmetic).
+    pub(crate) fn cpu_packing(self) -> Option<Packing> {
         match self {
-            Dtype::Int8 => Some(Packing::Int8.kernel()),
-            Dtype::Bfloat16 if tessera_core::quant::bf16_native() => Some(Packing::Bf16.kernel()),
-            Dtype::Bfloat16 => Some("converted (no AVX512_BF16: slower than float32)"),
-            Dtype::Float32 | Dtype::Float16 => None,
+            Dtype::Int8 => Some(Packing::Int8),
+            Dtype::Bfloat16 if tessera_core::quant::bf16_native() => Some(Packing::Bf16),
+            _ => None,
+        }
+    }
+
+    /// What runs this dtype's products on this CPU: the packed format's kernel, candle's
+    /// converted arithmetic for bfloat16 without AVX512_BF16, `None` for float32 and float16.
+    pub(crate) fn cpu_kernel(self) -> Option<&'static str> {
+        match (self, self.cpu_packing()) {
+            (_, Some(format)) => Some(format.kernel()),
+            (Dtype::Bfloat16, None) => Some("converted (no AVX512_BF16: slower than float32)"),
+            _ => None,
         }
     }
 
