@@ -36,6 +36,15 @@ impl HiddenAct {
         NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
     }
 
+    /// The activation on a slice in place, where it has that form (GELU's erf form and ReLU).
+    pub fn in_place(self) -> Option<fn(&mut [f32])> {
+        match self {
+            HiddenAct::Gelu => Some(crate::gelu::gelu_erf_in_place),
+            HiddenAct::Relu => Some(|values| values.iter_mut().for_each(|v| *v = v.max(0.0))),
+            HiddenAct::GeluTanh | HiddenAct::Silu => None,
+        }
+    }
+
     /// Applies the activation element-wise.
     pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {

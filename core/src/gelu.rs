@@ -70,6 +70,27 @@ impl pulp::WithSimd for GeluSlice<'_> {
     }
 }
 
+/// GELU in place on a slice (the packed linear layers apply it to each job's rows as they are
+/// written, rather than in a pass of their own).
+pub fn gelu_erf_in_place(values: &mut [f32]) {
+    pulp::Arch::new().dispatch(GeluInPlace { values });
+}
+
+struct GeluInPlace<'a> {
+    values: &'a mut [f32],
+}
+
+impl pulp::WithSimd for GeluInPlace<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for v in self.values.iter_mut() {
+            *v = gelu(*v);
+        }
+    }
+}
+
 struct GeluErf;
 
 impl CustomOp1 for GeluErf {

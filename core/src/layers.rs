@@ -80,6 +80,7 @@ impl Linear {
         q: &(PackedWeights, Option<Vec<f32>>),
         x: &Tensor,
         residual: Option<&Tensor>,
+        then: Option<fn(&mut [f32])>,
     ) -> candle_core::Result<Tensor> {
         let (weights, bias) = q;
         let dims = x.dims().to_vec();
@@ -111,7 +112,7 @@ impl Linear {
             if residual_slice.is_some_and(|r| r.len() != rows * weights.out_dim()) {
                 candle_core::bail!("packed linear layer: the residual is not rows x {}", weights.out_dim());
             }
-            weights.matmul(x_data, rows, bias.as_deref(), residual_slice)
+            weights.matmul_then(x_data, rows, bias.as_deref(), residual_slice, then)
         };
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
@@ -197,10 +198,19 @@ impl Linear {
         Tensor::from_vec(y, (rows, out), x.device()).map(Some)
     }
 
+    /// `act(x W^T + b)`; packed layers apply the activation to each job's rows as they are
+    /// written (one pass over the wide intermediate fewer).
+    pub fn forward_activated(&self, x: &Tensor, act: crate::HiddenAct) -> candle_core::Result<Tensor> {
+        match (&self.packed, act.in_place()) {
+            (Some(q), Some(then)) => self.forward_packed(q, x, None, Some(then)),
+            _ => act.apply(&self.forward(x)?),
+        }
+    }
+
     /// `x W^T + b + residual`, the residual added while the output is laid out on the fused path.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
         if let Some(q) = &self.packed {
-            return self.forward_packed(q, x, Some(residual));
+            return self.forward_packed(q, x, Some(residual), None);
         }
         match self.forward_fused(x, Some(residual))? {
             Some(y) => Ok(y),
@@ -212,7 +222,7 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let Some(q) = &self.packed {
-            return self.forward_packed(q, x, None);
+            return self.forward_packed(q, x, None, None);
         }
         if let Some(y) = self.forward_fused(x, None)? {
             return Ok(y);
@@ -340,5 +350,24 @@ mod tests {
         assert!(diff < 1e-5, "{diff}");
         let x3 = crate::testing::random_tensor(&[2, 3, 40], 5);
         assert_eq!(linear.forward(&x3).unwrap().dims(), &[2, 3, 48]);
+    }
+
+    #[test]
+    fn a_packed_layer_applies_its_activation_as_the_activation_would() {
+        let (w, b) = (
+            crate::testing::random_tensor(&[48, 40], 1),
+            crate::testing::random_tensor(&[48], 2),
+        );
+        for format in [Format::Int8, Format::Bf16] {
+            let mut linear = Linear::new(w.clone(), Some(b.clone())).unwrap();
+            linear.quantize(format).unwrap();
+            for act in [crate::HiddenAct::Gelu, crate::HiddenAct::Relu, crate::HiddenAct::Silu] {
+                // 100 rows: several jobs, each activating its own rows.
+                let x = crate::testing::random_tensor(&[100, 40], 3);
+                let want = act.apply(&linear.forward(&x).unwrap()).unwrap();
+                let got = linear.forward_activated(&x, act).unwrap();
+                assert_eq!(max_diff(&got, &want), 0.0, "{format:?} {act:?}");
+            }
+        }
     }
 }

@@ -175,10 +175,10 @@ impl FeedForward {
             Some(norm) => norm.forward(&(input + attended)?)?,
             None => attended.clone(),
         };
-        let up = self.up.forward(&x)?;
         let h = match self.kind {
-            FeedForwardKind::Plain => self.act.apply(&up)?,
+            FeedForwardKind::Plain => self.up.forward_activated(&x, self.act)?,
             FeedForwardKind::Gated { activated } => {
+                let up = self.up.forward(&x)?;
                 let (first, second) = (up.narrow(1, 0, self.width)?, up.narrow(1, self.width, self.width)?);
                 match activated {
                     Half::First => (self.act.apply(&first)? * second)?,

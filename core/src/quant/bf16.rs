@@ -270,7 +270,7 @@ mod tests {
         for (rows, out, inp) in [(1, 8, 3), (7, 40, 384), (33, 96, 131)] {
             let (x, w) = (random(rows * inp, 1), random(out * inp, 2));
             let packed = Bf16Weights::from_rows(&w, out, inp);
-            let got = super::super::matmul(&packed, &x, rows, None, None);
+            let got = super::super::matmul(&packed, &x, rows, None, None, None);
             for r in 0..rows {
                 for o in 0..out {
                     let want: f32 = (0..inp).map(|k| x[r * inp + k] * w[o * inp + k]).sum();
@@ -295,9 +295,9 @@ mod tests {
         let (rows, out, inp) = (75, 40, 70);
         let (x, w, b) = (random(rows * inp, 3), random(out * inp, 4), random(out, 5));
         let packed = Bf16Weights::from_rows(&w, out, inp);
-        let batched = super::super::matmul(&packed, &x, rows, Some(&b), None);
+        let batched = super::super::matmul(&packed, &x, rows, Some(&b), None, None);
         for r in 0..rows {
-            let alone = super::super::matmul(&packed, &x[r * inp..(r + 1) * inp], 1, Some(&b), None);
+            let alone = super::super::matmul(&packed, &x[r * inp..(r + 1) * inp], 1, Some(&b), None, None);
             assert_eq!(alone, batched[r * out..(r + 1) * out].to_vec(), "row {r}");
         }
     }

@@ -645,7 +645,7 @@ mod tests {
         for (rows, out, inp) in [(1, 8, 3), (7, 40, 384), (33, 96, 130)] {
             let (x, w) = (random(rows * inp, 1), random(out * inp, 2));
             let q = Int8Weights::from_rows(&w, out, inp);
-            let got = super::super::matmul(&q, &x, rows, None, None);
+            let got = super::super::matmul(&q, &x, rows, None, None, None);
             let want = reference(&x, &w, rows, out, inp);
             // Two 8-bit roundings per product: relative to the largest output.
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -690,9 +690,9 @@ mod tests {
         let (rows, out, inp) = (75, 40, 70);
         let (x, w, b) = (random(rows * inp, 3), random(out * inp, 4), random(out, 5));
         let q = Int8Weights::from_rows(&w, out, inp);
-        let batched = super::super::matmul(&q, &x, rows, Some(&b), None);
+        let batched = super::super::matmul(&q, &x, rows, Some(&b), None, None);
         for r in 0..rows {
-            let alone = super::super::matmul(&q, &x[r * inp..(r + 1) * inp], 1, Some(&b), None);
+            let alone = super::super::matmul(&q, &x[r * inp..(r + 1) * inp], 1, Some(&b), None, None);
             assert_eq!(alone, batched[r * out..(r + 1) * out].to_vec(), "row {r}");
         }
     }
@@ -702,10 +702,10 @@ mod tests {
         let (out, inp) = (4, 64);
         let (x, w) = (random(inp, 6), random(out * inp, 7));
         let q = Int8Weights::from_rows(&w, out, inp);
-        let plain = super::super::matmul(&q, &x, 1, None, None);
+        let plain = super::super::matmul(&q, &x, 1, None, None, None);
         let b = [1.0, 2.0, 3.0, 4.0];
         let res = [10.0, 20.0, 30.0, 40.0];
-        let with = super::super::matmul(&q, &x, 1, Some(&b), Some(&res));
+        let with = super::super::matmul(&q, &x, 1, Some(&b), Some(&res), None);
         for o in 0..out {
             assert!((with[o] - (plain[o] + b[o] + res[o])).abs() < 1e-4);
         }

@@ -116,9 +116,22 @@ impl PackedWeights {
     /// `x W^T (+ bias) (+ residual)` for `x` of `rows x in_dim` (row-major); `residual` is
     /// `rows x out_dim`. Returns `rows x out_dim`.
     pub fn matmul(&self, x: &[f32], rows: usize, bias: Option<&[f32]>, residual: Option<&[f32]>) -> Vec<f32> {
+        self.matmul_then(x, rows, bias, residual, None)
+    }
+
+    /// [`PackedWeights::matmul`], then `then` (an activation) on each job's rows while they are
+    /// in cache.
+    pub fn matmul_then(
+        &self,
+        x: &[f32],
+        rows: usize,
+        bias: Option<&[f32]>,
+        residual: Option<&[f32]>,
+        then: Option<fn(&mut [f32])>,
+    ) -> Vec<f32> {
         match &self.0 {
-            Inner::Int8(w) => matmul(w, x, rows, bias, residual),
-            Inner::Bf16(w) => matmul(w, x, rows, bias, residual),
+            Inner::Int8(w) => matmul(w, x, rows, bias, residual, then),
+            Inner::Bf16(w) => matmul(w, x, rows, bias, residual, then),
         }
     }
 }
@@ -140,7 +153,14 @@ trait Packed: Sync {
     fn run(&self, t: usize, rows: &Self::Rows, first: usize, n: usize) -> [[f32; TILE]; ROWS];
 }
 
-fn matmul<P: Packed>(p: &P, x: &[f32], rows: usize, bias: Option<&[f32]>, residual: Option<&[f32]>) -> Vec<f32> {
+fn matmul<P: Packed>(
+    p: &P,
+    x: &[f32],
+    rows: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    then: Option<fn(&mut [f32])>,
+) -> Vec<f32> {
     assert_eq!(x.len(), rows * p.in_dim(), "x is rows x in");
     let out_dim = p.out_dim();
     assert!(bias.is_none_or(|b| b.len() == out_dim), "one bias per output");
@@ -182,6 +202,9 @@ fn matmul<P: Packed>(p: &P, x: &[f32], rows: usize, bias: Option<&[f32]>, residu
                 let row = (first + r) * out_dim;
                 out.iter_mut().zip(&res[row..row + out_dim]).for_each(|(v, r)| *v += r);
             }
+        }
+        if let Some(then) = then {
+            then(y);
         }
     });
     y
