@@ -112,7 +112,7 @@ impl Linear {
             if residual_slice.is_some_and(|r| r.len() != rows * weights.out_dim()) {
                 candle_core::bail!("packed linear layer: the residual is not rows x {}", weights.out_dim());
             }
-            weights.matmul_then(x_data, rows, bias.as_deref(), residual_slice, then)
+            weights.matmul(x_data, rows, bias.as_deref(), residual_slice, then)
         };
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
@@ -361,6 +361,8 @@ mod tests {
         for format in [Format::Int8, Format::Bf16] {
             let mut linear = Linear::new(w.clone(), Some(b.clone())).unwrap();
             linear.quantize(format).unwrap();
+            // GELU and ReLU take the fused path; SiLU the plain one.
+            assert!(crate::HiddenAct::Gelu.in_place().is_some() && crate::HiddenAct::Relu.in_place().is_some());
             for act in [crate::HiddenAct::Gelu, crate::HiddenAct::Relu, crate::HiddenAct::Silu] {
                 // 100 rows: several jobs, each activating its own rows.
                 let x = crate::testing::random_tensor(&[100, 40], 3);

@@ -114,14 +114,9 @@ impl PackedWeights {
     }
 
     /// `x W^T (+ bias) (+ residual)` for `x` of `rows x in_dim` (row-major); `residual` is
-    /// `rows x out_dim`. Returns `rows x out_dim`.
-    pub fn matmul(&self, x: &[f32], rows: usize, bias: Option<&[f32]>, residual: Option<&[f32]>) -> Vec<f32> {
-        self.matmul_then(x, rows, bias, residual, None)
-    }
-
-    /// [`PackedWeights::matmul`], then `then` (an activation) on each job's rows while they are
-    /// in cache.
-    pub fn matmul_then(
+    /// `rows x out_dim`. Returns `rows x out_dim`; `then` (an activation), where given, runs on
+    /// each job's rows while they are in cache.
+    pub fn matmul(
         &self,
         x: &[f32],
         rows: usize,
