@@ -1,30 +1,64 @@
-//! The blocks every BERT-shaped encoder is made of, loaded from an [`EncoderSpec`]: embeddings
-//! with a position scheme, post-norm self-attention (the swappable kernel, with a position-bias
-//! kind), a plain or gated feed-forward. Every token-wise layer runs on the packed
-//! `[total_tokens, hidden]` stream.
+//! The blocks every encoder (and decoder embedder) is made of, loaded from an [`EncoderSpec`]:
+//! embeddings with a position scheme, self-attention (the swappable kernel, with a position-bias
+//! and a mask kind, rotary where the spec says), a plain or gated feed-forward, each block's norm
+//! after its residual (post-norm) or before it (pre-norm). Every token-wise layer runs on the
+//! packed `[total_tokens, hidden]` stream.
 //!
-//! References: transformers' `modeling_bert.py` and `modeling_roberta.py` (the same blocks; RoBERTa
-//! differs only in how position rows are counted).
+//! References: transformers' `modeling_bert.py` and `modeling_roberta.py` (RoBERTa differs only in
+//! how position rows are counted), `modeling_modernbert.py`, `modeling_qwen3.py`.
 
 use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::layers::{layer_norm, linear, linear_no_bias, lookup, split_heads, split_qkv, LayerNorm, Linear};
+use tessera_core::layers::{layer_norm, lookup, split_heads, split_qkv, LayerNorm, Linear};
 use tessera_core::quant::Format;
+use tessera_core::rotary::{Rotary, RotaryTables};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, Mask, PositionBias, RelativeBias, SeqOffsets};
 
-use crate::spec::{AttentionBias, EncoderSpec, FeedForward as FeedForwardKind, Half, PositionTable, Positions};
+use crate::spec::{
+    AttentionBias, EncoderSpec, FeedForward as FeedForwardKind, Half, Norm, NormKind, Placement, PositionTable,
+    Positions, QkNorms, Qkv,
+};
 
-/// Word + position (+ token type) embeddings, then LayerNorm.
+/// The norm `spec` describes, of width `size`, at `name`.
+fn load_norm(vb: &VarBuilder, size: usize, norm: Norm, name: &str) -> candle_core::Result<LayerNorm> {
+    match norm.kind {
+        NormKind::LayerNorm => layer_norm(vb, size, norm.eps, name),
+        NormKind::LayerNormWithoutBias => LayerNorm::without_bias(vb.pp(name).get(size, "weight")?, norm.eps),
+        NormKind::Rms => LayerNorm::rms(vb.pp(name).get(size, "weight")?, norm.eps),
+    }
+}
+
+/// Projections of the same input stacked into one `[sum of outs, in]` matmul (Q, K and V; a
+/// gate and its up-projection), each part `(name, out)`.
+fn stacked_linear(vb: &VarBuilder, parts: &[(&str, usize)], input: usize, bias: bool) -> candle_core::Result<Linear> {
+    let weights = parts
+        .iter()
+        .map(|&(name, out)| vb.pp(name).get((out, input), "weight"))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let biases = match bias {
+        true => Some(Tensor::cat(
+            &parts
+                .iter()
+                .map(|&(name, out)| vb.pp(name).get(out, "bias"))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            0,
+        )?),
+        false => None,
+    };
+    Linear::new(Tensor::cat(&weights, 0)?, biases)
+}
+
+/// Word + position (+ token type) embeddings, then the embedding norm where the family has one.
 #[derive(Debug)]
 struct Embeddings {
     words: Tensor,
-    /// `None` for ALiBi models.
+    /// `None` for ALiBi and rotary models.
     positions: Option<Tensor>,
     scheme: Positions,
     token_types: Option<Tensor>,
-    norm: LayerNorm,
+    norm: Option<LayerNorm>,
 }
 
 impl Embeddings {
@@ -32,12 +66,15 @@ impl Embeddings {
         let (n, h) = (&spec.names, spec.hidden_size());
         let table = |name: &str, rows: usize| vb.pp(name).get((rows, h), "weight");
         let rows = spec.dims.positions.size();
-        let positions = match spec.position_table {
-            PositionTable::Weights => Some(table(n.position_embeddings, rows)?),
-            PositionTable::Sinusoidal => Some(
+        let positions = match (spec.position_table, n.position_embeddings) {
+            (PositionTable::Weights, Some(name)) => Some(table(name, rows)?),
+            (PositionTable::Weights, None) => {
+                candle_core::bail!("{}: a position table without a name", spec.architecture)
+            }
+            (PositionTable::Sinusoidal, _) => Some(
                 Tensor::from_vec(PositionTable::sinusoids(rows, h), (rows, h), vb.device())?.to_dtype(vb.dtype())?,
             ),
-            PositionTable::Absent => None,
+            (PositionTable::Absent, _) => None,
         };
         Ok(Self {
             words: table(n.word_embeddings, spec.dims.vocab.size())?,
@@ -47,7 +84,10 @@ impl Embeddings {
                 (Some(name), Some(rows)) => Some(table(name, rows.size())?),
                 _ => None,
             },
-            norm: layer_norm(vb, h, spec.layer_norm_eps, n.embeddings_norm)?,
+            norm: match n.embeddings_norm {
+                Some(name) => Some(load_norm(vb, h, spec.norm, name)?),
+                None => None,
+            },
         })
     }
 
@@ -66,73 +106,148 @@ impl Embeddings {
         if let Some(types) = &self.token_types {
             x = (x + lookup(types, &batch.token_type_ids)?)?;
         }
-        self.norm.forward(&x)
+        match &self.norm {
+            Some(norm) => norm.forward(&x),
+            None => Ok(x),
+        }
     }
 }
 
-/// Self-attention with Q, K and V fused into one matmul, its output projection, residual and
-/// LayerNorm (post-norm).
+/// Norms of Q and K, loaded.
+#[derive(Debug)]
+enum QkNormLayers {
+    None,
+    Width(LayerNorm, LayerNorm),
+    PerHead(LayerNorm, LayerNorm),
+}
+
+/// What a layer's attention needs from the batch besides its input.
+struct AttendWith<'a> {
+    seqs: &'a SeqOffsets,
+    kernel: &'a dyn AttentionKernel,
+    bias: &'a PositionBias,
+    /// This layer's rotary tables, if positions are rotary.
+    rotary: Option<&'a RotaryTables>,
+}
+
+/// Self-attention with Q, K and V fused into one matmul, its output projection and residual,
+/// and its norm where the placement puts it.
 #[derive(Debug)]
 struct Attention {
     qkv: Linear,
-    /// LayerNorms of Q and K over the full width, before the head split.
-    qk_norms: Option<(LayerNorm, LayerNorm)>,
+    qk_norms: QkNormLayers,
     output: Linear,
-    norm: LayerNorm,
+    /// `None`: the block reads its input unnormed (ModernBERT's layer 0).
+    norm: Option<LayerNorm>,
+    placement: Placement,
+    mask: Mask,
+    /// Index of this layer's rotary base in [`Encoder::rotaries`].
+    rotary: Option<usize>,
     heads: usize,
+    kv_heads: usize,
     head_dim: usize,
 }
 
 impl Attention {
-    fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
-        let (n, h) = (&spec.names, spec.hidden_size());
+    fn load(vb: &VarBuilder, spec: &EncoderSpec, l: usize, rotary: Option<usize>) -> candle_core::Result<Self> {
+        let (n, h, d) = (&spec.names, spec.hidden_size(), spec.head_dim());
+        let (heads, kv_heads) = (spec.heads(), spec.kv_heads());
+        let bias = spec.biases.attention;
+        let qkv = match n.qkv {
+            Qkv::Separate { query, key, value } => stacked_linear(
+                vb,
+                &[(query, heads * d), (key, kv_heads * d), (value, kv_heads * d)],
+                h,
+                bias,
+            )?,
+            Qkv::Fused(name) => stacked_linear(vb, &[(name, 3 * heads * d)], h, bias)?,
+        };
+        let norm = |size: usize, name: &str| load_norm(vb, size, spec.norm, name);
         Ok(Self {
-            qkv: fused_linear(vb, [n.query, n.key, n.value], h, h)?,
+            qkv,
             qk_norms: match n.qk_norms {
-                Some((q, k)) => Some((
-                    layer_norm(vb, h, spec.layer_norm_eps, q)?,
-                    layer_norm(vb, h, spec.layer_norm_eps, k)?,
-                )),
-                None => None,
+                QkNorms::None => QkNormLayers::None,
+                QkNorms::Width(q, k) => QkNormLayers::Width(norm(h, q)?, norm(h, k)?),
+                QkNorms::PerHead(q, k) => QkNormLayers::PerHead(norm(d, q)?, norm(d, k)?),
             },
-            output: linear(vb, h, h, n.attention_output)?,
-            norm: layer_norm(vb, h, spec.layer_norm_eps, n.attention_norm)?,
-            heads: spec.heads(),
-            head_dim: spec.head_dim(),
+            output: stacked_linear(vb, &[(n.attention_output, h)], heads * d, bias)?,
+            norm: match spec.has_attention_norm(l) {
+                true => Some(norm(h, n.attention_norm)?),
+                false => None,
+            },
+            placement: spec.norm.placement,
+            mask: spec.layer_attention[l].mask,
+            rotary,
+            heads,
+            kv_heads,
+            head_dim: d,
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        seqs: &SeqOffsets,
-        kernel: &dyn AttentionKernel,
-        bias: &PositionBias,
-    ) -> candle_core::Result<Tensor> {
-        let total = x.dim(0)?;
-        let qkv = self.qkv.forward(x)?;
-        let (q, k, v) = match &self.qk_norms {
-            None => split_heads(&qkv, self.heads, self.head_dim)?,
-            Some((norm_q, norm_k)) => {
-                let (q, k, v) = split_qkv(&qkv, self.heads * self.head_dim)?;
-                let heads = |t: Tensor| t.reshape((total, self.heads, self.head_dim));
+    /// The query, key and value heads of `input`, normed and rotated as the family does.
+    fn heads_of(&self, input: &Tensor, rotary: Option<&RotaryTables>) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let total = input.dim(0)?;
+        let qkv = self.qkv.forward(input)?;
+        let heads = |t: Tensor, n: usize| t.contiguous()?.reshape((total, n, self.head_dim));
+        let (q_width, kv_width) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        let (mut q, mut k, v) = match &self.qk_norms {
+            // Views of the one projection: no copy until a kernel needs one.
+            QkNormLayers::None | QkNormLayers::PerHead(..) if q_width == kv_width => {
+                split_heads(&qkv, self.heads, self.head_dim)?
+            }
+            QkNormLayers::Width(norm_q, norm_k) => {
+                let (q, k, v) = split_qkv(&qkv, q_width)?;
                 (
-                    heads(norm_q.forward(&q.contiguous()?)?)?,
-                    heads(norm_k.forward(&k.contiguous()?)?)?,
-                    heads(v)?,
+                    heads(norm_q.forward(&q.contiguous()?)?, self.heads)?,
+                    heads(norm_k.forward(&k.contiguous()?)?, self.heads)?,
+                    heads(v, self.heads)?,
                 )
             }
+            _ => (
+                heads(qkv.narrow(1, 0, q_width)?, self.heads)?,
+                heads(qkv.narrow(1, q_width, kv_width)?, self.kv_heads)?,
+                heads(qkv.narrow(1, q_width + kv_width, kv_width)?, self.kv_heads)?,
+            ),
         };
-        let context = kernel
-            .attend(&q, &k, &v, seqs, bias, Mask::Bidirectional)?
+        if let QkNormLayers::PerHead(norm_q, norm_k) = &self.qk_norms {
+            let per_head = |norm: &LayerNorm, t: &Tensor| {
+                let (total, n, d) = t.dims3()?;
+                norm.forward(&t.contiguous()?.reshape((total * n, d))?)?
+                    .reshape((total, n, d))
+            };
+            q = per_head(norm_q, &q)?;
+            k = per_head(norm_k, &k)?;
+        }
+        if let Some(tables) = rotary {
+            q = tables.apply(&q)?;
+            k = tables.apply(&k)?;
+        }
+        Ok((q, k, v))
+    }
+
+    fn forward(&self, x: &Tensor, with: &AttendWith<'_>) -> candle_core::Result<Tensor> {
+        let total = x.dim(0)?;
+        let input = match (self.placement, &self.norm) {
+            (Placement::Pre { .. }, Some(norm)) => norm.forward(x)?,
+            _ => x.clone(),
+        };
+        let (q, k, v) = self.heads_of(&input, with.rotary)?;
+        let context = with
+            .kernel
+            .attend(&q, &k, &v, with.seqs, with.bias, self.mask)?
             .reshape((total, self.heads * self.head_dim))?;
-        self.norm.forward(&self.output.forward_residual(&context, x)?)
+        let out = self.output.forward_residual(&context, x)?;
+        match (self.placement, &self.norm) {
+            (Placement::Post, Some(norm)) => norm.forward(&out),
+            _ => Ok(out),
+        }
     }
 }
 
-/// The feed-forward block with its residual and LayerNorm: `norm(down(act(up(x))) + x)`, or
-/// gated (`up` to twice the width, one half activated times the other). With an input norm (the
-/// code variant's doubled residual) it reads `input_norm(layer input + x)` instead of `x`.
+/// The feed-forward block with its residual and norm: post-norm `norm(down(act(up(x))) + x)`
+/// or pre-norm `x + down(act(up(norm(x))))`; gated, `up` projects to twice the width and one
+/// half, activated, multiplies the other. With an input norm (JinaBERT's code variant: a
+/// doubled residual) it reads `input_norm(layer input + x)` instead of `x`.
 #[derive(Debug)]
 struct FeedForward {
     input_norm: Option<LayerNorm>,
@@ -142,30 +257,32 @@ struct FeedForward {
     width: usize,
     down: Linear,
     norm: LayerNorm,
+    placement: Placement,
 }
 
 impl FeedForward {
     fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
-        let (n, h, i, eps) = (
-            &spec.names,
-            spec.hidden_size(),
-            spec.dims.intermediate.size(),
-            spec.layer_norm_eps,
-        );
+        let (n, h, i) = (&spec.names, spec.hidden_size(), spec.dims.intermediate.size());
+        let bias = spec.biases.up;
         Ok(Self {
             input_norm: match n.feed_forward_input_norm {
-                Some(name) => Some(layer_norm(vb, h, eps, name)?),
+                Some(name) => Some(load_norm(vb, h, spec.norm, name)?),
                 None => None,
             },
-            up: match spec.feed_forward {
-                FeedForwardKind::Plain => linear(vb, h, i, n.intermediate)?,
-                FeedForwardKind::Gated { .. } => linear_no_bias(vb, h, 2 * i, n.intermediate)?,
+            up: match (spec.feed_forward, n.gate) {
+                (FeedForwardKind::Plain, _) => stacked_linear(vb, &[(n.intermediate, i)], h, bias)?,
+                (FeedForwardKind::Gated { .. }, None) => stacked_linear(vb, &[(n.intermediate, 2 * i)], h, bias)?,
+                // A separate gate goes first, as the activated half.
+                (FeedForwardKind::Gated { .. }, Some(gate)) => {
+                    stacked_linear(vb, &[(gate, i), (n.intermediate, i)], h, bias)?
+                }
             },
             kind: spec.feed_forward,
             act: spec.act,
             width: i,
-            down: linear(vb, i, h, n.output)?,
-            norm: layer_norm(vb, h, eps, n.output_norm)?,
+            down: stacked_linear(vb, &[(n.output, h)], i, spec.biases.down)?,
+            norm: load_norm(vb, h, spec.norm, n.output_norm)?,
+            placement: spec.norm.placement,
         })
     }
 
@@ -175,10 +292,14 @@ impl FeedForward {
             Some(norm) => norm.forward(&(input + attended)?)?,
             None => attended.clone(),
         };
+        let normed = match self.placement {
+            Placement::Pre { .. } => self.norm.forward(&x)?,
+            Placement::Post => x.clone(),
+        };
         let h = match self.kind {
-            FeedForwardKind::Plain => self.up.forward_activated(&x, self.act)?,
+            FeedForwardKind::Plain => self.up.forward_activated(&normed, self.act)?,
             FeedForwardKind::Gated { activated } => {
-                let up = self.up.forward(&x)?;
+                let up = self.up.forward(&normed)?;
                 let (first, second) = (up.narrow(1, 0, self.width)?, up.narrow(1, self.width, self.width)?);
                 match activated {
                     Half::First => (self.act.apply(&first)? * second)?,
@@ -186,7 +307,11 @@ impl FeedForward {
                 }
             }
         };
-        self.norm.forward(&self.down.forward_residual(&h, &x)?)
+        let out = self.down.forward_residual(&h, &x)?;
+        match self.placement {
+            Placement::Post => self.norm.forward(&out),
+            Placement::Pre { .. } => Ok(out),
+        }
     }
 }
 
@@ -224,12 +349,16 @@ enum LayerBias {
     Relative(RelativeBuckets),
 }
 
-/// An encoder without pooler or task head: embeddings, then post-norm layers.
+/// An encoder (or decoder embedder) without pooler or task head: embeddings, the layers, and
+/// the final norm of pre-norm models.
 #[derive(Debug)]
 pub struct Encoder {
     embeddings: Embeddings,
     bias: LayerBias,
     layers: Vec<Layer>,
+    /// The distinct rotary bases of the layers (ModernBERT: a global and a local one).
+    rotaries: Vec<Rotary>,
+    final_norm: Option<LayerNorm>,
     kernel: Arc<dyn AttentionKernel>,
     spec: EncoderSpec,
 }
@@ -258,11 +387,35 @@ impl Encoder {
                 })
             }
         };
-        let layers = (0..spec.dims.layers.size())
-            .map(|l| {
+        if spec.layer_attention.len() != spec.dims.layers.size() {
+            candle_core::bail!(
+                "{}: {} layers but attention described for {}",
+                spec.architecture,
+                spec.dims.layers.size(),
+                spec.layer_attention.len()
+            );
+        }
+        let mut thetas: Vec<f64> = Vec::new();
+        let mut rotaries = Vec::new();
+        let layers = spec
+            .layer_attention
+            .iter()
+            .enumerate()
+            .map(|(l, attention)| {
+                let rotary = match attention.rope_theta {
+                    Some(theta) => Some(match thetas.iter().position(|&t| t == theta) {
+                        Some(i) => i,
+                        None => {
+                            rotaries.push(Rotary::new(spec.head_dim(), theta).map_err(candle_core::Error::msg)?);
+                            thetas.push(theta);
+                            thetas.len() - 1
+                        }
+                    }),
+                    None => None,
+                };
                 let vb = vb.pp(format!("{}.{l}", spec.names.layers));
                 Ok(Layer {
-                    attention: Attention::load(&vb, spec)?,
+                    attention: Attention::load(&vb, spec, l, rotary)?,
                     feed_forward: FeedForward::load(&vb, spec)?,
                 })
             })
@@ -271,6 +424,11 @@ impl Encoder {
             embeddings,
             bias,
             layers,
+            rotaries,
+            final_norm: match spec.names.final_norm {
+                Some(name) => Some(load_norm(vb, spec.hidden_size(), spec.norm, name)?),
+                None => None,
+            },
             kernel,
             spec: spec.clone(),
         })
@@ -316,24 +474,24 @@ impl Encoder {
                 &per_batch
             }
         };
+        let tables = self
+            .rotaries
+            .iter()
+            .map(|rotary| rotary.tables(&batch.seqs, x.device()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         for layer in &self.layers {
-            let attended = layer.attention.forward(&x, &batch.seqs, self.kernel.as_ref(), bias)?;
+            let with = AttendWith {
+                seqs: &batch.seqs,
+                kernel: self.kernel.as_ref(),
+                bias,
+                rotary: layer.attention.rotary.map(|i| &tables[i]),
+            };
+            let attended = layer.attention.forward(&x, &with)?;
             x = layer.feed_forward.forward(&x, &attended)?;
         }
-        Ok(x)
+        match &self.final_norm {
+            Some(norm) => norm.forward(&x),
+            None => Ok(x),
+        }
     }
-}
-
-/// Three `[out, in]` projections of the same input as one `[3 * out, in]` matmul.
-fn fused_linear(vb: &VarBuilder, names: [&str; 3], input: usize, output: usize) -> candle_core::Result<Linear> {
-    let parts = names.map(|name| vb.pp(name));
-    let weights = parts
-        .iter()
-        .map(|p| p.get((output, input), "weight"))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let biases = parts
-        .iter()
-        .map(|p| p.get(output, "bias"))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Linear::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?))
 }

@@ -24,8 +24,9 @@ pub use alibi::alibi_slopes;
 pub use blocks::Encoder;
 pub use families::{Bert, DistilBert, Family, JinaBert, MpNet, Recognised, Roberta};
 pub use spec::{
-    AttentionBias, Dims, EncoderSpec, FeedForward, Half, Names, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES,
-    JINA_CODE_NAMES, JINA_GLU_NAMES, MPNET_NAMES,
+    AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
+    PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DISTILBERT_NAMES, JINA_CODE_NAMES,
+    JINA_GLU_NAMES, MODERNBERT_NAMES, MPNET_NAMES, QWEN3_NAMES,
 };
 
 /// Every family, in the order they are asked.
@@ -185,6 +186,8 @@ mod tests {
                 hidden: Dim::of("hidden_size", 8),
                 layers: Dim::of("num_hidden_layers", 2),
                 heads: Dim::of("num_attention_heads", 2),
+                kv_heads: Dim::of("num_attention_heads", 2),
+                head_dim: Dim::of("num_attention_heads", 4),
                 intermediate: Dim::of("intermediate_size", 12),
                 positions: Dim::of("max_position_embeddings", 10),
                 token_types: names.token_type_embeddings.map(|_| Dim::of("type_vocab_size", 2)),
@@ -194,7 +197,9 @@ mod tests {
             attention_bias: AttentionBias::None,
             feed_forward: FeedForward::Plain,
             act: HiddenAct::Gelu,
-            layer_norm_eps: 1e-12,
+            norm: Norm::post(1e-12),
+            biases: Biases::ALL,
+            layer_attention: LayerAttention::bidirectional(2),
         }
     }
 

@@ -2,7 +2,7 @@
 //! scheme. The loader ([`crate::blocks`]) and `validate-model`'s expected tensor list
 //! ([`EncoderSpec::expected_tensors`]) both read the same [`Names`] table, so they cannot drift.
 
-use tessera_core::{Dim, ExpectedTensor, HiddenAct};
+use tessera_core::{Dim, ExpectedTensor, HiddenAct, Mask};
 
 /// Where a family keeps each tensor, relative to the weight prefix (`bert.`, `roberta.`...).
 /// A linear layer `x` is `x.weight` `[out, in]` and `x.bias` `[out]`; a norm `n` is `n.weight`
@@ -11,93 +11,122 @@ use tessera_core::{Dim, ExpectedTensor, HiddenAct};
 pub struct Names {
     /// The word (token id) table.
     pub word_embeddings: &'static str,
-    /// The position table.
-    pub position_embeddings: &'static str,
+    /// The position table, where the family has one.
+    pub position_embeddings: Option<&'static str>,
     /// `None`: the family has no token types (DistilBERT, MPNet).
     pub token_type_embeddings: Option<&'static str>,
-    /// LayerNorm after the embedding sum.
-    pub embeddings_norm: &'static str,
+    /// The norm of the embeddings (`None`: decoders feed the word vectors to layer 0 as they are).
+    pub embeddings_norm: Option<&'static str>,
     /// Layer `N` lives under `{layers}.N.`.
     pub layers: &'static str,
-    /// The query projection; this and the following names are relative to a layer.
-    pub query: &'static str,
-    /// The key projection.
-    pub key: &'static str,
-    /// The value projection.
-    pub value: &'static str,
+    /// The query, key and value projections; this and the following names are relative to a layer.
+    pub qkv: Qkv,
     /// The attention output projection.
     pub attention_output: &'static str,
-    /// LayerNorm after attention and its residual.
+    /// The attention block's norm: after attention and its residual (post-norm), or of the
+    /// block's input (pre-norm).
     pub attention_norm: &'static str,
-    /// The feed-forward up-projection.
+    /// The feed-forward up-projection (with [`FeedForward::Gated`] and no [`Names::gate`], both
+    /// halves in one tensor).
     pub intermediate: &'static str,
+    /// A gate projection kept apart from the up-projection (Qwen3's `gate_proj`): the activated
+    /// half of a gated feed-forward; `None` where one tensor holds both halves.
+    pub gate: Option<&'static str>,
     /// The feed-forward down-projection.
     pub output: &'static str,
-    /// LayerNorm after the feed-forward and its residual.
+    /// The feed-forward block's norm, placed as [`Names::attention_norm`] is.
     pub output_norm: &'static str,
-    /// LayerNorms of Q and K over the full hidden size, before the split into heads (JinaBERT's
-    /// code variant); `None` elsewhere.
-    pub qk_norms: Option<(&'static str, &'static str)>,
+    /// Norms of Q and K.
+    pub qk_norms: QkNorms,
     /// A LayerNorm over the layer input plus the attention output, which the feed-forward then
     /// reads and adds back (JinaBERT's code variant: a doubled residual); `None` elsewhere.
     pub feed_forward_input_norm: Option<&'static str>,
+    /// The norm after the last layer (pre-norm models); `None` for post-norm ones.
+    pub final_norm: Option<&'static str>,
 }
+
+/// Where the query, key and value projections are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qkv {
+    /// Three tensors.
+    Separate {
+        /// The query projection.
+        query: &'static str,
+        /// The key projection.
+        key: &'static str,
+        /// The value projection.
+        value: &'static str,
+    },
+    /// One `[q; k; v]` tensor (ModernBERT's `attn.Wqkv`).
+    Fused(&'static str),
+}
+
+/// Norms of the queries and keys before attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNorms {
+    /// None.
+    None,
+    /// Over the full width, before the split into heads (JinaBERT's code variant).
+    Width(&'static str, &'static str),
+    /// Over each head, with one `[head_dim]` weight shared by the heads (Qwen3's `q_norm`,
+    /// `k_norm`).
+    PerHead(&'static str, &'static str),
+}
+
+/// The position table of BERT and the families named after it (RoBERTa, DistilBERT, MPNet).
+pub const BERT_POSITION_TABLE: &str = "embeddings.position_embeddings";
 
 /// BERT's names, which RoBERTa, XLM-RoBERTa and CamemBERT share.
 pub const BERT_NAMES: Names = Names {
     word_embeddings: "embeddings.word_embeddings",
-    position_embeddings: "embeddings.position_embeddings",
+    position_embeddings: Some(BERT_POSITION_TABLE),
     token_type_embeddings: Some("embeddings.token_type_embeddings"),
-    embeddings_norm: "embeddings.LayerNorm",
+    embeddings_norm: Some("embeddings.LayerNorm"),
     layers: "encoder.layer",
-    query: "attention.self.query",
-    key: "attention.self.key",
-    value: "attention.self.value",
+    qkv: Qkv::Separate {
+        query: "attention.self.query",
+        key: "attention.self.key",
+        value: "attention.self.value",
+    },
     attention_output: "attention.output.dense",
     attention_norm: "attention.output.LayerNorm",
     intermediate: "intermediate.dense",
+    gate: None,
     output: "output.dense",
     output_norm: "output.LayerNorm",
-    qk_norms: None,
+    qk_norms: QkNorms::None,
     feed_forward_input_norm: None,
+    final_norm: None,
 };
 
 /// DistilBERT's names.
 pub const DISTILBERT_NAMES: Names = Names {
-    word_embeddings: "embeddings.word_embeddings",
-    position_embeddings: "embeddings.position_embeddings",
     token_type_embeddings: None,
-    embeddings_norm: "embeddings.LayerNorm",
     layers: "transformer.layer",
-    query: "attention.q_lin",
-    key: "attention.k_lin",
-    value: "attention.v_lin",
+    qkv: Qkv::Separate {
+        query: "attention.q_lin",
+        key: "attention.k_lin",
+        value: "attention.v_lin",
+    },
     attention_output: "attention.out_lin",
     attention_norm: "sa_layer_norm",
     intermediate: "ffn.lin1",
     output: "ffn.lin2",
     output_norm: "output_layer_norm",
-    qk_norms: None,
-    feed_forward_input_norm: None,
+    ..BERT_NAMES
 };
 
 /// MPNet's names.
 pub const MPNET_NAMES: Names = Names {
-    word_embeddings: "embeddings.word_embeddings",
-    position_embeddings: "embeddings.position_embeddings",
     token_type_embeddings: None,
-    embeddings_norm: "embeddings.LayerNorm",
-    layers: "encoder.layer",
-    query: "attention.attn.q",
-    key: "attention.attn.k",
-    value: "attention.attn.v",
+    qkv: Qkv::Separate {
+        query: "attention.attn.q",
+        key: "attention.attn.k",
+        value: "attention.attn.v",
+    },
     attention_output: "attention.attn.o",
     attention_norm: "attention.LayerNorm",
-    intermediate: "intermediate.dense",
-    output: "output.dense",
-    output_norm: "output.LayerNorm",
-    qk_norms: None,
-    feed_forward_input_norm: None,
+    ..BERT_NAMES
 };
 
 /// JinaBERT v2's names with its gated feed-forward (`mlp.gated_layers`, `mlp.wo`,
@@ -114,15 +143,62 @@ pub const JINA_CODE_NAMES: Names = Names {
     intermediate: "mlp.up_gated_layer",
     output: "mlp.down_layer",
     output_norm: "layer_norm_2",
-    qk_norms: Some(("attention.self.layer_norm_q", "attention.self.layer_norm_k")),
+    qk_norms: QkNorms::Width("attention.self.layer_norm_q", "attention.self.layer_norm_k"),
     feed_forward_input_norm: Some("layer_norm_1"),
     ..BERT_NAMES
+};
+
+/// ModernBERT's names: pre-norm, fused `Wqkv`, GeGLU `Wi` (layer 0 has no `attn_norm`).
+pub const MODERNBERT_NAMES: Names = Names {
+    word_embeddings: "embeddings.tok_embeddings",
+    position_embeddings: None,
+    token_type_embeddings: None,
+    embeddings_norm: Some("embeddings.norm"),
+    layers: "layers",
+    qkv: Qkv::Fused("attn.Wqkv"),
+    attention_output: "attn.Wo",
+    attention_norm: "attn_norm",
+    intermediate: "mlp.Wi",
+    gate: None,
+    output: "mlp.Wo",
+    output_norm: "mlp_norm",
+    qk_norms: QkNorms::None,
+    feed_forward_input_norm: None,
+    final_norm: Some("final_norm"),
+};
+
+/// Qwen3's (and Llama-style decoders') names, relative to `model.` where a causal-LM checkpoint
+/// has it.
+pub const QWEN3_NAMES: Names = Names {
+    word_embeddings: "embed_tokens",
+    position_embeddings: None,
+    token_type_embeddings: None,
+    embeddings_norm: None,
+    layers: "layers",
+    qkv: Qkv::Separate {
+        query: "self_attn.q_proj",
+        key: "self_attn.k_proj",
+        value: "self_attn.v_proj",
+    },
+    attention_output: "self_attn.o_proj",
+    attention_norm: "input_layernorm",
+    intermediate: "mlp.up_proj",
+    gate: Some("mlp.gate_proj"),
+    output: "mlp.down_proj",
+    output_norm: "post_attention_layernorm",
+    qk_norms: QkNorms::PerHead("self_attn.q_norm", "self_attn.k_norm"),
+    feed_forward_input_norm: None,
+    final_norm: Some("norm"),
 };
 
 impl Names {
     /// The tensor (without prefix) that only this table's layers have: layer 0's query weight.
     pub fn signature(&self) -> String {
-        format!("{}.0.{}.weight", self.layers, self.query)
+        let query = match self.qkv {
+            Qkv::Separate { query, .. } => query,
+            Qkv::Fused(qkv) => qkv,
+        };
+        format!("{}.0.{query}.weight", self.layers)
     }
 }
 
@@ -275,14 +351,129 @@ pub struct Dims {
     pub hidden: Dim,
     /// Number of layers.
     pub layers: Dim,
-    /// Attention heads.
+    /// Attention (query) heads.
     pub heads: Dim,
+    /// Key/value heads: [`Dims::heads`], or fewer (grouped-query attention), each serving
+    /// `heads / kv_heads` query heads.
+    pub kv_heads: Dim,
+    /// Width of one head: `hidden / heads`, or its own key (Qwen3's `head_dim`).
+    pub head_dim: Dim,
     /// Width of the feed-forward.
     pub intermediate: Dim,
     /// Rows of the position table.
     pub positions: Dim,
     /// Rows of the token-type table, when the family has one.
     pub token_types: Option<Dim>,
+}
+
+impl Dims {
+    /// Width of all query heads together (the query and output projections).
+    pub fn query_width(&self) -> Dim {
+        self.width_of(self.heads)
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_width(&self) -> Dim {
+        self.width_of(self.kv_heads)
+    }
+
+    /// `heads` heads of [`Dims::head_dim`], traced to `hidden_size` where that is what they make.
+    fn width_of(&self, heads: Dim) -> Dim {
+        if heads.size() * self.head_dim.size() == self.hidden.size() {
+            self.hidden
+        } else {
+            heads.times(self.head_dim.size())
+        }
+    }
+}
+
+/// The norm every block uses, and where it sits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Norm {
+    /// LayerNorm (with or without bias) or RMSNorm.
+    pub kind: NormKind,
+    /// Post-norm (BERT) or pre-norm (ModernBERT, decoders).
+    pub placement: Placement,
+    /// Epsilon of every norm.
+    pub eps: f64,
+}
+
+impl Norm {
+    /// BERT's: LayerNorm with bias after each block's residual.
+    pub fn post(eps: f64) -> Self {
+        Self {
+            kind: NormKind::LayerNorm,
+            placement: Placement::Post,
+            eps,
+        }
+    }
+}
+
+/// The kind of norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// `(x - mean) / sqrt(var + eps) * weight + bias`.
+    LayerNorm,
+    /// A LayerNorm without bias (ModernBERT's `norm_bias: false`).
+    LayerNormWithoutBias,
+    /// `x / sqrt(mean(x^2) + eps) * weight`.
+    Rms,
+}
+
+/// Where each block's norm sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// `norm(x + block(x))`.
+    Post,
+    /// `x + block(norm(x))`, and a final norm after the last layer.
+    Pre {
+        /// Layer 0's attention reads the (already normed) embeddings without a norm of its own
+        /// (ModernBERT).
+        first_attention_unnormed: bool,
+    },
+}
+
+/// Which projections have a bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Biases {
+    /// Query, key, value and attention output.
+    pub attention: bool,
+    /// The feed-forward up-projection (and gate).
+    pub up: bool,
+    /// The feed-forward down-projection.
+    pub down: bool,
+}
+
+impl Biases {
+    /// Every projection has one (BERT).
+    pub const ALL: Biases = Biases {
+        attention: true,
+        up: true,
+        down: true,
+    };
+}
+
+/// What one layer's attention does: the keys each query sees, and the rotary base if positions
+/// are rotary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerAttention {
+    /// The keys each query sees.
+    pub mask: Mask,
+    /// The rotary base (`rope_theta`) for this layer's queries and keys; `None`: no rotary.
+    pub rope_theta: Option<f64>,
+}
+
+impl LayerAttention {
+    /// Every one of `layers` layers sees every key, without rotary positions (BERT).
+    pub fn bidirectional(layers: usize) -> Vec<LayerAttention> {
+        vec![
+            LayerAttention {
+                mask: Mask::Bidirectional,
+                rope_theta: None,
+            };
+            layers
+        ]
+    }
 }
 
 /// One encoder, fully described: what [`crate::blocks::Encoder::load`] builds and what
@@ -305,8 +496,12 @@ pub struct EncoderSpec {
     pub feed_forward: FeedForward,
     /// The feed-forward activation.
     pub act: HiddenAct,
-    /// Epsilon of every LayerNorm.
-    pub layer_norm_eps: f64,
+    /// The norms.
+    pub norm: Norm,
+    /// Which projections have biases.
+    pub biases: Biases,
+    /// Each layer's attention, one per layer.
+    pub layer_attention: Vec<LayerAttention>,
 }
 
 impl EncoderSpec {
@@ -322,7 +517,12 @@ impl EncoderSpec {
 
     /// Width of one head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size() / self.heads()
+        self.dims.head_dim.size()
+    }
+
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.dims.kv_heads.size()
     }
 
     /// The longest input the position table supports.
@@ -347,62 +547,98 @@ impl EncoderSpec {
             token_types,
             ..
         } = self.dims;
-        let n = &self.names;
+        let (n, biases) = (&self.names, self.biases);
+        let norm = |t: &mut Vec<ExpectedTensor>, name: &str, size: Dim| push_norm(t, name, size, self.norm.kind);
         let mut t = vec![ExpectedTensor::new(
             format!("{}.weight", n.word_embeddings),
             &[vocab, h],
         )];
-        if self.position_table == PositionTable::Weights {
-            t.push(ExpectedTensor::new(
-                format!("{}.weight", n.position_embeddings),
-                &[positions, h],
-            ));
+        if let (PositionTable::Weights, Some(name)) = (self.position_table, n.position_embeddings) {
+            t.push(ExpectedTensor::new(format!("{name}.weight"), &[positions, h]));
         }
         if let (Some(name), Some(rows)) = (n.token_type_embeddings, token_types) {
             t.push(ExpectedTensor::new(format!("{name}.weight"), &[rows, h]));
         }
-        push_norm(&mut t, n.embeddings_norm, h);
+        if let Some(name) = n.embeddings_norm {
+            norm(&mut t, name, h);
+        }
         if let AttentionBias::RelativeBuckets { tensor, buckets, .. } = self.attention_bias {
             t.push(ExpectedTensor::new(
                 format!("{tensor}.weight"),
                 &[buckets, self.dims.heads],
             ));
         }
+        let (q, kv) = (self.dims.query_width(), self.dims.kv_width());
         for l in 0..layers {
             let p = |name: &str| format!("{}.{l}.{name}", n.layers);
-            for name in [n.query, n.key, n.value, n.attention_output] {
-                push_linear(&mut t, &p(name), h, h);
+            match n.qkv {
+                Qkv::Separate { query, key, value } => {
+                    push_linear(&mut t, &p(query), h, q, biases.attention);
+                    push_linear(&mut t, &p(key), h, kv, biases.attention);
+                    push_linear(&mut t, &p(value), h, kv, biases.attention);
+                }
+                // Fused only where every head has its own key and value (ModernBERT).
+                Qkv::Fused(name) => push_linear(&mut t, &p(name), h, q.times(3), biases.attention),
             }
-            push_norm(&mut t, &p(n.attention_norm), h);
-            if let Some((q, k)) = n.qk_norms {
-                push_norm(&mut t, &p(q), h);
-                push_norm(&mut t, &p(k), h);
+            push_linear(&mut t, &p(n.attention_output), q, h, biases.attention);
+            if self.has_attention_norm(l) {
+                norm(&mut t, &p(n.attention_norm), h);
             }
-            if let Some(norm) = n.feed_forward_input_norm {
-                push_norm(&mut t, &p(norm), h);
+            match n.qk_norms {
+                QkNorms::None => {}
+                QkNorms::Width(qn, kn) => {
+                    norm(&mut t, &p(qn), h);
+                    norm(&mut t, &p(kn), h);
+                }
+                QkNorms::PerHead(qn, kn) => {
+                    norm(&mut t, &p(qn), self.dims.head_dim);
+                    norm(&mut t, &p(kn), self.dims.head_dim);
+                }
             }
-            match self.feed_forward {
-                FeedForward::Plain => push_linear(&mut t, &p(n.intermediate), h, i),
-                FeedForward::Gated { .. } => t.push(ExpectedTensor::new(
-                    format!("{}.weight", p(n.intermediate)),
-                    &[i.times(2), h],
-                )),
+            if let Some(name) = n.feed_forward_input_norm {
+                norm(&mut t, &p(name), h);
             }
-            push_linear(&mut t, &p(n.output), i, h);
-            push_norm(&mut t, &p(n.output_norm), h);
+            match (self.feed_forward, n.gate) {
+                (FeedForward::Plain, _) => push_linear(&mut t, &p(n.intermediate), h, i, biases.up),
+                (FeedForward::Gated { .. }, None) => push_linear(&mut t, &p(n.intermediate), h, i.times(2), biases.up),
+                (FeedForward::Gated { .. }, Some(gate)) => {
+                    push_linear(&mut t, &p(gate), h, i, biases.up);
+                    push_linear(&mut t, &p(n.intermediate), h, i, biases.up);
+                }
+            }
+            push_linear(&mut t, &p(n.output), i, h, biases.down);
+            norm(&mut t, &p(n.output_norm), h);
+        }
+        if let Some(name) = n.final_norm {
+            norm(&mut t, name, h);
         }
         t
     }
+
+    /// Whether layer `l` has an attention norm (ModernBERT's layer 0 has none).
+    pub fn has_attention_norm(&self, l: usize) -> bool {
+        l > 0
+            || !matches!(
+                self.norm.placement,
+                Placement::Pre {
+                    first_attention_unnormed: true
+                }
+            )
+    }
 }
 
-fn push_linear(t: &mut Vec<ExpectedTensor>, name: &str, input: Dim, output: Dim) {
+fn push_linear(t: &mut Vec<ExpectedTensor>, name: &str, input: Dim, output: Dim, bias: bool) {
     t.push(ExpectedTensor::new(format!("{name}.weight"), &[output, input]));
-    t.push(ExpectedTensor::new(format!("{name}.bias"), &[output]));
+    if bias {
+        t.push(ExpectedTensor::new(format!("{name}.bias"), &[output]));
+    }
 }
 
-fn push_norm(t: &mut Vec<ExpectedTensor>, name: &str, size: Dim) {
+fn push_norm(t: &mut Vec<ExpectedTensor>, name: &str, size: Dim, kind: NormKind) {
     t.push(ExpectedTensor::new(format!("{name}.weight"), &[size]));
-    t.push(ExpectedTensor::new(format!("{name}.bias"), &[size]));
+    if kind == NormKind::LayerNorm {
+        t.push(ExpectedTensor::new(format!("{name}.bias"), &[size]));
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use tessera_core::{EncoderLayout, Finding};
 
 use super::lineage::{self, Lineage};
 use super::{Family, Recognised};
-use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, BERT_NAMES};
+use crate::spec::{
+    AttentionBias, Biases, EncoderSpec, FeedForward, LayerAttention, Norm, PositionTable, Positions, BERT_NAMES,
+};
 
 /// The BERT family.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +25,7 @@ impl Family for Bert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "bert".into(),
+                layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: BERT_NAMES,
                 dims: values.dims,
                 positions: Positions::Absolute,
@@ -30,7 +33,8 @@ impl Family for Bert {
                 attention_bias: AttentionBias::None,
                 feed_forward: FeedForward::Plain,
                 act: values.act,
-                layer_norm_eps: values.eps,
+                norm: Norm::post(values.eps),
+                biases: Biases::ALL,
             },
             evidence,
             findings,

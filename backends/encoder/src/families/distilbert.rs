@@ -8,7 +8,10 @@
 use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::{Family, Keys, Recognised};
-use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, DISTILBERT_NAMES};
+use crate::spec::{
+    AttentionBias, Biases, EncoderSpec, FeedForward, LayerAttention, Norm, PositionTable, Positions,
+    BERT_POSITION_TABLE, DISTILBERT_NAMES,
+};
 
 const KEYS: Keys = Keys {
     vocab: "vocab_size",
@@ -40,7 +43,7 @@ impl Family for DistilBert {
         let mut evidence = vec![layers];
         super::model_type_evidence("distilbert", config, &mut evidence, &mut findings);
         let values = KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;
-        let table = format!("{}{}.weight", layout.prefix, DISTILBERT_NAMES.position_embeddings);
+        let table = format!("{}{}.weight", layout.prefix, BERT_POSITION_TABLE);
         let sinusoidal = config.get("sinusoidal_pos_embds").and_then(|v| v.as_bool()) == Some(true);
         let position_table = match (layout.weights.get(&table).is_some(), sinusoidal) {
             (true, _) => {
@@ -61,6 +64,7 @@ impl Family for DistilBert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "distilbert".into(),
+                layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: DISTILBERT_NAMES,
                 dims: values.dims,
                 positions: Positions::Absolute,
@@ -68,7 +72,8 @@ impl Family for DistilBert {
                 attention_bias: AttentionBias::None,
                 feed_forward: FeedForward::Plain,
                 act: values.act,
-                layer_norm_eps: values.eps,
+                norm: Norm::post(values.eps),
+                biases: Biases::ALL,
             },
             evidence,
             findings,

@@ -13,8 +13,8 @@ use tessera_core::{EncoderLayout, Evidence, Finding, HiddenAct};
 
 use super::{Family, Recognised, BERT_KEYS};
 use crate::spec::{
-    AttentionBias, EncoderSpec, FeedForward, Half, PositionTable, Positions, BERT_NAMES, JINA_CODE_NAMES,
-    JINA_GLU_NAMES,
+    AttentionBias, Biases, EncoderSpec, FeedForward, Half, LayerAttention, Norm, PositionTable, Positions, BERT_NAMES,
+    JINA_CODE_NAMES, JINA_GLU_NAMES,
 };
 
 /// The supported `feed_forward_type` values.
@@ -155,6 +155,7 @@ impl Family for JinaBert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: format!("jina-bert (alibi, {})", variant.describe()),
+                layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names,
                 dims: values.dims,
                 positions: Positions::Absolute,
@@ -162,7 +163,12 @@ impl Family for JinaBert {
                 attention_bias: AttentionBias::Alibi,
                 feed_forward,
                 act,
-                layer_norm_eps: values.eps,
+                norm: Norm::post(values.eps),
+                // The gated up-projection has no bias; the original feed-forward's has.
+                biases: Biases {
+                    up: feed_forward == FeedForward::Plain,
+                    ..Biases::ALL
+                },
             },
             evidence,
             findings,

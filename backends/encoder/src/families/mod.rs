@@ -88,6 +88,8 @@ impl Keys {
             hidden: required(self.hidden)?,
             layers: required(self.layers)?,
             heads: required(self.heads)?,
+            kv_heads: required(self.heads)?,
+            head_dim: Dim::of(self.heads, 1),
             intermediate: required(self.intermediate)?,
             positions: match self.positions_default {
                 Some(default) => Dim::of(self.positions, config.usize(self.positions).unwrap_or(default)),
@@ -104,6 +106,10 @@ impl Keys {
                 heads: dims.heads.size(),
             });
         }
+        let dims = crate::spec::Dims {
+            head_dim: Dim::of(self.heads, dims.hidden.size() / dims.heads.size()),
+            ..dims
+        };
         Ok(ConfigValues {
             dims,
             act: config.activation(self.act)?,

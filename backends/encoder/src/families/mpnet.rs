@@ -8,7 +8,9 @@
 use tessera_core::{Dim, EncoderLayout, Evidence, Finding};
 
 use super::{Family, Keys, Recognised};
-use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, MPNET_NAMES};
+use crate::spec::{
+    AttentionBias, Biases, EncoderSpec, FeedForward, LayerAttention, Norm, PositionTable, Positions, MPNET_NAMES,
+};
 
 const KEYS: Keys = Keys {
     token_types: None,
@@ -72,6 +74,7 @@ impl Family for MpNet {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "mpnet".into(),
+                layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: MPNET_NAMES,
                 dims: values.dims,
                 positions: Positions::AfterPadding {
@@ -85,7 +88,8 @@ impl Family for MpNet {
                 },
                 feed_forward: FeedForward::Plain,
                 act: values.act,
-                layer_norm_eps: values.eps,
+                norm: Norm::post(values.eps),
+                biases: Biases::ALL,
             },
             evidence,
             findings,

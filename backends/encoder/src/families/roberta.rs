@@ -9,7 +9,9 @@ use tessera_core::{EncoderLayout, Evidence, Finding};
 
 use super::lineage::{self, Lineage};
 use super::{Family, Recognised};
-use crate::spec::{AttentionBias, EncoderSpec, FeedForward, PositionTable, Positions, BERT_NAMES};
+use crate::spec::{
+    AttentionBias, Biases, EncoderSpec, FeedForward, LayerAttention, Norm, PositionTable, Positions, BERT_NAMES,
+};
 
 /// `pad_token_id` of every RoBERTa-family config transformers writes (and its default).
 const DEFAULT_PADDING_IDX: u32 = 1;
@@ -35,6 +37,7 @@ impl Family for Roberta {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture,
+                layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: BERT_NAMES,
                 dims: values.dims,
                 positions: Positions::AfterPadding { padding_idx },
@@ -42,7 +45,8 @@ impl Family for Roberta {
                 attention_bias: AttentionBias::None,
                 feed_forward: FeedForward::Plain,
                 act: values.act,
-                layer_norm_eps: values.eps,
+                norm: Norm::post(values.eps),
+                biases: Biases::ALL,
             },
             evidence,
             findings,
