@@ -383,6 +383,8 @@ pub struct EncoderLayout<'a> {
     pub weights: &'a WeightsIndex,
     /// The weight-name prefix (`""`, `"bert."`...).
     pub prefix: String,
+    /// The word table (with `.weight`, without the prefix) the prefix was found before.
+    pub word_table: &'static str,
 }
 
 impl EncoderLayout<'_> {
@@ -390,7 +392,7 @@ impl EncoderLayout<'_> {
     /// is derived from it (head width, expected shapes): a wrong width is the root cause, not
     /// the head count it no longer divides.
     pub fn hidden_size_contradicted(&self) -> Option<Finding> {
-        let name = format!("{}{WORD_EMBEDDINGS}", self.prefix);
+        let name = format!("{}{}", self.prefix, self.word_table);
         let width = *self.weights.get(&name)?.shape.get(1)?;
         let configured = self.config.usize("hidden_size")?;
         (configured != width).then(|| {
@@ -411,6 +413,12 @@ pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 impl ModelInspection {
     /// The config, weights and prefix of a BERT-family encoder, or why there is none.
     pub fn encoder_layout(&self) -> Result<EncoderLayout<'_>, Box<Finding>> {
+        self.layout(WORD_EMBEDDINGS)
+    }
+
+    /// The config, weights and prefix of a model whose word table is `word_table` (with
+    /// `.weight`, without prefix), or why there is none.
+    pub fn layout(&self, word_table: &'static str) -> Result<EncoderLayout<'_>, Box<Finding>> {
         let Some(config) = &self.config else {
             return Err(Box::new(
                 Finding::error(
@@ -431,21 +439,22 @@ impl ModelInspection {
                 .fix("fix the finding about the weights first"),
             ));
         };
-        let Some(prefix) = weights.prefix_before(WORD_EMBEDDINGS) else {
+        let Some(prefix) = weights.prefix_before(word_table) else {
             return Err(Box::new(
                 Finding::error(
                     "architecture-unknown",
-                    format!("no `{WORD_EMBEDDINGS}` tensor: not a BERT-family checkpoint"),
+                    format!("no `{word_table}` tensor, the word table of this family"),
                 )
                 .in_file(weights.display_file())
-                .about(WORD_EMBEDDINGS)
-                .fix("tessera serves BERT-family encoders; check that this is one and that its weights are complete"),
+                .about(word_table)
+                .fix("check that the model is one of the families tessera serves (docs/model-support.md) and that its weights are complete"),
             ));
         };
         Ok(EncoderLayout {
             config,
             weights,
             prefix,
+            word_table,
         })
     }
 

@@ -16,6 +16,10 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     &tessera_encoder::DISTILBERT,
     #[cfg(feature = "encoder")]
     &tessera_encoder::MPNET,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::MODERNBERT,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::QWEN3,
 ];
 
 pub(crate) fn registry() -> Registry {

@@ -22,7 +22,7 @@ use tessera_core::{
 
 pub use alibi::alibi_slopes;
 pub use blocks::Encoder;
-pub use families::{Bert, DistilBert, Family, JinaBert, MpNet, Recognised, Roberta};
+pub use families::{Bert, DistilBert, Family, JinaBert, ModernBert, MpNet, Qwen3, Recognised, Roberta};
 pub use spec::{
     AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
     PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DISTILBERT_NAMES, JINA_CODE_NAMES,
@@ -30,7 +30,7 @@ pub use spec::{
 };
 
 /// Every family, in the order they are asked.
-pub const FAMILIES: &[&dyn Family] = &[&JinaBert, &Bert, &Roberta, &DistilBert, &MpNet];
+pub const FAMILIES: &[&dyn Family] = &[&JinaBert, &Bert, &Roberta, &DistilBert, &MpNet, &ModernBert, &Qwen3];
 
 /// A family registered as a backend.
 #[derive(Debug, Clone, Copy)]
@@ -46,10 +46,14 @@ pub const ROBERTA: EncoderBackend = EncoderBackend(&Roberta);
 pub const DISTILBERT: EncoderBackend = EncoderBackend(&DistilBert);
 /// MPNet on the padded reference kernel (`--backend mpnet`).
 pub const MPNET: EncoderBackend = EncoderBackend(&MpNet);
+/// ModernBERT on the padded reference kernel (`--backend modernbert`).
+pub const MODERNBERT: EncoderBackend = EncoderBackend(&ModernBert);
+/// Qwen3 decoder embedders on the padded reference kernel (`--backend qwen3`).
+pub const QWEN3: EncoderBackend = EncoderBackend(&Qwen3);
 
 /// What `family` decides about the model, its tensors checked against the spec it built.
 pub fn recognise(family: &dyn Family, inspection: &ModelInspection) -> Result<Recognised, Vec<tessera_core::Finding>> {
-    let layout = inspection.encoder_layout().map_err(|f| vec![*f])?;
+    let layout = inspection.layout(family.word_table()).map_err(|f| vec![*f])?;
     let mut recognised = family.recognise(&layout).map_err(|f| vec![*f])?;
     let spec = &recognised.spec;
     // The family is decided; what follows are defects of this checkpoint, reported against it
@@ -83,7 +87,10 @@ impl BackendFactory for EncoderBackend {
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Backend>, LoadError> {
         // The same decision as `assess`, so the two cannot disagree.
-        let layout = request.inspection.encoder_layout().map_err(LoadError::Declined)?;
+        let layout = request
+            .inspection
+            .layout(self.0.word_table())
+            .map_err(LoadError::Declined)?;
         let spec = self.0.recognise(&layout).map_err(LoadError::Declined)?.spec;
         let (vb, file) = request.var_builder()?;
         let vb = match layout.prefix.trim_end_matches('.') {

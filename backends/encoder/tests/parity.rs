@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
-use tessera_encoder::{AttentionBias, BERT, DISTILBERT, MPNET, ROBERTA};
+use tessera_encoder::{AttentionBias, BERT, DISTILBERT, MODERNBERT, MPNET, QWEN3, ROBERTA};
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
     let inspection = tessera_validation::inspect(model_dir);
@@ -133,4 +133,48 @@ fn each_family_declines_the_others_checkpoints() {
         let inspection = tessera_validation::inspect(&shared.join("models/bert-tiny"));
         assert!(matches!(ROBERTA.assess(&inspection), Assessment::Declines { .. }));
     }
+}
+
+#[test]
+fn modernbert_tiny_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/modernbert-tiny");
+    check(
+        &MODERNBERT,
+        &dir,
+        &dir.join("golden.json"),
+        "modernbert (2 global of 4 layers, local windows of 16 tokens)",
+    );
+}
+
+#[test]
+fn modernbert_saved_from_masked_lm_with_biases_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/modernbert-biased-mlm");
+    check(
+        &MODERNBERT,
+        &dir,
+        &dir.join("golden.json"),
+        "modernbert (2 global of 3 layers, local windows of 8 tokens)",
+    );
+}
+
+#[test]
+fn qwen3_tiny_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny");
+    check(
+        &QWEN3,
+        &dir,
+        &dir.join("golden.json"),
+        "qwen3 (4 query heads on 2 key/value heads of 24)",
+    );
+}
+
+#[test]
+fn qwen3_saved_as_causal_lm_with_one_kv_head_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-causal-lm-mqa");
+    check(
+        &QWEN3,
+        &dir,
+        &dir.join("golden.json"),
+        "qwen3 (3 query heads on 1 key/value heads of 16)",
+    );
 }

@@ -22,14 +22,14 @@ use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
     ModelInspection,
 };
-use tessera_encoder::{BERT, DISTILBERT, JINA_BERT, MPNET, ROBERTA};
+use tessera_encoder::{BERT, DISTILBERT, JINA_BERT, MODERNBERT, MPNET, QWEN3, ROBERTA};
 
 /// The flash backend's registration.
 #[derive(Debug, Clone, Copy)]
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 5] = [&JINA_BERT, &BERT, &ROBERTA, &DISTILBERT, &MPNET];
+const DEFINITIONS: [&dyn BackendFactory; 7] = [&JINA_BERT, &BERT, &ROBERTA, &DISTILBERT, &MPNET, &MODERNBERT, &QWEN3];
 
 impl BackendFactory for FlashBackend {
     fn name(&self) -> &'static str {
@@ -76,7 +76,7 @@ impl BackendFactory for FlashBackend {
     }
 }
 
-/// A bert or jina-bert model running with a flash kernel.
+/// A model of one of the encoder families running with a flash kernel.
 #[derive(Debug)]
 struct FlashRunner {
     inner: Box<dyn Backend>,

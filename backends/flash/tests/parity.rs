@@ -85,3 +85,23 @@ fn all_mpnet_base_v2() {
 fn camembert_without_tokenizer_json() {
     reference("camembert-tiny");
 }
+
+#[test]
+fn modernbert_tiny() {
+    reference("modernbert-tiny");
+}
+
+#[test]
+fn modernbert_saved_from_masked_lm_with_biases() {
+    reference("modernbert-biased-mlm");
+}
+
+#[test]
+fn qwen3_tiny() {
+    reference("qwen3-tiny");
+}
+
+#[test]
+fn qwen3_saved_as_causal_lm_with_one_kv_head() {
+    reference("qwen3-causal-lm-mqa");
+}

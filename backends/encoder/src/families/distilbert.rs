@@ -14,6 +14,7 @@ use crate::spec::{
 };
 
 const KEYS: Keys = Keys {
+    head_dim: None,
     vocab: "vocab_size",
     hidden: "dim",
     layers: "n_layers",

@@ -79,6 +79,7 @@ impl Family for JinaBert {
             config,
             weights,
             prefix,
+            ..
         } = layout;
         let file = weights.display_file();
         let mut evidence = Vec::new();

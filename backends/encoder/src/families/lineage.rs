@@ -161,6 +161,7 @@ pub(crate) fn absolute_positions(
         config,
         weights,
         prefix,
+        ..
     } = layout;
     let weights_file = weights.display_file();
     if let Some(gated) = GATED_MLP.iter().find(|suffix| weights.any_ends_with(suffix)) {

@@ -5,8 +5,11 @@ mod bert;
 mod distilbert;
 mod jina_bert;
 mod lineage;
+mod modernbert;
 mod mpnet;
+mod qwen3;
 mod roberta;
+mod rope;
 
 use tessera_core::inspection::ModelConfig;
 use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
@@ -14,10 +17,12 @@ use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
 pub use bert::Bert;
 pub use distilbert::DistilBert;
 pub use jina_bert::JinaBert;
+pub use modernbert::ModernBert;
 pub use mpnet::MpNet;
+pub use qwen3::Qwen3;
 pub use roberta::Roberta;
 
-use crate::spec::{EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES, MPNET_NAMES};
+use crate::spec::{EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES, MODERNBERT_NAMES, MPNET_NAMES, QWEN3_NAMES};
 
 /// What a family decided about a checkpoint it serves.
 #[derive(Debug, Clone)]
@@ -38,6 +43,11 @@ pub trait Family: std::fmt::Debug + Sync {
     /// Whether the checkpoint is this family, from its tensors first and config values second;
     /// the refusal names the key or tensor that decided it.
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>>;
+
+    /// The word table (with `.weight`, without prefix), whose name gives the weight prefix.
+    fn word_table(&self) -> &'static str {
+        tessera_core::WORD_EMBEDDINGS
+    }
 }
 
 /// The config.json keys a family reads its sizes from.
@@ -55,6 +65,8 @@ pub(crate) struct Keys {
     pub token_types: Option<&'static str>,
     pub act: &'static str,
     pub eps: Option<&'static str>,
+    /// A key giving the head width apart from `hidden / heads` (Qwen3's `head_dim`).
+    pub head_dim: Option<&'static str>,
 }
 
 /// BERT's keys, which RoBERTa shares.
@@ -69,6 +81,7 @@ pub(crate) const BERT_KEYS: Keys = Keys {
     token_types: Some("type_vocab_size"),
     act: "hidden_act",
     eps: Some("layer_norm_eps"),
+    head_dim: None,
 };
 
 /// The sizes, activation and norm epsilon config.json gives under `keys`.
@@ -99,6 +112,13 @@ impl Keys {
                 .token_types
                 .map(|key| Dim::of(key, config.usize(key).unwrap_or(2).max(1))),
         };
+        if let Some(d) = self.head_dim.and_then(|key| config.usize(key).map(|d| Dim::of(key, d))) {
+            return Ok(ConfigValues {
+                dims: crate::spec::Dims { head_dim: d, ..dims },
+                act: config.activation(self.act)?,
+                eps: self.eps.and_then(|key| config.f64(key)).unwrap_or(1e-12),
+            });
+        }
         if !dims.hidden.size().is_multiple_of(dims.heads.size()) {
             return Err(LoadError::HeadsNotDividingHidden {
                 file: config.path.clone(),
@@ -123,6 +143,8 @@ const LAYER_NAMES: &[(&Names, &str)] = &[
     (&BERT_NAMES, "BERT, RoBERTa or JinaBERT"),
     (&DISTILBERT_NAMES, "DistilBERT"),
     (&MPNET_NAMES, "MPNet"),
+    (&MODERNBERT_NAMES, "ModernBERT"),
+    (&QWEN3_NAMES, "Qwen3"),
 ];
 
 /// The first evidence a family looks for: its own layer tensors. `Err` when another family's
