@@ -242,6 +242,59 @@ mod tests {
                 },
                 ..spec(JINA_CODE_NAMES, Positions::Absolute)
             },
+            EncoderSpec {
+                position_table: PositionTable::Absent,
+                feed_forward: FeedForward::Gated { activated: Half::First },
+                norm: Norm {
+                    kind: NormKind::LayerNormWithoutBias,
+                    placement: Placement::Pre {
+                        first_attention_unnormed: true,
+                    },
+                    eps: 1e-5,
+                },
+                biases: Biases {
+                    attention: false,
+                    up: true,
+                    down: false,
+                },
+                layer_attention: vec![
+                    LayerAttention {
+                        mask: tessera_core::Mask::Window { radius: 2 },
+                        rope_theta: Some(10_000.0),
+                    };
+                    2
+                ],
+                ..spec(MODERNBERT_NAMES, Positions::Absolute)
+            },
+            EncoderSpec {
+                dims: Dims {
+                    kv_heads: Dim::of("num_key_value_heads", 1),
+                    head_dim: Dim::of("head_dim", 6),
+                    ..spec(QWEN3_NAMES, Positions::Absolute).dims
+                },
+                position_table: PositionTable::Absent,
+                feed_forward: FeedForward::Gated { activated: Half::First },
+                norm: Norm {
+                    kind: NormKind::Rms,
+                    placement: Placement::Pre {
+                        first_attention_unnormed: false,
+                    },
+                    eps: 1e-6,
+                },
+                biases: Biases {
+                    attention: true,
+                    up: false,
+                    down: false,
+                },
+                layer_attention: vec![
+                    LayerAttention {
+                        mask: tessera_core::Mask::Causal,
+                        rope_theta: Some(1e6),
+                    };
+                    2
+                ],
+                ..spec(QWEN3_NAMES, Positions::Absolute)
+            },
         ] {
             let recording = Recording::default();
             let vb = VarBuilder::from_backend(Box::new(recording.clone()), DType::F32, Device::Cpu);

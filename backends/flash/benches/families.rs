@@ -4,7 +4,9 @@
 //! 6 layers, hidden 384, 12 heads, feed-forward 1536) on the unpadded path with the tiled
 //! kernel, over one batch of 32 inputs of mixed lengths (16 to 256 tokens). The families are the
 //! same blocks, so they should cost the same; MPNet adds its relative bias table per batch and a
-//! bias add per score. Rounds alternate the families (each round runs every family once, in a
+//! bias add per score. ModernBERT (GeGLU, rotary, two of three layers in 128-token windows) and
+//! a Qwen3 decoder (SwiGLU, rotary, causal, 12 query heads on 4 key/value heads) of the same
+//! widths show what the rotary and gated blocks cost and the masks save. Rounds alternate the families (each round runs every family once, in a
 //! rotating order) so that a machine's drift lands on all of them; the median per family is
 //! reported with its ratio to BERT. Last, BERT with `--dtype int8`'s and `--dtype bfloat16`'s packed weights.
 
@@ -17,10 +19,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::{Batch, Dim, HiddenAct};
+use tessera_core::{Batch, Dim, HiddenAct, Mask};
 use tessera_encoder::{
-    AttentionBias, Dims, Encoder, EncoderSpec, FeedForward, Names, PositionTable, Positions, BERT_NAMES,
-    DISTILBERT_NAMES, MPNET_NAMES,
+    AttentionBias, Biases, Dims, Encoder, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind,
+    Placement, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES, MODERNBERT_NAMES, MPNET_NAMES, QWEN3_NAMES,
 };
 use tessera_flash::kernels::TiledCpu;
 
@@ -33,6 +35,8 @@ fn spec(architecture: &str, names: Names, positions: Positions, attention_bias: 
             hidden: Dim::of("hidden_size", 384),
             layers: Dim::of("num_hidden_layers", 6),
             heads: Dim::of("num_attention_heads", 12),
+            kv_heads: Dim::of("num_attention_heads", 12),
+            head_dim: Dim::of("num_attention_heads", 32),
             intermediate: Dim::of("intermediate_size", 1536),
             positions: Dim::of("max_position_embeddings", 514),
             token_types: names.token_type_embeddings.map(|_| Dim::of("type_vocab_size", 2)),
@@ -42,7 +46,77 @@ fn spec(architecture: &str, names: Names, positions: Positions, attention_bias: 
         attention_bias,
         feed_forward: FeedForward::Plain,
         act: HiddenAct::Gelu,
-        layer_norm_eps: 1e-12,
+        norm: Norm::post(1e-12),
+        biases: Biases::ALL,
+        layer_attention: LayerAttention::bidirectional(6),
+    }
+}
+
+/// ModernBERT of the same shape: pre-norm without biases, GeGLU, a global layer every third,
+/// local windows of 128 tokens.
+fn modernbert() -> EncoderSpec {
+    let base = spec("modernbert", MODERNBERT_NAMES, Positions::Absolute, AttentionBias::None);
+    EncoderSpec {
+        position_table: PositionTable::Absent,
+        feed_forward: FeedForward::Gated { activated: Half::First },
+        norm: Norm {
+            kind: NormKind::LayerNormWithoutBias,
+            placement: Placement::Pre {
+                first_attention_unnormed: true,
+            },
+            eps: 1e-5,
+        },
+        biases: Biases {
+            attention: false,
+            up: false,
+            down: false,
+        },
+        layer_attention: (0..6)
+            .map(|l| LayerAttention {
+                mask: if l % 3 == 0 {
+                    Mask::Bidirectional
+                } else {
+                    Mask::Window { radius: 64 }
+                },
+                rope_theta: Some(if l % 3 == 0 { 160_000.0 } else { 10_000.0 }),
+            })
+            .collect(),
+        ..base
+    }
+}
+
+/// A Qwen3 decoder of the same shape: RMSNorm, 12 query heads on 4 key/value heads, causal,
+/// SwiGLU.
+fn qwen3() -> EncoderSpec {
+    let base = spec("qwen3", QWEN3_NAMES, Positions::Absolute, AttentionBias::None);
+    EncoderSpec {
+        dims: Dims {
+            kv_heads: Dim::of("num_key_value_heads", 4),
+            ..base.dims
+        },
+        position_table: PositionTable::Absent,
+        feed_forward: FeedForward::Gated { activated: Half::First },
+        act: HiddenAct::Silu,
+        norm: Norm {
+            kind: NormKind::Rms,
+            placement: Placement::Pre {
+                first_attention_unnormed: false,
+            },
+            eps: 1e-6,
+        },
+        biases: Biases {
+            attention: false,
+            up: false,
+            down: false,
+        },
+        layer_attention: vec![
+            LayerAttention {
+                mask: Mask::Causal,
+                rope_theta: Some(1e6),
+            };
+            6
+        ],
+        ..base
     }
 }
 
@@ -80,6 +154,8 @@ fn main() {
         spec("roberta", BERT_NAMES, roberta, AttentionBias::None),
         spec("distilbert", DISTILBERT_NAMES, Positions::Absolute, AttentionBias::None),
         spec("mpnet", MPNET_NAMES, roberta, mpnet_bias),
+        modernbert(),
+        qwen3(),
     ]
     .iter()
     .map(|s| (s.architecture.clone(), load(s)))
