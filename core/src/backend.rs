@@ -64,6 +64,9 @@ pub enum Assessment {
         /// The longest input, in tokens, its position scheme supports (`None`: unbounded). The
         /// one place the model's maximum input length comes from: the plan caps it further.
         max_positions: Option<usize>,
+        /// How the architecture's outputs are pooled when the model has no pooling
+        /// configuration (decoders: the last token); `None`: the model must say.
+        pooling: Option<crate::Pooling>,
     },
     /// It cannot serve the model.
     Declines {

@@ -93,6 +93,9 @@ const IGNORED: &[&str] = &[
     "vocab_layer_norm.",
     "vocab_projector.",
     "pre_classifier.",
+    // ModernBERT's masked-LM head (`head.dense`, `head.norm`, `decoder`).
+    "head.",
+    "decoder.",
 ];
 
 /// Older checkpoints name LayerNorm parameters gamma and beta.

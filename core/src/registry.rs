@@ -22,6 +22,8 @@ pub struct Chosen {
     pub findings: Vec<Finding>,
     /// The longest input its position scheme supports ([`Assessment::Serves`]).
     pub max_positions: Option<usize>,
+    /// The pooling the architecture implies where the model configures none.
+    pub pooling: Option<crate::Pooling>,
 }
 
 /// What each backend said, and the one chosen.
@@ -109,6 +111,7 @@ impl Registry {
                     evidence,
                     findings,
                     max_positions,
+                    pooling,
                 } => {
                     let wanted = forced.is_none_or(|name| name == factory.name());
                     if wanted && selection.chosen.is_none() {
@@ -118,6 +121,7 @@ impl Registry {
                             evidence,
                             findings,
                             max_positions,
+                            pooling,
                         });
                     } else {
                         selection.passed_over.push(factory.name());
@@ -157,6 +161,7 @@ mod tests {
                     evidence: Vec::new(),
                     findings: Vec::new(),
                     max_positions: Some(512),
+                    pooling: None,
                 }
             } else {
                 Assessment::Declines {

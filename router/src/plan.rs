@@ -137,7 +137,8 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
         (None, _) => {}
     }
 
-    let task = choose_task(inspection, request.pooling.as_deref(), &mut findings);
+    let implied = chosen.as_ref().and_then(|c| c.pooling);
+    let task = choose_task(inspection, request.pooling.as_deref(), implied, &mut findings);
     let positions = chosen.as_ref().and_then(|c| c.max_positions);
     let max_input_length = max_input_length(inspection, positions, request.max_batch_tokens, &mut findings);
     let dtype = request.dtype;
@@ -167,7 +168,13 @@ pub(crate) fn prerequisites_missing(inspection: &ModelInspection) -> bool {
 
 /// A classification head in the weights decides the task; otherwise `--pooling splade` or the
 /// pooling configuration does.
-fn choose_task(inspection: &ModelInspection, pooling: Option<&str>, findings: &mut Vec<Finding>) -> Option<Task> {
+/// `implied`: the pooling the chosen architecture implies where the model configures none.
+fn choose_task(
+    inspection: &ModelInspection,
+    pooling: Option<&str>,
+    implied: Option<Pooling>,
+    findings: &mut Vec<Finding>,
+) -> Option<Task> {
     match ClassifierSpec::detect(inspection) {
         Some(Ok(spec)) => {
             if pooling.is_some() {
@@ -197,12 +204,13 @@ fn choose_task(inspection: &ModelInspection, pooling: Option<&str>, findings: &m
             }
         };
     }
-    choose_pooling(inspection, pooling, findings).map(|(pooling, source)| Task::Embed { pooling, source })
+    choose_pooling(inspection, pooling, implied, findings).map(|(pooling, source)| Task::Embed { pooling, source })
 }
 
 fn choose_pooling(
     inspection: &ModelInspection,
     flag: Option<&str>,
+    implied: Option<Pooling>,
     findings: &mut Vec<Finding>,
 ) -> Option<(Pooling, String)> {
     if let Some(flag) = flag {
@@ -255,6 +263,17 @@ fn choose_pooling(
                 }
             };
         }
+    }
+    if let Some(pooling) = implied {
+        findings.push(
+            Finding::info(
+                "pooling-implied-by-architecture",
+                format!("no 1_Pooling/config.json: pooled by {pooling}, as the architecture implies (a decoder's last token is the only one that has seen the whole input)"),
+            )
+            .in_file(inspection.root.join("1_Pooling/config.json"))
+            .fix("add the sentence-transformers pooling config, or pass --pooling, to pool otherwise"),
+        );
+        return Some((pooling, "the architecture (a decoder: its last token)".into()));
     }
     findings.push(
         Finding::error(
@@ -338,6 +357,7 @@ mod tests {
                     evidence: Vec::new(),
                     findings: self.findings.clone(),
                     max_positions: Some(512),
+                    pooling: None,
                 }
             } else {
                 Assessment::Declines {

@@ -78,6 +78,7 @@ impl BackendFactory for EncoderBackend {
             Ok(r) => Assessment::Serves {
                 architecture: r.spec.architecture.clone(),
                 max_positions: Some(r.spec.max_input()),
+                pooling: r.pooling,
                 evidence: r.evidence,
                 findings: r.findings,
             },

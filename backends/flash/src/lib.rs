@@ -45,12 +45,14 @@ impl BackendFactory for FlashBackend {
                     evidence,
                     findings,
                     max_positions,
+                    pooling,
                 } => {
                     return Assessment::Serves {
                         architecture: format!("{architecture}, unpadded"),
                         evidence,
                         findings,
                         max_positions,
+                        pooling,
                     }
                 }
                 Assessment::Declines { reasons: r } => reasons.extend(r),

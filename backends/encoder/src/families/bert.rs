@@ -38,6 +38,7 @@ impl Family for Bert {
             },
             evidence,
             findings,
+            pooling: None,
         })
     }
 }

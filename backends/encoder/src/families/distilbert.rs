@@ -78,6 +78,7 @@ impl Family for DistilBert {
             },
             evidence,
             findings,
+            pooling: None,
         })
     }
 }

@@ -173,6 +173,7 @@ impl Family for JinaBert {
             },
             evidence,
             findings,
+            pooling: None,
         })
     }
 }

@@ -33,6 +33,9 @@ pub struct Recognised {
     pub evidence: Vec<Evidence>,
     /// Things to check (served anyway).
     pub findings: Vec<Finding>,
+    /// The pooling the architecture implies where the model configures none (decoders: the
+    /// last token, the only one that has seen the whole input).
+    pub pooling: Option<tessera_core::Pooling>,
 }
 
 /// One encoder family.

@@ -115,6 +115,7 @@ impl Family for ModernBert {
             },
             evidence,
             findings,
+            pooling: None,
         })
     }
 }

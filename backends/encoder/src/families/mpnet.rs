@@ -93,6 +93,7 @@ impl Family for MpNet {
             },
             evidence,
             findings,
+            pooling: None,
         })
     }
 }

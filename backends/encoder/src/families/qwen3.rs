@@ -123,6 +123,7 @@ impl Family for Qwen3 {
             },
             evidence,
             findings,
+            pooling: Some(tessera_core::Pooling::LastToken),
         })
     }
 }

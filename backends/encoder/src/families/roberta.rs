@@ -50,6 +50,7 @@ impl Family for Roberta {
             },
             evidence,
             findings,
+            pooling: None,
         })
     }
 }

@@ -1,0 +1,282 @@
+//! ModernBERT and Qwen3 through the real binary: recognised with evidence, served as
+//! sentence-transformers computes them (Qwen3's instruction prompt included), in both config
+//! layouts hub checkpoints carry, and refused by name where serving them would give other vectors.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tessera_integration_tests::{assert_parity, copy_dir, run, workspace, Safetensors, Server};
+
+fn reference(model: &str) -> PathBuf {
+    workspace().join("reference/models").join(model)
+}
+
+fn golden(model: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(reference(model).join("golden.json")).unwrap()).unwrap()
+}
+
+fn validate(dir: &Path) -> (Option<i32>, Value) {
+    let out = run(&["validate-model", dir.to_str().unwrap(), "--json"]);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json does not parse ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code(), report)
+}
+
+fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == code)
+        .unwrap_or_else(|| panic!("no `{code}` in {:#}", report["findings"]))
+}
+
+fn copy(model: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&reference(model), dir.path());
+    dir
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(config.as_object_mut().unwrap());
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// `/embed` of the golden's texts (or its first `n`) against its vectors.
+fn assert_serves_golden(server: &Server, golden: &Value, what: &str) {
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    let got = server.embed(&golden["texts"]);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{what} /embed {i}"));
+    }
+}
+
+#[test]
+fn validate_model_states_both_families_and_their_evidence() {
+    for (model, architecture, evidence, pooling) in [
+        (
+            "modernbert-tiny",
+            "modernbert (2 global of 4 layers, local windows of 16 tokens)",
+            "layers.0.attn.Wqkv.weight",
+            "mean",
+        ),
+        (
+            "modernbert-biased-mlm",
+            "modernbert (2 global of 3 layers, local windows of 8 tokens)",
+            "rope_parameters.sliding_attention.rope_theta",
+            "cls",
+        ),
+        (
+            "qwen3-tiny",
+            "qwen3 (4 query heads on 2 key/value heads of 24)",
+            "layers.0.self_attn.q_norm.weight",
+            "lasttoken",
+        ),
+        (
+            "qwen3-causal-lm-mqa",
+            "qwen3 (3 query heads on 1 key/value heads of 16)",
+            "model.layers.0.self_attn.q_norm.weight",
+            "lasttoken",
+        ),
+    ] {
+        let (status, report) = validate(&reference(model));
+        assert_eq!(status, Some(0), "{model}: {report:#}");
+        assert_eq!(report["architecture"], format!("{architecture}, unpadded"), "{model}");
+        assert_eq!(report["pooling"]["mode"], pooling, "{model}");
+        let subjects: Vec<&str> = report["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["subject"].as_str())
+            .collect();
+        assert!(subjects.contains(&evidence), "{model}: {subjects:?}");
+        assert!(subjects.contains(&"model_type"), "{model}: {subjects:?}");
+        let findings = report["findings"].as_array().unwrap();
+        assert!(findings.iter().all(|f| f["severity"] == "info"), "{model}: {report:#}");
+    }
+}
+
+#[test]
+fn qwen3_serves_last_token_vectors_and_its_instruction_prompt_as_sentence_transformers() {
+    let model = "qwen3-tiny";
+    let golden = golden(model);
+    let server = Server::start(&reference(model), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden, model);
+    let prompted = &golden["prompted"]["query"];
+    let want: Vec<Vec<f32>> = serde_json::from_value(prompted["embeddings"].clone()).unwrap();
+    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..want.len()].to_vec();
+    let response = server.post("/embed", &json!({"inputs": texts, "prompt_name": "query"}));
+    assert_eq!(response.status(), 200);
+    let got: Vec<Vec<f32>> = response.json().unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{model} /embed prompt_name=query {i}"));
+    }
+    // The same through --default-prompt-name, without naming it in the request.
+    drop(server);
+    let server = Server::start(&reference(model), &["--default-prompt-name", "query"]);
+    let got = server.embed(&Value::Array(texts));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{model} --default-prompt-name query {i}"));
+    }
+}
+
+#[test]
+fn modernbert_serves_sentence_transformers_vectors_past_its_windows() {
+    let model = "modernbert-tiny";
+    let server = Server::start(&reference(model), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden(model), model);
+}
+
+#[test]
+fn the_older_config_layouts_give_the_same_vectors() {
+    // ModernBERT as hub checkpoints written before transformers 5 say it: global/local rope
+    // bases and a global layer every n-th, no `layer_types` or `rope_parameters`.
+    let modern = copy("modernbert-tiny");
+    edit_config(modern.path(), |c| {
+        c.remove("layer_types");
+        c.remove("rope_parameters");
+        c.insert("global_rope_theta".into(), json!(160000.0));
+        c.insert("local_rope_theta".into(), json!(10000.0));
+        c.insert("global_attn_every_n_layers".into(), json!(3));
+    });
+    // Qwen3 as Qwen3-Embedding's config says it: `rope_theta` and a null `rope_scaling`.
+    let qwen = copy("qwen3-causal-lm-mqa");
+    edit_config(qwen.path(), |c| {
+        c.remove("rope_parameters");
+        c.insert("rope_theta".into(), json!(1000000.0));
+        c.insert("rope_scaling".into(), Value::Null);
+    });
+    for (dir, model) in [(modern, "modernbert-tiny"), (qwen, "qwen3-causal-lm-mqa")] {
+        let (status, report) = validate(dir.path());
+        assert_eq!(status, Some(0), "{model}: {report:#}");
+        let server = Server::start(dir.path(), &["--max-client-batch-size", "64"]);
+        assert_serves_golden(&server, &golden(model), &format!("{model}, older config"));
+    }
+}
+
+#[test]
+fn a_decoder_without_pooling_config_is_pooled_by_its_last_token_with_a_note() {
+    let dir = copy("qwen3-tiny");
+    std::fs::remove_dir_all(dir.path().join("1_Pooling")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("2_Normalize")).unwrap();
+    std::fs::remove_file(dir.path().join("modules.json")).unwrap();
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(report["pooling"]["mode"], "lasttoken");
+    assert_eq!(finding(&report, "pooling-implied-by-architecture")["severity"], "info");
+    let server = Server::start(dir.path(), &[]);
+    let golden = golden("qwen3-tiny");
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    let got = server.embed(&golden["texts"][0]);
+    assert_parity(&got[0], &want[0], "last token without 1_Pooling");
+    // An encoder is not guessed for: it still needs its pooling configured.
+    let encoder = copy("modernbert-tiny");
+    std::fs::remove_dir_all(encoder.path().join("1_Pooling")).unwrap();
+    std::fs::remove_file(encoder.path().join("modules.json")).unwrap();
+    let (status, report) = validate(encoder.path());
+    assert_ne!(status, Some(0));
+    finding(&report, "pooling-not-configured");
+}
+
+#[test]
+fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str, &str)> = vec![
+        (
+            "qwen3-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("rope_scaling".into(), json!({"rope_type": "yarn", "factor": 4.0}));
+                })
+            }),
+            "rope-scaling-unsupported",
+            "rope_scaling",
+        ),
+        (
+            "qwen3-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("is_causal".into(), json!(false));
+                })
+            }),
+            "decoder-attention-unsupported",
+            "is_causal",
+        ),
+        (
+            "qwen3-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("use_sliding_window".into(), json!(true));
+                })
+            }),
+            "decoder-attention-unsupported",
+            "use_sliding_window",
+        ),
+        (
+            "qwen3-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("num_key_value_heads".into(), json!(3));
+                })
+            }),
+            "kv-heads-not-dividing-heads",
+            "num_key_value_heads",
+        ),
+        (
+            "qwen3-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("head_dim".into(), json!(16));
+                })
+            }),
+            "tensor-shape-mismatch",
+            "head_dim",
+        ),
+        (
+            // A Qwen2/Llama-style decoder: no per-head norms.
+            "qwen3-tiny",
+            Box::new(|d| {
+                let path = d.join("model.safetensors");
+                let mut weights = Safetensors::read(&path);
+                weights.header.retain(|name, _| !name.contains("_norm."));
+                weights.write(&path);
+            }),
+            "decoder-unsupported",
+            "layers.0.self_attn.q_norm.weight",
+        ),
+        (
+            "modernbert-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("layer_types".into(), json!(["full_attention", "sliding_attention"]));
+                })
+            }),
+            "layer-types-invalid",
+            "layer_types",
+        ),
+        (
+            "modernbert-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert(
+                        "rope_parameters".into(),
+                        json!({"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 160000.0}}),
+                    );
+                })
+            }),
+            "rope-scaling-unsupported",
+            "rope_parameters.full_attention",
+        ),
+    ];
+    for (model, edit, code, subject) in cases {
+        let dir = copy(model);
+        edit(dir.path());
+        let (status, report) = validate(dir.path());
+        assert_ne!(status, Some(0), "{model} {code}: {report:#}");
+        let f = finding(&report, code);
+        assert_eq!(f["subject"], subject, "{model} {code}: {f:#}");
+        assert!(f["fix"].as_str().is_some_and(|s| !s.is_empty()), "{f:#}");
+    }
+}
