@@ -58,10 +58,14 @@ fn bound(format: Format) -> f64 {
 }
 
 fn check(name: &str, dir: &Path, golden: &Path, format: Format) {
+    check_against(name, dir, golden, format, bound(format));
+}
+
+fn check_against(name: &str, dir: &Path, golden: &Path, format: Format, bound: f64) {
     let worst = min_cosine(dir, golden, format);
     println!("{name}: {} minimum cosine {worst:.5}", format.name());
     assert!(
-        worst >= bound(format),
+        worst >= bound,
         "{name}: {} minimum cosine {worst}",
         format.name()
     );
@@ -86,6 +90,9 @@ fn every_family(format: Format) {
         "camembert-tiny",
         "distilbert-tiny",
         "mpnet-tiny",
+        "modernbert-biased-mlm",
+        "qwen3-tiny",
+        "qwen3-causal-lm-mqa",
     ] {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
         check(model, &dir, &dir.join("golden.json"), format);
@@ -94,6 +101,17 @@ fn every_family(format: Format) {
         let dir = shared.join("models/jina-tiny");
         check("jina-tiny", &dir, &dir.join("golden.json"), format);
     }
+    // modernbert-tiny's wide-drawn query and key projections give attention logits near 16
+    // (real checkpoints' are far smaller), which turn the projections' rounding into the
+    // largest moves of any reference model: int8 0.9957, bfloat16 0.99934 (0.9987 with the
+    // QKV projection left in float32). Its own bound still fails any packing fault, which
+    // moves vectors by far more.
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/modernbert-tiny");
+    let wide_logits = match format {
+        Format::Int8 => 0.995,
+        Format::Bf16 => 0.999,
+    };
+    check_against("modernbert-tiny", &dir, &dir.join("golden.json"), format, wide_logits);
 }
 
 #[test]
