@@ -201,9 +201,9 @@ impl Linear {
     /// `act(x W^T + b)`; packed layers apply the activation to each job's rows as they are
     /// written (one pass over the wide intermediate fewer).
     pub fn forward_activated(&self, x: &Tensor, act: crate::HiddenAct) -> candle_core::Result<Tensor> {
-        match (&self.packed, act.in_place()) {
-            (Some(q), Some(then)) => self.forward_packed(q, x, None, Some(then)),
-            _ => act.apply(&self.forward(x)?),
+        match &self.packed {
+            Some(q) => self.forward_packed(q, x, None, Some(act.in_place())),
+            None => act.apply(&self.forward(x)?),
         }
     }
 
@@ -361,14 +361,18 @@ mod tests {
         for format in [Format::Int8, Format::Bf16] {
             let mut linear = Linear::new(w.clone(), Some(b.clone())).unwrap();
             linear.quantize(format).unwrap();
-            // GELU and ReLU take the fused path; SiLU the plain one.
-            assert!(crate::HiddenAct::Gelu.in_place().is_some() && crate::HiddenAct::Relu.in_place().is_some());
-            for act in [crate::HiddenAct::Gelu, crate::HiddenAct::Relu, crate::HiddenAct::Silu] {
+            for act in [
+                crate::HiddenAct::Gelu,
+                crate::HiddenAct::GeluTanh,
+                crate::HiddenAct::Relu,
+                crate::HiddenAct::Silu,
+            ] {
                 // 100 rows: several jobs, each activating its own rows.
                 let x = crate::testing::random_tensor(&[100, 40], 3);
                 let want = act.apply(&linear.forward(&x).unwrap()).unwrap();
                 let got = linear.forward_activated(&x, act).unwrap();
-                assert_eq!(max_diff(&got, &want), 0.0, "{format:?} {act:?}");
+                // candle's tanh and exp and ours may differ in the last ulp.
+                assert!(max_diff(&got, &want) <= 1e-6, "{format:?} {act:?}");
             }
         }
     }

@@ -183,7 +183,8 @@ fn a_decoder_without_pooling_config_is_pooled_by_its_last_token_with_a_note() {
 
 #[test]
 fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str, &str)> = vec![
+    type Edit = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Edit, &str, &str)> = vec![
         (
             "qwen3-tiny",
             Box::new(|d| {

@@ -254,7 +254,6 @@ struct FeedForward {
     up: Linear,
     kind: FeedForwardKind,
     act: HiddenAct,
-    width: usize,
     down: Linear,
     norm: LayerNorm,
     placement: Placement,
@@ -279,7 +278,6 @@ impl FeedForward {
             },
             kind: spec.feed_forward,
             act: spec.act,
-            width: i,
             down: stacked_linear(vb, &[(n.output, h)], i, spec.biases.down)?,
             norm: load_norm(vb, h, spec.norm, n.output_norm)?,
             placement: spec.norm.placement,
@@ -299,12 +297,7 @@ impl FeedForward {
         let h = match self.kind {
             FeedForwardKind::Plain => self.up.forward_activated(&normed, self.act)?,
             FeedForwardKind::Gated { activated } => {
-                let up = self.up.forward(&normed)?;
-                let (first, second) = (up.narrow(1, 0, self.width)?, up.narrow(1, self.width, self.width)?);
-                match activated {
-                    Half::First => (self.act.apply(&first)? * second)?,
-                    Half::Second => (first * self.act.apply(&second)?)?,
-                }
+                self.act.gated(&self.up.forward(&normed)?, activated == Half::First)?
             }
         };
         let out = self.down.forward_residual(&h, &x)?;

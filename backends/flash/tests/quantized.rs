@@ -64,11 +64,7 @@ fn check(name: &str, dir: &Path, golden: &Path, format: Format) {
 fn check_against(name: &str, dir: &Path, golden: &Path, format: Format, bound: f64) {
     let worst = min_cosine(dir, golden, format);
     println!("{name}: {} minimum cosine {worst:.5}", format.name());
-    assert!(
-        worst >= bound,
-        "{name}: {} minimum cosine {worst}",
-        format.name()
-    );
+    assert!(worst >= bound, "{name}: {} minimum cosine {worst}", format.name());
 }
 
 fn minilm(format: Format) {
