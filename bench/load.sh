@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Load benchmark: starts tessera (release build) on all-MiniLM-L6-v2 (or MODEL, a name
-# scripts/fetch-model.sh knows: all-mpnet-base-v2) and runs the shared
+# Load benchmark: starts tessera (release build) on all-MiniLM-L6-v2 (or MODEL: a name
+# scripts/fetch-model.sh knows, such as all-mpnet-base-v2, or a model directory) and runs the shared
 # closed-loop load generator for three shapes of traffic. Prints requests/s, embeddings/s and
 # p50/p99 for each; JSON summaries go to bench/results/.
 #
@@ -14,7 +14,11 @@ loadgen="../shared/bench/loadgen.py"
 [ -f "$loadgen" ] || { echo "needs $loadgen (the shared load generator)" >&2; exit 2; }
 duration="${DURATION:-30}"
 port="${PORT:-3900}"
-model="$(scripts/fetch-model.sh "${MODEL:-all-MiniLM-L6-v2}")"
+if [ -d "${MODEL:-}" ]; then
+  model="$MODEL"
+else
+  model="$(scripts/fetch-model.sh "${MODEL:-all-MiniLM-L6-v2}")"
+fi
 scenarios="${SCENARIOS:-1x1-short 32x1-mixed 4x32-mixed}"
 cargo build --release --bin tessera >&2
 mkdir -p bench/results

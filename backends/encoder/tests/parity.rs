@@ -178,3 +178,47 @@ fn qwen3_saved_as_causal_lm_with_one_kv_head_matches_sentence_transformers() {
         "qwen3 (3 query heads on 1 key/value heads of 16)",
     );
 }
+
+/// Qwen3-Embedding ships bfloat16 weights: the same checkpoint rounded to bfloat16 loads (as
+/// float32 on the CPU) and stays as close to the float32 golden as that rounding allows.
+#[test]
+fn qwen3_with_bfloat16_weights_loads() {
+    let source = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+    std::fs::copy(
+        source.join("1_Pooling/config.json"),
+        dir.path().join("1_Pooling/config.json"),
+    )
+    .unwrap();
+    let weights = dir.path().join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let narrowed: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(name, t)| (name, t.to_dtype(candle_core::DType::BF16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&narrowed, &weights).unwrap();
+
+    let inspection = tessera_validation::inspect(dir.path());
+    assert!(inspection.weights.as_ref().unwrap().tensors.values().all(|t| t.dtype == "BF16"));
+    let model = tessera_core::testing::load(&QWEN3, &inspection);
+    let golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(source.join("golden.json")).unwrap()).unwrap();
+    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
+    let encoded: Vec<_> = texts
+        .iter()
+        .map(|t| model.tokenizer.encode(t, Some(Default::default())).unwrap())
+        .collect();
+    let got = tessera_core::testing::embed(model.backend.as_ref(), &encoded, tessera_core::Pooling::LastToken);
+    let want = tessera_core::testing::vectors(&golden, "embeddings");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let cos = tessera_core::testing::cosine(g, w);
+        assert!(cos >= 0.995, "text {i}: cosine {cos} with bfloat16 weights");
+    }
+}
