@@ -249,11 +249,6 @@ pub fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> can
     Linear::new(vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?))
 }
 
-/// A `nn.Linear(bias=False)`.
-pub fn linear_no_bias(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> candle_core::Result<Linear> {
-    Linear::new(vb.pp(name).get((out_dim, in_dim), "weight")?, None)
-}
-
 /// A `nn.LayerNorm` with weight and bias (older checkpoints name them gamma and beta).
 pub fn layer_norm(vb: &VarBuilder, size: usize, eps: f64, name: &str) -> candle_core::Result<LayerNorm> {
     let vb = vb.pp(name);
@@ -290,18 +285,29 @@ pub fn split_heads(qkv: &Tensor, heads: usize, head_dim: usize) -> candle_core::
     Ok((part(0)?, part(1)?, part(2)?))
 }
 
-/// Fuses the query, key and value projections into one matmul.
-pub fn fused_qkv(vb: &VarBuilder, hidden: usize) -> candle_core::Result<Linear> {
-    let parts = ["query", "key", "value"].map(|name| vb.pp(name));
+/// Projections of the same input stacked into one `[sum of outs, in]` matmul (Q, K and V; a
+/// gate and its up-projection), each part `(name, out)`, with or without their biases.
+pub fn stacked_linear(
+    vb: &VarBuilder,
+    parts: &[(&str, usize)],
+    input: usize,
+    bias: bool,
+) -> candle_core::Result<Linear> {
     let weights = parts
         .iter()
-        .map(|p| p.get((hidden, hidden), "weight"))
+        .map(|&(name, out)| vb.pp(name).get((out, input), "weight"))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let biases = parts
-        .iter()
-        .map(|p| p.get(hidden, "bias"))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Linear::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?))
+    let biases = match bias {
+        true => Some(Tensor::cat(
+            &parts
+                .iter()
+                .map(|&(name, out)| vb.pp(name).get(out, "bias"))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            0,
+        )?),
+        false => None,
+    };
+    Linear::new(Tensor::cat(&weights, 0)?, biases)
 }
 
 #[cfg(test)]

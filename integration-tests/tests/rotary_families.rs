@@ -281,3 +281,25 @@ fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
         assert!(f["fix"].as_str().is_some_and(|s| !s.is_empty()), "{f:#}");
     }
 }
+
+#[test]
+fn a_model_type_the_tensors_contradict_is_a_warning_and_the_tensors_decide() {
+    for (model, wrong, family) in [
+        ("qwen3-tiny", "qwen2", "qwen3"),
+        ("modernbert-tiny", "bert", "modernbert"),
+    ] {
+        let dir = copy(model);
+        edit_config(dir.path(), |c| {
+            c.insert("model_type".into(), json!(wrong));
+        });
+        let (status, report) = validate(dir.path());
+        assert_eq!(status, Some(0), "{model}: {report:#}");
+        assert!(
+            report["architecture"].as_str().unwrap().starts_with(family),
+            "{report:#}"
+        );
+        let f = finding(&report, "model-type-contradicts-weights");
+        assert_eq!(f["severity"], "warning");
+        assert_eq!(f["subject"], "model_type");
+    }
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::layers::{layer_norm, lookup, split_heads, split_qkv, LayerNorm, Linear};
+use tessera_core::layers::{layer_norm, lookup, split_heads, split_qkv, stacked_linear, LayerNorm, Linear};
 use tessera_core::quant::Format;
 use tessera_core::rotary::{Rotary, RotaryTables};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, Mask, PositionBias, RelativeBias, SeqOffsets};
@@ -28,26 +28,6 @@ fn load_norm(vb: &VarBuilder, size: usize, norm: Norm, name: &str) -> candle_cor
         NormKind::LayerNormWithoutBias => LayerNorm::without_bias(vb.pp(name).get(size, "weight")?, norm.eps),
         NormKind::Rms => LayerNorm::rms(vb.pp(name).get(size, "weight")?, norm.eps),
     }
-}
-
-/// Projections of the same input stacked into one `[sum of outs, in]` matmul (Q, K and V; a
-/// gate and its up-projection), each part `(name, out)`.
-fn stacked_linear(vb: &VarBuilder, parts: &[(&str, usize)], input: usize, bias: bool) -> candle_core::Result<Linear> {
-    let weights = parts
-        .iter()
-        .map(|&(name, out)| vb.pp(name).get((out, input), "weight"))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let biases = match bias {
-        true => Some(Tensor::cat(
-            &parts
-                .iter()
-                .map(|&(name, out)| vb.pp(name).get(out, "bias"))
-                .collect::<candle_core::Result<Vec<_>>>()?,
-            0,
-        )?),
-        false => None,
-    };
-    Linear::new(Tensor::cat(&weights, 0)?, biases)
 }
 
 /// Word + position (+ token type) embeddings, then the embedding norm where the family has one.

@@ -206,7 +206,13 @@ fn qwen3_with_bfloat16_weights_loads() {
     candle_core::safetensors::save(&narrowed, &weights).unwrap();
 
     let inspection = tessera_validation::inspect(dir.path());
-    assert!(inspection.weights.as_ref().unwrap().tensors.values().all(|t| t.dtype == "BF16"));
+    assert!(inspection
+        .weights
+        .as_ref()
+        .unwrap()
+        .tensors
+        .values()
+        .all(|t| t.dtype == "BF16"));
     let model = tessera_core::testing::load(&QWEN3, &inspection);
     let golden: serde_json::Value =
         serde_json::from_slice(&std::fs::read(source.join("golden.json")).unwrap()).unwrap();

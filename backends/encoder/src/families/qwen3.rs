@@ -37,6 +37,12 @@ const ROPE: RopeKeys = RopeKeys {
     default: 10_000.0,
 };
 
+/// The per-head query norm, the tensor that tells Qwen3 from Qwen2 and Llama.
+const Q_NORM: &str = match QWEN3_NAMES.qk_norms {
+    QkNorms::PerHead(q, _) => q,
+    _ => panic!("Qwen3's names have per-head norms"),
+};
+
 /// The Qwen3 family.
 #[derive(Debug, Clone, Copy)]
 pub struct Qwen3;
@@ -55,10 +61,7 @@ impl Family for Qwen3 {
         let file = layout.weights.display_file();
         let mut evidence = vec![super::own_layers(&QWEN3_NAMES, "a Qwen3 decoder", layout)?];
         let mut findings = Vec::new();
-        let QkNorms::PerHead(q_norm, _) = QWEN3_NAMES.qk_norms else {
-            unreachable!("Qwen3's names have per-head norms")
-        };
-        let q_norm = format!("{}{}.0.{q_norm}.weight", layout.prefix, QWEN3_NAMES.layers);
+        let q_norm = format!("{}{}.0.{Q_NORM}.weight", layout.prefix, QWEN3_NAMES.layers);
         let Some(q_norm_info) = layout.weights.get(&q_norm) else {
             return Err(Box::new(
                 Finding::error(
