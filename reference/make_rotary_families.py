@@ -26,6 +26,7 @@ from tokenizers.trainers import BpeTrainer
 from transformers import (
     ModernBertConfig,
     ModernBertForMaskedLM,
+    ModernBertForSequenceClassification,
     ModernBertModel,
     PreTrainedTokenizerFast,
     Qwen3Config,
@@ -34,7 +35,7 @@ from transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_encoders import cleanup, corpus, texts as base_texts, widen  # noqa: E402
+from make_encoders import PAIRS, cleanup, corpus, texts as base_texts, widen  # noqa: E402
 
 QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
 
@@ -252,6 +253,76 @@ def modernbert_biased_mlm(root):
     golden(out_dir, "cls", modernbert_sensitivity(8, 80000.0, 5000.0))
 
 
+@torch.no_grad()
+def classifier_golden(out_dir, model, tok):
+    """Logits of transformers' ModernBertForSequenceClassification for texts and pairs (the
+    schema of make_encoders.py's classifier goldens)."""
+    model.eval()
+    ts = base_texts()[:12]
+    singles = [tok(t, truncation=True, max_length=512, return_tensors="pt") for t in ts]
+    pairs = [tok(q, p, truncation=True, max_length=512, return_tensors="pt") for q, p in PAIRS]
+
+    def logit(enc):
+        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[0].tolist()
+
+    ids = lambda enc: enc["input_ids"][0].tolist()  # noqa: E731
+    data = {
+        "texts": ts,
+        "token_ids": [ids(e) for e in singles],
+        "logits": [logit(e) for e in singles],
+        "pairs": PAIRS,
+        "pair_token_ids": [ids(e) for e in pairs],
+        "pair_logits": [logit(e) for e in pairs],
+        "id2label": {str(k): v for k, v in model.config.id2label.items()},
+    }
+    (out_dir / "golden.json").write_text(json.dumps(data))
+
+
+def modernbert_classifier(root, name, seed, **extra):
+    out_dir = root / name
+    tok, fast = modernbert_tokenizer()
+    cfg = modernbert_config(
+        tok,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        global_attn_every_n_layers=2,
+        local_attention=8,
+        **extra,
+    )
+    torch.manual_seed(seed)
+    model = ModernBertForSequenceClassification(cfg).eval()
+    widen(model, seed)
+    model.save_pretrained(out_dir)
+    fast.model_max_length = cfg.max_position_embeddings
+    fast.save_pretrained(out_dir)
+    classifier_golden(out_dir, model, fast)
+
+
+def modernbert_reranker_tiny(root):
+    """`ModernBertForSequenceClassification` with one output, as gte-reranker-modernbert: the
+    head on the mean of the tokens (`classifier_pooling: mean`), no biases."""
+    modernbert_classifier(root, "modernbert-reranker-tiny", 25, num_labels=1, classifier_pooling="mean")
+
+
+def modernbert_classifier_tiny(root):
+    """`ModernBertForSequenceClassification` with three named labels on the first token, with
+    the dense and norm biases and a SiLU head activation."""
+    modernbert_classifier(
+        root,
+        "modernbert-classifier-tiny",
+        26,
+        num_labels=3,
+        id2label={0: "negative", 1: "neutral", 2: "positive"},
+        label2id={"negative": 0, "neutral": 1, "positive": 2},
+        classifier_pooling="cls",
+        classifier_bias=True,
+        norm_bias=True,
+        classifier_activation="silu",
+    )
+
+
 def qwen3_sensitivity():
     def bidirectional(model, ids):
         import transformers.models.qwen3.modeling_qwen3 as q
@@ -345,7 +416,14 @@ def qwen3_causal_lm_mqa(root):
     golden(out_dir, "lasttoken", qwen3_sensitivity())
 
 
-BUILDERS = [modernbert_tiny, modernbert_biased_mlm, qwen3_tiny, qwen3_causal_lm_mqa]
+BUILDERS = [
+    modernbert_tiny,
+    modernbert_biased_mlm,
+    modernbert_reranker_tiny,
+    modernbert_classifier_tiny,
+    qwen3_tiny,
+    qwen3_causal_lm_mqa,
+]
 
 
 def main():

@@ -1,8 +1,10 @@
 //! Sequence classification heads (`*ForSequenceClassification`), as `/predict` and `/rerank`
 //! need: a hidden layer on the first token (BERT's pooler, RoBERTa's `classifier.dense`,
-//! DistilBERT's `pre_classifier`) and the output layer, decided from the tensors.
+//! DistilBERT's `pre_classifier`; ModernBERT's `head`, on the first token or the mean) and the
+//! output layer, decided from the tensors.
 
-use crate::layers::Linear;
+use crate::layers::{LayerNorm, Linear};
+use crate::HiddenAct;
 use candle_core::{DType, Module, Tensor};
 
 use crate::batch::SeqOffsets;
@@ -20,6 +22,10 @@ pub enum HeadKind {
     DenseOutProj,
     /// DistilBERT: `pre_classifier` (ReLU) on the first token, then `classifier`.
     PreClassifier,
+    /// ModernBERT: `head.dense` (bias with `classifier_bias`), `classifier_activation`, then
+    /// `head.norm` (LayerNorm, bias with `norm_bias`), on the first token or the mean of all
+    /// (`classifier_pooling`), then `classifier`.
+    PredictionHead,
 }
 
 impl HeadKind {
@@ -30,6 +36,7 @@ impl HeadKind {
             HeadKind::Pooler => ("classifier", format!("{prefix}pooler.dense")),
             HeadKind::DenseOutProj => ("classifier.out_proj", "classifier.dense".into()),
             HeadKind::PreClassifier => ("classifier", "pre_classifier".into()),
+            HeadKind::PredictionHead => ("classifier", PREDICTION_DENSE.into()),
         }
     }
 
@@ -39,6 +46,38 @@ impl HeadKind {
             HeadKind::Pooler => "the pooler (tanh of a dense layer on the first token), then `classifier`",
             HeadKind::DenseOutProj => "`classifier.dense` (tanh) on the first token, then `classifier.out_proj`",
             HeadKind::PreClassifier => "`pre_classifier` (ReLU) on the first token, then `classifier`",
+            HeadKind::PredictionHead => {
+                "ModernBERT's `head` (dense, `classifier_activation`, LayerNorm) on the first token or the mean (`classifier_pooling`), then `classifier`"
+            }
+        }
+    }
+}
+
+/// ModernBERT's prediction head: its dense layer and the LayerNorm after the activation.
+const PREDICTION_DENSE: &str = "head.dense";
+const PREDICTION_NORM: &str = "head.norm";
+
+/// What ModernBERT's config says about its prediction head.
+struct PredictionConfig {
+    dense_bias: bool,
+    norm_bias: bool,
+    mean: bool,
+}
+
+impl PredictionConfig {
+    fn read(inspection: &ModelInspection) -> Self {
+        let flag = |key: &str| {
+            inspection
+                .config
+                .as_ref()
+                .and_then(|c| c.get(key))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        };
+        Self {
+            dense_bias: flag("classifier_bias"),
+            norm_bias: flag("norm_bias"),
+            mean: inspection.config.as_ref().and_then(|c| c.str("classifier_pooling")) == Some("mean"),
         }
     }
 }
@@ -54,6 +93,9 @@ pub struct ClassifierSpec {
     pub hidden: usize,
     /// Which head.
     pub kind: HeadKind,
+    /// The token vectors the head reads: the first token's, or (ModernBERT's
+    /// `classifier_pooling: mean`) the mean.
+    pub pooling: crate::Pooling,
 }
 
 impl ClassifierSpec {
@@ -62,6 +104,8 @@ impl ClassifierSpec {
         let weights = inspection.weights.as_ref()?;
         let kind = if weights.get("classifier.out_proj.weight").is_some() {
             HeadKind::DenseOutProj
+        } else if weights.get("classifier.weight").is_some() && weights.get("head.dense.weight").is_some() {
+            HeadKind::PredictionHead
         } else if weights.get("classifier.weight").is_some() && weights.get("pre_classifier.weight").is_some() {
             HeadKind::PreClassifier
         } else if weights.get("classifier.weight").is_some() {
@@ -94,11 +138,27 @@ impl ClassifierSpec {
             ));
         };
         let (labels_n, hidden) = (*labels_n, *hidden);
-        for (name, want) in [
+        let mut required = vec![
             (format!("{hidden_tensor}.weight"), vec![hidden, hidden]),
-            (format!("{hidden_tensor}.bias"), vec![hidden]),
             (format!("{labels_tensor}.bias"), vec![labels_n]),
-        ] {
+        ];
+        let (dense_bias, norm, mean) = match kind {
+            HeadKind::PredictionHead => {
+                let config = PredictionConfig::read(inspection);
+                (config.dense_bias, Some(config.norm_bias), config.mean)
+            }
+            _ => (true, None, false),
+        };
+        if dense_bias {
+            required.push((format!("{hidden_tensor}.bias"), vec![hidden]));
+        }
+        if let Some(norm_bias) = norm {
+            required.push((format!("{PREDICTION_NORM}.weight"), vec![hidden]));
+            if norm_bias {
+                required.push((format!("{PREDICTION_NORM}.bias"), vec![hidden]));
+            }
+        }
+        for (name, want) in required {
             match weights.get(&name) {
                 None => {
                     return Err(Box::new(
@@ -134,6 +194,10 @@ impl ClassifierSpec {
             prefix,
             hidden,
             kind,
+            pooling: match mean {
+                true => crate::Pooling::Mean,
+                false => crate::Pooling::Cls,
+            },
         })
     }
 }
@@ -183,12 +247,23 @@ fn labels(inspection: &ModelInspection, n: usize, output: &str) -> Result<Vec<St
     Ok(labels)
 }
 
-/// The loaded head: a hidden layer on the first token, its activation, and the output layer.
+/// The loaded head: a hidden layer on the first token (or the mean), its activation (and
+/// ModernBERT's norm), and the output layer.
 #[derive(Debug)]
 pub struct ClassifierHead {
     hidden: Linear,
+    activation: HeadActivation,
+    norm: Option<LayerNorm>,
+    /// The first token's vector, or the mean of each sequence's.
+    pooling: crate::Pooling,
     output: Linear,
-    kind: HeadKind,
+}
+
+/// The hidden layer's activation.
+#[derive(Debug, Clone, Copy)]
+enum HeadActivation {
+    Tanh,
+    Act(HiddenAct),
 }
 
 impl ClassifierHead {
@@ -202,23 +277,56 @@ impl ClassifierHead {
         let err = |e| LoadError::from_candle(&file, e);
         let (h, n) = (spec.hidden, spec.labels.len());
         let (labels_tensor, hidden_tensor) = spec.kind.tensors(&spec.prefix);
-        Ok(Self {
-            hidden: crate::layers::linear(&vb, h, h, &hidden_tensor).map_err(err)?,
-            output: crate::layers::linear(&vb, h, n, labels_tensor).map_err(err)?,
-            kind: spec.kind,
+        let output = crate::layers::linear(&vb, h, n, labels_tensor).map_err(err)?;
+        let dense = |bias| crate::layers::stacked_linear(&vb, &[(&hidden_tensor, h)], h, bias).map_err(err);
+        Ok(match spec.kind {
+            HeadKind::Pooler | HeadKind::DenseOutProj | HeadKind::PreClassifier => Self {
+                hidden: dense(true)?,
+                activation: match spec.kind {
+                    HeadKind::PreClassifier => HeadActivation::Act(HiddenAct::Relu),
+                    _ => HeadActivation::Tanh,
+                },
+                norm: None,
+                pooling: spec.pooling,
+                output,
+            },
+            HeadKind::PredictionHead => {
+                let config = PredictionConfig::read(request.inspection);
+                let model_config = request.inspection.config.as_ref();
+                let act = match model_config {
+                    Some(c) => c.activation("classifier_activation")?,
+                    None => HiddenAct::Gelu,
+                };
+                let eps = model_config.and_then(|c| c.f64("norm_eps")).unwrap_or(1e-5);
+                let norm_vb = vb.pp(PREDICTION_NORM);
+                let weight = norm_vb.get(h, "weight").map_err(err)?;
+                let norm = match config.norm_bias {
+                    true => LayerNorm::new(weight, norm_vb.get(h, "bias").map_err(err)?, eps),
+                    false => LayerNorm::without_bias(weight, eps),
+                }
+                .map_err(err)?;
+                Self {
+                    hidden: dense(config.dense_bias)?,
+                    activation: HeadActivation::Act(act),
+                    norm: Some(norm),
+                    pooling: spec.pooling,
+                    output,
+                }
+            }
         })
     }
 
     /// Logits `[sequences, labels]` from packed hidden states `[total_tokens, hidden]`.
     pub fn forward(&self, hidden: &Tensor, seqs: &SeqOffsets) -> candle_core::Result<Tensor> {
-        let starts: Vec<u32> = seqs.ranges().map(|r| r.start as u32).collect();
-        let starts = Tensor::from_vec(starts, seqs.len(), hidden.device())?;
-        let first = hidden.to_dtype(DType::F32)?.index_select(&starts, 0)?;
-        let h = self.hidden.forward(&first)?;
-        let h = match self.kind {
-            HeadKind::Pooler | HeadKind::DenseOutProj => h.tanh()?,
-            HeadKind::PreClassifier => h.relu()?,
+        let hidden = hidden.to_dtype(DType::F32)?;
+        let h = self.hidden.forward(&self.pooling.pool(&hidden, seqs)?)?;
+        let mut h = match self.activation {
+            HeadActivation::Tanh => h.tanh()?,
+            HeadActivation::Act(act) => act.apply(&h)?,
         };
+        if let Some(norm) = &self.norm {
+            h = norm.forward(&h)?;
+        }
         self.output.forward(&h)
     }
 }

@@ -303,3 +303,52 @@ fn a_model_type_the_tensors_contradict_is_a_warning_and_the_tensors_decide() {
         assert_eq!(f["subject"], "model_type");
     }
 }
+
+#[test]
+fn modernbert_rerankers_and_classifiers_score_as_transformers() {
+    let model = "modernbert-reranker-tiny";
+    let reranker = golden(model);
+    let server = Server::start(&reference(model), &[]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(info["model_type"]["reranker"]["id2label"]["0"], "LABEL_0", "{info:#}");
+    let pairs: Vec<(String, String)> = serde_json::from_value(reranker["pairs"].clone()).unwrap();
+    let logits: Vec<Vec<f64>> = serde_json::from_value(reranker["pair_logits"].clone()).unwrap();
+    let (query, _) = &pairs[0];
+    let texts: Vec<&str> = pairs[..2].iter().map(|(_, p)| p.as_str()).collect();
+    let raw: Vec<Value> = server
+        .post(
+            "/rerank",
+            &json!({ "query": query, "texts": texts, "raw_scores": true }),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(raw.len(), 2);
+    for rank in &raw {
+        let i = rank["index"].as_u64().unwrap() as usize;
+        assert!(
+            (rank["score"].as_f64().unwrap() - logits[i][0]).abs() < 1e-4,
+            "{rank} vs {}",
+            logits[i][0]
+        );
+    }
+    drop(server);
+
+    let model = "modernbert-classifier-tiny";
+    let classifier = golden(model);
+    let server = Server::start(&reference(model), &[]);
+    let texts: Vec<String> = serde_json::from_value(classifier["texts"].clone()).unwrap();
+    let logits: Vec<Vec<f64>> = serde_json::from_value(classifier["logits"].clone()).unwrap();
+    let got: Vec<Value> = server
+        .post("/predict", &json!({ "inputs": texts[3], "raw_scores": true }))
+        .json()
+        .unwrap();
+    let labels = ["negative", "neutral", "positive"];
+    for prediction in &got {
+        let i = labels.iter().position(|l| *l == prediction["label"]).unwrap();
+        let want = logits[3][i];
+        assert!(
+            (prediction["score"].as_f64().unwrap() - want).abs() < 1e-4,
+            "{prediction} vs {want}"
+        );
+    }
+}

@@ -44,7 +44,7 @@ impl Task {
         match self {
             Task::Embed { pooling, .. } => pooling.to_string(),
             Task::Splade(_) => "splade".into(),
-            Task::Classify(_) => Pooling::Cls.to_string(),
+            Task::Classify(spec) => spec.pooling.to_string(),
         }
     }
 
