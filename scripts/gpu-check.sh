@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# The CUDA check of the flash backend, in two halves: the GPU machines have nvcc but no Rust
+# The CUDA check of the flash backend, in three parts: the GPU machines have nvcc but no Rust
 # toolchain and no network, and take at most 64 MiB of carried files, so the binary is built here
 # and only the checking runs there.
 #
-#   scripts/gpu-check.sh build   here, with crates.io and PyPI reachable: CUDA 13 toolkit pieces and
+#   scripts/gpu-check.sh check   (CI, no GPU) the compiler pieces of the CUDA 13 toolkit from PyPI
+#                                (nvcc, nvvm, crt, runtime and CCCL headers: about 100 MB), then
+#                                `cargo clippy -D warnings` of the router and flash backend with the
+#                                `cuda` feature, which compiles candle's CUDA kernels with nvcc and
+#                                checks every line of tessera's GPU code, so none of it can rot
+#                                unnoticed (about 9 minutes on 2 cores from nothing).
+#   scripts/gpu-check.sh build   here, with crates.io and PyPI reachable: the toolkit with cuBLAS and
 #                                CUTLASS headers from PyPI (candle-flash-attn's build script would
-#                                clone CUTLASS from GitHub), `cargo build --release --features cuda`,
+#                                clone CUTLASS from GitHub), `cargo build --release --features
+#                                $FEATURES` (default `cuda`; `flash-attn` adds flash attention),
 #                                then the binary (xz), libcudart and two small shared models into
 #                                target/gpu-check/carry (under 64 MiB).
 #   scripts/gpu-check.sh run     on the GPU machine, with target/gpu-check/carry carried: serves each
@@ -26,20 +33,26 @@ cd "$(dirname "$0")/.."
 work="$PWD/target/gpu-check"
 carry="$work/carry"
 
+# The compiler: enough for nvcc to build candle's kernels (`check`).
+COMPILER=(nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
+  nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85)
+# What linking and flash attention add (`build`).
+LIBRARIES=(nvidia-cuda-nvrtc==13.0.88 "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*" nvidia-cutlass==4.2.0.0)
+
+# toolkit PACKAGES...: downloads and unpacks them (once; a package already unpacked is skipped).
 toolkit() {
   local wheels="$work/wheels" site="$work/site"
   mkdir -p "$wheels"
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_12_x86_64 --platform manylinux2010_x86_64 --platform manylinux_2_27_x86_64 \
-    -d "$wheels" \
-    nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 \
-    nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
-    "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*" nvidia-cutlass==4.2.0.0 >&2
-  if [ ! -x "$site/nvidia/cu13/bin/nvcc" ]; then
-    for wheel in "$wheels"/*.whl; do unzip -q -o "$wheel" -d "$site"; done
-    chmod +x "$site"/nvidia/cu13/bin/* "$site"/nvidia/cu13/nvvm/bin/*
-  fi
+    -d "$wheels" "$@" >&2
+  mkdir -p "$site/.unpacked"
+  for wheel in "$wheels"/*.whl; do
+    local mark="$site/.unpacked/$(basename "$wheel")"
+    [ -f "$mark" ] || { python3 -m zipfile -e "$wheel" "$site" && touch "$mark"; }
+  done
+  chmod +x "$site"/nvidia/cu13/bin/* "$site"/nvidia/cu13/nvvm/bin/*
   cuda="$site/nvidia/cu13"
   # Unversioned names for the linker (the wheels ship only the runtime sonames).
   for lib in "$cuda"/lib/lib*.so.*; do
@@ -55,6 +68,7 @@ toolkit() {
       sed 's/.*/void &(void) {}/' > "$cuda/lib/stubs/libcuda.c"
     gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$cuda/lib/stubs/libcuda.so" "$cuda/lib/stubs/libcuda.c"
   fi
+  [ -d "$site/cutlass_library" ] || return 0
   # cudaforge accepts a CUTLASS checkout when it has include/ and `git rev-parse HEAD` names the
   # commit candle-flash-attn pins; the headers here are CUTLASS 4.2 from PyPI, at that name.
   local pinned=7d49e6c7e2f8896c47f586706e67e1fb215529dc
@@ -68,15 +82,29 @@ toolkit() {
   fi
 }
 
-build() {
-  toolkit
-  mkdir -p "$work/flash-attn"
+# The environment nvcc and the CUDA crates' build scripts read.
+cuda_env() {
   export CUDA_HOME="$cuda" CUDA_PATH="$cuda" PATH="$cuda/bin:$PATH"
+  export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+}
+
+check() {
+  toolkit "${COMPILER[@]}"
+  cuda_env
+  local started=$SECONDS
+  cargo clippy -p tessera-router -p tessera-flash --features tessera-router/cuda --target-dir "$work/target" -- -D warnings
+  echo "cuda check: $((SECONDS - started)) s" >&2
+}
+
+build() {
+  toolkit "${COMPILER[@]}" "${LIBRARIES[@]}"
+  cuda_env
+  mkdir -p "$work/flash-attn"
   export CUDAFORGE_HOME="$work/cudaforge" CANDLE_FLASH_ATTN_BUILD_DIR="$work/flash-attn"
-  export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
+  export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
   export LIBRARY_PATH="$cuda/lib:$cuda/lib/stubs:${LIBRARY_PATH:-}"
   export RUSTFLAGS="${RUSTFLAGS:-} -L $cuda/lib -L $cuda/lib/stubs"
-  cargo build --release -p tessera-router --features cuda --target-dir "$work/target"
+  cargo build --release -p tessera-router --features "${FEATURES:-cuda}" --target-dir "$work/target"
   rm -rf "$carry"
   mkdir -p "$carry/lib" "$carry/models"
   # The flash-attention kernels are most of the binary (one kernel's object is 6.3 MB for sm_90a,
@@ -113,7 +141,8 @@ PY
 }
 
 case "${1:-}" in
+  check) check ;;
   build) build ;;
   run) run ;;
-  *) echo "usage: scripts/gpu-check.sh build|run" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu-check.sh check|build|run" >&2; exit 2 ;;
 esac

@@ -1,9 +1,10 @@
-//! CUDA flash attention (candle-flash-attn, varlen), behind the `cuda` feature.
+//! CUDA flash attention (candle-flash-attn, varlen), behind the `flash-attn` feature.
 
 use candle_core::{DType, Tensor};
 use tessera_core::{AttentionKernel, Mask, PositionBias, SeqOffsets};
 
-/// candle-flash-attn's varlen kernels; they run f16/bf16, so f32 inputs go through f16.
+/// candle-flash-attn's varlen kernels for float16/bfloat16 models; float32 ones keep exact
+/// float32 attention as candle ops on the device (flash attention has no float32 kernel).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CudaFlash;
 
@@ -26,7 +27,10 @@ impl AttentionKernel for CudaFlash {
         mask: Mask,
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
-        let compute = if dtype == DType::BF16 { DType::BF16 } else { DType::F16 };
+        if dtype == DType::F32 {
+            return tessera_core::PaddedAttention::default().attend(q, k, v, seqs, bias, mask);
+        }
+        let compute = dtype;
         // Contiguous copies: q, k and v may be strided views of the fused projection.
         let packed = |t: &Tensor| t.to_dtype(compute)?.contiguous();
         let (q, k, v) = (packed(q)?, packed(k)?, packed(v)?);

@@ -7,12 +7,17 @@ use tessera_core::AttentionKernel;
 
 use super::TiledCpu;
 
-/// The flash kernel for `device`: CUDA flash attention when built with `cuda` and loading on a
-/// GPU, the tiled CPU kernel otherwise (faster than candle-nn's, see `cargo bench --bench kernels`).
+/// The kernel for `device`: on a GPU, flash attention when built with `flash-attn`, else (built
+/// with `cuda`) attention as candle ops on the device; the tiled CPU kernel otherwise (faster than
+/// candle-nn's, see `cargo bench --bench kernels`).
 pub fn kernel_for(device: &Device) -> Arc<dyn AttentionKernel> {
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "flash-attn")]
     if device.is_cuda() {
         return Arc::new(super::CudaFlash);
+    }
+    #[cfg(all(feature = "cuda", not(feature = "flash-attn")))]
+    if device.is_cuda() {
+        return Arc::new(tessera_core::PaddedAttention::default());
     }
     let _ = device;
     Arc::new(TiledCpu)

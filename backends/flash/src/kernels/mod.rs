@@ -1,13 +1,13 @@
 //! Attention kernels over packed, unpadded batches.
 
 mod cpu;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "flash-attn")]
 mod cuda;
 mod dispatch;
 mod tiled;
 
 pub use cpu::VarlenCpu;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "flash-attn")]
 pub use cuda::CudaFlash;
 pub use dispatch::kernel_for;
 pub use tiled::TiledCpu;
