@@ -164,12 +164,19 @@ def save_st(hf_dir, out_dir, max_seq_length, pooling, keep_checkpoint=False):
             (out_dir / name).write_bytes((hf_dir / name).read_bytes())
 
 
+def pooled(h, pooling):
+    """Sentence-transformers' pooling of a batch of hidden states without padding."""
+    return {"lasttoken": lambda: h[:, -1], "cls": lambda: h[:, 0], "mean": lambda: h.mean(1)}[pooling]()
+
+
 @torch.no_grad()
-def golden(out_dir, base_model, pad_id, sensitivity_fns):
-    """Goldens from sentence-transformers (mean + Normalize) and the raw model (CLS, unnormalized)."""
+def golden(out_dir, pad_id, sensitivity_fns, texts_fn=None, pooling="mean", prompt_names=()):
+    """Goldens from sentence-transformers (the folder's pooling + Normalize) and the raw model (mean
+    and first token, unnormalized); `sensitivity_fns` record how far each mistake moves the
+    normalized vectors; `prompt_names` add sentence-transformers' vectors with each prompt."""
     st = SentenceTransformer(str(out_dir), device="cpu")
     tok = st.tokenizer
-    ts = texts()
+    ts = (texts_fn or texts)()
     enc = [tok(t, truncation=True, max_length=st.max_seq_length) for t in ts]
     normalized = st.encode(ts, batch_size=8, convert_to_numpy=True, normalize_embeddings=False)
     model = st[0].auto_model.eval()
@@ -184,7 +191,7 @@ def golden(out_dir, base_model, pad_id, sensitivity_fns):
         worst = 0.0
         for e, want in zip(enc, normalized):
             ids = torch.tensor([e["input_ids"]])
-            got = torch.nn.functional.normalize(fn(model, ids).mean(1), dim=-1)[0]
+            got = torch.nn.functional.normalize(pooled(fn(model, ids), pooling), dim=-1)[0]
             worst = max(worst, (got - torch.tensor(want)).abs().max().item())
         sensitivity[what] = round(worst, 4)
     data = {
@@ -197,6 +204,11 @@ def golden(out_dir, base_model, pad_id, sensitivity_fns):
         "pad_token_id": pad_id,
         "sensitivity_of_normalized_embeddings_to_bugs": sensitivity,
     }
+    for name in prompt_names:
+        data.setdefault("prompted", {})[name] = {
+            "prompt": st.prompts[name],
+            "embeddings": st.encode(ts[:12], prompt_name=name, batch_size=4, convert_to_numpy=True).tolist(),
+        }
     (out_dir / "golden.json").write_text(json.dumps(data))
 
 
@@ -252,7 +264,7 @@ def xlm_roberta_tiny(root):
     model.save_pretrained(hf_dir)
     fast_tokenizer(tok, 128).save_pretrained(hf_dir)
     save_st(hf_dir, out_dir, 128, "mean")
-    golden(out_dir, model, 1, SENSITIVITY)
+    golden(out_dir, 1, SENSITIVITY)
 
 
 def roberta_mlm_tiny(root):
@@ -278,7 +290,7 @@ def roberta_mlm_tiny(root):
     mlm.save_pretrained(hf_dir)
     fast_tokenizer(tok, 64).save_pretrained(hf_dir)
     save_st(hf_dir, out_dir, 64, "mean", keep_checkpoint=True)
-    golden(out_dir, mlm.roberta, 1, SENSITIVITY)
+    golden(out_dir, 1, SENSITIVITY)
 
 
 def distilbert_config(tok, **extra):
@@ -305,7 +317,7 @@ def distilbert_tiny(root):
     model.save_pretrained(hf_dir)
     fast_tokenizer(tok, 128).save_pretrained(hf_dir)
     save_st(hf_dir, out_dir, 128, "cls")
-    golden(out_dir, model, 0, DISTILBERT_SENSITIVITY)
+    golden(out_dir, 0, DISTILBERT_SENSITIVITY)
 
 
 def distilbert_sinusoidal_mlm(root):
@@ -324,7 +336,7 @@ def distilbert_sinusoidal_mlm(root):
     save_file(weights, hf_dir / "model.safetensors", metadata={"format": "pt"})
     fast_tokenizer(tok, 128).save_pretrained(hf_dir)
     save_st(hf_dir, out_dir, 128, "mean", keep_checkpoint=True)
-    golden(out_dir, mlm.distilbert, 0, DISTILBERT_SENSITIVITY)
+    golden(out_dir, 0, DISTILBERT_SENSITIVITY)
 
 
 def no_relative_bias(model, ids):
@@ -367,7 +379,7 @@ def mpnet_tiny(root):
     model.save_pretrained(hf_dir)
     fast_tokenizer(tok, 256).save_pretrained(hf_dir)
     save_st(hf_dir, out_dir, 256, "mean")
-    golden(out_dir, model, 1, MPNET_SENSITIVITY)
+    golden(out_dir, 1, MPNET_SENSITIVITY)
     # transformers' bucket of every offset j - i a 1024-token input can hold, for the bucketing test.
     offsets = torch.arange(-1023, 1024)
     buckets = model.encoder.relative_position_bucket(offsets, num_buckets=32, max_distance=128)
@@ -516,7 +528,7 @@ def camembert_tiny(root):
         (out_dir / name).unlink(missing_ok=True)
     (out_dir / "sentencepiece.bpe.model").write_bytes(model_file.getvalue())
     (out_dir / "tokenizer_config.json").write_text((hf_dir / "tokenizer_config.json").read_text())
-    golden(out_dir, model, 1, SENSITIVITY)
+    golden(out_dir, 1, SENSITIVITY)
 
 
 def main():

@@ -35,7 +35,7 @@ from transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_encoders import PAIRS, cleanup, corpus, texts as base_texts, widen  # noqa: E402
+from make_encoders import PAIRS, cleanup, corpus, golden as encoder_golden, texts as base_texts, widen  # noqa: E402
 
 QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
 
@@ -119,47 +119,9 @@ def rebuilt(model, **changes):
     return other
 
 
-def pooled(h, pooling):
-    return {"lasttoken": lambda: h[:, -1], "cls": lambda: h[:, 0], "mean": lambda: h.mean(1)}[pooling]()
-
-
-@torch.no_grad()
 def golden(out_dir, pooling, sensitivity, prompt_names=()):
-    st = SentenceTransformer(str(out_dir), device="cpu")
-    tok = st.tokenizer
-    ts = texts()
-    enc = [tok(t, truncation=True, max_length=st.max_seq_length) for t in ts]
-    normalized = st.encode(ts, batch_size=8, convert_to_numpy=True, normalize_embeddings=False)
-    model = st[0].auto_model.eval()
-    mean, first = [], []
-    for e in enc:
-        ids = torch.tensor([e["input_ids"]])
-        h = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
-        mean.append(h.mean(0).tolist())
-        first.append(h[0].tolist())
-    moved = {}
-    for what, run in sensitivity.items():
-        worst = 0.0
-        for e, want in zip(enc, normalized):
-            ids = torch.tensor([e["input_ids"]])
-            got = torch.nn.functional.normalize(pooled(run(model, ids), pooling), dim=-1)[0]
-            worst = max(worst, (got - torch.tensor(want)).abs().max().item())
-        moved[what] = round(worst, 4)
-    data = {
-        "texts": ts,
-        "token_ids": [e["input_ids"] for e in enc],
-        "token_counts": [len(e["input_ids"]) for e in enc],
-        "embeddings": normalized.tolist(),
-        "embeddings_mean_unnormalized": mean,
-        "embeddings_cls": first,
-        "sensitivity_of_normalized_embeddings_to_bugs": moved,
-    }
-    for name in prompt_names:
-        data.setdefault("prompted", {})[name] = {
-            "prompt": st.prompts[name],
-            "embeddings": st.encode(ts[:12], prompt_name=name, batch_size=4, convert_to_numpy=True).tolist(),
-        }
-    (out_dir / "golden.json").write_text(json.dumps(data))
+    """make_encoders.py's goldens over these texts (the long ones included)."""
+    encoder_golden(out_dir, None, sensitivity, texts_fn=texts, pooling=pooling, prompt_names=prompt_names)
 
 
 def modernbert_config(tok, **extra):

@@ -2,6 +2,7 @@
 //! port with a fresh temp dir, waits for `/health`, and stops it when dropped.
 
 pub mod mock_hub;
+pub mod reference;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

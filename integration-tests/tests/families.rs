@@ -2,48 +2,9 @@
 //! family with evidence, served on /embed, /predict and /rerank as transformers computes it, and
 //! the traps of each family are refused (or warned about) by name before anything is served.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::{json, Value};
-use tessera_integration_tests::{assert_parity, copy_dir, run, workspace, Safetensors, Server};
-
-fn reference(model: &str) -> PathBuf {
-    workspace().join("reference/models").join(model)
-}
-
-fn golden(model: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(reference(model).join("golden.json")).unwrap()).unwrap()
-}
-
-fn validate(dir: &Path) -> (Option<i32>, Value) {
-    let out = run(&["validate-model", dir.to_str().unwrap(), "--json"]);
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json does not parse ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    (out.status.code(), report)
-}
-
-fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
-    report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["code"] == code)
-        .unwrap_or_else(|| panic!("no `{code}` in {:#}", report["findings"]))
-}
-
-/// A writable copy of a reference model.
-fn copy(model: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&reference(model), dir.path());
-    dir
-}
-
-fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    edit(config.as_object_mut().unwrap());
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-}
+use tessera_integration_tests::reference::{self, copy, edit_config, finding, golden, validate};
+use tessera_integration_tests::{assert_parity, run, Safetensors, Server};
 
 #[test]
 fn validate_model_states_each_family_and_its_evidence() {
@@ -63,7 +24,7 @@ fn validate_model_states_each_family_and_its_evidence() {
         ("mpnet-tiny", "mpnet", "encoder.relative_attention_bias.weight"),
         ("camembert-tiny", "camembert", "pad_token_id"),
     ] {
-        let (status, report) = validate(&reference(model));
+        let (status, report) = validate(&reference::model(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
         assert_eq!(report["architecture"], format!("{architecture}, unpadded"), "{model}");
         let subjects: Vec<&str> = report["evidence"]
@@ -83,7 +44,7 @@ fn validate_model_states_each_family_and_its_evidence() {
 fn an_xlm_roberta_model_serves_sentence_transformers_vectors() {
     let model = "xlm-roberta-tiny";
     let golden = golden(model);
-    let server = Server::start(&reference(model), &["--max-client-batch-size", "64"]);
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["max_input_length"], 128);
     let texts = golden["texts"].clone();
@@ -101,7 +62,7 @@ fn an_xlm_roberta_model_serves_sentence_transformers_vectors() {
 fn an_xlm_roberta_reranker_ranks_pairs_as_transformers_scores_them() {
     let model = "xlm-roberta-reranker-tiny";
     let golden = golden(model);
-    let server = Server::start(&reference(model), &[]);
+    let server = Server::start(&reference::model(model), &[]);
     let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
     let logits: Vec<Vec<f64>> = serde_json::from_value(golden["pair_logits"].clone()).unwrap();
     let (query, _) = &pairs[0];
@@ -142,7 +103,7 @@ fn an_xlm_roberta_reranker_ranks_pairs_as_transformers_scores_them() {
 fn a_bert_classifier_predicts_named_labels_for_texts_and_pairs() {
     let model = "bert-classifier-tiny";
     let golden = golden(model);
-    let server = Server::start(&reference(model), &[]);
+    let server = Server::start(&reference::model(model), &[]);
     let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
     let logits: Vec<Vec<f64>> = serde_json::from_value(golden["pair_logits"].clone()).unwrap();
     let (q, p) = &pairs[2];

@@ -2,47 +2,11 @@
 //! sentence-transformers computes them (Qwen3's instruction prompt included), in both config
 //! layouts hub checkpoints carry, and refused by name where serving them would give other vectors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{assert_parity, copy_dir, run, workspace, Safetensors, Server};
-
-fn reference(model: &str) -> PathBuf {
-    workspace().join("reference/models").join(model)
-}
-
-fn golden(model: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(reference(model).join("golden.json")).unwrap()).unwrap()
-}
-
-fn validate(dir: &Path) -> (Option<i32>, Value) {
-    let out = run(&["validate-model", dir.to_str().unwrap(), "--json"]);
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json does not parse ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    (out.status.code(), report)
-}
-
-fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
-    report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["code"] == code)
-        .unwrap_or_else(|| panic!("no `{code}` in {:#}", report["findings"]))
-}
-
-fn copy(model: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&reference(model), dir.path());
-    dir
-}
-
-fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    edit(config.as_object_mut().unwrap());
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-}
+use tessera_integration_tests::reference::{self, copy, edit_config, finding, golden, validate};
+use tessera_integration_tests::{assert_parity, Safetensors, Server};
 
 /// `/embed` of the golden's texts (or its first `n`) against its vectors.
 fn assert_serves_golden(server: &Server, golden: &Value, what: &str) {
@@ -82,7 +46,7 @@ fn validate_model_states_both_families_and_their_evidence() {
             "lasttoken",
         ),
     ] {
-        let (status, report) = validate(&reference(model));
+        let (status, report) = validate(&reference::model(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
         assert_eq!(report["architecture"], format!("{architecture}, unpadded"), "{model}");
         assert_eq!(report["pooling"]["mode"], pooling, "{model}");
@@ -103,7 +67,7 @@ fn validate_model_states_both_families_and_their_evidence() {
 fn qwen3_serves_last_token_vectors_and_its_instruction_prompt_as_sentence_transformers() {
     let model = "qwen3-tiny";
     let golden = golden(model);
-    let server = Server::start(&reference(model), &["--max-client-batch-size", "64"]);
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
     assert_serves_golden(&server, &golden, model);
     let prompted = &golden["prompted"]["query"];
     let want: Vec<Vec<f32>> = serde_json::from_value(prompted["embeddings"].clone()).unwrap();
@@ -116,7 +80,7 @@ fn qwen3_serves_last_token_vectors_and_its_instruction_prompt_as_sentence_transf
     }
     // The same through --default-prompt-name, without naming it in the request.
     drop(server);
-    let server = Server::start(&reference(model), &["--default-prompt-name", "query"]);
+    let server = Server::start(&reference::model(model), &["--default-prompt-name", "query"]);
     let got = server.embed(&Value::Array(texts));
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_parity(g, w, &format!("{model} --default-prompt-name query {i}"));
@@ -126,7 +90,7 @@ fn qwen3_serves_last_token_vectors_and_its_instruction_prompt_as_sentence_transf
 #[test]
 fn modernbert_serves_sentence_transformers_vectors_past_its_windows() {
     let model = "modernbert-tiny";
-    let server = Server::start(&reference(model), &["--max-client-batch-size", "64"]);
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
     assert_serves_golden(&server, &golden(model), model);
 }
 
@@ -308,7 +272,7 @@ fn a_model_type_the_tensors_contradict_is_a_warning_and_the_tensors_decide() {
 fn modernbert_rerankers_and_classifiers_score_as_transformers() {
     let model = "modernbert-reranker-tiny";
     let reranker = golden(model);
-    let server = Server::start(&reference(model), &[]);
+    let server = Server::start(&reference::model(model), &[]);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["model_type"]["reranker"]["id2label"]["0"], "LABEL_0", "{info:#}");
     let pairs: Vec<(String, String)> = serde_json::from_value(reranker["pairs"].clone()).unwrap();
@@ -335,7 +299,7 @@ fn modernbert_rerankers_and_classifiers_score_as_transformers() {
 
     let model = "modernbert-classifier-tiny";
     let classifier = golden(model);
-    let server = Server::start(&reference(model), &[]);
+    let server = Server::start(&reference::model(model), &[]);
     let texts: Vec<String> = serde_json::from_value(classifier["texts"].clone()).unwrap();
     let logits: Vec<Vec<f64>> = serde_json::from_value(classifier["logits"].clone()).unwrap();
     let got: Vec<Value> = server

@@ -1,0 +1,51 @@
+//! The repository's own reference models (`reference/models`, made by `reference/make_*.py`)
+//! and what the end-to-end tests do with them: read their goldens, copy and edit them, and ask
+//! `validate-model` about them.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// `reference/models/NAME`.
+pub fn model(name: &str) -> PathBuf {
+    crate::workspace().join("reference/models").join(name)
+}
+
+/// The model's `golden.json`.
+pub fn golden(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(model(name).join("golden.json")).expect("golden.json"))
+        .expect("golden parses")
+}
+
+/// A writable copy of the model.
+pub fn copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::copy_dir(&model(name), dir.path());
+    dir
+}
+
+/// Rewrites `dir/config.json` through `edit`.
+pub fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("config parses");
+    edit(config.as_object_mut().expect("an object"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write config.json");
+}
+
+/// `tessera validate-model DIR --json`: the exit code and the report.
+pub fn validate(dir: &Path) -> (Option<i32>, Value) {
+    let out = crate::run(&["validate-model", dir.to_str().expect("utf-8 path"), "--json"]);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json does not parse ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code(), report)
+}
+
+/// The report's finding with `code`; panics listing the findings when there is none.
+pub fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["code"] == code)
+        .unwrap_or_else(|| panic!("no `{code}` in {:#}", report["findings"]))
+}
