@@ -28,7 +28,7 @@ impl AttentionKernel for CudaFlash {
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         if dtype == DType::F32 {
-            return tessera_core::PaddedAttention::default().attend(q, k, v, seqs, bias, mask);
+            return super::PerSequence::default().attend(q, k, v, seqs, bias, mask);
         }
         let compute = dtype;
         // Contiguous copies: q, k and v may be strided views of the fused projection.
@@ -43,10 +43,9 @@ impl AttentionKernel for CudaFlash {
         let causal = mask == Mask::Causal;
         let out = match (bias, mask) {
             // Flash attention takes no arbitrary bias: MPNet's relative bias, and windows (not
-            // yet wired to the windowed flash kernel), run on the padded kernel's candle ops, on
-            // the same device.
+            // yet wired to the windowed flash kernel), run as candle ops on the same device.
             (PositionBias::Relative(_), _) | (_, Mask::Window { .. }) => {
-                tessera_core::PaddedAttention::default().attend(&q, &k, &v, seqs, bias, mask)?
+                super::PerSequence::default().attend(&q, &k, &v, seqs, bias, mask)?
             }
             (PositionBias::None, _) => {
                 candle_flash_attn::flash_attn_varlen(&q, &k, &v, &starts, &starts, max_len, max_len, scale, causal)?
