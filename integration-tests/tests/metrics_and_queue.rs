@@ -368,3 +368,49 @@ fn a_disconnected_client_has_its_queued_inputs_dropped() {
     );
     assert_eq!(server.post("/embed", &json!({"inputs": "still serving"})).status(), 200);
 }
+
+/// `te_queue_size` (inputs waiting for the model) and `te_inflight_inputs` (admitted, not yet
+/// answered) rise while clients queue work and fall back to 0 when it is done: what an
+/// autoscaler on queue depth reads (TEI's gauge stays flat under queueing, its issue #880).
+#[test]
+fn queue_gauges_rise_under_load_and_fall_when_it_drains() {
+    let server = Server::start(
+        &minilm(),
+        &["--max-batch-tokens", "512", "--max-client-batch-size", "8"],
+    );
+    let url = server.url.clone();
+    let texts: Vec<String> = (0..8).map(|i| format!("{i} {}", "word ".repeat(120))).collect();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, texts) = (url.clone(), texts.clone());
+            std::thread::spawn(move || {
+                reqwest::blocking::Client::new()
+                    .post(format!("{url}/embed"))
+                    .json(&json!({"inputs": texts, "truncate": true}))
+                    .send()
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    let (mut queued, mut inflight) = (0f64, 0f64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while clients.iter().any(|c| !c.is_finished()) && Instant::now() < deadline {
+        let text = scrape(&server.url);
+        queued = queued.max(sample(&text, "te_queue_size").unwrap_or(0.0));
+        inflight = inflight.max(sample(&text, "te_inflight_inputs").unwrap_or(0.0));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for client in clients {
+        assert_eq!(client.join().unwrap().unwrap(), 200);
+    }
+    eprintln!("peaks while loaded: te_queue_size {queued}, te_inflight_inputs {inflight}");
+    // 48 inputs of ~125 tokens against batches of 512 tokens: most of them wait.
+    assert!(queued >= 8.0, "te_queue_size peaked at {queued}");
+    assert!(
+        inflight >= queued,
+        "te_inflight_inputs peaked at {inflight}, below the queue's {queued}"
+    );
+    let text = scrape(&server.url);
+    assert_eq!(sample(&text, "te_queue_size"), Some(0.0), "the queue drained");
+    assert_eq!(sample(&text, "te_inflight_inputs"), Some(0.0), "nothing in flight");
+}
