@@ -96,6 +96,10 @@ pub struct ClassifierSpec {
     /// The token vectors the head reads: the first token's, or (ModernBERT's
     /// `classifier_pooling: mean`) the mean.
     pub pooling: crate::Pooling,
+    /// Whether the hidden layer has a bias (every head but ModernBERT's without `classifier_bias`).
+    pub dense_bias: bool,
+    /// ModernBERT's LayerNorm after the activation: `Some(has_bias)`; `None` for other heads.
+    pub head_norm: Option<bool>,
 }
 
 impl ClassifierSpec {
@@ -198,6 +202,8 @@ impl ClassifierSpec {
                 true => crate::Pooling::Mean,
                 false => crate::Pooling::Cls,
             },
+            dense_bias,
+            head_norm: norm,
         })
     }
 }
@@ -281,7 +287,7 @@ impl ClassifierHead {
         let dense = |bias| crate::layers::stacked_linear(&vb, &[(&hidden_tensor, h)], h, bias).map_err(err);
         Ok(match spec.kind {
             HeadKind::Pooler | HeadKind::DenseOutProj | HeadKind::PreClassifier => Self {
-                hidden: dense(true)?,
+                hidden: dense(spec.dense_bias)?,
                 activation: match spec.kind {
                     HeadKind::PreClassifier => HeadActivation::Act(HiddenAct::Relu),
                     _ => HeadActivation::Tanh,
@@ -291,7 +297,6 @@ impl ClassifierHead {
                 output,
             },
             HeadKind::PredictionHead => {
-                let config = PredictionConfig::read(request.inspection);
                 let model_config = request.inspection.config.as_ref();
                 let act = match model_config {
                     Some(c) => c.activation("classifier_activation")?,
@@ -300,13 +305,13 @@ impl ClassifierHead {
                 let eps = model_config.and_then(|c| c.f64("norm_eps")).unwrap_or(1e-5);
                 let norm_vb = vb.pp(PREDICTION_NORM);
                 let weight = norm_vb.get(h, "weight").map_err(err)?;
-                let norm = match config.norm_bias {
+                let norm = match spec.head_norm == Some(true) {
                     true => LayerNorm::new(weight, norm_vb.get(h, "bias").map_err(err)?, eps),
                     false => LayerNorm::without_bias(weight, eps),
                 }
                 .map_err(err)?;
                 Self {
-                    hidden: dense(config.dense_bias)?,
+                    hidden: dense(spec.dense_bias)?,
                     activation: HeadActivation::Act(act),
                     norm: Some(norm),
                     pooling: spec.pooling,

@@ -49,3 +49,25 @@ pub fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
         .find(|f| f["code"] == code)
         .unwrap_or_else(|| panic!("no `{code}` in {:#}", report["findings"]))
 }
+
+/// `/rerank` with `raw_scores` of the golden's first query against its first two passages:
+/// each score equals the classifier's logit for that pair (within 1e-4).
+pub fn assert_raw_rerank_matches(server: &crate::Server, golden: &Value) {
+    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).expect("pairs");
+    let logits: Vec<Vec<f64>> = serde_json::from_value(golden["pair_logits"].clone()).expect("pair_logits");
+    let (query, _) = &pairs[0];
+    let texts: Vec<&str> = pairs[..2].iter().map(|(_, p)| p.as_str()).collect();
+    let raw: Vec<Value> = server
+        .post(
+            "/rerank",
+            &serde_json::json!({ "query": query, "texts": texts, "raw_scores": true }),
+        )
+        .json()
+        .expect("a list of ranks");
+    assert_eq!(raw.len(), 2, "{raw:?}");
+    for rank in &raw {
+        let i = rank["index"].as_u64().expect("index") as usize;
+        let score = rank["score"].as_f64().expect("score");
+        assert!((score - logits[i][0]).abs() < 1e-4, "{rank} vs {}", logits[i][0]);
+    }
+}

@@ -85,17 +85,7 @@ fn an_xlm_roberta_reranker_ranks_pairs_as_transformers_scores_them() {
         );
         assert_eq!(rank["text"], texts[i]);
     }
-    let raw: Vec<Value> = server
-        .post(
-            "/rerank",
-            &json!({ "query": query, "texts": texts, "raw_scores": true }),
-        )
-        .json()
-        .unwrap();
-    for rank in &raw {
-        let i = rank["index"].as_u64().unwrap() as usize;
-        assert!((rank["score"].as_f64().unwrap() - logits[i][0]).abs() < 1e-4, "{rank}");
-    }
+    reference::assert_raw_rerank_matches(&server, &golden);
     assert_eq!(server.post("/embed", &json!({ "inputs": "x" })).status(), 422);
 }
 

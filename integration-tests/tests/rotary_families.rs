@@ -275,26 +275,7 @@ fn modernbert_rerankers_and_classifiers_score_as_transformers() {
     let server = Server::start(&reference::model(model), &[]);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["model_type"]["reranker"]["id2label"]["0"], "LABEL_0", "{info:#}");
-    let pairs: Vec<(String, String)> = serde_json::from_value(reranker["pairs"].clone()).unwrap();
-    let logits: Vec<Vec<f64>> = serde_json::from_value(reranker["pair_logits"].clone()).unwrap();
-    let (query, _) = &pairs[0];
-    let texts: Vec<&str> = pairs[..2].iter().map(|(_, p)| p.as_str()).collect();
-    let raw: Vec<Value> = server
-        .post(
-            "/rerank",
-            &json!({ "query": query, "texts": texts, "raw_scores": true }),
-        )
-        .json()
-        .unwrap();
-    assert_eq!(raw.len(), 2);
-    for rank in &raw {
-        let i = rank["index"].as_u64().unwrap() as usize;
-        assert!(
-            (rank["score"].as_f64().unwrap() - logits[i][0]).abs() < 1e-4,
-            "{rank} vs {}",
-            logits[i][0]
-        );
-    }
+    reference::assert_raw_rerank_matches(&server, &reranker);
     drop(server);
 
     let model = "modernbert-classifier-tiny";
