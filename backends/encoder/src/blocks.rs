@@ -121,7 +121,7 @@ struct Attention {
     norm: Option<LayerNorm>,
     placement: Placement,
     mask: Mask,
-    /// Index of this layer's rotary base in [`Encoder::rotaries`].
+    /// Index of this layer's rotary scheme in [`Encoder::rotaries`].
     rotary: Option<usize>,
     heads: usize,
     kv_heads: usize,
@@ -329,7 +329,7 @@ pub struct Encoder {
     embeddings: Embeddings,
     bias: LayerBias,
     layers: Vec<Layer>,
-    /// The distinct rotary bases of the layers (ModernBERT: a global and a local one).
+    /// The distinct rotary schemes of the layers (ModernBERT: a global and a local base).
     rotaries: Vec<Rotary>,
     final_norm: Option<LayerNorm>,
     kernel: Arc<dyn AttentionKernel>,
@@ -368,20 +368,26 @@ impl Encoder {
                 spec.layer_attention.len()
             );
         }
-        let mut thetas: Vec<f64> = Vec::new();
-        let mut rotaries = Vec::new();
+        let mut rotaries: Vec<Rotary> = Vec::new();
         let layers = spec
             .layer_attention
             .iter()
             .enumerate()
             .map(|(l, attention)| {
-                let rotary = match attention.rope_theta {
-                    Some(theta) => Some(match thetas.iter().position(|&t| t == theta) {
+                let rotary = match attention.rope {
+                    Some(rope) => Some(match rotaries.iter().position(|r| r.rope() == rope) {
                         Some(i) => i,
                         None => {
-                            rotaries.push(Rotary::new(spec.head_dim(), theta).map_err(candle_core::Error::msg)?);
-                            thetas.push(theta);
-                            thetas.len() - 1
+                            if rope.rotated > spec.head_dim() {
+                                candle_core::bail!(
+                                    "{}: {} rotated dimensions in heads of {}",
+                                    spec.architecture,
+                                    rope.rotated,
+                                    spec.head_dim()
+                                );
+                            }
+                            rotaries.push(Rotary::new(rope).map_err(candle_core::Error::msg)?);
+                            rotaries.len() - 1
                         }
                     }),
                     None => None,

@@ -261,7 +261,7 @@ mod tests {
                 layer_attention: vec![
                     LayerAttention {
                         mask: tessera_core::Mask::Window { radius: 2 },
-                        rope_theta: Some(10_000.0),
+                        rope: Some(tessera_core::rotary::Rope::plain(10_000.0, 4)),
                     };
                     2
                 ],
@@ -290,7 +290,7 @@ mod tests {
                 layer_attention: vec![
                     LayerAttention {
                         mask: tessera_core::Mask::Causal,
-                        rope_theta: Some(1e6),
+                        rope: Some(tessera_core::rotary::Rope::plain(1e6, 6)),
                     };
                     2
                 ],

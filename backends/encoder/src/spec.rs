@@ -2,6 +2,7 @@
 //! scheme. The loader ([`crate::blocks`]) and `validate-model`'s expected tensor list
 //! ([`EncoderSpec::expected_tensors`]) both read the same [`Names`] table, so they cannot drift.
 
+use tessera_core::rotary::Rope;
 use tessera_core::{Dim, ExpectedTensor, HiddenAct, Mask};
 
 /// Where a family keeps each tensor, relative to the weight prefix (`bert.`, `roberta.`...).
@@ -453,14 +454,14 @@ impl Biases {
     };
 }
 
-/// What one layer's attention does: the keys each query sees, and the rotary base if positions
-/// are rotary.
+/// What one layer's attention does: the keys each query sees, and the rotary scheme if
+/// positions are rotary.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerAttention {
     /// The keys each query sees.
     pub mask: Mask,
-    /// The rotary base (`rope_theta`) for this layer's queries and keys; `None`: no rotary.
-    pub rope_theta: Option<f64>,
+    /// The rotary scheme of this layer's queries and keys; `None`: no rotary.
+    pub rope: Option<Rope>,
 }
 
 impl LayerAttention {
@@ -469,7 +470,7 @@ impl LayerAttention {
         vec![
             LayerAttention {
                 mask: Mask::Bidirectional,
-                rope_theta: None,
+                rope: None,
             };
             layers
         ]

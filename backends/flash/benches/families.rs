@@ -19,6 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use tessera_core::rotary::Rope;
 use tessera_core::{Batch, Dim, HiddenAct, Mask};
 use tessera_encoder::{
     AttentionBias, Biases, Dims, Encoder, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind,
@@ -78,7 +79,7 @@ fn modernbert() -> EncoderSpec {
                 } else {
                     Mask::Window { radius: 64 }
                 },
-                rope_theta: Some(if l % 3 == 0 { 160_000.0 } else { 10_000.0 }),
+                rope: Some(Rope::plain(if l % 3 == 0 { 160_000.0 } else { 10_000.0 }, 32)),
             })
             .collect(),
         ..base
@@ -112,7 +113,7 @@ fn qwen3() -> EncoderSpec {
         layer_attention: vec![
             LayerAttention {
                 mask: Mask::Causal,
-                rope_theta: Some(1e6),
+                rope: Some(Rope::plain(1e6, 32)),
             };
             6
         ],

@@ -33,11 +33,13 @@ const GLOBAL: RopeKeys = RopeKeys {
     section: Some("full_attention"),
     legacy: "global_rope_theta",
     default: 160_000.0,
+    fixed_ntk: false,
 };
 const LOCAL: RopeKeys = RopeKeys {
     section: Some("sliding_attention"),
     legacy: "local_rope_theta",
     default: 10_000.0,
+    fixed_ntk: false,
 };
 
 /// The ModernBERT family.
@@ -65,9 +67,10 @@ impl Family for ModernBert {
         let values = KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;
         let layers = values.dims.layers.size();
         let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
-        let (global, global_evidence) = rope::theta(config, &GLOBAL)?;
-        let (local, local_evidence) = rope::theta(config, &LOCAL)?;
-        evidence.extend([global_evidence, local_evidence]);
+        let (head_dim, positions) = (values.dims.head_dim.size(), values.dims.positions.size());
+        let (global, global_evidence) = rope::rope(config, &GLOBAL, head_dim, positions)?;
+        let (local, local_evidence) = rope::rope(config, &LOCAL, head_dim, positions)?;
+        evidence.extend(global_evidence.into_iter().chain(local_evidence));
         let window = config.usize("local_attention").unwrap_or(128);
         let kinds = layer_kinds(config, layers)?;
         let layer_attention = kinds
@@ -75,11 +78,11 @@ impl Family for ModernBert {
             .map(|&global_layer| match global_layer {
                 true => LayerAttention {
                     mask: Mask::Bidirectional,
-                    rope_theta: Some(global),
+                    rope: Some(global),
                 },
                 false => LayerAttention {
                     mask: Mask::Window { radius: window / 2 },
-                    rope_theta: Some(local),
+                    rope: Some(local),
                 },
             })
             .collect();

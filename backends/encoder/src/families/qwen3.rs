@@ -35,6 +35,7 @@ const ROPE: RopeKeys = RopeKeys {
     section: None,
     legacy: "rope_theta",
     default: 10_000.0,
+    fixed_ntk: false,
 };
 
 /// The per-head query norm, the tensor that tells Qwen3 from Qwen2 and Llama.
@@ -85,12 +86,12 @@ impl Family for Qwen3 {
         }
         let values = KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;
         let dims = self.dims(config, values.dims, q_norm_info.shape.first().copied(), &mut findings)?;
-        let (theta, rope_evidence) = rope::theta(config, &ROPE)?;
-        evidence.push(rope_evidence);
+        let (rope, rope_evidence) = rope::rope(config, &ROPE, dims.head_dim.size(), dims.positions.size())?;
+        evidence.extend(rope_evidence);
         let layer_attention = vec![
             LayerAttention {
                 mask: Mask::Causal,
-                rope_theta: Some(theta),
+                rope: Some(rope),
             };
             dims.layers.size()
         ];

@@ -1,10 +1,13 @@
 //! Rotary settings from config.json, in both the layout transformers 5 saves (`rope_parameters`,
 //! per layer type for ModernBERT) and the older one hub checkpoints carry (`rope_theta`,
-//! `global_rope_theta`/`local_rope_theta`, `rope_scaling`). Only plain RoPE is served: any
-//! scaling is refused naming the key, since serving it unscaled would silently give other vectors.
+//! `global_rope_theta`/`local_rope_theta`, `rope_scaling`). Served: plain RoPE, dynamic NTK
+//! (`rope_type: dynamic`, from `max_position_embeddings` on, as transformers computes it) and,
+//! where the family's code has it, GTE's fixed NTK (`type: ntk`). Anything else is refused
+//! naming the key, since serving it unscaled would silently give other vectors.
 
 use serde_json::Value;
 use tessera_core::inspection::ModelConfig;
+use tessera_core::rotary::{Rope, Scaling};
 use tessera_core::{Evidence, Finding};
 
 /// Where a rotary base is looked up.
@@ -16,58 +19,116 @@ pub(crate) struct RopeKeys {
     pub legacy: &'static str,
     /// The base when neither says (the model class's default).
     pub default: f64,
+    /// Whether the family's code implements GTE's fixed NTK scaling (`type: ntk`).
+    pub fixed_ntk: bool,
 }
 
-/// The rotary base `keys` select, with the evidence for it, or the refusal of a scaled RoPE.
-pub(crate) fn theta(config: &ModelConfig, keys: &RopeKeys) -> Result<(f64, Evidence), Box<Finding>> {
-    if let Some(scaling) = config.get("rope_scaling") {
-        refuse_scaling(config, "rope_scaling", scaling)?;
-    }
+/// The rotary scheme `keys` select for heads rotating `rotated` dimensions, with the evidence
+/// for it, or the refusal of a scaling the family does not serve. `trained` is the length
+/// dynamic scaling starts from (`max_position_embeddings`, as transformers reads it).
+pub(crate) fn rope(
+    config: &ModelConfig,
+    keys: &RopeKeys,
+    rotated: usize,
+    trained: usize,
+) -> Result<(Rope, Vec<Evidence>), Box<Finding>> {
     let parameters = config.get("rope_parameters").and_then(|p| match keys.section {
         Some(section) => p.get(section),
         None => Some(p),
     });
-    if let Some(params) = parameters {
-        let key = match keys.section {
-            Some(section) => format!("rope_parameters.{section}"),
-            None => "rope_parameters".to_string(),
-        };
-        refuse_scaling(config, &key, params)?;
-        if let Some(theta) = params.get("rope_theta").and_then(Value::as_f64) {
-            return Ok((theta, Evidence::config(format!("{key}.rope_theta"), theta.to_string())));
+    let (scaling_key, scaling_params) = match parameters {
+        Some(params) => (
+            match keys.section {
+                Some(section) => format!("rope_parameters.{section}"),
+                None => "rope_parameters".to_string(),
+            },
+            Some(params),
+        ),
+        None => (
+            "rope_scaling".to_string(),
+            config.get("rope_scaling").filter(|v| !v.is_null()),
+        ),
+    };
+    let mut evidence = Vec::new();
+    let scaling = match scaling_params {
+        Some(params) => {
+            let scaling = scaling(config, &scaling_key, params, keys.fixed_ntk, trained)?;
+            if scaling != Scaling::None {
+                evidence.push(Evidence::config(scaling_key.clone(), params.to_string()));
+            }
+            scaling
         }
-    }
-    match config.f64(keys.legacy) {
-        Some(theta) => Ok((theta, Evidence::config(keys.legacy, theta.to_string()))),
-        None => Ok((
+        None => Scaling::None,
+    };
+    let theta = parameters.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64);
+    let (theta, source) = match (theta, config.f64(keys.legacy)) {
+        (Some(theta), _) => (
+            theta,
+            Evidence::config(format!("{scaling_key}.rope_theta"), theta.to_string()),
+        ),
+        (None, Some(theta)) => (theta, Evidence::config(keys.legacy, theta.to_string())),
+        (None, None) => (
             keys.default,
             Evidence::config(keys.legacy, format!("absent: {} (the model's default)", keys.default)),
-        )),
-    }
+        ),
+    };
+    evidence.insert(0, source);
+    Ok((
+        Rope {
+            theta,
+            rotated,
+            scaling,
+        },
+        evidence,
+    ))
 }
 
-/// Refuses a RoPE that is not plain (`rope_type` other than `default`, or a scaling factor).
-fn refuse_scaling(config: &ModelConfig, key: &str, params: &Value) -> Result<(), Box<Finding>> {
+/// The scaling `params` (found under `key`) ask for, or its refusal.
+fn scaling(
+    config: &ModelConfig,
+    key: &str,
+    params: &Value,
+    fixed_ntk: bool,
+    trained: usize,
+) -> Result<Scaling, Box<Finding>> {
     let kind = params
         .get("rope_type")
         .or_else(|| params.get("type"))
         .and_then(Value::as_str)
         .unwrap_or("default");
     let factor = params.get("factor").and_then(Value::as_f64);
-    if kind == "default" && factor.is_none_or(|f| f == 1.0) {
-        return Ok(());
-    }
-    Err(Box::new(
-        Finding::error(
-            "rope-scaling-unsupported",
-            format!("`{key}` asks for {kind} RoPE scaling ({params}); tessera serves plain rotary positions only"),
+    let refuse = |why: String| {
+        Box::new(
+            Finding::error(
+                "rope-scaling-unsupported",
+                format!("`{key}` asks for {kind} RoPE scaling ({params}): {why}"),
+            )
+            .in_file(&config.path)
+            .about(key.to_string())
+            .fix(format!(
+                "remove `{key}`'s scaling if the model was trained without it; otherwise this model cannot be served yet"
+            )),
         )
-        .in_file(&config.path)
-        .about(key.to_string())
-        .fix(format!(
-            "remove `{key}`'s scaling if the model was trained without it; otherwise this model cannot be served yet"
+    };
+    if let Some(partial) = params.get("partial_rotary_factor").and_then(Value::as_f64) {
+        if partial != 1.0 {
+            return Err(refuse(format!(
+                "this family's reference rotates whole heads, not a `partial_rotary_factor` of {partial}"
+            )));
+        }
+    }
+    match (kind, factor) {
+        ("default", None) | ("default" | "dynamic" | "ntk", Some(1.0)) => Ok(Scaling::None),
+        ("dynamic", Some(factor)) if factor > 1.0 => Ok(Scaling::DynamicNtk { factor, trained }),
+        ("ntk", Some(factor)) if fixed_ntk && factor > 0.0 => Ok(Scaling::FixedNtk {
+            factor,
+            mixed_b: params.get("mixed_b").and_then(Value::as_f64),
+        }),
+        ("ntk", _) if !fixed_ntk => Err(refuse("fixed NTK scaling is GTE's and this is not a GTE model".into())),
+        _ => Err(refuse(
+            "tessera serves plain rotary positions, dynamic NTK (`rope_type: dynamic` with a `factor` above 1) and GTE's fixed NTK".into(),
         )),
-    ))
+    }
 }
 
 #[cfg(test)]
@@ -85,7 +146,12 @@ mod tests {
         section: None,
         legacy: "rope_theta",
         default: 10000.0,
+        fixed_ntk: false,
     };
+
+    fn theta(config: &ModelConfig, keys: &RopeKeys) -> Result<(f64, Vec<Evidence>), Box<Finding>> {
+        rope(config, keys, 8, 512).map(|(rope, evidence)| (rope.theta, evidence))
+    }
 
     #[test]
     fn reads_both_layouts_and_the_default() {
@@ -101,8 +167,50 @@ mod tests {
             section: Some("sliding_attention"),
             legacy: "local_rope_theta",
             default: 1.0,
+            fixed_ntk: false,
         };
         assert_eq!(theta(&modern, &local).unwrap().0, 10000.0);
+    }
+
+    #[test]
+    fn reads_dynamic_and_fixed_ntk_where_served() {
+        let dynamic = config(
+            serde_json::json!({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1000.0}}),
+        );
+        let (got, evidence) = rope(&dynamic, &QWEN, 8, 2048).unwrap();
+        assert_eq!(
+            got.scaling,
+            Scaling::DynamicNtk {
+                factor: 2.0,
+                trained: 2048
+            }
+        );
+        assert_eq!(evidence.len(), 2);
+        let gte = RopeKeys {
+            fixed_ntk: true,
+            ..QWEN
+        };
+        let ntk = config(serde_json::json!({"rope_theta": 5e5, "rope_scaling": {"type": "ntk", "factor": 2.0}}));
+        let (got, _) = rope(&ntk, &gte, 8, 8192).unwrap();
+        assert_eq!(
+            got,
+            Rope {
+                theta: 5e5,
+                rotated: 8,
+                scaling: Scaling::FixedNtk {
+                    factor: 2.0,
+                    mixed_b: None
+                }
+            }
+        );
+        // GTE's scaling is not another family's.
+        assert_eq!(rope(&ntk, &QWEN, 8, 8192).unwrap_err().code, "rope-scaling-unsupported");
+        let partial =
+            config(serde_json::json!({"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}}));
+        assert_eq!(
+            rope(&partial, &QWEN, 8, 8192).unwrap_err().code,
+            "rope-scaling-unsupported"
+        );
     }
 
     #[test]
