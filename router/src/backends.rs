@@ -20,6 +20,10 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     &tessera_encoder::MODERNBERT,
     #[cfg(feature = "encoder")]
     &tessera_encoder::QWEN3,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::NOMIC_BERT,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::GTE,
 ];
 
 pub(crate) fn registry() -> Registry {

@@ -22,15 +22,26 @@ use tessera_core::{
 
 pub use alibi::alibi_slopes;
 pub use blocks::Encoder;
-pub use families::{Bert, DistilBert, Family, JinaBert, ModernBert, MpNet, Qwen3, Recognised, Roberta};
+pub use families::{Bert, DistilBert, Family, Gte, JinaBert, ModernBert, MpNet, NomicBert, Qwen3, Recognised, Roberta};
 pub use spec::{
     AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
-    PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DISTILBERT_NAMES, JINA_CODE_NAMES,
-    JINA_GLU_NAMES, MODERNBERT_NAMES, MPNET_NAMES, QWEN3_NAMES,
+    PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DISTILBERT_NAMES, GTE_NAMES,
+    GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES, NOMIC_PLAIN_NAMES,
+    QWEN3_NAMES,
 };
 
 /// Every family, in the order they are asked.
-pub const FAMILIES: &[&dyn Family] = &[&JinaBert, &Bert, &Roberta, &DistilBert, &MpNet, &ModernBert, &Qwen3];
+pub const FAMILIES: &[&dyn Family] = &[
+    &JinaBert,
+    &Bert,
+    &Roberta,
+    &DistilBert,
+    &MpNet,
+    &ModernBert,
+    &Qwen3,
+    &NomicBert,
+    &Gte,
+];
 
 /// A family registered as a backend.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +61,10 @@ pub const MPNET: EncoderBackend = EncoderBackend(&MpNet);
 pub const MODERNBERT: EncoderBackend = EncoderBackend(&ModernBert);
 /// Qwen3 decoder embedders on the padded reference kernel (`--backend qwen3`).
 pub const QWEN3: EncoderBackend = EncoderBackend(&Qwen3);
+/// NomicBERT on the padded reference kernel (`--backend nomic-bert`).
+pub const NOMIC_BERT: EncoderBackend = EncoderBackend(&NomicBert);
+/// GTE ("new") on the padded reference kernel (`--backend gte`).
+pub const GTE: EncoderBackend = EncoderBackend(&Gte);
 
 /// What `family` decides about the model, its tensors checked against the spec it built.
 pub fn recognise(family: &dyn Family, inspection: &ModelInspection) -> Result<Recognised, Vec<tessera_core::Finding>> {

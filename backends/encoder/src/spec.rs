@@ -192,6 +192,52 @@ pub const QWEN3_NAMES: Names = Names {
     final_norm: Some("norm"),
 };
 
+/// NomicBERT's names (its original code's; transformers saves its native class under them too):
+/// fused `attn.Wqkv`, SwiGLU/GeGLU `mlp.fc11` (up) and `mlp.fc12` (the activated gate), post-norm
+/// `norm1`/`norm2`, the embedding norm `emb_ln` outside `embeddings`.
+pub const NOMIC_NAMES: Names = Names {
+    embeddings_norm: Some("emb_ln"),
+    layers: "encoder.layers",
+    qkv: Qkv::Fused("attn.Wqkv"),
+    attention_output: "attn.out_proj",
+    attention_norm: "norm1",
+    intermediate: "mlp.fc11",
+    gate: Some("mlp.fc12"),
+    output: "mlp.fc2",
+    output_norm: "norm2",
+    ..BERT_NAMES
+};
+
+/// NomicBERT with the plain feed-forward (`activation_function: gelu`): `mlp.fc1`, `mlp.fc2`.
+pub const NOMIC_PLAIN_NAMES: Names = Names {
+    intermediate: "mlp.fc1",
+    gate: None,
+    ..NOMIC_NAMES
+};
+
+/// GTE's ("new" remote code, saved the same way by transformers' `GteModel`): fused
+/// `attention.qkv_proj`, `mlp.up_gate_proj` (up, then the activated gate), post-norm
+/// `attn_ln`/`mlp_ln`.
+pub const GTE_NAMES: Names = Names {
+    qkv: Qkv::Fused("attention.qkv_proj"),
+    attention_output: "attention.o_proj",
+    attention_norm: "attn_ln",
+    intermediate: "mlp.up_gate_proj",
+    output: "mlp.down_proj",
+    output_norm: "mlp_ln",
+    ..BERT_NAMES
+};
+
+/// GTE saved with `pack_qkv: false`: separate `attention.q_proj`, `k_proj`, `v_proj`.
+pub const GTE_SEPARATE_NAMES: Names = Names {
+    qkv: Qkv::Separate {
+        query: "attention.q_proj",
+        key: "attention.k_proj",
+        value: "attention.v_proj",
+    },
+    ..GTE_NAMES
+};
+
 impl Names {
     /// The tensor (without prefix) that only this table's layers have: layer 0's query weight.
     pub fn signature(&self) -> String {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
-use tessera_encoder::{AttentionBias, BERT, DISTILBERT, MODERNBERT, MPNET, QWEN3, ROBERTA};
+use tessera_encoder::{AttentionBias, BERT, DISTILBERT, GTE, MODERNBERT, MPNET, NOMIC_BERT, QWEN3, ROBERTA};
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
     let inspection = tessera_validation::inspect(model_dir);
@@ -177,6 +177,41 @@ fn qwen3_saved_as_causal_lm_with_one_kv_head_matches_sentence_transformers() {
         &dir.join("golden.json"),
         "qwen3 (3 query heads on 1 key/value heads of 16)",
     );
+}
+
+/// Both NomicBERT layouts, against the original remote code (agreeing with transformers'
+/// class on the same weights) and the native class; texts run past the trained length, where
+/// dynamic NTK scaling applies.
+#[test]
+fn nomic_bert_matches_its_references_in_both_layouts() {
+    for (model, architecture) in [
+        (
+            "nomic-tiny",
+            "nomic-bert (original config, rotary on 16 of 16 dims, base 1000, dynamic NTK x2 beyond 128 tokens)",
+        ),
+        (
+            "nomic-partial-biased",
+            "nomic-bert (original config, rotary on 10 of 20 dims, base 10000)",
+        ),
+        (
+            "nomic-native",
+            "nomic-bert (native config, rotary on 20 of 20 dims, base 1000, dynamic NTK x3 beyond 100 tokens)",
+        ),
+    ] {
+        let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+        check(&NOMIC_BERT, &dir, &dir.join("golden.json"), architecture);
+    }
+}
+
+#[test]
+fn gte_matches_transformers() {
+    for (model, architecture) in [
+        ("gte-native-tiny", "gte (native config, rotary base 160000)"),
+        ("gte-native-no-token-types", "gte (native config, rotary base 500000)"),
+    ] {
+        let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+        check(&GTE, &dir, &dir.join("golden.json"), architecture);
+    }
 }
 
 /// Qwen3-Embedding ships bfloat16 weights: the same checkpoint rounded to bfloat16 loads (as

@@ -22,14 +22,24 @@ use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
     ModelInspection,
 };
-use tessera_encoder::{BERT, DISTILBERT, JINA_BERT, MODERNBERT, MPNET, QWEN3, ROBERTA};
+use tessera_encoder::{BERT, DISTILBERT, GTE, JINA_BERT, MODERNBERT, MPNET, NOMIC_BERT, QWEN3, ROBERTA};
 
 /// The flash backend's registration.
 #[derive(Debug, Clone, Copy)]
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 7] = [&JINA_BERT, &BERT, &ROBERTA, &DISTILBERT, &MPNET, &MODERNBERT, &QWEN3];
+const DEFINITIONS: [&dyn BackendFactory; 9] = [
+    &JINA_BERT,
+    &BERT,
+    &ROBERTA,
+    &DISTILBERT,
+    &MPNET,
+    &MODERNBERT,
+    &QWEN3,
+    &NOMIC_BERT,
+    &GTE,
+];
 
 impl BackendFactory for FlashBackend {
     fn name(&self) -> &'static str {

@@ -97,6 +97,20 @@ fn modernbert_saved_from_masked_lm_with_biases() {
 }
 
 #[test]
+fn nomic_bert_in_both_layouts() {
+    for model in ["nomic-tiny", "nomic-partial-biased", "nomic-native"] {
+        reference(model);
+    }
+}
+
+#[test]
+fn gte() {
+    for model in ["gte-native-tiny", "gte-native-no-token-types"] {
+        reference(model);
+    }
+}
+
+#[test]
 fn qwen3_tiny() {
     reference("qwen3-tiny");
 }

@@ -23,6 +23,7 @@ const KEYS: Keys = Keys {
     positions: "max_position_embeddings",
     positions_default: None,
     token_types: None,
+    token_types_default: 0,
     act: "activation",
     // DistilBERT's LayerNorms are built with eps 1e-12 and no config key.
     eps: None,

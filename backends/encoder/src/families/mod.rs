@@ -3,10 +3,12 @@
 
 mod bert;
 mod distilbert;
+mod gte;
 mod jina_bert;
 mod lineage;
 mod modernbert;
 mod mpnet;
+mod nomic;
 mod qwen3;
 mod roberta;
 mod rope;
@@ -16,13 +18,18 @@ use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
 
 pub use bert::Bert;
 pub use distilbert::DistilBert;
+pub use gte::Gte;
 pub use jina_bert::JinaBert;
 pub use modernbert::ModernBert;
 pub use mpnet::MpNet;
+pub use nomic::NomicBert;
 pub use qwen3::Qwen3;
 pub use roberta::Roberta;
 
-use crate::spec::{EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES, MODERNBERT_NAMES, MPNET_NAMES, QWEN3_NAMES};
+use crate::spec::{
+    EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, MODERNBERT_NAMES, MPNET_NAMES,
+    NOMIC_NAMES, QWEN3_NAMES,
+};
 
 /// What a family decided about a checkpoint it serves.
 #[derive(Debug, Clone)]
@@ -66,6 +73,8 @@ pub(crate) struct Keys {
     pub positions_default: Option<usize>,
     /// `None`: no token types.
     pub token_types: Option<&'static str>,
+    /// The token-type count when config.json has none.
+    pub token_types_default: usize,
     pub act: &'static str,
     pub eps: Option<&'static str>,
     /// A key giving the head width apart from `hidden / heads` (Qwen3's `head_dim`).
@@ -82,6 +91,7 @@ pub(crate) const BERT_KEYS: Keys = Keys {
     positions: "max_position_embeddings",
     positions_default: None,
     token_types: Some("type_vocab_size"),
+    token_types_default: 2,
     act: "hidden_act",
     eps: Some("layer_norm_eps"),
     head_dim: None,
@@ -95,9 +105,17 @@ pub(crate) struct ConfigValues {
 }
 
 impl Keys {
-    /// Reads and checks the values; the error names the key and how to fix it. A missing
-    /// token-type count means 2 (BERT's default).
+    /// Reads and checks the values; the error names the key and how to fix it.
     pub(crate) fn read(&self, config: &ModelConfig) -> Result<ConfigValues, LoadError> {
+        Ok(ConfigValues {
+            dims: self.dims(config)?,
+            act: config.activation(self.act)?,
+            eps: self.eps.and_then(|key| config.f64(key)).unwrap_or(1e-12),
+        })
+    }
+
+    /// The sizes alone. A missing token-type count means the family's default; 0 means no table.
+    pub(crate) fn dims(&self, config: &ModelConfig) -> Result<crate::spec::Dims, LoadError> {
         let required = |key: &'static str| config.required_usize(key).map(|v| Dim::of(key, v));
         let dims = crate::spec::Dims {
             vocab: required(self.vocab)?,
@@ -113,14 +131,13 @@ impl Keys {
             },
             token_types: self
                 .token_types
-                .map(|key| Dim::of(key, config.usize(key).unwrap_or(2).max(1))),
+                .and_then(|key| match config.usize(key).unwrap_or(self.token_types_default) {
+                    0 => None,
+                    n => Some(Dim::of(key, n)),
+                }),
         };
         if let Some(d) = self.head_dim.and_then(|key| config.usize(key).map(|d| Dim::of(key, d))) {
-            return Ok(ConfigValues {
-                dims: crate::spec::Dims { head_dim: d, ..dims },
-                act: config.activation(self.act)?,
-                eps: self.eps.and_then(|key| config.f64(key)).unwrap_or(1e-12),
-            });
+            return Ok(crate::spec::Dims { head_dim: d, ..dims });
         }
         if !dims.hidden.size().is_multiple_of(dims.heads.size()) {
             return Err(LoadError::HeadsNotDividingHidden {
@@ -129,14 +146,9 @@ impl Keys {
                 heads: dims.heads.size(),
             });
         }
-        let dims = crate::spec::Dims {
+        Ok(crate::spec::Dims {
             head_dim: Dim::of(self.heads, dims.hidden.size() / dims.heads.size()),
             ..dims
-        };
-        Ok(ConfigValues {
-            dims,
-            act: config.activation(self.act)?,
-            eps: self.eps.and_then(|key| config.f64(key)).unwrap_or(1e-12),
         })
     }
 }
@@ -148,6 +160,9 @@ const LAYER_NAMES: &[(&Names, &str)] = &[
     (&MPNET_NAMES, "MPNet"),
     (&MODERNBERT_NAMES, "ModernBERT"),
     (&QWEN3_NAMES, "Qwen3"),
+    (&NOMIC_NAMES, "NomicBERT"),
+    (&GTE_NAMES, "GTE"),
+    (&GTE_SEPARATE_NAMES, "GTE"),
 ];
 
 /// The first evidence a family looks for: its own layer tensors. `Err` when another family's

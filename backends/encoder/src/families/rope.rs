@@ -118,15 +118,16 @@ fn scaling(
         }
     }
     match (kind, factor) {
-        ("default", None) | ("default" | "dynamic" | "ntk", Some(1.0)) => Ok(Scaling::None),
-        ("dynamic", Some(factor)) if factor > 1.0 => Ok(Scaling::DynamicNtk { factor, trained }),
+        ("default", None) | ("default", Some(1.0)) => Ok(Scaling::None),
+        // A factor of 1 still stretches the base beyond the trained length.
+        ("dynamic", Some(factor)) if factor >= 1.0 => Ok(Scaling::DynamicNtk { factor, trained }),
         ("ntk", Some(factor)) if fixed_ntk && factor > 0.0 => Ok(Scaling::FixedNtk {
             factor,
             mixed_b: params.get("mixed_b").and_then(Value::as_f64),
         }),
         ("ntk", _) if !fixed_ntk => Err(refuse("fixed NTK scaling is GTE's and this is not a GTE model".into())),
         _ => Err(refuse(
-            "tessera serves plain rotary positions, dynamic NTK (`rope_type: dynamic` with a `factor` above 1) and GTE's fixed NTK".into(),
+            "tessera serves plain rotary positions, dynamic NTK (`rope_type: dynamic` with a `factor` of at least 1) and GTE's fixed NTK".into(),
         )),
     }
 }

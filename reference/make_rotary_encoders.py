@@ -1,0 +1,367 @@
+"""Tiny random NomicBERT and GTE checkpoints in both layouts they exist in, saved as
+sentence-transformers folders, with goldens from the reference code of each layout:
+
+- the original layout (remote code: `model_type: nomic_bert` with GPT-2 keys, `n_embd`...):
+  NomicBERT's own modeling code, `contrastors/models/huggingface/modeling_hf_nomic_bert.py` from
+  github.com/nomic-ai/contrastors (the code the hub checkpoints run), imported from a directory
+  outside this repository (never copied into it);
+- the transformers-native layout (`model_type: nomic_bert` / `gte` with `hidden_size`,
+  `rope_parameters`): transformers' own `NomicBertModel` / `GteModel`. transformers saves these
+  with the original tensor names (its conversion table reversed), so both layouts share names.
+
+Each original-layout checkpoint is also run through the native class with the equivalent native
+config (the native classes read only their own keys: a config with `n_embd: 48` would load as the
+768-wide default), and the two references must agree before either is trusted; the agreement is
+recorded in the golden (`references_agree_max_abs_diff`).
+
+Dynamic NTK scaling makes the references' vectors depend on the padded length of the batch and on
+what the model ran before (both cache their frequencies); tessera scales each sequence by its own
+length, which is what a text gets run alone through a fresh model. So every golden here is taken
+text by text, the rotary state reset before each forward.
+
+Run it in a venv outside the repository (torch, transformers 5, sentence-transformers, einops):
+
+    python reference/make_rotary_encoders.py reference/models CONTRASTORS_HF_DIR [builder ...]
+
+where CONTRASTORS_HF_DIR holds `modeling_hf_nomic_bert.py` and `configuration_hf_nomic_bert.py`.
+"""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from transformers import GteConfig, GteModel, NomicBertConfig, NomicBertModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_encoders import cleanup, fast_tokenizer, widen, wordpiece_tokenizer  # noqa: E402
+from make_rotary_families import save_st, texts  # noqa: E402
+
+NOMIC_PROMPTS = {"search_query": "search_query: ", "search_document": "search_document: "}
+MAX_LEN = 512
+ORIGINAL = {}
+
+
+def original_nomic():
+    """NomicBERT's original modeling module, loaded as a package from outside the repository."""
+    if "nomic" not in ORIGINAL:
+        src = Path(sys.argv[2])
+        pkg = Path("/tmp/nomic_original_pkg/nomic_original")
+        pkg.mkdir(parents=True, exist_ok=True)
+        for name in ["modeling_hf_nomic_bert.py", "configuration_hf_nomic_bert.py"]:
+            shutil.copy(src / name, pkg / name)
+        (pkg / "__init__.py").write_text("")
+        sys.path.insert(0, str(pkg.parent))
+        mod = importlib.import_module("nomic_original.modeling_hf_nomic_bert")
+        # transformers 4's helper, gone from 5: the additive [batch, 1, 1, seq] padding mask.
+        mod.NomicBertModel.get_extended_attention_mask = lambda self, mask, shape: (
+            (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        )
+        ORIGINAL["nomic"] = mod
+    return ORIGINAL["nomic"]
+
+
+def reset_rotary(model, _args=None, _kwargs=None):
+    """Back to the frequencies a fresh model starts with (both references cache scaled ones)."""
+    for m in model.modules():
+        if hasattr(m, "original_inv_freq"):  # transformers' dynamic RoPE
+            m.inv_freq = m.original_inv_freq.clone()
+            m.max_seq_len_cached = m.original_max_seq_len
+        if hasattr(m, "_seq_len_cached"):  # NomicBERT's original rotary
+            m._seq_len_cached = 0
+            m._cos_cached = m._sin_cached = None
+            m.inv_freq = m._compute_inv_freq(device=m.inv_freq.device)
+
+
+@torch.no_grad()
+def hidden(model, ids):
+    reset_rotary(model)
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+
+
+def pooled(h, pooling):
+    return {"cls": h[:, 0], "mean": h.mean(1)}[pooling]
+
+
+@torch.no_grad()
+def golden(out_dir, model, tok, pooling, sensitivity, prompts=None, agree=None):
+    """make_encoders.py's golden keys, each text run alone through `model`."""
+    ts = texts()
+    enc = [tok(t, truncation=True, max_length=MAX_LEN)["input_ids"] for t in ts]
+
+    def embed(ids, fn=hidden):
+        h = fn(model, torch.tensor([ids]))
+        return h[0], torch.nn.functional.normalize(pooled(h, pooling), dim=-1)[0]
+
+    outputs = [embed(ids) for ids in enc]
+    sensitivity_out = {}
+    for what, fn in sensitivity.items():
+        worst = max((embed(ids, fn)[1] - want).abs().max().item() for ids, (_, want) in zip(enc, outputs))
+        sensitivity_out[what] = round(worst, 4)
+    data = {
+        "texts": ts,
+        "token_ids": enc,
+        "token_counts": [len(ids) for ids in enc],
+        "embeddings": [n.tolist() for _, n in outputs],
+        "embeddings_mean_unnormalized": [h.mean(0).tolist() for h, _ in outputs],
+        "embeddings_cls": [h[0].tolist() for h, _ in outputs],
+        "pad_token_id": tok.pad_token_id,
+        "sensitivity_of_normalized_embeddings_to_bugs": sensitivity_out,
+    }
+    if agree is not None:
+        data["references_agree_max_abs_diff"] = agree
+    for name, prompt in (prompts or {}).items():
+        data.setdefault("prompted", {})[name] = {
+            "prompt": prompt,
+            "embeddings": [
+                embed(tok(prompt + t, truncation=True, max_length=MAX_LEN)["input_ids"])[1].tolist() for t in ts[:12]
+            ],
+        }
+    (out_dir / "golden.json").write_text(json.dumps(data))
+
+
+def rebuilt(model, **changes):
+    """The same weights in a model whose config differs by `changes`."""
+    cfg = type(model.config).from_dict({**model.config.to_dict(), **changes})
+    other = type(model)(cfg).eval()
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+def with_config(**changes):
+    return lambda model, ids: hidden(rebuilt(model, **changes), ids)
+
+
+def swapped_gate(up, gate):
+    """The feed-forward's two halves exchanged: which one is activated matters."""
+
+    def run(model, ids):
+        other = rebuilt(model)
+        with torch.no_grad():
+            for layer in other.modules():
+                if hasattr(layer, up) and hasattr(layer, gate):
+                    a, b = getattr(layer, up).weight, getattr(layer, gate).weight
+                    tmp = a.clone()
+                    a.copy_(b)
+                    b.copy_(tmp)
+        return hidden(other, ids)
+
+    return run
+
+
+def max_diff(a, b, tok):
+    worst = 0.0
+    for t in texts():
+        ids = torch.tensor([tok(t, truncation=True, max_length=MAX_LEN)["input_ids"]])
+        worst = max(worst, (hidden(a, ids) - hidden(b, ids)).abs().max().item())
+    return worst
+
+
+def nomic_original(root, name, seed, native_equivalent, **cfg):
+    """A NomicBERT built and saved by the original code; `native_equivalent` also through
+    transformers' class (whole-head rotation only: the native class has no rotary fraction)."""
+    mod = original_nomic()
+    out_dir, hf_dir, native_dir = root / name, root / f"_hf_{name}", root / f"_hf_{name}_native"
+    tok = wordpiece_tokenizer()
+    fast = fast_tokenizer(tok, MAX_LEN)
+    # Dropouts 0 as the hub configs set them: the original passes `attn_pdrop` to SDPA even in
+    # eval mode, so GPT-2's default 0.1 would drop attention at inference.
+    config = mod.NomicBertConfig(
+        vocab_size=tok.get_vocab_size(), pad_token_id=0, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0, **cfg
+    )
+    torch.manual_seed(seed)
+    model = mod.NomicBertModel(config).eval()
+    widen(model, seed)
+    model.save_pretrained(hf_dir)
+    native_cfg = NomicBertConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.n_embd,
+        num_hidden_layers=config.n_layer,
+        num_attention_heads=config.n_head,
+        # The gated feed-forward rounds `n_inner` up to a multiple of 256.
+        intermediate_size=model.encoder.layers[0].mlp.fc2.in_features,
+        hidden_act={"swiglu": "silu", "geglu": "gelu"}[config.activation_function],
+        layer_norm_eps=config.layer_norm_epsilon,
+        type_vocab_size=config.type_vocab_size,
+        max_position_embeddings=config.max_trained_positions,
+        rope_parameters=(
+            {"rope_type": "dynamic", "factor": config.rotary_scaling_factor, "rope_theta": config.rotary_emb_base}
+            if config.rotary_scaling_factor
+            else {"rope_type": "default", "rope_theta": config.rotary_emb_base}
+        ),
+    )
+    agree = None
+    if native_equivalent:
+        native = NomicBertModel.from_pretrained(hf_dir, config=native_cfg).eval()
+        agree = max_diff(model, native, fast)
+        assert agree < 1e-4, f"{name}: the original and native references disagree by {agree}"
+    else:
+        native = NomicBertModel(native_cfg).eval()
+    native.save_pretrained(native_dir)
+    fast.save_pretrained(native_dir)
+    save_st(native_dir, out_dir, MAX_LEN, "mean", prompts=NOMIC_PROMPTS)
+    for file in ["model.safetensors", "config.json"]:
+        (out_dir / file).write_bytes((hf_dir / file).read_bytes())
+    return out_dir, model, fast, agree
+
+
+def nomic_tiny(root):
+    """nomic-embed-text's shape in the original layout: SwiGLU `fc11`/`fc12`/`fc2` (`n_inner: 40`,
+    which the code rounds up to 256), fused `Wqkv`, no biases, whole-head rotary with base 1000, dynamic NTK (factor 2) beyond 128 trained
+    positions, 3 heads of 16; mean pooling, its search prefixes as prompts. Agrees with
+    transformers' `NomicBertModel` on the same weights."""
+    out_dir, model, fast, agree = nomic_original(
+        root,
+        "nomic-tiny",
+        31,
+        True,
+        n_embd=48,
+        n_layer=3,
+        n_head=3,
+        n_inner=40,
+        n_positions=2048,
+        activation_function="swiglu",
+        rotary_emb_fraction=1.0,
+        rotary_emb_base=1000,
+        rotary_scaling_factor=2.0,
+        max_trained_positions=128,
+        qkv_proj_bias=False,
+        mlp_fc1_bias=False,
+        mlp_fc2_bias=False,
+        layer_norm_epsilon=1e-12,
+        type_vocab_size=2,
+    )
+    sensitivity = {
+        "dynamic_ntk_ignored": with_config(rotary_scaling_factor=None),
+        "rotary_base_10000": with_config(rotary_emb_base=10000),
+        "gate_halves_swapped": swapped_gate("fc11", "fc12"),
+    }
+    golden(out_dir, model, fast, "mean", sensitivity, prompts=NOMIC_PROMPTS, agree=agree)
+
+
+def nomic_partial_biased(root):
+    """The original layout's other options: half of each 20-wide head rotated
+    (`rotary_emb_fraction: 0.5`), every bias (`qkv_proj_bias`, `mlp_fc1_bias`, `mlp_fc2_bias`),
+    GeGLU, one token type, no scaling (texts beyond the trained length stay plain)."""
+    out_dir, model, fast, _ = nomic_original(
+        root,
+        "nomic-partial-biased",
+        32,
+        False,
+        n_embd=40,
+        n_layer=2,
+        n_head=2,
+        n_inner=56,
+        n_positions=2048,
+        activation_function="geglu",
+        rotary_emb_fraction=0.5,
+        rotary_emb_base=10000,
+        max_trained_positions=128,
+        qkv_proj_bias=True,
+        mlp_fc1_bias=True,
+        mlp_fc2_bias=True,
+        layer_norm_epsilon=1e-5,
+        type_vocab_size=1,
+    )
+    sensitivity = {
+        "whole_heads_rotated": with_config(rotary_emb_fraction=1.0),
+        "gate_halves_swapped": swapped_gate("fc11", "fc12"),
+    }
+    golden(out_dir, model, fast, "mean", sensitivity)
+
+
+def nomic_native(root):
+    """transformers' `NomicBertModel` with its own config keys (`hidden_size`, `rope_parameters`
+    with dynamic scaling from `max_position_embeddings: 100`), 2 heads of 20, saved as transformers
+    saves it (original tensor names)."""
+    out_dir, hf_dir = root / "nomic-native", root / "_hf_nomic_native"
+    tok = wordpiece_tokenizer()
+    fast = fast_tokenizer(tok, MAX_LEN)
+    cfg = NomicBertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=36,
+        max_position_embeddings=100,
+        rope_parameters={"rope_type": "dynamic", "factor": 3.0, "rope_theta": 1000.0},
+    )
+    torch.manual_seed(33)
+    model = NomicBertModel(cfg).eval()
+    widen(model, 33)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, MAX_LEN, "mean", prompts=NOMIC_PROMPTS)
+    plain = {"rope_type": "default", "rope_theta": 1000.0}
+    sensitivity = {
+        "dynamic_ntk_ignored": with_config(rope_parameters=plain),
+        "gate_halves_swapped": swapped_gate("up_proj", "gate_proj"),
+    }
+    golden(out_dir, model, fast, "mean", sensitivity, prompts=NOMIC_PROMPTS)
+
+
+def gte_native(root, name, seed, **extra):
+    out_dir, hf_dir = root / name, root / f"_hf_{name}"
+    tok = wordpiece_tokenizer()
+    fast = fast_tokenizer(tok, MAX_LEN)
+    cfg = GteConfig(
+        vocab_size=tok.get_vocab_size(),
+        pad_token_id=0,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        max_position_embeddings=MAX_LEN,
+        **extra,
+    )
+    torch.manual_seed(seed)
+    model = GteModel(cfg).eval()
+    widen(model, seed)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, MAX_LEN, "cls")
+    theta = model.config.rope_parameters["rope_theta"]
+    sensitivity = {
+        "rotary_base_10000": with_config(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        "gate_halves_swapped": swapped_gate("up_proj", "gate_proj"),
+    }
+    assert theta != 10000.0
+    golden(out_dir, model, fast, "cls", sensitivity)
+
+
+def gte_native_tiny(root):
+    """transformers' `GteModel` (gte-multilingual-base's shape): biased attention, GeGLU with a
+    biased down-projection, one token type, the class's default base (160000, absent from the
+    config); CLS pooling."""
+    gte_native(root, "gte-native-tiny", 41, hidden_size=48, intermediate_size=40, hidden_act="gelu")
+
+
+def gte_native_no_token_types(root):
+    """gte-base-en-v1.5's shape: `type_vocab_size: 0` (no token-type table), SiLU, base 5e5."""
+    gte_native(
+        root,
+        "gte-native-no-token-types",
+        42,
+        hidden_size=36,
+        intermediate_size=44,
+        hidden_act="silu",
+        type_vocab_size=0,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+    )
+
+
+BUILDERS = [nomic_tiny, nomic_partial_biased, nomic_native, gte_native_tiny, gte_native_no_token_types]
+
+
+def main():
+    root = Path(sys.argv[1])
+    root.mkdir(parents=True, exist_ok=True)
+    only = sys.argv[3:]
+    for build in BUILDERS:
+        if not only or build.__name__ in only:
+            build(root)
+    cleanup(root)
+
+
+if __name__ == "__main__":
+    main()
