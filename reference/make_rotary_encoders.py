@@ -1,9 +1,11 @@
 """Tiny random NomicBERT and GTE checkpoints in both layouts they exist in, saved as
 sentence-transformers folders, with goldens from the reference code of each layout:
 
-- the original layout (remote code: `model_type: nomic_bert` with GPT-2 keys, `n_embd`...):
-  NomicBERT's own modeling code, `contrastors/models/huggingface/modeling_hf_nomic_bert.py` from
-  github.com/nomic-ai/contrastors (the code the hub checkpoints run), imported from a directory
+- the original layout (remote code): NomicBERT's own modeling code
+  (`src/contrastors/models/huggingface/modeling_hf_nomic_bert.py` and its configuration, from
+  github.com/nomic-ai/contrastors: the code the hub checkpoints run; `model_type: nomic_bert` with
+  GPT-2 keys, `n_embd`...), and GTE's (`modeling.py` of the hub's Alibaba-NLP/new-impl,
+  `model_type: new`, its padded eager path kept as `modeling_new.py`), imported from a directory
   outside this repository (never copied into it);
 - the transformers-native layout (`model_type: nomic_bert` / `gte` with `hidden_size`,
   `rope_parameters`): transformers' own `NomicBertModel` / `GteModel`. transformers saves these
@@ -21,9 +23,10 @@ text by text, the rotary state reset before each forward.
 
 Run it in a venv outside the repository (torch, transformers 5, sentence-transformers, einops):
 
-    python reference/make_rotary_encoders.py reference/models CONTRASTORS_HF_DIR [builder ...]
+    python reference/make_rotary_encoders.py reference/models ORIGINALS_DIR [builder ...]
 
-where CONTRASTORS_HF_DIR holds `modeling_hf_nomic_bert.py` and `configuration_hf_nomic_bert.py`.
+where ORIGINALS_DIR holds `modeling_hf_nomic_bert.py`, `configuration_hf_nomic_bert.py` and
+`modeling_new.py`.
 """
 
 import importlib.util
@@ -44,17 +47,29 @@ MAX_LEN = 512
 ORIGINAL = {}
 
 
-def original_nomic():
-    """NomicBERT's original modeling module, loaded as a package from outside the repository."""
-    if "nomic" not in ORIGINAL:
+def original_package():
+    """The original modeling modules, loaded as a package from outside the repository."""
+    if "package" not in ORIGINAL:
         src = Path(sys.argv[2])
-        pkg = Path("/tmp/nomic_original_pkg/nomic_original")
+        pkg = Path("/tmp/tessera_originals/originals")
         pkg.mkdir(parents=True, exist_ok=True)
-        for name in ["modeling_hf_nomic_bert.py", "configuration_hf_nomic_bert.py"]:
+        for name in ["modeling_hf_nomic_bert.py", "configuration_hf_nomic_bert.py", "modeling_new.py"]:
             shutil.copy(src / name, pkg / name)
         (pkg / "__init__.py").write_text("")
         sys.path.insert(0, str(pkg.parent))
-        mod = importlib.import_module("nomic_original.modeling_hf_nomic_bert")
+        ORIGINAL["package"] = True
+
+
+def original_gte():
+    original_package()
+    return importlib.import_module("originals.modeling_new")
+
+
+def original_nomic():
+    """NomicBERT's original modeling module."""
+    if "nomic" not in ORIGINAL:
+        original_package()
+        mod = importlib.import_module("originals.modeling_hf_nomic_bert")
         # transformers 4's helper, gone from 5: the additive [batch, 1, 1, seq] padding mask.
         mod.NomicBertModel.get_extended_attention_mask = lambda self, mask, shape: (
             (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
@@ -302,6 +317,132 @@ def nomic_native(root):
     golden(out_dir, model, fast, "mean", sensitivity, prompts=NOMIC_PROMPTS)
 
 
+def swapped_halves(name):
+    """The two halves of one up-and-gate projection exchanged."""
+
+    def run(model, ids):
+        other = rebuilt(model)
+        with torch.no_grad():
+            for module in other.modules():
+                if hasattr(module, name):
+                    w = getattr(module, name).weight
+                    half = w.shape[0] // 2
+                    w.copy_(torch.cat([w[half:], w[:half]]))
+        return hidden(other, ids)
+
+    return run
+
+
+def gte_original(root, name, seed, native_check, **cfg):
+    """A GTE built by the remote code; `native_check`: transformers' `GteModel` on the same
+    weights must agree once the scaling it lacks (fixed NTK) is taken off both."""
+    mod = original_gte()
+    out_dir, hf_dir, native_dir = root / name, root / f"_hf_{name}", root / f"_hf_{name}_native"
+    tok = wordpiece_tokenizer()
+    fast = fast_tokenizer(tok, MAX_LEN)
+    hub_scaling = json.loads(json.dumps(cfg.get("rope_scaling")))  # transformers 5 adds keys to it
+    config = mod.NewConfig(vocab_size=tok.get_vocab_size(), pad_token_id=0, hidden_dropout_prob=0.0, **cfg)
+    torch.manual_seed(seed)
+    model = mod.NewModel(config).eval()
+    widen(model, seed)
+    model.save_pretrained(hf_dir)
+    # As the hub's checkpoints have it (transformers 4): `rope_theta` and `rope_scaling`, where
+    # transformers 5 would write `rope_parameters`.
+    saved = json.loads((hf_dir / "config.json").read_text())
+    saved.pop("rope_parameters", None)
+    saved["rope_scaling"] = hub_scaling
+    saved["rope_theta"] = config.rope_theta
+    (hf_dir / "config.json").write_text(json.dumps(saved, indent=2))
+    native_cfg = GteConfig(
+        vocab_size=config.vocab_size,
+        pad_token_id=0,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act,
+        layer_norm_eps=config.layer_norm_eps,
+        type_vocab_size=config.type_vocab_size,
+        max_position_embeddings=config.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+    )
+    agree = None
+    if native_check:
+        native = GteModel.from_pretrained(hf_dir, config=native_cfg).eval()
+        agree = max_diff(rebuilt(model, **unscaled(model)), native, fast)
+        assert agree < 1e-4, f"{name}: the original and native references disagree by {agree}"
+    else:
+        native = GteModel(native_cfg).eval()
+    native.save_pretrained(native_dir)
+    fast.save_pretrained(native_dir)
+    save_st(native_dir, out_dir, MAX_LEN, "cls")
+    for file in ["model.safetensors", "config.json"]:
+        (out_dir / file).write_bytes((hf_dir / file).read_bytes())
+    return out_dir, model, fast, agree
+
+
+def unscaled(model):
+    """Config changes that take GTE's NTK scaling off (transformers 5 keeps it in
+    `rope_parameters` unless that is replaced too)."""
+    return dict(rope_scaling=None, rope_parameters={"rope_type": "default", "rope_theta": model.config.rope_theta})
+
+
+def gte_original_ntk(root):
+    """gte-base-en-v1.5's shape in the remote code's layout: `model_type: new`, fixed NTK scaling
+    (`rope_scaling: {type: ntk, factor: 2}`, on at every length), base 5e5, no token types, its
+    runtime switches present; 4 heads of 12; CLS pooling. Agrees with `GteModel` without the NTK."""
+    out_dir, model, fast, agree = gte_original(
+        root,
+        "gte-original-ntk",
+        43,
+        True,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=40,
+        hidden_act="gelu",
+        max_position_embeddings=MAX_LEN,
+        type_vocab_size=0,
+        rope_theta=500000.0,
+        rope_scaling={"type": "ntk", "factor": 2.0},
+        unpad_inputs=False,
+        use_memory_efficient_attention=False,
+    )
+    sensitivity = {
+        "ntk_ignored": lambda model, ids: hidden(rebuilt(model, **unscaled(model)), ids),
+        "gate_halves_swapped": swapped_halves("up_gate_proj"),
+    }
+    golden(out_dir, model, fast, "cls", sensitivity, agree=agree)
+
+
+def gte_original_mixed_separate(root):
+    """The remote code's other options: mixed NTK (`mixed_b: 1.5`, factor 3), separate q/k/v
+    projections (`pack_qkv: false`), one token type, SiLU, 2 heads of 20, the default base."""
+    out_dir, model, fast, _ = gte_original(
+        root,
+        "gte-original-mixed-separate",
+        44,
+        False,
+        hidden_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=52,
+        hidden_act="silu",
+        max_position_embeddings=MAX_LEN,
+        type_vocab_size=1,
+        pack_qkv=False,
+        rope_scaling={"type": "ntk", "factor": 3.0, "mixed_b": 1.5},
+    )
+    sensitivity = {
+        "mixed_b_ignored": lambda model, ids: hidden(
+            rebuilt(model, rope_scaling=None, rope_parameters={"rope_type": "ntk", "factor": 3.0, "rope_theta": 10000.0}),
+            ids,
+        ),
+        "gate_halves_swapped": swapped_halves("up_gate_proj"),
+    }
+    golden(out_dir, model, fast, "cls", sensitivity)
+
+
 def gte_native(root, name, seed, **extra):
     out_dir, hf_dir = root / name, root / f"_hf_{name}"
     tok = wordpiece_tokenizer()
@@ -350,7 +491,15 @@ def gte_native_no_token_types(root):
     )
 
 
-BUILDERS = [nomic_tiny, nomic_partial_biased, nomic_native, gte_native_tiny, gte_native_no_token_types]
+BUILDERS = [
+    nomic_tiny,
+    nomic_partial_biased,
+    nomic_native,
+    gte_original_ntk,
+    gte_original_mixed_separate,
+    gte_native_tiny,
+    gte_native_no_token_types,
+]
 
 
 def main():

@@ -204,8 +204,17 @@ fn nomic_bert_matches_its_references_in_both_layouts() {
 }
 
 #[test]
-fn gte_matches_transformers() {
+/// GTE in the remote code's layout (fixed NTK, with and without `mixed_b`, fused and separate
+/// projections; the remote code agreeing with transformers' class on the same weights) and the
+/// native one.
+#[test]
+fn gte_matches_its_references_in_both_layouts() {
     for (model, architecture) in [
+        ("gte-original-ntk", "gte (original config, rotary base 500000)"),
+        (
+            "gte-original-mixed-separate",
+            "gte (original config, rotary base 10000)",
+        ),
         ("gte-native-tiny", "gte (native config, rotary base 160000)"),
         ("gte-native-no-token-types", "gte (native config, rotary base 500000)"),
     ] {

@@ -105,7 +105,12 @@ fn nomic_bert_in_both_layouts() {
 
 #[test]
 fn gte() {
-    for model in ["gte-native-tiny", "gte-native-no-token-types"] {
+    for model in [
+        "gte-original-ntk",
+        "gte-original-mixed-separate",
+        "gte-native-tiny",
+        "gte-native-no-token-types",
+    ] {
         reference(model);
     }
 }

@@ -48,14 +48,12 @@ impl Family for Gte {
 
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
         let config = layout.config;
-        let (names, first) = match super::layers_are(&GTE_NAMES, "GTE", layout)? {
-            Some(evidence) => (GTE_NAMES, evidence),
-            None => (
-                GTE_SEPARATE_NAMES,
-                super::own_layers(&GTE_SEPARATE_NAMES, "GTE", layout)?,
-            ),
+        let separate = format!("{}{}", layout.prefix, GTE_SEPARATE_NAMES.signature());
+        let names = match layout.weights.get(&separate) {
+            Some(_) => GTE_SEPARATE_NAMES,
+            None => GTE_NAMES,
         };
-        let mut evidence = vec![first];
+        let mut evidence = vec![super::own_layers(&names, "GTE", layout)?];
         let mut findings = Vec::new();
         // `new` is the remote code's name; transformers' is `gte`.
         let native = config.str("model_type") == Some("gte") || config.get("rope_parameters").is_some();

@@ -197,20 +197,21 @@ fn original(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Find
     let function = config.str("activation_function").unwrap_or("gelu");
     // The original's block: SiLU for swiglu, the exact GELU for every other choice (the plain
     // feed-forward receives `F.gelu` whatever GELU variant is named).
-    let (gated, act) =
-        match function {
-            "swiglu" => (true, HiddenAct::Silu),
-            "geglu" => (true, HiddenAct::Gelu),
-            "gelu" | "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" => (false, HiddenAct::Gelu),
-            other => return Err(refusal(
+    let (gated, act) = match function {
+        "swiglu" => (true, HiddenAct::Silu),
+        "geglu" => (true, HiddenAct::Gelu),
+        "gelu" | "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" => (false, HiddenAct::Gelu),
+        other => {
+            return Err(refusal(
                 config,
                 "activation_function",
                 format!(
                     "`activation_function: {other}` is not one tessera serves for NomicBERT (swiglu, geglu or gelu)"
                 ),
                 "set the activation the model was trained with",
-            )),
-        };
+            ))
+        }
+    };
     if gated != gated_tensors {
         return Err(Box::new(
             Finding::error(
