@@ -1,0 +1,248 @@
+//! NomicBERT and GTE through the real binary, in both layouts each exists in (the remote code's
+//! config keys and transformers' native ones): recognised with evidence, served as their
+//! references compute them (prompts and Matryoshka truncation included), and refused by key
+//! where serving them would give other vectors.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tessera_integration_tests::reference::{self, copy, edit_config, finding, golden, validate};
+use tessera_integration_tests::{assert_parity, Server};
+
+fn vectors(value: &Value) -> Vec<Vec<f32>> {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+fn assert_serves_golden(server: &Server, golden: &Value, what: &str) {
+    let want = vectors(&golden["embeddings"]);
+    let got = server.embed(&golden["texts"]);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{what} /embed {i}"));
+    }
+}
+
+#[test]
+fn validate_model_states_each_layout_and_its_evidence() {
+    for (model, architecture, evidence, pooling) in [
+        (
+            "nomic-tiny",
+            "nomic-bert (original config, rotary on 16 of 16 dims, base 1000, dynamic NTK x2 beyond 128 tokens)",
+            &["encoder.layers.0.attn.Wqkv.weight", "n_embd", "rotary_scaling_factor"][..],
+            "mean",
+        ),
+        (
+            "nomic-native",
+            "nomic-bert (native config, rotary on 20 of 20 dims, base 1000, dynamic NTK x3 beyond 100 tokens)",
+            &["encoder.layers.0.mlp.fc11.weight", "hidden_size", "rope_parameters"][..],
+            "mean",
+        ),
+        (
+            "gte-original-ntk",
+            "gte (original config, rotary base 500000)",
+            &[
+                "encoder.layer.0.attention.qkv_proj.weight",
+                "rope_scaling",
+                "rope_theta",
+            ][..],
+            "cls",
+        ),
+        (
+            "gte-original-mixed-separate",
+            "gte (original config, rotary base 10000)",
+            &["encoder.layer.0.attention.q_proj.weight", "rope_scaling"][..],
+            "cls",
+        ),
+        (
+            "gte-native-tiny",
+            "gte (native config, rotary base 160000)",
+            &[
+                "encoder.layer.0.attention.qkv_proj.weight",
+                "rope_parameters.rope_theta",
+            ][..],
+            "cls",
+        ),
+    ] {
+        let (status, report) = validate(&reference::model(model));
+        assert_eq!(status, Some(0), "{model}: {report:#}");
+        assert_eq!(report["architecture"], format!("{architecture}, unpadded"), "{model}");
+        assert_eq!(report["pooling"]["mode"], pooling, "{model}");
+        let subjects: Vec<&str> = report["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["subject"].as_str())
+            .collect();
+        for e in evidence.iter().chain(&["model_type"]) {
+            assert!(subjects.contains(e), "{model}: {e} not in {subjects:?}");
+        }
+        let findings = report["findings"].as_array().unwrap();
+        assert!(findings.iter().all(|f| f["severity"] == "info"), "{model}: {report:#}");
+    }
+    // The remote code's runtime switches are named as ignored.
+    let (_, report) = validate(&reference::model("gte-original-ntk"));
+    assert_eq!(finding(&report, "gte-runtime-option-ignored")["severity"], "info");
+}
+
+#[test]
+fn nomic_serves_its_vectors_prompts_and_matryoshka_sizes() {
+    let model = "nomic-tiny";
+    let golden = golden(model);
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden, model);
+    let prompted = &golden["prompted"]["search_query"];
+    assert_eq!(prompted["prompt"], "search_query: ");
+    let want = vectors(&prompted["embeddings"]);
+    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..want.len()].to_vec();
+    let response = server.post("/embed", &json!({"inputs": texts, "prompt_name": "search_query"}));
+    assert_eq!(response.status(), 200);
+    let got: Vec<Vec<f32>> = response.json().unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{model} prompt_name=search_query {i}"));
+    }
+    // Matryoshka: the first `dimensions` components, normalized again.
+    let full = vectors(&golden["embeddings"]);
+    let response = server.post(
+        "/v1/embeddings",
+        &json!({"input": golden["texts"][5], "model": "nomic", "dimensions": 16}),
+    );
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().unwrap();
+    let got: Vec<f32> = serde_json::from_value(body["data"][0]["embedding"].clone()).unwrap();
+    let mut want = full[5][..16].to_vec();
+    let norm = want.iter().map(|x| x * x).sum::<f32>().sqrt();
+    want.iter_mut().for_each(|x| *x /= norm);
+    assert_parity(&got, &want, "nomic dimensions 16");
+}
+
+#[test]
+fn every_layout_serves_its_reference_vectors() {
+    for model in [
+        "nomic-partial-biased",
+        "nomic-native",
+        "gte-original-ntk",
+        "gte-original-mixed-separate",
+        "gte-native-no-token-types",
+    ] {
+        let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+        assert_serves_golden(&server, &golden(model), model);
+    }
+    // Native GTE without `rope_parameters`: the class's default base, 160000.
+    let dir = copy("gte-native-tiny");
+    edit_config(dir.path(), |c| {
+        c.remove("rope_parameters");
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(
+        report["architecture"],
+        "gte (native config, rotary base 160000), unpadded"
+    );
+    let server = Server::start(dir.path(), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden("gte-native-tiny"), "gte-native-tiny, default base");
+}
+
+#[test]
+fn what_would_serve_other_vectors_is_refused_by_key() {
+    type Edit = Box<dyn Fn(&Path)>;
+    let set = |key: &'static str, value: Value| -> Edit {
+        Box::new(move |d| {
+            edit_config(d, |c| {
+                c.insert(key.into(), value.clone());
+            })
+        })
+    };
+    let cases: Vec<(&str, Edit, &str, &str)> = vec![
+        (
+            "nomic-tiny",
+            set("rotary_emb_interleaved", json!(true)),
+            "nomic-option-unsupported",
+            "rotary_emb_interleaved",
+        ),
+        (
+            "nomic-tiny",
+            set("prenorm", json!(true)),
+            "nomic-option-unsupported",
+            "prenorm",
+        ),
+        (
+            "nomic-tiny",
+            set("rotary_emb_scale_base", json!(512)),
+            "nomic-option-unsupported",
+            "rotary_emb_scale_base",
+        ),
+        (
+            "nomic-tiny",
+            set("activation_function", json!("gelu")),
+            "feed-forward-contradicts-config",
+            "activation_function",
+        ),
+        (
+            "nomic-tiny",
+            set("rotary_emb_fraction", json!(0.3)),
+            "nomic-option-unsupported",
+            "rotary_emb_fraction",
+        ),
+        (
+            "nomic-native",
+            set(
+                "rope_parameters",
+                json!({"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0}),
+            ),
+            "rope-scaling-unsupported",
+            "rope_parameters",
+        ),
+        (
+            "gte-original-ntk",
+            set("logn_attention_scale", json!(true)),
+            "gte-option-unsupported",
+            "logn_attention_scale",
+        ),
+        (
+            "gte-original-ntk",
+            set("layer_norm_type", json!("rms_norm")),
+            "gte-option-unsupported",
+            "layer_norm_type",
+        ),
+        (
+            "gte-original-ntk",
+            set("rope_scaling", json!({"type": "yarn", "factor": 2.0})),
+            "rope-scaling-unsupported",
+            "rope_scaling",
+        ),
+        (
+            "gte-original-ntk",
+            set("position_embedding_type", json!("alibi")),
+            "gte-option-unsupported",
+            "position_embedding_type",
+        ),
+    ];
+    for (model, edit, code, subject) in cases {
+        let dir = copy(model);
+        edit(dir.path());
+        let (status, report) = validate(dir.path());
+        assert_ne!(status, Some(0), "{model} {code}: {report:#}");
+        let f = finding(&report, code);
+        assert_eq!(f["subject"], subject, "{model} {code}: {f:#}");
+        assert!(f["fix"].as_str().is_some_and(|s| !s.is_empty()), "{f:#}");
+    }
+}
+
+#[test]
+fn a_model_type_the_tensors_contradict_is_a_warning_and_the_tensors_decide() {
+    for (model, family) in [("nomic-tiny", "nomic-bert"), ("gte-original-ntk", "gte")] {
+        let dir = copy(model);
+        edit_config(dir.path(), |c| {
+            c.insert("model_type".into(), json!("bert"));
+        });
+        let (status, report) = validate(dir.path());
+        assert_eq!(status, Some(0), "{model}: {report:#}");
+        assert!(
+            report["architecture"].as_str().unwrap().starts_with(family),
+            "{report:#}"
+        );
+        let f = finding(&report, "model-type-contradicts-weights");
+        assert_eq!(f["severity"], "warning");
+        assert_eq!(f["subject"], "model_type");
+    }
+}
