@@ -213,7 +213,6 @@ fn nomic_bert_matches_its_references_in_both_layouts() {
     }
 }
 
-#[test]
 /// GTE in the remote code's layout (fixed NTK, with and without `mixed_b`, fused and separate
 /// projections; the remote code agreeing with transformers' class on the same weights) and the
 /// native one.

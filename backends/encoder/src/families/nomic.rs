@@ -242,7 +242,7 @@ fn original(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Find
         true => {
             let head_dim = dims.head_dim.size();
             let rotated = head_dim as f64 * fraction;
-            if fraction > 1.0 || rotated.fract() != 0.0 || rotated as usize % 2 != 0 {
+            if fraction > 1.0 || rotated.fract() != 0.0 || !(rotated as usize).is_multiple_of(2) {
                 return Err(refusal(
                     config,
                     "rotary_emb_fraction",
