@@ -25,8 +25,9 @@ Run it in a venv outside the repository (torch, transformers 5, sentence-transfo
 
     python reference/make_rotary_encoders.py reference/models ORIGINALS_DIR [builder ...]
 
-where ORIGINALS_DIR holds `modeling_hf_nomic_bert.py`, `configuration_hf_nomic_bert.py` and
-`modeling_new.py`.
+where ORIGINALS_DIR holds `modeling_hf_nomic_bert.py`, `configuration_hf_nomic_bert.py`,
+`modeling_new.py` and `xlm-roberta-flash-implementation/` (jina-embeddings-v3's remote code: the
+hub's jinaai/xlm-roberta-flash-implementation, mirrored on GitHub in aoncevay/jina-wrapper).
 """
 
 import importlib.util
@@ -36,10 +37,18 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import GteConfig, GteModel, NomicBertConfig, NomicBertModel
+from safetensors.torch import load_file, save_file
+from transformers import (
+    GteConfig,
+    GteModel,
+    JinaEmbeddingsV3Config,
+    JinaEmbeddingsV3Model,
+    NomicBertConfig,
+    NomicBertModel,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_encoders import cleanup, fast_tokenizer, widen, wordpiece_tokenizer  # noqa: E402
+from make_encoders import cleanup, fast_tokenizer, unigram_tokenizer, widen, wordpiece_tokenizer  # noqa: E402
 from make_rotary_families import save_st, texts  # noqa: E402
 
 NOMIC_PROMPTS = {"search_query": "search_query: ", "search_document": "search_document: "}
@@ -55,9 +64,29 @@ def original_package():
         pkg.mkdir(parents=True, exist_ok=True)
         for name in ["modeling_hf_nomic_bert.py", "configuration_hf_nomic_bert.py", "modeling_new.py"]:
             shutil.copy(src / name, pkg / name)
+        jina = pkg / "jina"
+        jina.mkdir(exist_ok=True)
+        for name in (src / "xlm-roberta-flash-implementation").glob("*.py"):
+            shutil.copy(name, jina / name.name)
+        (jina / "__init__.py").write_text("")
         (pkg / "__init__.py").write_text("")
         sys.path.insert(0, str(pkg.parent))
         ORIGINAL["package"] = True
+
+
+def original_jina():
+    """jina-embeddings-v3's remote code (`xlm-roberta-flash-implementation`), with two
+    transformers-4 names it imports put back (neither is used by the rotary, flash-free path)."""
+    original_package()
+    import transformers
+    import transformers.models.xlm_roberta.modeling_xlm_roberta as xlmr
+    from unittest import mock
+
+    xlmr.create_position_ids_from_input_ids = lambda *a, **k: None  # absolute positions only
+    mod = importlib.import_module("originals.jina.modeling_lora")
+    # Its model loads the tokenizer of `name_or_path` while being built; there is none here.
+    ORIGINAL["jina_no_tokenizer"] = mock.patch.object(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
+    return mod
 
 
 def original_gte():
@@ -491,6 +520,172 @@ def gte_native_no_token_types(root):
     )
 
 
+JINA_INSTRUCTIONS = {
+    "retrieval.query": "Represent the query for retrieving evidence documents: ",
+    "retrieval.passage": "Represent the document for retrieval: ",
+    "separation": "",
+    "classification": "",
+    "text-matching": "",
+}
+
+
+@torch.no_grad()
+def jina_embed(model, tok, text, task=None):
+    """XLMRobertaLoRA.encode for one text: the task's instruction prepended and its adapter on
+    (`adapter_mask`); no task: neither. Mean pooling, normalized; and the hidden states."""
+    tasks = list(JINA_INSTRUCTIONS)
+    ids = torch.tensor([tok((JINA_INSTRUCTIONS[task] if task else "") + text, truncation=True, max_length=MAX_LEN)["input_ids"]])
+    extra = {"adapter_mask": torch.tensor([tasks.index(task)], dtype=torch.int32)} if task else {}
+    h = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)[0]
+    return h[0], torch.nn.functional.normalize(h.mean(1), dim=-1)[0], ids[0].tolist()
+
+
+def jina_v3_tiny(root):
+    """jina-embeddings-v3's shape in its remote code: `XLMRobertaLoRA` (`roberta.` prefix, every
+    linear and embedding weight parametrized as `parametrizations.weight.original` with
+    `lora_A`/`lora_B` for five tasks of rank 4, alpha 1), rotary positions with base 20000 (no
+    position table), post-norm `mixer.Wqkv`/`mixer.out_proj`/`mlp.fc1`/`mlp.fc2`, `emb_ln`;
+    3 heads of 16; mean pooling; the tasks' instructions as prompts. Goldens without a task
+    (adapters off) and with each task (its instruction and adapter); transformers'
+    `JinaEmbeddingsV3Model` agrees with the remote code on the base weights."""
+    mod = original_jina()
+    out_dir, hf_dir, native_dir = root / "jina-v3-tiny", root / "_hf_jina_v3", root / "_hf_jina_v3_native"
+    tok = unigram_tokenizer()
+    fast = fast_tokenizer(tok, MAX_LEN)
+    common = dict(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=64,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    )
+    with ORIGINAL["jina_no_tokenizer"]:
+        config = mod.XLMRobertaFlashConfig(
+            max_position_embeddings=8194,
+            position_embedding_type="rotary",
+            rotary_emb_base=20000.0,
+            lora_adaptations=list(JINA_INSTRUCTIONS),
+            task_instructions=JINA_INSTRUCTIONS,
+            lora_rank=4,
+            lora_alpha=1,
+            use_flash_attn=False,
+            load_trained_adapters=True,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            matryoshka_dimensions=[8, 16, 32, 48],
+            **common,
+        )
+        torch.manual_seed(51)
+        model = mod.XLMRobertaLoRA(config).eval()
+    widen(model, 51)
+    model.save_pretrained(hf_dir)
+    # The base weights alone, named as a plain checkpoint, through transformers' native class.
+    base = {
+        k.removeprefix("roberta.").replace(".parametrizations.weight.original", ".weight"): v
+        for k, v in load_file(hf_dir / "model.safetensors").items()
+        if "lora_" not in k
+    }
+    native_dir.mkdir(parents=True, exist_ok=True)
+    save_file(base, native_dir / "model.safetensors")
+    native_cfg = JinaEmbeddingsV3Config(
+        max_position_embeddings=8194,
+        rope_parameters={"rope_type": "default", "rope_theta": 20000.0},
+        hidden_act="gelu",
+        **common,
+    )
+    native_cfg.save_pretrained(native_dir)
+    native = JinaEmbeddingsV3Model.from_pretrained(native_dir, config=native_cfg).eval()
+    agree = 0.0
+    for t in texts():
+        ids = torch.tensor([fast(t, truncation=True, max_length=MAX_LEN)["input_ids"]])
+        with torch.no_grad():
+            a = model(input_ids=ids, attention_mask=torch.ones_like(ids))[0]
+            b = native(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        agree = max(agree, (a - b).abs().max().item())
+    assert agree < 1e-4, f"jina-v3: the remote code and transformers' class disagree by {agree}"
+
+    # The folder as the hub's: custom Transformer module, mean pooling, Normalize, prompts.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in ["model.safetensors", "config.json"]:
+        (out_dir / file).write_bytes((hf_dir / file).read_bytes())
+    fast.save_pretrained(out_dir)
+    (out_dir / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "transformer", "path": "", "type": "custom_st.Transformer", "kwargs": ["task"]},
+        {"idx": 1, "name": "pooler", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "normalizer", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ], indent=2))
+    (out_dir / "1_Pooling").mkdir(exist_ok=True)
+    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 48, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (out_dir / "2_Normalize").mkdir(exist_ok=True)
+    (out_dir / "config_sentence_transformers.json").write_text(json.dumps({"prompts": JINA_INSTRUCTIONS, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))
+
+    ts = texts()
+    base_out = [jina_embed(model, fast, t) for t in ts]
+    data = {
+        "texts": ts,
+        "token_ids": [ids for _, _, ids in base_out],
+        "token_counts": [len(ids) for _, _, ids in base_out],
+        "embeddings": [n.tolist() for _, n, _ in base_out],
+        "embeddings_mean_unnormalized": [h.mean(0).tolist() for h, _, _ in base_out],
+        "embeddings_cls": [h[0].tolist() for h, _, _ in base_out],
+        "pad_token_id": 1,
+        "references_agree_max_abs_diff": agree,
+        "tasks": {},
+    }
+    worst_off, worst_other = 0.0, 0.0
+    for i, task in enumerate(JINA_INSTRUCTIONS):
+        vectors = [jina_embed(model, fast, t, task)[1] for t in ts[:12]]
+        data["tasks"][task] = {"prompt": JINA_INSTRUCTIONS[task], "embeddings": [v.tolist() for v in vectors]}
+        other = list(JINA_INSTRUCTIONS)[(i + 1) % len(JINA_INSTRUCTIONS)]
+        for t, want in zip(ts[:12], vectors):
+            ids = torch.tensor([fast(JINA_INSTRUCTIONS[task] + t, truncation=True, max_length=MAX_LEN)["input_ids"]])
+            with torch.no_grad():
+                off = model(input_ids=ids, attention_mask=torch.ones_like(ids))[0]
+                wrong = model(input_ids=ids, attention_mask=torch.ones_like(ids), adapter_mask=torch.tensor([list(JINA_INSTRUCTIONS).index(other)], dtype=torch.int32))[0]
+            norm = lambda h: torch.nn.functional.normalize(h.mean(1), dim=-1)[0]
+            worst_off = max(worst_off, (norm(off) - want).abs().max().item())
+            worst_other = max(worst_other, (norm(wrong) - want).abs().max().item())
+    data["sensitivity_of_normalized_embeddings_to_bugs"] = {
+        "adapter_off": round(worst_off, 4),
+        "another_tasks_adapter": round(worst_other, 4),
+    }
+    (out_dir / "golden.json").write_text(json.dumps(data))
+
+
+def jina_v3_native(root):
+    """transformers' `JinaEmbeddingsV3Model` with its own config keys (`rope_parameters`, base
+    20000), saved as transformers saves it (the remote code's tensor names, no adapters);
+    4 heads of 10, tanh GELU; mean pooling."""
+    out_dir, hf_dir = root / "jina-v3-native", root / "_hf_jina_v3_native_only"
+    tok = unigram_tokenizer()
+    fast = fast_tokenizer(tok, MAX_LEN)
+    cfg = JinaEmbeddingsV3Config(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=56,
+        hidden_act="gelu_pytorch_tanh",
+        type_vocab_size=1,
+        pad_token_id=1,
+        max_position_embeddings=8194,
+        rope_parameters={"rope_type": "default", "rope_theta": 20000.0},
+    )
+    torch.manual_seed(52)
+    model = JinaEmbeddingsV3Model(cfg).eval()
+    widen(model, 52)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, MAX_LEN, "mean")
+    sensitivity = {"rotary_base_10000": with_config(rope_parameters={"rope_type": "default", "rope_theta": 10000.0})}
+    golden(out_dir, model, fast, "mean", sensitivity)
+
+
 BUILDERS = [
     nomic_tiny,
     nomic_partial_biased,
@@ -499,6 +694,8 @@ BUILDERS = [
     gte_original_mixed_separate,
     gte_native_tiny,
     gte_native_no_token_types,
+    jina_v3_tiny,
+    jina_v3_native,
 ]
 
 
