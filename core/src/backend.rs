@@ -21,6 +21,12 @@ pub trait Backend: std::fmt::Debug + Send {
     /// What was loaded.
     fn describe(&self) -> BackendDescription;
 
+    /// The model's task adapters by name (jina-embeddings-v3's LoRA tasks), which
+    /// [`Batch::tasks`] index; empty for models without.
+    fn adapters(&self) -> &[String] {
+        &[]
+    }
+
     /// Packs every linear layer's weights in `format` ([`crate::layers::Linear::quantize`]);
     /// returns the bytes the linear layers' weights took before and after. Backends without
     /// that ability say so.

@@ -76,6 +76,9 @@ pub struct Batch {
     pub position_ids: Vec<u32>,
     /// Where each sequence starts and ends.
     pub seqs: SeqOffsets,
+    /// The task adapter each sequence runs with (an index into [`crate::Backend::adapters`]),
+    /// one per sequence; empty: none for any.
+    pub tasks: Vec<Option<usize>>,
 }
 
 impl Batch {
@@ -112,7 +115,34 @@ impl Batch {
             token_type_ids,
             position_ids,
             seqs: SeqOffsets::from_lengths(lengths),
+            tasks: Vec::new(),
         }
+    }
+
+    /// The same batch with each sequence's task adapter (`tasks[i]` for sequence `i`).
+    pub fn with_tasks(mut self, tasks: Vec<Option<usize>>) -> Self {
+        self.tasks = if tasks.iter().all(Option::is_none) {
+            Vec::new()
+        } else {
+            tasks
+        };
+        self
+    }
+
+    /// Each run of consecutive sequences with the same task: its token rows and the task.
+    /// Empty when no sequence has one.
+    pub fn task_runs(&self) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
+        let mut runs: Vec<(std::ops::Range<usize>, Option<usize>)> = Vec::new();
+        if self.tasks.is_empty() {
+            return runs;
+        }
+        for (range, &task) in self.seqs.ranges().zip(&self.tasks) {
+            match runs.last_mut() {
+                Some((last, t)) if *t == task => last.end = range.end,
+                _ => runs.push((range, task)),
+            }
+        }
+        runs
     }
 }
 

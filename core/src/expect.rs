@@ -148,8 +148,7 @@ pub fn check_tensors(
     for t in &expected {
         let full = format!("{prefix}{}", t.name);
         let found = weights
-            .get(&full)
-            .map(|info| (full.clone(), info))
+            .resolve(&full)
             .or_else(|| legacy_name(&full).and_then(|alt| weights.get(&alt).map(|info| (alt, info))));
         match found {
             None => {

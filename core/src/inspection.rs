@@ -269,10 +269,32 @@ pub struct WeightsIndex {
     pub tensors: BTreeMap<String, TensorInfo>,
 }
 
+/// Where PyTorch's `torch.nn.utils.parametrize` keeps a module's `weight` when it saves a
+/// parametrized module: jina-embeddings-v3 saves every linear and embedding weight this way, its
+/// LoRA adapters beside it (`parametrizations.weight.0.lora_A`). Its parametrization leaves the
+/// weight as it is, so the stored tensor is the weight.
+pub const PARAMETRIZED_WEIGHT: &str = "parametrizations.weight.original";
+
+/// `x.weight` stored as a parametrized module's: `x.parametrizations.weight.original`.
+pub fn parametrized(name: &str) -> Option<String> {
+    name.strip_suffix(".weight")
+        .map(|module| format!("{module}.{PARAMETRIZED_WEIGHT}"))
+}
+
 impl WeightsIndex {
     /// The tensor called exactly `name`.
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.get(name)
+    }
+
+    /// The tensor `name` stands for, as it is stored: `name` itself, or for a `weight` the
+    /// parametrized module's ([`PARAMETRIZED_WEIGHT`]).
+    pub fn resolve(&self, name: &str) -> Option<(String, &TensorInfo)> {
+        self.get(name).map(|info| (name.to_string(), info)).or_else(|| {
+            let stored = parametrized(name)?;
+            let info = self.get(&stored)?;
+            Some((stored, info))
+        })
     }
 
     /// The weight-name prefix (`""`, `"bert."`...) in front of `suffix`, the shortest if several.
@@ -439,7 +461,11 @@ impl ModelInspection {
                 .fix("fix the finding about the weights first"),
             ));
         };
-        let Some(prefix) = weights.prefix_before(word_table) else {
+        let stored = parametrized(word_table);
+        let prefix = weights
+            .prefix_before(word_table)
+            .or_else(|| stored.and_then(|s| weights.prefix_before(&s)));
+        let Some(prefix) = prefix else {
             return Err(Box::new(
                 Finding::error(
                     "architecture-unknown",

@@ -285,6 +285,16 @@ pub fn split_heads(qkv: &Tensor, heads: usize, head_dim: usize) -> candle_core::
     Ok((part(0)?, part(1)?, part(2)?))
 }
 
+/// A linear or embedding module's `weight` of `shape`, stored plainly or as a parametrized
+/// module's ([`crate::inspection::PARAMETRIZED_WEIGHT`]).
+pub fn weight(vb: &VarBuilder, shape: impl Into<candle_core::Shape>) -> candle_core::Result<Tensor> {
+    let parametrized = crate::inspection::PARAMETRIZED_WEIGHT;
+    match !vb.contains_tensor("weight") && vb.contains_tensor(parametrized) {
+        true => vb.get(shape, parametrized),
+        false => vb.get(shape, "weight"),
+    }
+}
+
 /// Projections of the same input stacked into one `[sum of outs, in]` matmul (Q, K and V; a
 /// gate and its up-projection), each part `(name, out)`, with or without their biases.
 pub fn stacked_linear(
@@ -295,7 +305,7 @@ pub fn stacked_linear(
 ) -> candle_core::Result<Linear> {
     let weights = parts
         .iter()
-        .map(|&(name, out)| vb.pp(name).get((out, input), "weight"))
+        .map(|&(name, out)| weight(&vb.pp(name), (out, input)))
         .collect::<candle_core::Result<Vec<_>>>()?;
     let biases = match bias {
         true => Some(Tensor::cat(

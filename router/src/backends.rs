@@ -24,6 +24,8 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     &tessera_encoder::NOMIC_BERT,
     #[cfg(feature = "encoder")]
     &tessera_encoder::GTE,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::JINA_V3,
 ];
 
 pub(crate) fn registry() -> Registry {

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::layers::{layer_norm, lookup, split_heads, split_qkv, stacked_linear, LayerNorm, Linear};
+use tessera_core::layers::{layer_norm, lookup, split_heads, split_qkv, stacked_linear, weight, LayerNorm};
 use tessera_core::quant::Format;
 use tessera_core::rotary::{Rotary, RotaryTables};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, Mask, PositionBias, RelativeBias, SeqOffsets};
 
+use crate::lora::{Lora, Projection, TaskRuns};
 use crate::spec::{
     AttentionBias, EncoderSpec, FeedForward as FeedForwardKind, Half, Norm, NormKind, Placement, PositionTable,
     Positions, QkNorms, Qkv,
@@ -30,6 +31,31 @@ fn load_norm(vb: &VarBuilder, size: usize, norm: Norm, name: &str) -> candle_cor
     }
 }
 
+/// The linear layer of one or more stacked parts ([`stacked_linear`]) with its task adapters;
+/// adapters are on single-tensor projections only (jina-embeddings-v3's fused QKV and plain
+/// feed-forward).
+fn projection(
+    vb: &VarBuilder,
+    spec: &EncoderSpec,
+    parts: &[(&str, usize)],
+    input: usize,
+    bias: bool,
+) -> candle_core::Result<Projection> {
+    let lora = match (parts, spec.adapters.as_ref()) {
+        (_, None) => None,
+        (&[(name, output)], adapters) => Lora::linear(&vb.pp(name), adapters, input, output)?,
+        (_, Some(_)) => candle_core::bail!(
+            "{}: task adapters on a projection stacked from {} tensors",
+            spec.architecture,
+            parts.len()
+        ),
+    };
+    Ok(Projection {
+        linear: stacked_linear(vb, parts, input, bias)?,
+        lora,
+    })
+}
+
 /// Word + position (+ token type) embeddings, then the embedding norm where the family has one.
 #[derive(Debug)]
 struct Embeddings {
@@ -38,13 +64,17 @@ struct Embeddings {
     positions: Option<Tensor>,
     scheme: Positions,
     token_types: Option<Tensor>,
+    /// Task adapters of the word and token-type tables.
+    words_lora: Option<Lora>,
+    token_types_lora: Option<Lora>,
     norm: Option<LayerNorm>,
 }
 
 impl Embeddings {
     fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
         let (n, h) = (&spec.names, spec.hidden_size());
-        let table = |name: &str, rows: usize| vb.pp(name).get((rows, h), "weight");
+        let table = |name: &str, rows: usize| weight(&vb.pp(name), (rows, h));
+        let adapters = spec.adapters.as_ref();
         let rows = spec.dims.positions.size();
         let positions = match (spec.position_table, n.position_embeddings) {
             (PositionTable::Weights, Some(name)) => Some(table(name, rows)?),
@@ -64,6 +94,11 @@ impl Embeddings {
                 (Some(name), Some(rows)) => Some(table(name, rows.size())?),
                 _ => None,
             },
+            words_lora: Lora::embedding(&vb.pp(n.word_embeddings), adapters, spec.dims.vocab.size(), h)?,
+            token_types_lora: match (n.token_type_embeddings, spec.dims.token_types) {
+                (Some(name), Some(rows)) => Lora::embedding(&vb.pp(name), adapters, rows.size(), h)?,
+                _ => None,
+            },
             norm: match n.embeddings_norm {
                 Some(name) => Some(load_norm(vb, h, spec.norm, name)?),
                 None => None,
@@ -71,8 +106,17 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+    fn forward(&self, batch: &Batch, runs: &TaskRuns) -> candle_core::Result<Tensor> {
         let mut x = lookup(&self.words, &batch.input_ids)?;
+        if let Some(terms) = self
+            .words_lora
+            .as_ref()
+            .map(|l| l.of_ids(&batch.input_ids, &x, runs))
+            .transpose()?
+            .flatten()
+        {
+            x = (x + terms)?;
+        }
         if let Some(table) = &self.positions {
             let rows = match self.scheme {
                 Positions::Absolute => lookup(table, &batch.position_ids)?,
@@ -85,6 +129,14 @@ impl Embeddings {
         }
         if let Some(types) = &self.token_types {
             x = (x + lookup(types, &batch.token_type_ids)?)?;
+            let lora = self.token_types_lora.as_ref();
+            if let Some(terms) = lora
+                .map(|l| l.of_ids(&batch.token_type_ids, &x, runs))
+                .transpose()?
+                .flatten()
+            {
+                x = (x + terms)?;
+            }
         }
         match &self.norm {
             Some(norm) => norm.forward(&x),
@@ -108,15 +160,17 @@ struct AttendWith<'a> {
     bias: &'a PositionBias,
     /// This layer's rotary tables, if positions are rotary.
     rotary: Option<&'a RotaryTables>,
+    /// Each sequence run's task adapter.
+    runs: &'a TaskRuns,
 }
 
 /// Self-attention with Q, K and V fused into one matmul, its output projection and residual,
 /// and its norm where the placement puts it.
 #[derive(Debug)]
 struct Attention {
-    qkv: Linear,
+    qkv: Projection,
     qk_norms: QkNormLayers,
-    output: Linear,
+    output: Projection,
     /// `None`: the block reads its input unnormed (ModernBERT's layer 0).
     norm: Option<LayerNorm>,
     placement: Placement,
@@ -134,13 +188,14 @@ impl Attention {
         let (heads, kv_heads) = (spec.heads(), spec.kv_heads());
         let bias = spec.biases.attention;
         let qkv = match n.qkv {
-            Qkv::Separate { query, key, value } => stacked_linear(
+            Qkv::Separate { query, key, value } => projection(
                 vb,
+                spec,
                 &[(query, heads * d), (key, kv_heads * d), (value, kv_heads * d)],
                 h,
                 bias,
             )?,
-            Qkv::Fused(name) => stacked_linear(vb, &[(name, 3 * heads * d)], h, bias)?,
+            Qkv::Fused(name) => projection(vb, spec, &[(name, 3 * heads * d)], h, bias)?,
         };
         let norm = |size: usize, name: &str| load_norm(vb, size, spec.norm, name);
         Ok(Self {
@@ -150,7 +205,7 @@ impl Attention {
                 QkNorms::Width(q, k) => QkNormLayers::Width(norm(h, q)?, norm(h, k)?),
                 QkNorms::PerHead(q, k) => QkNormLayers::PerHead(norm(d, q)?, norm(d, k)?),
             },
-            output: stacked_linear(vb, &[(n.attention_output, h)], heads * d, bias)?,
+            output: projection(vb, spec, &[(n.attention_output, h)], heads * d, bias)?,
             norm: match spec.has_attention_norm(l) {
                 true => Some(norm(h, n.attention_norm)?),
                 false => None,
@@ -165,9 +220,9 @@ impl Attention {
     }
 
     /// The query, key and value heads of `input`, normed and rotated as the family does.
-    fn heads_of(&self, input: &Tensor, rotary: Option<&RotaryTables>) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    fn heads_of(&self, input: &Tensor, with: &AttendWith<'_>) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let total = input.dim(0)?;
-        let qkv = self.qkv.forward(input)?;
+        let qkv = self.qkv.forward(input, with.runs)?;
         let heads = |t: Tensor, n: usize| t.contiguous()?.reshape((total, n, self.head_dim));
         let (q_width, kv_width) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
         let (mut q, mut k, v) = match &self.qk_norms {
@@ -198,7 +253,7 @@ impl Attention {
             q = per_head(norm_q, &q)?;
             k = per_head(norm_k, &k)?;
         }
-        if let Some(tables) = rotary {
+        if let Some(tables) = with.rotary {
             q = tables.apply(&q)?;
             k = tables.apply(&k)?;
         }
@@ -211,12 +266,12 @@ impl Attention {
             (Placement::Pre { .. }, Some(norm)) => norm.forward(x)?,
             _ => x.clone(),
         };
-        let (q, k, v) = self.heads_of(&input, with.rotary)?;
+        let (q, k, v) = self.heads_of(&input, with)?;
         let context = with
             .kernel
             .attend(&q, &k, &v, with.seqs, with.bias, self.mask)?
             .reshape((total, self.heads * self.head_dim))?;
-        let out = self.output.forward_residual(&context, x)?;
+        let out = self.output.forward_residual(&context, x, with.runs)?;
         match (self.placement, &self.norm) {
             (Placement::Post, Some(norm)) => norm.forward(&out),
             _ => Ok(out),
@@ -231,10 +286,10 @@ impl Attention {
 #[derive(Debug)]
 struct FeedForward {
     input_norm: Option<LayerNorm>,
-    up: Linear,
+    up: Projection,
     kind: FeedForwardKind,
     act: HiddenAct,
-    down: Linear,
+    down: Projection,
     norm: LayerNorm,
     placement: Placement,
 }
@@ -249,23 +304,23 @@ impl FeedForward {
                 None => None,
             },
             up: match (spec.feed_forward, n.gate) {
-                (FeedForwardKind::Plain, _) => stacked_linear(vb, &[(n.intermediate, i)], h, bias)?,
-                (FeedForwardKind::Gated { .. }, None) => stacked_linear(vb, &[(n.intermediate, 2 * i)], h, bias)?,
+                (FeedForwardKind::Plain, _) => projection(vb, spec, &[(n.intermediate, i)], h, bias)?,
+                (FeedForwardKind::Gated { .. }, None) => projection(vb, spec, &[(n.intermediate, 2 * i)], h, bias)?,
                 // A separate gate goes first, as the activated half.
                 (FeedForwardKind::Gated { .. }, Some(gate)) => {
-                    stacked_linear(vb, &[(gate, i), (n.intermediate, i)], h, bias)?
+                    projection(vb, spec, &[(gate, i), (n.intermediate, i)], h, bias)?
                 }
             },
             kind: spec.feed_forward,
             act: spec.act,
-            down: stacked_linear(vb, &[(n.output, h)], i, spec.biases.down)?,
+            down: projection(vb, spec, &[(n.output, h)], i, spec.biases.down)?,
             norm: load_norm(vb, h, spec.norm, n.output_norm)?,
             placement: spec.norm.placement,
         })
     }
 
     /// `input`: the layer's input; `attended`: the attention block's output.
-    fn forward(&self, input: &Tensor, attended: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, input: &Tensor, attended: &Tensor, runs: &TaskRuns) -> candle_core::Result<Tensor> {
         let x = match &self.input_norm {
             Some(norm) => norm.forward(&(input + attended)?)?,
             None => attended.clone(),
@@ -275,12 +330,12 @@ impl FeedForward {
             Placement::Post => x.clone(),
         };
         let h = match self.kind {
-            FeedForwardKind::Plain => self.up.forward_activated(&normed, self.act)?,
-            FeedForwardKind::Gated { activated } => {
-                self.act.gated(&self.up.forward(&normed)?, activated == Half::First)?
-            }
+            FeedForwardKind::Plain => self.up.forward_activated(&normed, self.act, runs)?,
+            FeedForwardKind::Gated { activated } => self
+                .act
+                .gated(&self.up.forward(&normed, runs)?, activated == Half::First)?,
         };
-        let out = self.down.forward_residual(&h, &x)?;
+        let out = self.down.forward_residual(&h, &x, runs)?;
         match self.placement {
             Placement::Post => self.norm.forward(&out),
             Placement::Pre { .. } => Ok(out),
@@ -419,10 +474,10 @@ impl Encoder {
         let (mut before, mut after) = (0, 0);
         for layer in &mut self.layers {
             for linear in [
-                &mut layer.attention.qkv,
-                &mut layer.attention.output,
-                &mut layer.feed_forward.up,
-                &mut layer.feed_forward.down,
+                &mut layer.attention.qkv.linear,
+                &mut layer.attention.output.linear,
+                &mut layer.feed_forward.up.linear,
+                &mut layer.feed_forward.down.linear,
             ] {
                 before += linear.weight_bytes();
                 linear.quantize(format)?;
@@ -444,7 +499,8 @@ impl Encoder {
 
     /// Last hidden states `[total_tokens, hidden]` for a packed batch.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
-        let mut x = self.embeddings.forward(batch)?;
+        let runs = batch.task_runs();
+        let mut x = self.embeddings.forward(batch, &runs)?;
         let per_batch;
         let bias = match &self.bias {
             LayerBias::Fixed(bias) => bias,
@@ -464,9 +520,10 @@ impl Encoder {
                 kernel: self.kernel.as_ref(),
                 bias,
                 rotary: layer.attention.rotary.map(|i| &tables[i]),
+                runs: &runs,
             };
             let attended = layer.attention.forward(&x, &with)?;
-            x = layer.feed_forward.forward(&x, &attended)?;
+            x = layer.feed_forward.forward(&x, &attended, &runs)?;
         }
         match &self.final_norm {
             Some(norm) => norm.forward(&x),

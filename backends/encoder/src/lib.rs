@@ -10,6 +10,7 @@
 mod alibi;
 mod blocks;
 pub mod families;
+mod lora;
 mod spec;
 
 use std::sync::Arc;
@@ -22,12 +23,14 @@ use tessera_core::{
 
 pub use alibi::alibi_slopes;
 pub use blocks::Encoder;
-pub use families::{Bert, DistilBert, Family, Gte, JinaBert, ModernBert, MpNet, NomicBert, Qwen3, Recognised, Roberta};
+pub use families::{
+    Bert, DistilBert, Family, Gte, JinaBert, JinaV3, ModernBert, MpNet, NomicBert, Qwen3, Recognised, Roberta,
+};
 pub use spec::{
-    AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
-    PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DISTILBERT_NAMES, GTE_NAMES,
-    GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES, NOMIC_PLAIN_NAMES,
-    QWEN3_NAMES,
+    Adapters, AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind,
+    Placement, PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DISTILBERT_NAMES, GTE_NAMES,
+    GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES,
+    NOMIC_PLAIN_NAMES, QWEN3_NAMES,
 };
 
 /// Every family, in the order they are asked.
@@ -41,6 +44,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &Qwen3,
     &NomicBert,
     &Gte,
+    &JinaV3,
 ];
 
 /// A family registered as a backend.
@@ -65,6 +69,8 @@ pub const QWEN3: EncoderBackend = EncoderBackend(&Qwen3);
 pub const NOMIC_BERT: EncoderBackend = EncoderBackend(&NomicBert);
 /// GTE ("new") on the padded reference kernel (`--backend gte`).
 pub const GTE: EncoderBackend = EncoderBackend(&Gte);
+/// jina-embeddings-v3 with its task adapters on the padded reference kernel (`--backend jina-v3`).
+pub const JINA_V3: EncoderBackend = EncoderBackend(&JinaV3);
 
 /// What `family` decides about the model, its tensors checked against the spec it built.
 pub fn recognise(family: &dyn Family, inspection: &ModelInspection) -> Result<Recognised, Vec<tessera_core::Finding>> {
@@ -142,7 +148,17 @@ impl Backend for EncoderRunner {
                 spec.max_input()
             )));
         }
+        let tasks = self.adapters().len();
+        if let Some(bad) = batch.tasks.iter().flatten().find(|&&t| t >= tasks) {
+            return Err(BackendError::InvalidBatch(format!(
+                "task adapter {bad} asked of a model with {tasks}"
+            )));
+        }
         Ok(self.model.forward(batch)?)
+    }
+
+    fn adapters(&self) -> &[String] {
+        self.model.spec().adapters.as_ref().map_or(&[], |a| &a.tasks)
     }
 
     fn quantize(&mut self, format: tessera_core::quant::Format) -> Result<(usize, usize), BackendError> {
@@ -222,6 +238,7 @@ mod tests {
             act: HiddenAct::Gelu,
             norm: Norm::post(1e-12),
             biases: Biases::ALL,
+            adapters: None,
             layer_attention: LayerAttention::bidirectional(2),
         }
     }
@@ -273,6 +290,7 @@ mod tests {
                     up: true,
                     down: false,
                 },
+                adapters: None,
                 layer_attention: vec![
                     LayerAttention {
                         mask: tessera_core::Mask::Window { radius: 2 },
@@ -302,6 +320,7 @@ mod tests {
                     up: false,
                     down: false,
                 },
+                adapters: None,
                 layer_attention: vec![
                     LayerAttention {
                         mask: tessera_core::Mask::Causal,

@@ -238,6 +238,22 @@ pub const GTE_SEPARATE_NAMES: Names = Names {
     ..GTE_NAMES
 };
 
+/// jina-embeddings-v3's (its remote code's, which transformers' native class saves under too):
+/// an XLM-RoBERTa body with fused `mixer.Wqkv`, `mixer.out_proj`, `mlp.fc1`/`fc2`, post-norm
+/// `norm1`/`norm2` and the embedding norm `emb_ln`; its weights parametrized where it carries
+/// task adapters.
+pub const JINA_V3_NAMES: Names = Names {
+    embeddings_norm: Some("emb_ln"),
+    layers: "encoder.layers",
+    qkv: Qkv::Fused("mixer.Wqkv"),
+    attention_output: "mixer.out_proj",
+    attention_norm: "norm1",
+    intermediate: "mlp.fc1",
+    output: "mlp.fc2",
+    output_norm: "norm2",
+    ..BERT_NAMES
+};
+
 impl Names {
     /// The tensor (without prefix) that only this table's layers have: layer 0's query weight.
     pub fn signature(&self) -> String {
@@ -549,6 +565,37 @@ pub struct EncoderSpec {
     pub biases: Biases,
     /// Each layer's attention, one per layer.
     pub layer_attention: Vec<LayerAttention>,
+    /// Task adapters on every linear and embedding weight (jina-embeddings-v3's LoRA).
+    pub adapters: Option<Adapters>,
+}
+
+/// LoRA adapters, one per task, on every linear and embedding weight `W`: task `t` uses
+/// `W + alpha / rank * B_t A_t`. Stored beside the parametrized weight as
+/// `parametrizations.weight.0.lora_A` and `lora_B`: for a linear `[tasks, rank, in]` and
+/// `[tasks, out, rank]`, for an embedding `[tasks, rows, rank]` and `[tasks, rank, width]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adapters {
+    /// The tasks in adapter order (`lora_adaptations`).
+    pub tasks: Vec<String>,
+    /// `lora_rank`.
+    pub rank: Dim,
+    /// `lora_alpha`.
+    pub alpha: f64,
+}
+
+impl Adapters {
+    /// The tensor names of the adapter of module `module` (without `.weight`).
+    pub fn names(module: &str) -> (String, String) {
+        (
+            format!("{module}.parametrizations.weight.0.lora_A"),
+            format!("{module}.parametrizations.weight.0.lora_B"),
+        )
+    }
+
+    /// The count of tasks as the dimension its key gives.
+    pub fn task_dim(&self) -> Dim {
+        Dim::of("lora_adaptations", self.tasks.len())
+    }
 }
 
 impl EncoderSpec {
@@ -600,11 +647,24 @@ impl EncoderSpec {
             format!("{}.weight", n.word_embeddings),
             &[vocab, h],
         )];
+        let adapted = |t: &mut Vec<ExpectedTensor>, module: &str, a: [Dim; 2], b: [Dim; 2]| {
+            if let Some(adapters) = &self.adapters {
+                let (name_a, name_b) = Adapters::names(module);
+                t.push(ExpectedTensor::new(name_a, &[adapters.task_dim(), a[0], a[1]]));
+                t.push(ExpectedTensor::new(name_b, &[adapters.task_dim(), b[0], b[1]]));
+            }
+        };
+        let rank = self.adapters.as_ref().map(|a| a.rank).unwrap_or(h);
+        let linear = |t: &mut Vec<ExpectedTensor>, module: &str, input: Dim, output: Dim| {
+            adapted(t, module, [rank, input], [output, rank]);
+        };
+        adapted(&mut t, n.word_embeddings, [vocab, rank], [rank, h]);
         if let (PositionTable::Weights, Some(name)) = (self.position_table, n.position_embeddings) {
             t.push(ExpectedTensor::new(format!("{name}.weight"), &[positions, h]));
         }
         if let (Some(name), Some(rows)) = (n.token_type_embeddings, token_types) {
             t.push(ExpectedTensor::new(format!("{name}.weight"), &[rows, h]));
+            adapted(&mut t, name, [rows, rank], [rank, h]);
         }
         if let Some(name) = n.embeddings_norm {
             norm(&mut t, name, h);
@@ -625,9 +685,13 @@ impl EncoderSpec {
                     push_linear(&mut t, &p(value), h, kv, biases.attention);
                 }
                 // Fused only where every head has its own key and value (ModernBERT).
-                Qkv::Fused(name) => push_linear(&mut t, &p(name), h, q.times(3), biases.attention),
+                Qkv::Fused(name) => {
+                    push_linear(&mut t, &p(name), h, q.times(3), biases.attention);
+                    linear(&mut t, &p(name), h, q.times(3));
+                }
             }
             push_linear(&mut t, &p(n.attention_output), q, h, biases.attention);
+            linear(&mut t, &p(n.attention_output), q, h);
             if self.has_attention_norm(l) {
                 norm(&mut t, &p(n.attention_norm), h);
             }
@@ -646,7 +710,10 @@ impl EncoderSpec {
                 norm(&mut t, &p(name), h);
             }
             match (self.feed_forward, n.gate) {
-                (FeedForward::Plain, _) => push_linear(&mut t, &p(n.intermediate), h, i, biases.up),
+                (FeedForward::Plain, _) => {
+                    push_linear(&mut t, &p(n.intermediate), h, i, biases.up);
+                    linear(&mut t, &p(n.intermediate), h, i);
+                }
                 (FeedForward::Gated { .. }, None) => push_linear(&mut t, &p(n.intermediate), h, i.times(2), biases.up),
                 (FeedForward::Gated { .. }, Some(gate)) => {
                     push_linear(&mut t, &p(gate), h, i, biases.up);
@@ -654,6 +721,7 @@ impl EncoderSpec {
                 }
             }
             push_linear(&mut t, &p(n.output), i, h, biases.down);
+            linear(&mut t, &p(n.output), i, h);
             norm(&mut t, &p(n.output_norm), h);
         }
         if let Some(name) = n.final_norm {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
-use tessera_encoder::{AttentionBias, BERT, DISTILBERT, GTE, MODERNBERT, MPNET, NOMIC_BERT, QWEN3, ROBERTA};
+use tessera_encoder::{AttentionBias, BERT, DISTILBERT, GTE, JINA_V3, MODERNBERT, MPNET, NOMIC_BERT, QWEN3, ROBERTA};
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
     let inspection = tessera_validation::inspect(model_dir);
@@ -280,4 +280,84 @@ fn qwen3_with_bfloat16_weights_loads() {
         let cos = tessera_core::testing::cosine(g, w);
         assert!(cos >= 0.995, "text {i}: cosine {cos} with bfloat16 weights");
     }
+}
+
+/// jina-embeddings-v3 as its remote code computes it: without a task (adapters off) through the
+/// common golden check, and with each task (its instruction prepended, its adapter on), alone
+/// and in one batch that mixes every task with sequences that have none.
+#[test]
+fn jina_v3_matches_its_remote_code_with_every_task_adapter() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/jina-v3-tiny");
+    check(
+        &JINA_V3,
+        &dir,
+        &dir.join("golden.json"),
+        "jina-v3 (original config, rotary base 20000, 5 task adapters of rank 4)",
+    );
+    let inspection = tessera_validation::inspect(&dir);
+    let model = tessera_core::testing::load(&JINA_V3, &inspection);
+    let golden: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
+    let adapters = model.backend.adapters().to_vec();
+    assert_eq!(adapters.len(), 5);
+    let mut mixed = Vec::new();
+    for (t, task) in adapters.iter().enumerate() {
+        let entry = &golden["tasks"][task];
+        let prompt = entry["prompt"].as_str().unwrap();
+        let want = tessera_core::testing::vectors(entry, "embeddings");
+        for (i, want) in want.iter().enumerate() {
+            let encoded = model
+                .tokenizer
+                .encode(&format!("{prompt}{}", texts[i]), Some(Default::default()))
+                .unwrap();
+            let batch = tessera_core::Batch::from_sequences([(&encoded.ids[..], &encoded.type_ids[..])])
+                .with_tasks(vec![Some(t)]);
+            let got = pooled(model.backend.as_ref(), &batch);
+            tessera_core::testing::assert_close(&got[0], want, &format!("{task} alone, text {i}"));
+            if i < 3 {
+                mixed.push((encoded, Some(t), want.clone()));
+            }
+        }
+    }
+    // One batch: every task's sequences and base ones between them.
+    let base = tessera_core::testing::vectors(&golden, "embeddings");
+    for i in 0..3 {
+        let encoded = model.tokenizer.encode(&texts[i], Some(Default::default())).unwrap();
+        mixed.insert(i * 4, (encoded, None, base[i].clone()));
+    }
+    let batch = tessera_core::Batch::from_sequences(mixed.iter().map(|(e, _, _)| (&e.ids[..], &e.type_ids[..])))
+        .with_tasks(mixed.iter().map(|(_, t, _)| *t).collect());
+    let got = pooled(model.backend.as_ref(), &batch);
+    for (i, (g, (_, task, want))) in got.iter().zip(&mixed).enumerate() {
+        tessera_core::testing::assert_close(g, want, &format!("mixed batch, sequence {i} ({task:?})"));
+    }
+    // A task the model does not have is refused with the batch, not indexed.
+    let bad = tessera_core::Batch::from_sequences([(&mixed[0].0.ids[..], &mixed[0].0.type_ids[..])])
+        .with_tasks(vec![Some(5)]);
+    assert!(model.backend.forward(&bad).is_err());
+}
+
+#[test]
+fn jina_v3_native_matches_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/jina-v3-native");
+    check(
+        &JINA_V3,
+        &dir,
+        &dir.join("golden.json"),
+        "jina-v3 (native config, rotary base 20000, no task adapters)",
+    );
+}
+
+/// Mean-pooled, normalized vectors of `batch`, as `/embed` returns them.
+fn pooled(backend: &dyn tessera_core::Backend, batch: &tessera_core::Batch) -> Vec<Vec<f32>> {
+    let hidden = backend.forward(batch).unwrap();
+    let vectors: Vec<Vec<f32>> = tessera_core::Pooling::Mean
+        .pool(&hidden, &batch.seqs)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    vectors
+        .into_iter()
+        .map(|v| tessera_core::finish_embedding(v, None, true))
+        .collect()
 }

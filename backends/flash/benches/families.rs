@@ -49,6 +49,7 @@ fn spec(architecture: &str, names: Names, positions: Positions, attention_bias: 
         act: HiddenAct::Gelu,
         norm: Norm::post(1e-12),
         biases: Biases::ALL,
+        adapters: None,
         layer_attention: LayerAttention::bidirectional(6),
     }
 }
@@ -72,6 +73,7 @@ fn modernbert() -> EncoderSpec {
             up: false,
             down: false,
         },
+        adapters: None,
         layer_attention: (0..6)
             .map(|l| LayerAttention {
                 mask: if l % 3 == 0 {
@@ -110,6 +112,7 @@ fn qwen3() -> EncoderSpec {
             up: false,
             down: false,
         },
+        adapters: None,
         layer_attention: vec![
             LayerAttention {
                 mask: Mask::Causal,

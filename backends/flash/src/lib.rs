@@ -22,14 +22,14 @@ use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
     ModelInspection,
 };
-use tessera_encoder::{BERT, DISTILBERT, GTE, JINA_BERT, MODERNBERT, MPNET, NOMIC_BERT, QWEN3, ROBERTA};
+use tessera_encoder::{BERT, DISTILBERT, GTE, JINA_BERT, JINA_V3, MODERNBERT, MPNET, NOMIC_BERT, QWEN3, ROBERTA};
 
 /// The flash backend's registration.
 #[derive(Debug, Clone, Copy)]
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 9] = [
+const DEFINITIONS: [&dyn BackendFactory; 10] = [
     &JINA_BERT,
     &BERT,
     &ROBERTA,
@@ -39,6 +39,7 @@ const DEFINITIONS: [&dyn BackendFactory; 9] = [
     &QWEN3,
     &NOMIC_BERT,
     &GTE,
+    &JINA_V3,
 ];
 
 impl BackendFactory for FlashBackend {
@@ -101,6 +102,10 @@ impl Backend for FlashRunner {
 
     fn quantize(&mut self, format: tessera_core::quant::Format) -> Result<(usize, usize), BackendError> {
         self.inner.quantize(format)
+    }
+
+    fn adapters(&self) -> &[String] {
+        self.inner.adapters()
     }
 
     fn describe(&self) -> BackendDescription {

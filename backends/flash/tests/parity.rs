@@ -116,6 +116,13 @@ fn gte() {
 }
 
 #[test]
+fn jina_v3_in_both_layouts() {
+    for model in ["jina-v3-tiny", "jina-v3-native"] {
+        reference(model);
+    }
+}
+
+#[test]
 fn qwen3_tiny() {
     reference("qwen3-tiny");
 }

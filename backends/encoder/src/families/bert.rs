@@ -25,6 +25,7 @@ impl Family for Bert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "bert".into(),
+                adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: BERT_NAMES,
                 dims: values.dims,

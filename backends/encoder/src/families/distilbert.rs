@@ -66,6 +66,7 @@ impl Family for DistilBert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "distilbert".into(),
+                adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: DISTILBERT_NAMES,
                 dims: values.dims,

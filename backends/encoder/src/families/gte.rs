@@ -154,6 +154,7 @@ impl Family for Gte {
                     up: false,
                     down: true,
                 },
+                adapters: None,
                 layer_attention: vec![
                     LayerAttention {
                         mask: Mask::Bidirectional,

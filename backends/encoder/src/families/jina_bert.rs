@@ -156,6 +156,7 @@ impl Family for JinaBert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: format!("jina-bert (alibi, {})", variant.describe()),
+                adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names,
                 dims: values.dims,

@@ -263,16 +263,16 @@ fn missing_position_table(me: Lineage, layout: &EncoderLayout<'_>, position_tens
             why.push(format!("LoRA adapter tensors such as `{name}`"));
         }
         return Finding::error(
-            "rotary-xlm-roberta-unsupported",
+            "family-is-another",
             format!(
-                "this is an XLM-RoBERTa body with rotary positions and task adapters (jina-embeddings-v3 style), not {}: {}",
+                "this is an XLM-RoBERTa body with rotary positions and task adapters (jina-embeddings-v3), not {}: {}",
                 me.describe(),
                 why.join(", ")
             ),
         )
         .in_file(file)
         .about(position_tensor)
-        .fix("this architecture is not served yet; serve it with a server that runs its remote code");
+        .fix("it is served by the jina-v3 backend");
     }
     let (code, why) = if layout.config.str("position_embedding_type") == Some("alibi") {
         (

@@ -5,6 +5,7 @@ mod bert;
 mod distilbert;
 mod gte;
 mod jina_bert;
+mod jina_v3;
 mod lineage;
 mod modernbert;
 mod mpnet;
@@ -20,6 +21,7 @@ pub use bert::Bert;
 pub use distilbert::DistilBert;
 pub use gte::Gte;
 pub use jina_bert::JinaBert;
+pub use jina_v3::JinaV3;
 pub use modernbert::ModernBert;
 pub use mpnet::MpNet;
 pub use nomic::NomicBert;
@@ -27,8 +29,8 @@ pub use qwen3::Qwen3;
 pub use roberta::Roberta;
 
 use crate::spec::{
-    EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, MODERNBERT_NAMES, MPNET_NAMES,
-    NOMIC_NAMES, QWEN3_NAMES,
+    EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
+    MPNET_NAMES, NOMIC_NAMES, QWEN3_NAMES,
 };
 
 /// What a family decided about a checkpoint it serves.
@@ -163,6 +165,7 @@ const LAYER_NAMES: &[(&Names, &str)] = &[
     (&NOMIC_NAMES, "NomicBERT"),
     (&GTE_NAMES, "GTE"),
     (&GTE_SEPARATE_NAMES, "GTE"),
+    (&JINA_V3_NAMES, "jina-embeddings-v3"),
 ];
 
 /// The first evidence a family looks for: its own layer tensors. `Err` when another family's
@@ -175,7 +178,7 @@ pub(crate) fn layers_are(
 ) -> Result<Option<Evidence>, Box<Finding>> {
     let present = |n: &Names| {
         let name = format!("{}{}", layout.prefix, n.signature());
-        layout.weights.get(&name).map(|_| name)
+        layout.weights.resolve(&name).map(|(stored, _)| stored)
     };
     if let Some(name) = present(names) {
         return Ok(Some(Evidence::tensor(name, format!("{me}'s layer tensors"))));

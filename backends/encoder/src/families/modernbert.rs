@@ -114,6 +114,7 @@ impl Family for ModernBert {
                     up: flag("mlp_bias"),
                     down: flag("mlp_bias"),
                 },
+                adapters: None,
                 layer_attention,
             },
             evidence,

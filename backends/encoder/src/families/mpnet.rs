@@ -74,6 +74,7 @@ impl Family for MpNet {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "mpnet".into(),
+                adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: MPNET_NAMES,
                 dims: values.dims,

@@ -132,6 +132,7 @@ impl Family for NomicBert {
                 act: shape.act,
                 norm: Norm::post(shape.eps),
                 biases: shape.biases,
+                adapters: None,
                 layer_attention: vec![
                     LayerAttention {
                         mask: Mask::Bidirectional,

@@ -123,6 +123,7 @@ impl Family for Qwen3 {
                     up: false,
                     down: false,
                 },
+                adapters: None,
                 layer_attention,
             },
             evidence,

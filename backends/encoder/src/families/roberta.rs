@@ -37,6 +37,7 @@ impl Family for Roberta {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture,
+                adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: BERT_NAMES,
                 dims: values.dims,
