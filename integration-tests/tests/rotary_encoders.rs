@@ -246,3 +246,131 @@ fn a_model_type_the_tensors_contradict_is_a_warning_and_the_tensors_decide() {
         assert_eq!(f["subject"], "model_type");
     }
 }
+
+/// jina-embeddings-v3 through the binary: recognised as what its tensors say despite
+/// `model_type: xlm-roberta`; each task chosen by `task`, by a `prompt_name` that names it, or
+/// by `--default-prompt-name`, with its instruction and adapter, as the remote code computes it;
+/// requests for different tasks batched together; an unknown task refused.
+#[test]
+fn jina_v3_serves_each_task_as_its_remote_code() {
+    let model = "jina-v3-tiny";
+    let golden = golden(model);
+    let (status, report) = validate(&reference::model(model));
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(
+        report["architecture"],
+        "jina-v3 (original config, rotary base 20000, 5 task adapters of rank 4), unpadded"
+    );
+    let subjects: Vec<&str> = report["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .collect();
+    for e in [
+        "roberta.embeddings.word_embeddings.parametrizations.weight.0.lora_A",
+        "lora_adaptations",
+        "model_type",
+        "rotary_emb_base",
+    ] {
+        assert!(subjects.contains(&e), "{e} not in {subjects:?}");
+    }
+
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden, "jina-v3 without a task");
+    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..12].to_vec();
+    let task_vectors = |task: &str| vectors(&golden["tasks"][task]["embeddings"]);
+    let check = |got: Vec<Vec<f32>>, task: &str, how: &str| {
+        for (i, (g, w)) in got.iter().zip(&task_vectors(task)).enumerate() {
+            assert_parity(g, w, &format!("{task} by {how}, text {i}"));
+        }
+    };
+    let embed = |body: Value| -> Vec<Vec<f32>> {
+        let response = server.post("/embed", &body);
+        assert_eq!(response.status(), 200, "{body}");
+        response.json().unwrap()
+    };
+    check(
+        embed(json!({"inputs": texts, "task": "retrieval.query"})),
+        "retrieval.query",
+        "task",
+    );
+    check(
+        embed(json!({"inputs": texts, "prompt_name": "retrieval.passage"})),
+        "retrieval.passage",
+        "prompt_name",
+    );
+    // OpenAI's route refuses the empty text (the ninth): the ones before it.
+    let response = server.post(
+        "/v1/embeddings",
+        &json!({"input": texts[..8], "model": "jina", "task": "text-matching"}),
+    );
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().unwrap();
+    let got: Vec<Vec<f32>> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| serde_json::from_value(d["embedding"].clone()).unwrap())
+        .collect();
+    check(got, "text-matching", "/v1/embeddings task");
+
+    // Clients asking for different tasks at once: the batcher mixes them in one batch.
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ["retrieval.query", "separation", "classification", "retrieval.passage"]
+            .into_iter()
+            .map(|task| {
+                let texts = texts.clone();
+                let server = &server;
+                s.spawn(move || {
+                    for _ in 0..3 {
+                        let response = server.post("/embed", &json!({"inputs": texts, "task": task}));
+                        assert_eq!(response.status(), 200);
+                        let got: Vec<Vec<f32>> = response.json().unwrap();
+                        for (i, (g, w)) in got.iter().zip(&task_vectors(task)).enumerate() {
+                            assert_parity(g, w, &format!("{task} concurrently, text {i}"));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+
+    let response = server.post("/embed", &json!({"inputs": "x", "task": "summarization"}));
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["code"], "task-unknown", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("retrieval.query"), "{body}");
+    drop(server);
+
+    let server = Server::start(&reference::model(model), &["--default-prompt-name", "separation"]);
+    check(
+        server.embed(&Value::Array(texts.clone())),
+        "separation",
+        "--default-prompt-name",
+    );
+    drop(server);
+
+    // A model without adapters refuses `task` by name.
+    let server = Server::start(&reference::model("nomic-tiny"), &[]);
+    let response = server.post("/embed", &json!({"inputs": "x", "task": "retrieval.query"}));
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("no task adapters"), "{body}");
+}
+
+#[test]
+fn jina_v3_native_serves_transformers_vectors() {
+    let model = "jina-v3-native";
+    let (status, report) = validate(&reference::model(model));
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(
+        report["architecture"],
+        "jina-v3 (native config, rotary base 20000, no task adapters), unpadded"
+    );
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden(model), model);
+}

@@ -46,6 +46,9 @@ pub(crate) enum InferError {
     /// `prompt_name` names no prompt of the model.
     #[error("{0}")]
     PromptNameUnknown(String),
+    /// `task` names no task adapter of the model.
+    #[error("{0}")]
+    TaskUnknown(String),
     /// The request asks for an output the served model does not produce.
     #[error("{0}")]
     WrongModelType(String),
@@ -115,15 +118,54 @@ impl Serves {
     }
 }
 
-/// Prompts from config_sentence_transformers.json and the server's defaults.
+/// Prompts from config_sentence_transformers.json and the server's defaults, and the model's
+/// task adapters, which prompts of the same name select (jina-embeddings-v3's tasks are named
+/// as its prompts).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Prompts {
     pub(crate) named: std::collections::BTreeMap<String, String>,
     /// Applied when a request names no prompt.
     pub(crate) default: Option<String>,
+    /// The model's task adapters, in its order.
+    pub(crate) tasks: Vec<String>,
+    /// The adapter of the default prompt, where it names one.
+    pub(crate) default_task: Option<usize>,
 }
 
 impl Prompts {
+    /// The prompt text and task adapter of a request: `task` selects its adapter and (unless
+    /// `prompt_name` names another prompt) the prompt of the same name; without it, a
+    /// `prompt_name` that names a task selects that adapter too; neither: the defaults.
+    pub(crate) fn for_request(
+        &self,
+        prompt_name: Option<&str>,
+        task: Option<&str>,
+    ) -> Result<(Option<String>, Option<usize>), InferError> {
+        let index = |name: &str| self.tasks.iter().position(|t| t == name);
+        match task {
+            Some(task) => {
+                let i = index(task).ok_or_else(|| {
+                    InferError::TaskUnknown(match self.tasks.is_empty() {
+                        true => format!("`task` {task:?}: the model has no task adapters"),
+                        false => format!("`task` {task:?} is not one of the model's: {}", self.tasks.join(", ")),
+                    })
+                })?;
+                let prompt = match prompt_name {
+                    Some(name) => self.resolve(Some(name))?,
+                    None => self.named.get(task).cloned(),
+                };
+                Ok((prompt, Some(i)))
+            }
+            None => Ok((
+                self.resolve(prompt_name)?,
+                match prompt_name {
+                    Some(name) => index(name),
+                    None => self.default_task,
+                },
+            )),
+        }
+    }
+
     /// The prompt text for a request's `prompt_name` (or the default), or the error listing the
     /// defined names.
     pub(crate) fn resolve(&self, name: Option<&str>) -> Result<Option<String>, InferError> {
@@ -158,6 +200,8 @@ pub(crate) struct Request {
     pub(crate) inputs: Vec<Input>,
     /// A prompt of the model's `config_sentence_transformers.json`; `None`: the default.
     pub(crate) prompt_name: Option<String>,
+    /// A task adapter of the model, by name.
+    pub(crate) task: Option<String>,
     /// The request's `truncate`; `None`: `--auto-truncate`.
     pub(crate) truncate: Option<bool>,
     pub(crate) direction: TruncationDirection,
@@ -349,6 +393,7 @@ impl Infer {
         let Request {
             inputs,
             prompt_name,
+            task,
             truncate,
             direction,
             want,
@@ -356,7 +401,7 @@ impl Infer {
         } = request;
         self.accepts(want)?;
         self.check_batch_size(inputs.len())?;
-        let prompt = self.prompts.resolve(prompt_name.as_deref())?;
+        let (prompt, task) = self.prompts.for_request(prompt_name.as_deref(), task.as_deref())?;
         let truncation = Truncation {
             enabled: truncate.unwrap_or(self.auto_truncate),
             direction,
@@ -369,7 +414,7 @@ impl Infer {
         let tokens = encoded.iter().map(|e| e.len()).sum();
         metrics::inputs_submitted(encoded.iter().map(|e| e.len()));
 
-        let outputs = self.run(encoded, want.output()).await?;
+        let outputs = self.run(encoded, want.output(), task).await?;
         let (mut queue, mut inference) = (Duration::ZERO, Duration::ZERO);
         let mut embeddings = Vec::with_capacity(outputs.len());
         for out in outputs {
@@ -403,7 +448,13 @@ impl Infer {
     }
 
     /// Runs tokenized inputs through the model; outputs come back in input order.
-    pub(crate) async fn run(&self, encoded: Vec<Encoded>, output: OutputKind) -> Result<Vec<JobOutput>, InferError> {
+    /// `task`: the task adapter every input runs with.
+    pub(crate) async fn run(
+        &self,
+        encoded: Vec<Encoded>,
+        output: OutputKind,
+        task: Option<usize>,
+    ) -> Result<Vec<JobOutput>, InferError> {
         if !self.is_healthy() {
             return Err(InferError::Unavailable("the model worker is not running".into()));
         }
@@ -417,6 +468,7 @@ impl Infer {
                 Job {
                     encoded,
                     output,
+                    task,
                     reply,
                     enqueued: now,
                 }
@@ -634,7 +686,7 @@ mod tests {
         let infer = infer(4);
         infer.healthy.store(false, Ordering::SeqCst);
         let encoded = vec![Encoded::from_ids(vec![1])];
-        let err = infer.run(encoded, OutputKind::Pooled).await.unwrap_err();
+        let err = infer.run(encoded, OutputKind::Pooled, None).await.unwrap_err();
         assert!(matches!(err, InferError::Unavailable(_)), "{err:?}");
     }
 
@@ -681,6 +733,7 @@ mod tests {
         let request = Request {
             inputs: vec![Input::Text("near".into()); 2],
             prompt_name: None,
+            task: None,
             truncate: None,
             direction: TruncationDirection::Right,
             want: Want::Logits,

@@ -300,7 +300,7 @@ fn start(
     .context("cannot install the Prometheus recorder")?;
 
     // Before the model thread starts: a bad --default-prompt-name must not leave it running.
-    let prompts = prompts(settings, &inspection.sentence_transformers)?;
+    let prompts = prompts(settings, &inspection.sentence_transformers, backend.adapters())?;
     let queue = Arc::new(Queue::default());
     let healthy = Arc::new(AtomicBool::new(true));
     let worker_thread = worker::spawn(
@@ -485,15 +485,25 @@ fn include_prompt(inspection: &tessera_core::ModelInspection) -> bool {
         .unwrap_or(true)
 }
 
-fn prompts(settings: &Settings, st: &tessera_core::inspection::SentenceTransformers) -> anyhow::Result<Prompts> {
+fn prompts(
+    settings: &Settings,
+    st: &tessera_core::inspection::SentenceTransformers,
+    tasks: &[String],
+) -> anyhow::Result<Prompts> {
     let mut prompts = Prompts {
         named: st.prompts.clone(),
         default: None,
+        tasks: tasks.to_vec(),
+        default_task: None,
     };
     let default_name = settings
         .default_prompt_name
         .clone()
         .or_else(|| st.default_prompt_name.clone());
+    // A default prompt named as a task adapter selects that adapter too (jina-embeddings-v3).
+    prompts.default_task = default_name
+        .as_ref()
+        .and_then(|name| tasks.iter().position(|t| t == name));
     prompts.default = match (&settings.default_prompt, default_name) {
         (Some(text), _) => Some(text.clone()),
         (None, Some(name)) => Some(

@@ -163,7 +163,8 @@ impl Worker {
     /// the model), else one result per job, where an output with NaN or infinity is that job's
     /// error.
     fn attempt(&self, jobs: &[Job]) -> Result<Vec<Result<Embedding, JobError>>, String> {
-        let batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])));
+        let batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])))
+            .with_tasks(jobs.iter().map(|j| j.task).collect());
         let seqs = &batch.seqs;
         let kinds: Vec<OutputKind> = jobs.iter().map(|j| j.output).collect();
         let skips: Vec<usize> = jobs.iter().map(|j| j.encoded.pool_skip).collect();
@@ -309,6 +310,7 @@ mod tests {
         let job = Job {
             encoded: Encoded::from_ids(ids.to_vec()),
             output: OutputKind::Pooled,
+            task: None,
             reply,
             enqueued: Instant::now(),
         };

@@ -30,6 +30,10 @@ pub(crate) struct EmbedRequest {
     pub(crate) dimensions: Option<usize>,
     #[serde(default)]
     pub(crate) prompt_name: Option<String>,
+    /// The task adapter to run with (jina-embeddings-v3: `retrieval.query`...); its prompt is
+    /// prepended too unless `prompt_name` names another.
+    #[serde(default)]
+    pub(crate) task: Option<String>,
 }
 
 /// `"right"`/`"left"`, in any case (TEI's clients send `"Right"`).
@@ -186,6 +190,7 @@ impl EmbedRequest {
             truncate: self.truncate,
             truncation_direction: self.truncation_direction,
             prompt_name: self.prompt_name,
+            task: self.task,
         };
         pooled_call(
             state,
@@ -204,6 +209,8 @@ pub(crate) struct RunOptions {
     pub(crate) truncate: Option<bool>,
     pub(crate) truncation_direction: Option<Direction>,
     pub(crate) prompt_name: Option<String>,
+    /// A task adapter of the model, by name.
+    pub(crate) task: Option<String>,
 }
 
 /// Runs parsed inputs through the inference service; outputs come back in input order.
@@ -217,6 +224,7 @@ pub(crate) async fn run_inputs(
     let request = crate::infer::Request {
         inputs,
         prompt_name: options.prompt_name,
+        task: options.task,
         truncate: options.truncate,
         direction: options.truncation_direction.map(Into::into).unwrap_or_default(),
         want,

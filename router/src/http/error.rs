@@ -43,6 +43,7 @@ pub(crate) enum ErrorCode {
     TooManyInputs,
     DimensionsInvalid,
     PromptNameUnknown,
+    TaskUnknown,
     WrongModelType,
     TokenizerFailed,
     BackendFailed,
@@ -54,7 +55,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code, for the documentation test.
     #[cfg(test)]
-    const ALL: [ErrorCode; 25] = [
+    const ALL: [ErrorCode; 26] = [
         ErrorCode::EmptyBatch,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -74,6 +75,7 @@ impl ErrorCode {
         ErrorCode::TooManyInputs,
         ErrorCode::DimensionsInvalid,
         ErrorCode::PromptNameUnknown,
+        ErrorCode::TaskUnknown,
         ErrorCode::WrongModelType,
         ErrorCode::TokenizerFailed,
         ErrorCode::BackendFailed,
@@ -104,6 +106,7 @@ impl ErrorCode {
             ErrorCode::TooManyInputs => "too-many-inputs",
             ErrorCode::DimensionsInvalid => "dimensions-invalid",
             ErrorCode::PromptNameUnknown => "prompt-name-unknown",
+            ErrorCode::TaskUnknown => "task-unknown",
             ErrorCode::WrongModelType => "wrong-model-type",
             ErrorCode::TokenizerFailed => "tokenizer-failed",
             ErrorCode::BackendFailed => "backend-failed",
@@ -338,6 +341,7 @@ impl From<crate::infer::InferError> for ApiError {
             InferError::Unavailable(_) => ApiError::unhealthy(message),
             InferError::BatchTooLarge { .. } => ApiError::too_large(ErrorCode::BatchTooLarge, message),
             InferError::PromptNameUnknown(_) => ApiError::validation(ErrorCode::PromptNameUnknown, message),
+            InferError::TaskUnknown(_) => ApiError::validation(ErrorCode::TaskUnknown, message),
         }
     }
 }

@@ -32,6 +32,9 @@ pub(crate) struct EmbeddingsRequest {
     #[serde(default)]
     #[allow(dead_code)]
     user: Option<String>,
+    /// An extension: the task adapter (jina-embeddings-v3), with its prompt.
+    #[serde(default)]
+    task: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -162,7 +165,10 @@ pub(crate) async fn embeddings(
                 &state,
                 Want::Pooled,
                 || parse_inputs(&request.input),
-                RunOptions::default(),
+                RunOptions {
+                    task: request.task.clone(),
+                    ..RunOptions::default()
+                },
                 true,
                 request.dimensions,
             )?;

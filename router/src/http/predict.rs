@@ -141,6 +141,7 @@ pub(crate) async fn predict(
             truncate: request.truncate,
             truncation_direction: request.truncation_direction,
             prompt_name: None,
+            task: None,
         };
         let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Logits).await?;
         let predictions: Vec<Vec<Prediction>> = logits(outputs)?
@@ -195,6 +196,7 @@ pub(crate) async fn rerank(
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
                 prompt_name: None,
+                task: None,
             };
             let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Rerank).await?;
             let mut ranks: Vec<Rank> = logits(outputs)?

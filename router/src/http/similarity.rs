@@ -54,6 +54,7 @@ pub(crate) async fn similarity(
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
                 prompt_name: request.prompt_name,
+                task: None,
             };
             let call = pooled_call(&state, Want::Pooled, || Ok(texts), options, true, None)?;
             let (vectors, timings) = pooled_vectors(&state, call, started).await?;
@@ -101,6 +102,7 @@ pub(crate) async fn embed_all(
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
                 prompt_name: request.prompt_name,
+                task: None,
             };
             let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Tokens).await?;
             let tokens = outputs

@@ -105,6 +105,7 @@ mod tests {
             q.push_back(Job {
                 encoded: Encoded::from_ids(vec![1; len]),
                 output: crate::queue::OutputKind::Pooled,
+                task: None,
                 reply: tx,
                 enqueued: Instant::now(),
             });

@@ -72,6 +72,8 @@ pub(crate) enum JobError {
 pub(crate) struct Job {
     pub(crate) encoded: Encoded,
     pub(crate) output: OutputKind,
+    /// The task adapter it runs with.
+    pub(crate) task: Option<usize>,
     pub(crate) reply: oneshot::Sender<Result<JobOutput, JobError>>,
     pub(crate) enqueued: Instant,
 }

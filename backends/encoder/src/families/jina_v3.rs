@@ -126,15 +126,17 @@ fn unsupported(config: &ModelConfig, key: &str, message: String, fix: &str) -> B
 fn original_rope(config: &ModelConfig, head_dim: usize, evidence: &mut Vec<Evidence>) -> Result<Rope, Box<Finding>> {
     match config.str("position_embedding_type") {
         Some("rotary") => evidence.push(Evidence::config("position_embedding_type", "rotary")),
-        other => return Err(unsupported(
-            config,
-            "position_embedding_type",
-            format!(
+        other => {
+            return Err(unsupported(
+                config,
+                "position_embedding_type",
+                format!(
                 "`position_embedding_type: {}` but the weights have no position table: jina-embeddings-v3 is rotary",
                 other.unwrap_or("absent")
             ),
-            "set `position_embedding_type` to \"rotary\"",
-        )),
+                "set `position_embedding_type` to \"rotary\"",
+            ))
+        }
     }
     if config.get("rotary_emb_interleaved").and_then(Value::as_bool) == Some(true) {
         return Err(unsupported(
