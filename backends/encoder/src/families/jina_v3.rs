@@ -24,6 +24,9 @@ use crate::spec::{
     JINA_V3_NAMES,
 };
 
+/// The `model_type` the remote code's config keeps (XLM-RoBERTa's).
+const REMOTE_MODEL_TYPE: &str = "xlm-roberta";
+
 const KEYS: Keys = Keys {
     positions_default: Some(8194),
     token_types_default: 1,
@@ -46,11 +49,11 @@ impl Family for JinaV3 {
         let native = config.str("model_type") == Some("jina_embeddings_v3") || config.get("rope_parameters").is_some();
         match config.str("model_type") {
             Some(t @ "jina_embeddings_v3") => evidence.push(Evidence::config("model_type", t.to_string())),
-            Some(t @ "xlm-roberta") => evidence.push(Evidence::config(
+            Some(t) if t == REMOTE_MODEL_TYPE => evidence.push(Evidence::config(
                 "model_type",
                 format!("{t}: the remote code keeps XLM-RoBERTa's name; the tensors say jina-embeddings-v3"),
             )),
-            _ => super::model_type_evidence("xlm-roberta", config, &mut evidence, &mut findings),
+            _ => super::model_type_evidence(REMOTE_MODEL_TYPE, config, &mut evidence, &mut findings),
         }
         super::name_evidence(config, &mut evidence);
         if let Some(finding) = layout.hidden_size_contradicted() {
