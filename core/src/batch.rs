@@ -128,22 +128,6 @@ impl Batch {
         };
         self
     }
-
-    /// Each run of consecutive sequences with the same task: its token rows and the task.
-    /// Empty when no sequence has one.
-    pub fn task_runs(&self) -> Vec<(std::ops::Range<usize>, Option<usize>)> {
-        let mut runs: Vec<(std::ops::Range<usize>, Option<usize>)> = Vec::new();
-        if self.tasks.is_empty() {
-            return runs;
-        }
-        for (range, &task) in self.seqs.ranges().zip(&self.tasks) {
-            match runs.last_mut() {
-                Some((last, t)) if *t == task => last.end = range.end,
-                _ => runs.push((range, task)),
-            }
-        }
-        runs
-    }
 }
 
 #[cfg(test)]

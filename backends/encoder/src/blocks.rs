@@ -16,7 +16,7 @@ use tessera_core::quant::Format;
 use tessera_core::rotary::{Rotary, RotaryTables};
 use tessera_core::{AttentionKernel, Batch, HiddenAct, Mask, PositionBias, RelativeBias, SeqOffsets};
 
-use crate::lora::{Lora, Projection, TaskRuns};
+use crate::lora::{Lora, Projection, TaskRows};
 use crate::spec::{
     AttentionBias, EncoderSpec, FeedForward as FeedForwardKind, Half, Norm, NormKind, Placement, PositionTable,
     Positions, QkNorms, Qkv,
@@ -106,16 +106,12 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, batch: &Batch, runs: &TaskRuns) -> candle_core::Result<Tensor> {
-        let mut x = lookup(&self.words, &batch.input_ids)?;
-        if let Some(terms) = self
-            .words_lora
-            .as_ref()
-            .map(|l| l.of_ids(&batch.input_ids, &x, runs))
-            .transpose()?
-            .flatten()
-        {
-            x = (x + terms)?;
+    fn forward(&self, batch: &Batch, tasks: &TaskRows) -> candle_core::Result<Tensor> {
+        let device = self.words.device();
+        let ids = Tensor::from_slice(&batch.input_ids, batch.input_ids.len(), device)?;
+        let mut x = self.words.index_select(&ids, 0)?;
+        if let Some(lora) = &self.words_lora {
+            x = lora.adapt_rows(x, &ids, tasks)?;
         }
         if let Some(table) = &self.positions {
             let rows = match self.scheme {
@@ -128,15 +124,12 @@ impl Embeddings {
             x = (x + rows)?;
         }
         if let Some(types) = &self.token_types {
-            x = (x + lookup(types, &batch.token_type_ids)?)?;
-            let lora = self.token_types_lora.as_ref();
-            if let Some(terms) = lora
-                .map(|l| l.of_ids(&batch.token_type_ids, &x, runs))
-                .transpose()?
-                .flatten()
-            {
-                x = (x + terms)?;
+            let ids = Tensor::from_slice(&batch.token_type_ids, batch.token_type_ids.len(), device)?;
+            let mut rows = types.index_select(&ids, 0)?;
+            if let Some(lora) = &self.token_types_lora {
+                rows = lora.adapt_rows(rows, &ids, tasks)?;
             }
+            x = (x + rows)?;
         }
         match &self.norm {
             Some(norm) => norm.forward(&x),
@@ -160,8 +153,8 @@ struct AttendWith<'a> {
     bias: &'a PositionBias,
     /// This layer's rotary tables, if positions are rotary.
     rotary: Option<&'a RotaryTables>,
-    /// Each sequence run's task adapter.
-    runs: &'a TaskRuns,
+    /// Which rows run with which task adapter.
+    tasks: &'a TaskRows,
 }
 
 /// Self-attention with Q, K and V fused into one matmul, its output projection and residual,
@@ -222,7 +215,7 @@ impl Attention {
     /// The query, key and value heads of `input`, normed and rotated as the family does.
     fn heads_of(&self, input: &Tensor, with: &AttendWith<'_>) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let total = input.dim(0)?;
-        let qkv = self.qkv.forward(input, with.runs)?;
+        let qkv = self.qkv.forward(input, with.tasks)?;
         let heads = |t: Tensor, n: usize| t.contiguous()?.reshape((total, n, self.head_dim));
         let (q_width, kv_width) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
         let (mut q, mut k, v) = match &self.qk_norms {
@@ -271,7 +264,7 @@ impl Attention {
             .kernel
             .attend(&q, &k, &v, with.seqs, with.bias, self.mask)?
             .reshape((total, self.heads * self.head_dim))?;
-        let out = self.output.forward_residual(&context, x, with.runs)?;
+        let out = self.output.forward_residual(&context, x, with.tasks)?;
         match (self.placement, &self.norm) {
             (Placement::Post, Some(norm)) => norm.forward(&out),
             _ => Ok(out),
@@ -320,7 +313,7 @@ impl FeedForward {
     }
 
     /// `input`: the layer's input; `attended`: the attention block's output.
-    fn forward(&self, input: &Tensor, attended: &Tensor, runs: &TaskRuns) -> candle_core::Result<Tensor> {
+    fn forward(&self, input: &Tensor, attended: &Tensor, tasks: &TaskRows) -> candle_core::Result<Tensor> {
         let x = match &self.input_norm {
             Some(norm) => norm.forward(&(input + attended)?)?,
             None => attended.clone(),
@@ -330,12 +323,12 @@ impl FeedForward {
             Placement::Post => x.clone(),
         };
         let h = match self.kind {
-            FeedForwardKind::Plain => self.up.forward_activated(&normed, self.act, runs)?,
+            FeedForwardKind::Plain => self.up.forward_activated(&normed, self.act, tasks)?,
             FeedForwardKind::Gated { activated } => self
                 .act
-                .gated(&self.up.forward(&normed, runs)?, activated == Half::First)?,
+                .gated(&self.up.forward(&normed, tasks)?, activated == Half::First)?,
         };
-        let out = self.down.forward_residual(&h, &x, runs)?;
+        let out = self.down.forward_residual(&h, &x, tasks)?;
         match self.placement {
             Placement::Post => self.norm.forward(&out),
             Placement::Pre { .. } => Ok(out),
@@ -499,8 +492,8 @@ impl Encoder {
 
     /// Last hidden states `[total_tokens, hidden]` for a packed batch.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
-        let runs = batch.task_runs();
-        let mut x = self.embeddings.forward(batch, &runs)?;
+        let tasks = TaskRows::of(batch, self.spec.adapters.as_ref(), self.embeddings.words.device())?;
+        let mut x = self.embeddings.forward(batch, &tasks)?;
         let per_batch;
         let bias = match &self.bias {
             LayerBias::Fixed(bias) => bias,
@@ -520,10 +513,10 @@ impl Encoder {
                 kernel: self.kernel.as_ref(),
                 bias,
                 rotary: layer.attention.rotary.map(|i| &tables[i]),
-                runs: &runs,
+                tasks: &tasks,
             };
             let attended = layer.attention.forward(&x, &with)?;
-            x = layer.feed_forward.forward(&x, &attended, &runs)?;
+            x = layer.feed_forward.forward(&x, &attended, &tasks)?;
         }
         match &self.final_norm {
             Some(norm) => norm.forward(&x),

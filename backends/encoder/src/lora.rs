@@ -1,34 +1,74 @@
 //! Task adapters (LoRA) applied at run time: a weight `W` with adapters serves task `t` as
 //! `W + scale * B_t A_t` without that sum ever being formed. Each sequence of a batch names its
-//! task (or none); the base projection runs once over the whole batch and each run of sequences
-//! with a task adds its low-rank term, `scale * (x A_t^T) B_t^T`: `2 * rank * (in + out)`
-//! multiply-adds per token against the base's `in * out`. Merging the adapters into the weights
+//! task (or none); the base projection runs once over the whole batch, and the rows of each task
+//! present get their low-rank term, `scale * (x A_t^T) B_t^T`: `2 * rank * (in + out)`
+//! multiply-adds per token and task against the base's `in * out`. Merging the adapters into the weights
 //! instead would cost a copy of every adapted weight per task (five for jina-embeddings-v3)
 //! and fix each copy to one task, where a batch mixes them.
 //!
 //! Reference: jina-embeddings-v3's `modeling_lora.py` (`LoRAParametrization.lora_forward`).
 
-use std::ops::Range;
-
-use candle_core::{Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use tessera_core::layers::{lookup, Linear};
-use tessera_core::HiddenAct;
+use tessera_core::layers::Linear;
+use tessera_core::{Batch, HiddenAct};
 
 use crate::spec::Adapters;
 
-/// Each run of consecutive sequences with the same task: its token rows and the task
-/// ([`tessera_core::Batch::task_runs`]).
-pub(crate) type TaskRuns = [(Range<usize>, Option<usize>)];
+/// Which rows of a batch run with which task adapter, decided once per batch.
+#[derive(Debug)]
+pub(crate) enum TaskRows {
+    /// No sequence has a task.
+    None,
+    /// Every sequence has this one (the common case: one request's inputs share a task).
+    One(usize),
+    /// A `[total, tasks * rank]` mask of ones in the columns of each row's task (zeros for rows
+    /// without one).
+    Mask(Tensor),
+}
 
-/// One weight's adapters, per task: the left factor (`A_t^T`, `[in, rank]`, for a linear; `A_t`,
-/// `[rows, rank]`, looked up by id, for an embedding) and the right one (`B_t^T` `[rank, out]`,
-/// `B_t` `[rank, width]`), scaled by `alpha / rank`.
+impl TaskRows {
+    /// The mask of `batch` for adapters of `rank` (none when the spec has no adapters or no
+    /// sequence has a task).
+    pub(crate) fn of(batch: &Batch, adapters: Option<&Adapters>, device: &Device) -> candle_core::Result<Self> {
+        let Some(adapters) = adapters else {
+            return Ok(Self::None);
+        };
+        match batch.tasks.split_first() {
+            None => return Ok(Self::None),
+            Some((&Some(first), rest)) if rest.iter().all(|t| *t == Some(first)) => return Ok(Self::One(first)),
+            _ => {}
+        }
+        let (tasks, rank) = (adapters.tasks.len(), adapters.rank.size());
+        let width = tasks * rank;
+        let mut mask = vec![0f32; batch.seqs.total_tokens() * width];
+        for (range, task) in batch.seqs.ranges().zip(&batch.tasks) {
+            if let Some(t) = *task {
+                for row in range {
+                    mask[row * width + t * rank..row * width + (t + 1) * rank].fill(1.0);
+                }
+            }
+        }
+        Ok(Self::Mask(Tensor::from_vec(
+            mask,
+            (batch.seqs.total_tokens(), width),
+            device,
+        )?))
+    }
+}
+
+/// One weight's adapters, every task side by side: the left factors (`A_t^T`, `[in, rank]`
+/// each, for a linear; `A_t`, `[rows, rank]` looked up by id, for an embedding) as one
+/// `[in or rows, tasks * rank]` tensor and the right ones (`B_t^T` / `B_t`, scaled by
+/// `alpha / rank`) stacked as `[tasks * rank, out]`. A batch's terms are then two matmuls
+/// whatever tasks it mixes: `((x left) * mask) right`, the mask keeping each row's own task.
 #[derive(Debug)]
 pub(crate) struct Lora {
-    left: Vec<Tensor>,
-    right: Vec<Tensor>,
-    out: usize,
+    left: Tensor,
+    right: Tensor,
+    /// Each task's factors alone, contiguous, for batches of one task.
+    each: Vec<(Tensor, Tensor)>,
+    rank: usize,
 }
 
 impl Lora {
@@ -45,15 +85,13 @@ impl Lora {
         let (tasks, rank) = (adapters.tasks.len(), adapters.rank.size());
         let (a, b) = Self::factors(vb, (tasks, rank, input), (tasks, output, rank))?;
         let scale = adapters.alpha / rank as f64;
-        Ok(Some(Self {
-            left: (0..tasks)
-                .map(|t| a.get(t)?.t()?.contiguous())
-                .collect::<candle_core::Result<_>>()?,
-            right: (0..tasks)
-                .map(|t| (b.get(t)?.t()? * scale)?.contiguous())
-                .collect::<candle_core::Result<_>>()?,
-            out: output,
-        }))
+        // [tasks, rank, in] -> [in, tasks * rank]; [tasks, out, rank] -> [tasks * rank, out].
+        Self::new(
+            a.reshape((tasks * rank, input))?.t()?,
+            (b.transpose(1, 2)?.reshape((tasks * rank, output))? * scale)?,
+            rank,
+        )
+        .map(Some)
     }
 
     /// The adapters of the embedding table at `vb` (`rows` x `width`), if the spec has them.
@@ -69,13 +107,31 @@ impl Lora {
         let (tasks, rank) = (adapters.tasks.len(), adapters.rank.size());
         let (a, b) = Self::factors(vb, (tasks, rows, rank), (tasks, rank, width))?;
         let scale = adapters.alpha / rank as f64;
-        Ok(Some(Self {
-            left: (0..tasks).map(|t| a.get(t)).collect::<candle_core::Result<_>>()?,
-            right: (0..tasks)
-                .map(|t| b.get(t)? * scale)
-                .collect::<candle_core::Result<_>>()?,
-            out: width,
-        }))
+        // [tasks, rows, rank] -> [rows, tasks * rank]; [tasks, rank, width] -> [tasks * rank, width].
+        Self::new(
+            a.transpose(0, 1)?.reshape((rows, tasks * rank))?,
+            (b.reshape((tasks * rank, width))? * scale)?,
+            rank,
+        )
+        .map(Some)
+    }
+
+    fn new(left: Tensor, right: Tensor, rank: usize) -> candle_core::Result<Self> {
+        let tasks = right.dim(0)? / rank;
+        let each = (0..tasks)
+            .map(|t| {
+                Ok((
+                    left.narrow(1, t * rank, rank)?.contiguous()?,
+                    right.narrow(0, t * rank, rank)?.contiguous()?,
+                ))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            left: left.contiguous()?,
+            right: right.contiguous()?,
+            each,
+            rank,
+        })
     }
 
     fn factors(
@@ -87,37 +143,35 @@ impl Lora {
         Ok((vb.get(a, "lora_A")?, vb.get(b, "lora_B")?))
     }
 
-    /// The low-rank terms for `runs`, one row per row of the batch (zero rows where a run has no
-    /// task), from `left` applied to each run's rows; `None` when no run has a task.
-    fn terms(
+    /// `y` plus each row's term; `project(left)` gives the rows' projections onto `left`.
+    fn add_terms(
         &self,
-        runs: &TaskRuns,
-        like: &Tensor,
-        left: impl Fn(&Range<usize>, usize) -> candle_core::Result<Tensor>,
-    ) -> candle_core::Result<Option<Tensor>> {
-        if runs.iter().all(|(_, task)| task.is_none()) {
-            return Ok(None);
+        y: Tensor,
+        tasks: &TaskRows,
+        project: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        match tasks {
+            TaskRows::None => Ok(y),
+            TaskRows::One(t) => {
+                let (left, right) = &self.each[*t];
+                y + project(left)?.matmul(right)?
+            }
+            TaskRows::Mask(mask) => {
+                debug_assert_eq!(mask.dim(1)?, self.right.dim(0)?, "{} per task", self.rank);
+                let projected = project(&self.left)?;
+                y + projected.mul(&mask.to_dtype(projected.dtype())?)?.matmul(&self.right)?
+            }
         }
-        let parts = runs
-            .iter()
-            .map(|(rows, task)| match *task {
-                Some(t) => left(rows, t)?.matmul(&self.right[t]),
-                None => Tensor::zeros((rows.len(), self.out), like.dtype(), like.device()),
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Tensor::cat(&parts, 0).map(Some)
     }
 
-    /// A linear's terms for input `x` (`[total, in]`).
-    fn of_input(&self, x: &Tensor, runs: &TaskRuns) -> candle_core::Result<Option<Tensor>> {
-        self.terms(runs, x, |rows, t| {
-            x.narrow(0, rows.start, rows.len())?.matmul(&self.left[t])
-        })
+    /// A linear's output `y` for input `x` (`[total, in]`) with the terms added.
+    fn adapt_output(&self, y: Tensor, x: &Tensor, tasks: &TaskRows) -> candle_core::Result<Tensor> {
+        self.add_terms(y, tasks, |left| x.matmul(left))
     }
 
-    /// An embedding's terms for the token ids `ids`.
-    pub(crate) fn of_ids(&self, ids: &[u32], like: &Tensor, runs: &TaskRuns) -> candle_core::Result<Option<Tensor>> {
-        self.terms(runs, like, |rows, t| lookup(&self.left[t], &ids[rows.clone()]))
+    /// Looked-up rows `y` of the token ids `ids` (a `[total]` u32 tensor) with the terms added.
+    pub(crate) fn adapt_rows(&self, y: Tensor, ids: &Tensor, tasks: &TaskRows) -> candle_core::Result<Tensor> {
+        self.add_terms(y, tasks, |left| left.index_select(ids, 0))
     }
 }
 
@@ -129,35 +183,35 @@ pub(crate) struct Projection {
 }
 
 impl Projection {
-    /// `y + terms`, or `y` without adapters or tasks.
-    fn adapted(&self, y: Tensor, x: &Tensor, runs: &TaskRuns) -> candle_core::Result<Tensor> {
-        match self.lora.as_ref().map(|l| l.of_input(x, runs)).transpose()?.flatten() {
-            Some(terms) => y + terms,
+    fn adapted(&self, y: Tensor, x: &Tensor, tasks: &TaskRows) -> candle_core::Result<Tensor> {
+        match &self.lora {
+            Some(lora) => lora.adapt_output(y, x, tasks),
             None => Ok(y),
         }
     }
 
-    fn has_tasks(&self, runs: &TaskRuns) -> bool {
-        self.lora.is_some() && runs.iter().any(|(_, t)| t.is_some())
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor, runs: &TaskRuns) -> candle_core::Result<Tensor> {
-        self.adapted(self.linear.forward(x)?, x, runs)
+    pub(crate) fn forward(&self, x: &Tensor, tasks: &TaskRows) -> candle_core::Result<Tensor> {
+        self.adapted(self.linear.forward(x)?, x, tasks)
     }
 
     pub(crate) fn forward_residual(
         &self,
         x: &Tensor,
         residual: &Tensor,
-        runs: &TaskRuns,
+        tasks: &TaskRows,
     ) -> candle_core::Result<Tensor> {
-        self.adapted(self.linear.forward_residual(x, residual)?, x, runs)
+        self.adapted(self.linear.forward_residual(x, residual)?, x, tasks)
     }
 
     /// `act(x W^T + b)`: fused into the product without tasks; with them, after the terms.
-    pub(crate) fn forward_activated(&self, x: &Tensor, act: HiddenAct, runs: &TaskRuns) -> candle_core::Result<Tensor> {
-        match self.has_tasks(runs) {
-            true => act.apply(&self.forward(x, runs)?),
+    pub(crate) fn forward_activated(
+        &self,
+        x: &Tensor,
+        act: HiddenAct,
+        tasks: &TaskRows,
+    ) -> candle_core::Result<Tensor> {
+        match self.lora.is_some() && !matches!(tasks, TaskRows::None) {
+            true => act.apply(&self.forward(x, tasks)?),
             false => self.linear.forward_activated(x, act),
         }
     }

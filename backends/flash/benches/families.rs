@@ -6,7 +6,10 @@
 //! same blocks, so they should cost the same; MPNet adds its relative bias table per batch and a
 //! bias add per score. ModernBERT (GeGLU, rotary, two of three layers in 128-token windows) and
 //! a Qwen3 decoder (SwiGLU, rotary, causal, 12 query heads on 4 key/value heads) of the same
-//! widths show what the rotary and gated blocks cost and the masks save. Rounds alternate the families (each round runs every family once, in a
+//! widths show what the rotary and gated blocks cost and the masks save. jina-embeddings-v3's
+//! blocks (rotary, plain GELU feed-forward, five LoRA task adapters of rank 4) run three ways: no
+//! task (the adapters off, which is also what weights merged for one task cost), every sequence
+//! with one task, and a batch mixing the five tasks and none (the adapters' terms per run). Rounds alternate the families (each round runs every family once, in a
 //! rotating order) so that a machine's drift lands on all of them; the median per family is
 //! reported with its ratio to BERT. Last, BERT with `--dtype int8`'s and `--dtype bfloat16`'s packed weights.
 
@@ -22,8 +25,9 @@ use candle_nn::VarBuilder;
 use tessera_core::rotary::Rope;
 use tessera_core::{Batch, Dim, HiddenAct, Mask};
 use tessera_encoder::{
-    AttentionBias, Biases, Dims, Encoder, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind,
-    Placement, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES, MODERNBERT_NAMES, MPNET_NAMES, QWEN3_NAMES,
+    Adapters, AttentionBias, Biases, Dims, Encoder, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm,
+    NormKind, Placement, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
+    MPNET_NAMES, QWEN3_NAMES,
 };
 use tessera_flash::kernels::TiledCpu;
 
@@ -124,6 +128,36 @@ fn qwen3() -> EncoderSpec {
     }
 }
 
+/// jina-embeddings-v3's blocks at this shape: rotary positions, no position table, five task
+/// adapters of rank 4 on every weight.
+fn jina_v3() -> EncoderSpec {
+    let base = spec("jina-v3", JINA_V3_NAMES, Positions::Absolute, AttentionBias::None);
+    EncoderSpec {
+        position_table: PositionTable::Absent,
+        adapters: Some(Adapters {
+            tasks: [
+                "retrieval.query",
+                "retrieval.passage",
+                "separation",
+                "classification",
+                "text-matching",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rank: Dim::of("lora_rank", 4),
+            alpha: 1.0,
+        }),
+        layer_attention: vec![
+            LayerAttention {
+                mask: Mask::Bidirectional,
+                rope: Some(Rope::plain(20_000.0, 32)),
+            };
+            6
+        ],
+        ..base
+    }
+}
+
 /// Random weights for every tensor the spec expects (norm gains near 1, others small).
 fn load(spec: &EncoderSpec) -> Encoder {
     let tensors: HashMap<String, Tensor> = spec
@@ -153,7 +187,7 @@ fn main() {
         max_distance: 128,
     };
     let roberta = Positions::AfterPadding { padding_idx: 1 };
-    let mut models: Vec<(String, Encoder)> = [
+    let mut models: Vec<(String, Encoder, Vec<Option<usize>>)> = [
         spec("bert", BERT_NAMES, Positions::Absolute, AttentionBias::None),
         spec("roberta", BERT_NAMES, roberta, AttentionBias::None),
         spec("distilbert", DISTILBERT_NAMES, Positions::Absolute, AttentionBias::None),
@@ -162,14 +196,22 @@ fn main() {
         qwen3(),
     ]
     .iter()
-    .map(|s| (s.architecture.clone(), load(s)))
+    .map(|s| (s.architecture.clone(), load(s), Vec::new()))
     .collect();
     let mut int8 = load(&spec("bert", BERT_NAMES, Positions::Absolute, AttentionBias::None));
     int8.quantize(tessera_core::quant::Format::Int8).expect("int8");
-    models.push(("bert int8".into(), int8));
+    models.push(("bert int8".into(), int8, Vec::new()));
     let mut bf16 = load(&spec("bert", BERT_NAMES, Positions::Absolute, AttentionBias::None));
     bf16.quantize(tessera_core::quant::Format::Bf16).expect("bf16");
-    models.push(("bert bf16".into(), bf16));
+    models.push(("bert bf16".into(), bf16, Vec::new()));
+    // Tasks per sequence: none, all the first, or the five and none in turn.
+    for (name, tasks) in [
+        ("jina-v3", vec![None; 32]),
+        ("jina-v3 1 task", vec![Some(0); 32]),
+        ("jina-v3 mixed", (0..32).map(|i| (i % 6 < 5).then_some(i % 6)).collect()),
+    ] {
+        models.push((name.into(), load(&jina_v3()), tasks));
+    }
 
     let lengths: Vec<usize> = (0..32).map(|i| 16 + (i * 37) % 241).collect();
     let tokens: usize = lengths.iter().sum();
@@ -186,8 +228,12 @@ fn main() {
         "one batch of 32 inputs, {tokens} tokens (16..256 each), 6 layers x 384, tiled-cpu, threads: {}",
         candle_core::utils::get_num_threads()
     );
-    for (_, model) in &models {
-        model.forward(&batch).expect("warm-up");
+    let batches: Vec<Batch> = models
+        .iter()
+        .map(|(_, _, tasks)| batch.clone().with_tasks(tasks.clone()))
+        .collect();
+    for ((_, model, _), batch) in models.iter().zip(&batches) {
+        model.forward(batch).expect("warm-up");
     }
     let rounds = 9;
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); models.len()];
@@ -195,7 +241,7 @@ fn main() {
         for k in 0..models.len() {
             let m = (k + round) % models.len();
             let started = Instant::now();
-            models[m].1.forward(&batch).expect("forward");
+            models[m].1.forward(&batches[m]).expect("forward");
             times[m].push(started.elapsed());
         }
     }
@@ -206,7 +252,7 @@ fn main() {
             t[t.len() / 2]
         })
         .collect();
-    for ((name, _), median) in models.iter().zip(&medians) {
+    for ((name, _, _), median) in models.iter().zip(&medians) {
         println!(
             "{name:>10}: {:>7.1} ms per batch, {:>6.2} us per token, {:.3}x bert",
             median.as_secs_f64() * 1e3,
