@@ -594,6 +594,33 @@ fn encode_unchecked(
 mod tests {
     use super::*;
     use tessera_core::TruncationDirection;
+
+    #[test]
+    fn a_task_selects_its_adapter_and_its_prompt_and_a_prompt_named_as_a_task_its_adapter() {
+        let prompts = Prompts {
+            named: [("retrieval.query", "Q: "), ("separation", ""), ("other", "O: ")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            default: Some("".into()),
+            tasks: vec!["retrieval.query".into(), "separation".into()],
+            default_task: Some(1),
+        };
+        let ask = |prompt: Option<&str>, task: Option<&str>| prompts.for_request(prompt, task).unwrap();
+        assert_eq!(ask(None, Some("retrieval.query")), (Some("Q: ".into()), Some(0)));
+        // Another prompt beside the task keeps the task's adapter.
+        assert_eq!(
+            ask(Some("other"), Some("retrieval.query")),
+            (Some("O: ".into()), Some(0))
+        );
+        assert_eq!(ask(Some("retrieval.query"), None), (Some("Q: ".into()), Some(0)));
+        assert_eq!(ask(Some("other"), None), (Some("O: ".into()), None));
+        // Neither: the defaults (--default-prompt-name separation).
+        assert_eq!(ask(None, None), (Some("".into()), Some(1)));
+        let unknown = prompts.for_request(None, Some("summarize")).unwrap_err().to_string();
+        assert!(unknown.contains("retrieval.query, separation"), "{unknown}");
+        let none = Prompts::default().for_request(None, Some("x")).unwrap_err().to_string();
+        assert!(none.contains("no task adapters"), "{none}");
+    }
     use tokenizers::models::wordlevel::WordLevel;
     use tokenizers::pre_tokenizers::whitespace::Whitespace;
 

@@ -171,10 +171,11 @@ impl Family for Gte {
 }
 
 fn unsupported(config: &ModelConfig, key: &str, message: String) -> Box<Finding> {
-    Box::new(
-        Finding::error("gte-option-unsupported", message)
-            .in_file(&config.path)
-            .about(key.to_string())
-            .fix("no public GTE embedder uses this option; serve one without it"),
+    super::option_refused(
+        "gte-option-unsupported",
+        config,
+        key,
+        message,
+        "no public GTE embedder uses this option; serve one without it",
     )
 }

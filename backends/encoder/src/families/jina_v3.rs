@@ -115,13 +115,10 @@ impl Family for JinaV3 {
     }
 }
 
+const REFUSED: &str = "jina-v3-option-unsupported";
+
 fn unsupported(config: &ModelConfig, key: &str, message: String, fix: &str) -> Box<Finding> {
-    Box::new(
-        Finding::error("jina-v3-option-unsupported", message)
-            .in_file(&config.path)
-            .about(key.to_string())
-            .fix(fix.to_string()),
-    )
+    super::option_refused(REFUSED, config, key, message, fix)
 }
 
 /// The remote code's rotary keys: `position_embedding_type: rotary`, `rotary_emb_base`
@@ -141,22 +138,7 @@ fn original_rope(config: &ModelConfig, head_dim: usize, evidence: &mut Vec<Evide
             ))
         }
     }
-    if config.get("rotary_emb_interleaved").and_then(Value::as_bool) == Some(true) {
-        return Err(unsupported(
-            config,
-            "rotary_emb_interleaved",
-            "`rotary_emb_interleaved: true` (GPT-J pairs) is not served".into(),
-            "set it to false if the model was trained with halves",
-        ));
-    }
-    if config.get("rotary_emb_scale_base").is_some_and(|v| !v.is_null()) {
-        return Err(unsupported(
-            config,
-            "rotary_emb_scale_base",
-            "`rotary_emb_scale_base` asks for xPos-scaled rotary embeddings, which tessera does not serve".into(),
-            "set it to null if the model was trained without xPos",
-        ));
-    }
+    rope::refuse_variants(config, REFUSED)?;
     let theta = config.f64("rotary_emb_base").unwrap_or(10_000.0);
     let rotated = config.usize("rotary_emb_dim").unwrap_or(head_dim);
     if rotated > head_dim || !rotated.is_multiple_of(2) {

@@ -247,6 +247,23 @@ pub(crate) fn model_type_evidence(
     }
 }
 
+/// The refusal of a config option a family does not serve: `code` (the family's
+/// `...-option-unsupported`), the key, why, and how to fix it.
+pub(crate) fn option_refused(
+    code: &'static str,
+    config: &ModelConfig,
+    key: &str,
+    message: String,
+    fix: &str,
+) -> Box<Finding> {
+    Box::new(
+        Finding::error(code, message)
+            .in_file(&config.path)
+            .about(key.to_string())
+            .fix(fix.to_string()),
+    )
+}
+
 /// The supporting evidence every family records: the name the checkpoint was saved under.
 pub(crate) fn name_evidence(config: &ModelConfig, evidence: &mut Vec<Evidence>) {
     if let Some(name) = config.get("_name_or_path").and_then(|v| v.as_str()) {

@@ -160,13 +160,10 @@ struct Shape {
     rope_evidence: Vec<Evidence>,
 }
 
+const REFUSED: &str = "nomic-option-unsupported";
+
 fn refusal(config: &ModelConfig, key: &str, message: String, fix: &str) -> Box<Finding> {
-    Box::new(
-        Finding::error("nomic-option-unsupported", message)
-            .in_file(&config.path)
-            .about(key.to_string())
-            .fix(fix.to_string()),
-    )
+    super::option_refused(REFUSED, config, key, message, fix)
 }
 
 /// The original remote code's config.
@@ -176,7 +173,6 @@ fn original(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Find
         ("prenorm", "pre-norm blocks"),
         ("parallel_block", "parallel attention and feed-forward"),
         ("causal", "causal attention"),
-        ("rotary_emb_interleaved", "interleaved rotary pairs"),
     ] {
         if flag(key, false) {
             return Err(refusal(
@@ -187,14 +183,7 @@ fn original(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Find
             ));
         }
     }
-    if config.get("rotary_emb_scale_base").is_some_and(|v| !v.is_null()) {
-        return Err(refusal(
-            config,
-            "rotary_emb_scale_base",
-            "`rotary_emb_scale_base` asks for xPos-scaled rotary embeddings, which tessera does not serve".into(),
-            "set it to null if the model was trained without xPos",
-        ));
-    }
+    rope::refuse_variants(config, REFUSED)?;
     let function = config.str("activation_function").unwrap_or("gelu");
     // The original's block: SiLU for swiglu, the exact GELU for every other choice (the plain
     // feed-forward receives `F.gelu` whatever GELU variant is named).

@@ -36,35 +36,32 @@ pub(crate) fn rope(
         Some(section) => p.get(section),
         None => Some(p),
     });
-    let (scaling_key, scaling_params) = match parameters {
-        Some(params) => (
-            match keys.section {
-                Some(section) => format!("rope_parameters.{section}"),
-                None => "rope_parameters".to_string(),
-            },
-            Some(params),
-        ),
-        None => (
+    let section_key = match keys.section {
+        Some(section) => format!("rope_parameters.{section}"),
+        None => "rope_parameters".to_string(),
+    };
+    // Both keys are read, so neither can carry an unserved scaling the other hides.
+    let mut evidence = Vec::new();
+    let mut scaling = Scaling::None;
+    for (key, params) in [
+        (section_key.clone(), parameters),
+        (
             "rope_scaling".to_string(),
             config.get("rope_scaling").filter(|v| !v.is_null()),
         ),
-    };
-    let mut evidence = Vec::new();
-    let scaling = match scaling_params {
-        Some(params) => {
-            let scaling = scaling(config, &scaling_key, params, keys.fixed_ntk, trained)?;
-            if scaling != Scaling::None {
-                evidence.push(Evidence::config(scaling_key.clone(), params.to_string()));
-            }
-            scaling
+    ] {
+        let Some(params) = params else { continue };
+        let found = self::scaling(config, &key, params, keys.fixed_ntk, trained)?;
+        if found != Scaling::None && scaling == Scaling::None {
+            evidence.push(Evidence::config(key, params.to_string()));
+            scaling = found;
         }
-        None => Scaling::None,
-    };
+    }
     let theta = parameters.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64);
     let (theta, source) = match (theta, config.f64(keys.legacy)) {
         (Some(theta), _) => (
             theta,
-            Evidence::config(format!("{scaling_key}.rope_theta"), theta.to_string()),
+            Evidence::config(format!("{section_key}.rope_theta"), theta.to_string()),
         ),
         (None, Some(theta)) => (theta, Evidence::config(keys.legacy, theta.to_string())),
         (None, None) => (
@@ -81,6 +78,31 @@ pub(crate) fn rope(
         },
         evidence,
     ))
+}
+
+/// Refuses the remote codes' rotary variants tessera does not serve (NomicBERT's and
+/// jina-embeddings-v3's flash-attention rotary): interleaved (GPT-J) pairs and xPos scaling,
+/// reported under the family's `code`.
+pub(crate) fn refuse_variants(config: &ModelConfig, code: &'static str) -> Result<(), Box<Finding>> {
+    if config.get("rotary_emb_interleaved").and_then(Value::as_bool) == Some(true) {
+        return Err(super::option_refused(
+            code,
+            config,
+            "rotary_emb_interleaved",
+            "`rotary_emb_interleaved: true` (GPT-J pairs) is not served".into(),
+            "set it to false if the model was trained with halves",
+        ));
+    }
+    if config.get("rotary_emb_scale_base").is_some_and(|v| !v.is_null()) {
+        return Err(super::option_refused(
+            code,
+            config,
+            "rotary_emb_scale_base",
+            "`rotary_emb_scale_base` asks for xPos-scaled rotary embeddings, which tessera does not serve".into(),
+            "set it to null if the model was trained without xPos",
+        ));
+    }
+    Ok(())
 }
 
 /// The scaling `params` (found under `key`) ask for, or its refusal.
