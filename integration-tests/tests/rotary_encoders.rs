@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use tessera_integration_tests::reference::{self, copy, edit_config, finding, golden, validate};
-use tessera_integration_tests::{assert_parity, Server};
+use tessera_integration_tests::{assert_parity, Safetensors, Server};
 
 fn vectors(value: &Value) -> Vec<Vec<f32>> {
     serde_json::from_value(value.clone()).unwrap()
@@ -127,6 +127,22 @@ fn every_layout_serves_its_reference_vectors() {
         let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
         assert_serves_golden(&server, &golden(model), model);
     }
+    // GTE saved from `NewForMaskedLM`: every tensor under `new.`, the masked-LM head beside it.
+    let dir = copy("gte-original-ntk");
+    let path = dir.path().join("model.safetensors");
+    let mut weights = Safetensors::read(&path);
+    weights.header = std::mem::take(&mut weights.header)
+        .into_iter()
+        .map(|(name, info)| (format!("new.{name}"), info))
+        .collect();
+    weights.push("lm_head.dense.weight", &[48, 48], &[0.0; 48 * 48]);
+    weights.write(&path);
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    let server = Server::start(dir.path(), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden("gte-original-ntk"), "gte under new.");
+    drop(server);
+
     // Native GTE without `rope_parameters`: the class's default base, 160000.
     let dir = copy("gte-native-tiny");
     edit_config(dir.path(), |c| {
@@ -272,6 +288,7 @@ fn jina_v3_serves_each_task_as_its_remote_code() {
         "lora_adaptations",
         "model_type",
         "rotary_emb_base",
+        "matryoshka_dimensions",
     ] {
         assert!(subjects.contains(&e), "{e} not in {subjects:?}");
     }

@@ -77,6 +77,12 @@ impl Family for JinaV3 {
             false => original_rope(config, head_dim, &mut evidence)?,
         };
         let adapters = adapters(layout, &mut evidence)?;
+        if let Some(sizes) = config.get("matryoshka_dimensions").filter(|v| v.is_array()) {
+            evidence.push(Evidence::config(
+                "matryoshka_dimensions",
+                format!("{sizes}: the sizes it was trained to truncate to (`dimensions` on /embed, /v1/embeddings)"),
+            ));
+        }
         let layers = values.dims.layers.size();
         let architecture = format!(
             "jina-v3 ({} config, rotary base {}, {})",
