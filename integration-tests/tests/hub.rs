@@ -367,3 +367,62 @@ fn validate_model_reads_only_the_safetensors_header() {
         .join("model.safetensors")
         .exists());
 }
+
+/// `tessera download`: what serving reads lands in the hub cache (nothing more), the snapshot
+/// directory is printed alone on stdout, the token of a private repository appears nowhere in
+/// the output even at the most verbose log level, and `serve` then runs offline from the cache.
+#[test]
+fn download_fetches_what_serving_reads_never_shows_the_token_and_serve_runs_offline() {
+    let Some(model) = shared_model("bert-tiny") else { return };
+    let id = "tessera-test/private";
+    let token = "hf_never_printed_1234";
+    let mut private = MockRepo::new(id, SHA_A, &model);
+    private.token = Some(token.into());
+    let hub = MockHub::start(vec![private]);
+    let env = Env::new(&hub.url);
+    let download = |args: &[&str], extra: &[(&str, &str)]| {
+        let vars = [extra, &[("RUST_LOG", "trace")][..]].concat();
+        let out = run_with_env(&[&["download", id], args].concat(), &env.with(&vars));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(
+            !stdout.contains(token) && !stderr.contains(token),
+            "the token leaked: {stdout}\n{stderr}"
+        );
+        (out.status.code(), stdout, stderr)
+    };
+
+    let (code, _, stderr) = download(&[], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("HTTP 401") && stderr.contains("--hf-token"), "{stderr}");
+
+    let (code, stdout, stderr) = download(&["--hf-token", token], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let snapshot = PathBuf::from(stdout.trim());
+    assert_eq!(snapshot, env.repo_dir(id).join("snapshots").join(SHA_A));
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "1_Pooling/config.json",
+    ] {
+        assert!(snapshot.join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(
+        hub.bytes_sent("golden.json"),
+        0,
+        "only what serving reads is downloaded"
+    );
+    // The token from the environment, as an init container gets it: nothing downloaded again.
+    let sent = hub.bytes_sent("model.safetensors");
+    let (code, _, stderr) = download(&[], &[("HF_TOKEN", token)]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(hub.bytes_sent("model.safetensors"), sent);
+
+    // The hub gone and offline mode on: `serve` runs from what `download` fetched.
+    drop(hub);
+    let server = Server::start_with_env(Path::new(id), &[], &env.with(&[("HF_HUB_OFFLINE", "1")]));
+    assert_serves_golden(&server, &model, 4);
+}

@@ -26,6 +26,20 @@ pub(crate) enum Command {
     Serve(Box<ServeArgs>),
     /// Check a model directory and report what tessera would do with it, without serving.
     ValidateModel(ValidateArgs),
+    /// Fetch what serving a hub model needs into the hub cache and exit, printing the snapshot
+    /// directory (for init containers and images; `serve` then runs with HF_HUB_OFFLINE=1).
+    Download(DownloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DownloadArgs {
+    /// The hub model id (ORG/NAME).
+    pub(crate) model: String,
+    /// Hub revision: a branch, tag, commit sha or `refs/pr/N` [default: main].
+    #[arg(long)]
+    pub(crate) revision: Option<String>,
+    #[command(flatten)]
+    pub(crate) hub: HubArgs,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod backends;
 mod cli;
 mod cpus;
 mod device;
+mod download_cmd;
 mod http;
 mod infer;
 mod metrics;
@@ -39,6 +40,11 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     match cli.command {
+        Command::Download(args) => {
+            // Progress on stderr; stdout is the snapshot directory alone, for scripts.
+            init_tracing(false, "info");
+            download_cmd::run(&args)
+        }
         Command::ValidateModel(args) => {
             // stdout carries the report; only problems (a hub that cannot be reached...) go to stderr.
             init_tracing(false, "warn");

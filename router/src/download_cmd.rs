@@ -1,0 +1,44 @@
+//! `tessera download MODEL_ID`: everything `serve` reads, fetched into the hub cache with the
+//! same progress, errors and cache layout as `serve`, then the snapshot directory on stdout.
+//! The token only ever goes into request headers (never a log line or a message).
+
+use std::process::ExitCode;
+
+use crate::cli::DownloadArgs;
+use crate::settings::DEFAULT_HUB_TIMEOUT_S;
+use crate::source::{self, HubOptions, Wanted};
+
+pub(crate) fn run(args: &DownloadArgs) -> ExitCode {
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(source::resolve(
+                &args.model,
+                args.revision.as_deref(),
+                || {
+                    HubOptions::new(
+                        args.hub.hf_token.clone(),
+                        args.hub.huggingface_hub_cache.clone(),
+                        args.hub.hub_timeout.unwrap_or(DEFAULT_HUB_TIMEOUT_S),
+                    )
+                },
+                Wanted::Everything,
+            ))
+        });
+    match fetched {
+        Ok(model) => {
+            match &model.sha {
+                Some(sha) => tracing::info!(model = %args.model, %sha, "downloaded everything serving reads"),
+                None => tracing::info!("`{}` is a local directory: nothing to download", args.model),
+            }
+            println!("{}", model.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
