@@ -40,6 +40,16 @@ pub fn validate(dir: &Path) -> (Option<i32>, Value) {
     (out.status.code(), report)
 }
 
+/// The subjects (key or tensor names) of the report's evidence.
+pub fn evidence_subjects(report: &Value) -> Vec<&str> {
+    report["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .collect()
+}
+
 /// The report's finding with `code`; panics listing the findings when there is none.
 pub fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
     report["findings"]

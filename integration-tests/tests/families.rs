@@ -27,12 +27,7 @@ fn validate_model_states_each_family_and_its_evidence() {
         let (status, report) = validate(&reference::model(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
         assert_eq!(report["architecture"], format!("{architecture}, unpadded"), "{model}");
-        let subjects: Vec<&str> = report["evidence"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["subject"].as_str())
-            .collect();
+        let subjects = reference::evidence_subjects(&report);
         assert!(subjects.contains(&evidence), "{model}: {subjects:?}");
         // Only notes: CamemBERT's tokenizer is built from its SentencePiece model.
         let findings = report["findings"].as_array().unwrap();

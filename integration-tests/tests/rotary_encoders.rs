@@ -67,12 +67,7 @@ fn validate_model_states_each_layout_and_its_evidence() {
         assert_eq!(status, Some(0), "{model}: {report:#}");
         assert_eq!(report["architecture"], format!("{architecture}, unpadded"), "{model}");
         assert_eq!(report["pooling"]["mode"], pooling, "{model}");
-        let subjects: Vec<&str> = report["evidence"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["subject"].as_str())
-            .collect();
+        let subjects = reference::evidence_subjects(&report);
         for e in evidence.iter().chain(&["model_type"]) {
             assert!(subjects.contains(e), "{model}: {e} not in {subjects:?}");
         }
@@ -244,25 +239,6 @@ fn what_would_serve_other_vectors_is_refused_by_key() {
     }
 }
 
-#[test]
-fn a_model_type_the_tensors_contradict_is_a_warning_and_the_tensors_decide() {
-    for (model, family) in [("nomic-tiny", "nomic-bert"), ("gte-original-ntk", "gte")] {
-        let dir = copy(model);
-        edit_config(dir.path(), |c| {
-            c.insert("model_type".into(), json!("bert"));
-        });
-        let (status, report) = validate(dir.path());
-        assert_eq!(status, Some(0), "{model}: {report:#}");
-        assert!(
-            report["architecture"].as_str().unwrap().starts_with(family),
-            "{report:#}"
-        );
-        let f = finding(&report, "model-type-contradicts-weights");
-        assert_eq!(f["severity"], "warning");
-        assert_eq!(f["subject"], "model_type");
-    }
-}
-
 /// jina-embeddings-v3 through the binary: recognised as what its tensors say despite
 /// `model_type: xlm-roberta`; each task chosen by `task`, by a `prompt_name` that names it, or
 /// by `--default-prompt-name`, with its instruction and adapter, as the remote code computes it;
@@ -277,12 +253,7 @@ fn jina_v3_serves_each_task_as_its_remote_code() {
         report["architecture"],
         "jina-v3 (original config, rotary base 20000, 5 task adapters of rank 4), unpadded"
     );
-    let subjects: Vec<&str> = report["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["subject"].as_str())
-        .collect();
+    let subjects = reference::evidence_subjects(&report);
     for e in [
         "roberta.embeddings.word_embeddings.parametrizations.weight.0.lora_A",
         "lora_adaptations",

@@ -50,12 +50,7 @@ fn validate_model_states_both_families_and_their_evidence() {
         assert_eq!(status, Some(0), "{model}: {report:#}");
         assert_eq!(report["architecture"], format!("{architecture}, unpadded"), "{model}");
         assert_eq!(report["pooling"]["mode"], pooling, "{model}");
-        let subjects: Vec<&str> = report["evidence"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["subject"].as_str())
-            .collect();
+        let subjects = reference::evidence_subjects(&report);
         assert!(subjects.contains(&evidence), "{model}: {subjects:?}");
         assert!(subjects.contains(&"model_type"), "{model}: {subjects:?}");
         let findings = report["findings"].as_array().unwrap();
@@ -251,6 +246,8 @@ fn a_model_type_the_tensors_contradict_is_a_warning_and_the_tensors_decide() {
     for (model, wrong, family) in [
         ("qwen3-tiny", "qwen2", "qwen3"),
         ("modernbert-tiny", "bert", "modernbert"),
+        ("nomic-tiny", "bert", "nomic-bert"),
+        ("gte-original-ntk", "bert", "gte"),
     ] {
         let dir = copy(model);
         edit_config(dir.path(), |c| {

@@ -89,6 +89,17 @@ pub(crate) struct HubArgs {
     pub(crate) hub_timeout: Option<u64>,
 }
 
+impl HubArgs {
+    /// The hub client's options these flags (and the environment) give.
+    pub(crate) fn options(&self) -> anyhow::Result<crate::source::HubOptions> {
+        crate::source::HubOptions::new(
+            self.hf_token.clone(),
+            self.huggingface_hub_cache.clone(),
+            self.hub_timeout.unwrap_or(crate::settings::DEFAULT_HUB_TIMEOUT_S),
+        )
+    }
+}
+
 /// Flags of `tessera serve`.
 #[derive(Debug, Args, Serialize)]
 #[command(after_help = "Every flag can also be set as a TESSERA_<NAME> environment variable \

@@ -5,8 +5,7 @@
 use std::process::ExitCode;
 
 use crate::cli::DownloadArgs;
-use crate::settings::DEFAULT_HUB_TIMEOUT_S;
-use crate::source::{self, HubOptions, Wanted};
+use crate::source::{self, Wanted};
 
 pub(crate) fn run(args: &DownloadArgs) -> ExitCode {
     let fetched = tokio::runtime::Builder::new_current_thread()
@@ -17,13 +16,7 @@ pub(crate) fn run(args: &DownloadArgs) -> ExitCode {
             runtime.block_on(source::resolve(
                 &args.model,
                 args.revision.as_deref(),
-                || {
-                    HubOptions::new(
-                        args.hub.hf_token.clone(),
-                        args.hub.huggingface_hub_cache.clone(),
-                        args.hub.hub_timeout.unwrap_or(DEFAULT_HUB_TIMEOUT_S),
-                    )
-                },
+                || args.hub.options(),
                 Wanted::Everything,
             ))
         });

@@ -9,8 +9,7 @@ use tessera_core::{Evidence, Finding, ModelInspection, Severity};
 use crate::backends;
 use crate::cli::ValidateArgs;
 use crate::plan::{plan, PlanOutcome, PlanRequest};
-use crate::settings::DEFAULT_HUB_TIMEOUT_S;
-use crate::source::{self, HubOptions, ResolvedModel, Wanted};
+use crate::source::{self, ResolvedModel, Wanted};
 
 /// Version of the `--json` document; bumped on incompatible changes (see docs/validate-model.md).
 const SCHEMA_VERSION: u32 = 1;
@@ -277,13 +276,7 @@ fn resolve(args: &ValidateArgs) -> anyhow::Result<ResolvedModel> {
     runtime.block_on(source::resolve(
         &args.model,
         args.revision.as_deref(),
-        || {
-            HubOptions::new(
-                args.hub.hf_token.clone(),
-                args.hub.huggingface_hub_cache.clone(),
-                args.hub.hub_timeout.unwrap_or(DEFAULT_HUB_TIMEOUT_S),
-            )
-        },
+        || args.hub.options(),
         if args.deep {
             Wanted::Everything
         } else {
