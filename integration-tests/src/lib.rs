@@ -174,6 +174,12 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut server = Self::spawn(model, args, env);
+        server.wait_healthy();
+        server
+    }
+
+    fn spawn(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("server.log");
@@ -198,14 +204,36 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(log_file);
         let child = command.spawn().expect("start tessera");
-        let mut server = Server {
+        Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
             dir,
             log,
-        };
-        server.wait_healthy();
+        }
+    }
+
+    /// Starts `tessera serve` and returns as soon as it listens, before the model serves (for
+    /// the lifecycle's phases).
+    pub fn start_listening(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut server = Self::spawn(model, args, env);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !server.log().contains(&format!("listening on {}", server.url)) {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("tessera exited with {status} before listening:\n{}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not listening within 60 s:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         server
+    }
+
+    /// Waits until `/health` answers 200 (the model serves).
+    pub fn wait_ready(&mut self) {
+        self.wait_healthy();
     }
 
     fn wait_healthy(&mut self) {

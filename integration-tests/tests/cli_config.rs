@@ -218,10 +218,11 @@ fn sigterm_finishes_accepted_requests_and_exits_zero() {
     assert!(status.success());
     let mut completed = 0;
     for handle in inflight {
-        // A request either completed (200) or was never accepted (connection refused).
+        // A request either completed (200) or was never accepted: refused while draining (503,
+        // for the load balancer to retry elsewhere) or, once drained, a refused connection.
         if let Ok(code) = handle.join().unwrap() {
-            assert_eq!(code, 200);
-            completed += 1;
+            assert!(code == 200 || code == 503, "{code}");
+            completed += usize::from(code == 200);
         }
     }
     // The requests were sent before the signal; without this the test would pass with none served.

@@ -12,6 +12,7 @@ use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextT
 
 use crate::backends;
 use crate::device;
+use crate::http::lifecycle::{Lifecycle, Phase};
 use crate::http::{self, AppState, Info};
 use crate::infer::{Infer, InferParts, Prompts, Serves};
 use crate::metrics;
@@ -28,10 +29,15 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         .model_id
         .clone()
         .ok_or_else(|| anyhow!("no model given: pass --model-id DIR (or set TESSERA_MODEL_ID)"))?;
+    // Listening comes first, so probes see the phases rather than a refused connection.
+    let lifecycle = Lifecycle::new();
+    let server = Listening::start(&settings, &lifecycle).await?;
     let model = resolve(&settings, &model_id).await?;
+    lifecycle.enter(Phase::Loading);
     let (device, device_name) = device::select();
     let planned = plan_model(&settings, &model.dir, &device, device_name)?;
     let loaded = load(&planned, &device)?;
+    lifecycle.enter(Phase::Warming);
     let started = start(
         &settings,
         threads,
@@ -41,7 +47,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
         loaded,
         &device,
     )?;
-    listen(&settings, started).await
+    server.serve(&settings, &lifecycle, started).await
 }
 
 /// The model directory: a local one, or downloaded from the hub.
@@ -243,6 +249,8 @@ struct Started {
     app: axum::Router,
     queue: Arc<Queue>,
     worker_thread: std::thread::JoinHandle<()>,
+    /// Whether the model thread runs (for `/health` and `/live`).
+    healthy: Arc<AtomicBool>,
     metrics: PrometheusHandle,
 }
 
@@ -303,6 +311,7 @@ fn start(
     let prompts = prompts(settings, &inspection.sentence_transformers, backend.adapters())?;
     let queue = Arc::new(Queue::default());
     let healthy = Arc::new(AtomicBool::new(true));
+    let healthy_flag = healthy.clone();
     let worker_thread = worker::spawn(
         Worker { backend, head, budget },
         queue.clone(),
@@ -373,69 +382,89 @@ fn start(
         app,
         queue,
         worker_thread,
+        healthy: healthy_flag,
         metrics: metrics_handle,
     })
 }
 
-/// Serves HTTP until SIGTERM/SIGINT, then drains: accepted requests finish (within
-/// `--shutdown-grace`), then the model thread finishes what is queued.
-async fn listen(settings: &Settings, started: Started) -> anyhow::Result<()> {
-    let Started {
-        app,
-        queue,
-        worker_thread,
-        metrics: metrics_handle,
-    } = started;
-    let ip: std::net::IpAddr = settings
-        .hostname
-        .parse()
-        .with_context(|| format!("--hostname `{}` is not an IP address", settings.hostname))?;
-    let addr = SocketAddr::new(ip, settings.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
+/// The HTTP server, answering from before the model loads ([`Lifecycle`]) until a signal.
+struct Listening {
+    server: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    ip: std::net::IpAddr,
+}
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    spawn_upkeep(metrics_handle.clone(), stop_rx.clone());
-    if settings.prometheus_port != 0 {
-        spawn_prometheus_listener(
-            SocketAddr::new(ip, settings.prometheus_port),
-            metrics_handle,
-            stop_rx.clone(),
-        )
-        .await;
+impl Listening {
+    /// Binds `--hostname:--port` and serves the lifecycle's routes; a signal moves it to draining
+    /// and stops taking connections.
+    async fn start(settings: &Settings, lifecycle: &Arc<Lifecycle>) -> anyhow::Result<Self> {
+        let ip: std::net::IpAddr = settings
+            .hostname
+            .parse()
+            .with_context(|| format!("--hostname `{}` is not an IP address", settings.hostname))?;
+        let addr = SocketAddr::new(ip, settings.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!("listening on http://{local}");
+        println!("tessera listening on http://{local}");
+        // `stop`: the signal came (draining starts); the listener closes once drained.
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let limits = http::server::Limits {
+            header_read: Duration::from_secs(settings.header_read_timeout),
+            max_connections: settings.max_connections,
+        };
+        let draining = lifecycle.clone();
+        let server = tokio::spawn(http::server::serve(listener, lifecycle.router(), limits, async move {
+            shutdown_signal().await;
+            draining.enter(Phase::Draining);
+            let _ = stop_tx.send(true);
+            draining.drained().await;
+        }));
+        Ok(Self { server, stop, ip })
     }
 
-    tracing::info!("listening on http://{local}");
-    println!("tessera listening on http://{local}");
-
-    let mut stopping = stop_rx.clone();
-    let limits = http::server::Limits {
-        header_read: Duration::from_secs(settings.header_read_timeout),
-        max_connections: settings.max_connections,
-    };
-    let server = http::server::serve(listener, app, limits, async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let grace = Duration::from_secs(settings.shutdown_grace);
-    let deadline = async move {
-        let _ = stopping.wait_for(|stop| *stop).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        () = server => {}
-        () = deadline => {
-            bail!("accepted requests did not finish within --shutdown-grace {}s; exiting anyway", grace.as_secs());
+    /// Serves the model until a signal, then drains: accepted requests finish (within
+    /// `--shutdown-grace`), then the model thread finishes what is queued.
+    async fn serve(self, settings: &Settings, lifecycle: &Lifecycle, started: Started) -> anyhow::Result<()> {
+        let Started {
+            app,
+            queue,
+            worker_thread,
+            healthy,
+            metrics: metrics_handle,
+        } = started;
+        let Self { server, stop, ip } = self;
+        spawn_upkeep(metrics_handle.clone(), stop.clone());
+        if settings.prometheus_port != 0 {
+            spawn_prometheus_listener(
+                SocketAddr::new(ip, settings.prometheus_port),
+                metrics_handle,
+                stop.clone(),
+            )
+            .await;
         }
+        lifecycle.ready(app, healthy);
+        let mut stopping = stop;
+        let grace = Duration::from_secs(settings.shutdown_grace);
+        let deadline = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            _ = server => {}
+            () = deadline => {
+                bail!("accepted requests did not finish within --shutdown-grace {}s; exiting anyway", grace.as_secs());
+            }
+        }
+        tracing::info!("HTTP server stopped; finishing queued work");
+        queue.close();
+        tokio::task::spawn_blocking(move || worker_thread.join())
+            .await?
+            .map_err(|_| anyhow!("the model thread panicked"))?;
+        Ok(())
     }
-    tracing::info!("HTTP server stopped; finishing queued work");
-    queue.close();
-    tokio::task::spawn_blocking(move || worker_thread.join())
-        .await?
-        .map_err(|_| anyhow!("the model thread panicked"))?;
-    Ok(())
 }
 
 /// Keeps the recorder's histograms bounded (the exporter asks for periodic upkeep).

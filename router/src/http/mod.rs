@@ -5,6 +5,7 @@ mod counted;
 mod embed;
 pub(crate) mod error;
 mod info;
+pub(crate) mod lifecycle;
 mod openai;
 mod openapi;
 mod predict;
