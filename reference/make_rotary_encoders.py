@@ -226,7 +226,7 @@ def nomic_original(root, name, seed, native_equivalent, **cfg):
         num_attention_heads=config.n_head,
         # The gated feed-forward rounds `n_inner` up to a multiple of 256.
         intermediate_size=model.encoder.layers[0].mlp.fc2.in_features,
-        hidden_act={"swiglu": "silu", "geglu": "gelu"}[config.activation_function],
+        hidden_act={"swiglu": "silu"}.get(config.activation_function, "gelu"),
         layer_norm_eps=config.layer_norm_epsilon,
         type_vocab_size=config.type_vocab_size,
         max_position_embeddings=config.max_trained_positions,
@@ -314,6 +314,40 @@ def nomic_partial_biased(root):
         "gate_halves_swapped": swapped_gate("fc11", "fc12"),
     }
     golden(out_dir, model, fast, "mean", sensitivity)
+
+
+def nomic_plain_absolute(root):
+    """The original layout's plain feed-forward (`activation_function: gelu_new`: `mlp.fc1`,
+    `mlp.fc2`, the exact GELU whatever GELU is named) and absolute positions
+    (`rotary_emb_fraction: 0`: a learned table of `n_positions` rows), 4 heads of 8."""
+    out_dir, model, fast, _ = nomic_original(
+        root,
+        "nomic-plain-absolute",
+        34,
+        False,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_inner=48,
+        n_positions=MAX_LEN,
+        activation_function="gelu_new",
+        rotary_emb_fraction=0.0,
+        max_trained_positions=128,
+        qkv_proj_bias=True,
+        mlp_fc1_bias=True,
+        mlp_fc2_bias=True,
+        layer_norm_epsilon=1e-12,
+        type_vocab_size=2,
+    )
+    sensitivity = {"position_table_ignored": without_positions}
+    golden(out_dir, model, fast, "mean", sensitivity)
+
+
+def without_positions(model, ids):
+    other = rebuilt(model)
+    with torch.no_grad():
+        other.embeddings.position_embeddings.weight.zero_()
+    return hidden(other, ids)
 
 
 def nomic_native(root):
@@ -689,6 +723,7 @@ def jina_v3_native(root):
 BUILDERS = [
     nomic_tiny,
     nomic_partial_biased,
+    nomic_plain_absolute,
     nomic_native,
     gte_original_ntk,
     gte_original_mixed_separate,

@@ -204,6 +204,10 @@ fn nomic_bert_matches_its_references_in_both_layouts() {
             "nomic-bert (original config, rotary on 10 of 20 dims, base 10000)",
         ),
         (
+            "nomic-plain-absolute",
+            "nomic-bert (original config, absolute positions)",
+        ),
+        (
             "nomic-native",
             "nomic-bert (native config, rotary on 20 of 20 dims, base 1000, dynamic NTK x3 beyond 100 tokens)",
         ),

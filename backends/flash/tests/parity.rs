@@ -98,7 +98,12 @@ fn modernbert_saved_from_masked_lm_with_biases() {
 
 #[test]
 fn nomic_bert_in_both_layouts() {
-    for model in ["nomic-tiny", "nomic-partial-biased", "nomic-native"] {
+    for model in [
+        "nomic-tiny",
+        "nomic-partial-biased",
+        "nomic-plain-absolute",
+        "nomic-native",
+    ] {
         reference(model);
     }
 }
