@@ -46,6 +46,23 @@ fn probes_see_downloading_then_ready_and_inference_waits_for_ready() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["phase"], "downloading", "{body}");
     assert_eq!(body["error_type"], "Unhealthy");
+    // The byte counts move while the weights arrive.
+    let weights = std::fs::metadata(model.join("model.safetensors")).unwrap().len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&server, "/health");
+        assert_eq!((status, body["phase"].as_str()), (503, Some("downloading")), "{body}");
+        let (done, total) = (
+            body["downloaded_bytes"].as_u64().unwrap(),
+            body["total_bytes"].as_u64().unwrap(),
+        );
+        assert!(done <= total, "{body}");
+        if done > 0 && total >= weights && done < total {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress reported: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (status, body) = get(&server, "/live");
     assert_eq!((status, body["phase"].as_str()), (200, Some("downloading")), "{body}");
     let response = server.post("/embed", &json!({"inputs": "not yet"}));

@@ -32,7 +32,7 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
     // Listening comes first, so probes see the phases rather than a refused connection.
     let lifecycle = Lifecycle::new();
     let server = Listening::start(&settings, &lifecycle).await?;
-    let model = resolve(&settings, &model_id).await?;
+    let model = resolve(&settings, &model_id, lifecycle.downloaded.clone()).await?;
     lifecycle.enter(Phase::Loading);
     let (device, device_name) = device::select();
     let planned = plan_model(&settings, &model.dir, &device, device_name)?;
@@ -51,7 +51,12 @@ pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()
 }
 
 /// The model directory: a local one, or downloaded from the hub.
-async fn resolve(settings: &Settings, model_id: &str) -> anyhow::Result<source::ResolvedModel> {
+/// `bytes`: where the download's progress is counted (for `/health`).
+async fn resolve(
+    settings: &Settings,
+    model_id: &str,
+    bytes: Arc<source::Bytes>,
+) -> anyhow::Result<source::ResolvedModel> {
     source::resolve(
         model_id,
         settings.revision.as_deref(),
@@ -61,6 +66,7 @@ async fn resolve(settings: &Settings, model_id: &str) -> anyhow::Result<source::
                 settings.huggingface_hub_cache.clone(),
                 settings.hub_timeout,
             )
+            .map(|options| options.reporting_to(bytes))
         },
         Wanted::Everything,
     )

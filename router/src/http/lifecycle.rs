@@ -62,6 +62,8 @@ pub(crate) struct Lifecycle {
     app: OnceLock<(Router, Arc<AtomicBool>)>,
     /// Requests the full API is answering now.
     in_flight: AtomicUsize,
+    /// The model download's bytes, reported while downloading.
+    pub(crate) downloaded: Arc<crate::source::Bytes>,
 }
 
 impl Lifecycle {
@@ -70,6 +72,7 @@ impl Lifecycle {
             phase: AtomicU8::new(Phase::Downloading as u8),
             app: OnceLock::new(),
             in_flight: AtomicUsize::new(0),
+            downloaded: Arc::default(),
         })
     }
 
@@ -115,15 +118,24 @@ impl Lifecycle {
     }
 }
 
-/// 503 with the phase, TEI's error shape plus `phase`.
-fn unavailable(phase: Phase, message: &str) -> Response {
-    let body = json!({
+/// TEI's error body plus `phase`.
+fn body(phase: Phase, message: &str) -> serde_json::Value {
+    json!({
         "error": message,
         "error_type": "Unhealthy",
         "code": "unhealthy",
         "phase": phase.name(),
-    });
+    })
+}
+
+/// 503 with `body`.
+fn unavailable_with(body: serde_json::Value) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+/// 503 with the phase.
+fn unavailable(phase: Phase, message: &str) -> Response {
+    unavailable_with(body(phase, message))
 }
 
 fn not_serving(phase: Phase) -> Response {
@@ -140,6 +152,14 @@ async fn health(State(lifecycle): State<Arc<Lifecycle>>) -> Response {
     match lifecycle.phase() {
         Phase::Ready if lifecycle.model_thread_died() => unavailable(Phase::Ready, "the model worker is not running"),
         Phase::Ready => StatusCode::OK.into_response(),
+        Phase::Downloading => {
+            let bytes = &lifecycle.downloaded;
+            let mut body = body(Phase::Downloading, "the model is being downloaded");
+            // The sizes of the files started so far: `total_bytes` grows as each file begins.
+            body["downloaded_bytes"] = bytes.done.load(Ordering::Relaxed).into();
+            body["total_bytes"] = bytes.total.load(Ordering::Relaxed).into();
+            unavailable_with(body)
+        }
         phase => not_serving(phase),
     }
 }

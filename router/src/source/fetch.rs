@@ -153,7 +153,7 @@ async fn download(
             files.len()
         );
     }
-    let transfer = Transfer::new(label.to_string(), missing.len());
+    let transfer = Transfer::new(label.to_string(), missing.len(), opts.bytes.clone());
     let slots = Arc::new(Semaphore::new(PARALLEL_FILES));
     let mut tasks = JoinSet::new();
     for file in missing {

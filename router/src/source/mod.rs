@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 
 pub(crate) use options::HubOptions;
+pub(crate) use progress::Bytes;
 
 /// How much of a hub repository to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

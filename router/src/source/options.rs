@@ -19,6 +19,8 @@ pub(crate) struct HubOptions {
     pub(crate) offline: bool,
     /// Longest wait for an answer, or between two pieces of a download.
     pub(crate) timeout: Duration,
+    /// Where download byte counts are reported, if anywhere.
+    pub(crate) bytes: Option<std::sync::Arc<super::progress::Bytes>>,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -84,7 +86,16 @@ impl HubOptions {
             token,
             offline,
             timeout: Duration::from_secs(timeout_s),
+            bytes: None,
         })
+    }
+
+    /// The same options, counting downloaded bytes into `bytes`.
+    pub(crate) fn reporting_to(self, bytes: std::sync::Arc<super::progress::Bytes>) -> Self {
+        Self {
+            bytes: Some(bytes),
+            ..self
+        }
     }
 }
 

@@ -13,6 +13,14 @@ use tokio::time::Instant;
 /// How often progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
+/// Bytes of a model's downloads, known and received so far, for whoever reports them (the
+/// server's `/health` while downloading).
+#[derive(Debug, Default)]
+pub(crate) struct Bytes {
+    pub(crate) total: AtomicU64,
+    pub(crate) done: AtomicU64,
+}
+
 /// One batch of downloads, shared by the tasks that run them.
 #[derive(Clone)]
 pub(crate) struct Transfer {
@@ -23,14 +31,14 @@ struct Inner {
     label: String,
     files: usize,
     files_done: AtomicUsize,
-    total: AtomicU64,
-    done: AtomicU64,
+    bytes: Arc<Bytes>,
     last_activity: Mutex<(Instant, String)>,
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl Transfer {
-    pub(crate) fn new(label: String, files: usize) -> Self {
+    /// `bytes`: where the counts go (shared with a reporter), fresh ones if `None`.
+    pub(crate) fn new(label: String, files: usize, bytes: Option<Arc<Bytes>>) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -46,8 +54,7 @@ impl Transfer {
                 label,
                 files,
                 files_done: AtomicUsize::new(0),
-                total: AtomicU64::new(0),
-                done: AtomicU64::new(0),
+                bytes: bytes.unwrap_or_default(),
                 last_activity: Mutex::new((Instant::now(), String::new())),
                 bar,
             }),
@@ -104,8 +111,8 @@ impl Transfer {
             if self.inner.bar.is_none() && Instant::now() >= next_log {
                 next_log = Instant::now() + LOG_EVERY;
                 let (done, total) = (
-                    self.inner.done.load(Ordering::Relaxed),
-                    self.inner.total.load(Ordering::Relaxed),
+                    self.inner.bytes.done.load(Ordering::Relaxed),
+                    self.inner.bytes.total.load(Ordering::Relaxed),
                 );
                 let percent = (done * 100).checked_div(total).unwrap_or(0);
                 tracing::info!(
@@ -123,7 +130,7 @@ impl Transfer {
 
 impl hf_hub::api::tokio::Progress for Transfer {
     async fn init(&mut self, size: usize, _filename: &str) {
-        self.inner.total.fetch_add(size as u64, Ordering::Relaxed);
+        self.inner.bytes.total.fetch_add(size as u64, Ordering::Relaxed);
         if let Some(bar) = &self.inner.bar {
             bar.inc_length(size as u64);
         }
@@ -131,7 +138,7 @@ impl hf_hub::api::tokio::Progress for Transfer {
     }
 
     async fn update(&mut self, size: usize) {
-        self.inner.done.fetch_add(size as u64, Ordering::Relaxed);
+        self.inner.bytes.done.fetch_add(size as u64, Ordering::Relaxed);
         if let Some(bar) = &self.inner.bar {
             bar.inc(size as u64);
         }
@@ -153,7 +160,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stall_becomes_an_error_naming_the_file() {
-        let transfer = Transfer::new("org/name".into(), 1);
+        let transfer = Transfer::new("org/name".into(), 1, None);
         transfer.touch("model.safetensors");
         let err = transfer.watch(Duration::from_secs(3)).await.to_string();
         assert!(err.contains("model.safetensors") && err.contains("3s"), "{err}");
@@ -161,7 +168,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn progress_keeps_the_watchdog_quiet() {
-        let transfer = Transfer::new("org/name".into(), 1);
+        let transfer = Transfer::new("org/name".into(), 1, None);
         let mut feeder = transfer.clone();
         let watch = transfer.watch(Duration::from_secs(3));
         let feed = async {
@@ -174,6 +181,6 @@ mod tests {
             err = watch => panic!("stalled while data flowed: {err}"),
             () = feed => {}
         }
-        assert_eq!(transfer.inner.done.load(Ordering::Relaxed), 200);
+        assert_eq!(transfer.inner.bytes.done.load(Ordering::Relaxed), 200);
     }
 }
