@@ -50,6 +50,18 @@ pub fn evidence_subjects(report: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// A copy of `model` edited by `edit` is not servable, for the reason `code` about `subject`
+/// (the key or tensor), with a fix.
+pub fn assert_refused(model: &str, edit: impl Fn(&Path), code: &str, subject: &str) {
+    let dir = copy(model);
+    edit(dir.path());
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0), "{model} {code}: {report:#}");
+    let f = finding(&report, code);
+    assert_eq!(f["subject"], subject, "{model} {code}: {f:#}");
+    assert!(f["fix"].as_str().is_some_and(|s| !s.is_empty()), "{f:#}");
+}
+
 /// The report's finding with `code`; panics listing the findings when there is none.
 pub fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
     report["findings"]

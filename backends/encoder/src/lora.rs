@@ -57,6 +57,12 @@ impl TaskRows {
     }
 }
 
+/// Which kind of weight the adapters are of (their factors' layouts differ).
+enum Weight {
+    Linear { input: usize, output: usize },
+    Embedding { rows: usize, width: usize },
+}
+
 /// One weight's adapters, every task side by side: the left factors (`A_t^T`, `[in, rank]`
 /// each, for a linear; `A_t`, `[rows, rank]` looked up by id, for an embedding) as one
 /// `[in or rows, tasks * rank]` tensor and the right ones (`B_t^T` / `B_t`, scaled by
@@ -78,19 +84,7 @@ impl Lora {
         input: usize,
         output: usize,
     ) -> candle_core::Result<Option<Self>> {
-        let Some(adapters) = adapters else {
-            return Ok(None);
-        };
-        let (tasks, rank) = (adapters.tasks.len(), adapters.rank.size());
-        let (a, b) = Self::factors(vb, (tasks, rank, input), (tasks, output, rank))?;
-        let scale = adapters.alpha / rank as f64;
-        // [tasks, rank, in] -> [in, tasks * rank]; [tasks, out, rank] -> [tasks * rank, out].
-        Self::new(
-            a.reshape((tasks * rank, input))?.t()?,
-            (b.transpose(1, 2)?.reshape((tasks * rank, output))? * scale)?,
-            rank,
-        )
-        .map(Some)
+        Self::load(vb, adapters, Weight::Linear { input, output })
     }
 
     /// The adapters of the embedding table at `vb` (`rows` x `width`), if the spec has them.
@@ -100,19 +94,35 @@ impl Lora {
         rows: usize,
         width: usize,
     ) -> candle_core::Result<Option<Self>> {
+        Self::load(vb, adapters, Weight::Embedding { rows, width })
+    }
+
+    fn load(vb: &VarBuilder, adapters: Option<&Adapters>, weight: Weight) -> candle_core::Result<Option<Self>> {
         let Some(adapters) = adapters else {
             return Ok(None);
         };
         let (tasks, rank) = (adapters.tasks.len(), adapters.rank.size());
-        let (a, b) = Self::factors(vb, (tasks, rows, rank), (tasks, rank, width))?;
+        let vb = vb.pp("parametrizations.weight.0");
         let scale = adapters.alpha / rank as f64;
-        // [tasks, rows, rank] -> [rows, tasks * rank]; [tasks, rank, width] -> [tasks * rank, width].
-        Self::new(
-            a.transpose(0, 1)?.reshape((rows, tasks * rank))?,
-            (b.reshape((tasks * rank, width))? * scale)?,
-            rank,
-        )
-        .map(Some)
+        let (left, right) = match weight {
+            // [tasks, rank, in] -> [in, tasks * rank]; [tasks, out, rank] -> [tasks * rank, out].
+            Weight::Linear { input, output } => (
+                vb.get((tasks, rank, input), "lora_A")?
+                    .reshape((tasks * rank, input))?
+                    .t()?,
+                vb.get((tasks, output, rank), "lora_B")?
+                    .transpose(1, 2)?
+                    .reshape((tasks * rank, output))?,
+            ),
+            // [tasks, rows, rank] -> [rows, tasks * rank]; [tasks, rank, width] -> [tasks * rank, width].
+            Weight::Embedding { rows, width } => (
+                vb.get((tasks, rows, rank), "lora_A")?
+                    .transpose(0, 1)?
+                    .reshape((rows, tasks * rank))?,
+                vb.get((tasks, rank, width), "lora_B")?.reshape((tasks * rank, width))?,
+            ),
+        };
+        Self::new(left, (right * scale)?, rank).map(Some)
     }
 
     fn new(left: Tensor, right: Tensor, rank: usize) -> candle_core::Result<Self> {
@@ -130,15 +140,6 @@ impl Lora {
             right: right.contiguous()?,
             each,
         })
-    }
-
-    fn factors(
-        vb: &VarBuilder,
-        a: (usize, usize, usize),
-        b: (usize, usize, usize),
-    ) -> candle_core::Result<(Tensor, Tensor)> {
-        let vb = vb.pp("parametrizations.weight.0");
-        Ok((vb.get(a, "lora_A")?, vb.get(b, "lora_B")?))
     }
 
     /// `y` plus each row's term; `project(left)` gives the rows' projections onto `left`.
