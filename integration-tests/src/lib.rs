@@ -120,11 +120,17 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Like [`run`], with extra environment variables.
 pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary());
+    command.args(args).envs(env.iter().copied());
+    run_command(command)
+}
+
+/// Runs `command` to completion, capturing its output; a run still going after 60 s is killed
+/// and fails the test.
+pub fn run_command(mut command: Command) -> Output {
     let dir = tempfile::tempdir().expect("temp dir");
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = Command::new(binary())
-        .args(args)
-        .envs(env.iter().copied())
+    let mut child = command
         .stdout(std::fs::File::create(&out).expect("stdout file"))
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
@@ -137,7 +143,7 @@ pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`tessera {}` did not finish within 60 s", args.join(" "));
+            panic!("{command:?} did not finish within 60 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -146,6 +152,38 @@ pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         stdout: std::fs::read(&out).unwrap_or_default(),
         stderr: std::fs::read(&err).unwrap_or_default(),
     }
+}
+
+/// A venv under `target/NAME` with `packages` installed (once: a marker file remembers), or
+/// `None` after [`skip`] when python3 or pip cannot provide them.
+pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
+    let venv = workspace().join("target").join(name);
+    let python = venv.join("bin/python");
+    let marker = venv.join(format!(".installed-{}", packages.join(",").replace(['/', ' '], "_")));
+    if marker.is_file() {
+        return Some(python);
+    }
+    let ok = (python.is_file()
+        || Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success()))
+        && Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        skip(&format!(
+            "could not install {} into {}",
+            packages.join(" "),
+            venv.display()
+        ));
+        return None;
+    }
+    std::fs::write(&marker, "").ok()?;
+    Some(python)
 }
 
 /// A free TCP port on loopback.
@@ -210,6 +248,25 @@ impl Server {
             dir,
             log,
         }
+    }
+
+    /// Starts `command` as it is (its stderr becomes the log) without waiting for anything:
+    /// for servers started with arguments a test did not choose, such as rendered manifests'.
+    pub fn spawn_command(mut command: Command, url: String) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("server.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start tessera");
+        Server { child, url, dir, log }
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Starts `tessera serve` and returns as soon as it listens, before the model serves (for

@@ -79,34 +79,9 @@ fn embed_all_returns_every_token_and_mean_pooling_them_gives_embed() {
 
 #[test]
 fn huggingface_hub_inference_client_works_against_the_root_route() {
-    let venv = workspace().join("target/py-clients");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".hf-installed");
-    if !ready.is_file() {
-        let ok = (python.is_file()
-            || Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .is_ok_and(|s| s.success()))
-            && Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "huggingface_hub>=0.24",
-                    "numpy",
-                ])
-                .status()
-                .is_ok_and(|s| s.success());
-        if !ok {
-            tessera_integration_tests::skip(&format!("could not install huggingface_hub into {}", venv.display()));
-            return;
-        }
-        std::fs::write(&ready, "").unwrap();
-    }
+    let Some(python) = tessera_integration_tests::python_venv("py-clients", &["huggingface_hub>=0.24", "numpy"]) else {
+        return;
+    };
     let server = Server::start(&minilm(), &[]);
     let out = Command::new(&python)
         .arg(workspace().join("integration-tests/fixtures/hf_client.py"))

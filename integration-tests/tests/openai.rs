@@ -73,34 +73,7 @@ fn shapes_usage_base64_and_errors() {
 
 /// A venv with the `openai` SDK, created once under target/.
 fn venv_python() -> Option<PathBuf> {
-    let venv = workspace().join("target/py-clients");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".openai-installed");
-    if ready.is_file() {
-        return Some(python);
-    }
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "openai>=1.40,<3",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ok {
-        tessera_integration_tests::skip(&format!("could not install the openai SDK into {}", venv.display()));
-        return None;
-    }
-    std::fs::write(&ready, "").ok()?;
-    Some(python)
+    tessera_integration_tests::python_venv("py-clients", &["openai>=1.40,<3"])
 }
 
 #[test]
