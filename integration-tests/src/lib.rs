@@ -218,7 +218,12 @@ impl Server {
     }
 
     fn spawn(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Self::spawn_on(free_port(), model, args, env)
+    }
+
+    /// Starts `tessera serve` on `port` and returns at once, before it even listens (for a
+    /// replica restarted on its old port behind a proxy).
+    pub fn spawn_on(port: u16, model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("server.log");
         let log_file = std::fs::File::create(&log).expect("log file");
