@@ -136,3 +136,26 @@ fn sigterm_drains_with_503_on_new_requests_while_accepted_ones_finish() {
     let exit = server.wait_exit(Duration::from_secs(60)).expect("exits after draining");
     assert!(exit.success(), "exit status {exit}:\n{}", server.log());
 }
+
+#[test]
+fn a_model_that_cannot_run_a_short_input_fails_its_warm_up_and_never_reports_ready() {
+    // Finite weights (the start-up checks pass them) that overflow float32 in the first layer.
+    let dir = tempfile::tempdir().unwrap();
+    tessera_integration_tests::copy_dir(&minilm(), dir.path());
+    let path = dir.path().join("model.safetensors");
+    let mut weights = tessera_integration_tests::Safetensors::read(&path);
+    let name = "embeddings.LayerNorm.weight";
+    for i in 0..weights.f32(name).len() {
+        weights.set_f32(name, i, 3e38);
+    }
+    weights.write(&path);
+    let mut server = Server::start_listening(dir.path(), &[], &[]);
+    let status = server.wait_exit(Duration::from_secs(60)).expect("the server gives up");
+    assert!(!status.success());
+    let log = server.log();
+    assert!(log.contains("phase: warming") && !log.contains("phase: ready"), "{log}");
+    assert!(
+        log.contains("failed its warm-up pass") && log.contains("NaN or infinity"),
+        "{log}"
+    );
+}

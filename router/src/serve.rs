@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_core::quant::Format;
-use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextTokenizer};
+use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextTokenizer, TruncationDirection};
 
 use crate::backends;
 use crate::device;
@@ -255,6 +255,8 @@ struct Started {
     app: axum::Router,
     queue: Arc<Queue>,
     worker_thread: std::thread::JoinHandle<()>,
+    /// The model thread's warm-up pass, awaited before the server reports ready.
+    warmed: worker::WarmedUp,
     /// Whether the model thread runs (for `/health` and `/live`).
     healthy: Arc<AtomicBool>,
     metrics: PrometheusHandle,
@@ -318,11 +320,18 @@ fn start(
     let queue = Arc::new(Queue::default());
     let healthy = Arc::new(AtomicBool::new(true));
     let healthy_flag = healthy.clone();
-    let worker_thread = worker::spawn(
+    // A text every tokenizer encodes to a few tokens; a tokenizer that cannot only skips the
+    // warm-up (its requests will say why).
+    let warm_up = tokenizer
+        .encode("tessera warm-up", Some(TruncationDirection::Right))
+        .ok()
+        .filter(|e| !e.ids.is_empty());
+    let (worker_thread, warmed) = worker::spawn(
         Worker { backend, head, budget },
         queue.clone(),
         healthy.clone(),
         threads,
+        warm_up,
     )?;
     let infer = Infer::new(InferParts {
         tokenizer,
@@ -388,6 +397,7 @@ fn start(
         app,
         queue,
         worker_thread,
+        warmed,
         healthy: healthy_flag,
         metrics: metrics_handle,
     })
@@ -438,6 +448,7 @@ impl Listening {
             app,
             queue,
             worker_thread,
+            warmed,
             healthy,
             metrics: metrics_handle,
         } = started;
@@ -450,6 +461,12 @@ impl Listening {
                 stop.clone(),
             )
             .await;
+        }
+        match warmed.await {
+            Ok(Ok(Some(took))) => tracing::info!("warm-up pass in {took:.2?}"),
+            Ok(Ok(None)) => tracing::warn!("no warm-up pass: the tokenizer gave no tokens for a short text"),
+            Ok(Err(why)) => bail!("the model failed its warm-up pass on a short input: {why}"),
+            Err(_) => bail!("the model thread stopped before its warm-up pass"),
         }
         lifecycle.ready(app, healthy);
         let mut stopping = stop;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Pooling, SeqOffsets, SpladeHead};
+use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Encoded, Pooling, SeqOffsets, SpladeHead};
 
 use crate::metrics;
 use crate::queue::{Budget, Embedding, Job, JobError, JobOutput, OutputKind, Queue};
@@ -55,31 +55,53 @@ impl Head {
 /// The batch loop runs inside a compute pool of `threads` rayon workers: candle's parallel ops then
 /// split work with the thread that issued them instead of handing it to other threads and sleeping
 /// until they finish (a futex round trip per op; one short MiniLM input: 4.4 ms -> 3.6 ms forward).
+///
+/// Before it takes any batch, the thread runs `warm_up` (one short input) through the model and
+/// reports how that went on the returned channel; when it fails, the thread stops there.
 pub(crate) fn spawn(
     worker: Worker,
     queue: Arc<Queue>,
     healthy: Arc<AtomicBool>,
     threads: usize,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+    warm_up: Option<Encoded>,
+) -> std::io::Result<(std::thread::JoinHandle<()>, WarmedUp)> {
+    let (warmed_tx, warmed) = tokio::sync::oneshot::channel();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .thread_name(|i| format!("tessera-compute-{i}"))
         .build()
         .map_err(std::io::Error::other)?;
-    std::thread::Builder::new().name("tessera-model".into()).spawn(move || {
-        // Dropped on every way out of this closure, unwinding included.
-        let _lifeline = Lifeline {
-            healthy,
-            queue: queue.clone(),
-        };
-        pool.install(move || {
-            while let Some(jobs) = queue.next_batch(&worker.budget) {
-                worker.run(jobs);
-            }
-        });
-        tracing::info!("model thread stopped");
-    })
+    std::thread::Builder::new()
+        .name("tessera-model".into())
+        .spawn(move || {
+            // Dropped on every way out of this closure, unwinding included.
+            let _lifeline = Lifeline {
+                healthy,
+                queue: queue.clone(),
+            };
+            pool.install(move || {
+                let started = Instant::now();
+                let warmed = match &warm_up {
+                    Some(input) => worker.warm_up(input).map(|()| Some(started.elapsed())),
+                    None => Ok(None),
+                };
+                let failed = warmed.is_err();
+                let _ = warmed_tx.send(warmed);
+                if failed {
+                    return;
+                }
+                while let Some(jobs) = queue.next_batch(&worker.budget) {
+                    worker.run(jobs);
+                }
+            });
+            tracing::info!("model thread stopped");
+        })
+        .map(|thread| (thread, warmed))
 }
+
+/// The warm-up's outcome: its duration (`None`: there was no input to warm up with), or why the
+/// model could not run it.
+pub(crate) type WarmedUp = tokio::sync::oneshot::Receiver<Result<Option<std::time::Duration>, String>>;
 
 /// Marks the server unhealthy and fails the queued jobs when the model thread ends, however it
 /// ends: without it, a panic outside the batch's `catch_unwind` would leave `/health` at 200 and
@@ -109,6 +131,26 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Worker {
+    /// One short input through the backend and the head, outside the metrics, before the
+    /// server reports ready: the first request then finds the lazy set-up (allocations, packed
+    /// weights, thread start-up) done, and a model that cannot run at all fails the start
+    /// rather than every request.
+    fn warm_up(&self, input: &Encoded) -> Result<(), String> {
+        let batch = Batch::from_sequences([(&input.ids[..], &input.type_ids[..])]);
+        let run = || -> Result<Vec<Vec<f32>>, String> {
+            let hidden = self.backend.forward(&batch).map_err(|e| e.to_string())?;
+            self.head
+                .forward(&hidden, &batch, &[input.pool_skip])
+                .map_err(|e| e.to_string())
+        };
+        match catch_unwind(AssertUnwindSafe(run)) {
+            Ok(Ok(outputs)) if outputs.iter().flatten().all(|v| v.is_finite()) => Ok(()),
+            Ok(Ok(_)) => Err("the model produced NaN or infinity".into()),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => Err(format!("the model panicked: {}", panic_message(panic.as_ref()))),
+        }
+    }
+
     fn run(&self, jobs: Vec<Job>) {
         let started = Instant::now();
         let results = self.answer(&jobs);
@@ -405,7 +447,9 @@ mod tests {
     fn the_model_thread_answers_until_closed_then_reports_unhealthy() {
         let queue = Arc::new(Queue::default());
         let healthy = Arc::new(AtomicBool::new(true));
-        let thread = spawn(worker(), queue.clone(), healthy.clone(), 1).expect("spawn");
+        let warm_up = Some(Encoded::from_ids(vec![2, 3]));
+        let (thread, warmed) = spawn(worker(), queue.clone(), healthy.clone(), 1, warm_up).expect("spawn");
+        assert!(matches!(warmed.blocking_recv(), Ok(Ok(Some(_)))));
         let (first, first_rx) = job(&[3]);
         queue.push(vec![first]);
         let answer = first_rx.blocking_recv().expect("answered");
@@ -414,5 +458,30 @@ mod tests {
         queue.close();
         thread.join().expect("clean stop");
         assert!(!healthy.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_model_that_fails_its_warm_up_takes_no_batch() {
+        for (ids, says) in [
+            (vec![2, PANICS], "panicked"),
+            (vec![GIVES_NAN], "NaN"),
+            (vec![FAILS_THE_BATCH], "index"),
+        ] {
+            let queue = Arc::new(Queue::default());
+            let healthy = Arc::new(AtomicBool::new(true));
+            let warm_up = Some(Encoded::from_ids(ids));
+            let (thread, warmed) = spawn(worker(), queue.clone(), healthy.clone(), 1, warm_up).expect("spawn");
+            let why = warmed
+                .blocking_recv()
+                .expect("reported")
+                .expect_err("the warm-up fails");
+            assert!(why.contains(says), "{why}");
+            thread.join().expect("the thread ends by itself");
+            assert!(!healthy.load(Ordering::SeqCst));
+            // Whatever a client queues is answered at once.
+            let (late, mut late_rx) = job(&[1]);
+            queue.push(vec![late]);
+            assert!(matches!(late_rx.try_recv(), Ok(Err(JobError::WorkerStopped))));
+        }
     }
 }
