@@ -22,6 +22,14 @@ def free_port():
         return s.getsockname()[1]
 
 
+def resident_mib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def one_run(binary, model_id):
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, HUGGINGFACE_HUB_CACHE=cache, NO_COLOR="1")
@@ -43,6 +51,7 @@ def one_run(binary, model_id):
                     if mark in line and mark not in seen:
                         seen[mark] = time.monotonic() - start
                 if "phase: ready" in seen:
+                    rss = resident_mib(server.pid)
                     break
         finally:
             server.terminate()
@@ -54,21 +63,24 @@ def one_run(binary, model_id):
             "download (init container)": download,
             "process start to listening": seen["listening on"],
             "loading (weights read, model built)": seen["phase: warming"] - seen["phase: loading"],
-            "warming (first forward passes)": seen["phase: ready"] - seen["phase: warming"],
+            "warming (one warm-up pass)": seen["phase: ready"] - seen["phase: warming"],
             "serve start to ready": seen["phase: ready"],
-        }
+        }, rss
 
 
 def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     binary, model_id, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    results = [one_run(binary, model_id) for _ in range(runs)]
-    print(f"| phase ({runs} runs) | median | min | max |")
+    runs = [one_run(binary, model_id) for _ in range(runs)]
+    results = [times for times, _ in runs]
+    rss = [r for _, r in runs]
+    print(f"| phase ({len(runs)} runs) | median | min | max |")
     print("| --- | --- | --- | --- |")
     for key in results[0]:
         values = [r[key] * 1000 for r in results]
         print(f"| {key} | {statistics.median(values):.0f} ms | {min(values):.0f} ms | {max(values):.0f} ms |")
+    print(f"| resident memory when ready | {statistics.median(rss):.0f} MiB | {min(rss):.0f} MiB | {max(rss):.0f} MiB |")
 
 
 if __name__ == "__main__":
