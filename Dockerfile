@@ -3,6 +3,8 @@
 #   docker build -t REGISTRY/tessera:cpu .
 # NVIDIA GPUs (the `cuda` feature; CUDA_COMPUTE_CAP: 80 A100, 86 A10/RTX 30, 89 L4/L40, 90 H100/H200):
 #   docker build --target cuda --build-arg CUDA_COMPUTE_CAP=90 -t REGISTRY/tessera:cuda .
+# with flash attention for float16/bfloat16 (10 CUTLASS kernels: about 15 minutes more on 2 cores):
+#   docker build --target cuda --build-arg FEATURES=flash-attn -t REGISTRY/tessera:cuda .
 # deploy/kubernetes/ refers to both as the image `tessera` (tags `cpu`, `cuda`).
 
 ARG RUST_VERSION=1.95
@@ -21,9 +23,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build-cuda
 ARG RUST_VERSION
 ARG CUDA_COMPUTE_CAP=90
+# `cuda`, or `flash-attn` (cuda plus flash attention, which needs the CUTLASS headers).
+ARG FEATURES=cuda
+ARG CUTLASS_VERSION=v4.2.0
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates curl build-essential pkg-config \
+        ca-certificates curl build-essential pkg-config git \
     && rm -rf /var/lib/apt/lists/*
+RUN git clone --quiet --depth 1 --branch ${CUTLASS_VERSION} https://github.com/NVIDIA/cutlass /opt/cutlass
+ENV CUTLASS_DIR=/opt/cutlass
 ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:$PATH
 RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain ${RUST_VERSION}
 WORKDIR /src
@@ -31,7 +38,8 @@ COPY . .
 ENV CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p tessera-router --bin tessera --features cuda \
+    cargo fetch --locked \
+    && cargo build --release --locked -p tessera-router --bin tessera --features ${FEATURES} \
     && cp target/release/tessera /tessera
 
 # --- runtime: the binary, CA certificates for the hub, a non-root user, nothing else ------------

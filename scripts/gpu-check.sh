@@ -3,16 +3,21 @@
 # toolchain and no network, and take at most 64 MiB of carried files, so the binary is built here
 # and only the checking runs there.
 #
-#   scripts/gpu-check.sh check   (CI, no GPU) the compiler pieces of the CUDA 13 toolkit from PyPI
-#                                (nvcc, nvvm, crt, runtime and CCCL headers: about 100 MB), then
-#                                `cargo clippy -D warnings` of the router and flash backend with the
-#                                `cuda` feature, which compiles candle's CUDA kernels with nvcc and
-#                                checks every line of tessera's GPU code, so none of it can rot
-#                                unnoticed (about 9 minutes on 2 cores from nothing).
-#   scripts/gpu-check.sh build   here, with crates.io and PyPI reachable: the toolkit with cuBLAS and
-#                                CUTLASS headers from PyPI (candle-flash-attn's build script would
-#                                clone CUTLASS from GitHub), `cargo build --release --features
-#                                $FEATURES` (default `cuda`; `flash-attn` adds flash attention),
+#   scripts/gpu-check.sh check   (CI, no GPU) the compiler pieces of the CUDA 13 toolkit and the
+#                                CUTLASS headers from PyPI (nvcc, nvvm, crt, runtime, CCCL, CUTLASS:
+#                                about 110 MB), then `cargo clippy -D warnings` of the router and
+#                                flash backend with the `cuda` feature, which compiles candle's CUDA
+#                                kernels with nvcc and checks every line of tessera's GPU code, and
+#                                again with `flash-attn`, which also compiles tessera's flash-attention
+#                                entry point (backends/flash-attn/src/varlen.cu) against the kernels'
+#                                headers, but not the kernels (TESSERA_FLASH_ATTN_CHECK_ONLY=1): so
+#                                none of it can rot unnoticed (about 9 minutes on 2 cores from nothing).
+#   scripts/gpu-check.sh kernels here: builds the flash-attention kernels tessera calls (10 CUTLASS
+#                                kernels, backends/flash-attn/build.rs) into the object cache
+#                                target/gpu-check/flash-attn-objects, and says how long it took.
+#   scripts/gpu-check.sh build   here, with crates.io and PyPI reachable: the toolkit with cuBLAS,
+#                                `cargo build --release --features $FEATURES` (default `cuda`;
+#                                `flash-attn` adds flash attention, its kernels from the cache),
 #                                then the binary (xz), libcudart and two small shared models into
 #                                target/gpu-check/carry (under 64 MiB).
 #   scripts/gpu-check.sh run     on the GPU machine, with target/gpu-check/carry carried: serves each
@@ -20,14 +25,11 @@
 #                                with the goldens; exits non-zero on any mismatch. Well under 8 minutes.
 #
 # CUDA_COMPUTE_CAP (default 90: H100/H200) picks the architecture the kernels are built for.
-# candle-flash-attn builds 53 CUTLASS kernels, about 2.5 CPU-minutes and 1.6 GB each; its build
-# script runs one nvcc per two cores unless CUDAFORGE_THREADS says otherwise, which this script sets
-# to every core: about 70 minutes on the 2-core development machine. cudaforge records finished objects only when all are done, so a stopped
-# build starts over. Seen working on the 2-core machine: the PyPI toolkit, the libcuda stub and the
-# CUTLASS 4.2 headers build cudarc, candle-kernels, candle-core (cuda) and the first flash-attention
-# kernels for sm_90a (CUTLASS 3.5.1 does not compile against CUDA 13). Not yet done: the whole
-# build (so tessera's CUDA kernel has never been compiled) and the GPU run; no GPU was lent to the
-# task that wrote this.
+# candle-flash-attn's own build compiles all 53 of its kernels (about 70 minutes on 2 cores) and
+# clones CUTLASS from GitHub; tessera's (backends/flash-attn) compiles the 10 it calls from the same
+# sources, fetched by `cargo fetch`, against CUTLASS 4.2's headers from PyPI, one nvcc per core,
+# each object cached as it completes: see docs/operations.md, "GPU (CUDA)", for the times.
+# No GPU has been lent to the tasks so far: the GPU run has not happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$PWD/target/gpu-check"
@@ -35,9 +37,9 @@ carry="$work/carry"
 
 # The compiler: enough for nvcc to build candle's kernels (`check`).
 COMPILER=(nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
-  nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85)
-# What linking and flash attention add (`build`).
-LIBRARIES=(nvidia-cuda-nvrtc==13.0.88 "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*" nvidia-cutlass==4.2.0.0)
+  nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cutlass==4.2.0.0)
+# What linking adds (`build`).
+LIBRARIES=(nvidia-cuda-nvrtc==13.0.88 "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*")
 
 # toolkit PACKAGES...: downloads and unpacks them (once; a package already unpacked is skipped).
 toolkit() {
@@ -68,24 +70,15 @@ toolkit() {
       sed 's/.*/void &(void) {}/' > "$cuda/lib/stubs/libcuda.c"
     gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$cuda/lib/stubs/libcuda.so" "$cuda/lib/stubs/libcuda.c"
   fi
-  [ -d "$site/cutlass_library" ] || return 0
-  # cudaforge accepts a CUTLASS checkout when it has include/ and `git rev-parse HEAD` names the
-  # commit candle-flash-attn pins; the headers here are CUTLASS 4.2 from PyPI, at that name.
-  local pinned=7d49e6c7e2f8896c47f586706e67e1fb215529dc
-  cutlass="$work/cudaforge/git/checkouts/cutlass-${pinned:0:16}"
-  if [ ! -d "$cutlass/include" ]; then
-    mkdir -p "$cutlass/tools/util"
-    cp -r "$site/cutlass_library/source/include" "$cutlass/include"
-    cp -r "$site/cutlass_library/source/tools/util/include" "$cutlass/tools/util/include"
-    git -C "$cutlass" init -q
-    echo "$pinned" > "$cutlass/.git/HEAD"
-  fi
+  cutlass="$site/cutlass_library/source"
 }
 
 # The environment nvcc and the CUDA crates' build scripts read.
 cuda_env() {
   export CUDA_HOME="$cuda" CUDA_PATH="$cuda" PATH="$cuda/bin:$PATH"
   export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+  # backends/flash-attn/build.rs: the CUTLASS headers and the object cache.
+  export CUTLASS_DIR="$cutlass" TESSERA_FLASH_ATTN_CACHE="$work/flash-attn-objects"
 }
 
 check() {
@@ -94,14 +87,27 @@ check() {
   local started=$SECONDS
   cargo clippy -p tessera-router -p tessera-flash --features tessera-router/cuda --target-dir "$work/target" -- -D warnings
   echo "cuda check: $((SECONDS - started)) s" >&2
+  started=$SECONDS
+  # The kernel sources backends/flash-attn compiles come with the crate Cargo.lock pins.
+  cargo fetch --locked >/dev/null
+  TESSERA_FLASH_ATTN_CHECK_ONLY=1 cargo clippy -p tessera-router -p tessera-flash -p tessera-flash-attn \
+    --features tessera-router/flash-attn --target-dir "$work/target" -- -D warnings
+  echo "flash-attn check: $((SECONDS - started)) s" >&2
+}
+
+kernels() {
+  toolkit "${COMPILER[@]}"
+  cuda_env
+  cargo fetch --locked >/dev/null
+  local started=$SECONDS
+  cargo check -p tessera-flash-attn --features kernels --target-dir "$work/target"
+  echo "flash-attn kernels: $((SECONDS - started)) s (objects in $TESSERA_FLASH_ATTN_CACHE)" >&2
 }
 
 build() {
   toolkit "${COMPILER[@]}" "${LIBRARIES[@]}"
   cuda_env
-  mkdir -p "$work/flash-attn"
-  export CUDAFORGE_HOME="$work/cudaforge" CANDLE_FLASH_ATTN_BUILD_DIR="$work/flash-attn"
-  export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
+  cargo fetch --locked >/dev/null
   export LIBRARY_PATH="$cuda/lib:$cuda/lib/stubs:${LIBRARY_PATH:-}"
   export RUSTFLAGS="${RUSTFLAGS:-} -L $cuda/lib -L $cuda/lib/stubs"
   cargo build --release -p tessera-router --features "${FEATURES:-cuda}" --target-dir "$work/target"
@@ -142,7 +148,8 @@ PY
 
 case "${1:-}" in
   check) check ;;
+  kernels) kernels ;;
   build) build ;;
   run) run ;;
-  *) echo "usage: scripts/gpu-check.sh check|build|run" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu-check.sh check|kernels|build|run" >&2; exit 2 ;;
 esac

@@ -186,6 +186,11 @@ pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
     Some(python)
 }
 
+/// Whether the tests run as root (CI does): then servers can be run as another user.
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -347,6 +352,15 @@ impl Server {
     /// The child process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM, as a process manager or the kubelet does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.pid());
     }
 
     /// Waits for the process to exit, up to `timeout`.

@@ -211,11 +211,7 @@ fn sigterm_finishes_accepted_requests_and_exits_zero() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(150));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.terminate();
     let mut completed = 0;
     for handle in inflight {
         // A request either completed (200) or was never accepted: refused while draining (503,

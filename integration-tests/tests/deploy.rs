@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tessera_integration_tests::mock_hub::{MockHub, MockRepo};
-use tessera_integration_tests::{binary, free_port, minilm, python_venv, run_command, skip, workspace, Server};
+use tessera_integration_tests::{
+    binary, free_port, is_root, minilm, python_venv, run_command, skip, workspace, Server,
+};
 
 /// The Kubernetes version the manifests are validated against.
 const K8S_VERSION: &str = "1.33";
@@ -303,8 +305,38 @@ fn check_overlay(dir: &str, objects: &[Value], target: &str, autoscaler: &str) {
     );
 }
 
+/// Directories under deploy/kubernetes with a kustomization a user applies (not the base, not
+/// the components), so that a new overlay cannot go untested.
+fn applicable() -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![manifests()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read deploy/kubernetes").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+                let text = std::fs::read_to_string(&path).expect("kustomization");
+                let relative = dir
+                    .strip_prefix(manifests())
+                    .expect("under deploy")
+                    .display()
+                    .to_string();
+                if relative != "base" && !text.contains("kind: Component") {
+                    found.push(relative);
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 #[test]
 fn every_overlay_renders_and_validates_against_kubernetes_schemas() {
+    let mut listed: Vec<String> = RENDERED.iter().map(|d| d.to_string()).collect();
+    listed.sort();
+    assert_eq!(applicable(), listed, "RENDERED must name every overlay");
     for dir in RENDERED {
         let Some(objects) = validated(dir) else { return };
         match dir {
@@ -396,11 +428,6 @@ fn container_command(args: &[String], env: &BTreeMap<String, String>, user: (u32
         .envs(env)
         .current_dir("/");
     command
-}
-
-/// Whether this test runs as root (then the containers run as the pod's user, as in a cluster).
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
 /// A directory the container's user may write, standing in for an emptyDir volume.
@@ -587,11 +614,7 @@ fn run_rendered_pod(dir: &str) {
 
     // The kubelet's SIGTERM after the preStop pause: tessera drains and exits well within the
     // grace period that remains.
-    let status = Command::new("kill")
-        .args(["-TERM", &running.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    running.terminate();
     let left = pod["terminationGracePeriodSeconds"].as_u64().expect("grace") - pre_stop_pause(server);
     let exit = running
         .wait_exit(Duration::from_secs(left))

@@ -239,11 +239,7 @@ fn stalled_connections_neither_block_health_nor_grow_memory_nor_hold_shutdown() 
     let grown = rss_mib(server.pid()) - before;
     assert!(grown < 100.0, "2000 stalled connections grew RSS by {grown:.1} MiB");
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.terminate();
     // The body-less requests hold nothing; the ones waiting for a body get 408 after
     // --body-read-timeout (10 s), well inside the 30 s grace.
     let exit = server.wait_exit(Duration::from_secs(20)).expect("exits");

@@ -16,14 +16,6 @@ fn get(server: &Server, path: &str) -> (u16, Value) {
     (status, response.json().unwrap_or(Value::Null))
 }
 
-fn terminate(server: &Server) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn probes_see_downloading_then_ready_and_inference_waits_for_ready() {
     let Some(model) = shared_model("bert-tiny") else { return };
@@ -122,7 +114,7 @@ fn sigterm_drains_with_503_on_new_requests_while_accepted_ones_finish() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    terminate(&server);
+    server.terminate();
     std::thread::sleep(Duration::from_millis(200));
     let (status, body) = get(&server, "/health");
     assert_eq!((status, body["phase"].as_str()), (503, Some("draining")), "{body}");

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tessera_integration_tests::{free_port, minilm, skip, Server};
+use tessera_integration_tests::{free_port, is_root, minilm, skip, Server};
 
 /// Clients sending requests through nginx all along.
 const CLIENTS: usize = 4;
@@ -143,10 +143,6 @@ impl Drop for Nginx {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-}
-
 /// What the clients saw: one entry per request, `Ok` for a 200 with one vector per input.
 type Outcomes = Arc<Mutex<Vec<Result<(), String>>>>;
 
@@ -178,12 +174,8 @@ fn client(url: String, id: usize, stop: Arc<AtomicBool>, outcomes: Outcomes) {
     }
 }
 
-fn terminate(server: &mut Server) {
-    let status = Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+fn stop_replica(server: &mut Server) {
+    server.terminate();
     let exit = server
         .wait_exit(Duration::from_secs(30))
         .expect("the replica exits within its shutdown grace");
@@ -216,7 +208,7 @@ fn a_rolling_restart_behind_nginx_answers_every_request() {
 
     let mut served_after_restart = Vec::new();
     for (i, port) in ports.iter().enumerate() {
-        terminate(&mut replicas[i]);
+        stop_replica(&mut replicas[i]);
         std::thread::sleep(DOWN);
         let before = nginx.log().len();
         replicas[i] = Server::spawn_on(*port, &model, &args, &[]);
