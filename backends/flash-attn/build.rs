@@ -141,14 +141,16 @@ fn build(out: &Path) -> Result<(), String> {
         sources.clone(),
         cutlass.join("include"),
         cutlass.join("tools/util/include"),
-        out.to_path_buf(),
     ] {
         flags.push(format!("-I{}", include.display()));
     }
 
     // What goes into every object besides its own file: the headers, the compiler, the flags.
+    // Not OUT_DIR, which differs per profile and per build: the generated header it holds is
+    // hashed by content below, so debug, release and check builds share the objects.
     let mut common = DefaultHasher::new();
     flags.hash(&mut common);
+    flags.push(format!("-I{}", out.display()));
     nvcc_version(&nvcc)?.hash(&mut common);
     hash_headers(&sources, &mut common)?;
     hash_headers(&cutlass.join("include/cutlass"), &mut common)?;
