@@ -16,13 +16,15 @@
 #                                kernels, backends/flash-attn/build.rs) into the object cache
 #                                target/gpu-check/flash-attn-objects, and says how long it took.
 #   scripts/gpu-check.sh build   here, with crates.io and PyPI reachable: the toolkit with cuBLAS,
-#                                `cargo build --release --features $FEATURES` (default `cuda`;
-#                                `flash-attn` adds flash attention, its kernels from the cache),
-#                                then the binary (xz), libcudart and two small shared models into
-#                                target/gpu-check/carry (under 64 MiB).
+#                                `cargo build --release --features F` for each F in $FEATURES
+#                                (default "cuda flash-attn"; flash-attn's kernels come from the
+#                                cache), then the binaries (xz), libcudart and every tiny model with
+#                                an embedding golden into target/gpu-check/carry (under 64 MiB).
 #   scripts/gpu-check.sh run     on the GPU machine, with target/gpu-check/carry carried: serves each
-#                                model on the GPU (float32 and float16) and compares the embeddings
-#                                with the goldens; exits non-zero on any mismatch. Well under 8 minutes.
+#                                model with each binary on the GPU (float32 and float16), compares
+#                                the embeddings with the goldens, checks the attention kernel each
+#                                reports, then measures 4 x 32 mixed load and one 8192-token ALiBi
+#                                input (scripts/gpu_parity.py); exits non-zero on any mismatch.
 #
 # CUDA_COMPUTE_CAP (default 90: H100/H200) picks the architecture the kernels are built for.
 # candle-flash-attn's own build compiles all 53 of its kernels (about 70 minutes on 2 cores) and
@@ -104,22 +106,30 @@ kernels() {
   echo "flash-attn kernels: $((SECONDS - started)) s (objects in $TESSERA_FLASH_ATTN_CACHE)" >&2
 }
 
+# The binaries built and carried, and the attention kernel each must report on the GPU.
+declare -A KERNEL=([cuda]=per-sequence [flash-attn]=flash-cuda)
+
 build() {
   toolkit "${COMPILER[@]}" "${LIBRARIES[@]}"
   cuda_env
   cargo fetch --locked >/dev/null
   export LIBRARY_PATH="$cuda/lib:$cuda/lib/stubs:${LIBRARY_PATH:-}"
   export RUSTFLAGS="${RUSTFLAGS:-} -L $cuda/lib -L $cuda/lib/stubs"
-  cargo build --release -p tessera-router --features "${FEATURES:-cuda}" --target-dir "$work/target"
   rm -rf "$carry"
   mkdir -p "$carry/lib" "$carry/models"
-  # The flash-attention kernels are most of the binary (one kernel's object is 6.3 MB for sm_90a,
-  # 0.65 MB under xz): compressed, it has a chance to fit the 64 MiB a GPU call may carry.
-  strip -o "$work/tessera" "$work/target/release/tessera"
-  xz -T0 -9 -c "$work/tessera" > "$carry/tessera.xz"
+  for features in ${FEATURES:-cuda flash-attn}; do
+    local started=$SECONDS
+    cargo build --release -p tessera-router --features "$features" --target-dir "$work/target"
+    echo "release build with $features: $((SECONDS - started)) s" >&2
+    # The flash-attention kernels are most of that binary (one kernel's object is 6.3 MB for
+    # sm_90, 0.65 MB under xz): compressed, both binaries fit the 64 MiB a GPU call may carry.
+    strip -o "$work/tessera-$features" "$work/target/release/tessera"
+    xz -T0 -9 -c "$work/tessera-$features" > "$carry/tessera-$features.xz"
+  done
   cp "$cuda"/lib/libcudart.so.13 "$carry/lib/"
-  for model in bert-tiny jina-tiny; do
-    cp -r "../shared/models/$model" "$carry/models/"
+  # Every tiny model with an embedding golden: each family, its variants, both ALiBi models.
+  for model in ../shared/models/bert-tiny ../shared/models/jina-tiny reference/models/*; do
+    grep -q '"embeddings"' "$model/golden.json" 2>/dev/null && cp -r "$model" "$carry/models/"
   done
   cp scripts/gpu_parity.py "$carry/"
   du -sh "$carry"
@@ -127,9 +137,16 @@ build() {
 }
 
 run() {
-  [ -f "$carry/tessera.xz" ] || { echo "no $carry/tessera.xz: run 'scripts/gpu-check.sh build' here first" >&2; exit 2; }
-  xz -d -c "$carry/tessera.xz" > /tmp/tessera-gpu && chmod +x /tmp/tessera-gpu
+  ls "$carry"/tessera-*.xz >/dev/null 2>&1 || { echo "no $carry/tessera-*.xz: run 'scripts/gpu-check.sh build' here first" >&2; exit 2; }
   nvidia-smi -L
+  local binaries=()
+  for packed in "$carry"/tessera-*.xz; do
+    local features
+    features="$(basename "$packed" .xz)"
+    features="${features#tessera-}"
+    xz -d -c "$packed" > "/tmp/tessera-$features" && chmod +x "/tmp/tessera-$features"
+    binaries+=("/tmp/tessera-$features=${KERNEL[$features]}")
+  done
   # cuBLAS, cuRAND and NVRTC come from the machine's own CUDA 13 Python packages.
   local libs
   libs="$(python3 - <<'PY'
@@ -143,7 +160,7 @@ print(":".join(sorted(dirs)))
 PY
 )"
   export LD_LIBRARY_PATH="$carry/lib:$libs:${LD_LIBRARY_PATH:-}"
-  python3 "$carry/gpu_parity.py" /tmp/tessera-gpu "$carry/models"
+  python3 "$carry/gpu_parity.py" "$carry/models" "${binaries[@]}"
 }
 
 case "${1:-}" in

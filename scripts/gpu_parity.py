@@ -1,12 +1,17 @@
-"""Golden parity of a CUDA build of tessera, run by `scripts/gpu-check.sh run` on a GPU machine.
+"""Golden parity and throughput of tessera's CUDA builds, run by `scripts/gpu-check.sh run` on a
+GPU machine (and runnable on a CPU build, to check this script itself).
 
-For each carried model: serve it with the flash backend (CUDA flash attention) in float32 and
-float16, embed the golden texts, and compare with the goldens (sentence-transformers, float32 on
-the CPU). The CUDA kernels compute attention in half precision even for float32 models, so the
-bars are cosine similarity (>= 0.9999 for float32, >= 0.999 for float16) rather than the CPU's
-1e-4 element bound. Prints one line per case and exits 1 if any case fails.
+For each binary and each carried model with a golden (`texts` and `embeddings`, from
+sentence-transformers or the family's own code, float32 on the CPU): serve it in float32 and
+float16, embed the golden texts batched and the first eight one by one, and compare. The bars are
+cosine similarity, >= 0.9999 in float32 and >= 0.999 in float16 (flash attention computes in half
+precision), and `/info` must report the attention kernel the binary is expected to use (a CUDA
+build that could not open the GPU falls back to the CPU's kernel: a failure here). Then, in
+float16: 4 clients sending 32 mixed-length inputs each for 20 s (embeddings per second), and one
+8192-token input to the ALiBi model (seconds). Prints one line per case; exits 1 if any fails.
 
-Usage: python3 gpu_parity.py TESSERA_BINARY MODELS_DIR (each model directory with its golden.json).
+Usage: python3 gpu_parity.py MODELS_DIR BINARY=KERNEL [BINARY=KERNEL ...]
+  e.g. tessera-cuda=per-sequence tessera-flash=flash-cuda (on a CPU build: tessera=tiled-cpu)
 """
 
 import json
@@ -15,8 +20,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+
+# The model the throughput runs on, and the ALiBi model that takes an 8192-token input.
+LOAD_MODEL = "bert-tiny"
+LONG_MODEL = "jina-tiny"
 
 
 def free_port():
@@ -31,7 +41,7 @@ def post(port, path, body):
         data=json.dumps(body).encode(),
         headers={"content-type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=120) as response:
+    with urllib.request.urlopen(request, timeout=300) as response:
         return json.load(response)
 
 
@@ -45,48 +55,109 @@ def cosine(a, b):
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
-def check(binary, models, model, dtype, bar):
-    golden = json.load(open(os.path.join(models, model, "golden.json")))
-    port = free_port()
-    log = open(f"/tmp/gpu-parity-{model}-{dtype}.log", "w")
-    server = subprocess.Popen(
-        [binary, "serve", "--model-id", os.path.join(models, model),
-         "--port", str(port), "--hostname", "127.0.0.1", "--dtype", dtype, "--auto-truncate",
-         "--max-client-batch-size", "64", "--prometheus-port", "0"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        for _ in range(600):
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited with {server.returncode}")
+class Served:
+    """`tessera serve` on a free port until the block ends."""
+
+    def __init__(self, binary, model_dir, dtype, extra=()):
+        self.port = free_port()
+        name = os.path.basename(model_dir)
+        self.log = open(f"/tmp/gpu-parity-{os.path.basename(binary)}-{name}-{dtype}.log", "w")
+        self.server = subprocess.Popen(
+            [binary, "serve", "--model-id", model_dir, "--port", str(self.port),
+             "--hostname", "127.0.0.1", "--dtype", dtype, "--auto-truncate",
+             "--max-client-batch-size", "64", "--prometheus-port", "0", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def __enter__(self):
+        for _ in range(1200):
+            if self.server.poll() is not None:
+                raise RuntimeError(f"server exited with {self.server.returncode} (log: {self.log.name})")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10):
-                    break
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=10):
+                    return self
             except OSError:
                 time.sleep(0.1)
-        info = get(port, "/info")
-        vectors = post(port, "/embed", {"inputs": golden["texts"]})
-        singles = [post(port, "/embed", {"inputs": text})[0] for text in golden["texts"][:8]]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        raise RuntimeError(f"server not ready in 120 s (log: {self.log.name})")
+
+    def __exit__(self, *_):
+        self.server.terminate()
+        self.server.wait(timeout=60)
+
+
+def parity(binary, kernel, model_dir, golden, dtype, bar):
+    name = os.path.basename(model_dir)
+    try:
+        with Served(binary, model_dir, dtype) as s:
+            info = get(s.port, "/info")
+            vectors = post(s.port, "/embed", {"inputs": golden["texts"]})
+            singles = [post(s.port, "/embed", {"inputs": t})[0] for t in golden["texts"][:8]]
+    except (RuntimeError, OSError) as e:
+        print(f"FAIL {os.path.basename(binary):<14} {name:<28} {dtype:<8} {e}", flush=True)
+        return False
     worst = min(cosine(g, w) for g, w in zip(vectors, golden["embeddings"]))
     worst_single = min(cosine(g, w) for g, w in zip(singles, golden["embeddings"]))
-    # A CUDA build that could not open the GPU falls back to the CPU kernel: that is a failure here.
-    on_gpu = info.get("attention_kernel") == "flash-cuda"
-    ok = on_gpu and worst >= bar and worst_single >= bar
-    print(f"{'ok  ' if ok else 'FAIL'} {model:<22} {dtype:<8} kernel {info.get('attention_kernel', '?')}: "
+    got_kernel = info.get("attention_kernel", "?")
+    ok = got_kernel == kernel and worst >= bar and worst_single >= bar
+    print(f"{'ok  ' if ok else 'FAIL'} {os.path.basename(binary):<14} {name:<28} {dtype:<8} kernel {got_kernel}: "
           f"worst cosine batched {worst:.6f}, single {worst_single:.6f} (bar {bar})", flush=True)
     return ok
 
 
+def throughput(binary, models):
+    """4 clients x 32 mixed-length inputs for 20 s; one 8192-token input. Figures only."""
+    texts = [" ".join(["word"] * (4 + (i * 37) % 200)) for i in range(32)]
+    done = [0]
+    lock = threading.Lock()
+    with Served(binary, os.path.join(models, LOAD_MODEL), "float16") as s:
+        stop = time.monotonic() + 20
+
+        def client():
+            while time.monotonic() < stop:
+                post(s.port, "/embed", {"inputs": texts})
+                with lock:
+                    done[0] += len(texts)
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        started = time.monotonic()
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        rate = done[0] / (time.monotonic() - started)
+    print(f"     {os.path.basename(binary):<14} {LOAD_MODEL}: 4 x 32 mixed inputs, float16: {rate:.0f} embeddings/s",
+          flush=True)
+    with Served(binary, os.path.join(models, LONG_MODEL), "float16",
+                ["--max-batch-tokens", "16384"]) as s:
+        ids = [[101] + [1000 + i % 5000 for i in range(8190)] + [102]]
+        post(s.port, "/embed", {"inputs": "warm up"})
+        started = time.monotonic()
+        post(s.port, "/embed", {"inputs": ids})
+        print(f"     {os.path.basename(binary):<14} {LONG_MODEL}: one 8192-token input, float16: "
+              f"{time.monotonic() - started:.3f} s", flush=True)
+
+
 def main():
-    binary, models = sys.argv[1], sys.argv[2]
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    models = sys.argv[1]
+    binaries = [arg.split("=", 1) for arg in sys.argv[2:]]
     results = []
-    for model in sorted(os.listdir(models)):
-        results.append(check(binary, models, model, "float32", 0.9999))
-        results.append(check(binary, models, model, "float16", 0.999))
-    sys.exit(0 if all(results) else 1)
+    for binary, kernel in binaries:
+        for name in sorted(os.listdir(models)):
+            path = os.path.join(models, name, "golden.json")
+            if not os.path.isfile(path):
+                continue
+            golden = json.load(open(path))
+            if "embeddings" not in golden or "texts" not in golden:
+                continue
+            results.append(parity(binary, kernel, os.path.join(models, name), golden, "float32", 0.9999))
+            results.append(parity(binary, kernel, os.path.join(models, name), golden, "float16", 0.999))
+    for binary, _ in binaries:
+        throughput(binary, models)
+    failed = results.count(False)
+    print(f"{len(results) - failed} of {len(results)} parity cases passed", flush=True)
+    sys.exit(0 if results and not failed else 1)
 
 
 if __name__ == "__main__":
