@@ -36,6 +36,12 @@ pub enum Mask {
         /// Keys seen on each side.
         radius: usize,
     },
+    /// The last `size` keys up to and including the query (Mistral's sliding window):
+    /// `i - size < j <= i`.
+    CausalWindow {
+        /// Keys seen, the query's own included (`sliding_window`).
+        size: usize,
+    },
 }
 
 impl Mask {
@@ -45,6 +51,7 @@ impl Mask {
             Mask::Bidirectional => 0..len,
             Mask::Causal => 0..(i + 1).min(len),
             Mask::Window { radius } => i.saturating_sub(radius)..i.saturating_add(radius).saturating_add(1).min(len),
+            Mask::CausalWindow { size } => (i + 1).saturating_sub(size)..(i + 1).min(len),
         }
     }
 
@@ -359,6 +366,7 @@ pub fn reference_attention(
         Mask::Bidirectional => true,
         Mask::Causal => j <= i,
         Mask::Window { radius } => i.abs_diff(j) <= radius,
+        Mask::CausalWindow { size } => j <= i && i - j < size,
     };
     let heads = q.first().map(|t| t.len()).unwrap_or(0);
     // Query heads per key/value head (grouped-query attention; 1 when they match).
@@ -476,6 +484,10 @@ mod tests {
         assert_eq!(Mask::Causal.keys_of_rows(64, 128, 300), 0..128);
         assert_eq!(Mask::Window { radius: 5 }.keys_of_rows(64, 128, 300), 59..133);
         assert_eq!(Mask::Window { radius: 5 }.keys_of_rows(3, 3, 300), 0..0);
+        assert_eq!(Mask::CausalWindow { size: 3 }.keys(5, 10), 3..6);
+        assert_eq!(Mask::CausalWindow { size: 3 }.keys(1, 10), 0..2);
+        assert_eq!(Mask::CausalWindow { size: 1 }.keys(4, 10), 4..5);
+        assert_eq!(Mask::CausalWindow { size: 4 }.keys_of_rows(64, 128, 300), 61..128);
     }
 
     #[test]

@@ -223,8 +223,9 @@ pub fn assert_kernel_matches_reference_across_heads(
     assert_kernel_matches_reference(kernel, wide_lengths, 4, 32, &alibi, Mask::Bidirectional);
 }
 
-/// [`assert_kernel_matches_reference`] under each mask kind: causal, and windows of radius 0
-/// (the token alone), 3 and 70 (wider than one query block, narrower than a key tile), without
+/// [`assert_kernel_matches_reference`] under each mask kind: causal, windows of radius 0
+/// (the token alone), 3 and 70 (wider than one query block, narrower than a key tile), and
+/// causal windows of 1, 4 and 70 keys, without
 /// and with ALiBi, 1 and 3 heads of 8 dims on `lengths`, 4 of 32 on `wide_lengths`.
 pub fn assert_kernel_matches_reference_with_masks(
     kernel: &dyn AttentionKernel,
@@ -236,6 +237,9 @@ pub fn assert_kernel_matches_reference_with_masks(
         Mask::Window { radius: 0 },
         Mask::Window { radius: 3 },
         Mask::Window { radius: 70 },
+        Mask::CausalWindow { size: 1 },
+        Mask::CausalWindow { size: 4 },
+        Mask::CausalWindow { size: 70 },
     ];
     for mask in masks {
         for heads in [1, 3] {

@@ -1,6 +1,7 @@
-//! ModernBERT and Qwen3 through the real binary: recognised with evidence, served as
-//! sentence-transformers computes them (Qwen3's instruction prompt included), in both config
-//! layouts hub checkpoints carry, and refused by name where serving them would give other vectors.
+//! ModernBERT and the decoders (Qwen3, Qwen2, Mistral, Llama) through the real binary: recognised
+//! with evidence, served as sentence-transformers computes them (Qwen3's instruction prompt
+//! included), in both config layouts hub checkpoints carry, and refused by name where serving
+//! them would give other vectors.
 
 use std::path::Path;
 
@@ -35,15 +36,39 @@ fn validate_model_states_both_families_and_their_evidence() {
         ),
         (
             "qwen3-tiny",
-            "qwen3 (4 query heads on 2 key/value heads of 24)",
+            "qwen3 (4 query heads on 2 key/value heads of 24, causal)",
             "layers.0.self_attn.q_norm.weight",
             "lasttoken",
         ),
         (
             "qwen3-causal-lm-mqa",
-            "qwen3 (3 query heads on 1 key/value heads of 16)",
+            "qwen3 (3 query heads on 1 key/value heads of 16, causal)",
             "model.layers.0.self_attn.q_norm.weight",
             "lasttoken",
+        ),
+        (
+            "qwen2-tiny",
+            "qwen2 (4 query heads on 2 key/value heads of 12, causal)",
+            "layers.0.self_attn.q_proj.bias",
+            "lasttoken",
+        ),
+        (
+            "qwen2-bidirectional-lm",
+            "qwen2 (3 query heads on 1 key/value heads of 16, bidirectional)",
+            "is_causal",
+            "lasttoken",
+        ),
+        (
+            "mistral-window",
+            "mistral (4 query heads on 1 key/value heads of 16, causal within 20 tokens)",
+            "sliding_window",
+            "lasttoken",
+        ),
+        (
+            "llama-biased-lm",
+            "llama (3 query heads on 3 key/value heads of 24, causal)",
+            "model.layers.0.self_attn.o_proj.bias",
+            "mean",
         ),
     ] {
         let (status, report) = validate(&reference::model(model));
@@ -80,6 +105,45 @@ fn qwen3_serves_last_token_vectors_and_its_instruction_prompt_as_sentence_transf
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_parity(g, w, &format!("{model} --default-prompt-name query {i}"));
     }
+}
+
+#[test]
+fn qwen2_mistral_and_llama_serve_sentence_transformers_vectors() {
+    for model in ["qwen2-bidirectional-lm", "mistral-window", "llama-biased-lm"] {
+        let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+        assert_serves_golden(&server, &golden(model), model);
+    }
+}
+
+/// The three decoder backends decide between themselves from the attention tensors, whatever
+/// `model_type` says: per-head norms are Qwen3's, Q/K/V biases without an output bias Qwen2's,
+/// neither Llama's; the backend named with `--backend` for another one says which serves it.
+#[test]
+fn the_decoders_are_told_apart_by_their_attention_tensors() {
+    let stripped = copy("qwen3-tiny");
+    let path = stripped.path().join("model.safetensors");
+    let mut weights = Safetensors::read(&path);
+    weights.header.retain(|name, _| !name.contains("_norm."));
+    weights.write(&path);
+    let (status, report) = validate(stripped.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert!(
+        report["architecture"].as_str().unwrap().starts_with("llama ("),
+        "{report:#}"
+    );
+    assert_eq!(
+        finding(&report, "model-type-contradicts-weights")["subject"],
+        "model_type"
+    );
+
+    let dir = reference::model("qwen2-tiny");
+    let out =
+        tessera_integration_tests::run(&["validate-model", dir.to_str().unwrap(), "--json", "--backend", "qwen3"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(out.status.code(), Some(0), "{report:#}");
+    let f = finding(&report, "family-is-another");
+    assert_eq!(f["subject"], "layers.0.self_attn.q_proj.bias", "{f:#}");
+    assert!(f["fix"].as_str().unwrap().contains("`qwen2`"), "{f:#}");
 }
 
 #[test]
@@ -156,13 +220,24 @@ fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
         ),
         (
             "qwen3-tiny",
+            // Modeling code of its own, which may attend either way, and no `is_causal`.
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("auto_map".into(), json!({"AutoModel": "modeling_qwen.Qwen2Model"}));
+                })
+            }),
+            "decoder-causality-unstated",
+            "is_causal",
+        ),
+        (
+            "mistral-window",
             Box::new(|d| {
                 edit_config(d, |c| {
                     c.insert("is_causal".into(), json!(false));
                 })
             }),
             "decoder-attention-unsupported",
-            "is_causal",
+            "sliding_window",
         ),
         (
             "qwen3-tiny",
@@ -193,18 +268,6 @@ fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
             }),
             "tensor-shape-mismatch",
             "head_dim",
-        ),
-        (
-            // A Qwen2/Llama-style decoder: no per-head norms.
-            "qwen3-tiny",
-            Box::new(|d| {
-                let path = d.join("model.safetensors");
-                let mut weights = Safetensors::read(&path);
-                weights.header.retain(|name, _| !name.contains("_norm."));
-                weights.write(&path);
-            }),
-            "decoder-unsupported",
-            "layers.0.self_attn.q_norm.weight",
         ),
         (
             "modernbert-tiny",

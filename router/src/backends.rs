@@ -21,6 +21,10 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     #[cfg(feature = "encoder")]
     &tessera_encoder::QWEN3,
     #[cfg(feature = "encoder")]
+    &tessera_encoder::QWEN2,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::LLAMA,
+    #[cfg(feature = "encoder")]
     &tessera_encoder::NOMIC_BERT,
     #[cfg(feature = "encoder")]
     &tessera_encoder::GTE,

@@ -198,7 +198,13 @@ impl Attention {
                 QkNorms::Width(q, k) => QkNormLayers::Width(norm(h, q)?, norm(h, k)?),
                 QkNorms::PerHead(q, k) => QkNormLayers::PerHead(norm(d, q)?, norm(d, k)?),
             },
-            output: projection(vb, spec, &[(n.attention_output, h)], heads * d, bias)?,
+            output: projection(
+                vb,
+                spec,
+                &[(n.attention_output, h)],
+                heads * d,
+                spec.biases.attention_output,
+            )?,
             norm: match spec.has_attention_norm(l) {
                 true => Some(norm(h, n.attention_norm)?),
                 false => None,

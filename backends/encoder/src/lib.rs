@@ -24,13 +24,13 @@ use tessera_core::{
 pub use alibi::alibi_slopes;
 pub use blocks::Encoder;
 pub use families::{
-    Bert, DistilBert, Family, Gte, JinaBert, JinaV3, ModernBert, MpNet, NomicBert, Qwen3, Recognised, Roberta,
+    Bert, Decoder, DistilBert, Family, Gte, JinaBert, JinaV3, ModernBert, MpNet, NomicBert, Recognised, Roberta,
 };
 pub use spec::{
     Adapters, AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind,
-    Placement, PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DISTILBERT_NAMES, GTE_NAMES,
-    GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES,
-    NOMIC_PLAIN_NAMES, QWEN3_NAMES,
+    Placement, PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DECODER_NAMES,
+    DISTILBERT_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
+    MPNET_NAMES, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES,
 };
 
 /// Every family, in the order they are asked.
@@ -41,7 +41,9 @@ pub const FAMILIES: &[&dyn Family] = &[
     &DistilBert,
     &MpNet,
     &ModernBert,
-    &Qwen3,
+    &Decoder::QWEN3,
+    &Decoder::QWEN2,
+    &Decoder::LLAMA,
     &NomicBert,
     &Gte,
     &JinaV3,
@@ -64,7 +66,12 @@ pub const MPNET: EncoderBackend = EncoderBackend(&MpNet);
 /// ModernBERT on the padded reference kernel (`--backend modernbert`).
 pub const MODERNBERT: EncoderBackend = EncoderBackend(&ModernBert);
 /// Qwen3 decoder embedders on the padded reference kernel (`--backend qwen3`).
-pub const QWEN3: EncoderBackend = EncoderBackend(&Qwen3);
+pub const QWEN3: EncoderBackend = EncoderBackend(&Decoder::QWEN3);
+/// Qwen2 decoder embedders (gte-Qwen2) on the padded reference kernel (`--backend qwen2`).
+pub const QWEN2: EncoderBackend = EncoderBackend(&Decoder::QWEN2);
+/// Llama and Mistral decoder embedders (e5-mistral) on the padded reference kernel
+/// (`--backend llama`).
+pub const LLAMA: EncoderBackend = EncoderBackend(&Decoder::LLAMA);
 /// NomicBERT on the padded reference kernel (`--backend nomic-bert`).
 pub const NOMIC_BERT: EncoderBackend = EncoderBackend(&NomicBert);
 /// GTE ("new") on the padded reference kernel (`--backend gte`).
@@ -287,6 +294,7 @@ mod tests {
                 },
                 biases: Biases {
                     attention: false,
+                    attention_output: false,
                     up: true,
                     down: false,
                 },
@@ -317,6 +325,7 @@ mod tests {
                 },
                 biases: Biases {
                     attention: true,
+                    attention_output: true,
                     up: false,
                     down: false,
                 },

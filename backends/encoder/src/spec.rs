@@ -168,8 +168,7 @@ pub const MODERNBERT_NAMES: Names = Names {
     final_norm: Some("final_norm"),
 };
 
-/// Qwen3's (and Llama-style decoders') names, relative to `model.` where a causal-LM checkpoint
-/// has it.
+/// Qwen3's names, relative to `model.` where a causal-LM checkpoint has it.
 pub const QWEN3_NAMES: Names = Names {
     word_embeddings: "embed_tokens",
     position_embeddings: None,
@@ -190,6 +189,12 @@ pub const QWEN3_NAMES: Names = Names {
     qk_norms: QkNorms::PerHead("self_attn.q_norm", "self_attn.k_norm"),
     feed_forward_input_norm: None,
     final_norm: Some("norm"),
+};
+
+/// Qwen2's, Llama's and Mistral's names: Qwen3's without the per-head norms.
+pub const DECODER_NAMES: Names = Names {
+    qk_norms: QkNorms::None,
+    ..QWEN3_NAMES
 };
 
 /// NomicBERT's names (its original code's; transformers saves its native class under them too):
@@ -499,8 +504,10 @@ pub enum Placement {
 /// Which projections have a bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Biases {
-    /// Query, key, value and attention output.
+    /// Query, key and value.
     pub attention: bool,
+    /// The attention output projection (apart from Q/K/V's: Qwen2 has those, not this).
+    pub attention_output: bool,
     /// The feed-forward up-projection (and gate).
     pub up: bool,
     /// The feed-forward down-projection.
@@ -511,6 +518,7 @@ impl Biases {
     /// Every projection has one (BERT).
     pub const ALL: Biases = Biases {
         attention: true,
+        attention_output: true,
         up: true,
         down: true,
     };
@@ -690,7 +698,7 @@ impl EncoderSpec {
                     linear(&mut t, &p(name), h, q.times(3));
                 }
             }
-            push_linear(&mut t, &p(n.attention_output), q, h, biases.attention);
+            push_linear(&mut t, &p(n.attention_output), q, h, biases.attention_output);
             linear(&mut t, &p(n.attention_output), q, h);
             if self.has_attention_norm(l) {
                 norm(&mut t, &p(n.attention_norm), h);

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
-use tessera_encoder::{AttentionBias, BERT, DISTILBERT, GTE, JINA_V3, MODERNBERT, MPNET, NOMIC_BERT, QWEN3, ROBERTA};
+use tessera_encoder::{
+    AttentionBias, BERT, DISTILBERT, GTE, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3, ROBERTA,
+};
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
     let inspection = tessera_validation::inspect(model_dir);
@@ -174,7 +176,7 @@ fn qwen3_tiny_matches_sentence_transformers() {
         &QWEN3,
         &dir,
         &dir.join("golden.json"),
-        "qwen3 (4 query heads on 2 key/value heads of 24)",
+        "qwen3 (4 query heads on 2 key/value heads of 24, causal)",
     );
 }
 
@@ -185,8 +187,40 @@ fn qwen3_saved_as_causal_lm_with_one_kv_head_matches_sentence_transformers() {
         &QWEN3,
         &dir,
         &dir.join("golden.json"),
-        "qwen3 (3 query heads on 1 key/value heads of 16)",
+        "qwen3 (3 query heads on 1 key/value heads of 16, causal)",
     );
+}
+
+/// Qwen2 (Q/K/V biases, no output bias) causal and bidirectional (`is_causal: false`), Mistral's
+/// causal sliding window over texts far longer than it, and Llama with every bias and a head
+/// width apart from hidden / heads.
+#[test]
+fn qwen2_mistral_and_llama_decoders_match_sentence_transformers() {
+    for (backend, model, architecture) in [
+        (
+            &QWEN2,
+            "qwen2-tiny",
+            "qwen2 (4 query heads on 2 key/value heads of 12, causal)",
+        ),
+        (
+            &QWEN2,
+            "qwen2-bidirectional-lm",
+            "qwen2 (3 query heads on 1 key/value heads of 16, bidirectional)",
+        ),
+        (
+            &LLAMA,
+            "mistral-window",
+            "mistral (4 query heads on 1 key/value heads of 16, causal within 20 tokens)",
+        ),
+        (
+            &LLAMA,
+            "llama-biased-lm",
+            "llama (3 query heads on 3 key/value heads of 24, causal)",
+        ),
+    ] {
+        let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+        check(backend, &dir, &dir.join("golden.json"), architecture);
+    }
 }
 
 /// Both NomicBERT layouts, against the original remote code (agreeing with transformers'

@@ -74,6 +74,7 @@ fn modernbert() -> EncoderSpec {
         },
         biases: Biases {
             attention: false,
+            attention_output: false,
             up: false,
             down: false,
         },
@@ -113,6 +114,7 @@ fn qwen3() -> EncoderSpec {
         },
         biases: Biases {
             attention: false,
+            attention_output: false,
             up: false,
             down: false,
         },

@@ -22,14 +22,16 @@ use tessera_core::{
     Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, LoadError, LoadRequest,
     ModelInspection,
 };
-use tessera_encoder::{BERT, DISTILBERT, GTE, JINA_BERT, JINA_V3, MODERNBERT, MPNET, NOMIC_BERT, QWEN3, ROBERTA};
+use tessera_encoder::{
+    BERT, DISTILBERT, GTE, JINA_BERT, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3, ROBERTA,
+};
 
 /// The flash backend's registration.
 #[derive(Debug, Clone, Copy)]
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 10] = [
+const DEFINITIONS: [&dyn BackendFactory; 12] = [
     &JINA_BERT,
     &BERT,
     &ROBERTA,
@@ -37,6 +39,8 @@ const DEFINITIONS: [&dyn BackendFactory; 10] = [
     &MPNET,
     &MODERNBERT,
     &QWEN3,
+    &QWEN2,
+    &LLAMA,
     &NOMIC_BERT,
     &GTE,
     &JINA_V3,

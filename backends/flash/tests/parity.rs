@@ -136,3 +136,17 @@ fn qwen3_tiny() {
 fn qwen3_saved_as_causal_lm_with_one_kv_head() {
     reference("qwen3-causal-lm-mqa");
 }
+
+#[test]
+fn qwen2_causal_and_bidirectional() {
+    for model in ["qwen2-tiny", "qwen2-bidirectional-lm"] {
+        reference(model);
+    }
+}
+
+#[test]
+fn mistral_sliding_window_and_biased_llama() {
+    for model in ["mistral-window", "llama-biased-lm"] {
+        reference(model);
+    }
+}

@@ -151,6 +151,7 @@ impl Family for Gte {
                 norm: Norm::post(values.eps),
                 biases: Biases {
                     attention: true,
+                    attention_output: true,
                     up: false,
                     down: true,
                 },

@@ -2,6 +2,7 @@
 //! [`EncoderSpec`] it builds. Everything else (tensor checks, loading, the runner) is shared.
 
 mod bert;
+mod decoder;
 mod distilbert;
 mod gte;
 mod jina_bert;
@@ -10,7 +11,6 @@ mod lineage;
 mod modernbert;
 mod mpnet;
 mod nomic;
-mod qwen3;
 mod roberta;
 mod rope;
 
@@ -18,6 +18,7 @@ use tessera_core::inspection::ModelConfig;
 use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
 
 pub use bert::Bert;
+pub use decoder::Decoder;
 pub use distilbert::DistilBert;
 pub use gte::Gte;
 pub use jina_bert::JinaBert;
@@ -25,7 +26,6 @@ pub use jina_v3::JinaV3;
 pub use modernbert::ModernBert;
 pub use mpnet::MpNet;
 pub use nomic::NomicBert;
-pub use qwen3::Qwen3;
 pub use roberta::Roberta;
 
 use crate::spec::{
@@ -161,7 +161,7 @@ const LAYER_NAMES: &[(&Names, &str)] = &[
     (&DISTILBERT_NAMES, "DistilBERT"),
     (&MPNET_NAMES, "MPNet"),
     (&MODERNBERT_NAMES, "ModernBERT"),
-    (&QWEN3_NAMES, "Qwen3"),
+    (&QWEN3_NAMES, "a decoder (Qwen3, Qwen2, Llama or Mistral)"),
     (&NOMIC_NAMES, "NomicBERT"),
     (&GTE_NAMES, "GTE"),
     (&GTE_SEPARATE_NAMES, "GTE"),

@@ -111,6 +111,7 @@ impl Family for ModernBert {
                 },
                 biases: Biases {
                     attention: flag("attention_bias"),
+                    attention_output: flag("attention_bias"),
                     up: flag("mlp_bias"),
                     down: flag("mlp_bias"),
                 },

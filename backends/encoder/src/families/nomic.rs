@@ -284,6 +284,7 @@ fn original(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Find
         eps: config.f64("layer_norm_epsilon").unwrap_or(1e-5),
         biases: Biases {
             attention: flag("qkv_proj_bias", true),
+            attention_output: flag("qkv_proj_bias", true),
             up: flag("mlp_fc1_bias", true),
             down: flag("mlp_fc2_bias", true),
         },
@@ -322,6 +323,7 @@ fn native(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Findin
         eps: values.eps,
         biases: Biases {
             attention: false,
+            attention_output: false,
             up: false,
             down: false,
         },

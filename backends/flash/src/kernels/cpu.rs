@@ -52,6 +52,8 @@ impl AttentionKernel for VarlenCpu {
             Mask::Bidirectional => (false, None),
             Mask::Causal => (true, None),
             Mask::Window { radius } => (false, Some(radius)),
+            // Causal, and at most `size - 1` keys back.
+            Mask::CausalWindow { size } => (true, Some(size.saturating_sub(1))),
         };
         let out = candle_nn::attention::flash_attn_varlen_cpu(
             &q,

@@ -1,0 +1,487 @@
+//! Decoder embedders: Qwen3 (Qwen3-Embedding), Qwen2 (gte-Qwen2, jina-code-embeddings) and
+//! Llama/Mistral (e5-mistral, SFR-Embedding-Mistral, Linq-Embed-Mistral). All are the word
+//! vectors straight into pre-norm layers with RMSNorm, separate Q/K/V projections with grouped
+//! key/value heads, rotary positions, SwiGLU (`act(gate) * up`) and a final RMSNorm; saved bare
+//! (`*Model`, as sentence-transformers ships them) or as `*ForCausalLM` (`model.` prefix,
+//! `lm_head` unused). They differ in what the tensors show:
+//!
+//! - Qwen3: an RMSNorm per query and key head (`self_attn.q_norm`, `k_norm`);
+//! - Qwen2: biases on Q, K and V but none on the output projection;
+//! - Llama/Mistral: neither (or, with `attention_bias`, biases on all four); Mistral adds a
+//!   causal sliding window (`sliding_window`).
+//!
+//! Attention is causal unless config.json says `is_causal: false` (bidirectional conversions
+//! such as gte-Qwen2's); a checkpoint that ships its own modeling code and does not say is
+//! refused naming the key, since that code may attend either way.
+//!
+//! Reference: transformers' `models/{qwen3,qwen2,llama,mistral}/modeling_*.py` and
+//! `configuration_*.py`.
+
+use serde_json::Value;
+use tessera_core::inspection::ModelConfig;
+use tessera_core::{Dim, EncoderLayout, Evidence, Finding, Mask};
+
+use super::rope::{self, RopeKeys};
+use super::{Family, Keys, Recognised};
+use crate::spec::{
+    AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
+    PositionTable, Positions, QkNorms, Qkv, DECODER_NAMES, QWEN3_NAMES,
+};
+
+/// The word table: the anchor of the weight prefix (`model.` in causal-LM checkpoints).
+pub(crate) const WORD_TABLE: &str = "embed_tokens.weight";
+
+const KEYS: Keys = Keys {
+    positions_default: Some(32768),
+    token_types: None,
+    act: "hidden_act",
+    eps: Some("rms_norm_eps"),
+    head_dim: Some("head_dim"),
+    ..super::BERT_KEYS
+};
+
+const ROPE: RopeKeys = RopeKeys {
+    section: None,
+    legacy: "rope_theta",
+    default: 10_000.0,
+    fixed_ntk: false,
+};
+
+/// Which decoder a checkpoint is; decided from its tensors (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Qwen3,
+    Qwen2,
+    Llama,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Qwen3 => "qwen3",
+            Kind::Qwen2 => "qwen2",
+            Kind::Llama => "llama",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Qwen3 => "a Qwen3 decoder",
+            Kind::Qwen2 => "a Qwen2 decoder",
+            Kind::Llama => "a Llama or Mistral decoder",
+        }
+    }
+
+    fn names(self) -> Names {
+        match self {
+            Kind::Qwen3 => QWEN3_NAMES,
+            Kind::Qwen2 | Kind::Llama => DECODER_NAMES,
+        }
+    }
+
+    /// The `model_type` values whose transformers classes this kind is.
+    fn model_types(self) -> &'static [&'static str] {
+        match self {
+            Kind::Qwen3 => &["qwen3"],
+            Kind::Qwen2 => &["qwen2"],
+            Kind::Llama => &["llama", "mistral"],
+        }
+    }
+
+    /// The position count of the config class when config.json gives none.
+    fn positions_default(self, model_type: Option<&str>) -> usize {
+        match (self, model_type) {
+            (Kind::Llama, Some("mistral")) => 4096 * 32,
+            (Kind::Llama, _) => 2048,
+            (Kind::Qwen3 | Kind::Qwen2, _) => 32768,
+        }
+    }
+
+    /// Which decoder the layer-0 tensors are, with the tensor that says so.
+    fn of(layout: &EncoderLayout<'_>) -> (Kind, Evidence) {
+        let tensor = |name: &str| format!("{}{}.0.{name}", layout.prefix, DECODER_NAMES.layers);
+        let has = |name: &str| layout.weights.get(&tensor(name)).is_some();
+        let (q_norm, q_bias, o_bias) = match (QWEN3_NAMES.qk_norms, DECODER_NAMES.qkv) {
+            (QkNorms::PerHead(q_norm, _), Qkv::Separate { query, .. }) => (
+                format!("{q_norm}.weight"),
+                format!("{query}.bias"),
+                format!("{}.bias", DECODER_NAMES.attention_output),
+            ),
+            _ => unreachable!("the decoders' names have per-head norms and separate projections"),
+        };
+        if let Some(info) = layout.weights.get(&tensor(&q_norm)) {
+            return (
+                Kind::Qwen3,
+                Evidence::tensor(
+                    tensor(&q_norm),
+                    format!("{:?}: an RMSNorm per query head, as Qwen3 has", info.shape),
+                ),
+            );
+        }
+        match (has(&q_bias), has(&o_bias)) {
+            (true, false) => (
+                Kind::Qwen2,
+                Evidence::tensor(
+                    tensor(&q_bias),
+                    format!("biases on Q/K/V but no `{o_bias}` and no per-head norms, as Qwen2 has"),
+                ),
+            ),
+            (true, true) => (
+                Kind::Llama,
+                Evidence::tensor(
+                    tensor(&o_bias),
+                    "biases on Q/K/V and the output, no per-head norms: Llama with `attention_bias`",
+                ),
+            ),
+            (false, _) => (
+                Kind::Llama,
+                Evidence::tensor(
+                    tensor(&q_bias),
+                    "absent, as are per-head norms: a Llama/Mistral decoder",
+                ),
+            ),
+        }
+    }
+}
+
+/// One decoder family; the three share everything but what [`Kind`] says.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoder(Kind);
+
+impl Decoder {
+    /// Qwen3 (`--backend qwen3`).
+    pub const QWEN3: Decoder = Decoder(Kind::Qwen3);
+    /// Qwen2 (`--backend qwen2`).
+    pub const QWEN2: Decoder = Decoder(Kind::Qwen2);
+    /// Llama and Mistral (`--backend llama`).
+    pub const LLAMA: Decoder = Decoder(Kind::Llama);
+}
+
+impl Family for Decoder {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn word_table(&self) -> &'static str {
+        WORD_TABLE
+    }
+
+    fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
+        let me = self.0;
+        let config = layout.config;
+        let mut evidence = vec![super::own_layers(&me.names(), me.describe(), layout)?];
+        let (kind, kind_evidence) = Kind::of(layout);
+        if kind != me {
+            return Err(Box::new(
+                Finding::error(
+                    "family-is-another",
+                    format!(
+                        "not {}: `{}` {}",
+                        me.describe(),
+                        kind_evidence.subject,
+                        kind_evidence.statement
+                    ),
+                )
+                .in_file(layout.weights.display_file())
+                .about(kind_evidence.subject.clone())
+                .fix(format!("it is served by the `{}` backend", kind.name())),
+            ));
+        }
+        evidence.push(kind_evidence);
+        let mut findings = Vec::new();
+        let model_type = config.str("model_type");
+        let expected = match model_type {
+            Some(t) if me.model_types().contains(&t) => t,
+            _ => me.name(),
+        };
+        super::model_type_evidence(expected, config, &mut evidence, &mut findings);
+        super::name_evidence(config, &mut evidence);
+        if let Some(finding) = layout.hidden_size_contradicted() {
+            return Err(Box::new(finding));
+        }
+        let keys = Keys {
+            positions_default: Some(me.positions_default(model_type)),
+            ..KEYS
+        };
+        let values = keys.read(config).map_err(|e| Box::new(e.to_finding()))?;
+        let q_norm_width = layout
+            .weights
+            .get(&evidence[1].subject)
+            .filter(|_| me == Kind::Qwen3)
+            .and_then(|info| info.shape.first().copied());
+        let dims = dims(config, values.dims, q_norm_width, &mut findings)?;
+        let mask = attention(config, expected, &mut evidence)?;
+        let (rope, rope_evidence) = rope::rope(config, &ROPE, dims.head_dim.size(), dims.positions.size())?;
+        evidence.extend(rope_evidence);
+        let layer_attention = vec![LayerAttention { mask, rope: Some(rope) }; dims.layers.size()];
+        let architecture = format!(
+            "{expected} ({} query heads on {} key/value heads of {}, {})",
+            dims.heads.size(),
+            dims.kv_heads.size(),
+            dims.head_dim.size(),
+            describe(mask),
+        );
+        let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let biases = match me {
+            Kind::Qwen3 => Biases {
+                attention: flag("attention_bias"),
+                attention_output: flag("attention_bias"),
+                up: false,
+                down: false,
+            },
+            Kind::Qwen2 => Biases {
+                attention: true,
+                attention_output: false,
+                up: false,
+                down: false,
+            },
+            Kind::Llama => Biases {
+                attention: flag("attention_bias"),
+                attention_output: flag("attention_bias"),
+                up: flag("mlp_bias"),
+                down: flag("mlp_bias"),
+            },
+        };
+        Ok(Recognised {
+            spec: EncoderSpec {
+                architecture,
+                names: me.names(),
+                dims,
+                positions: Positions::Absolute,
+                position_table: PositionTable::Absent,
+                attention_bias: AttentionBias::None,
+                feed_forward: FeedForward::Gated { activated: Half::First },
+                act: values.act,
+                norm: Norm {
+                    kind: NormKind::Rms,
+                    placement: Placement::Pre {
+                        first_attention_unnormed: false,
+                    },
+                    eps: config.f64("rms_norm_eps").unwrap_or(1e-6),
+                },
+                biases,
+                adapters: None,
+                layer_attention,
+            },
+            evidence,
+            findings,
+            pooling: Some(tessera_core::Pooling::LastToken),
+        })
+    }
+}
+
+fn describe(mask: Mask) -> String {
+    match mask {
+        Mask::Bidirectional => "bidirectional".into(),
+        Mask::CausalWindow { size } => format!("causal within {size} tokens"),
+        _ => "causal".into(),
+    }
+}
+
+/// The head layout: `head_dim` and `num_key_value_heads` from config.json, each defaulting
+/// to what the tensors say (Qwen3's per-head norm width) rather than to a class default that
+/// may not match; `num_key_value_heads` must divide `num_attention_heads`.
+fn dims(
+    config: &ModelConfig,
+    dims: Dims,
+    q_norm_width: Option<usize>,
+    findings: &mut Vec<Finding>,
+) -> Result<Dims, Box<Finding>> {
+    let head_dim = match (config.usize("head_dim"), q_norm_width) {
+        (Some(_), _) => dims.head_dim.size(),
+        (None, Some(width)) => {
+            findings.push(
+                Finding::info(
+                    "head-dim-from-weights",
+                    format!("config.json has no `head_dim`; the per-head norms say {width}"),
+                )
+                .in_file(&config.path)
+                .about("head_dim")
+                .fix(format!("set `head_dim` to {width}")),
+            );
+            width
+        }
+        (None, None) => dims.hidden.size() / dims.heads.size(),
+    };
+    let heads = dims.heads.size();
+    let kv_heads = config.usize("num_key_value_heads").unwrap_or(heads);
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        return Err(Box::new(
+            Finding::error(
+                "kv-heads-not-dividing-heads",
+                format!("`num_key_value_heads: {kv_heads}` does not divide `num_attention_heads: {heads}`; each key/value head serves a whole group of query heads"),
+            )
+            .in_file(&config.path)
+            .about("num_key_value_heads")
+            .fix("set `num_key_value_heads` to the value the model was trained with"),
+        ));
+    }
+    Ok(Dims {
+        kv_heads: Dim::of("num_key_value_heads", kv_heads),
+        head_dim: Dim::of("head_dim", head_dim),
+        ..dims
+    })
+}
+
+/// The keys each token attends to, as the model class of `model_type` reads config.json:
+/// causal by default, bidirectional with `is_causal: false`, and Mistral's causal sliding
+/// window. Refused, naming the key: Qwen's sliding-window layers (`use_sliding_window`,
+/// `layer_types`), a window on a bidirectional model, and custom modeling code that does not
+/// say whether it is causal.
+fn attention(config: &ModelConfig, model_type: &str, evidence: &mut Vec<Evidence>) -> Result<Mask, Box<Finding>> {
+    let refuse = |key: &str, message: String, fix: &str| {
+        Err(Box::new(
+            Finding::error("decoder-attention-unsupported", message)
+                .in_file(&config.path)
+                .about(key.to_string())
+                .fix(fix.to_string()),
+        ))
+    };
+    let qwen_sliding = config.get("use_sliding_window").and_then(Value::as_bool) == Some(true)
+        || config
+            .get("layer_types")
+            .and_then(Value::as_array)
+            .is_some_and(|types| types.iter().any(|t| t.as_str() != Some("full_attention")));
+    if qwen_sliding {
+        return refuse(
+            "use_sliding_window",
+            "the config asks for sliding-window layers (`use_sliding_window` or `layer_types`); tessera serves Qwen decoders with full attention only".into(),
+            "set `use_sliding_window` to false if the model was trained without it (Qwen3-Embedding and gte-Qwen2 were)",
+        );
+    }
+    // transformers' MistralModel masks every layer to its window; Llama and Qwen ignore the key.
+    let window = match model_type {
+        "mistral" => config.usize("sliding_window"),
+        _ => None,
+    };
+    match config.get("is_causal").and_then(Value::as_bool) {
+        Some(false) => {
+            if window.is_some() {
+                return refuse(
+                    "sliding_window",
+                    "`is_causal: false` with a `sliding_window`: a bidirectional window, which no transformers class defines".into(),
+                    "set `sliding_window` to null if the bidirectional model attends to the whole input",
+                );
+            }
+            evidence.push(Evidence::config("is_causal", "false: bidirectional attention"));
+            return Ok(Mask::Bidirectional);
+        }
+        Some(true) => evidence.push(Evidence::config("is_causal", "true: causal attention")),
+        None => {
+            if let Some(code) = custom_model_code(config) {
+                return Err(Box::new(
+                    Finding::error(
+                        "decoder-causality-unstated",
+                        format!("config.json does not say whether the model attends causally, and it ships its own modeling code (`auto_map.AutoModel: {code}`), which tessera does not run; such code may attend bidirectionally (as gte-Qwen2's is meant to) or causally, and the vectors differ"),
+                    )
+                    .in_file(&config.path)
+                    .about("is_causal")
+                    .fix("set `is_causal` to what the model's own code does: `false` for bidirectional attention, `true` for causal"),
+                ));
+            }
+            evidence.push(Evidence::config(
+                "is_causal",
+                "absent: causal attention, as transformers' decoder classes attend",
+            ));
+        }
+    }
+    match window {
+        Some(0) => refuse(
+            "sliding_window",
+            "`sliding_window: 0` would let no token see even itself".into(),
+            "set `sliding_window` to the window the model was trained with, or null for none",
+        ),
+        Some(size) => {
+            evidence.push(Evidence::config(
+                "sliding_window",
+                format!("{size}: each token sees itself and the {} before it", size - 1),
+            ));
+            Ok(Mask::CausalWindow { size })
+        }
+        None => Ok(Mask::Causal),
+    }
+}
+
+/// `auto_map.AutoModel` when the checkpoint names modeling code of its own.
+fn custom_model_code(config: &ModelConfig) -> Option<String> {
+    config
+        .get("auto_map")
+        .and_then(|m| m.get("AutoModel"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn mask_of(model_type: &str, keys: Value) -> Result<Mask, Box<Finding>> {
+        let config = ModelConfig {
+            path: "config.json".into(),
+            values: keys.as_object().cloned().unwrap_or_default(),
+        };
+        attention(&config, model_type, &mut Vec::new())
+    }
+
+    #[test]
+    fn the_mask_is_read_as_the_model_class_reads_config_json() {
+        assert_eq!(mask_of("qwen2", json!({})).unwrap(), Mask::Causal);
+        assert_eq!(
+            mask_of("qwen2", json!({"is_causal": false})).unwrap(),
+            Mask::Bidirectional
+        );
+        // Mistral applies its window; Llama and Qwen (without `use_sliding_window`) ignore the key.
+        assert_eq!(
+            mask_of("mistral", json!({"sliding_window": 4096})).unwrap(),
+            Mask::CausalWindow { size: 4096 }
+        );
+        assert_eq!(
+            mask_of("mistral", json!({"sliding_window": null})).unwrap(),
+            Mask::Causal
+        );
+        assert_eq!(mask_of("llama", json!({"sliding_window": 16})).unwrap(), Mask::Causal);
+        assert_eq!(
+            mask_of("qwen2", json!({"sliding_window": 131072})).unwrap(),
+            Mask::Causal
+        );
+    }
+
+    #[test]
+    fn what_no_class_defines_is_refused_naming_the_key() {
+        for (model_type, keys, code, subject) in [
+            (
+                "mistral",
+                json!({"sliding_window": 0}),
+                "decoder-attention-unsupported",
+                "sliding_window",
+            ),
+            (
+                "mistral",
+                json!({"sliding_window": 8, "is_causal": false}),
+                "decoder-attention-unsupported",
+                "sliding_window",
+            ),
+            (
+                "qwen2",
+                json!({"use_sliding_window": true}),
+                "decoder-attention-unsupported",
+                "use_sliding_window",
+            ),
+            (
+                "qwen2",
+                json!({"auto_map": {"AutoModel": "modeling_qwen.Qwen2Model"}}),
+                "decoder-causality-unstated",
+                "is_causal",
+            ),
+        ] {
+            let refusal = mask_of(model_type, keys.clone()).unwrap_err();
+            assert_eq!(refusal.code, code, "{keys}");
+            assert_eq!(refusal.subject.as_deref(), Some(subject), "{keys}");
+        }
+        // Saying it settles it, custom code or not.
+        let stated = json!({"auto_map": {"AutoModel": "modeling_qwen.Qwen2Model"}, "is_causal": false});
+        assert_eq!(mask_of("qwen2", stated).unwrap(), Mask::Bidirectional);
+    }
+}

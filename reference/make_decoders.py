@@ -1,0 +1,240 @@
+"""Tiny random Qwen2, Mistral and Llama decoder embedders, saved as sentence-transformers
+folders, with goldens from transformers' own model classes (`Qwen2Model`, `Qwen2ForCausalLM`,
+`MistralModel`, `LlamaForCausalLM`) through sentence-transformers.
+
+Run it in a venv outside the repository (torch, transformers, sentence-transformers, tokenizers):
+
+    python reference/make_decoders.py reference/models [builder ...]
+
+Shares the texts (up to ~890 tokens), tokenizers and goldens of `make_rotary_families.py`.
+transformers' decoder classes attend causally unless `config.is_causal` is false, when they build
+a bidirectional padding mask instead (`masking_utils.create_causal_mask`); the bidirectional model
+(`is_causal: false`, as gte-Qwen2 is meant to attend) is golden through that.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from tokenizers import processors
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2Model,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_encoders import cleanup, widen  # noqa: E402
+from make_rotary_families import QWEN3_PROMPTS, byte_bpe, golden, qwen3_tokenizer, rebuilt, save_st  # noqa: E402
+
+
+def attending(causal):
+    """The model on `ids` with `is_causal` set to `causal` for the call: transformers' decoder
+    classes build a bidirectional padding mask when `config.is_causal` is false."""
+
+    def run(model, ids):
+        saved = getattr(model.config, "is_causal", True)
+        model.config.is_causal = causal
+        try:
+            return model(input_ids=ids).last_hidden_state
+        finally:
+            model.config.is_causal = saved
+
+    return run
+
+
+def zeroed(name):
+    """The same model with every parameter ending in `name` zeroed: how far leaving it out moves."""
+
+    def run(model, ids):
+        other = rebuilt(model)
+        with torch.no_grad():
+            for key, p in other.named_parameters():
+                if key.endswith(name):
+                    p.zero_()
+        return other(input_ids=ids).last_hidden_state
+
+    return run
+
+
+def llama_tokenizer():
+    """Llama/Mistral embedders' shape: byte-level BPE between `<s>` and `</s>` (e5-mistral's
+    sentence-transformers tokenizer appends the `</s>` its last-token pooling reads), padded right."""
+    specials = ["<unk>", "<s>", "</s>"]
+
+    def template(tok):
+        ids = [(s, tok.token_to_id(s)) for s in ["<s>", "</s>"]]
+        return processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B:1 </s>:1", special_tokens=ids)
+
+    tok = byte_bpe(specials, template)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="</s>",
+        model_max_length=4096,
+    )
+    return tok, fast
+
+
+def qwen2_config(tok, **extra):
+    eos = tok.token_to_id("<|endoftext|>")
+    return Qwen2Config(
+        vocab_size=tok.get_vocab_size(),
+        max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        attn_implementation="sdpa",
+        **extra,
+    )
+
+
+def qwen2_tiny(root):
+    """`Qwen2Model` saved bare (as Qwen2-based embedders ship): 4 query heads on 2 key/value heads
+    of 12, Q/K/V biases and none on the output, causal, last-token pooling, the query prompt."""
+    out_dir, hf_dir = root / "qwen2-tiny", root / "_hf_qwen2"
+    tok, fast = qwen3_tokenizer()
+    cfg = qwen2_config(
+        tok,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(5)
+    model = Qwen2Model(cfg).eval()
+    widen(model, 25)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 1024, "lasttoken", prompts=QWEN3_PROMPTS)
+    golden(
+        out_dir,
+        "lasttoken",
+        {
+            "bidirectional_instead_of_causal": attending(causal=False),
+            "qkv_biases_left_out": zeroed("_proj.bias"),
+        },
+        prompt_names=["query"],
+    )
+
+
+def qwen2_bidirectional_lm(root):
+    """`Qwen2ForCausalLM` as saved (`model.` prefix, `lm_head`) with `is_causal: false`, as
+    gte-Qwen2 is meant to attend: 3 query heads on one key/value head, `head_dim` 16 with
+    `hidden_size` 40, last-token pooling."""
+    out_dir, hf_dir = root / "qwen2-bidirectional-lm", root / "_hf_qwen2_lm"
+    tok, fast = qwen3_tokenizer()
+    cfg = qwen2_config(
+        tok,
+        hidden_size=40,
+        intermediate_size=56,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=False,
+        is_causal=False,
+    )
+    torch.manual_seed(6)
+    model = Qwen2ForCausalLM(cfg).eval()
+    widen(model, 26)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 1024, "lasttoken", prompts=QWEN3_PROMPTS, keep_checkpoint=True)
+    golden(out_dir, "lasttoken", {"causal_instead_of_bidirectional": attending(causal=True)})
+
+
+def mistral_window(root):
+    """`MistralModel` saved bare (as e5-mistral ships): 4 query heads on one key/value head of 16,
+    a causal sliding window of 20 tokens (the long texts run far past it), last-token pooling."""
+    out_dir, hf_dir = root / "mistral-window", root / "_hf_mistral"
+    tok, fast = llama_tokenizer()
+    cfg = MistralConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        sliding_window=20,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        bos_token_id=tok.token_to_id("<s>"),
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("</s>"),
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(7)
+    model = MistralModel(cfg).eval()
+    widen(model, 27)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 1024, "lasttoken")
+
+    def no_window(model, ids):
+        return rebuilt(model, sliding_window=None)(input_ids=ids).last_hidden_state
+
+    golden(out_dir, "lasttoken", {"window_ignored": no_window})
+
+
+def llama_biased_lm(root):
+    """`LlamaForCausalLM` as saved (`model.` prefix, `lm_head`) with `attention_bias` (Q, K, V and
+    output) and `mlp_bias`: 3 heads of 24 with `hidden_size` 48, mean pooling."""
+    out_dir, hf_dir = root / "llama-biased-lm", root / "_hf_llama_lm"
+    tok, fast = llama_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        num_key_value_heads=3,
+        head_dim=24,
+        attention_bias=True,
+        mlp_bias=True,
+        max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": 50000.0},
+        bos_token_id=tok.token_to_id("<s>"),
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("</s>"),
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(8)
+    model = LlamaForCausalLM(cfg).eval()
+    widen(model, 28)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 1024, "mean", keep_checkpoint=True)
+    golden(
+        out_dir,
+        "mean",
+        {"output_bias_left_out": zeroed("o_proj.bias"), "mlp_biases_left_out": zeroed("mlp.down_proj.bias")},
+    )
+
+
+BUILDERS = [qwen2_tiny, qwen2_bidirectional_lm, mistral_window, llama_biased_lm]
+
+
+def main():
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
+    root.mkdir(parents=True, exist_ok=True)
+    only = sys.argv[2:]
+    for build in BUILDERS:
+        if not only or build.__name__ in only:
+            build(root)
+    cleanup(root)
+
+
+if __name__ == "__main__":
+    main()
