@@ -89,9 +89,6 @@ fn every_family(format: Format) {
         "modernbert-biased-mlm",
         "qwen3-tiny",
         "qwen3-causal-lm-mqa",
-        "qwen2-tiny",
-        "qwen2-bidirectional-lm",
-        "mistral-window",
         "llama-biased-lm",
         "nomic-partial-biased",
         "gte-original-ntk",
@@ -111,14 +108,20 @@ fn every_family(format: Format) {
     // 0.9957 / 0.99934 (0.9987 in int8 with the QKV projection left in float32), nomic-tiny
     // 0.9976 / 0.99979, nomic-native 0.9974 / 0.99982, gte-native-tiny 0.9914 / 0.99863,
     // gte-native-no-token-types 0.9822 / 0.99513 (the remote-code GTE fixtures, whose
-    // `attn_ln`/`mlp_ln` were drawn around 0, stay above 0.9998). Their own bounds still fail
-    // any packing fault, which moves vectors by far more.
+    // `attn_ln`/`mlp_ln` were drawn around 0, stay above 0.9998); the Qwen2 fixtures' Q/K/V
+    // biases, drawn as wide as the weights, shift every logit further: qwen2-tiny 0.9901 /
+    // 0.99789, qwen2-bidirectional-lm 0.9955 / 0.99955, and mistral-window (last-token pooling
+    // of one key/value head shared by four) 0.9906 / 0.99873. Their own bounds still fail any
+    // packing fault, which moves vectors by far more.
     for (model, int8, bf16) in [
         ("modernbert-tiny", 0.995, 0.999),
         ("nomic-tiny", 0.997, 0.9995),
         ("nomic-native", 0.997, 0.9995),
         ("gte-native-tiny", 0.99, 0.998),
         ("gte-native-no-token-types", 0.98, 0.995),
+        ("qwen2-tiny", 0.985, 0.997),
+        ("qwen2-bidirectional-lm", 0.993, 0.999),
+        ("mistral-window", 0.985, 0.998),
     ] {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
         let wide_logits = match format {
