@@ -241,6 +241,19 @@ fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
             "sliding_window",
         ),
         (
+            // Gemma's norm around the feed-forward on projections named as Qwen3's: not served
+            // as Qwen3 with the norm left out.
+            "qwen3-tiny",
+            Box::new(|d| {
+                let path = d.join("model.safetensors");
+                let mut weights = Safetensors::read(&path);
+                weights.push("layers.0.pre_feedforward_layernorm.weight", &[64], &[1.0; 64]);
+                weights.write(&path);
+            }),
+            "decoder-unsupported",
+            "layers.0.pre_feedforward_layernorm.weight",
+        ),
+        (
             "qwen3-tiny",
             Box::new(|d| {
                 edit_config(d, |c| {

@@ -15,11 +15,16 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
     // a bad file must become a finding, never take the process down.
     let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(&path));
     match parsed {
-        Ok(Ok(tokenizer)) => TokenizerInfo {
-            path: Some(path),
-            vocab_size: Some(tokenizer.get_vocab_size(true)),
-            max_id: max_id(&tokenizer),
-        },
+        Ok(Ok(tokenizer)) => {
+            if let Some(finding) = custom_code(root, &tokenizer) {
+                findings.push(finding);
+            }
+            TokenizerInfo {
+                path: Some(path),
+                vocab_size: Some(tokenizer.get_vocab_size(true)),
+                max_id: max_id(&tokenizer),
+            }
+        }
         Ok(Err(e)) => {
             findings.push(
                 Finding::error("tokenizer-unparsable", format!("tokenizer.json cannot be loaded: {e}"))
@@ -44,6 +49,43 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
                 max_id: None,
             }
         }
+    }
+}
+
+/// tokenizer_config.json naming tokenizer code of its own (`auto_map.AutoTokenizer`), which is
+/// not run: whatever it adds to inputs that tokenizer.json does not (gte-Qwen2's appends the
+/// `<|endoftext|>` its last-token pooling reads) is missing, so say what tokenizer.json appends.
+fn custom_code(root: &Path, tokenizer: &tokenizers::Tokenizer) -> Option<Finding> {
+    let path = root.join("tokenizer_config.json");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    let code = match config.get("auto_map")?.get("AutoTokenizer")? {
+        serde_json::Value::Array(classes) => classes.iter().filter_map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+        other => other.as_str()?.to_string(),
+    };
+    let appended = appended_after_text(tokenizer);
+    Some(
+        Finding::warning(
+            "tokenizer-custom-code",
+            format!("tokenizer_config.json names tokenizer code of its own (`auto_map.AutoTokenizer`: {code}), which tessera does not run: tokenizer.json is used as saved, and it appends {appended} after the text"),
+        )
+        .in_file(&path)
+        .about("auto_map.AutoTokenizer")
+        .fix("check with `/tokenize` that inputs end as the model's own code ends them (gte-Qwen2's appends `<|endoftext|>`); if not, add that to tokenizer.json's post_processor"),
+    )
+}
+
+/// What the tokenizer's post-processor puts after a text: the tokens, or "nothing".
+fn appended_after_text(tokenizer: &tokenizers::Tokenizer) -> String {
+    let probe = "tessera";
+    let (Ok(with), Ok(without)) = (tokenizer.encode(probe, true), tokenizer.encode(probe, false)) else {
+        return "an unknown suffix (it fails to encode a probe)".into();
+    };
+    let bare = without.get_ids();
+    let position = with.get_ids().windows(bare.len().max(1)).position(|w| w == bare);
+    match position.map(|p| &with.get_tokens()[p + bare.len()..]) {
+        Some([]) => "nothing".into(),
+        Some(tokens) => tokens.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(" "),
+        None => "an unknown suffix".into(),
     }
 }
 
@@ -160,5 +202,61 @@ fn post_processor_ids(value: &serde_json::Value, out: &mut Vec<(u32, String)>) {
         for processor in processors {
             post_processor_ids(processor, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference_tokenizer(model: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../reference/models")
+            .join(model)
+            .join("tokenizer.json")
+    }
+
+    /// A copy of `model`'s tokenizer.json beside `tokenizer_config` (and the tokenizer itself with
+    /// its post-processor removed when `bare`).
+    fn dir_with(model: &str, tokenizer_config: serde_json::Value, bare: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(reference_tokenizer(model)).unwrap()).unwrap();
+        if bare {
+            json["post_processor"] = serde_json::Value::Null;
+        }
+        std::fs::write(dir.path().join("tokenizer.json"), serde_json::to_vec(&json).unwrap()).unwrap();
+        std::fs::write(dir.path().join("tokenizer_config.json"), tokenizer_config.to_string()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn tokenizer_code_of_its_own_is_a_warning_saying_what_tokenizer_json_appends() {
+        let custom = serde_json::json!({"auto_map": {"AutoTokenizer": ["tokenization_qwen.Qwen2Tokenizer", "tokenization_qwen.Qwen2TokenizerFast"]}});
+        for (bare, appended) in [(false, "`<|endoftext|>`"), (true, "nothing")] {
+            let dir = dir_with("qwen2-tiny", custom.clone(), bare);
+            let mut findings = Vec::new();
+            read(dir.path(), &mut findings);
+            let f = findings
+                .iter()
+                .find(|f| f.code == "tokenizer-custom-code")
+                .expect("a finding");
+            assert_eq!(f.severity, tessera_core::Severity::Warning);
+            assert_eq!(f.subject.as_deref(), Some("auto_map.AutoTokenizer"));
+            assert!(
+                f.message.contains("tokenization_qwen.Qwen2TokenizerFast"),
+                "{}",
+                f.message
+            );
+            assert!(
+                f.message.ends_with(&format!("appends {appended} after the text")),
+                "{}",
+                f.message
+            );
+        }
+        let plain = dir_with("qwen2-tiny", serde_json::json!({"model_max_length": 512}), false);
+        let mut findings = Vec::new();
+        read(plain.path(), &mut findings);
+        assert!(findings.is_empty(), "{findings:?}");
     }
 }

@@ -242,32 +242,62 @@ impl Family for Decoder {
                 down: flag("mlp_bias"),
             },
         };
-        Ok(Recognised {
-            spec: EncoderSpec {
-                architecture,
-                names: me.names(),
-                dims,
-                positions: Positions::Absolute,
-                position_table: PositionTable::Absent,
-                attention_bias: AttentionBias::None,
-                feed_forward: FeedForward::Gated { activated: Half::First },
-                act: values.act,
-                norm: Norm {
-                    kind: NormKind::Rms,
-                    placement: Placement::Pre {
-                        first_attention_unnormed: false,
-                    },
-                    eps: config.f64("rms_norm_eps").unwrap_or(1e-6),
+        let spec = EncoderSpec {
+            architecture,
+            names: me.names(),
+            dims,
+            positions: Positions::Absolute,
+            position_table: PositionTable::Absent,
+            attention_bias: AttentionBias::None,
+            feed_forward: FeedForward::Gated { activated: Half::First },
+            act: values.act,
+            norm: Norm {
+                kind: NormKind::Rms,
+                placement: Placement::Pre {
+                    first_attention_unnormed: false,
                 },
-                biases,
-                adapters: None,
-                layer_attention,
+                eps: config.f64("rms_norm_eps").unwrap_or(1e-6),
             },
+            biases,
+            adapters: None,
+            layer_attention,
+        };
+        if let Some(tensor) = foreign_layer_tensor(layout, &spec) {
+            return Err(Box::new(
+                Finding::error(
+                    "decoder-unsupported",
+                    format!("`{tensor}` is not part of a Qwen3, Qwen2, Llama or Mistral layer: another decoder architecture (Gemma's norms around the feed-forward, for one), which tessera does not serve; serving it as {} would give other vectors", me.name()),
+                )
+                .in_file(layout.weights.display_file())
+                .about(tensor)
+                .fix("serve it with a server that implements its `model_type`; tessera's decoders are Qwen3, Qwen2, Llama and Mistral"),
+            ));
+        }
+        Ok(Recognised {
+            spec,
             evidence,
             findings,
             pooling: Some(tessera_core::Pooling::LastToken),
         })
     }
+}
+
+/// A tensor of layer 0 that `spec`'s layer does not have (rotary frequency buffers aside, which
+/// older transformers saved): the mark of another decoder with the same projection names, which
+/// must not be served with its extra parts silently left out.
+fn foreign_layer_tensor(layout: &EncoderLayout<'_>, spec: &EncoderSpec) -> Option<String> {
+    let layer = format!("{}{}.0.", layout.prefix, spec.names.layers);
+    let expected: std::collections::HashSet<String> = spec
+        .expected_tensors(1)
+        .into_iter()
+        .map(|t| format!("{}{}", layout.prefix, t.name))
+        .collect();
+    layout
+        .weights
+        .tensors
+        .keys()
+        .find(|name| name.starts_with(&layer) && !expected.contains(*name) && !name.ends_with("rotary_emb.inv_freq"))
+        .cloned()
 }
 
 fn describe(mask: Mask) -> String {
