@@ -12,12 +12,16 @@ a bidirectional padding mask instead (`masking_utils.create_causal_mask`); the b
 (`is_causal: false`, as gte-Qwen2 is meant to attend) is golden through that.
 """
 
+import json
 import sys
 from pathlib import Path
 
 import torch
 from tokenizers import processors
+from sentence_transformers import SentenceTransformer, models
 from transformers import (
+    Gemma3TextConfig,
+    Gemma3TextModel,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -223,7 +227,108 @@ def llama_biased_lm(root):
     )
 
 
-BUILDERS = [qwen2_tiny, qwen2_bidirectional_lm, mistral_window, llama_biased_lm]
+def gemma_tokenizer():
+    """EmbeddingGemma's shape: `<bos> A <eos>`."""
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+
+    def template(tok):
+        ids = [(s, tok.token_to_id(s)) for s in ["<bos>", "<eos>"]]
+        return processors.TemplateProcessing(
+            single="<bos> $A <eos>", pair="<bos> $A <eos> $B:1 <eos>:1", special_tokens=ids
+        )
+
+    tok = byte_bpe(specials, template)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=2048,
+    )
+    return tok, fast
+
+
+GEMMA_PROMPTS = {"query": "task: search result | query: ", "document": "title: none | text: "}
+
+
+def embedding_gemma(root):
+    """`Gemma3TextModel` as EmbeddingGemma ships it: bidirectional attention
+    (`use_bidirectional_attention`), sliding layers seeing `sliding_window / 2` tokens each side
+    (window 24 over texts up to 890 tokens) with rope base 10000 and a full layer with base 1e6,
+    norms around both blocks, `query_pre_attn_scalar` 24 apart from `head_dim` 16, the embedding
+    scaled by sqrt(hidden), then mean pooling, two Dense layers without bias (48 -> 96 -> 48) and
+    Normalize, with EmbeddingGemma's query prompt."""
+    out_dir, hf_dir = root / "embedding-gemma-tiny", root / "_hf_gemma"
+    tok, fast = gemma_tokenizer()
+    cfg = Gemma3TextConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        max_position_embeddings=1024,
+        sliding_window=24,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+        use_bidirectional_attention=True,
+        pad_token_id=tok.token_to_id("<pad>"),
+        bos_token_id=tok.token_to_id("<bos>"),
+        eos_token_id=tok.token_to_id("<eos>"),
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(9)
+    model = Gemma3TextModel(cfg).eval()
+    widen(model, 29)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    word = models.Transformer(str(hf_dir), max_seq_length=1024)
+    pool = models.Pooling(48, pooling_mode="mean")
+    torch.manual_seed(10)
+    up = models.Dense(48, 96, bias=False, activation_function=torch.nn.Identity())
+    down = models.Dense(96, 48, bias=False, activation_function=torch.nn.Identity())
+    st = SentenceTransformer(
+        modules=[word, pool, up, down, models.Normalize()], device="cpu", prompts=GEMMA_PROMPTS
+    )
+    st.save(str(out_dir))
+
+    golden(out_dir, "mean", {}, prompt_names=["query"])
+    # Through the Dense layers too (the shared goldens pool the raw output): how far each
+    # mistake moves sentence-transformers' own vectors.
+    with torch.no_grad():
+        st_sensitivity(
+            out_dir,
+            {
+                "causal_instead_of_bidirectional": lambda m: setattr(m.config, "use_bidirectional_attention", False),
+                "norm_weight_without_its_offset_of_one": lambda m: [
+                    p.sub_(1.0) for k, p in m.named_parameters() if k.endswith("norm.weight")
+                ],
+            },
+        )
+
+
+def st_sensitivity(out_dir, mutations):
+    """`golden.json`'s sensitivities, each from sentence-transformers with `mutate(auto_model)`."""
+    path = out_dir / "golden.json"
+    data = json.loads(path.read_text())
+    want = torch.tensor(data["embeddings"])
+    found = {}
+    for what, mutate in mutations.items():
+        st = SentenceTransformer(str(out_dir), device="cpu")
+        mutate(st[0].auto_model)
+        got = st.encode(data["texts"], batch_size=1, convert_to_tensor=True)
+        found[what] = round((got - want).abs().max().item(), 4)
+    data["sensitivity_of_normalized_embeddings_to_bugs"] = found
+    path.write_text(json.dumps(data))
+
+
+BUILDERS = [qwen2_tiny, qwen2_bidirectional_lm, mistral_window, llama_biased_lm, embedding_gemma]
 
 
 def main():

@@ -163,7 +163,8 @@ pub fn assert_matches_golden(factory: &dyn BackendFactory, inspection: &ModelIns
         .as_ref()
         .map_or(Pooling::Mean, |file| Pooling::from_file(file).expect("pooling config"));
     let normalized = vectors(&golden, "embeddings");
-    for (i, v) in embed(model.backend.as_ref(), &encoded, pooling).into_iter().enumerate() {
+    let pooled = embed(model.backend.as_ref(), &encoded, pooling);
+    for (i, v) in through_dense(inspection, pooled).into_iter().enumerate() {
         assert_close(
             &crate::finish_embedding(v, None, true),
             &normalized[i],
@@ -181,6 +182,22 @@ pub fn assert_matches_golden(factory: &dyn BackendFactory, inspection: &ModelIns
         }
     }
     model
+}
+
+/// Pooled vectors through the model's sentence-transformers Dense modules (EmbeddingGemma's), as
+/// sentence-transformers runs them; unchanged without any.
+pub fn through_dense(inspection: &ModelInspection, pooled: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    let head =
+        crate::EmbeddingHead::load(&inspection.sentence_transformers.dense, &Device::Cpu).expect("Dense modules");
+    pooled
+        .into_iter()
+        .map(|v| {
+            let width = v.len();
+            Tensor::from_vec(v, (1, width), &Device::Cpu)
+                .and_then(|p| head.forward(&p)?.squeeze(0)?.to_vec1::<f32>())
+                .expect("the Dense modules run")
+        })
+        .collect()
 }
 
 /// Reads `key` of a golden file as a list of vectors.

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 use tessera_core::layers::{layer_norm, lookup, split_heads, split_qkv, stacked_linear, weight, LayerNorm};
 use tessera_core::quant::Format;
@@ -24,10 +24,37 @@ use crate::spec::{
 
 /// The norm `spec` describes, of width `size`, at `name`.
 fn load_norm(vb: &VarBuilder, size: usize, norm: Norm, name: &str) -> candle_core::Result<LayerNorm> {
+    load_scaled_norm(vb, size, norm, name, 1.0)
+}
+
+/// [`load_norm`] with its gain multiplied by `scale` (an RMSNorm feeding only a linear map, so
+/// a constant factor after it can be folded in).
+fn load_scaled_norm(
+    vb: &VarBuilder,
+    size: usize,
+    norm: Norm,
+    name: &str,
+    scale: f64,
+) -> candle_core::Result<LayerNorm> {
+    let gain = |offset: f64| -> candle_core::Result<Tensor> {
+        let weight = vb.pp(name).get(size, "weight")?;
+        if offset == 0.0 && scale == 1.0 {
+            return Ok(weight);
+        }
+        // In float32, as Gemma's norm computes `1 + weight`.
+        let dtype = weight.dtype();
+        ((weight.to_dtype(DType::F32)? + offset)? * scale)?.to_dtype(dtype)
+    };
     match norm.kind {
-        NormKind::LayerNorm => layer_norm(vb, size, norm.eps, name),
-        NormKind::LayerNormWithoutBias => LayerNorm::without_bias(vb.pp(name).get(size, "weight")?, norm.eps),
-        NormKind::Rms => LayerNorm::rms(vb.pp(name).get(size, "weight")?, norm.eps),
+        NormKind::LayerNorm if scale == 1.0 => layer_norm(vb, size, norm.eps, name),
+        NormKind::LayerNormWithoutBias if scale == 1.0 => {
+            LayerNorm::without_bias(vb.pp(name).get(size, "weight")?, norm.eps)
+        }
+        NormKind::LayerNorm | NormKind::LayerNormWithoutBias => {
+            candle_core::bail!("{name}: only an RMSNorm's gain can absorb a scale")
+        }
+        NormKind::Rms => LayerNorm::rms(gain(0.0)?, norm.eps),
+        NormKind::RmsUnitOffset => LayerNorm::rms(gain(1.0)?, norm.eps),
     }
 }
 
@@ -68,6 +95,8 @@ struct Embeddings {
     words_lora: Option<Lora>,
     token_types_lora: Option<Lora>,
     norm: Option<LayerNorm>,
+    /// The word vectors' factor (Gemma's `sqrt(hidden_size)`).
+    scale: Option<f64>,
 }
 
 impl Embeddings {
@@ -103,6 +132,7 @@ impl Embeddings {
                 Some(name) => Some(load_norm(vb, h, spec.norm, name)?),
                 None => None,
             },
+            scale: spec.scales.embeddings,
         })
     }
 
@@ -110,6 +140,9 @@ impl Embeddings {
         let device = self.words.device();
         let ids = Tensor::from_slice(&batch.input_ids, batch.input_ids.len(), device)?;
         let mut x = self.words.index_select(&ids, 0)?;
+        if let Some(scale) = self.scale {
+            x = (x * scale)?;
+        }
         if let Some(lora) = &self.words_lora {
             x = lora.adapt_rows(x, &ids, tasks)?;
         }
@@ -166,6 +199,8 @@ struct Attention {
     output: Projection,
     /// `None`: the block reads its input unnormed (ModernBERT's layer 0).
     norm: Option<LayerNorm>,
+    /// The norm of the block's output before the residual (Gemma's sandwich).
+    post_norm: Option<LayerNorm>,
     placement: Placement,
     mask: Mask,
     /// Index of this layer's rotary scheme in [`Encoder::rotaries`].
@@ -191,12 +226,21 @@ impl Attention {
             Qkv::Fused(name) => projection(vb, spec, &[(name, 3 * heads * d)], h, bias)?,
         };
         let norm = |size: usize, name: &str| load_norm(vb, size, spec.norm, name);
+        // A score scale of the family's own is folded into the query norm's gain: the norm's
+        // output reaches the scores only through the (linear) rotation and the dot product.
+        let query_scale = spec.scales.attention.map(|s| s * (d as f64).sqrt());
         Ok(Self {
             qkv,
-            qk_norms: match n.qk_norms {
-                QkNorms::None => QkNormLayers::None,
-                QkNorms::Width(q, k) => QkNormLayers::Width(norm(h, q)?, norm(h, k)?),
-                QkNorms::PerHead(q, k) => QkNormLayers::PerHead(norm(d, q)?, norm(d, k)?),
+            qk_norms: match (n.qk_norms, query_scale) {
+                (QkNorms::None, None) => QkNormLayers::None,
+                (QkNorms::Width(q, k), None) => QkNormLayers::Width(norm(h, q)?, norm(h, k)?),
+                (QkNorms::PerHead(q, k), scale) => QkNormLayers::PerHead(
+                    load_scaled_norm(vb, d, spec.norm, q, scale.unwrap_or(1.0))?,
+                    norm(d, k)?,
+                ),
+                (_, Some(_)) => {
+                    candle_core::bail!("{}: an attention scale needs per-head query norms", spec.architecture)
+                }
             },
             output: projection(
                 vb,
@@ -208,6 +252,10 @@ impl Attention {
             norm: match spec.has_attention_norm(l) {
                 true => Some(norm(h, n.attention_norm)?),
                 false => None,
+            },
+            post_norm: match spec.norm.placement {
+                Placement::Sandwich { attention_post, .. } => Some(norm(h, attention_post)?),
+                _ => None,
             },
             placement: spec.norm.placement,
             mask: spec.layer_attention[l].mask,
@@ -262,7 +310,7 @@ impl Attention {
     fn forward(&self, x: &Tensor, with: &AttendWith<'_>) -> candle_core::Result<Tensor> {
         let total = x.dim(0)?;
         let input = match (self.placement, &self.norm) {
-            (Placement::Pre { .. }, Some(norm)) => norm.forward(x)?,
+            (Placement::Pre { .. } | Placement::Sandwich { .. }, Some(norm)) => norm.forward(x)?,
             _ => x.clone(),
         };
         let (q, k, v) = self.heads_of(&input, with)?;
@@ -270,6 +318,9 @@ impl Attention {
             .kernel
             .attend(&q, &k, &v, with.seqs, with.bias, self.mask)?
             .reshape((total, self.heads * self.head_dim))?;
+        if let Some(post) = &self.post_norm {
+            return x + post.forward(&self.output.forward(&context, with.tasks)?)?;
+        }
         let out = self.output.forward_residual(&context, x, with.tasks)?;
         match (self.placement, &self.norm) {
             (Placement::Post, Some(norm)) => norm.forward(&out),
@@ -290,6 +341,8 @@ struct FeedForward {
     act: HiddenAct,
     down: Projection,
     norm: LayerNorm,
+    /// The norm of the block's output before the residual (Gemma's sandwich).
+    post_norm: Option<LayerNorm>,
     placement: Placement,
 }
 
@@ -314,6 +367,10 @@ impl FeedForward {
             act: spec.act,
             down: projection(vb, spec, &[(n.output, h)], i, spec.biases.down)?,
             norm: load_norm(vb, h, spec.norm, n.output_norm)?,
+            post_norm: match spec.norm.placement {
+                Placement::Sandwich { feed_forward_post, .. } => Some(load_norm(vb, h, spec.norm, feed_forward_post)?),
+                _ => None,
+            },
             placement: spec.norm.placement,
         })
     }
@@ -325,7 +382,7 @@ impl FeedForward {
             None => attended.clone(),
         };
         let normed = match self.placement {
-            Placement::Pre { .. } => self.norm.forward(&x)?,
+            Placement::Pre { .. } | Placement::Sandwich { .. } => self.norm.forward(&x)?,
             Placement::Post => x.clone(),
         };
         let h = match self.kind {
@@ -334,10 +391,13 @@ impl FeedForward {
                 .act
                 .gated(&self.up.forward(&normed, tasks)?, activated == Half::First)?,
         };
+        if let Some(post) = &self.post_norm {
+            return &x + post.forward(&self.down.forward(&h, tasks)?)?;
+        }
         let out = self.down.forward_residual(&h, &x, tasks)?;
         match self.placement {
             Placement::Post => self.norm.forward(&out),
-            Placement::Pre { .. } => Ok(out),
+            Placement::Pre { .. } | Placement::Sandwich { .. } => Ok(out),
         }
     }
 }

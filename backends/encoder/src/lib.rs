@@ -28,9 +28,9 @@ pub use families::{
 };
 pub use spec::{
     Adapters, AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind,
-    Placement, PositionTable, Positions, QkNorms, Qkv, BERT_NAMES, BERT_POSITION_TABLE, DECODER_NAMES,
-    DISTILBERT_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
-    MPNET_NAMES, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES,
+    Placement, PositionTable, Positions, QkNorms, Qkv, Scales, BERT_NAMES, BERT_POSITION_TABLE, DECODER_NAMES,
+    DISTILBERT_NAMES, GEMMA3_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES,
+    MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES,
 };
 
 /// Every family, in the order they are asked.
@@ -44,6 +44,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &Decoder::QWEN3,
     &Decoder::QWEN2,
     &Decoder::LLAMA,
+    &Decoder::GEMMA3,
     &NomicBert,
     &Gte,
     &JinaV3,
@@ -72,6 +73,8 @@ pub const QWEN2: EncoderBackend = EncoderBackend(&Decoder::QWEN2);
 /// Llama and Mistral decoder embedders (e5-mistral) on the padded reference kernel
 /// (`--backend llama`).
 pub const LLAMA: EncoderBackend = EncoderBackend(&Decoder::LLAMA);
+/// Gemma 3 decoder embedders (EmbeddingGemma) on the padded reference kernel (`--backend gemma3`).
+pub const GEMMA3: EncoderBackend = EncoderBackend(&Decoder::GEMMA3);
 /// NomicBERT on the padded reference kernel (`--backend nomic-bert`).
 pub const NOMIC_BERT: EncoderBackend = EncoderBackend(&NomicBert);
 /// GTE ("new") on the padded reference kernel (`--backend gte`).
@@ -245,6 +248,8 @@ mod tests {
             act: HiddenAct::Gelu,
             norm: Norm::post(1e-12),
             biases: Biases::ALL,
+            scales: crate::spec::Scales::NONE,
+
             adapters: None,
             layer_attention: LayerAttention::bidirectional(2),
         }
@@ -298,6 +303,8 @@ mod tests {
                     up: true,
                     down: false,
                 },
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: vec![
                     LayerAttention {
@@ -329,6 +336,8 @@ mod tests {
                     up: false,
                     down: false,
                 },
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: vec![
                     LayerAttention {

@@ -191,6 +191,13 @@ pub const QWEN3_NAMES: Names = Names {
     final_norm: Some("norm"),
 };
 
+/// Gemma 3's names: Qwen3's, with the feed-forward's own pre norm (`post_attention_layernorm`
+/// is the attention block's post norm there, see [`Placement::Sandwich`]).
+pub const GEMMA3_NAMES: Names = Names {
+    output_norm: "pre_feedforward_layernorm",
+    ..QWEN3_NAMES
+};
+
 /// Qwen2's, Llama's and Mistral's names: Qwen3's without the per-head norms.
 pub const DECODER_NAMES: Names = Names {
     qk_norms: QkNorms::None,
@@ -486,6 +493,8 @@ pub enum NormKind {
     LayerNormWithoutBias,
     /// `x / sqrt(mean(x^2) + eps) * weight`.
     Rms,
+    /// `x / sqrt(mean(x^2) + eps) * (1 + weight)` (Gemma: the weight stored as an offset from 1).
+    RmsUnitOffset,
 }
 
 /// Where each block's norm sits.
@@ -498,6 +507,14 @@ pub enum Placement {
         /// Layer 0's attention reads the (already normed) embeddings without a norm of its own
         /// (ModernBERT).
         first_attention_unnormed: bool,
+    },
+    /// `x + post(block(pre(x)))` for both blocks, and a final norm (Gemma 3); the pre norms are
+    /// [`Names::attention_norm`] and [`Names::output_norm`], the post norms named here.
+    Sandwich {
+        /// After the attention output projection.
+        attention_post: &'static str,
+        /// After the feed-forward down-projection.
+        feed_forward_post: &'static str,
     },
 }
 
@@ -575,6 +592,26 @@ pub struct EncoderSpec {
     pub layer_attention: Vec<LayerAttention>,
     /// Task adapters on every linear and embedding weight (jina-embeddings-v3's LoRA).
     pub adapters: Option<Adapters>,
+    /// Factors the family's code applies that its weights do not hold.
+    pub scales: Scales,
+}
+
+/// Constant factors of a family's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scales {
+    /// The word vectors multiplied by this (Gemma: `sqrt(hidden_size)`).
+    pub embeddings: Option<f64>,
+    /// Attention scores scaled by this instead of `1 / sqrt(head_dim)` (Gemma:
+    /// `query_pre_attn_scalar ** -0.5`); only with per-head query norms, which absorb it.
+    pub attention: Option<f64>,
+}
+
+impl Scales {
+    /// None beyond the weights and `1 / sqrt(head_dim)`.
+    pub const NONE: Scales = Scales {
+        embeddings: None,
+        attention: None,
+    };
 }
 
 /// LoRA adapters, one per task, on every linear and embedding weight `W`: task `t` uses
@@ -731,6 +768,14 @@ impl EncoderSpec {
             push_linear(&mut t, &p(n.output), i, h, biases.down);
             linear(&mut t, &p(n.output), i, h);
             norm(&mut t, &p(n.output_norm), h);
+            if let Placement::Sandwich {
+                attention_post,
+                feed_forward_post,
+            } = self.norm.placement
+            {
+                norm(&mut t, &p(attention_post), h);
+                norm(&mut t, &p(feed_forward_post), h);
+            }
         }
         if let Some(name) = n.final_norm {
             norm(&mut t, name, h);

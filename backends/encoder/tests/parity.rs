@@ -7,7 +7,7 @@ use std::path::Path;
 use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
 use tessera_encoder::{
-    AttentionBias, BERT, DISTILBERT, GTE, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3, ROBERTA,
+    AttentionBias, BERT, DISTILBERT, GEMMA3, GTE, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3, ROBERTA,
 };
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
@@ -221,6 +221,19 @@ fn qwen2_mistral_and_llama_decoders_match_sentence_transformers() {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
         check(backend, &dir, &dir.join("golden.json"), architecture);
     }
+}
+
+/// EmbeddingGemma's shape: bidirectional, sliding layers among a full one, norms around both
+/// blocks stored as offsets from 1, scaled word vectors and scores, then two Dense layers.
+#[test]
+fn embedding_gemma_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/embedding-gemma-tiny");
+    check(
+        &GEMMA3,
+        &dir,
+        &dir.join("golden.json"),
+        "gemma3_text (4 query heads on 2 key/value heads of 16, bidirectional, 1 full of 4 layers, the others 12 tokens each side)",
+    );
 }
 
 /// Both NomicBERT layouts, against the original remote code (agreeing with transformers'

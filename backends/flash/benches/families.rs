@@ -53,6 +53,8 @@ fn spec(architecture: &str, names: Names, positions: Positions, attention_bias: 
         act: HiddenAct::Gelu,
         norm: Norm::post(1e-12),
         biases: Biases::ALL,
+        scales: tessera_encoder::Scales::NONE,
+
         adapters: None,
         layer_attention: LayerAttention::bidirectional(6),
     }
@@ -78,6 +80,8 @@ fn modernbert() -> EncoderSpec {
             up: false,
             down: false,
         },
+        scales: tessera_encoder::Scales::NONE,
+
         adapters: None,
         layer_attention: (0..6)
             .map(|l| LayerAttention {
@@ -118,6 +122,8 @@ fn qwen3() -> EncoderSpec {
             up: false,
             down: false,
         },
+        scales: tessera_encoder::Scales::NONE,
+
         adapters: None,
         layer_attention: vec![
             LayerAttention {
@@ -136,6 +142,8 @@ fn jina_v3() -> EncoderSpec {
     let base = spec("jina-v3", JINA_V3_NAMES, Positions::Absolute, AttentionBias::None);
     EncoderSpec {
         position_table: PositionTable::Absent,
+        scales: tessera_encoder::Scales::NONE,
+
         adapters: Some(Adapters {
             tasks: [
                 "retrieval.query",

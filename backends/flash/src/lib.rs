@@ -23,7 +23,7 @@ use tessera_core::{
     ModelInspection,
 };
 use tessera_encoder::{
-    BERT, DISTILBERT, GTE, JINA_BERT, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3, ROBERTA,
+    BERT, DISTILBERT, GEMMA3, GTE, JINA_BERT, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3, ROBERTA,
 };
 
 /// The flash backend's registration.
@@ -31,7 +31,7 @@ use tessera_encoder::{
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 12] = [
+const DEFINITIONS: [&dyn BackendFactory; 13] = [
     &JINA_BERT,
     &BERT,
     &ROBERTA,
@@ -41,6 +41,7 @@ const DEFINITIONS: [&dyn BackendFactory; 12] = [
     &QWEN3,
     &QWEN2,
     &LLAMA,
+    &GEMMA3,
     &NOMIC_BERT,
     &GTE,
     &JINA_V3,

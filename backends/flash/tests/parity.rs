@@ -150,3 +150,8 @@ fn mistral_sliding_window_and_biased_llama() {
         reference(model);
     }
 }
+
+#[test]
+fn embedding_gemma() {
+    reference("embedding-gemma-tiny");
+}

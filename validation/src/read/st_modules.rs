@@ -19,9 +19,12 @@ const ST_CONFIG_NAMES: &[&str] = &[
     "sentence_xlnet_config.json",
 ];
 
-const POOLING: &str = "sentence_transformers.models.Pooling";
-const DENSE: &str = "sentence_transformers.models.Dense";
-const NORMALIZE: &str = "sentence_transformers.models.Normalize";
+/// The sentence-transformers module a `modules.json` type names, by its class: older releases
+/// write `sentence_transformers.models.Dense`, 6.x `sentence_transformers.base.modules.dense.Dense`
+/// (and `...sentence_transformer.modules.pooling.Pooling`).
+fn module_class(kind: &str) -> Option<&str> {
+    kind.strip_prefix("sentence_transformers.")?.rsplit('.').next()
+}
 
 pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransformers {
     let mut st = SentenceTransformers::default();
@@ -29,14 +32,14 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
     let mut pooling_dir = None;
     for (kind, dir) in &modules {
         st.modules.push(kind.clone());
-        match kind.as_str() {
-            POOLING => pooling_dir = Some(dir.clone()),
-            DENSE => {
+        match module_class(kind) {
+            Some("Pooling") => pooling_dir = Some(dir.clone()),
+            Some("Dense") => {
                 if let Some(dense) = read_dense(root, dir, findings) {
                     st.dense.push(dense);
                 }
             }
-            NORMALIZE => st.normalize = true,
+            Some("Normalize") => st.normalize = true,
             _ => {}
         }
     }
@@ -243,4 +246,28 @@ fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize
         }
     }
     tokenizer_max_length(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_class;
+
+    #[test]
+    fn modules_are_known_by_class_in_every_release_layout() {
+        for (kind, class) in [
+            ("sentence_transformers.models.Dense", Some("Dense")),
+            ("sentence_transformers.base.modules.dense.Dense", Some("Dense")),
+            (
+                "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+                Some("Pooling"),
+            ),
+            (
+                "sentence_transformers.base.modules.normalize.Normalize",
+                Some("Normalize"),
+            ),
+            ("my_package.Dense", None),
+        ] {
+            assert_eq!(module_class(kind), class, "{kind}");
+        }
+    }
 }

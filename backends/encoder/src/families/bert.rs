@@ -25,6 +25,8 @@ impl Family for Bert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "bert".into(),
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: BERT_NAMES,

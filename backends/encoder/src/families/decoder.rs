@@ -8,7 +8,9 @@
 //! - Qwen3: an RMSNorm per query and key head (`self_attn.q_norm`, `k_norm`);
 //! - Qwen2: biases on Q, K and V but none on the output projection;
 //! - Llama/Mistral: neither (or, with `attention_bias`, biases on all four); Mistral adds a
-//!   causal sliding window (`sliding_window`).
+//!   causal sliding window (`sliding_window`);
+//! - Gemma 3 (EmbeddingGemma): per-head norms and a norm after each block too
+//!   (`pre_feedforward_layernorm`); what else it differs in is in [`super::gemma3`].
 //!
 //! Attention is causal unless config.json says `is_causal: false` (bidirectional conversions
 //! such as gte-Qwen2's); a checkpoint that ships its own modeling code and does not say is
@@ -25,7 +27,7 @@ use super::rope::{self, RopeKeys};
 use super::{Family, Keys, Recognised};
 use crate::spec::{
     AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
-    PositionTable, Positions, QkNorms, Qkv, DECODER_NAMES, QWEN3_NAMES,
+    PositionTable, Positions, QkNorms, Qkv, Scales, DECODER_NAMES, GEMMA3_NAMES, QWEN3_NAMES,
 };
 
 /// The word table: the anchor of the weight prefix (`model.` in causal-LM checkpoints).
@@ -53,6 +55,7 @@ enum Kind {
     Qwen3,
     Qwen2,
     Llama,
+    Gemma3,
 }
 
 impl Kind {
@@ -61,6 +64,7 @@ impl Kind {
             Kind::Qwen3 => "qwen3",
             Kind::Qwen2 => "qwen2",
             Kind::Llama => "llama",
+            Kind::Gemma3 => "gemma3",
         }
     }
 
@@ -69,6 +73,7 @@ impl Kind {
             Kind::Qwen3 => "a Qwen3 decoder",
             Kind::Qwen2 => "a Qwen2 decoder",
             Kind::Llama => "a Llama or Mistral decoder",
+            Kind::Gemma3 => "a Gemma 3 decoder",
         }
     }
 
@@ -76,6 +81,7 @@ impl Kind {
         match self {
             Kind::Qwen3 => QWEN3_NAMES,
             Kind::Qwen2 | Kind::Llama => DECODER_NAMES,
+            Kind::Gemma3 => GEMMA3_NAMES,
         }
     }
 
@@ -85,6 +91,7 @@ impl Kind {
             Kind::Qwen3 => &["qwen3"],
             Kind::Qwen2 => &["qwen2"],
             Kind::Llama => &["llama", "mistral"],
+            Kind::Gemma3 => &["gemma3_text", "gemma3"],
         }
     }
 
@@ -94,6 +101,15 @@ impl Kind {
             (Kind::Llama, Some("mistral")) => 4096 * 32,
             (Kind::Llama, _) => 2048,
             (Kind::Qwen3 | Kind::Qwen2, _) => 32768,
+            (Kind::Gemma3, _) => 131_072,
+        }
+    }
+
+    /// The config key of the feed-forward activation.
+    fn act_key(self) -> &'static str {
+        match self {
+            Kind::Gemma3 => "hidden_activation",
+            _ => "hidden_act",
         }
     }
 
@@ -109,6 +125,16 @@ impl Kind {
             ),
             _ => unreachable!("the decoders' names have per-head norms and separate projections"),
         };
+        let feed_forward_norm = format!("{}.weight", GEMMA3_NAMES.output_norm);
+        if has(&feed_forward_norm) && has(&q_norm) {
+            return (
+                Kind::Gemma3,
+                Evidence::tensor(
+                    tensor(&feed_forward_norm),
+                    "a norm before the feed-forward apart from the attention's post norm, and per-head norms: Gemma 3",
+                ),
+            );
+        }
         if let Some(info) = layout.weights.get(&tensor(&q_norm)) {
             return (
                 Kind::Qwen3,
@@ -155,6 +181,8 @@ impl Decoder {
     pub const QWEN2: Decoder = Decoder(Kind::Qwen2);
     /// Llama and Mistral (`--backend llama`).
     pub const LLAMA: Decoder = Decoder(Kind::Llama);
+    /// Gemma 3, EmbeddingGemma (`--backend gemma3`).
+    pub const GEMMA3: Decoder = Decoder(Kind::Gemma3);
 }
 
 impl Family for Decoder {
@@ -201,6 +229,7 @@ impl Family for Decoder {
         }
         let keys = Keys {
             positions_default: Some(me.positions_default(model_type)),
+            act: me.act_key(),
             ..KEYS
         };
         let values = keys.read(config).map_err(|e| Box::new(e.to_finding()))?;
@@ -209,21 +238,52 @@ impl Family for Decoder {
             .get(&evidence[1].subject)
             .filter(|_| me == Kind::Qwen3)
             .and_then(|info| info.shape.first().copied());
+        let eps = config.f64("rms_norm_eps").unwrap_or(1e-6);
         let dims = dims(config, values.dims, q_norm_width, &mut findings)?;
-        let mask = attention(config, expected, &mut evidence)?;
-        let (rope, rope_evidence) = rope::rope(config, &ROPE, dims.head_dim.size(), dims.positions.size())?;
-        evidence.extend(rope_evidence);
-        let layer_attention = vec![LayerAttention { mask, rope: Some(rope) }; dims.layers.size()];
+        let (layer_attention, scales, norm, pooling, attends) = match me {
+            Kind::Gemma3 => {
+                let gemma = super::gemma3::layers(config, &dims, &mut evidence)?;
+                let norm = Norm {
+                    kind: NormKind::RmsUnitOffset,
+                    placement: Placement::Sandwich {
+                        attention_post: "post_attention_layernorm",
+                        feed_forward_post: "post_feedforward_layernorm",
+                    },
+                    eps,
+                };
+                // A bidirectional model's last token is no summary: its pooling must be configured.
+                let pooling = (!gemma.bidirectional).then_some(tessera_core::Pooling::LastToken);
+                (gemma.attention, gemma.scales, norm, pooling, gemma.describe)
+            }
+            _ => {
+                let mask = attention(config, expected, &mut evidence)?;
+                let (rope, rope_evidence) = rope::rope(config, &ROPE, dims.head_dim.size(), dims.positions.size())?;
+                evidence.extend(rope_evidence);
+                let norm = Norm {
+                    kind: NormKind::Rms,
+                    placement: Placement::Pre {
+                        first_attention_unnormed: false,
+                    },
+                    eps,
+                };
+                (
+                    vec![LayerAttention { mask, rope: Some(rope) }; dims.layers.size()],
+                    Scales::NONE,
+                    norm,
+                    Some(tessera_core::Pooling::LastToken),
+                    describe(mask),
+                )
+            }
+        };
         let architecture = format!(
-            "{expected} ({} query heads on {} key/value heads of {}, {})",
+            "{expected} ({} query heads on {} key/value heads of {}, {attends})",
             dims.heads.size(),
             dims.kv_heads.size(),
             dims.head_dim.size(),
-            describe(mask),
         );
         let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
         let biases = match me {
-            Kind::Qwen3 => Biases {
+            Kind::Qwen3 | Kind::Gemma3 => Biases {
                 attention: flag("attention_bias"),
                 attention_output: flag("attention_bias"),
                 up: false,
@@ -251,14 +311,10 @@ impl Family for Decoder {
             attention_bias: AttentionBias::None,
             feed_forward: FeedForward::Gated { activated: Half::First },
             act: values.act,
-            norm: Norm {
-                kind: NormKind::Rms,
-                placement: Placement::Pre {
-                    first_attention_unnormed: false,
-                },
-                eps: config.f64("rms_norm_eps").unwrap_or(1e-6),
-            },
+            norm,
             biases,
+            scales,
+
             adapters: None,
             layer_attention,
         };
@@ -266,18 +322,18 @@ impl Family for Decoder {
             return Err(Box::new(
                 Finding::error(
                     "decoder-unsupported",
-                    format!("`{tensor}` is not part of a Qwen3, Qwen2, Llama or Mistral layer: another decoder architecture (Gemma's norms around the feed-forward, for one), which tessera does not serve; serving it as {} would give other vectors", me.name()),
+                    format!("`{tensor}` is not part of a Qwen3, Qwen2, Llama, Mistral or Gemma 3 layer: another decoder architecture (Gemma 2's norms around the feed-forward without per-head norms, for one), which tessera does not serve; serving it as {} would give other vectors", me.name()),
                 )
                 .in_file(layout.weights.display_file())
                 .about(tensor)
-                .fix("serve it with a server that implements its `model_type`; tessera's decoders are Qwen3, Qwen2, Llama and Mistral"),
+                .fix("serve it with a server that implements its `model_type`; tessera's decoders are Qwen3, Qwen2, Llama, Mistral and Gemma 3"),
             ));
         }
         Ok(Recognised {
             spec,
             evidence,
             findings,
-            pooling: Some(tessera_core::Pooling::LastToken),
+            pooling,
         })
     }
 }

@@ -66,6 +66,8 @@ impl Family for DistilBert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "distilbert".into(),
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: DISTILBERT_NAMES,

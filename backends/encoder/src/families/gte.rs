@@ -155,6 +155,8 @@ impl Family for Gte {
                     up: false,
                     down: true,
                 },
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: vec![
                     LayerAttention {

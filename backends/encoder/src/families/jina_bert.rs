@@ -156,6 +156,8 @@ impl Family for JinaBert {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: format!("jina-bert (alibi, {})", variant.describe()),
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names,

@@ -113,6 +113,7 @@ impl Family for JinaV3 {
                     layers
                 ],
                 adapters,
+                scales: crate::spec::Scales::NONE,
             },
             evidence,
             findings,

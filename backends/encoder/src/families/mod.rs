@@ -4,6 +4,7 @@
 mod bert;
 mod decoder;
 mod distilbert;
+mod gemma3;
 mod gte;
 mod jina_bert;
 mod jina_v3;

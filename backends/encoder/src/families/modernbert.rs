@@ -72,7 +72,9 @@ impl Family for ModernBert {
         let (local, local_evidence) = rope::rope(config, &LOCAL, head_dim, positions)?;
         evidence.extend(global_evidence.into_iter().chain(local_evidence));
         let window = config.usize("local_attention").unwrap_or(128);
-        let kinds = layer_kinds(config, layers)?;
+        // Without `layer_types`, a global layer every `global_attn_every_n_layers`-th from 0.
+        let every = config.usize("global_attn_every_n_layers").unwrap_or(3).max(1);
+        let kinds = layer_kinds(config, layers, |l| l % every == 0, "global_attn_every_n_layers")?;
         let layer_attention = kinds
             .iter()
             .map(|&global_layer| match global_layer {
@@ -115,6 +117,8 @@ impl Family for ModernBert {
                     up: flag("mlp_bias"),
                     down: flag("mlp_bias"),
                 },
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention,
             },
@@ -125,15 +129,20 @@ impl Family for ModernBert {
     }
 }
 
-/// Which layers are global: `layer_types` where the config has it (transformers 5), else every
-/// `global_attn_every_n_layers`-th layer from layer 0 (default 3).
-fn layer_kinds(config: &ModelConfig, layers: usize) -> Result<Vec<bool>, Box<Finding>> {
+/// Which layers are global: `layer_types` where the config has it (transformers 5), else
+/// `global(layer)` (the older key the family's config derives it from).
+pub(super) fn layer_kinds(
+    config: &ModelConfig,
+    layers: usize,
+    global: impl Fn(usize) -> bool,
+    older_key: &str,
+) -> Result<Vec<bool>, Box<Finding>> {
     let invalid = |message: String| {
         Box::new(
             Finding::error("layer-types-invalid", message)
                 .in_file(&config.path)
                 .about("layer_types")
-                .fix("give one of \"full_attention\" or \"sliding_attention\" per layer, or remove `layer_types` to use `global_attn_every_n_layers`"),
+                .fix(format!("give one of \"full_attention\" or \"sliding_attention\" per layer, or remove `layer_types` to use `{older_key}`")),
         )
     };
     if let Some(types) = config.get("layer_types") {
@@ -155,6 +164,5 @@ fn layer_kinds(config: &ModelConfig, layers: usize) -> Result<Vec<bool>, Box<Fin
             })
             .collect();
     }
-    let every = config.usize("global_attn_every_n_layers").unwrap_or(3).max(1);
-    Ok((0..layers).map(|l| l % every == 0).collect())
+    Ok((0..layers).map(global).collect())
 }

@@ -74,6 +74,8 @@ impl Family for MpNet {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture: "mpnet".into(),
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: MPNET_NAMES,

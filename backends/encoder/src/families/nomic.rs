@@ -132,6 +132,8 @@ impl Family for NomicBert {
                 act: shape.act,
                 norm: Norm::post(shape.eps),
                 biases: shape.biases,
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: vec![
                     LayerAttention {

@@ -37,6 +37,8 @@ impl Family for Roberta {
         Ok(Recognised {
             spec: EncoderSpec {
                 architecture,
+                scales: crate::spec::Scales::NONE,
+
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
                 names: BERT_NAMES,
