@@ -70,6 +70,12 @@ fn validate_model_states_both_families_and_their_evidence() {
             "model.layers.0.self_attn.o_proj.bias",
             "mean",
         ),
+        (
+            "embedding-gemma-tiny",
+            "gemma3_text (4 query heads on 2 key/value heads of 16, bidirectional, 1 full of 4 layers, the others 12 tokens each side)",
+            "layers.0.pre_feedforward_layernorm.weight",
+            "mean",
+        ),
     ] {
         let (status, report) = validate(&reference::model(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
@@ -109,6 +115,27 @@ fn qwen3_serves_last_token_vectors_and_its_instruction_prompt_as_sentence_transf
 
 /// Through the binary, Mistral's window over texts far past it (the flash backend's parity test
 /// checks every decoder fixture; this adds the HTTP path, tokenizer and pooling config).
+/// EmbeddingGemma's whole sentence-transformers pipeline through the binary: the backbone, mean
+/// pooling, two Dense layers, Normalize, and its query prompt by name.
+#[test]
+fn embedding_gemma_serves_sentence_transformers_vectors_and_its_prompts() {
+    let model = "embedding-gemma-tiny";
+    let golden = golden(model);
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(info["model_type"]["embedding"]["pooling"], "mean", "{info:#}");
+    assert_serves_golden(&server, &golden, model);
+    let prompted = &golden["prompted"]["query"];
+    let want: Vec<Vec<f32>> = serde_json::from_value(prompted["embeddings"].clone()).unwrap();
+    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..want.len()].to_vec();
+    let response = server.post("/embed", &json!({"inputs": texts, "prompt_name": "query"}));
+    assert_eq!(response.status(), 200);
+    let got: Vec<Vec<f32>> = response.json().unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{model} /embed prompt_name=query {i}"));
+    }
+}
+
 #[test]
 fn mistral_serves_sentence_transformers_vectors_past_its_window() {
     let model = "mistral-window";
@@ -241,17 +268,27 @@ fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
             "sliding_window",
         ),
         (
-            // Gemma's norm around the feed-forward on projections named as Qwen3's: not served
-            // as Qwen3 with the norm left out.
-            "qwen3-tiny",
+            // Gemma 2's norm after the feed-forward on Llama-named projections without per-head
+            // norms: not served as Llama with the norm left out.
+            "llama-biased-lm",
             Box::new(|d| {
                 let path = d.join("model.safetensors");
                 let mut weights = Safetensors::read(&path);
-                weights.push("layers.0.pre_feedforward_layernorm.weight", &[64], &[1.0; 64]);
+                weights.push("model.layers.0.post_feedforward_layernorm.weight", &[48], &[1.0; 48]);
                 weights.write(&path);
             }),
             "decoder-unsupported",
-            "layers.0.pre_feedforward_layernorm.weight",
+            "model.layers.0.post_feedforward_layernorm.weight",
+        ),
+        (
+            "embedding-gemma-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("attn_logit_softcapping".into(), json!(50.0));
+                })
+            }),
+            "decoder-attention-unsupported",
+            "attn_logit_softcapping",
         ),
         (
             "qwen3-tiny",

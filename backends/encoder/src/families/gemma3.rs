@@ -105,6 +105,17 @@ pub(super) fn layers(config: &ModelConfig, dims: &Dims, evidence: &mut Vec<Evide
         })
         .collect();
     let query_scalar = config.f64("query_pre_attn_scalar").unwrap_or(256.0);
+    if !(query_scalar > 0.0 && query_scalar.is_finite()) {
+        return Err(Box::new(
+            tessera_core::LoadError::InvalidValue {
+                file: config.path.clone(),
+                key: "query_pre_attn_scalar".into(),
+                value: query_scalar.to_string(),
+                reason: "scores are scaled by its inverse square root, so it must be a positive number".into(),
+            }
+            .to_finding(),
+        ));
+    }
     let globals = kinds.iter().filter(|&&g| g).count();
     let sides = match bidirectional {
         true => format!(
