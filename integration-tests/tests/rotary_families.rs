@@ -19,8 +19,23 @@ fn assert_serves_golden(server: &Server, golden: &Value, what: &str) {
     }
 }
 
+/// `/embed` with `prompt_name: query` of the golden's first texts against sentence-transformers'
+/// vectors with that prompt; returns those texts.
+fn assert_serves_query_prompt(server: &Server, golden: &Value, model: &str) -> Vec<Value> {
+    let prompted = &golden["prompted"]["query"];
+    let want: Vec<Vec<f32>> = serde_json::from_value(prompted["embeddings"].clone()).unwrap();
+    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..want.len()].to_vec();
+    let response = server.post("/embed", &json!({"inputs": texts, "prompt_name": "query"}));
+    assert_eq!(response.status(), 200);
+    let got: Vec<Vec<f32>> = response.json().unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{model} /embed prompt_name=query {i}"));
+    }
+    texts
+}
+
 #[test]
-fn validate_model_states_both_families_and_their_evidence() {
+fn validate_model_states_each_family_and_its_evidence() {
     for (model, architecture, evidence, pooling) in [
         (
             "modernbert-tiny",
@@ -95,15 +110,8 @@ fn qwen3_serves_last_token_vectors_and_its_instruction_prompt_as_sentence_transf
     let golden = golden(model);
     let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
     assert_serves_golden(&server, &golden, model);
-    let prompted = &golden["prompted"]["query"];
-    let want: Vec<Vec<f32>> = serde_json::from_value(prompted["embeddings"].clone()).unwrap();
-    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..want.len()].to_vec();
-    let response = server.post("/embed", &json!({"inputs": texts, "prompt_name": "query"}));
-    assert_eq!(response.status(), 200);
-    let got: Vec<Vec<f32>> = response.json().unwrap();
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_parity(g, w, &format!("{model} /embed prompt_name=query {i}"));
-    }
+    let texts = assert_serves_query_prompt(&server, &golden, model);
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["prompted"]["query"]["embeddings"].clone()).unwrap();
     // The same through --default-prompt-name, without naming it in the request.
     drop(server);
     let server = Server::start(&reference::model(model), &["--default-prompt-name", "query"]);
@@ -125,15 +133,7 @@ fn embedding_gemma_serves_sentence_transformers_vectors_and_its_prompts() {
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["model_type"]["embedding"]["pooling"], "mean", "{info:#}");
     assert_serves_golden(&server, &golden, model);
-    let prompted = &golden["prompted"]["query"];
-    let want: Vec<Vec<f32>> = serde_json::from_value(prompted["embeddings"].clone()).unwrap();
-    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..want.len()].to_vec();
-    let response = server.post("/embed", &json!({"inputs": texts, "prompt_name": "query"}));
-    assert_eq!(response.status(), 200);
-    let got: Vec<Vec<f32>> = response.json().unwrap();
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_parity(g, w, &format!("{model} /embed prompt_name=query {i}"));
-    }
+    assert_serves_query_prompt(&server, &golden, model);
 }
 
 #[test]

@@ -62,7 +62,9 @@ fn custom_code(root: &Path, tokenizer: &tokenizers::Tokenizer) -> Option<Finding
         serde_json::Value::Array(classes) => classes.iter().filter_map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
         other => other.as_str()?.to_string(),
     };
-    let appended = appended_after_text(tokenizer);
+    // Encoding a probe runs the file's normalizer and templates: a malformed one must not panic.
+    let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| appended_after_text(tokenizer)))
+        .unwrap_or_else(|_| "an unknown suffix (encoding a probe fails)".into());
     Some(
         Finding::warning(
             "tokenizer-custom-code",

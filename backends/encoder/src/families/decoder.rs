@@ -170,7 +170,7 @@ impl Kind {
     }
 }
 
-/// One decoder family; the three share everything but what [`Kind`] says.
+/// One decoder family; they share everything but what [`Kind`] says.
 #[derive(Debug, Clone, Copy)]
 pub struct Decoder(Kind);
 
@@ -233,11 +233,14 @@ impl Family for Decoder {
             ..KEYS
         };
         let values = keys.read(config).map_err(|e| Box::new(e.to_finding()))?;
-        let q_norm_width = layout
-            .weights
-            .get(&evidence[1].subject)
-            .filter(|_| me == Kind::Qwen3)
-            .and_then(|info| info.shape.first().copied());
+        // The per-head norms' width is the head width, whatever a class default would say.
+        let q_norm_width = match me.names().qk_norms {
+            QkNorms::PerHead(q_norm, _) => layout
+                .weights
+                .get(&format!("{}{}.0.{q_norm}.weight", layout.prefix, me.names().layers))
+                .and_then(|info| info.shape.first().copied()),
+            _ => None,
+        };
         let eps = config.f64("rms_norm_eps").unwrap_or(1e-6);
         let dims = dims(config, values.dims, q_norm_width, &mut findings)?;
         let (layer_attention, scales, norm, pooling, attends) = match me {
@@ -365,7 +368,7 @@ fn describe(mask: Mask) -> String {
 }
 
 /// The head layout: `head_dim` and `num_key_value_heads` from config.json, each defaulting
-/// to what the tensors say (Qwen3's per-head norm width) rather than to a class default that
+/// to what the tensors say (the per-head norms' width) rather than to a class default that
 /// may not match; `num_key_value_heads` must divide `num_attention_heads`.
 fn dims(
     config: &ModelConfig,
@@ -392,14 +395,12 @@ fn dims(
     let heads = dims.heads.size();
     let kv_heads = config.usize("num_key_value_heads").unwrap_or(heads);
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
-        return Err(Box::new(
-            Finding::error(
-                "kv-heads-not-dividing-heads",
-                format!("`num_key_value_heads: {kv_heads}` does not divide `num_attention_heads: {heads}`; each key/value head serves a whole group of query heads"),
-            )
-            .in_file(&config.path)
-            .about("num_key_value_heads")
-            .fix("set `num_key_value_heads` to the value the model was trained with"),
+        return Err(super::option_refused(
+            "kv-heads-not-dividing-heads",
+            config,
+            "num_key_value_heads",
+            format!("`num_key_value_heads: {kv_heads}` does not divide `num_attention_heads: {heads}`; each key/value head serves a whole group of query heads"),
+            "set `num_key_value_heads` to the value the model was trained with",
         ));
     }
     Ok(Dims {
@@ -416,11 +417,12 @@ fn dims(
 /// say whether it is causal.
 fn attention(config: &ModelConfig, model_type: &str, evidence: &mut Vec<Evidence>) -> Result<Mask, Box<Finding>> {
     let refuse = |key: &str, message: String, fix: &str| {
-        Err(Box::new(
-            Finding::error("decoder-attention-unsupported", message)
-                .in_file(&config.path)
-                .about(key.to_string())
-                .fix(fix.to_string()),
+        Err(super::option_refused(
+            "decoder-attention-unsupported",
+            config,
+            key,
+            message,
+            fix,
         ))
     };
     let qwen_sliding = config.get("use_sliding_window").and_then(Value::as_bool) == Some(true)
@@ -455,14 +457,12 @@ fn attention(config: &ModelConfig, model_type: &str, evidence: &mut Vec<Evidence
         Some(true) => evidence.push(Evidence::config("is_causal", "true: causal attention")),
         None => {
             if let Some(code) = custom_model_code(config) {
-                return Err(Box::new(
-                    Finding::error(
-                        "decoder-causality-unstated",
-                        format!("config.json does not say whether the model attends causally, and it ships its own modeling code (`auto_map.AutoModel: {code}`), which tessera does not run; such code may attend bidirectionally (as gte-Qwen2's is meant to) or causally, and the vectors differ"),
-                    )
-                    .in_file(&config.path)
-                    .about("is_causal")
-                    .fix("set `is_causal` to what the model's own code does: `false` for bidirectional attention, `true` for causal"),
+                return Err(super::option_refused(
+                    "decoder-causality-unstated",
+                    config,
+                    "is_causal",
+                    format!("config.json does not say whether the model attends causally, and it ships its own modeling code (`auto_map.AutoModel: {code}`), which tessera does not run; such code may attend bidirectionally (as gte-Qwen2's is meant to) or causally, and the vectors differ"),
+                    "set `is_causal` to what the model's own code does: `false` for bidirectional attention, `true` for causal",
                 ));
             }
             evidence.push(Evidence::config(

@@ -42,12 +42,7 @@ pub(super) struct Layers {
 /// key: attention logit soft-capping (Gemma 2's, which Gemma 3 dropped) and a zero window.
 pub(super) fn layers(config: &ModelConfig, dims: &Dims, evidence: &mut Vec<Evidence>) -> Result<Layers, Box<Finding>> {
     let refuse = |key: &str, message: String, fix: &str| {
-        Box::new(
-            Finding::error("decoder-attention-unsupported", message)
-                .in_file(&config.path)
-                .about(key.to_string())
-                .fix(fix.to_string()),
-        )
+        super::option_refused("decoder-attention-unsupported", config, key, message, fix)
     };
     if let Some(cap) = config.get("attn_logit_softcapping").filter(|v| !v.is_null()) {
         return Err(refuse(
@@ -64,7 +59,11 @@ pub(super) fn layers(config: &ModelConfig, dims: &Dims, evidence: &mut Vec<Evide
             false => "absent or false: causal attention",
         },
     ));
-    let window = config.usize("sliding_window").unwrap_or(4096);
+    // `null`: no window, the sliding layers see what the full ones do.
+    let window = match config.values.get("sliding_window") {
+        Some(Value::Null) => usize::MAX,
+        _ => config.usize("sliding_window").unwrap_or(4096),
+    };
     if window == 0 {
         return Err(refuse(
             "sliding_window",
@@ -87,9 +86,11 @@ pub(super) fn layers(config: &ModelConfig, dims: &Dims, evidence: &mut Vec<Evide
     evidence.extend(global_evidence.into_iter().chain(local_evidence));
     // transformers turns the saved window into an exclusive bound of `window / 2 + 1` on either
     // side when bidirectional: `|i - j| <= window / 2`.
-    let (full, sliding) = match bidirectional {
-        true => (Mask::Bidirectional, Mask::Window { radius: window / 2 }),
-        false => (Mask::Causal, Mask::CausalWindow { size: window }),
+    let (full, sliding) = match (bidirectional, window) {
+        (true, usize::MAX) => (Mask::Bidirectional, Mask::Bidirectional),
+        (false, usize::MAX) => (Mask::Causal, Mask::Causal),
+        (true, _) => (Mask::Bidirectional, Mask::Window { radius: window / 2 }),
+        (false, _) => (Mask::Causal, Mask::CausalWindow { size: window }),
     };
     let attention = kinds
         .iter()
@@ -117,12 +118,14 @@ pub(super) fn layers(config: &ModelConfig, dims: &Dims, evidence: &mut Vec<Evide
         ));
     }
     let globals = kinds.iter().filter(|&&g| g).count();
-    let sides = match bidirectional {
-        true => format!(
+    let sides = match (bidirectional, window) {
+        (true, usize::MAX) => format!("bidirectional, {globals} full of {layer_count} layers, no window"),
+        (false, usize::MAX) => format!("causal, {globals} full of {layer_count} layers, no window"),
+        (true, _) => format!(
             "bidirectional, {globals} full of {layer_count} layers, the others {} tokens each side",
             window / 2
         ),
-        false => format!("causal, {globals} full of {layer_count} layers, the others the last {window} tokens"),
+        (false, _) => format!("causal, {globals} full of {layer_count} layers, the others the last {window} tokens"),
     };
     Ok(Layers {
         attention,
@@ -133,4 +136,63 @@ pub(super) fn layers(config: &ModelConfig, dims: &Dims, evidence: &mut Vec<Evide
         bidirectional,
         describe: sides,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tessera_core::Dim;
+
+    use super::*;
+
+    fn masks(keys: Value, layers: usize) -> Vec<Mask> {
+        let config = ModelConfig {
+            path: "config.json".into(),
+            values: keys.as_object().cloned().unwrap_or_default(),
+        };
+        let d = |n| Dim::of("x", n);
+        let dims = Dims {
+            vocab: d(10),
+            hidden: d(16),
+            layers: d(layers),
+            heads: d(2),
+            kv_heads: d(1),
+            head_dim: d(8),
+            intermediate: d(32),
+            positions: d(64),
+            token_types: None,
+        };
+        let layers = layers_of(&config, &dims);
+        layers.attention.iter().map(|a| a.mask).collect()
+    }
+
+    fn layers_of(config: &ModelConfig, dims: &Dims) -> Layers {
+        match layers(config, dims, &mut Vec::new()) {
+            Ok(layers) => layers,
+            Err(f) => panic!("{f:?}"),
+        }
+    }
+
+    #[test]
+    fn masks_follow_the_config_as_transformers_reads_it() {
+        // Causal: the last `sliding_window` tokens; without `layer_types`, every sixth layer full.
+        let (window, full) = (Mask::CausalWindow { size: 8 }, Mask::Causal);
+        assert_eq!(
+            masks(json!({"sliding_window": 8}), 7),
+            [window, window, window, window, window, full, window]
+        );
+        // Bidirectional: half the saved window each side.
+        assert_eq!(
+            masks(
+                json!({"use_bidirectional_attention": true, "sliding_window": 512, "sliding_window_pattern": 2}),
+                2
+            ),
+            [Mask::Window { radius: 256 }, Mask::Bidirectional]
+        );
+        // No window at all.
+        assert_eq!(
+            masks(json!({"sliding_window": null, "sliding_window_pattern": 2}), 2),
+            [Mask::Causal, Mask::Causal]
+        );
+    }
 }
