@@ -363,6 +363,15 @@ impl Server {
         assert!(status.success(), "kill -TERM {}", self.pid());
     }
 
+    /// Waits up to `within` for the process to exit and asserts it exited 0 (its log in the
+    /// message otherwise): a drain that finishes inside the grace period.
+    pub fn assert_exits_cleanly(&mut self, within: Duration) {
+        let exit = self
+            .wait_exit(within)
+            .unwrap_or_else(|| panic!("still running {within:?} after SIGTERM:\n{}", self.log()));
+        assert!(exit.success(), "exit status {exit}:\n{}", self.log());
+    }
+
     /// Waits for the process to exit, up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -227,10 +227,7 @@ fn sigterm_finishes_accepted_requests_and_exits_zero() {
         "no request in flight at SIGTERM was answered:\n{}",
         server.log()
     );
-    let exit = server
-        .wait_exit(Duration::from_secs(30))
-        .expect("exits within the grace period");
-    assert!(exit.success(), "exit status {exit}:\n{}", server.log());
+    server.assert_exits_cleanly(Duration::from_secs(30));
 }
 
 #[test]

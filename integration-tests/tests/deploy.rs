@@ -616,10 +616,7 @@ fn run_rendered_pod(dir: &str) {
     // grace period that remains.
     running.terminate();
     let left = pod["terminationGracePeriodSeconds"].as_u64().expect("grace") - pre_stop_pause(server);
-    let exit = running
-        .wait_exit(Duration::from_secs(left))
-        .unwrap_or_else(|| panic!("{dir}: still running {left} s after SIGTERM"));
-    assert!(exit.success(), "{dir}: exit {exit}:\n{}", running.log());
+    running.assert_exits_cleanly(Duration::from_secs(left));
 }
 
 #[test]

@@ -242,8 +242,7 @@ fn stalled_connections_neither_block_health_nor_grow_memory_nor_hold_shutdown() 
     server.terminate();
     // The body-less requests hold nothing; the ones waiting for a body get 408 after
     // --body-read-timeout (10 s), well inside the 30 s grace.
-    let exit = server.wait_exit(Duration::from_secs(20)).expect("exits");
-    assert!(exit.success(), "exit status {exit}:\n{}", server.log());
+    server.assert_exits_cleanly(Duration::from_secs(20));
     drop(stalled);
 }
 

@@ -125,8 +125,7 @@ fn sigterm_drains_with_503_on_new_requests_while_accepted_ones_finish() {
     let body: Value = response.json().unwrap();
     assert_eq!(body["phase"], "draining", "{body}");
     assert_eq!(accepted.join().unwrap().unwrap(), 200, "the accepted request was lost");
-    let exit = server.wait_exit(Duration::from_secs(60)).expect("exits after draining");
-    assert!(exit.success(), "exit status {exit}:\n{}", server.log());
+    server.assert_exits_cleanly(Duration::from_secs(60));
 }
 
 #[test]

@@ -176,10 +176,7 @@ fn client(url: String, id: usize, stop: Arc<AtomicBool>, outcomes: Outcomes) {
 
 fn stop_replica(server: &mut Server) {
     server.terminate();
-    let exit = server
-        .wait_exit(Duration::from_secs(30))
-        .expect("the replica exits within its shutdown grace");
-    assert!(exit.success(), "exit {exit}:\n{}", server.log());
+    server.assert_exits_cleanly(Duration::from_secs(30));
 }
 
 #[test]
