@@ -24,6 +24,7 @@ from transformers import (
     Gemma3TextModel,
     LlamaConfig,
     LlamaForCausalLM,
+    LlamaModel,
     MistralConfig,
     MistralModel,
     PreTrainedTokenizerFast,
@@ -227,6 +228,49 @@ def llama_biased_lm(root):
     )
 
 
+def llama3_scaled(root):
+    """`LlamaModel` with Llama 3.1's RoPE scaling (`rope_type: llama3`, factor 8, low/high
+    frequency factors 1 and 4, an original length of 32 tokens so that every kind of frequency
+    occurs: kept, divided by the factor, and blended), 4 query heads on 2 key/value heads of 16,
+    last-token pooling."""
+    out_dir, hf_dir = root / "llama3-scaled", root / "_hf_llama3"
+    tok, fast = llama_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32,
+        },
+        bos_token_id=tok.token_to_id("<s>"),
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("</s>"),
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(11)
+    model = LlamaModel(cfg).eval()
+    widen(model, 31)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 1024, "lasttoken")
+
+    def unscaled(model, ids):
+        return rebuilt(model, rope_parameters={"rope_type": "default", "rope_theta": 500000.0})(
+            input_ids=ids
+        ).last_hidden_state
+
+    golden(out_dir, "lasttoken", {"llama3_scaling_ignored": unscaled})
+
+
 def gemma_tokenizer():
     """EmbeddingGemma's shape: `<bos> A <eos>`."""
     specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
@@ -328,7 +372,7 @@ def st_sensitivity(out_dir, mutations):
     path.write_text(json.dumps(data))
 
 
-BUILDERS = [qwen2_tiny, qwen2_bidirectional_lm, mistral_window, llama_biased_lm, embedding_gemma]
+BUILDERS = [qwen2_tiny, qwen2_bidirectional_lm, mistral_window, llama_biased_lm, embedding_gemma, llama3_scaled]
 
 
 def main():

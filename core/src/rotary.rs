@@ -65,6 +65,24 @@ pub enum Scaling {
         /// The trained length (`max_trained_positions`, `max_position_embeddings`).
         trained: usize,
     },
+    /// Position interpolation (`rope_type: linear`): every frequency divided by `factor`.
+    Linear {
+        /// `factor`.
+        factor: f64,
+    },
+    /// Llama 3.1's (`rope_type: llama3`): frequencies whose wavelength exceeds
+    /// `original / low_freq_factor` divided by `factor`, those under `original / high_freq_factor`
+    /// kept, the ones between blended by where the wavelength falls.
+    Llama3 {
+        /// `factor`.
+        factor: f64,
+        /// `low_freq_factor`.
+        low_freq_factor: f64,
+        /// `high_freq_factor`.
+        high_freq_factor: f64,
+        /// `original_max_position_embeddings`.
+        original: usize,
+    },
 }
 
 /// A [`Rope`]'s frequencies, ready to build tables.
@@ -81,6 +99,26 @@ fn inv_freq(base: f64, rotated: usize) -> Vec<f32> {
     (0..rotated)
         .step_by(2)
         .map(|i| 1.0 / base.powf(i as f32 / rotated as f32))
+        .collect()
+}
+
+/// Llama 3.1's frequency blend, in f32 as transformers' `_compute_llama3_parameters` runs it.
+fn llama3(inv_freq: &[f32], factor: f64, low: f64, high: f64, original: usize) -> Vec<f32> {
+    let (factor, low, high, original) = (factor as f32, low as f32, high as f32, original as f32);
+    let (low_freq_wavelen, high_freq_wavelen) = (original / low, original / high);
+    inv_freq
+        .iter()
+        .map(|&f| {
+            let wavelen = 2.0 * std::f32::consts::PI / f;
+            if wavelen > low_freq_wavelen {
+                f / factor
+            } else if wavelen < high_freq_wavelen {
+                f
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                (1.0 - smooth) * f / factor + smooth * f
+            }
+        })
         .collect()
 }
 
@@ -131,6 +169,36 @@ impl Rotary {
                     ));
                 }
                 inv_freq(theta, rotated)
+            }
+            Scaling::Linear { factor } => {
+                if !(factor.is_finite() && factor > 0.0) {
+                    return Err(format!(
+                        "a linear scaling factor must be a positive number, not {factor}"
+                    ));
+                }
+                let factor = factor as f32;
+                inv_freq(theta, rotated).into_iter().map(|f| f / factor).collect()
+            }
+            Scaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original,
+            } => {
+                if !(factor.is_finite() && factor > 0.0 && low_freq_factor > 0.0 && high_freq_factor > low_freq_factor)
+                    || original == 0
+                {
+                    return Err(format!(
+                        "llama3 scaling needs a positive factor, 0 < low_freq_factor < high_freq_factor and an original length, not {factor}, {low_freq_factor}, {high_freq_factor} and {original}"
+                    ));
+                }
+                llama3(
+                    &inv_freq(theta, rotated),
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original,
+                )
             }
         };
         Ok(Self { rope, inv_freq })
@@ -215,6 +283,43 @@ impl RotaryTables {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn linear_and_llama3_scaling_change_the_frequencies_as_transformers_does() {
+        let plain = Rotary::new(Rope::plain(500000.0, 16)).unwrap().inv_freq;
+        let linear = Rotary::new(Rope {
+            scaling: Scaling::Linear { factor: 4.0 },
+            ..Rope::plain(500000.0, 16)
+        })
+        .unwrap()
+        .inv_freq;
+        for (p, l) in plain.iter().zip(&linear) {
+            assert_eq!(*l, p / 4.0);
+        }
+        let scaled = Rotary::new(Rope {
+            scaling: Scaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original: 64,
+            },
+            ..Rope::plain(500000.0, 16)
+        })
+        .unwrap()
+        .inv_freq;
+        // Wavelengths under 64 / 4 kept, over 64 / 1 divided by 8, the ones between blended.
+        for (p, s) in plain.iter().zip(&scaled) {
+            let wavelen = 2.0 * std::f32::consts::PI / p;
+            match wavelen {
+                w if w < 16.0 => assert_eq!(s, p),
+                w if w > 64.0 => assert_eq!(*s, p / 8.0),
+                _ => assert!(*s < *p && *s > p / 8.0, "{s} not between {p} and {}", p / 8.0),
+            }
+        }
+        assert!(plain
+            .iter()
+            .any(|p| (16.0..=64.0).contains(&(2.0 * std::f32::consts::PI / p))));
+    }
 
     fn plain(rotated: usize, theta: f64) -> Rope {
         Rope::plain(theta, rotated)

@@ -198,7 +198,7 @@ fn what_would_serve_other_vectors_is_refused_by_key() {
             "nomic-native",
             set(
                 "rope_parameters",
-                json!({"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0}),
+                json!({"rope_type": "yarn", "factor": 2.0, "rope_theta": 1000.0}),
             ),
             "rope-scaling-unsupported",
             "rope_parameters",

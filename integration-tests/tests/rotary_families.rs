@@ -336,7 +336,7 @@ fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
                 edit_config(d, |c| {
                     c.insert(
                         "rope_parameters".into(),
-                        json!({"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 160000.0}}),
+                        json!({"full_attention": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 160000.0}}),
                     );
                 })
             }),

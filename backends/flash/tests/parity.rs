@@ -146,7 +146,7 @@ fn qwen2_causal_and_bidirectional() {
 
 #[test]
 fn mistral_sliding_window_and_biased_llama() {
-    for model in ["mistral-window", "llama-biased-lm"] {
+    for model in ["mistral-window", "llama-biased-lm", "llama3-scaled"] {
         reference(model);
     }
 }

@@ -148,8 +148,29 @@ fn scaling(
             mixed_b: params.get("mixed_b").and_then(Value::as_f64),
         }),
         ("ntk", _) if !fixed_ntk => Err(refuse("fixed NTK scaling is GTE's and this is not a GTE model".into())),
+        ("linear", Some(factor)) if factor > 0.0 => Ok(Scaling::Linear { factor }),
+        ("llama3", Some(factor)) if factor > 0.0 => {
+            let number = |k: &str| params.get(k).and_then(Value::as_f64);
+            let original = params
+                .get("original_max_position_embeddings")
+                .and_then(Value::as_u64)
+                .map(|v| v as usize);
+            match (number("low_freq_factor"), number("high_freq_factor"), original) {
+                (Some(low), Some(high), Some(original)) if low > 0.0 && high > low && original > 0 => {
+                    Ok(Scaling::Llama3 {
+                        factor,
+                        low_freq_factor: low,
+                        high_freq_factor: high,
+                        original,
+                    })
+                }
+                _ => Err(refuse(
+                    "llama3 scaling needs `low_freq_factor` < `high_freq_factor` (both positive) and `original_max_position_embeddings`".into(),
+                )),
+            }
+        }
         _ => Err(refuse(
-            "tessera serves plain rotary positions, dynamic NTK (`rope_type: dynamic` with a `factor` of at least 1) and GTE's fixed NTK".into(),
+            "tessera serves plain rotary positions, linear interpolation, Llama 3's (`llama3`), dynamic NTK (`rope_type: dynamic` with a `factor` of at least 1) and GTE's fixed NTK".into(),
         )),
     }
 }
@@ -244,8 +265,12 @@ mod tests {
                 "rope_scaling",
             ),
             (
-                serde_json::json!({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}),
+                serde_json::json!({"rope_parameters": {"rope_type": "longrope", "factor": 2.0, "rope_theta": 1e4}}),
                 "rope_parameters",
+            ),
+            (
+                serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 8192}}),
+                "rope_scaling",
             ),
         ] {
             let finding = theta(&config(json), &QWEN).unwrap_err();
