@@ -198,6 +198,12 @@ pub const GEMMA3_NAMES: Names = Names {
     ..QWEN3_NAMES
 };
 
+/// Gemma 3's norm placement: a norm before and after each block.
+pub const GEMMA3_PLACEMENT: Placement = Placement::Sandwich {
+    attention_post: "post_attention_layernorm",
+    feed_forward_post: "post_feedforward_layernorm",
+};
+
 /// Qwen2's, Llama's and Mistral's names: Qwen3's without the per-head norms.
 pub const DECODER_NAMES: Names = Names {
     qk_norms: QkNorms::None,

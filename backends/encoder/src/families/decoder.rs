@@ -27,7 +27,7 @@ use super::rope::{self, RopeKeys};
 use super::{Family, Keys, Recognised};
 use crate::spec::{
     AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
-    PositionTable, Positions, QkNorms, Qkv, Scales, DECODER_NAMES, GEMMA3_NAMES, QWEN3_NAMES,
+    PositionTable, Positions, QkNorms, Qkv, Scales, DECODER_NAMES, GEMMA3_NAMES, GEMMA3_PLACEMENT, QWEN3_NAMES,
 };
 
 /// The word table: the anchor of the weight prefix (`model.` in causal-LM checkpoints).
@@ -248,10 +248,7 @@ impl Family for Decoder {
                 let gemma = super::gemma3::layers(config, &dims, &mut evidence)?;
                 let norm = Norm {
                     kind: NormKind::RmsUnitOffset,
-                    placement: Placement::Sandwich {
-                        attention_post: "post_attention_layernorm",
-                        feed_forward_post: "post_feedforward_layernorm",
-                    },
+                    placement: GEMMA3_PLACEMENT,
                     eps,
                 };
                 // A bidirectional model's last token is no summary: its pooling must be configured.

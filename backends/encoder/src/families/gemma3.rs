@@ -74,7 +74,7 @@ pub(super) fn layers(config: &ModelConfig, dims: &Dims, evidence: &mut Vec<Evide
     let layer_count = dims.layers.size();
     // Without `layer_types`, every `sliding_window_pattern`-th layer (counting from 1) is full.
     let pattern = config.usize("sliding_window_pattern").unwrap_or(6).max(1);
-    let kinds = super::modernbert::layer_kinds(
+    let kinds = super::layer_kinds(
         config,
         layer_count,
         |l| (l + 1) % pattern == 0,

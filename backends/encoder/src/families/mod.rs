@@ -271,3 +271,41 @@ pub(crate) fn name_evidence(config: &ModelConfig, evidence: &mut Vec<Evidence>) 
         evidence.push(Evidence::name("_name_or_path", name.to_string()));
     }
 }
+
+/// Which layers are global: `layer_types` where the config has it (transformers 5), else
+/// `global(layer)` (the older key the family's config derives it from).
+pub(crate) fn layer_kinds(
+    config: &ModelConfig,
+    layers: usize,
+    global: impl Fn(usize) -> bool,
+    older_key: &str,
+) -> Result<Vec<bool>, Box<Finding>> {
+    let invalid = |message: String| {
+        Box::new(
+            Finding::error("layer-types-invalid", message)
+                .in_file(&config.path)
+                .about("layer_types")
+                .fix(format!("give one of \"full_attention\" or \"sliding_attention\" per layer, or remove `layer_types` to use `{older_key}`")),
+        )
+    };
+    if let Some(types) = config.get("layer_types") {
+        let types = types
+            .as_array()
+            .ok_or_else(|| invalid(format!("`layer_types` is {types}, not a list")))?;
+        if types.len() != layers {
+            return Err(invalid(format!(
+                "`layer_types` lists {} layers but `num_hidden_layers` is {layers}",
+                types.len()
+            )));
+        }
+        return types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("full_attention") => Ok(true),
+                Some("sliding_attention") => Ok(false),
+                _ => Err(invalid(format!("`layer_types` holds {t}"))),
+            })
+            .collect();
+    }
+    Ok((0..layers).map(global).collect())
+}

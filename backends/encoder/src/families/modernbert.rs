@@ -8,7 +8,6 @@
 //! (`layer_types`, else a global layer every `global_attn_every_n_layers`-th from layer 0).
 
 use serde_json::Value;
-use tessera_core::inspection::ModelConfig;
 use tessera_core::{EncoderLayout, Finding, Mask};
 
 use super::rope::{self, RopeKeys};
@@ -74,7 +73,7 @@ impl Family for ModernBert {
         let window = config.usize("local_attention").unwrap_or(128);
         // Without `layer_types`, a global layer every `global_attn_every_n_layers`-th from 0.
         let every = config.usize("global_attn_every_n_layers").unwrap_or(3).max(1);
-        let kinds = layer_kinds(config, layers, |l| l % every == 0, "global_attn_every_n_layers")?;
+        let kinds = super::layer_kinds(config, layers, |l| l % every == 0, "global_attn_every_n_layers")?;
         let layer_attention = kinds
             .iter()
             .map(|&global_layer| match global_layer {
@@ -127,42 +126,4 @@ impl Family for ModernBert {
             pooling: None,
         })
     }
-}
-
-/// Which layers are global: `layer_types` where the config has it (transformers 5), else
-/// `global(layer)` (the older key the family's config derives it from).
-pub(super) fn layer_kinds(
-    config: &ModelConfig,
-    layers: usize,
-    global: impl Fn(usize) -> bool,
-    older_key: &str,
-) -> Result<Vec<bool>, Box<Finding>> {
-    let invalid = |message: String| {
-        Box::new(
-            Finding::error("layer-types-invalid", message)
-                .in_file(&config.path)
-                .about("layer_types")
-                .fix(format!("give one of \"full_attention\" or \"sliding_attention\" per layer, or remove `layer_types` to use `{older_key}`")),
-        )
-    };
-    if let Some(types) = config.get("layer_types") {
-        let types = types
-            .as_array()
-            .ok_or_else(|| invalid(format!("`layer_types` is {types}, not a list")))?;
-        if types.len() != layers {
-            return Err(invalid(format!(
-                "`layer_types` lists {} layers but `num_hidden_layers` is {layers}",
-                types.len()
-            )));
-        }
-        return types
-            .iter()
-            .map(|t| match t.as_str() {
-                Some("full_attention") => Ok(true),
-                Some("sliding_attention") => Ok(false),
-                _ => Err(invalid(format!("`layer_types` holds {t}"))),
-            })
-            .collect();
-    }
-    Ok((0..layers).map(global).collect())
 }
