@@ -8,6 +8,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::batch::SeqOffsets;
+use crate::disentangled::DisentangledBias;
 
 /// A position-dependent additive bias applied inside attention.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,19 @@ pub enum PositionBias {
     },
     /// A learned bias by relative position (MPNet's buckets), tabulated for the batch.
     Relative(RelativeBias),
+    /// DeBERTa's content-dependent bias by relative position, computed per layer and batch.
+    Disentangled(DisentangledBias),
+}
+
+impl PositionBias {
+    /// The bias of the packed tokens `range` (one sequence) as a batch of their own: only a
+    /// per-token bias changes.
+    pub fn of_tokens(&self, range: std::ops::Range<usize>) -> PositionBias {
+        match self {
+            PositionBias::Disentangled(bias) => PositionBias::Disentangled(bias.narrow(range)),
+            other => other.clone(),
+        }
+    }
 }
 
 /// Which keys each query may see, within its own sequence.
@@ -233,6 +247,12 @@ impl AttentionKernel for PaddedAttention {
                     let block = relative_block(relative, row, rows, max_len, device)?.to_dtype(q.dtype())?;
                     scores = scores.broadcast_add(&block)?;
                 }
+                PositionBias::Disentangled(disentangled) => {
+                    disentangled.check(heads, total, max_len)?;
+                    let block =
+                        disentangled_block(disentangled, seqs, heads, row, rows, device)?.to_dtype(q.dtype())?;
+                    scores = scores.broadcast_add(&block)?;
+                }
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             blocks.push(probs.matmul(&vp)?);
@@ -351,6 +371,32 @@ fn relative_block(
     Tensor::from_vec(block, (relative.heads(), rows, keys), device)
 }
 
+/// `[batch, heads, rows, max_len]` disentangled bias for query rows `first_row..first_row + rows`
+/// of each sequence; 0 at padded positions (their scores are masked or dropped).
+fn disentangled_block(
+    bias: &DisentangledBias,
+    seqs: &SeqOffsets,
+    heads: usize,
+    first_row: usize,
+    rows: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let max_len = seqs.max_len();
+    let mut block = vec![0f32; seqs.len() * heads * rows * max_len];
+    for (b, range) in seqs.ranges().enumerate() {
+        for h in 0..heads {
+            for r in 0..rows.min(range.len().saturating_sub(first_row)) {
+                let i = range.start + first_row + r;
+                let at = ((b * heads + h) * rows + r) * max_len;
+                for (j, slot) in range.clone().zip(&mut block[at..at + range.len()]) {
+                    *slot = bias.get(h, i, j);
+                }
+            }
+        }
+    }
+    Tensor::from_vec(block, (seqs.len(), heads, rows, max_len), device)
+}
+
 /// Multi-head attention over a packed batch, written with explicit loops over sequences, heads
 /// and positions. Slow and obviously correct: tests compare every kernel with it.
 pub fn reference_attention(
@@ -391,6 +437,7 @@ pub fn reference_attention(
                             PositionBias::Relative(relative) => {
                                 f64::from(relative.get(h, i - range.start, j - range.start))
                             }
+                            PositionBias::Disentangled(disentangled) => f64::from(disentangled.get(h, i, j)),
                         };
                         dot * scale + position
                     })
@@ -444,6 +491,9 @@ mod tests {
         // Query blocks of one row each: every block reads its own rows of the table.
         let tiny = PaddedAttention { max_score_elements: 1 };
         crate::testing::assert_kernel_matches_reference_with_relative_bias(&tiny, &[3, 9, 1], &[4]);
+        for kernel in [PaddedAttention::default(), tiny] {
+            crate::testing::assert_kernel_matches_reference_with_disentangled_bias(&kernel, &[1, 2, 30], &[5, 3]);
+        }
     }
 
     #[test]

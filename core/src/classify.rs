@@ -26,6 +26,9 @@ pub enum HeadKind {
     /// `head.norm` (LayerNorm, bias with `norm_bias`), on the first token or the mean of all
     /// (`classifier_pooling`), then `classifier`.
     PredictionHead,
+    /// DeBERTa's `ContextPooler`: `pooler.dense` outside the encoder's prefix, activated by
+    /// `pooler_hidden_act` (GELU by default), on the first token, then `classifier`.
+    ContextPooler,
 }
 
 impl HeadKind {
@@ -37,6 +40,7 @@ impl HeadKind {
             HeadKind::DenseOutProj => ("classifier.out_proj", "classifier.dense".into()),
             HeadKind::PreClassifier => ("classifier", "pre_classifier".into()),
             HeadKind::PredictionHead => ("classifier", PREDICTION_DENSE.into()),
+            HeadKind::ContextPooler => ("classifier", CONTEXT_POOLER.into()),
         }
     }
 
@@ -49,6 +53,9 @@ impl HeadKind {
             HeadKind::PredictionHead => {
                 "ModernBERT's `head` (dense, `classifier_activation`, LayerNorm) on the first token or the mean (`classifier_pooling`), then `classifier`"
             }
+            HeadKind::ContextPooler => {
+                "DeBERTa's context pooler (`pooler.dense`, `pooler_hidden_act`) on the first token, then `classifier`"
+            }
         }
     }
 }
@@ -56,6 +63,8 @@ impl HeadKind {
 /// ModernBERT's prediction head: its dense layer and the LayerNorm after the activation.
 const PREDICTION_DENSE: &str = "head.dense";
 const PREDICTION_NORM: &str = "head.norm";
+/// DeBERTa's context pooler, at the root beside `classifier`.
+const CONTEXT_POOLER: &str = "pooler.dense";
 
 /// What ModernBERT's config says about its prediction head.
 struct PredictionConfig {
@@ -112,6 +121,13 @@ impl ClassifierSpec {
             HeadKind::PredictionHead
         } else if weights.get("classifier.weight").is_some() && weights.get("pre_classifier.weight").is_some() {
             HeadKind::PreClassifier
+        } else if weights.get("classifier.weight").is_some()
+            && weights.get(&format!("{CONTEXT_POOLER}.weight")).is_some()
+            && !weights.prefix_before(WORD_EMBEDDINGS).unwrap_or_default().is_empty()
+        {
+            // A pooler at the root while the encoder sits under a prefix (`deberta.`): BERT's
+            // pooler is the encoder's own (`bert.pooler`).
+            HeadKind::ContextPooler
         } else if weights.get("classifier.weight").is_some() {
             HeadKind::Pooler
         } else {
@@ -286,10 +302,14 @@ impl ClassifierHead {
         let output = crate::layers::linear(&vb, h, n, labels_tensor).map_err(err)?;
         let dense = |bias| crate::layers::stacked_linear(&vb, &[(&hidden_tensor, h)], h, bias).map_err(err);
         Ok(match spec.kind {
-            HeadKind::Pooler | HeadKind::DenseOutProj | HeadKind::PreClassifier => Self {
+            HeadKind::Pooler | HeadKind::DenseOutProj | HeadKind::PreClassifier | HeadKind::ContextPooler => Self {
                 hidden: dense(spec.dense_bias)?,
                 activation: match spec.kind {
                     HeadKind::PreClassifier => HeadActivation::Act(HiddenAct::Relu),
+                    HeadKind::ContextPooler => HeadActivation::Act(match request.inspection.config.as_ref() {
+                        Some(c) => c.activation("pooler_hidden_act")?,
+                        None => HiddenAct::Gelu,
+                    }),
                     _ => HeadActivation::Tanh,
                 },
                 norm: None,

@@ -289,6 +289,34 @@ pub fn assert_kernel_matches_reference_with_relative_bias(
     }
 }
 
+/// [`assert_kernel_matches_reference`] with DeBERTa's disentangled bias (both terms, and each
+/// alone) over bucket-like columns that clamp beyond a distance of 20, for 1, 3 and 4 heads.
+pub fn assert_kernel_matches_reference_with_disentangled_bias(
+    kernel: &dyn AttentionKernel,
+    lengths: &[usize],
+    wide_lengths: &[usize],
+) {
+    for heads in [1, 3, 4] {
+        let (lengths, head_dim) = if heads == 4 { (wide_lengths, 32) } else { (lengths, 8) };
+        let total: usize = lengths.iter().sum();
+        let longest = lengths.iter().copied().max().unwrap_or(1);
+        let columns = crate::RelativeColumns::new(longest - 1, |d| (d.clamp(-20, 20) + 24) as usize);
+        let span = columns.rows().len();
+        let term = |seed: f32| {
+            Some(
+                (0..heads * total * span)
+                    .map(|x| (x as f32 * 0.37 + seed).sin() * 2.0)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for (c2p, p2c) in [(term(0.1), term(0.5)), (term(0.2), None), (None, term(0.3))] {
+            let bias = crate::DisentangledBias::new(c2p, p2c, heads, total, columns.clone()).expect("bias");
+            let bias = PositionBias::Disentangled(bias);
+            assert_kernel_matches_reference(kernel, lengths, heads, head_dim, &bias, Mask::Bidirectional);
+        }
+    }
+}
+
 /// Asserts that `kernel` agrees with [`reference_attention`] (within 1e-5) on random q, k, v for
 /// sequences of `lengths`, `heads` heads of `head_dim`.
 pub fn assert_kernel_matches_reference(

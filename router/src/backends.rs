@@ -17,6 +17,8 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     #[cfg(feature = "encoder")]
     &tessera_encoder::MPNET,
     #[cfg(feature = "encoder")]
+    &tessera_encoder::DEBERTA,
+    #[cfg(feature = "encoder")]
     &tessera_encoder::MODERNBERT,
     #[cfg(feature = "encoder")]
     &tessera_encoder::QWEN3,

@@ -14,12 +14,14 @@ use candle_nn::VarBuilder;
 use tessera_core::layers::{layer_norm, lookup, split_heads, split_qkv, stacked_linear, weight, LayerNorm};
 use tessera_core::quant::Format;
 use tessera_core::rotary::{Rotary, RotaryTables};
-use tessera_core::{AttentionKernel, Batch, HiddenAct, Mask, PositionBias, RelativeBias, SeqOffsets};
+use tessera_core::{
+    AttentionKernel, Batch, DisentangledBias, HiddenAct, Mask, PositionBias, RelativeBias, RelativeColumns, SeqOffsets,
+};
 
 use crate::lora::{Lora, Projection, TaskRows};
 use crate::spec::{
-    AttentionBias, EncoderSpec, FeedForward as FeedForwardKind, Half, Norm, NormKind, Placement, PositionTable,
-    Positions, QkNorms, Qkv,
+    AttentionBias, Disentangled, EncoderSpec, FeedForward as FeedForwardKind, Half, Norm, NormKind, Placement,
+    PositionTable, Positions, QkNorms, Qkv,
 };
 
 /// The norm `spec` describes, of width `size`, at `name`.
@@ -188,6 +190,74 @@ struct AttendWith<'a> {
     rotary: Option<&'a RotaryTables>,
     /// Which rows run with which task adapter.
     tasks: &'a TaskRows,
+    /// The relative-position column of each offset in this batch (DeBERTa).
+    columns: Option<&'a RelativeColumns>,
+}
+
+/// DeBERTa's relative-position embeddings as one layer projects them, `[heads, rows, head_dim]`
+/// each, scaled so that the kernel's scores get `1 / sqrt(head_dim * (1 + terms))` throughout:
+/// the keys by `1 / sqrt(head_dim)` (they meet the already scaled queries), the queries by the
+/// whole factor (they meet the unscaled keys).
+#[derive(Debug)]
+struct RelativeProjections {
+    /// The c2p term's position keys.
+    keys: Option<Tensor>,
+    /// The p2c term's position queries.
+    queries: Option<Tensor>,
+}
+
+impl RelativeProjections {
+    /// Projects `table` (`[rows, hidden]`, normed) with the layer's own projections or, where
+    /// `share_att_key` says so, its content query and key projections.
+    fn load(
+        vb: &VarBuilder,
+        spec: &EncoderSpec,
+        d: &Disentangled,
+        table: &Tensor,
+        qkv: (&str, &str),
+    ) -> candle_core::Result<Self> {
+        let (h, heads, head_dim) = (spec.hidden_size(), spec.heads(), spec.head_dim());
+        let (keys_name, queries_name) = d.projections.unwrap_or((qkv.1, qkv.0));
+        let score_scale = d.score_scale(head_dim);
+        let project = |name: &str, scale: f64| -> candle_core::Result<Tensor> {
+            let linear = stacked_linear(vb, &[(name, heads * head_dim)], h, true)?;
+            let rows = table.dim(0)?;
+            (linear.forward(table)? * scale)?
+                .reshape((rows, heads, head_dim))?
+                .transpose(0, 1)?
+                .contiguous()
+        };
+        Ok(Self {
+            keys: match d.c2p {
+                true => Some(project(keys_name, 1.0 / (head_dim as f64).sqrt())?),
+                false => None,
+            },
+            queries: match d.p2c {
+                true => Some(project(queries_name, score_scale)?),
+                false => None,
+            },
+        })
+    }
+
+    /// The layer's bias for queries `q` and keys `k` (`[total, heads, head_dim]`).
+    fn bias(&self, q: &Tensor, k: &Tensor, columns: &RelativeColumns) -> candle_core::Result<PositionBias> {
+        let (total, heads, _) = q.dims3()?;
+        let rows = columns.rows();
+        let term = |x: &Tensor, table: &Option<Tensor>| -> candle_core::Result<Option<Vec<f32>>> {
+            let Some(table) = table else { return Ok(None) };
+            let table = table.narrow(1, rows.start, rows.len())?.transpose(1, 2)?.contiguous()?;
+            let products = x.transpose(0, 1)?.contiguous()?.matmul(&table)?;
+            Ok(Some(products.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?))
+        };
+        let bias = DisentangledBias::new(
+            term(q, &self.keys)?,
+            term(k, &self.queries)?,
+            heads,
+            total,
+            columns.clone(),
+        )?;
+        Ok(PositionBias::Disentangled(bias))
+    }
 }
 
 /// Self-attention with Q, K and V fused into one matmul, its output projection and residual,
@@ -208,10 +278,20 @@ struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    /// The queries' factor where no query norm absorbs the family's score scale (DeBERTa).
+    query_scale: Option<f64>,
+    relative: Option<RelativeProjections>,
 }
 
 impl Attention {
-    fn load(vb: &VarBuilder, spec: &EncoderSpec, l: usize, rotary: Option<usize>) -> candle_core::Result<Self> {
+    /// `relative_table`: DeBERTa's relative-position embeddings, normed.
+    fn load(
+        vb: &VarBuilder,
+        spec: &EncoderSpec,
+        l: usize,
+        rotary: Option<usize>,
+        relative_table: Option<&Tensor>,
+    ) -> candle_core::Result<Self> {
         let (n, h, d) = (&spec.names, spec.hidden_size(), spec.head_dim());
         let (heads, kv_heads) = (spec.heads(), spec.kv_heads());
         let bias = spec.biases.attention;
@@ -228,20 +308,36 @@ impl Attention {
         let norm = |size: usize, name: &str| load_norm(vb, size, spec.norm, name);
         // A score scale of the family's own is folded into the query norm's gain: the norm's
         // output reaches the scores only through the (linear) rotation and the dot product.
+        // Without one, the queries are multiplied by it.
         let query_scale = spec.scales.attention.map(|s| s * (d as f64).sqrt());
+        let relative = match (spec.attention_bias, relative_table, n.qkv) {
+            (AttentionBias::Disentangled(disentangled), Some(table), Qkv::Separate { query, key, .. }) => {
+                Some(RelativeProjections::load(vb, spec, &disentangled, table, (query, key))?)
+            }
+            (AttentionBias::Disentangled(_), ..) => candle_core::bail!(
+                "{}: disentangled attention needs its relative table and separate query and key projections",
+                spec.architecture
+            ),
+            _ => None,
+        };
         Ok(Self {
             qkv,
             qk_norms: match (n.qk_norms, query_scale) {
-                (QkNorms::None, None) => QkNormLayers::None,
+                (QkNorms::None, _) => QkNormLayers::None,
                 (QkNorms::Width(q, k), None) => QkNormLayers::Width(norm(h, q)?, norm(h, k)?),
                 (QkNorms::PerHead(q, k), scale) => QkNormLayers::PerHead(
                     load_scaled_norm(vb, d, spec.norm, q, scale.unwrap_or(1.0))?,
                     norm(d, k)?,
                 ),
-                (_, Some(_)) => {
-                    candle_core::bail!("{}: an attention scale needs per-head query norms", spec.architecture)
+                (QkNorms::Width(..), Some(_)) => {
+                    candle_core::bail!("{}: an attention scale with full-width query norms", spec.architecture)
                 }
             },
+            query_scale: match n.qk_norms {
+                QkNorms::None => query_scale,
+                _ => None,
+            },
+            relative,
             output: projection(
                 vb,
                 spec,
@@ -300,6 +396,9 @@ impl Attention {
             q = per_head(norm_q, &q)?;
             k = per_head(norm_k, &k)?;
         }
+        if let Some(scale) = self.query_scale {
+            q = (q * scale)?;
+        }
         if let Some(tables) = with.rotary {
             q = tables.apply(&q)?;
             k = tables.apply(&k)?;
@@ -314,9 +413,17 @@ impl Attention {
             _ => x.clone(),
         };
         let (q, k, v) = self.heads_of(&input, with)?;
+        let layer_bias;
+        let bias = match (&self.relative, with.columns) {
+            (Some(relative), Some(columns)) => {
+                layer_bias = relative.bias(&q, &k, columns)?;
+                &layer_bias
+            }
+            _ => with.bias,
+        };
         let context = with
             .kernel
-            .attend(&q, &k, &v, with.seqs, with.bias, self.mask)?
+            .attend(&q, &k, &v, with.seqs, bias, self.mask)?
             .reshape((total, self.heads * self.head_dim))?;
         if let Some(post) = &self.post_norm {
             return x + post.forward(&self.output.forward(&context, with.tasks)?)?;
@@ -428,12 +535,14 @@ impl RelativeBuckets {
     }
 }
 
-/// The bias every layer adds, decided at load: fixed for the model (none, ALiBi's slopes) or
-/// tabulated per batch (MPNet's relative buckets).
+/// The bias every layer adds, decided at load: fixed for the model (none, ALiBi's slopes),
+/// tabulated per batch (MPNet's relative buckets), or computed by each layer from its queries
+/// and keys over the batch's relative-position columns (DeBERTa).
 #[derive(Debug)]
 enum LayerBias {
     Fixed(PositionBias),
     Relative(RelativeBuckets),
+    Disentangled(Disentangled),
 }
 
 /// An encoder (or decoder embedder) without pooler or task head: embeddings, the layers, and
@@ -454,7 +563,18 @@ impl Encoder {
     /// Loads the encoder `spec` describes. `vb` must already point at the weight prefix.
     pub fn load(vb: &VarBuilder, spec: &EncoderSpec, kernel: Arc<dyn AttentionKernel>) -> candle_core::Result<Self> {
         let embeddings = Embeddings::load(vb, spec)?;
+        let relative_table = match spec.attention_bias {
+            AttentionBias::Disentangled(d) => {
+                let table = weight(&vb.pp(d.table), (d.rows.size(), spec.hidden_size()))?;
+                Some(match d.norm {
+                    Some(name) => layer_norm(vb, spec.hidden_size(), spec.norm.eps, name)?.forward(&table)?,
+                    None => table,
+                })
+            }
+            _ => None,
+        };
         let bias = match spec.attention_bias {
+            AttentionBias::Disentangled(d) => LayerBias::Disentangled(d),
             AttentionBias::None => LayerBias::Fixed(PositionBias::None),
             AttentionBias::Alibi => LayerBias::Fixed(PositionBias::Alibi {
                 slopes: crate::alibi_slopes(spec.heads()),
@@ -508,7 +628,7 @@ impl Encoder {
                 };
                 let vb = vb.pp(format!("{}.{l}", spec.names.layers));
                 Ok(Layer {
-                    attention: Attention::load(&vb, spec, l, rotary)?,
+                    attention: Attention::load(&vb, spec, l, rotary, relative_table.as_ref())?,
                     feed_forward: FeedForward::load(&vb, spec)?,
                 })
             })
@@ -561,11 +681,17 @@ impl Encoder {
         let tasks = TaskRows::of(batch, self.spec.adapters.as_ref(), self.embeddings.words.device())?;
         let mut x = self.embeddings.forward(batch, &tasks)?;
         let per_batch;
+        let mut columns = None;
         let bias = match &self.bias {
             LayerBias::Fixed(bias) => bias,
             LayerBias::Relative(relative) => {
                 per_batch = relative.for_batch(batch.seqs.max_len());
                 &per_batch
+            }
+            LayerBias::Disentangled(d) => {
+                let reach = batch.seqs.max_len().saturating_sub(1);
+                columns = Some(RelativeColumns::new(reach, |offset| d.column(offset)));
+                &PositionBias::None
             }
         };
         let tables = self
@@ -580,6 +706,7 @@ impl Encoder {
                 bias,
                 rotary: layer.attention.rotary.map(|i| &tables[i]),
                 tasks: &tasks,
+                columns: columns.as_ref(),
             };
             let attended = layer.attention.forward(&x, &with)?;
             x = layer.feed_forward.forward(&x, &attended, &tasks)?;

@@ -24,13 +24,15 @@ use tessera_core::{
 pub use alibi::alibi_slopes;
 pub use blocks::Encoder;
 pub use families::{
-    Bert, Decoder, DistilBert, Family, Gte, JinaBert, JinaV3, ModernBert, MpNet, NomicBert, Recognised, Roberta,
+    Bert, Deberta, Decoder, DistilBert, Family, Gte, JinaBert, JinaV3, ModernBert, MpNet, NomicBert, Recognised,
+    Roberta,
 };
 pub use spec::{
-    Adapters, AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind,
-    Placement, PositionTable, Positions, QkNorms, Qkv, Scales, BERT_NAMES, BERT_POSITION_TABLE, DECODER_NAMES,
-    DISTILBERT_NAMES, GEMMA3_NAMES, GEMMA3_PLACEMENT, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES,
-    JINA_V3_NAMES, MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES,
+    Adapters, AttentionBias, Biases, Dims, Disentangled, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm,
+    NormKind, Placement, PositionTable, Positions, QkNorms, Qkv, Scales, BERT_NAMES, BERT_POSITION_TABLE,
+    DEBERTA_NAMES, DECODER_NAMES, DISTILBERT_NAMES, GEMMA3_NAMES, GEMMA3_PLACEMENT, GTE_NAMES, GTE_SEPARATE_NAMES,
+    JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES, NOMIC_PLAIN_NAMES,
+    QWEN3_NAMES,
 };
 
 /// Every family, in the order they are asked.
@@ -40,6 +42,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &Roberta,
     &DistilBert,
     &MpNet,
+    &Deberta,
     &ModernBert,
     &Decoder::QWEN3,
     &Decoder::QWEN2,
@@ -64,6 +67,8 @@ pub const ROBERTA: EncoderBackend = EncoderBackend(&Roberta);
 pub const DISTILBERT: EncoderBackend = EncoderBackend(&DistilBert);
 /// MPNet on the padded reference kernel (`--backend mpnet`).
 pub const MPNET: EncoderBackend = EncoderBackend(&MpNet);
+/// DeBERTa-v2/v3 on the padded reference kernel (`--backend deberta`).
+pub const DEBERTA: EncoderBackend = EncoderBackend(&Deberta);
 /// ModernBERT on the padded reference kernel (`--backend modernbert`).
 pub const MODERNBERT: EncoderBackend = EncoderBackend(&ModernBert);
 /// Qwen3 decoder embedders on the padded reference kernel (`--backend qwen3`).

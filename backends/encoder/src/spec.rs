@@ -100,6 +100,16 @@ pub const BERT_NAMES: Names = Names {
     final_norm: None,
 };
 
+/// DeBERTa-v2/v3's names: BERT's, with `*_proj` attention projections.
+pub const DEBERTA_NAMES: Names = Names {
+    qkv: Qkv::Separate {
+        query: "attention.self.query_proj",
+        key: "attention.self.key_proj",
+        value: "attention.self.value_proj",
+    },
+    ..BERT_NAMES
+};
+
 /// DistilBERT's names.
 pub const DISTILBERT_NAMES: Names = Names {
     token_type_embeddings: None,
@@ -302,6 +312,67 @@ pub enum AttentionBias {
         /// Distance at which the last bucket starts.
         max_distance: usize,
     },
+    /// DeBERTa's disentangled attention: each layer projects a table of relative-position
+    /// embeddings into keys and queries and adds, by relative position, query-to-position-key
+    /// (c2p) and key-to-position-query (p2c) products to the scores.
+    Disentangled(Disentangled),
+}
+
+/// DeBERTa's disentangled attention, as config.json describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disentangled {
+    /// The relative-position embeddings `[rows, hidden]` (without `.weight`).
+    pub table: &'static str,
+    /// Rows of the table: twice `position_buckets`, or twice `max_relative_positions`.
+    pub rows: Dim,
+    /// The LayerNorm applied to the table (`norm_rel_ebd: layer_norm`).
+    pub norm: Option<&'static str>,
+    /// `position_buckets`: offsets beyond half of it are bucketed logarithmically; `None`: exact.
+    pub buckets: Option<usize>,
+    /// `max_relative_positions`: where the logarithmic buckets end.
+    pub max_distance: usize,
+    /// The content-to-position term (`c2p` in `pos_att_type`).
+    pub c2p: bool,
+    /// The position-to-content term (`p2c`).
+    pub p2c: bool,
+    /// The layer's projections of the table, relative to a layer: `None` shares the content key
+    /// and query projections (`share_att_key`); else (`pos_key_proj`, `pos_query_proj`).
+    pub projections: Option<(&'static str, &'static str)>,
+}
+
+impl Disentangled {
+    /// Half the table: the offset of relative position 0.
+    pub fn span(&self) -> usize {
+        self.rows.size() / 2
+    }
+
+    /// The factor of every score term: `1 / sqrt(head_dim * (1 + terms))`.
+    pub fn score_scale(&self, head_dim: usize) -> f64 {
+        1.0 / ((head_dim * (1 + usize::from(self.c2p) + usize::from(self.p2c))) as f64).sqrt()
+    }
+
+    /// The table row of offset `d = i - j` (query minus key position): its bucket shifted by
+    /// the span and clamped to the table, as transformers' `make_log_bucket_position` and
+    /// `disentangled_attention_bias` compute it (in float32, so bucket edges fall where theirs do).
+    pub fn column(&self, d: i64) -> usize {
+        let bucket = match self.buckets {
+            Some(size) if size > 1 => {
+                let mid = (size / 2) as i64;
+                let magnitude = if d < mid && d > -mid { mid - 1 } else { d.abs() };
+                if magnitude <= mid {
+                    d
+                } else {
+                    let ratio = ((self.max_distance as f64 - 1.0) / mid as f64) as f32;
+                    let log =
+                        ((magnitude as f32 / mid as f32).ln() / ratio.ln() * (mid - 1) as f32).ceil() + mid as f32;
+                    log as i64 * d.signum()
+                }
+            }
+            _ => d,
+        };
+        let span = self.span() as i64;
+        (bucket + span).clamp(0, (2 * span - 1).max(0)) as usize
+    }
 }
 
 impl AttentionBias {
@@ -726,9 +797,28 @@ impl EncoderSpec {
                 &[buckets, self.dims.heads],
             ));
         }
+        if let AttentionBias::Disentangled(d) = self.attention_bias {
+            t.push(ExpectedTensor::new(format!("{}.weight", d.table), &[d.rows, h]));
+            if let Some(name) = d.norm {
+                push_norm(&mut t, name, h, NormKind::LayerNorm);
+            }
+        }
         let (q, kv) = (self.dims.query_width(), self.dims.kv_width());
         for l in 0..layers {
             let p = |name: &str| format!("{}.{l}.{name}", n.layers);
+            if let AttentionBias::Disentangled(Disentangled {
+                projections: Some((keys, queries)),
+                c2p,
+                p2c,
+                ..
+            }) = self.attention_bias
+            {
+                for (name, used) in [(keys, c2p), (queries, p2c)] {
+                    if used {
+                        push_linear(&mut t, &p(name), h, q, true);
+                    }
+                }
+            }
             match n.qkv {
                 Qkv::Separate { query, key, value } => {
                     push_linear(&mut t, &p(query), h, q, biases.attention);

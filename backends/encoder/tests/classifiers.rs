@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tessera_core::testing::{load, reference_dir};
 use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
-use tessera_encoder::{EncoderBackend, BERT, DISTILBERT, MODERNBERT, ROBERTA};
+use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, MODERNBERT, ROBERTA};
 
 fn check(model: &str, backend: &EncoderBackend, kind: HeadKind) {
     let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
@@ -93,4 +93,9 @@ fn a_modernbert_reranker_scores_pairs_on_the_mean_as_transformers() {
 #[test]
 fn a_modernbert_classifier_with_biases_scores_on_the_first_token_as_transformers() {
     check("modernbert-classifier-tiny", &MODERNBERT, HeadKind::PredictionHead);
+}
+
+#[test]
+fn a_deberta_v3_reranker_scores_pairs_with_its_context_pooler_as_transformers() {
+    check("deberta-v3-reranker-tiny", &DEBERTA, HeadKind::ContextPooler);
 }

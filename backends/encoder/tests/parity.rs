@@ -7,7 +7,8 @@ use std::path::Path;
 use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
 use tessera_encoder::{
-    AttentionBias, BERT, DISTILBERT, GEMMA3, GTE, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3, ROBERTA,
+    AttentionBias, BERT, DEBERTA, DISTILBERT, GEMMA3, GTE, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3,
+    ROBERTA,
 };
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
@@ -100,6 +101,44 @@ fn mpnet_buckets_every_offset_as_transformers_does() {
     }
 }
 
+/// DeBERTa-v3 (no position table, shared projections, c2p and p2c, normed relative embeddings,
+/// log buckets) and DeBERTa-v2's older layout (a position table, its own `pos_query_proj`, p2c
+/// only, `pos_att_type` as a string, unbucketed offsets clamped at 48, two token types), over
+/// texts to 512 tokens.
+#[test]
+fn deberta_v2_and_v3_match_sentence_transformers() {
+    for model in ["deberta-v3-tiny", "deberta-v2-p2c-absolute"] {
+        let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+        check(&DEBERTA, &dir, &dir.join("golden.json"), "deberta-v2");
+    }
+}
+
+#[test]
+fn deberta_buckets_every_offset_as_transformers_does() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/deberta-v3-tiny");
+    let golden: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+    let table = &golden["relative_columns"];
+    let first = table["first_offset"].as_i64().unwrap();
+    for (name, buckets, max_distance, span) in [("v3", Some(256), 512, 256), ("tiny", Some(32), 64, 32)] {
+        let d = tessera_encoder::Disentangled {
+            table: "encoder.rel_embeddings",
+            rows: tessera_core::Dim::of("position_buckets", 2 * span),
+            norm: None,
+            buckets,
+            max_distance,
+            c2p: true,
+            p2c: true,
+            projections: None,
+        };
+        let want: Vec<usize> = serde_json::from_value(table[name].clone()).unwrap();
+        assert_eq!(want.len(), 2047, "{name}");
+        for (i, want) in want.iter().enumerate() {
+            let offset = first + i as i64;
+            assert_eq!(d.column(offset), *want, "{name}: offset {offset}");
+        }
+    }
+}
+
 #[test]
 fn each_family_declines_the_others_checkpoints() {
     let reference = reference_dir(env!("CARGO_MANIFEST_DIR"));
@@ -108,6 +147,7 @@ fn each_family_declines_the_others_checkpoints() {
         (&ROBERTA, "roberta"),
         (&DISTILBERT, "distilbert"),
         (&MPNET, "mpnet"),
+        (&DEBERTA, "deberta"),
         (&NOMIC_BERT, "nomic-bert"),
         (&GTE, "gte"),
     ];
@@ -118,6 +158,8 @@ fn each_family_declines_the_others_checkpoints() {
         ("distilbert-tiny", "distilbert"),
         ("distilbert-sinusoidal-mlm", "distilbert"),
         ("mpnet-tiny", "mpnet"),
+        ("deberta-v3-tiny", "deberta"),
+        ("deberta-v2-p2c-absolute", "deberta"),
         ("nomic-tiny", "nomic-bert"),
         ("nomic-native", "nomic-bert"),
         ("gte-original-ntk", "gte"),

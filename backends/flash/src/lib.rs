@@ -23,7 +23,8 @@ use tessera_core::{
     ModelInspection,
 };
 use tessera_encoder::{
-    BERT, DISTILBERT, GEMMA3, GTE, JINA_BERT, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3, ROBERTA,
+    BERT, DEBERTA, DISTILBERT, GEMMA3, GTE, JINA_BERT, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3,
+    ROBERTA,
 };
 
 /// The flash backend's registration.
@@ -31,12 +32,13 @@ use tessera_encoder::{
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 13] = [
+const DEFINITIONS: [&dyn BackendFactory; 14] = [
     &JINA_BERT,
     &BERT,
     &ROBERTA,
     &DISTILBERT,
     &MPNET,
+    &DEBERTA,
     &MODERNBERT,
     &QWEN3,
     &QWEN2,

@@ -72,6 +72,12 @@ fn mpnet_tiny() {
 }
 
 #[test]
+fn deberta_v3_and_v2() {
+    reference("deberta-v3-tiny");
+    reference("deberta-v2-p2c-absolute");
+}
+
+#[test]
 fn all_mpnet_base_v2() {
     if let Some(dir) = fetched_model(env!("CARGO_MANIFEST_DIR"), "all-mpnet-base-v2") {
         check(

@@ -82,6 +82,8 @@ impl Family for JinaBert {
             ..
         } = layout;
         let file = weights.display_file();
+        // Another family's layers (DeBERTa's have no position table either) are not ALiBi's.
+        super::layers_are(&crate::spec::BERT_NAMES, "JinaBERT", layout)?;
         let mut evidence = Vec::new();
         let mut findings = Vec::new();
 

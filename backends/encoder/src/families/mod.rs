@@ -2,6 +2,7 @@
 //! [`EncoderSpec`] it builds. Everything else (tensor checks, loading, the runner) is shared.
 
 mod bert;
+mod deberta;
 mod decoder;
 mod distilbert;
 mod gemma3;
@@ -19,6 +20,7 @@ use tessera_core::inspection::ModelConfig;
 use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
 
 pub use bert::Bert;
+pub use deberta::Deberta;
 pub use decoder::Decoder;
 pub use distilbert::DistilBert;
 pub use gte::Gte;
@@ -30,8 +32,8 @@ pub use nomic::NomicBert;
 pub use roberta::Roberta;
 
 use crate::spec::{
-    EncoderSpec, Names, BERT_NAMES, DISTILBERT_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
-    MPNET_NAMES, NOMIC_NAMES, QWEN3_NAMES,
+    EncoderSpec, Names, BERT_NAMES, DEBERTA_NAMES, DISTILBERT_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_V3_NAMES,
+    MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES, QWEN3_NAMES,
 };
 
 /// What a family decided about a checkpoint it serves.
@@ -161,6 +163,7 @@ const LAYER_NAMES: &[(&Names, &str)] = &[
     (&BERT_NAMES, "BERT, RoBERTa or JinaBERT"),
     (&DISTILBERT_NAMES, "DistilBERT"),
     (&MPNET_NAMES, "MPNet"),
+    (&DEBERTA_NAMES, "DeBERTa"),
     (&MODERNBERT_NAMES, "ModernBERT"),
     (&QWEN3_NAMES, "a decoder (Qwen3, Qwen2, Llama or Mistral)"),
     (&NOMIC_NAMES, "NomicBERT"),

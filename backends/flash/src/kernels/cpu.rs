@@ -43,7 +43,7 @@ impl AttentionKernel for VarlenCpu {
         let slopes = match bias {
             PositionBias::None => None,
             PositionBias::Alibi { slopes } => Some(Tensor::from_slice(slopes, slopes.len(), device)?),
-            PositionBias::Relative(_) => {
+            PositionBias::Relative(_) | PositionBias::Disentangled(_) => {
                 candle_core::bail!("varlen-cpu has no relative position bias: use the tiled-cpu kernel")
             }
         };

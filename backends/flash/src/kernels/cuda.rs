@@ -45,9 +45,11 @@ impl AttentionKernel for CudaFlash {
         let max_len = seqs.max_len();
         let scale = 1.0 / (head_dim as f32).sqrt();
         let out = match (bias, mask) {
-            // Flash attention takes no arbitrary bias: MPNet's relative bias, and windows (not
-            // yet wired to the windowed flash kernel), run as candle ops on the same device.
-            (PositionBias::Relative(_), _) | (_, Mask::Window { .. } | Mask::CausalWindow { .. }) => {
+            // Flash attention takes no arbitrary bias: MPNet's and DeBERTa's relative biases,
+            // and windows (not yet wired to the windowed flash kernel), run as candle ops on the
+            // same device.
+            (PositionBias::Relative(_) | PositionBias::Disentangled(_), _)
+            | (_, Mask::Window { .. } | Mask::CausalWindow { .. }) => {
                 super::PerSequence::default().attend(&q, &k, &v, seqs, bias, mask)?
             }
             (PositionBias::None, _) => tessera_flash_attn::varlen(&q, &k, &v, &starts, max_len, scale, causal, None)?,

@@ -36,7 +36,8 @@ impl AttentionKernel for PerSequence {
             .map(|range| {
                 let one = SeqOffsets::from_lengths([range.len()]);
                 let part = |t: &Tensor| t.narrow(0, range.start, range.len());
-                self.0.attend(&part(q)?, &part(k)?, &part(v)?, &one, bias, mask)
+                let bias = bias.of_tokens(range.clone());
+                self.0.attend(&part(q)?, &part(k)?, &part(v)?, &one, &bias, mask)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Tensor::cat(&outputs, 0)
@@ -46,8 +47,9 @@ impl AttentionKernel for PerSequence {
 #[cfg(test)]
 mod tests {
     use tessera_core::testing::{
-        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_groups,
-        assert_kernel_matches_reference_with_masks, assert_kernel_matches_reference_with_relative_bias,
+        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_disentangled_bias,
+        assert_kernel_matches_reference_with_groups, assert_kernel_matches_reference_with_masks,
+        assert_kernel_matches_reference_with_relative_bias,
     };
 
     use super::*;
@@ -57,6 +59,7 @@ mod tests {
         let kernel = PerSequence::default();
         assert_kernel_matches_reference_across_heads(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
         assert_kernel_matches_reference_with_relative_bias(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
+        assert_kernel_matches_reference_with_disentangled_bias(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
         assert_kernel_matches_reference_with_masks(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
         for (heads, kv_heads) in [(2, 1), (6, 2)] {
             assert_kernel_matches_reference_with_groups(&kernel, &[1, 17, 130], heads, kv_heads);

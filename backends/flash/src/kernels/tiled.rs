@@ -166,6 +166,7 @@ impl AttentionKernel for TiledCpu {
                 }
             }
             PositionBias::Relative(relative) => relative.check(heads, seqs.max_len())?,
+            PositionBias::Disentangled(disentangled) => disentangled.check(heads, total, seqs.max_len())?,
         }
         // Tasks in (head, sequence, block) order write consecutive rows of a [heads, total,
         // head_dim] output, so each owns one contiguous chunk.
@@ -200,6 +201,11 @@ impl AttentionKernel for TiledCpu {
                 PositionBias::Relative(relative) => TileBias::Relative {
                     row: relative.row(task.head),
                     reach: relative.reach(),
+                },
+                PositionBias::Disentangled(disentangled) => TileBias::Disentangled {
+                    bias: disentangled,
+                    head: task.head,
+                    start: task.start,
                 },
             };
             attend_block(arch, task, &packed, scale, bias, mask, chunk)
@@ -263,6 +269,13 @@ enum TileBias<'a> {
     Relative {
         row: &'a [f32],
         reach: usize,
+    },
+    /// DeBERTa's per-token terms; positions are offset by the sequence's first packed token
+    /// `start` (`attend` checked the bias against the batch).
+    Disentangled {
+        bias: &'a tessera_core::DisentangledBias,
+        head: usize,
+        start: usize,
     },
 }
 
@@ -450,6 +463,12 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
                         *s += b;
                     }
                 }
+                TileBias::Disentangled { bias, head, start } => {
+                    let query = start + self.first_row + i;
+                    for (j, s) in tile.iter_mut().enumerate() {
+                        *s += bias.get(head, query, start + self.first_key + j);
+                    }
+                }
             }
             let new_max = max.max(lane_max(tile));
             if new_max == f32::NEG_INFINITY {
@@ -479,8 +498,9 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
 mod tests {
     use super::*;
     use tessera_core::testing::{
-        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_groups,
-        assert_kernel_matches_reference_with_masks, assert_kernel_matches_reference_with_relative_bias,
+        assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_disentangled_bias,
+        assert_kernel_matches_reference_with_groups, assert_kernel_matches_reference_with_masks,
+        assert_kernel_matches_reference_with_relative_bias,
     };
 
     #[test]
@@ -540,6 +560,7 @@ mod tests {
         // 1 and 2: a single tile; 65: two query blocks; 513: three key tiles.
         assert_kernel_matches_reference_across_heads(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
         assert_kernel_matches_reference_with_relative_bias(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
+        assert_kernel_matches_reference_with_disentangled_bias(&TiledCpu, &[1, 2, 17, 65, 300], &[5, 300, 3]);
     }
 
     #[test]
