@@ -23,6 +23,8 @@ fn validate_model_states_each_family_and_its_evidence() {
         ("distilbert-sinusoidal-mlm", "distilbert", "sinusoidal_pos_embds"),
         ("mpnet-tiny", "mpnet", "encoder.relative_attention_bias.weight"),
         ("camembert-tiny", "camembert", "pad_token_id"),
+        ("deberta-v3-tiny", "deberta-v2", "encoder.rel_embeddings.weight"),
+        ("deberta-v2-p2c-absolute", "deberta-v2", "pos_att_type"),
     ] {
         let (status, report) = validate(&reference::model(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
@@ -53,9 +55,30 @@ fn an_xlm_roberta_model_serves_sentence_transformers_vectors() {
     assert_eq!(server.post("/embed", &json!({ "inputs": long })).status(), 413);
 }
 
+/// DeBERTa-v3's disentangled attention over texts to 512 tokens, batched by the server.
 #[test]
-fn an_xlm_roberta_reranker_ranks_pairs_as_transformers_scores_them() {
-    let model = "xlm-roberta-reranker-tiny";
+fn a_deberta_v3_model_serves_sentence_transformers_vectors() {
+    let model = "deberta-v3-tiny";
+    let golden = golden(model);
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+    let got = server.embed(&golden["texts"]);
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("{model} /embed {i}"));
+    }
+}
+
+/// An XLM-RoBERTa reranker (bge-reranker's head) and a DeBERTa-v3 one (mxbai-rerank-v1's
+/// context pooler) rank pairs by the sigmoid of transformers' logits.
+#[test]
+fn rerankers_rank_pairs_as_transformers_scores_them() {
+    for model in ["xlm-roberta-reranker-tiny", "deberta-v3-reranker-tiny"] {
+        assert_reranks_as_transformers(model);
+    }
+}
+
+fn assert_reranks_as_transformers(model: &str) {
     let golden = golden(model);
     let server = Server::start(&reference::model(model), &[]);
     let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
@@ -76,7 +99,7 @@ fn an_xlm_roberta_reranker_ranks_pairs_as_transformers_scores_them() {
         let want = 1.0 / (1.0 + (-logits[i][0]).exp());
         assert!(
             (rank["score"].as_f64().unwrap() - want).abs() < 1e-4,
-            "{rank} vs {want}"
+            "{model}: {rank} vs {want}"
         );
         assert_eq!(rank["text"], texts[i]);
     }
@@ -168,6 +191,28 @@ fn an_mpnet_without_its_relative_bias_is_refused() {
     assert_ne!(status, Some(0));
     let f = finding(&report, "relative-bias-missing");
     assert_eq!(f["subject"], "encoder.relative_attention_bias.weight");
+}
+
+#[test]
+fn a_deberta_v2_convolution_is_refused_by_its_key() {
+    let dir = copy("deberta-v3-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("conv_kernel_size".into(), json!(3));
+    });
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0));
+    let f = finding(&report, "deberta-option-unsupported");
+    assert_eq!(f["subject"], "conv_kernel_size");
+    let dir = copy("deberta-v3-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("pos_att_type".into(), json!(["c2p", "p2p"]));
+    });
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0));
+    assert_eq!(
+        finding(&report, "deberta-option-unsupported")["subject"],
+        "pos_att_type"
+    );
 }
 
 #[test]
