@@ -4,7 +4,8 @@
 //! 6 layers, hidden 384, 12 heads, feed-forward 1536) on the unpadded path with the tiled
 //! kernel, over one batch of 32 inputs of mixed lengths (16 to 256 tokens). The families are the
 //! same blocks, so they should cost the same; MPNet adds its relative bias table per batch and a
-//! bias add per score. ModernBERT (GeGLU, rotary, two of three layers in 128-token windows) and
+//! bias add per score; DeBERTa-v3 adds, per layer, the products of queries and keys with the
+//! projected relative-position table (c2p and p2c) and two gathered terms per score. ModernBERT (GeGLU, rotary, two of three layers in 128-token windows) and
 //! a Qwen3 decoder (SwiGLU, rotary, causal, 12 query heads on 4 key/value heads) of the same
 //! widths show what the rotary and gated blocks cost and the masks save. jina-embeddings-v3's
 //! blocks (rotary, plain GELU feed-forward, five LoRA task adapters of rank 4) run three ways: no
@@ -26,7 +27,7 @@ use tessera_core::rotary::Rope;
 use tessera_core::{Batch, Dim, HiddenAct, Mask};
 use tessera_encoder::{
     Adapters, AttentionBias, Biases, Dims, Encoder, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm,
-    NormKind, Placement, PositionTable, Positions, BERT_NAMES, DISTILBERT_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
+    NormKind, Placement, PositionTable, Positions, BERT_NAMES, DEBERTA_NAMES, DISTILBERT_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
     MPNET_NAMES, QWEN3_NAMES,
 };
 use tessera_flash::kernels::TiledCpu;
@@ -57,6 +58,35 @@ fn spec(architecture: &str, names: Names, positions: Positions, attention_bias: 
 
         adapters: None,
         layer_attention: LayerAttention::bidirectional(6),
+    }
+}
+
+/// DeBERTa-v3 of the same shape: no position table or token types, disentangled attention with
+/// both terms over 256 log buckets to 512, the relative table normed and projected by the
+/// content projections (`share_att_key`).
+fn deberta() -> EncoderSpec {
+    let d = tessera_encoder::Disentangled {
+        table: "encoder.rel_embeddings",
+        rows: Dim::of("position_buckets", 512),
+        norm: Some("encoder.LayerNorm"),
+        buckets: Some(256),
+        max_distance: 512,
+        c2p: true,
+        p2c: true,
+        projections: None,
+    };
+    let base = spec("deberta-v3", DEBERTA_NAMES, Positions::Absolute, AttentionBias::Disentangled(d));
+    EncoderSpec {
+        dims: Dims {
+            token_types: None,
+            ..base.dims
+        },
+        position_table: PositionTable::Absent,
+        scales: tessera_encoder::Scales {
+            attention: Some(d.score_scale(32)),
+            ..tessera_encoder::Scales::NONE
+        },
+        ..base
     }
 }
 
@@ -202,6 +232,7 @@ fn main() {
         spec("roberta", BERT_NAMES, roberta, AttentionBias::None),
         spec("distilbert", DISTILBERT_NAMES, Positions::Absolute, AttentionBias::None),
         spec("mpnet", MPNET_NAMES, roberta, mpnet_bias),
+        deberta(),
         modernbert(),
         qwen3(),
     ]
