@@ -27,8 +27,8 @@ use tessera_core::rotary::Rope;
 use tessera_core::{Batch, Dim, HiddenAct, Mask};
 use tessera_encoder::{
     Adapters, AttentionBias, Biases, Dims, Encoder, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm,
-    NormKind, Placement, PositionTable, Positions, BERT_NAMES, DEBERTA_NAMES, DISTILBERT_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
-    MPNET_NAMES, QWEN3_NAMES,
+    NormKind, Placement, PositionTable, Positions, BERT_NAMES, DEBERTA_NAMES, DISTILBERT_NAMES, JINA_V3_NAMES,
+    MODERNBERT_NAMES, MPNET_NAMES, QWEN3_NAMES,
 };
 use tessera_flash::kernels::TiledCpu;
 
@@ -75,7 +75,12 @@ fn deberta() -> EncoderSpec {
         p2c: true,
         projections: None,
     };
-    let base = spec("deberta-v3", DEBERTA_NAMES, Positions::Absolute, AttentionBias::Disentangled(d));
+    let base = spec(
+        "deberta-v3",
+        DEBERTA_NAMES,
+        Positions::Absolute,
+        AttentionBias::Disentangled(d),
+    );
     EncoderSpec {
         dims: Dims {
             token_types: None,
