@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::batch::SeqOffsets;
-use crate::disentangled::DisentangledBias;
+use crate::disentangled::{DisentangledBias, DisentangledTerms};
 
 /// A position-dependent additive bias applied inside attention.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,11 +29,11 @@ pub enum PositionBias {
 impl PositionBias {
     /// The bias of the packed tokens `range` (one sequence) as a batch of their own: only a
     /// per-token bias changes.
-    pub fn of_tokens(&self, range: std::ops::Range<usize>) -> PositionBias {
-        match self {
-            PositionBias::Disentangled(bias) => PositionBias::Disentangled(bias.narrow(range)),
+    pub fn of_tokens(&self, range: std::ops::Range<usize>) -> candle_core::Result<PositionBias> {
+        Ok(match self {
+            PositionBias::Disentangled(bias) => PositionBias::Disentangled(bias.narrow(range)?),
             other => other.clone(),
-        }
+        })
     }
 }
 
@@ -249,8 +249,9 @@ impl AttentionKernel for PaddedAttention {
                 }
                 PositionBias::Disentangled(disentangled) => {
                     disentangled.check(heads, total, max_len)?;
-                    let block =
-                        disentangled_block(disentangled, seqs, heads, row, rows, device)?.to_dtype(q.dtype())?;
+                    let block = disentangled
+                        .read(|terms| disentangled_block(terms, seqs, heads, row, rows, device))??
+                        .to_dtype(q.dtype())?;
                     scores = scores.broadcast_add(&block)?;
                 }
             }
@@ -374,7 +375,7 @@ fn relative_block(
 /// `[batch, heads, rows, max_len]` disentangled bias for query rows `first_row..first_row + rows`
 /// of each sequence; 0 at padded positions (their scores are masked or dropped).
 fn disentangled_block(
-    bias: &DisentangledBias,
+    bias: &DisentangledTerms<'_>,
     seqs: &SeqOffsets,
     heads: usize,
     first_row: usize,
@@ -407,6 +408,24 @@ pub fn reference_attention(
     bias: &PositionBias,
     mask: Mask,
 ) -> Vec<Vec<Vec<f32>>> {
+    match bias {
+        PositionBias::Disentangled(disentangled) => disentangled
+            .read(|terms| reference_with(q, k, v, seqs, bias, Some(terms), mask))
+            .expect("the disentangled terms are readable"),
+        _ => reference_with(q, k, v, seqs, bias, None, mask),
+    }
+}
+
+/// [`reference_attention`] with a disentangled bias's terms read.
+fn reference_with(
+    q: &[Vec<Vec<f32>>],
+    k: &[Vec<Vec<f32>>],
+    v: &[Vec<Vec<f32>>],
+    seqs: &SeqOffsets,
+    bias: &PositionBias,
+    terms: Option<&DisentangledTerms<'_>>,
+    mask: Mask,
+) -> Vec<Vec<Vec<f32>>> {
     // Written from the definitions, not from `Mask::keys`, so that it checks those ranges too.
     let visible = |i: usize, j: usize| match mask {
         Mask::Bidirectional => true,
@@ -437,7 +456,7 @@ pub fn reference_attention(
                             PositionBias::Relative(relative) => {
                                 f64::from(relative.get(h, i - range.start, j - range.start))
                             }
-                            PositionBias::Disentangled(disentangled) => f64::from(disentangled.get(h, i, j)),
+                            PositionBias::Disentangled(_) => terms.map_or(0.0, |t| f64::from(t.get(h, i, j))),
                         };
                         dot * scale + position
                     })

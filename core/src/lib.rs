@@ -50,7 +50,7 @@ pub use attention::{AttentionKernel, Mask, PaddedAttention, PositionBias, Relati
 pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, LoadRequest};
 pub use batch::{Batch, SeqOffsets};
 pub use classify::{sigmoid, softmax, ClassifierHead, ClassifierSpec, HeadKind};
-pub use disentangled::{DisentangledBias, RelativeColumns};
+pub use disentangled::{DisentangledBias, DisentangledTerms, RelativeColumns};
 pub use error::{BackendError, LoadError};
 pub use expect::{check_tensors, layers_in_weights, Dim, ExpectedTensor};
 pub use head::{finish_embedding, DenseActivation, EmbeddingHead};

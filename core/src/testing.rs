@@ -303,11 +303,10 @@ pub fn assert_kernel_matches_reference_with_disentangled_bias(
         let columns = crate::RelativeColumns::new(longest - 1, |d| (d.clamp(-20, 20) + 24) as usize);
         let span = columns.rows().len();
         let term = |seed: f32| {
-            Some(
-                (0..heads * total * span)
-                    .map(|x| (x as f32 * 0.37 + seed).sin() * 2.0)
-                    .collect::<Vec<_>>(),
-            )
+            let values = (0..heads * total * span)
+                .map(|x| (x as f32 * 0.37 + seed).sin() * 2.0)
+                .collect();
+            Some(Tensor::from_vec(values, (heads, total, span), &Device::Cpu).expect("term"))
         };
         for (c2p, p2c) in [(term(0.1), term(0.5)), (term(0.2), None), (None, term(0.3))] {
             let bias = crate::DisentangledBias::new(c2p, p2c, heads, total, columns.clone()).expect("bias");

@@ -243,11 +243,10 @@ impl RelativeProjections {
     fn bias(&self, q: &Tensor, k: &Tensor, columns: &RelativeColumns) -> candle_core::Result<PositionBias> {
         let (total, heads, _) = q.dims3()?;
         let rows = columns.rows();
-        let term = |x: &Tensor, table: &Option<Tensor>| -> candle_core::Result<Option<Vec<f32>>> {
+        let term = |x: &Tensor, table: &Option<Tensor>| -> candle_core::Result<Option<Tensor>> {
             let Some(table) = table else { return Ok(None) };
             let table = table.narrow(1, rows.start, rows.len())?.transpose(1, 2)?.contiguous()?;
-            let products = x.transpose(0, 1)?.contiguous()?.matmul(&table)?;
-            Ok(Some(products.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?))
+            Ok(Some(x.transpose(0, 1)?.contiguous()?.matmul(&table)?))
         };
         let bias = DisentangledBias::new(
             term(q, &self.keys)?,

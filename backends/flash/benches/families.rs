@@ -12,7 +12,7 @@
 //! task (the adapters off, which is also what weights merged for one task cost), every sequence
 //! with one task, and a batch mixing the five tasks and none (the adapters' terms per run). Rounds alternate the families (each round runs every family once, in a
 //! rotating order) so that a machine's drift lands on all of them; the median per family is
-//! reported with its ratio to BERT. Last, BERT with `--dtype int8`'s and `--dtype bfloat16`'s packed weights.
+//! reported with its ratio to BERT (`FAMILIES=a,b` keeps only those besides BERT). Last, BERT with `--dtype int8`'s and `--dtype bfloat16`'s packed weights.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -257,6 +257,11 @@ fn main() {
         ("jina-v3 mixed", (0..32).map(|i| (i % 6 < 5).then_some(i % 6)).collect()),
     ] {
         models.push((name.into(), load(&jina_v3()), tasks));
+    }
+    // `FAMILIES=deberta-v3,mpnet` runs only those (and BERT, the baseline).
+    if let Ok(only) = std::env::var("FAMILIES") {
+        let only: Vec<&str> = only.split(',').collect();
+        models.retain(|(name, _, _)| name == "bert" || only.contains(&name.as_str()));
     }
 
     let lengths: Vec<usize> = (0..32).map(|i| 16 + (i * 37) % 241).collect();

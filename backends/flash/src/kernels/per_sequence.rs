@@ -36,7 +36,7 @@ impl AttentionKernel for PerSequence {
             .map(|range| {
                 let one = SeqOffsets::from_lengths([range.len()]);
                 let part = |t: &Tensor| t.narrow(0, range.start, range.len());
-                let bias = bias.of_tokens(range.clone());
+                let bias = bias.of_tokens(range.clone())?;
                 self.0.attend(&part(q)?, &part(k)?, &part(v)?, &one, &bias, mask)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;

@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use tessera_core::simd::{lane_max, LANES};
-use tessera_core::{AttentionKernel, Mask, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, DisentangledTerms, Mask, PositionBias, SeqOffsets};
 
 /// Query rows per task: enough to make the products efficient, small enough to spread one long
 /// sequence over every core.
@@ -194,22 +194,29 @@ impl AttentionKernel for TiledCpu {
         }
         let scale = 1.0 / (head_dim as f32).sqrt();
         let arch = pulp::Arch::new();
-        tasks.par_iter().zip(chunks.into_par_iter()).for_each(|(task, chunk)| {
-            let bias = match bias {
-                PositionBias::None => TileBias::None,
-                PositionBias::Alibi { slopes } => TileBias::Alibi(slopes[task.head]),
-                PositionBias::Relative(relative) => TileBias::Relative {
-                    row: relative.row(task.head),
-                    reach: relative.reach(),
-                },
-                PositionBias::Disentangled(disentangled) => TileBias::Disentangled {
-                    bias: disentangled,
-                    head: task.head,
-                    start: task.start,
-                },
-            };
-            attend_block(arch, task, &packed, scale, bias, mask, chunk)
-        });
+        // `terms`: a disentangled bias's terms, read in place for the whole pass.
+        let run = |terms: Option<&DisentangledTerms<'_>>| {
+            tasks.par_iter().zip(chunks.into_par_iter()).for_each(|(task, chunk)| {
+                let bias = match (bias, terms) {
+                    (PositionBias::Alibi { slopes }, _) => TileBias::Alibi(slopes[task.head]),
+                    (PositionBias::Relative(relative), _) => TileBias::Relative {
+                        row: relative.row(task.head),
+                        reach: relative.reach(),
+                    },
+                    (PositionBias::Disentangled(_), Some(terms)) => TileBias::Disentangled {
+                        terms: *terms,
+                        head: task.head,
+                        start: task.start,
+                    },
+                    (PositionBias::None | PositionBias::Disentangled(_), _) => TileBias::None,
+                };
+                attend_block(arch, task, &packed, scale, bias, mask, chunk)
+            })
+        };
+        match bias {
+            PositionBias::Disentangled(disentangled) => disentangled.read(|terms| run(Some(terms)))?,
+            _ => run(None),
+        }
         drop((qs, ks, vs));
         Tensor::from_vec(out, (heads, total, head_dim), q.device())?
             .transpose(0, 1)?
@@ -273,7 +280,7 @@ enum TileBias<'a> {
     /// DeBERTa's per-token terms; positions are offset by the sequence's first packed token
     /// `start` (`attend` checked the bias against the batch).
     Disentangled {
-        bias: &'a tessera_core::DisentangledBias,
+        terms: DisentangledTerms<'a>,
         head: usize,
         start: usize,
     },
@@ -463,11 +470,8 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
                         *s += b;
                     }
                 }
-                TileBias::Disentangled { bias, head, start } => {
-                    let query = start + self.first_row + i;
-                    for (j, s) in tile.iter_mut().enumerate() {
-                        *s += bias.get(head, query, start + self.first_key + j);
-                    }
+                TileBias::Disentangled { terms, head, start } => {
+                    terms.add_to_row(head, start + self.first_row + i, start + self.first_key, tile);
                 }
             }
             let new_max = max.max(lane_max(tile));
