@@ -256,7 +256,7 @@ impl Family for Decoder {
                 (gemma.attention, gemma.scales, norm, pooling, gemma.describe)
             }
             _ => {
-                let mask = attention(config, expected, &mut evidence)?;
+                let mask = attention(config, expected, &mut evidence, &mut findings)?;
                 let (rope, rope_evidence) = rope::rope(config, &ROPE, dims.head_dim.size(), dims.positions.size())?;
                 evidence.extend(rope_evidence);
                 let norm = Norm {
@@ -412,7 +412,12 @@ fn dims(
 /// window. Refused, naming the key: Qwen's sliding-window layers (`use_sliding_window`,
 /// `layer_types`), a window on a bidirectional model, and custom modeling code that does not
 /// say whether it is causal.
-fn attention(config: &ModelConfig, model_type: &str, evidence: &mut Vec<Evidence>) -> Result<Mask, Box<Finding>> {
+fn attention(
+    config: &ModelConfig,
+    model_type: &str,
+    evidence: &mut Vec<Evidence>,
+    findings: &mut Vec<Finding>,
+) -> Result<Mask, Box<Finding>> {
     let refuse = |key: &str, message: String, fix: &str| {
         Err(super::option_refused(
             "decoder-attention-unsupported",
@@ -439,34 +444,65 @@ fn attention(config: &ModelConfig, model_type: &str, evidence: &mut Vec<Evidence
         "mistral" => config.usize("sliding_window"),
         _ => None,
     };
-    match config.get("is_causal").and_then(Value::as_bool) {
-        Some(false) => {
-            if window.is_some() {
-                return refuse(
-                    "sliding_window",
-                    "`is_causal: false` with a `sliding_window`: a bidirectional window, which no transformers class defines".into(),
-                    "set `sliding_window` to null if the bidirectional model attends to the whole input",
-                );
-            }
-            evidence.push(Evidence::config("is_causal", "false: bidirectional attention"));
-            return Ok(Mask::Bidirectional);
+    let bidirectional = match (
+        config.get("is_causal").and_then(Value::as_bool),
+        custom_model_code(config),
+        config.get("use_bidirectional_attention").and_then(Value::as_bool),
+    ) {
+        (Some(causal), ..) => {
+            let what = match causal {
+                true => "true: causal attention",
+                false => "false: bidirectional attention",
+            };
+            evidence.push(Evidence::config("is_causal", what));
+            !causal
         }
-        Some(true) => evidence.push(Evidence::config("is_causal", "true: causal attention")),
-        None => {
-            if let Some(code) = custom_model_code(config) {
-                return Err(super::option_refused(
-                    "decoder-causality-unstated",
-                    config,
-                    "is_causal",
-                    format!("config.json does not say whether the model attends causally, and it ships its own modeling code (`auto_map.AutoModel: {code}`), which tessera does not run; such code may attend bidirectionally (as gte-Qwen2's is meant to) or causally, and the vectors differ"),
-                    "set `is_causal` to what the model's own code does: `false` for bidirectional attention, `true` for causal",
-                ));
-            }
+        // The key the bidirectional conversions' own code reads (NVIDIA's LlamaBidirectional,
+        // pplx-embed's Qwen3): with that code named, it says how the model attends.
+        (None, Some(code), Some(bidirectional)) => {
+            evidence.push(Evidence::config(
+                "use_bidirectional_attention",
+                format!("{bidirectional}: read by the model's own code (`{code}`), which tessera does not run; {} attention", if bidirectional { "bidirectional" } else { "causal" }),
+            ));
+            bidirectional
+        }
+        (None, Some(code), None) => {
+            return Err(super::option_refused(
+                "decoder-causality-unstated",
+                config,
+                "is_causal",
+                format!("config.json does not say whether the model attends causally, and it ships its own modeling code (`auto_map.AutoModel: {code}`), which tessera does not run; such code may attend bidirectionally (as gte-Qwen2's is meant to) or causally, and the vectors differ"),
+                "set `is_causal` to what the model's own code does: `false` for bidirectional attention, `true` for causal",
+            ));
+        }
+        (None, None, bidirectional) => {
             evidence.push(Evidence::config(
                 "is_causal",
                 "absent: causal attention, as transformers' decoder classes attend",
             ));
+            if bidirectional == Some(true) {
+                findings.push(
+                    Finding::warning(
+                        "decoder-bidirectional-key-ignored",
+                        format!("`use_bidirectional_attention: true`, but `model_type: {model_type}`'s transformers class ignores that key and attends causally, and so does tessera"),
+                    )
+                    .in_file(&config.path)
+                    .about("use_bidirectional_attention")
+                    .fix("if the model was trained bidirectionally, set `is_causal: false`"),
+                );
+            }
+            false
         }
+    };
+    if bidirectional {
+        if window.is_some() {
+            return refuse(
+                "sliding_window",
+                "bidirectional attention with a `sliding_window`: a bidirectional window, which no transformers class defines".into(),
+                "set `sliding_window` to null if the bidirectional model attends to the whole input",
+            );
+        }
+        return Ok(Mask::Bidirectional);
     }
     match window {
         Some(0) => refuse(
@@ -505,7 +541,7 @@ mod tests {
             path: "config.json".into(),
             values: keys.as_object().cloned().unwrap_or_default(),
         };
-        attention(&config, model_type, &mut Vec::new())
+        attention(&config, model_type, &mut Vec::new(), &mut Vec::new())
     }
 
     #[test]
@@ -566,5 +602,37 @@ mod tests {
         // Saying it settles it, custom code or not.
         let stated = json!({"auto_map": {"AutoModel": "modeling_qwen.Qwen2Model"}, "is_causal": false});
         assert_eq!(mask_of("qwen2", stated).unwrap(), Mask::Bidirectional);
+    }
+
+    #[test]
+    fn use_bidirectional_attention_counts_where_the_model_s_own_code_reads_it() {
+        let code = json!({"AutoModel": "modeling_bidirectional.Model"});
+        for (bidirectional, want) in [(true, Mask::Bidirectional), (false, Mask::Causal)] {
+            let keys = json!({"auto_map": code, "use_bidirectional_attention": bidirectional});
+            assert_eq!(mask_of("qwen3", keys).unwrap(), want);
+        }
+        // is_causal still wins, and a window stays refused on a bidirectional model.
+        let keys = json!({"auto_map": code, "use_bidirectional_attention": true, "is_causal": true});
+        assert_eq!(mask_of("qwen3", keys).unwrap(), Mask::Causal);
+        let keys = json!({"auto_map": code, "use_bidirectional_attention": true, "sliding_window": 8});
+        assert_eq!(
+            mask_of("mistral", keys).unwrap_err().subject.as_deref(),
+            Some("sliding_window")
+        );
+        // transformers' own classes ignore it: causal, with a warning naming the key.
+        let config = ModelConfig {
+            path: "config.json".into(),
+            values: json!({"use_bidirectional_attention": true})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        };
+        let mut findings = Vec::new();
+        assert_eq!(
+            attention(&config, "qwen3", &mut Vec::new(), &mut findings).unwrap(),
+            Mask::Causal
+        );
+        assert_eq!(findings[0].code, "decoder-bidirectional-key-ignored");
+        assert_eq!(findings[0].subject.as_deref(), Some("use_bidirectional_attention"));
     }
 }
