@@ -1,7 +1,7 @@
 //! Fast tokenizers built from SentencePiece models give the token ids transformers' AutoTokenizer
 //! (what sentence-transformers encodes with) gives on the same directory. The fixtures and the
 //! expected ids come from `fixtures/sentencepiece/make.py` (transformers 5.24, sentencepiece 0.2):
-//! small Unigram models trained with XLM-RoBERTa's, CamemBERT's, T5's and ALBERT's piece layouts, on the
+//! small Unigram models trained with XLM-RoBERTa's, CamemBERT's, T5's, ALBERT's and DeBERTa-v2's piece layouts, on the
 //! golden texts of the shared models plus edge cases (typed special tokens, `` and '', full-width
 //! characters, runs of spaces).
 
@@ -57,6 +57,14 @@ fn t5_ids_match_transformers() {
 #[test]
 fn albert_ids_match_transformers() {
     check("albert", Family::Albert);
+}
+
+/// DeBERTa-v3's `spm.model` as transformers 5 builds it, as configured and with
+/// `do_lower_case`, `split_by_punct` and no prefix space.
+#[test]
+fn deberta_v2_ids_match_transformers() {
+    check("deberta-v2", Family::DebertaV2);
+    check("deberta-v2-lower-punct", Family::DebertaV2);
 }
 
 /// A copy of a fixture family with `tokenizer_config.json` replaced (or removed when `None`).

@@ -19,6 +19,8 @@ pub enum Family {
     T5,
     /// `AlbertTokenizer`.
     Albert,
+    /// `DebertaV2Tokenizer` (DeBERTa-v2/v3's `spm.model`).
+    DebertaV2,
 }
 
 impl Family {
@@ -29,6 +31,7 @@ impl Family {
             Family::Camembert => "CamembertTokenizer",
             Family::T5 => "T5Tokenizer",
             Family::Albert => "AlbertTokenizer",
+            Family::DebertaV2 => "DebertaV2Tokenizer",
         }
     }
 
@@ -38,6 +41,7 @@ impl Family {
             "CamembertTokenizer" => Some(Family::Camembert),
             "T5Tokenizer" | "MT5Tokenizer" => Some(Family::T5),
             "AlbertTokenizer" => Some(Family::Albert),
+            "DebertaV2Tokenizer" => Some(Family::DebertaV2),
             _ => None,
         }
     }
@@ -48,6 +52,7 @@ impl Family {
             "camembert" => Some(Family::Camembert),
             "t5" | "mt5" | "umt5" => Some(Family::T5),
             "albert" => Some(Family::Albert),
+            "deberta-v2" => Some(Family::DebertaV2),
             _ => None,
         }
     }
@@ -84,6 +89,8 @@ pub(super) struct Settings {
     pub add_prefix_space: bool,
     pub lower_case: bool,
     pub keep_accents: bool,
+    /// DeBERTa's `split_by_punct`: punctuation split off before the pieces.
+    pub split_by_punct: bool,
     pub extra_ids: usize,
     /// `added_tokens_decoder`: tokens the saved tokenizer had, by id.
     pub declared: Vec<(u32, AddedToken)>,
@@ -99,6 +106,7 @@ impl Settings {
         // bos, eos, unk, pad, mask, cls, sep as transformers' classes default them.
         let defaults = match family {
             Family::Albert => ["[CLS]", "[SEP]", "<unk>", "<pad>", "[MASK]", "[CLS]", "[SEP]"],
+            Family::DebertaV2 => ["[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]", "[CLS]", "[SEP]"],
             Family::XlmRoberta | Family::Camembert | Family::T5 => {
                 ["<s>", "</s>", "<unk>", "<pad>", "<mask>", "<s>", "</s>"]
             }
@@ -127,8 +135,10 @@ impl Settings {
             family,
             tokens,
             add_prefix_space: flag("add_prefix_space", true),
-            lower_case: flag("do_lower_case", true),
+            // ALBERT's class lower-cases by default, DeBERTa's does not.
+            lower_case: flag("do_lower_case", family != Family::DebertaV2),
             keep_accents: flag("keep_accents", false),
+            split_by_punct: flag("split_by_punct", false),
             extra_ids,
             declared: declared_tokens(&config, &config_path)?,
         })
@@ -141,6 +151,7 @@ impl Settings {
             Family::XlmRoberta | Family::Camembert => vec![&t.bos, &t.pad, &t.eos, &t.unk, &t.mask, &t.cls, &t.sep],
             Family::T5 => vec![&t.pad, &t.eos, &t.unk],
             Family::Albert => vec![&t.pad, &t.unk, &t.cls, &t.sep, &t.mask, &t.bos, &t.eos],
+            Family::DebertaV2 => vec![&t.pad, &t.unk, &t.bos, &t.eos, &t.sep, &t.cls, &t.mask],
         }
         .into_iter()
         .cloned()
@@ -168,7 +179,7 @@ fn family(root: &Path, config: &Value, model_file: &Path) -> Result<Family, Load
         return Family::from_class(class).ok_or_else(|| {
             unknown(format!(
                 "tokenizer_config.json names `{class}`, whose SentencePiece conversion tessera does not know \
-                 (it knows XLMRobertaTokenizer, CamembertTokenizer, T5Tokenizer, AlbertTokenizer); save tokenizer.json with \
+                 (it knows XLMRobertaTokenizer, CamembertTokenizer, T5Tokenizer, AlbertTokenizer, DebertaV2Tokenizer); save tokenizer.json with \
                  `AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`"
             ))
         });
@@ -185,7 +196,7 @@ fn family(root: &Path, config: &Value, model_file: &Path) -> Result<Family, Load
     }
     Err(unknown(
         "cannot tell which tokenizer class uses it: set `tokenizer_class` in tokenizer_config.json \
-         (XLMRobertaTokenizer, CamembertTokenizer, T5Tokenizer or AlbertTokenizer), or save tokenizer.json with \
+         (XLMRobertaTokenizer, CamembertTokenizer, T5Tokenizer, AlbertTokenizer or DebertaV2Tokenizer), or save tokenizer.json with \
          `AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`"
             .into(),
     ))

@@ -1,10 +1,10 @@
 //! Building the fast tokenizer in memory from a SentencePiece model (`sentencepiece.bpe.model`,
-//! `spiece.model`) when a model ships no tokenizer.json.
+//! `spiece.model`, `spm.model`) when a model ships no tokenizer.json.
 //!
 //! A SentencePiece file alone does not say how a model used it: XLM-RoBERTa renumbers the
 //! pieces to fairseq's layout and appends `<mask>` (CamemBERT to another fairseq layout), T5
 //! appends its sentinel tokens, ALBERT
-//! lower-cases and strips accents, and each wraps inputs in different special tokens. So the
+//! lower-cases and strips accents, DeBERTa-v2 collapses whitespace and may isolate punctuation, and each wraps inputs in different special tokens. So the
 //! tokenizer is built for the class the model names (`tokenizer_class` in tokenizer_config.json,
 //! else `model_type` in config.json, else the file name), exactly as transformers builds that
 //! class from the same file, which is what sentence-transformers encodes with.
@@ -33,7 +33,7 @@ use proto::{ModelProto, ModelType, PieceType};
 use crate::error::LoadError;
 
 /// The SentencePiece files transformers' tokenizers read, in the order they are looked for.
-pub const FILES: [&str; 2] = ["sentencepiece.bpe.model", "spiece.model"];
+pub const FILES: [&str; 3] = ["sentencepiece.bpe.model", "spiece.model", "spm.model"];
 
 /// The first SentencePiece model file present in `root`.
 pub fn find(root: &Path) -> Option<PathBuf> {
@@ -71,19 +71,22 @@ fn build(proto: &ModelProto, settings: &Settings) -> Result<Tokenizer, String> {
     tokenizer
         .with_normalizer(normalizer(proto, settings)?)
         .map_err(|e| e.to_string())?;
-    // Splitting on whitespace first is what removes SentencePiece's extra spaces; the
-    // Metaspace step then marks each word's start with `▁` as the pieces expect.
-    let scheme = if settings.add_prefix_space {
-        PrependScheme::Always
+    if settings.family == Family::DebertaV2 {
+        deberta_v2_splitting(&mut tokenizer, settings)?;
     } else {
-        PrependScheme::Never
-    };
-    tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
-        WhitespaceSplit.into(),
-        Metaspace::new('▁', scheme, true).into(),
-    ])));
-    tokenizer.with_decoder(Some(MetaspaceDecoder::new('▁', scheme, true)));
-
+        // Splitting on whitespace first is what removes SentencePiece's extra spaces; the
+        // Metaspace step then marks each word's start with `▁` as the pieces expect.
+        let scheme = if settings.add_prefix_space {
+            PrependScheme::Always
+        } else {
+            PrependScheme::Never
+        };
+        tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
+            WhitespaceSplit.into(),
+            Metaspace::new('▁', scheme, true).into(),
+        ])));
+        tokenizer.with_decoder(Some(MetaspaceDecoder::new('▁', scheme, true)));
+    }
     add_tokens(&mut tokenizer, proto, settings, vocab_len)?;
     let processor = post_processor(&tokenizer, settings)?;
     tokenizer.with_post_processor(Some(processor));
@@ -148,8 +151,27 @@ fn vocabulary(proto: &ModelProto, settings: &Settings) -> Result<(Vec<(String, f
             vocab.extend((0..settings.extra_ids).rev().map(|i| (format!("<extra_id_{i}>"), 0.0)));
             (vocab, spm_unk)
         }
-        Family::Albert => (pieces().collect(), spm_unk),
+        Family::Albert | Family::DebertaV2 => (pieces().collect(), spm_unk),
     })
+}
+
+/// DeBERTa-v2's pre-tokenizer and decoder as transformers' `DebertaV2Tokenizer` sets them:
+/// punctuation isolated (`split_by_punct`), then Metaspace splitting, the prefix `▁` on every
+/// word (`add_prefix_space`) or on the first only.
+fn deberta_v2_splitting(tokenizer: &mut Tokenizer, settings: &Settings) -> Result<(), String> {
+    let scheme = if settings.add_prefix_space { "always" } else { "first" };
+    let metaspace = json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": true});
+    let mut steps = Vec::new();
+    if settings.split_by_punct {
+        steps.push(json!({"type": "Punctuation", "behavior": "Isolated"}));
+    }
+    steps.push(metaspace.clone());
+    let pre_tokenizer = serde_json::from_value(json!({"type": "Sequence", "pretokenizers": steps}))
+        .map_err(|e| format!("cannot build its pre-tokenizer: {e}"))?;
+    let decoder = serde_json::from_value(metaspace).map_err(|e| format!("cannot build its decoder: {e}"))?;
+    tokenizer.with_pre_tokenizer(Some::<tokenizers::PreTokenizerWrapper>(pre_tokenizer));
+    tokenizer.with_decoder(Some::<tokenizers::DecoderWrapper>(decoder));
+    Ok(())
 }
 
 fn normalizer(proto: &ModelProto, settings: &Settings) -> Result<Option<NormalizerWrapper>, String> {
@@ -165,6 +187,20 @@ fn normalizer(proto: &ModelProto, settings: &Settings) -> Result<Option<Normaliz
             .map_err(|e| format!("its normalization rules (precompiled_charsmap) are unreadable: {e}"))?;
         Some(NormalizerWrapper::from(map))
     };
+    if settings.family == Family::DebertaV2 {
+        // transformers 5's `DebertaV2Tokenizer`: no precompiled rules, runs of whitespace and
+        // line breaks to one space, NFC, trailing space stripped.
+        let mut steps = Vec::new();
+        if settings.lower_case {
+            steps.push(json!({"type": "Lowercase"}));
+        }
+        steps.push(json!({"type": "Replace", "pattern": {"Regex": "\\s{2,}|[\\n\\r\\t]"}, "content": " "}));
+        steps.push(json!({"type": "NFC"}));
+        steps.push(json!({"type": "Strip", "strip_left": false, "strip_right": true}));
+        return serde_json::from_value(json!({"type": "Sequence", "normalizers": steps}))
+            .map(Some)
+            .map_err(|e| format!("cannot build its normalizer: {e}"));
+    }
     if settings.family != Family::Albert {
         return Ok(precompiled);
     }
@@ -203,7 +239,7 @@ fn add_tokens(
         Family::XlmRoberta => 3,
         // CamemBERT dropped only SentencePiece's <unk>.
         Family::Camembert => 1,
-        Family::T5 | Family::Albert => 0,
+        Family::T5 | Family::Albert | Family::DebertaV2 => 0,
     };
     for piece in proto.pieces.iter().skip(skip) {
         match piece.kind() {
@@ -269,7 +305,7 @@ fn post_processor(tokenizer: &Tokenizer, settings: &Settings) -> Result<Template
             vec![seq("A", 0), special(&t.eos, 0), seq("B", 0), special(&t.eos, 0)],
             vec![&t.eos],
         ),
-        Family::Albert => (
+        Family::Albert | Family::DebertaV2 => (
             vec![special(&t.cls, 0), seq("A", 0), special(&t.sep, 0)],
             vec![
                 special(&t.cls, 0),
