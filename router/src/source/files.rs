@@ -16,6 +16,7 @@ const SMALL: &[&str] = &[
     "vocab.txt",
     "sentencepiece.bpe.model",
     "spiece.model",
+    "spm.model",
     "modules.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
