@@ -11,7 +11,7 @@ use crate::batch::SeqOffsets;
 use crate::disentangled::{DisentangledBias, DisentangledTerms};
 
 /// A position-dependent additive bias applied inside attention.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum PositionBias {
     /// No bias (absolute or no positions).
     None,

@@ -63,13 +63,6 @@ pub struct DisentangledBias {
     columns: RelativeColumns,
 }
 
-impl PartialEq for DisentangledBias {
-    /// The same batch and columns (the terms are not compared: they are per-batch products).
-    fn eq(&self, other: &Self) -> bool {
-        (self.heads, self.total, &self.columns) == (other.heads, other.total, &other.columns)
-    }
-}
-
 impl DisentangledBias {
     /// The bias from each term's `[heads, total, columns.rows().len()]` values (`None`: the
     /// model lacks that term).
