@@ -7,7 +7,7 @@ use crate::layers::{LayerNorm, Linear};
 use crate::HiddenAct;
 use candle_core::{DType, Module, Tensor};
 
-use crate::batch::SeqOffsets;
+use crate::batch::Batch;
 use crate::error::LoadError;
 use crate::inspection::{Finding, ModelInspection, WORD_EMBEDDINGS};
 use crate::LoadRequest;
@@ -29,6 +29,9 @@ pub enum HeadKind {
     /// DeBERTa's `ContextPooler`: `pooler.dense` outside the encoder's prefix, activated by
     /// `pooler_hidden_act` (GELU by default), on the first token, then `classifier`.
     ContextPooler,
+    /// The decoders' (`Qwen3ForSequenceClassification`, `LlamaForSequenceClassification`...):
+    /// `score` without bias on the last token that is not `pad_token_id`; no hidden layer.
+    Score,
 }
 
 impl HeadKind {
@@ -41,6 +44,7 @@ impl HeadKind {
             HeadKind::PreClassifier => ("classifier", "pre_classifier".into()),
             HeadKind::PredictionHead => ("classifier", PREDICTION_DENSE.into()),
             HeadKind::ContextPooler => ("classifier", CONTEXT_POOLER.into()),
+            HeadKind::Score => (SCORE, String::new()),
         }
     }
 
@@ -56,6 +60,7 @@ impl HeadKind {
             HeadKind::ContextPooler => {
                 "DeBERTa's context pooler (`pooler.dense`, `pooler_hidden_act`) on the first token, then `classifier`"
             }
+            HeadKind::Score => "a decoder's `score` on the last token that is not the padding token",
         }
     }
 }
@@ -65,6 +70,8 @@ const PREDICTION_DENSE: &str = "head.dense";
 const PREDICTION_NORM: &str = "head.norm";
 /// DeBERTa's context pooler, at the root beside `classifier`.
 const CONTEXT_POOLER: &str = "pooler.dense";
+/// The decoders' output layer.
+const SCORE: &str = "score";
 
 /// What ModernBERT's config says about its prediction head.
 struct PredictionConfig {
@@ -109,13 +116,17 @@ pub struct ClassifierSpec {
     pub dense_bias: bool,
     /// ModernBERT's LayerNorm after the activation: `Some(has_bias)`; `None` for other heads.
     pub head_norm: Option<bool>,
+    /// The decoders' `pad_token_id`: their head reads the last token that is not it.
+    pub pad_token: Option<u32>,
 }
 
 impl ClassifierSpec {
     /// `None` for embedding models; the head's description, or why it is unusable, otherwise.
     pub fn detect(inspection: &ModelInspection) -> Option<Result<ClassifierSpec, Box<Finding>>> {
         let weights = inspection.weights.as_ref()?;
-        let kind = if weights.get("classifier.out_proj.weight").is_some() {
+        let kind = if weights.get(&format!("{SCORE}.weight")).is_some() && weights.get("classifier.weight").is_none() {
+            HeadKind::Score
+        } else if weights.get("classifier.out_proj.weight").is_some() {
             HeadKind::DenseOutProj
         } else if weights.get("classifier.weight").is_some() && weights.get("head.dense.weight").is_some() {
             HeadKind::PredictionHead
@@ -158,15 +169,20 @@ impl ClassifierSpec {
             ));
         };
         let (labels_n, hidden) = (*labels_n, *hidden);
-        let mut required = vec![
-            (format!("{hidden_tensor}.weight"), vec![hidden, hidden]),
-            (format!("{labels_tensor}.bias"), vec![labels_n]),
-        ];
+        // The decoders' head is one unbiased layer: nothing else to find.
+        let mut required = match kind {
+            HeadKind::Score => Vec::new(),
+            _ => vec![
+                (format!("{hidden_tensor}.weight"), vec![hidden, hidden]),
+                (format!("{labels_tensor}.bias"), vec![labels_n]),
+            ],
+        };
         let (dense_bias, norm, mean) = match kind {
             HeadKind::PredictionHead => {
                 let config = PredictionConfig::read(inspection);
                 (config.dense_bias, Some(config.norm_bias), config.mean)
             }
+            HeadKind::Score => (false, None, false),
             _ => (true, None, false),
         };
         if dense_bias {
@@ -214,12 +230,21 @@ impl ClassifierSpec {
             prefix,
             hidden,
             kind,
-            pooling: match mean {
-                true => crate::Pooling::Mean,
-                false => crate::Pooling::Cls,
+            pooling: match (kind, mean) {
+                (HeadKind::Score, _) => crate::Pooling::LastToken,
+                (_, true) => crate::Pooling::Mean,
+                (_, false) => crate::Pooling::Cls,
             },
             dense_bias,
             head_norm: norm,
+            pad_token: match kind {
+                HeadKind::Score => inspection
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.usize("pad_token_id"))
+                    .and_then(|id| u32::try_from(id).ok()),
+                _ => None,
+            },
         })
     }
 }
@@ -270,20 +295,26 @@ fn labels(inspection: &ModelInspection, n: usize, output: &str) -> Result<Vec<St
 }
 
 /// The loaded head: a hidden layer on the first token (or the mean), its activation (and
-/// ModernBERT's norm), and the output layer.
+/// ModernBERT's norm), and the output layer; the decoders' output layer alone on the last token
+/// that is not padding.
 #[derive(Debug)]
 pub struct ClassifierHead {
-    hidden: Linear,
+    /// `None`: the decoders' head, the output layer alone.
+    hidden: Option<Linear>,
     activation: HeadActivation,
     norm: Option<LayerNorm>,
     /// The first token's vector, or the mean of each sequence's.
     pooling: crate::Pooling,
     output: Linear,
+    /// The decoders' padding id: the token read is the last one that is not it.
+    pad_token: Option<u32>,
 }
 
 /// The hidden layer's activation.
 #[derive(Debug, Clone, Copy)]
 enum HeadActivation {
+    /// No hidden layer to activate (the decoders' head).
+    Identity,
     Tanh,
     Act(HiddenAct),
 }
@@ -299,11 +330,23 @@ impl ClassifierHead {
         let err = |e| LoadError::from_candle(&file, e);
         let (h, n) = (spec.hidden, spec.labels.len());
         let (labels_tensor, hidden_tensor) = spec.kind.tensors(&spec.prefix);
-        let output = crate::layers::linear(&vb, h, n, labels_tensor).map_err(err)?;
         let dense = |bias| crate::layers::stacked_linear(&vb, &[(&hidden_tensor, h)], h, bias).map_err(err);
+        let output = match spec.kind {
+            HeadKind::Score => crate::layers::stacked_linear(&vb, &[(labels_tensor, n)], h, false),
+            _ => crate::layers::linear(&vb, h, n, labels_tensor),
+        }
+        .map_err(err)?;
         Ok(match spec.kind {
+            HeadKind::Score => Self {
+                hidden: None,
+                activation: HeadActivation::Identity,
+                norm: None,
+                pooling: spec.pooling,
+                output,
+                pad_token: spec.pad_token,
+            },
             HeadKind::Pooler | HeadKind::DenseOutProj | HeadKind::PreClassifier | HeadKind::ContextPooler => Self {
-                hidden: dense(spec.dense_bias)?,
+                hidden: Some(dense(spec.dense_bias)?),
                 activation: match spec.kind {
                     HeadKind::PreClassifier => HeadActivation::Act(HiddenAct::Relu),
                     HeadKind::ContextPooler => HeadActivation::Act(match request.inspection.config.as_ref() {
@@ -315,6 +358,7 @@ impl ClassifierHead {
                 norm: None,
                 pooling: spec.pooling,
                 output,
+                pad_token: None,
             },
             HeadKind::PredictionHead => {
                 let model_config = request.inspection.config.as_ref();
@@ -331,21 +375,44 @@ impl ClassifierHead {
                 }
                 .map_err(err)?;
                 Self {
-                    hidden: dense(spec.dense_bias)?,
+                    hidden: Some(dense(spec.dense_bias)?),
                     activation: HeadActivation::Act(act),
                     norm: Some(norm),
                     pooling: spec.pooling,
                     output,
+                    pad_token: None,
                 }
             }
         })
     }
 
-    /// Logits `[sequences, labels]` from packed hidden states `[total_tokens, hidden]`.
-    pub fn forward(&self, hidden: &Tensor, seqs: &SeqOffsets) -> candle_core::Result<Tensor> {
+    /// Logits `[sequences, labels]` from the packed hidden states `[total_tokens, hidden]` of
+    /// `batch`.
+    pub fn forward(&self, hidden: &Tensor, batch: &Batch) -> candle_core::Result<Tensor> {
         let hidden = hidden.to_dtype(DType::F32)?;
-        let h = self.hidden.forward(&self.pooling.pool(&hidden, seqs)?)?;
+        let pooled = match self.pad_token {
+            // As transformers' decoder classifiers: the rightmost token that is not padding
+            // (the first when every one is).
+            Some(pad) => {
+                let rows: Vec<u32> = batch
+                    .seqs
+                    .ranges()
+                    .map(|range| {
+                        let ids = &batch.input_ids[range.clone()];
+                        (range.start + ids.iter().rposition(|&id| id != pad).unwrap_or(0)) as u32
+                    })
+                    .collect();
+                let n = rows.len();
+                hidden.index_select(&Tensor::from_vec(rows, n, hidden.device())?, 0)?
+            }
+            None => self.pooling.pool(&hidden, &batch.seqs)?,
+        };
+        let h = match &self.hidden {
+            Some(layer) => layer.forward(&pooled)?,
+            None => pooled,
+        };
         let mut h = match self.activation {
+            HeadActivation::Identity => h,
             HeadActivation::Tanh => h.tanh()?,
             HeadActivation::Act(act) => act.apply(&h)?,
         };

@@ -88,6 +88,8 @@ const IGNORED: &[&str] = &[
     "embeddings.position_ids",
     "lm_head.",
     "classifier.",
+    // The decoders' classification head.
+    "score.",
     // DistilBERT's masked-LM and classification heads.
     "vocab_transform.",
     "vocab_layer_norm.",

@@ -69,11 +69,16 @@ fn a_deberta_v3_model_serves_sentence_transformers_vectors() {
     }
 }
 
-/// An XLM-RoBERTa reranker (bge-reranker's head) and a DeBERTa-v3 one (mxbai-rerank-v1's
-/// context pooler) rank pairs by the sigmoid of transformers' logits.
+/// An XLM-RoBERTa reranker (bge-reranker's head), a DeBERTa-v3 one (mxbai-rerank-v1's context
+/// pooler) and a Qwen3 one (a decoder's `score` on its last token that is not padding) rank
+/// pairs by the sigmoid of transformers' logits.
 #[test]
 fn rerankers_rank_pairs_as_transformers_scores_them() {
-    for model in ["xlm-roberta-reranker-tiny", "deberta-v3-reranker-tiny"] {
+    for model in [
+        "xlm-roberta-reranker-tiny",
+        "deberta-v3-reranker-tiny",
+        "qwen3-reranker-tiny",
+    ] {
         assert_reranks_as_transformers(model);
     }
 }
@@ -107,9 +112,15 @@ fn assert_reranks_as_transformers(model: &str) {
     assert_eq!(server.post("/embed", &json!({ "inputs": "x" })).status(), 422);
 }
 
+/// BERT's pooler head and a Llama decoder's `score`, both with three named labels.
 #[test]
-fn a_bert_classifier_predicts_named_labels_for_texts_and_pairs() {
-    let model = "bert-classifier-tiny";
+fn classifiers_predict_named_labels_for_texts_and_pairs() {
+    for model in ["bert-classifier-tiny", "llama-classifier-tiny"] {
+        assert_predicts_as_transformers(model);
+    }
+}
+
+fn assert_predicts_as_transformers(model: &str) {
     let golden = golden(model);
     let server = Server::start(&reference::model(model), &[]);
     let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
@@ -124,7 +135,7 @@ fn a_bert_classifier_predicts_named_labels_for_texts_and_pairs() {
         let want = (logits[2][i] - max).exp() / sum;
         assert!(
             (prediction["score"].as_f64().unwrap() - want).abs() < 1e-4,
-            "{prediction} vs {want}"
+            "{model}: {prediction} vs {want}"
         );
     }
 }

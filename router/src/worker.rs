@@ -35,7 +35,7 @@ impl Head {
         match self {
             Head::Pooled { pooling, dense } => dense.forward(&pooling.pool_skipping(hidden, &batch.seqs, skips)?),
             Head::Splade(splade) => splade.forward(hidden, &batch.seqs),
-            Head::Classify(classifier) => classifier.forward(hidden, &batch.seqs),
+            Head::Classify(classifier) => classifier.forward(hidden, batch),
         }?
         .to_vec2()
     }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tessera_core::testing::{load, reference_dir};
 use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
-use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, MODERNBERT, ROBERTA};
+use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, LLAMA, MODERNBERT, QWEN3, ROBERTA};
 
 fn check(model: &str, backend: &EncoderBackend, kind: HeadKind) {
     let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
@@ -55,7 +55,7 @@ fn check(model: &str, backend: &EncoderBackend, kind: HeadKind) {
         let logits = |seqs: &[Encoded]| -> Vec<Vec<f32>> {
             let batch = Batch::from_sequences(seqs.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
             let hidden = model_loaded.backend.forward(&batch).expect("forward");
-            head.forward(&hidden, &batch.seqs).unwrap().to_vec2().unwrap()
+            head.forward(&hidden, &batch).unwrap().to_vec2().unwrap()
         };
         let batched = logits(&encoded);
         for (i, e) in encoded.iter().enumerate() {
@@ -98,4 +98,16 @@ fn a_modernbert_classifier_with_biases_scores_on_the_first_token_as_transformers
 #[test]
 fn a_deberta_v3_reranker_scores_pairs_with_its_context_pooler_as_transformers() {
     check("deberta-v3-reranker-tiny", &DEBERTA, HeadKind::ContextPooler);
+}
+
+/// The Qwen tokenizer appends `<|endoftext|>`, its padding token: transformers reads the logit at
+/// the token before it.
+#[test]
+fn a_qwen3_reranker_scores_pairs_at_its_last_token_that_is_not_padding_as_transformers() {
+    check("qwen3-reranker-tiny", &QWEN3, HeadKind::Score);
+}
+
+#[test]
+fn a_llama_classifier_without_a_padding_token_scores_its_last_token_as_transformers() {
+    check("llama-classifier-tiny", &LLAMA, HeadKind::Score);
 }

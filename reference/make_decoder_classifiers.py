@@ -1,0 +1,93 @@
+"""Tiny random decoder classifiers (`Qwen3ForSequenceClassification`,
+`LlamaForSequenceClassification`) with logits from transformers' own classes, in the classifier
+golden schema of `make_encoders.py` (texts and query/passage pairs).
+
+Run it in a venv outside the repository (torch, transformers, tokenizers):
+
+    python reference/make_decoder_classifiers.py reference/models [builder ...]
+
+transformers' decoder classifiers score the last token that is not `pad_token_id`: the Qwen
+tokenizer appends `<|endoftext|>`, which is also its padding token, so the Qwen3 reranker's
+logit is read at the token before it; the Llama classifier has no padding token and reads the
+last token.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForSequenceClassification, Qwen3ForSequenceClassification
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_decoders import llama_tokenizer  # noqa: E402
+from make_encoders import cleanup, widen  # noqa: E402
+from make_rotary_families import classifier_golden, qwen3_config, qwen3_tokenizer  # noqa: E402
+
+
+def qwen3_reranker_tiny(root):
+    """A Qwen3-Reranker converted to sequence classification (one output, `score` without bias)."""
+    out_dir = root / "qwen3-reranker-tiny"
+    tok, fast = qwen3_tokenizer()
+    cfg = qwen3_config(
+        tok,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        num_labels=1,
+    )
+    torch.manual_seed(11)
+    model = Qwen3ForSequenceClassification(cfg).eval()
+    widen(model, 31)
+    model.save_pretrained(out_dir)
+    fast.model_max_length = 1024
+    fast.save_pretrained(out_dir)
+    classifier_golden(out_dir, model, fast)
+
+
+def llama_classifier_tiny(root):
+    """`LlamaForSequenceClassification` with three named labels and no padding token."""
+    out_dir = root / "llama-classifier-tiny"
+    tok, fast = llama_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        bos_token_id=tok.token_to_id("<s>"),
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=None,
+        id2label={0: "negative", 1: "neutral", 2: "positive"},
+        label2id={"negative": 0, "neutral": 1, "positive": 2},
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(12)
+    model = LlamaForSequenceClassification(cfg).eval()
+    widen(model, 32)
+    model.save_pretrained(out_dir)
+    fast.model_max_length = 1024
+    fast.save_pretrained(out_dir)
+    classifier_golden(out_dir, model, fast)
+
+
+BUILDERS = [qwen3_reranker_tiny, llama_classifier_tiny]
+
+
+def main():
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
+    root.mkdir(parents=True, exist_ok=True)
+    only = set(sys.argv[2:])
+    for builder in BUILDERS:
+        if not only or builder.__name__ in only:
+            builder(root)
+    cleanup(root)
+
+
+if __name__ == "__main__":
+    main()
