@@ -21,7 +21,7 @@ from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, De
 from transformers.models.deberta_v2 import modeling_deberta_v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_encoders import cleanup, fast_tokenizer, save_classifier, widen, wordpiece_tokenizer  # noqa: E402
+from make_encoders import run_builders, fast_tokenizer, save_classifier, widen, wordpiece_tokenizer  # noqa: E402
 from make_rotary_families import golden, save_st  # noqa: E402
 
 
@@ -156,15 +156,5 @@ def deberta_v3_reranker_tiny(root):
 BUILDERS = [deberta_v3_tiny, deberta_v2_p2c_absolute, deberta_v3_reranker_tiny]
 
 
-def main():
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
-    root.mkdir(parents=True, exist_ok=True)
-    only = set(sys.argv[2:])
-    for builder in BUILDERS:
-        if not only or builder.__name__ in only:
-            builder(root)
-    cleanup(root)
-
-
 if __name__ == "__main__":
-    main()
+    run_builders(BUILDERS)

@@ -20,8 +20,16 @@ from transformers import LlamaConfig, LlamaForSequenceClassification, Qwen3ForSe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_decoders import llama_tokenizer  # noqa: E402
-from make_encoders import cleanup, widen  # noqa: E402
+from make_encoders import run_builders, widen  # noqa: E402
 from make_rotary_families import classifier_golden, qwen3_config, qwen3_tokenizer  # noqa: E402
+
+
+def save(model, fast, out_dir):
+    """The checkpoint as `save_pretrained` writes it, its tokenizer, and transformers' logits."""
+    model.save_pretrained(out_dir)
+    fast.model_max_length = 1024
+    fast.save_pretrained(out_dir)
+    classifier_golden(out_dir, model, fast)
 
 
 def qwen3_reranker_tiny(root):
@@ -41,10 +49,7 @@ def qwen3_reranker_tiny(root):
     torch.manual_seed(11)
     model = Qwen3ForSequenceClassification(cfg).eval()
     widen(model, 31)
-    model.save_pretrained(out_dir)
-    fast.model_max_length = 1024
-    fast.save_pretrained(out_dir)
-    classifier_golden(out_dir, model, fast)
+    save(model, fast, out_dir)
 
 
 def llama_classifier_tiny(root):
@@ -70,24 +75,11 @@ def llama_classifier_tiny(root):
     torch.manual_seed(12)
     model = LlamaForSequenceClassification(cfg).eval()
     widen(model, 32)
-    model.save_pretrained(out_dir)
-    fast.model_max_length = 1024
-    fast.save_pretrained(out_dir)
-    classifier_golden(out_dir, model, fast)
+    save(model, fast, out_dir)
 
 
 BUILDERS = [qwen3_reranker_tiny, llama_classifier_tiny]
 
 
-def main():
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
-    root.mkdir(parents=True, exist_ok=True)
-    only = set(sys.argv[2:])
-    for builder in BUILDERS:
-        if not only or builder.__name__ in only:
-            builder(root)
-    cleanup(root)
-
-
 if __name__ == "__main__":
-    main()
+    run_builders(BUILDERS)

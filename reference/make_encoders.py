@@ -552,6 +552,18 @@ def main():
     cleanup(root)
 
 
+def run_builders(builders):
+    """The `main` of the smaller generator scripts: `script.py ROOT [builder ...]` runs the named
+    builders (all when none) into ROOT."""
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "reference/models")
+    root.mkdir(parents=True, exist_ok=True)
+    only = set(sys.argv[2:])
+    for builder in builders:
+        if not only or builder.__name__ in only:
+            builder(root)
+    cleanup(root)
+
+
 def cleanup(root):
     for tmp in root.glob("_hf_*"):
         for f in sorted(tmp.rglob("*"), reverse=True):
