@@ -81,6 +81,9 @@ fn layer_of(name: &str, layers: &str) -> Option<usize> {
         .ok()
 }
 
+/// The suffix of the rotary frequency buffers older Llama/Mistral checkpoints carry per layer.
+pub const ROTARY_BUFFER: &str = "rotary_emb.inv_freq";
+
 /// Tensors that checkpoints carry but embeddings never use.
 const IGNORED: &[&str] = &[
     "cls.",
@@ -188,6 +191,8 @@ pub fn check_tensors(
                 .iter()
                 .any(|ignored| rest.starts_with(ignored) || k.starts_with(ignored))
         })
+        // Rotary frequencies older decoder checkpoints saved as buffers: recomputed, never read.
+        .filter(|k| !k.ends_with(ROTARY_BUFFER))
         .filter(|k| {
             // Layers beyond num_hidden_layers are reported by their own finding's fix.
             k.strip_prefix(prefix)

@@ -52,7 +52,7 @@ pub use batch::{Batch, SeqOffsets};
 pub use classify::{sigmoid, softmax, ClassifierHead, ClassifierSpec, HeadKind};
 pub use disentangled::{DisentangledBias, DisentangledTerms, RelativeColumns};
 pub use error::{BackendError, LoadError};
-pub use expect::{check_tensors, layers_in_weights, Dim, ExpectedTensor};
+pub use expect::{check_tensors, layers_in_weights, Dim, ExpectedTensor, ROTARY_BUFFER};
 pub use head::{finish_embedding, DenseActivation, EmbeddingHead};
 pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInspection, Severity, WORD_EMBEDDINGS};
 pub use pooling::{Pooling, PoolingFileError};

@@ -167,6 +167,31 @@ fn the_decoders_are_told_apart_by_their_attention_tensors() {
     assert!(f["fix"].as_str().unwrap().contains("`qwen2`"), "{f:#}");
 }
 
+/// Older Llama/Mistral checkpoints carry each layer's rotary frequencies as a buffer
+/// (`self_attn.rotary_emb.inv_freq`): recomputed, so neither a foreign layer tensor nor unused.
+#[test]
+fn rotary_frequency_buffers_of_older_decoders_are_ignored() {
+    let dir = copy("llama-biased-lm");
+    let path = dir.path().join("model.safetensors");
+    let mut weights = Safetensors::read(&path);
+    for layer in 0..2 {
+        weights.push(
+            &format!("model.layers.{layer}.self_attn.rotary_emb.inv_freq"),
+            &[12],
+            &[0.5; 12],
+        );
+    }
+    weights.write(&path);
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert!(
+        report["architecture"].as_str().unwrap().starts_with("llama ("),
+        "{report:#}"
+    );
+    let findings = report["findings"].as_array().unwrap();
+    assert!(findings.iter().all(|f| f["severity"] == "info"), "{report:#}");
+}
+
 /// Through the binary, texts far past the windows: ModernBERT's local layers and Mistral's causal
 /// sliding window (the flash backend's parity test checks every decoder fixture; this adds the
 /// HTTP path, tokenizer and pooling config).

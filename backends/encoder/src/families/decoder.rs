@@ -352,7 +352,9 @@ fn foreign_layer_tensor(layout: &EncoderLayout<'_>, spec: &EncoderSpec) -> Optio
         .weights
         .tensors
         .keys()
-        .find(|name| name.starts_with(&layer) && !expected.contains(*name) && !name.ends_with("rotary_emb.inv_freq"))
+        .find(|name| {
+            name.starts_with(&layer) && !expected.contains(*name) && !name.ends_with(tessera_core::ROTARY_BUFFER)
+        })
         .cloned()
 }
 
