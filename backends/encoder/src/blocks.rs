@@ -194,6 +194,9 @@ struct AttendWith<'a> {
     columns: Option<&'a RelativeColumns>,
 }
 
+/// The bytes of disentangled-attention terms one group of heads may hold at once.
+const TERMS_BUDGET: usize = 64 << 20;
+
 /// DeBERTa's relative-position embeddings as one layer projects them, `[heads, rows, head_dim]`
 /// each, scaled so that the kernel's scores get `1 / sqrt(head_dim * (1 + terms))` throughout:
 /// the keys by `1 / sqrt(head_dim)` (they meet the already scaled queries), the queries by the
@@ -239,23 +242,58 @@ impl RelativeProjections {
         })
     }
 
-    /// The layer's bias for queries `q` and keys `k` (`[total, heads, head_dim]`).
-    fn bias(&self, q: &Tensor, k: &Tensor, columns: &RelativeColumns) -> candle_core::Result<PositionBias> {
-        let (total, heads, _) = q.dims3()?;
+    /// The layer's bias for queries `q` and keys `k` (`[total, heads.len(), head_dim]`) of the
+    /// heads `heads`.
+    fn bias(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        heads: std::ops::Range<usize>,
+        columns: &RelativeColumns,
+    ) -> candle_core::Result<PositionBias> {
+        let total = q.dim(0)?;
         let rows = columns.rows();
         let term = |x: &Tensor, table: &Option<Tensor>| -> candle_core::Result<Option<Tensor>> {
             let Some(table) = table else { return Ok(None) };
-            let table = table.narrow(1, rows.start, rows.len())?.transpose(1, 2)?.contiguous()?;
+            let table = table
+                .narrow(0, heads.start, heads.len())?
+                .narrow(1, rows.start, rows.len())?
+                .transpose(1, 2)?
+                .contiguous()?;
             Ok(Some(x.transpose(0, 1)?.contiguous()?.matmul(&table)?))
         };
         let bias = DisentangledBias::new(
             term(q, &self.keys)?,
             term(k, &self.queries)?,
-            heads,
+            heads.len(),
             total,
             columns.clone(),
         )?;
         Ok(PositionBias::Disentangled(bias))
+    }
+
+    /// Attention of a layer with these terms, in groups of heads whose terms fit `budget` bytes
+    /// ([`TERMS_BUDGET`]): the terms hold `tokens x columns` values per head and term, which for
+    /// a full batch of 512-token inputs is far more than its queries and keys.
+    fn attend(
+        &self,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        (kernel, seqs, mask): (&dyn AttentionKernel, &SeqOffsets, Mask),
+        columns: &RelativeColumns,
+        budget: usize,
+    ) -> candle_core::Result<Tensor> {
+        let (total, heads, _) = q.dims3()?;
+        let terms = usize::from(self.keys.is_some()) + usize::from(self.queries.is_some());
+        let per_head = (total * columns.rows().len() * terms * std::mem::size_of::<f32>()).max(1);
+        let group = (budget / per_head).clamp(1, heads);
+        let mut outputs = Vec::with_capacity(heads.div_ceil(group));
+        for first in (0..heads).step_by(group) {
+            let n = group.min(heads - first);
+            let (q, k, v) = (q.narrow(1, first, n)?, k.narrow(1, first, n)?, v.narrow(1, first, n)?);
+            let bias = self.bias(&q, &k, first..first + n, columns)?;
+            outputs.push(kernel.attend(&q, &k, &v, seqs, &bias, mask)?);
+        }
+        Tensor::cat(&outputs, 1)
     }
 }
 
@@ -412,18 +450,13 @@ impl Attention {
             _ => x.clone(),
         };
         let (q, k, v) = self.heads_of(&input, with)?;
-        let layer_bias;
-        let bias = match (&self.relative, with.columns) {
+        let context = match (&self.relative, with.columns) {
             (Some(relative), Some(columns)) => {
-                layer_bias = relative.bias(&q, &k, columns)?;
-                &layer_bias
+                relative.attend((&q, &k, &v), (with.kernel, with.seqs, self.mask), columns, TERMS_BUDGET)?
             }
-            _ => with.bias,
-        };
-        let context = with
-            .kernel
-            .attend(&q, &k, &v, with.seqs, bias, self.mask)?
-            .reshape((total, self.heads * self.head_dim))?;
+            _ => with.kernel.attend(&q, &k, &v, with.seqs, with.bias, self.mask)?,
+        }
+        .reshape((total, self.heads * self.head_dim))?;
         if let Some(post) = &self.post_norm {
             return x + post.forward(&self.output.forward(&context, with.tasks)?)?;
         }
@@ -713,6 +746,52 @@ impl Encoder {
         match &self.final_norm {
             Some(norm) => norm.forward(&x),
             None => Ok(x),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_core::testing::random_tensor;
+    use tessera_core::PaddedAttention;
+
+    use super::*;
+
+    /// Heads attended a group at a time give what all at once give.
+    #[test]
+    fn disentangled_heads_in_groups_match_all_at_once() {
+        let (heads, d, rows) = (5, 8, 40);
+        let relative = RelativeProjections {
+            keys: Some(random_tensor(&[heads, rows, d], 1)),
+            queries: Some(random_tensor(&[heads, rows, d], 2)),
+        };
+        let seqs = SeqOffsets::from_lengths([7, 19, 1]);
+        let total = seqs.total_tokens();
+        let (q, k, v) = (
+            random_tensor(&[total, heads, d], 3),
+            random_tensor(&[total, heads, d], 4),
+            random_tensor(&[total, heads, d], 5),
+        );
+        let columns = RelativeColumns::new(18, |offset| (offset.clamp(-12, 12) + 20) as usize);
+        let kernel = PaddedAttention::default();
+        let run = |budget| {
+            relative
+                .attend((&q, &k, &v), (&kernel, &seqs, Mask::Bidirectional), &columns, budget)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (all, one_by_one, pairs) = (run(usize::MAX), run(1), run(2 * total * 25 * 2 * 4));
+        assert_eq!(all.len(), total * heads * d);
+        for other in [&one_by_one, &pairs] {
+            let worst = all
+                .iter()
+                .zip(other.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-6, "{worst}");
         }
     }
 }
