@@ -83,10 +83,22 @@ struct Dense {
     activation: DenseActivation,
 }
 
+/// The `model_type` of pplx-embed (Perplexity's bidirectional Qwen3), whose own code returns
+/// pooled vectors quantized to int8 values.
+pub const PPLX_MODEL_TYPE: &str = "bidirectional_pplx_qwen3";
+
+/// Whether the model's own code quantizes its pooled vectors to int8 values
+/// (`round(127 * tanh(x))`: pplx-embed, as its model card says and TEI computes it).
+pub fn int8_output(config: Option<&crate::inspection::ModelConfig>) -> bool {
+    config.and_then(|c| c.str("model_type")) == Some(PPLX_MODEL_TYPE)
+}
+
 /// The modules after pooling, loaded.
 #[derive(Debug, Default)]
 pub struct EmbeddingHead {
     dense: Vec<Dense>,
+    /// pplx-embed's int8 values, before any Dense module and normalization.
+    int8: bool,
 }
 
 impl EmbeddingHead {
@@ -96,7 +108,12 @@ impl EmbeddingHead {
             .iter()
             .map(|m| load_dense(m, device))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { dense })
+        Ok(Self { dense, int8: false })
+    }
+
+    /// The head with pooled vectors quantized to int8 values first ([`int8_output`]).
+    pub fn with_int8_output(self, int8: bool) -> Self {
+        Self { int8, ..self }
     }
 
     /// Output dimension given the backbone's hidden size.
@@ -106,7 +123,10 @@ impl EmbeddingHead {
 
     /// Applies the modules to pooled vectors `[n, hidden]` (f32).
     pub fn forward(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = pooled.clone();
+        let mut x = match self.int8 {
+            true => (pooled.tanh()? * 127.0)?.round()?,
+            false => pooled.clone(),
+        };
         for d in &self.dense {
             x = d.activation.apply(&d.linear.forward(&x)?)?;
         }
@@ -193,6 +213,23 @@ mod tests {
             Some(DenseActivation::Identity)
         );
         assert_eq!(DenseActivation::parse("torch.nn.Mish"), None);
+    }
+
+    #[test]
+    fn int8_output_is_rounded_127_tanh() {
+        let pooled = Tensor::new(&[[0.0f32, 10.0, -0.5, 0.004]], &Device::Cpu).unwrap();
+        let head = EmbeddingHead::default().with_int8_output(true);
+        let got = head.forward(&pooled).unwrap().to_vec2::<f32>().unwrap();
+        // 127 tanh(-0.5) = -58.68; 127 tanh(0.004) = 0.508.
+        assert_eq!(got, vec![vec![0.0, 127.0, -59.0, 1.0]]);
+        let config = crate::inspection::ModelConfig {
+            path: "config.json".into(),
+            values: serde_json::json!({"model_type": PPLX_MODEL_TYPE})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        };
+        assert!(int8_output(Some(&config)) && !int8_output(None));
     }
 
     #[test]

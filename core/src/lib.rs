@@ -53,7 +53,7 @@ pub use classify::{sigmoid, softmax, ClassifierHead, ClassifierSpec, HeadKind};
 pub use disentangled::{DisentangledBias, DisentangledTerms, RelativeColumns};
 pub use error::{BackendError, LoadError};
 pub use expect::{check_tensors, layers_in_weights, Dim, ExpectedTensor, ROTARY_BUFFER};
-pub use head::{finish_embedding, DenseActivation, EmbeddingHead};
+pub use head::{finish_embedding, int8_output, DenseActivation, EmbeddingHead, PPLX_MODEL_TYPE};
 pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInspection, Severity, WORD_EMBEDDINGS};
 pub use pooling::{Pooling, PoolingFileError};
 pub use registry::{Chosen, Registry, SelectError, Selection};

@@ -167,6 +167,50 @@ fn the_decoders_are_told_apart_by_their_attention_tensors() {
     assert!(f["fix"].as_str().unwrap().contains("`qwen2`"), "{f:#}");
 }
 
+/// pplx-embed's shape: a Qwen3 whose own code (named in `auto_map`) attends both ways, as
+/// `use_bidirectional_attention` says, and returns mean-pooled vectors as int8 values,
+/// `round(127 * tanh(x))`: `/embed` gives them with `normalize: false` and normalized by default.
+#[test]
+fn pplx_embed_serves_bidirectional_int8_vectors() {
+    let model = "pplx-tiny";
+    let golden = golden(model);
+    let (status, report) = validate(&reference::model(model));
+    assert_eq!(status, Some(0), "{report:#}");
+    assert!(
+        report["architecture"].as_str().unwrap().contains("bidirectional"),
+        "{report:#}"
+    );
+    assert_eq!(finding(&report, "embeddings-int8-quantized")["severity"], "info");
+    let findings = report["findings"].as_array().unwrap();
+    assert!(findings.iter().all(|f| f["severity"] == "info"), "{report:#}");
+
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+    let raw: Vec<Vec<f64>> = server
+        .post("/embed", &json!({ "inputs": golden["texts"], "normalize": false }))
+        .json()
+        .unwrap();
+    let before: Vec<Vec<f64>> = serde_json::from_value(golden["int8_before_rounding"].clone()).unwrap();
+    for (i, (got, want)) in raw.iter().zip(&before).enumerate() {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            // A value within rounding noise of a tie may round either way.
+            let tie = (w.fract().abs() - 0.5).abs() < 1e-3;
+            assert!(
+                *g == w.round() || (tie && (g - w).abs() <= 0.5 + 1e-3),
+                "text {i}: {g} vs {w}"
+            );
+        }
+    }
+    // Normalized by default: the int8 values over their norm (compared with the values served,
+    // so that a tie rounded the other way is not counted twice).
+    let normalized = server.embed(&golden["texts"]);
+    for (i, (got, raw)) in normalized.iter().zip(&raw).enumerate() {
+        let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let want: Vec<f32> = raw.iter().map(|x| (x / norm) as f32).collect();
+        assert_parity(got, &want, &format!("{model} /embed {i}"));
+    }
+}
+
 /// Older Llama/Mistral checkpoints carry each layer's rotary frequencies as a buffer
 /// (`self_attn.rotary_emb.inv_freq`): recomputed, so neither a foreign layer tensor nor unused.
 #[test]

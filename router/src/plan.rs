@@ -204,6 +204,17 @@ fn choose_task(
             }
         };
     }
+    if tessera_core::int8_output(inspection.config.as_ref()) {
+        findings.push(
+            Finding::info(
+                "embeddings-int8-quantized",
+                format!("`model_type: {}`: the model's own code returns pooled vectors as int8 values, round(127 * tanh(x)), and so does tessera (before normalizing, which /embed does unless `normalize: false`)", tessera_core::PPLX_MODEL_TYPE),
+            )
+            .in_file(inspection.config_path())
+            .about("model_type")
+            .fix("none needed; pass `normalize: false` to get the int8 values themselves"),
+        );
+    }
     choose_pooling(inspection, pooling, implied, findings).map(|(pooling, source)| Task::Embed { pooling, source })
 }
 

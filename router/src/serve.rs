@@ -221,7 +221,8 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
     let description = backend.describe();
     let (head, output_dim) = match &plan.task {
         Task::Embed { pooling, .. } => {
-            let dense = EmbeddingHead::load(&inspection.sentence_transformers.dense, device)?;
+            let dense = EmbeddingHead::load(&inspection.sentence_transformers.dense, device)?
+                .with_int8_output(tessera_core::int8_output(inspection.config.as_ref()));
             let dim = dense.output_dim(description.hidden_size);
             (
                 Head::Pooled {

@@ -88,7 +88,8 @@ impl Kind {
     /// The `model_type` values whose transformers classes this kind is.
     fn model_types(self) -> &'static [&'static str] {
         match self {
-            Kind::Qwen3 => &["qwen3"],
+            // pplx-embed: Qwen3 with its own (bidirectional) modeling code.
+            Kind::Qwen3 => &["qwen3", tessera_core::PPLX_MODEL_TYPE],
             Kind::Qwen2 => &["qwen2"],
             Kind::Llama => &["llama", "mistral"],
             Kind::Gemma3 => &["gemma3_text", "gemma3"],
