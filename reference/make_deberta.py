@@ -153,7 +153,34 @@ def deberta_v3_reranker_tiny(root):
     save_classifier(model, tok, root / "deberta-v3-reranker-tiny", 512)
 
 
-BUILDERS = [deberta_v3_tiny, deberta_v2_p2c_absolute, deberta_v3_reranker_tiny]
+def deberta_v2_conv_projected(root):
+    """deberta-v2-xlarge's extras: the convolution over the embeddings added after layer 0
+    (`conv_kernel_size` 3, GELU) and embeddings narrower than the layers (`embedding_size` 24,
+    projected by `embed_proj`), with both terms on separate projections; mean pooling."""
+    hf_dir, out_dir = root / "_hf_deberta_conv", root / "deberta-v2-conv-projected"
+    tok = wordpiece_tokenizer()
+    cfg = deberta_config(
+        tok,
+        embedding_size=24,
+        conv_kernel_size=3,
+        conv_act="gelu",
+        type_vocab_size=2,
+        position_buckets=16,
+        max_relative_positions=32,
+        share_att_key=False,
+        position_biased_input=True,
+        num_hidden_layers=3,
+    )
+    torch.manual_seed(0)
+    model = DebertaV2Model(cfg).eval()
+    widen(model, 24)
+    model.save_pretrained(hf_dir)
+    fast_tokenizer(tok, 512).save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 512, "mean")
+    golden(out_dir, "mean", {"no_convolution": changed(conv_kernel_size=0)})
+
+
+BUILDERS = [deberta_v3_tiny, deberta_v2_p2c_absolute, deberta_v3_reranker_tiny, deberta_v2_conv_projected]
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ fn validate_model_states_each_family_and_its_evidence() {
         ("camembert-tiny", "camembert", "pad_token_id"),
         ("deberta-v3-tiny", "deberta-v2", "encoder.rel_embeddings.weight"),
         ("deberta-v2-p2c-absolute", "deberta-v2", "pos_att_type"),
+        ("deberta-v2-conv-projected", "deberta-v2", "conv_kernel_size"),
     ] {
         let (status, report) = validate(&reference::model(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
@@ -55,17 +56,19 @@ fn an_xlm_roberta_model_serves_sentence_transformers_vectors() {
     assert_eq!(server.post("/embed", &json!({ "inputs": long })).status(), 413);
 }
 
-/// DeBERTa-v3's disentangled attention over texts to 512 tokens, batched by the server.
+/// DeBERTa-v3's disentangled attention, and v2's convolution after layer 0 with projected
+/// embeddings, over texts to 512 tokens batched by the server.
 #[test]
-fn a_deberta_v3_model_serves_sentence_transformers_vectors() {
-    let model = "deberta-v3-tiny";
-    let golden = golden(model);
-    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
-    let got = server.embed(&golden["texts"]);
-    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
-    assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_parity(g, w, &format!("{model} /embed {i}"));
+fn deberta_models_serve_sentence_transformers_vectors() {
+    for model in ["deberta-v3-tiny", "deberta-v2-conv-projected"] {
+        let golden = golden(model);
+        let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+        let got = server.embed(&golden["texts"]);
+        let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_parity(g, w, &format!("{model} /embed {i}"));
+        }
     }
 }
 
@@ -204,26 +207,22 @@ fn an_mpnet_without_its_relative_bias_is_refused() {
     assert_eq!(f["subject"], "encoder.relative_attention_bias.weight");
 }
 
+/// What DeBERTa's own code cannot run, or tessera does not serve, is refused by key.
 #[test]
-fn a_deberta_v2_convolution_is_refused_by_its_key() {
-    let dir = copy("deberta-v3-tiny");
-    edit_config(dir.path(), |c| {
-        c.insert("conv_kernel_size".into(), json!(3));
-    });
-    let (status, report) = validate(dir.path());
-    assert_ne!(status, Some(0));
-    let f = finding(&report, "deberta-option-unsupported");
-    assert_eq!(f["subject"], "conv_kernel_size");
-    let dir = copy("deberta-v3-tiny");
-    edit_config(dir.path(), |c| {
-        c.insert("pos_att_type".into(), json!(["c2p", "p2p"]));
-    });
-    let (status, report) = validate(dir.path());
-    assert_ne!(status, Some(0));
-    assert_eq!(
-        finding(&report, "deberta-option-unsupported")["subject"],
-        "pos_att_type"
-    );
+fn deberta_options_without_a_meaning_are_refused_by_key() {
+    for (key, value) in [
+        ("conv_kernel_size", json!(2)),
+        ("conv_groups", json!(4)),
+        ("pos_att_type", json!(["c2p", "p2p"])),
+    ] {
+        let dir = copy("deberta-v2-conv-projected");
+        edit_config(dir.path(), |c| {
+            c.insert(key.into(), value.clone());
+        });
+        let (status, report) = validate(dir.path());
+        assert_ne!(status, Some(0), "{key}");
+        assert_eq!(finding(&report, "deberta-option-unsupported")["subject"], key);
+    }
 }
 
 #[test]

@@ -20,8 +20,8 @@ use tessera_core::{
 
 use crate::lora::{Lora, Projection, TaskRows};
 use crate::spec::{
-    AttentionBias, Disentangled, EncoderSpec, FeedForward as FeedForwardKind, Half, Norm, NormKind, Placement,
-    PositionTable, Positions, QkNorms, Qkv,
+    AttentionBias, ConvActivation, Disentangled, EncoderSpec, FeedForward as FeedForwardKind, Half, Norm, NormKind,
+    Placement, PositionTable, Positions, QkNorms, Qkv,
 };
 
 /// The norm `spec` describes, of width `size`, at `name`.
@@ -96,6 +96,8 @@ struct Embeddings {
     /// Task adapters of the word and token-type tables.
     words_lora: Option<Lora>,
     token_types_lora: Option<Lora>,
+    /// DeBERTa's `embed_proj`: narrower tables projected to the layers' width.
+    projection: Option<tessera_core::layers::Linear>,
     norm: Option<LayerNorm>,
     /// The word vectors' factor (Gemma's `sqrt(hidden_size)`).
     scale: Option<f64>,
@@ -103,7 +105,7 @@ struct Embeddings {
 
 impl Embeddings {
     fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
-        let (n, h) = (&spec.names, spec.hidden_size());
+        let (n, h) = (&spec.names, spec.embedding_width().size());
         let table = |name: &str, rows: usize| weight(&vb.pp(name), (rows, h));
         let adapters = spec.adapters.as_ref();
         let rows = spec.dims.positions.size();
@@ -130,8 +132,12 @@ impl Embeddings {
                 (Some(name), Some(rows)) => Lora::embedding(&vb.pp(name), adapters, rows.size(), h)?,
                 _ => None,
             },
+            projection: match spec.extras.embedding_projection {
+                Some((name, width)) => Some(stacked_linear(vb, &[(name, spec.hidden_size())], width.size(), false)?),
+                None => None,
+            },
             norm: match n.embeddings_norm {
-                Some(name) => Some(load_norm(vb, h, spec.norm, name)?),
+                Some(name) => Some(load_norm(vb, spec.hidden_size(), spec.norm, name)?),
                 None => None,
             },
             scale: spec.scales.embeddings,
@@ -166,10 +172,69 @@ impl Embeddings {
             }
             x = (x + rows)?;
         }
+        if let Some(projection) = &self.projection {
+            x = projection.forward(&x)?;
+        }
         match &self.norm {
             Some(norm) => norm.forward(&x),
             None => Ok(x),
         }
+    }
+}
+
+/// DeBERTa-v2's convolution over the embeddings, loaded: one `[hidden, hidden]` matrix per tap
+/// (`[in, out]`, applied to the tokens that tap reads), the bias, the activation and the norm.
+#[derive(Debug)]
+struct Convolution {
+    taps: Vec<Tensor>,
+    bias: Tensor,
+    act: ConvActivation,
+    norm: LayerNorm,
+}
+
+impl Convolution {
+    fn load(vb: &VarBuilder, spec: &EncoderSpec, c: &crate::spec::Convolution) -> candle_core::Result<Self> {
+        let (h, kernel) = (spec.hidden_size(), c.kernel.size());
+        let weight = vb.pp(c.conv).get((h, h, kernel), "weight")?;
+        let taps = (0..kernel)
+            .map(|j| weight.narrow(2, j, 1)?.squeeze(2)?.t()?.contiguous())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            taps,
+            bias: vb.pp(c.conv).get(h, "bias")?,
+            act: c.act,
+            norm: layer_norm(vb, h, spec.norm.eps, c.norm)?,
+        })
+    }
+
+    /// `norm(layer0 + act(conv(embedded)))`, each sequence convolved on its own: a tap reaching
+    /// past the sequence reads zeros, as transformers' padded, masked input does.
+    fn forward(&self, embedded: &Tensor, layer0: &Tensor, seqs: &SeqOffsets) -> candle_core::Result<Tensor> {
+        let (total, h) = embedded.dims2()?;
+        let device = embedded.device();
+        let padded = Tensor::cat(&[embedded, &Tensor::zeros((1, h), embedded.dtype(), device)?], 0)?;
+        let reach = (self.taps.len() / 2) as i64;
+        let mut out = self.bias.broadcast_as((total, h))?.contiguous()?;
+        for (j, tap) in self.taps.iter().enumerate() {
+            let shift = j as i64 - reach;
+            let rows: Vec<u32> = seqs
+                .ranges()
+                .flat_map(|range| {
+                    let (start, end) = (range.start as i64, range.end as i64);
+                    range.map(move |t| match t as i64 + shift {
+                        read if (start..end).contains(&read) => read as u32,
+                        _ => total as u32,
+                    })
+                })
+                .collect();
+            let read = padded.index_select(&Tensor::from_vec(rows, total, device)?, 0)?;
+            out = (out + read.matmul(tap)?)?;
+        }
+        let out = match self.act {
+            ConvActivation::Tanh => out.tanh()?,
+            ConvActivation::Hidden(act) => act.apply(&out)?,
+        };
+        self.norm.forward(&(layer0 + out)?)
     }
 }
 
@@ -587,6 +652,8 @@ pub struct Encoder {
     /// The distinct rotary schemes of the layers (ModernBERT: a global and a local base).
     rotaries: Vec<Rotary>,
     final_norm: Option<LayerNorm>,
+    /// DeBERTa-v2's convolution after layer 0.
+    convolution: Option<Convolution>,
     kernel: Arc<dyn AttentionKernel>,
     spec: EncoderSpec,
 }
@@ -674,6 +741,10 @@ impl Encoder {
                 Some(name) => Some(load_norm(vb, spec.hidden_size(), spec.norm, name)?),
                 None => None,
             },
+            convolution: match &spec.extras.convolution {
+                Some(c) => Some(Convolution::load(vb, spec, c)?),
+                None => None,
+            },
             kernel,
             spec: spec.clone(),
         })
@@ -731,7 +802,8 @@ impl Encoder {
             .iter()
             .map(|rotary| rotary.tables(&batch.seqs, x.device()))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        for layer in &self.layers {
+        let embedded = self.convolution.as_ref().map(|_| x.clone());
+        for (l, layer) in self.layers.iter().enumerate() {
             let with = AttendWith {
                 seqs: &batch.seqs,
                 kernel: self.kernel.as_ref(),
@@ -742,6 +814,9 @@ impl Encoder {
             };
             let attended = layer.attention.forward(&x, &with)?;
             x = layer.feed_forward.forward(&x, &attended, &tasks)?;
+            if let (0, Some(convolution), Some(embedded)) = (l, &self.convolution, &embedded) {
+                x = convolution.forward(embedded, &x, &batch.seqs)?;
+            }
         }
         match &self.final_norm {
             Some(norm) => norm.forward(&x),

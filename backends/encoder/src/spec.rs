@@ -671,6 +671,49 @@ pub struct EncoderSpec {
     pub adapters: Option<Adapters>,
     /// Factors the family's code applies that its weights do not hold.
     pub scales: Scales,
+    /// What the family adds around the shared layers (DeBERTa-v2's largest checkpoints).
+    pub extras: Extras,
+}
+
+/// Steps a family adds around the shared layers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Extras {
+    /// Embedding tables narrower than the layers: the projection to `hidden_size` (a linear
+    /// layer without bias, DeBERTa's `embed_proj`) and the tables' width (`embedding_size`).
+    pub embedding_projection: Option<(&'static str, Dim)>,
+    /// A convolution over the embeddings added to layer 0's output (DeBERTa-v2's `ConvLayer`).
+    pub convolution: Option<Convolution>,
+}
+
+impl Extras {
+    /// Nothing beyond the shared layers.
+    pub const NONE: Extras = Extras {
+        embedding_projection: None,
+        convolution: None,
+    };
+}
+
+/// DeBERTa-v2's convolution: `norm(layer0 + act(conv(embeddings)))`, a 1-d convolution over
+/// each sequence's tokens (zero beyond its ends) with `kernel` taps centred on the token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Convolution {
+    /// The `[hidden, hidden, kernel]` weight and `[hidden]` bias (without `.weight`).
+    pub conv: &'static str,
+    /// The LayerNorm after the residual.
+    pub norm: &'static str,
+    /// Taps (`conv_kernel_size`), odd.
+    pub kernel: Dim,
+    /// `conv_act`.
+    pub act: ConvActivation,
+}
+
+/// The convolution's activation: transformers' default `tanh`, or a hidden activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConvActivation {
+    /// `tanh`.
+    Tanh,
+    /// One of the feed-forward activations.
+    Hidden(HiddenAct),
 }
 
 /// Constant factors of a family's forward pass.
@@ -726,6 +769,14 @@ impl EncoderSpec {
         self.dims.hidden.size()
     }
 
+    /// Width of the embedding tables: `hidden_size` unless they are projected to it.
+    pub fn embedding_width(&self) -> Dim {
+        match self.extras.embedding_projection {
+            Some((_, width)) => width,
+            None => self.dims.hidden,
+        }
+    }
+
     /// Attention heads.
     pub fn heads(&self) -> usize {
         self.dims.heads.size()
@@ -765,9 +816,10 @@ impl EncoderSpec {
         } = self.dims;
         let (n, biases) = (&self.names, self.biases);
         let norm = |t: &mut Vec<ExpectedTensor>, name: &str, size: Dim| push_norm(t, name, size, self.norm.kind);
+        let e = self.embedding_width();
         let mut t = vec![ExpectedTensor::new(
             format!("{}.weight", n.word_embeddings),
-            &[vocab, h],
+            &[vocab, e],
         )];
         let adapted = |t: &mut Vec<ExpectedTensor>, module: &str, a: [Dim; 2], b: [Dim; 2]| {
             if let Some(adapters) = &self.adapters {
@@ -782,14 +834,22 @@ impl EncoderSpec {
         };
         adapted(&mut t, n.word_embeddings, [vocab, rank], [rank, h]);
         if let (PositionTable::Weights, Some(name)) = (self.position_table, n.position_embeddings) {
-            t.push(ExpectedTensor::new(format!("{name}.weight"), &[positions, h]));
+            t.push(ExpectedTensor::new(format!("{name}.weight"), &[positions, e]));
         }
         if let (Some(name), Some(rows)) = (n.token_type_embeddings, token_types) {
-            t.push(ExpectedTensor::new(format!("{name}.weight"), &[rows, h]));
+            t.push(ExpectedTensor::new(format!("{name}.weight"), &[rows, e]));
             adapted(&mut t, name, [rows, rank], [rank, h]);
+        }
+        if let Some((name, width)) = self.extras.embedding_projection {
+            push_linear(&mut t, name, width, h, false);
         }
         if let Some(name) = n.embeddings_norm {
             norm(&mut t, name, h);
+        }
+        if let Some(c) = self.extras.convolution {
+            t.push(ExpectedTensor::new(format!("{}.weight", c.conv), &[h, h, c.kernel]));
+            t.push(ExpectedTensor::new(format!("{}.bias", c.conv), &[h]));
+            push_norm(&mut t, c.norm, h, NormKind::LayerNorm);
         }
         if let AttentionBias::RelativeBuckets { tensor, buckets, .. } = self.attention_bias {
             t.push(ExpectedTensor::new(

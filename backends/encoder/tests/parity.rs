@@ -102,12 +102,17 @@ fn mpnet_buckets_every_offset_as_transformers_does() {
 }
 
 /// DeBERTa-v3 (no position table, shared projections, c2p and p2c, normed relative embeddings,
-/// log buckets) and DeBERTa-v2's older layout (a position table, its own `pos_query_proj`, p2c
-/// only, `pos_att_type` as a string, unbucketed offsets clamped at 48, two token types), over
+/// log buckets), DeBERTa-v2's older layout (a position table, its own `pos_query_proj`, p2c
+/// only, `pos_att_type` as a string, unbucketed offsets clamped at 48, two token types) and
+/// its largest checkpoints' extras (the convolution after layer 0, projected embeddings), over
 /// texts to 512 tokens.
 #[test]
 fn deberta_v2_and_v3_match_sentence_transformers() {
-    for model in ["deberta-v3-tiny", "deberta-v2-p2c-absolute"] {
+    for model in [
+        "deberta-v3-tiny",
+        "deberta-v2-p2c-absolute",
+        "deberta-v2-conv-projected",
+    ] {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
         check(&DEBERTA, &dir, &dir.join("golden.json"), "deberta-v2");
     }
@@ -160,6 +165,7 @@ fn each_family_declines_the_others_checkpoints() {
         ("mpnet-tiny", "mpnet"),
         ("deberta-v3-tiny", "deberta"),
         ("deberta-v2-p2c-absolute", "deberta"),
+        ("deberta-v2-conv-projected", "deberta"),
         ("nomic-tiny", "nomic-bert"),
         ("nomic-native", "nomic-bert"),
         ("gte-original-ntk", "gte"),

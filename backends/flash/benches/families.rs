@@ -55,7 +55,7 @@ fn spec(architecture: &str, names: Names, positions: Positions, attention_bias: 
         norm: Norm::post(1e-12),
         biases: Biases::ALL,
         scales: tessera_encoder::Scales::NONE,
-
+        extras: tessera_encoder::Extras::NONE,
         adapters: None,
         layer_attention: LayerAttention::bidirectional(6),
     }

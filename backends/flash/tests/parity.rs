@@ -75,6 +75,7 @@ fn mpnet_tiny() {
 fn deberta_v3_and_v2() {
     reference("deberta-v3-tiny");
     reference("deberta-v2-p2c-absolute");
+    reference("deberta-v2-conv-projected");
 }
 
 #[test]

@@ -96,6 +96,7 @@ fn every_family(format: Format) {
         "gte-original-mixed-separate",
         "deberta-v3-tiny",
         "deberta-v2-p2c-absolute",
+        "deberta-v2-conv-projected",
     ] {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
         check(model, &dir, &dir.join("golden.json"), format);

@@ -26,6 +26,7 @@ impl Family for Bert {
             spec: EncoderSpec {
                 architecture: "bert".into(),
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
 
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),

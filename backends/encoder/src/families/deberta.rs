@@ -7,18 +7,19 @@
 //! position (`c2p`) and position to content (`p2c`), every term scaled by
 //! `1 / sqrt(head_dim * (1 + terms))`. Offsets beyond `position_buckets / 2` are bucketed
 //! logarithmically up to `max_relative_positions`. v3 has no position table
-//! (`position_biased_input: false`) and no token types.
+//! (`position_biased_input: false`) and no token types; v2's largest checkpoints add a
+//! convolution over the embeddings after layer 0 and may project narrower embeddings.
 //!
 //! Reference: transformers' `models/deberta_v2/modeling_deberta_v2.py`.
 
 use serde_json::Value;
 use tessera_core::inspection::ModelConfig;
-use tessera_core::{Dim, EncoderLayout, Evidence, Finding};
+use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct};
 
 use super::{Family, Keys, Recognised};
 use crate::spec::{
-    AttentionBias, Biases, Disentangled, EncoderSpec, FeedForward, LayerAttention, Norm, PositionTable, Positions,
-    Scales, DEBERTA_NAMES,
+    AttentionBias, Biases, ConvActivation, Convolution, Disentangled, EncoderSpec, Extras, FeedForward, LayerAttention,
+    Norm, PositionTable, Positions, Scales, DEBERTA_NAMES,
 };
 
 /// `DebertaV2Config`'s defaults.
@@ -35,6 +36,9 @@ const RELATIVE_TABLE: &str = "encoder.rel_embeddings";
 const RELATIVE_NORM: &str = "encoder.LayerNorm";
 const POSITION_KEYS: &str = "attention.self.pos_key_proj";
 const POSITION_QUERIES: &str = "attention.self.pos_query_proj";
+const EMBEDDING_PROJECTION: &str = "embeddings.embed_proj";
+const CONVOLUTION: &str = "encoder.conv.conv";
+const CONVOLUTION_NORM: &str = "encoder.conv.LayerNorm";
 
 /// The DeBERTa-v2/v3 family.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +55,8 @@ impl Family for Deberta {
         let mut findings = Vec::new();
         super::model_type_evidence("deberta-v2", config, &mut evidence, &mut findings);
         super::name_evidence(config, &mut evidence);
-        refuse_unserved(config)?;
         let mut values = KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;
+        let extras = extras(config, values.dims.hidden.size(), &mut evidence)?;
         if config.f64("layer_norm_eps").is_none() {
             values.eps = EPS;
         }
@@ -112,6 +116,7 @@ impl Family for Deberta {
                 biases: Biases::ALL,
                 adapters: None,
                 scales,
+                extras,
             },
             evidence,
             findings,
@@ -125,26 +130,66 @@ fn unsupported(config: &ModelConfig, key: &str, message: String, fix: &str) -> B
     super::option_refused("deberta-option-unsupported", config, key, message, fix)
 }
 
-/// Options of DeBERTa-v2's largest checkpoints that change the output and are not implemented.
-fn refuse_unserved(config: &ModelConfig) -> Result<(), Box<Finding>> {
-    if let Some(kernel) = config.usize("conv_kernel_size").filter(|&k| k > 0) {
+/// DeBERTa-v2's largest checkpoints' extras: embedding tables narrower than the layers
+/// (`embedding_size`, projected by `embed_proj`) and the convolution after layer 0
+/// (`conv_kernel_size`, `conv_act`, `conv_groups`).
+fn extras(config: &ModelConfig, hidden: usize, evidence: &mut Vec<Evidence>) -> Result<Extras, Box<Finding>> {
+    let embedding_projection = match config.usize("embedding_size") {
+        Some(width) if width != hidden => {
+            evidence.push(Evidence::config(
+                "embedding_size",
+                format!("{width}: embeddings projected to {hidden} by `embed_proj`"),
+            ));
+            Some((EMBEDDING_PROJECTION, Dim::of("embedding_size", width)))
+        }
+        _ => None,
+    };
+    let Some(kernel) = config.usize("conv_kernel_size").filter(|&k| k > 0) else {
+        return Ok(Extras {
+            embedding_projection,
+            convolution: None,
+        });
+    };
+    if kernel % 2 == 0 {
         return Err(unsupported(
             config,
             "conv_kernel_size",
-            format!("`conv_kernel_size: {kernel}`: a convolution over the embeddings added after layer 0 (deberta-v2-xlarge/xxlarge), which tessera does not serve"),
-            "serve a DeBERTa-v3 or a checkpoint without the convolution",
+            format!("`conv_kernel_size: {kernel}`: with transformers' padding of (kernel - 1) / 2 an even kernel shortens every sequence by one token, which the model's own code cannot run either"),
+            "set the odd kernel the model was trained with (deberta-v2-xlarge: 3)",
         ));
     }
-    let hidden = config.usize("hidden_size");
-    if let Some(size) = config.usize("embedding_size").filter(|&e| Some(e) != hidden) {
+    if let Some(groups) = config.usize("conv_groups").filter(|&g| g != 1) {
         return Err(unsupported(
             config,
-            "embedding_size",
-            format!("`embedding_size: {size}` differs from `hidden_size`: the embeddings are projected (`embed_proj`), which tessera does not serve"),
-            "serve a checkpoint whose embeddings are `hidden_size` wide",
+            "conv_groups",
+            format!("`conv_groups: {groups}`: a grouped convolution, which tessera does not serve"),
+            "serve a checkpoint with `conv_groups: 1` (every published DeBERTa-v2)",
         ));
     }
-    Ok(())
+    let act = match config.str("conv_act").unwrap_or("tanh") {
+        "tanh" => ConvActivation::Tanh,
+        name => ConvActivation::Hidden(HiddenAct::parse(name).ok_or_else(|| {
+            unsupported(
+                config,
+                "conv_act",
+                format!("`conv_act: {name}` is not an activation tessera has"),
+                &format!("use tanh or one of: {}", HiddenAct::supported_names()),
+            )
+        })?),
+    };
+    evidence.push(Evidence::config(
+        "conv_kernel_size",
+        format!("{kernel}: a convolution over the embeddings added after layer 0"),
+    ));
+    Ok(Extras {
+        embedding_projection,
+        convolution: Some(Convolution {
+            conv: CONVOLUTION,
+            norm: CONVOLUTION_NORM,
+            kernel: Dim::of("conv_kernel_size", kernel),
+            act,
+        }),
+    })
 }
 
 /// The disentangled attention config.json asks for; `None` without `relative_attention` or

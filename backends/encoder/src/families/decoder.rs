@@ -315,6 +315,7 @@ impl Family for Decoder {
             norm,
             biases,
             scales,
+            extras: crate::spec::Extras::NONE,
 
             adapters: None,
             layer_attention,

@@ -67,6 +67,7 @@ impl Family for DistilBert {
             spec: EncoderSpec {
                 architecture: "distilbert".into(),
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
 
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),

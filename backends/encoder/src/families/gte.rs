@@ -156,6 +156,7 @@ impl Family for Gte {
                     down: true,
                 },
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
 
                 adapters: None,
                 layer_attention: vec![

@@ -159,6 +159,7 @@ impl Family for JinaBert {
             spec: EncoderSpec {
                 architecture: format!("jina-bert (alibi, {})", variant.describe()),
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
 
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),

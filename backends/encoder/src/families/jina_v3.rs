@@ -114,6 +114,7 @@ impl Family for JinaV3 {
                 ],
                 adapters,
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
             },
             evidence,
             findings,

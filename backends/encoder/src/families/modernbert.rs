@@ -117,6 +117,7 @@ impl Family for ModernBert {
                     down: flag("mlp_bias"),
                 },
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
 
                 adapters: None,
                 layer_attention,

@@ -75,6 +75,7 @@ impl Family for MpNet {
             spec: EncoderSpec {
                 architecture: "mpnet".into(),
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
 
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),

@@ -133,6 +133,7 @@ impl Family for NomicBert {
                 norm: Norm::post(shape.eps),
                 biases: shape.biases,
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
 
                 adapters: None,
                 layer_attention: vec![

@@ -38,6 +38,7 @@ impl Family for Roberta {
             spec: EncoderSpec {
                 architecture,
                 scales: crate::spec::Scales::NONE,
+                extras: crate::spec::Extras::NONE,
 
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),
