@@ -72,6 +72,8 @@ const PREDICTION_NORM: &str = "head.norm";
 const CONTEXT_POOLER: &str = "pooler.dense";
 /// The decoders' output layer.
 const SCORE: &str = "score";
+/// The decoders' word table.
+const DECODER_WORDS: &str = "embed_tokens.weight";
 
 /// What ModernBERT's config says about its prediction head.
 struct PredictionConfig {
@@ -124,7 +126,10 @@ impl ClassifierSpec {
     /// `None` for embedding models; the head's description, or why it is unusable, otherwise.
     pub fn detect(inspection: &ModelInspection) -> Option<Result<ClassifierSpec, Box<Finding>>> {
         let weights = inspection.weights.as_ref()?;
-        let kind = if weights.get(&format!("{SCORE}.weight")).is_some() && weights.get("classifier.weight").is_none() {
+        // `score` over a decoder's word table (`embed_tokens`): an encoder's tensor of that name
+        // is no decoder head.
+        let decoder = weights.tensors.keys().any(|name| name.ends_with(DECODER_WORDS));
+        let kind = if decoder && weights.get(&format!("{SCORE}.weight")).is_some() {
             HeadKind::Score
         } else if weights.get("classifier.out_proj.weight").is_some() {
             HeadKind::DenseOutProj
