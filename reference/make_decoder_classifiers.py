@@ -32,20 +32,22 @@ def save(model, fast, out_dir):
     classifier_golden(out_dir, model, fast)
 
 
+# A small Qwen3: 4 query heads on 2 key/value heads of 16 (make_pplx.py's too).
+SMALL_QWEN3 = dict(
+    hidden_size=48,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+)
+
+
 def qwen3_reranker_tiny(root):
     """A Qwen3-Reranker converted to sequence classification (one output, `score` without bias)."""
     out_dir = root / "qwen3-reranker-tiny"
     tok, fast = qwen3_tokenizer()
-    cfg = qwen3_config(
-        tok,
-        hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        num_labels=1,
-    )
+    cfg = qwen3_config(tok, num_labels=1, **SMALL_QWEN3)
     torch.manual_seed(11)
     model = Qwen3ForSequenceClassification(cfg).eval()
     widen(model, 31)

@@ -22,6 +22,7 @@ from sentence_transformers import SentenceTransformer, models
 from transformers import Qwen3Model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_decoder_classifiers import SMALL_QWEN3  # noqa: E402
 from make_encoders import run_builders, widen  # noqa: E402
 from make_rotary_families import qwen3_config, qwen3_tokenizer, texts  # noqa: E402
 
@@ -30,15 +31,7 @@ from make_rotary_families import qwen3_config, qwen3_tokenizer, texts  # noqa: E
 def pplx_tiny(root):
     out_dir, hf_dir = root / "pplx-tiny", root / "_hf_pplx"
     tok, fast = qwen3_tokenizer()
-    cfg = qwen3_config(
-        tok,
-        hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-    )
+    cfg = qwen3_config(tok, **SMALL_QWEN3)
     cfg.is_causal = False
     torch.manual_seed(13)
     model = Qwen3Model(cfg).eval()
