@@ -11,7 +11,6 @@ buckets, a maximum distance of 64) so that the texts reach the exact, the logari
 clamped offsets alike.
 """
 
-import copy
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from transformers.models.deberta_v2 import modeling_deberta_v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_encoders import run_builders, fast_tokenizer, save_classifier, widen, wordpiece_tokenizer  # noqa: E402
-from make_rotary_families import golden, save_st  # noqa: E402
+from make_rotary_families import golden, rebuilt, save_st  # noqa: E402
 
 
 def deberta_config(tok, **extra):
@@ -50,16 +49,7 @@ def deberta_config(tok, **extra):
 
 def changed(**changes):
     """The same weights under a config that differs by `changes` (parameters it lacks dropped)."""
-
-    def run(model, ids):
-        cfg = copy.deepcopy(model.config)
-        for k, v in changes.items():
-            setattr(cfg, k, v)
-        other = type(model)(cfg).eval()
-        other.load_state_dict(model.state_dict(), strict=False)
-        return other(input_ids=ids).last_hidden_state
-
-    return run
+    return lambda model, ids: rebuilt(model, strict=False, **changes)(input_ids=ids).last_hidden_state
 
 
 def unbucketed(model, ids):

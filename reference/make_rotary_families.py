@@ -109,13 +109,14 @@ def save_st(hf_dir, out_dir, max_seq_length, pooling, prompts=None, keep_checkpo
             (out_dir / name).write_bytes((hf_dir / name).read_bytes())
 
 
-def rebuilt(model, **changes):
-    """The same weights in a model whose config differs by `changes`."""
+def rebuilt(model, strict=True, **changes):
+    """The same weights in a model whose config differs by `changes` (with `strict=False`,
+    parameters the changed model lacks are dropped)."""
     cfg = copy.deepcopy(model.config)
     for k, v in changes.items():
         setattr(cfg, k, v)
     other = type(model)(cfg).eval()
-    other.load_state_dict(model.state_dict())
+    other.load_state_dict(model.state_dict(), strict=strict)
     return other
 
 

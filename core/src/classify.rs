@@ -304,9 +304,8 @@ fn labels(inspection: &ModelInspection, n: usize, output: &str) -> Result<Vec<St
 /// that is not padding.
 #[derive(Debug)]
 pub struct ClassifierHead {
-    /// `None`: the decoders' head, the output layer alone.
-    hidden: Option<Linear>,
-    activation: HeadActivation,
+    /// The hidden layer and its activation; `None`: the decoders' head, the output layer alone.
+    hidden: Option<(Linear, HeadActivation)>,
     norm: Option<LayerNorm>,
     /// The first token's vector, or the mean of each sequence's.
     pooling: crate::Pooling,
@@ -318,8 +317,6 @@ pub struct ClassifierHead {
 /// The hidden layer's activation.
 #[derive(Debug, Clone, Copy)]
 enum HeadActivation {
-    /// No hidden layer to activate (the decoders' head).
-    Identity,
     Tanh,
     Act(HiddenAct),
 }
@@ -344,22 +341,23 @@ impl ClassifierHead {
         Ok(match spec.kind {
             HeadKind::Score => Self {
                 hidden: None,
-                activation: HeadActivation::Identity,
                 norm: None,
                 pooling: spec.pooling,
                 output,
                 pad_token: spec.pad_token,
             },
             HeadKind::Pooler | HeadKind::DenseOutProj | HeadKind::PreClassifier | HeadKind::ContextPooler => Self {
-                hidden: Some(dense(spec.dense_bias)?),
-                activation: match spec.kind {
-                    HeadKind::PreClassifier => HeadActivation::Act(HiddenAct::Relu),
-                    HeadKind::ContextPooler => HeadActivation::Act(match request.inspection.config.as_ref() {
-                        Some(c) => c.activation("pooler_hidden_act")?,
-                        None => HiddenAct::Gelu,
-                    }),
-                    _ => HeadActivation::Tanh,
-                },
+                hidden: Some((
+                    dense(spec.dense_bias)?,
+                    match spec.kind {
+                        HeadKind::PreClassifier => HeadActivation::Act(HiddenAct::Relu),
+                        HeadKind::ContextPooler => HeadActivation::Act(match request.inspection.config.as_ref() {
+                            Some(c) => c.activation("pooler_hidden_act")?,
+                            None => HiddenAct::Gelu,
+                        }),
+                        _ => HeadActivation::Tanh,
+                    },
+                )),
                 norm: None,
                 pooling: spec.pooling,
                 output,
@@ -380,8 +378,7 @@ impl ClassifierHead {
                 }
                 .map_err(err)?;
                 Self {
-                    hidden: Some(dense(spec.dense_bias)?),
-                    activation: HeadActivation::Act(act),
+                    hidden: Some((dense(spec.dense_bias)?, HeadActivation::Act(act))),
                     norm: Some(norm),
                     pooling: spec.pooling,
                     output,
@@ -412,14 +409,10 @@ impl ClassifierHead {
             }
             None => self.pooling.pool(&hidden, &batch.seqs)?,
         };
-        let h = match &self.hidden {
-            Some(layer) => layer.forward(&pooled)?,
+        let mut h = match &self.hidden {
+            Some((layer, HeadActivation::Tanh)) => layer.forward(&pooled)?.tanh()?,
+            Some((layer, HeadActivation::Act(act))) => act.apply(&layer.forward(&pooled)?)?,
             None => pooled,
-        };
-        let mut h = match self.activation {
-            HeadActivation::Identity => h,
-            HeadActivation::Tanh => h.tanh()?,
-            HeadActivation::Act(act) => act.apply(&h)?,
         };
         if let Some(norm) = &self.norm {
             h = norm.forward(&h)?;

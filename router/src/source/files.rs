@@ -14,9 +14,6 @@ const SMALL: &[&str] = &[
     "special_tokens_map.json",
     "added_tokens.json",
     "vocab.txt",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-    "spm.model",
     "modules.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
@@ -30,10 +27,12 @@ pub(super) enum Weights {
     PyTorch(String),
 }
 
-/// The small top-level files this repository has.
+/// The small top-level files this repository has: [`SMALL`] and the SentencePiece models the
+/// tokenizer can be built from (one list, so a file the builder reads is never left behind).
 pub(super) fn small_files(siblings: &BTreeSet<String>) -> Vec<String> {
     SMALL
         .iter()
+        .chain(tessera_core::sentencepiece::FILES.iter())
         .filter(|f| siblings.contains(**f))
         .map(|f| f.to_string())
         .collect()
@@ -120,6 +119,22 @@ mod tests {
 
     fn set(files: &[&str]) -> BTreeSet<String> {
         files.iter().map(|f| f.to_string()).collect()
+    }
+
+    #[test]
+    fn every_sentencepiece_model_the_tokenizer_builder_reads_is_fetched() {
+        let siblings = set(&[
+            "config.json",
+            "spm.model",
+            "spiece.model",
+            "sentencepiece.bpe.model",
+            "README.md",
+        ]);
+        let chosen = small_files(&siblings);
+        for file in tessera_core::sentencepiece::FILES {
+            assert!(chosen.iter().any(|c| c == file), "{file} not fetched: {chosen:?}");
+        }
+        assert!(!chosen.iter().any(|c| c == "README.md"));
     }
 
     #[test]
