@@ -18,7 +18,7 @@ pub struct Dim {
 
 impl Dim {
     /// The size `config[key] = value`.
-    pub fn of(key: &'static str, value: usize) -> Self {
+    pub const fn of(key: &'static str, value: usize) -> Self {
         Self { key, value, factor: 1 }
     }
 

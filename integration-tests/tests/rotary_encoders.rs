@@ -38,6 +38,12 @@ fn validate_model_states_each_layout_and_its_evidence() {
             "mean",
         ),
         (
+            "nomic-moe-tiny",
+            "nomic-bert (original config, rotary on 8 of 8 dims, base 10000, top 2 of 4 experts on layers 1, 3...)",
+            &["encoder.layers.1.mlp.router.layer.weight", "num_experts", "n_embd"][..],
+            "mean",
+        ),
+        (
             "gte-original-ntk",
             "gte (original config, rotary base 500000)",
             &[
@@ -115,6 +121,7 @@ fn every_layout_serves_its_reference_vectors() {
     for model in [
         "nomic-partial-biased",
         "nomic-native",
+        "nomic-moe-tiny",
         "gte-original-ntk",
         "gte-original-mixed-separate",
         "gte-native-no-token-types",
@@ -193,6 +200,46 @@ fn what_would_serve_other_vectors_is_refused_by_key() {
             set("rotary_emb_fraction", json!(0.3)),
             "nomic-option-unsupported",
             "rotary_emb_fraction",
+        ),
+        (
+            "nomic-moe-tiny",
+            set("moe_normalize_expert_weights", json!(2.0)),
+            "nomic-option-unsupported",
+            "moe_normalize_expert_weights",
+        ),
+        (
+            "nomic-moe-tiny",
+            set("num_shared_experts", json!(1)),
+            "nomic-option-unsupported",
+            "num_shared_experts",
+        ),
+        (
+            "nomic-moe-tiny",
+            set("moe_top_k", json!(5)),
+            "nomic-option-unsupported",
+            "moe_top_k",
+        ),
+        (
+            "nomic-moe-tiny",
+            set("moe_impl", json!("contrastors")),
+            "nomic-option-unsupported",
+            "moe_impl",
+        ),
+        (
+            "nomic-moe-tiny",
+            set("num_experts", json!(0)),
+            "experts-unstated",
+            "num_experts",
+        ),
+        (
+            "nomic-moe-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.remove("moe_every_n_layers");
+                })
+            }),
+            "experts-unstated",
+            "moe_every_n_layers",
         ),
         (
             "nomic-native",

@@ -18,6 +18,7 @@ use tessera_core::{
     AttentionKernel, Batch, DisentangledBias, HiddenAct, Mask, PositionBias, RelativeBias, RelativeColumns, SeqOffsets,
 };
 
+use crate::experts::MixtureOfExperts;
 use crate::lora::{Lora, Projection, TaskRows};
 use crate::spec::{
     AttentionBias, ConvActivation, Disentangled, EncoderSpec, FeedForward as FeedForwardKind, Half, Norm, NormKind,
@@ -536,40 +537,57 @@ impl Attention {
 /// The feed-forward block with its residual and norm: post-norm `norm(down(act(up(x))) + x)`
 /// or pre-norm `x + down(act(up(norm(x))))`; gated, `up` projects to twice the width and one
 /// half, activated, multiplies the other. With an input norm (JinaBERT's code variant: a
-/// doubled residual) it reads `input_norm(layer input + x)` instead of `x`.
+/// doubled residual) it reads `input_norm(layer input + x)` instead of `x`. On a mixture-of-
+/// experts layer the experts take the place of `down(act(up(.)))`.
 #[derive(Debug)]
 struct FeedForward {
     input_norm: Option<LayerNorm>,
-    up: Projection,
-    kind: FeedForwardKind,
+    body: Body,
     act: HiddenAct,
-    down: Projection,
     norm: LayerNorm,
     /// The norm of the block's output before the residual (Gemma's sandwich).
     post_norm: Option<LayerNorm>,
     placement: Placement,
 }
 
+/// What maps the feed-forward block's input to its output before the residual.
+#[derive(Debug)]
+enum Body {
+    Dense {
+        up: Projection,
+        kind: FeedForwardKind,
+        down: Projection,
+    },
+    Experts(MixtureOfExperts),
+}
+
 impl FeedForward {
-    fn load(vb: &VarBuilder, spec: &EncoderSpec) -> candle_core::Result<Self> {
+    /// Layer `l`'s block; `vb` points at the layer.
+    fn load(vb: &VarBuilder, spec: &EncoderSpec, l: usize) -> candle_core::Result<Self> {
         let (n, h, i) = (&spec.names, spec.hidden_size(), spec.dims.intermediate.size());
         let bias = spec.biases.up;
+        let body = match spec.extras.experts {
+            Some(experts) if experts.on_layer(l) => Body::Experts(MixtureOfExperts::load(vb, &experts, h, spec.act)?),
+            _ => Body::Dense {
+                up: match (spec.feed_forward, n.gate) {
+                    (FeedForwardKind::Plain, _) => projection(vb, spec, &[(n.intermediate, i)], h, bias)?,
+                    (FeedForwardKind::Gated { .. }, None) => projection(vb, spec, &[(n.intermediate, 2 * i)], h, bias)?,
+                    // A separate gate goes first, as the activated half.
+                    (FeedForwardKind::Gated { .. }, Some(gate)) => {
+                        projection(vb, spec, &[(gate, i), (n.intermediate, i)], h, bias)?
+                    }
+                },
+                kind: spec.feed_forward,
+                down: projection(vb, spec, &[(n.output, h)], i, spec.biases.down)?,
+            },
+        };
         Ok(Self {
             input_norm: match n.feed_forward_input_norm {
                 Some(name) => Some(load_norm(vb, h, spec.norm, name)?),
                 None => None,
             },
-            up: match (spec.feed_forward, n.gate) {
-                (FeedForwardKind::Plain, _) => projection(vb, spec, &[(n.intermediate, i)], h, bias)?,
-                (FeedForwardKind::Gated { .. }, None) => projection(vb, spec, &[(n.intermediate, 2 * i)], h, bias)?,
-                // A separate gate goes first, as the activated half.
-                (FeedForwardKind::Gated { .. }, Some(gate)) => {
-                    projection(vb, spec, &[(gate, i), (n.intermediate, i)], h, bias)?
-                }
-            },
-            kind: spec.feed_forward,
+            body,
             act: spec.act,
-            down: projection(vb, spec, &[(n.output, h)], i, spec.biases.down)?,
             norm: load_norm(vb, h, spec.norm, n.output_norm)?,
             post_norm: match spec.norm.placement {
                 Placement::Sandwich { feed_forward_post, .. } => Some(load_norm(vb, h, spec.norm, feed_forward_post)?),
@@ -589,19 +607,33 @@ impl FeedForward {
             Placement::Pre { .. } | Placement::Sandwich { .. } => self.norm.forward(&x)?,
             Placement::Post => x.clone(),
         };
-        let h = match self.kind {
-            FeedForwardKind::Plain => self.up.forward_activated(&normed, self.act, tasks)?,
-            FeedForwardKind::Gated { activated } => self
-                .act
-                .gated(&self.up.forward(&normed, tasks)?, activated == Half::First)?,
+        let out = match (&self.body, &self.post_norm) {
+            (Body::Dense { up, kind, down }, post_norm) => {
+                let h = match kind {
+                    FeedForwardKind::Plain => up.forward_activated(&normed, self.act, tasks)?,
+                    FeedForwardKind::Gated { activated } => self
+                        .act
+                        .gated(&up.forward(&normed, tasks)?, *activated == Half::First)?,
+                };
+                match post_norm {
+                    Some(post) => return &x + post.forward(&down.forward(&h, tasks)?)?,
+                    None => down.forward_residual(&h, &x, tasks)?,
+                }
+            }
+            (Body::Experts(experts), Some(post)) => return &x + post.forward(&experts.forward(&normed)?)?,
+            (Body::Experts(experts), None) => (experts.forward(&normed)? + &x)?,
         };
-        if let Some(post) = &self.post_norm {
-            return &x + post.forward(&self.down.forward(&h, tasks)?)?;
-        }
-        let out = self.down.forward_residual(&h, &x, tasks)?;
         match self.placement {
             Placement::Post => self.norm.forward(&out),
             Placement::Pre { .. } | Placement::Sandwich { .. } => Ok(out),
+        }
+    }
+
+    /// Its linear layers (every expert's, not a router's).
+    fn linears_mut(&mut self) -> Vec<&mut tessera_core::layers::Linear> {
+        match &mut self.body {
+            Body::Dense { up, down, .. } => vec![&mut up.linear, &mut down.linear],
+            Body::Experts(experts) => experts.expert_linears_mut().collect(),
         }
     }
 }
@@ -728,7 +760,7 @@ impl Encoder {
                 let vb = vb.pp(format!("{}.{l}", spec.names.layers));
                 Ok(Layer {
                     attention: Attention::load(&vb, spec, l, rotary, relative_table.as_ref())?,
-                    feed_forward: FeedForward::load(&vb, spec)?,
+                    feed_forward: FeedForward::load(&vb, spec, l)?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -755,12 +787,8 @@ impl Encoder {
     pub fn quantize(&mut self, format: Format) -> candle_core::Result<(usize, usize)> {
         let (mut before, mut after) = (0, 0);
         for layer in &mut self.layers {
-            for linear in [
-                &mut layer.attention.qkv.linear,
-                &mut layer.attention.output.linear,
-                &mut layer.feed_forward.up.linear,
-                &mut layer.feed_forward.down.linear,
-            ] {
+            let attention = [&mut layer.attention.qkv.linear, &mut layer.attention.output.linear];
+            for linear in attention.into_iter().chain(layer.feed_forward.linears_mut()) {
                 before += linear.weight_bytes();
                 linear.quantize(format)?;
                 after += linear.weight_bytes();

@@ -9,6 +9,7 @@
 
 mod alibi;
 mod blocks;
+mod experts;
 pub mod families;
 mod lora;
 mod spec;
@@ -28,11 +29,11 @@ pub use families::{
     Roberta,
 };
 pub use spec::{
-    Adapters, AttentionBias, Biases, ConvActivation, Convolution, Dims, Disentangled, EncoderSpec, Extras, FeedForward,
-    Half, LayerAttention, Names, Norm, NormKind, Placement, PositionTable, Positions, QkNorms, Qkv, Scales, BERT_NAMES,
-    BERT_POSITION_TABLE, DEBERTA_NAMES, DECODER_NAMES, DISTILBERT_NAMES, GEMMA3_NAMES, GEMMA3_PLACEMENT, GTE_NAMES,
-    GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES,
-    NOMIC_PLAIN_NAMES, QWEN3_NAMES,
+    Adapters, AttentionBias, Biases, ConvActivation, Convolution, Dims, Disentangled, EncoderSpec, Experts, Extras,
+    FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement, PositionTable, Positions, QkNorms, Qkv,
+    Scales, BERT_NAMES, BERT_POSITION_TABLE, DEBERTA_NAMES, DECODER_NAMES, DISTILBERT_NAMES, GEMMA3_NAMES,
+    GEMMA3_PLACEMENT, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
+    MPNET_NAMES, NOMIC_EXPERTS, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES,
 };
 
 /// Every family, in the order they are asked.

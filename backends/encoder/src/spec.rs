@@ -243,6 +243,19 @@ pub const NOMIC_PLAIN_NAMES: Names = Names {
     ..NOMIC_NAMES
 };
 
+/// nomic-embed-text-v2-moe's experts (megablocks' names); the count, width and routing come
+/// from the config.
+pub const NOMIC_EXPERTS: Experts = Experts {
+    router: "mlp.router.layer",
+    up: "mlp.experts.mlp.w1",
+    down: "mlp.experts.mlp.w2",
+    bias: "mlp.experts.bias",
+    count: Dim::of("num_experts", 0),
+    top_k: 0,
+    width: Dim::of("n_inner", 0),
+    every: 0,
+};
+
 /// GTE's ("new" remote code, saved the same way by transformers' `GteModel`): fused
 /// `attention.qkv_proj`, `mlp.up_gate_proj` (up, then the activated gate), post-norm
 /// `attn_ln`/`mlp_ln`.
@@ -675,7 +688,7 @@ pub struct EncoderSpec {
     pub extras: Extras,
 }
 
-/// Steps a family adds around the shared layers.
+/// Steps a family adds around the shared layers, or swaps into some of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Extras {
     /// Embedding tables narrower than the layers: the projection to `hidden_size` (a linear
@@ -683,6 +696,8 @@ pub struct Extras {
     pub embedding_projection: Option<(&'static str, Dim)>,
     /// A convolution over the embeddings added to layer 0's output (DeBERTa-v2's `ConvLayer`).
     pub convolution: Option<Convolution>,
+    /// A mixture of experts in place of some layers' feed-forward (nomic-embed-text-v2-moe).
+    pub experts: Option<Experts>,
 }
 
 impl Extras {
@@ -690,7 +705,42 @@ impl Extras {
     pub const NONE: Extras = Extras {
         embedding_projection: None,
         convolution: None,
+        experts: None,
     };
+}
+
+/// A mixture-of-experts feed-forward in megablocks' layout, as NomicBERT's MoE checkpoints store
+/// it: a router without bias gives each token a softmax over the experts; the token goes through
+/// its `top_k` most probable experts (each `down(act(up(x)))`, without biases), whose outputs are
+/// weighted by those probabilities as they are (not renormalised) and summed; then one shared
+/// bias is added.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Experts {
+    /// The router's `[count, hidden]` linear layer, relative to a layer.
+    pub router: &'static str,
+    /// Every expert's up-projection, one `[count * width, hidden]` parameter with the expert
+    /// axis outer, applied as `x up[e]^T`.
+    pub up: &'static str,
+    /// Every expert's down-projection, stored like `up` and applied as `h down[e]` (not
+    /// transposed).
+    pub down: &'static str,
+    /// The shared `[hidden]` bias.
+    pub bias: &'static str,
+    /// `num_experts`.
+    pub count: Dim,
+    /// Experts each token goes through (`moe_top_k`).
+    pub top_k: usize,
+    /// Each expert's intermediate width.
+    pub width: Dim,
+    /// `moe_every_n_layers`: layer `l` has the experts when `l % every == 1`.
+    pub every: usize,
+}
+
+impl Experts {
+    /// Whether layer `l` has the experts in place of the plain feed-forward.
+    pub fn on_layer(&self, l: usize) -> bool {
+        self.every > 0 && l % self.every == 1
+    }
 }
 
 /// DeBERTa-v2's convolution: `norm(layer0 + act(conv(embeddings)))`, a 1-d convolution over
@@ -910,19 +960,32 @@ impl EncoderSpec {
             if let Some(name) = n.feed_forward_input_norm {
                 norm(&mut t, &p(name), h);
             }
-            match (self.feed_forward, n.gate) {
-                (FeedForward::Plain, _) => {
-                    push_linear(&mut t, &p(n.intermediate), h, i, biases.up);
-                    linear(&mut t, &p(n.intermediate), h, i);
+            match self.extras.experts {
+                Some(experts) if experts.on_layer(l) => {
+                    let stacked = experts.count.times(experts.width.size());
+                    push_linear(&mut t, &p(experts.router), h, experts.count, false);
+                    t.push(ExpectedTensor::new(p(experts.up), &[stacked, h]));
+                    t.push(ExpectedTensor::new(p(experts.down), &[stacked, h]));
+                    t.push(ExpectedTensor::new(p(experts.bias), &[h]));
                 }
-                (FeedForward::Gated { .. }, None) => push_linear(&mut t, &p(n.intermediate), h, i.times(2), biases.up),
-                (FeedForward::Gated { .. }, Some(gate)) => {
-                    push_linear(&mut t, &p(gate), h, i, biases.up);
-                    push_linear(&mut t, &p(n.intermediate), h, i, biases.up);
+                _ => {
+                    match (self.feed_forward, n.gate) {
+                        (FeedForward::Plain, _) => {
+                            push_linear(&mut t, &p(n.intermediate), h, i, biases.up);
+                            linear(&mut t, &p(n.intermediate), h, i);
+                        }
+                        (FeedForward::Gated { .. }, None) => {
+                            push_linear(&mut t, &p(n.intermediate), h, i.times(2), biases.up)
+                        }
+                        (FeedForward::Gated { .. }, Some(gate)) => {
+                            push_linear(&mut t, &p(gate), h, i, biases.up);
+                            push_linear(&mut t, &p(n.intermediate), h, i, biases.up);
+                        }
+                    }
+                    push_linear(&mut t, &p(n.output), i, h, biases.down);
+                    linear(&mut t, &p(n.output), i, h);
                 }
             }
-            push_linear(&mut t, &p(n.output), i, h, biases.down);
-            linear(&mut t, &p(n.output), i, h);
             norm(&mut t, &p(n.output_norm), h);
             if let Placement::Sandwich {
                 attention_post,

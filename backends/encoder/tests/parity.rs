@@ -291,7 +291,7 @@ fn embedding_gemma_matches_sentence_transformers() {
 
 /// Both NomicBERT layouts, against the original remote code (agreeing with transformers'
 /// class on the same weights) and the native class; texts run past the trained length, where
-/// dynamic NTK scaling applies.
+/// dynamic NTK scaling applies. nomic-embed-text-v2-moe's experts against nomic's `MoEBlock`.
 #[test]
 fn nomic_bert_matches_its_references_in_both_layouts() {
     for (model, architecture) in [
@@ -310,6 +310,10 @@ fn nomic_bert_matches_its_references_in_both_layouts() {
         (
             "nomic-native",
             "nomic-bert (native config, rotary on 20 of 20 dims, base 1000, dynamic NTK x3 beyond 100 tokens)",
+        ),
+        (
+            "nomic-moe-tiny",
+            "nomic-bert (original config, rotary on 8 of 8 dims, base 10000, top 2 of 4 experts on layers 1, 3...)",
         ),
     ] {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);

@@ -7,7 +7,8 @@
 //! bias add per score; DeBERTa-v3 adds, per layer, the products of queries and keys with the
 //! projected relative-position table (c2p and p2c) and two gathered terms per score. ModernBERT (GeGLU, rotary, two of three layers in 128-token windows) and
 //! a Qwen3 decoder (SwiGLU, rotary, causal, 12 query heads on 4 key/value heads) of the same
-//! widths show what the rotary and gated blocks cost and the masks save. jina-embeddings-v3's
+//! widths show what the rotary and gated blocks cost and the masks save; nomic-embed-text-v2-moe's
+//! experts (top 2 of 8 on every other layer) what routing costs beyond the doubled work. jina-embeddings-v3's
 //! blocks (rotary, plain GELU feed-forward, five LoRA task adapters of rank 4) run three ways: no
 //! task (the adapters off, which is also what weights merged for one task cost), every sequence
 //! with one task, and a batch mixing the five tasks and none (the adapters' terms per run). Rounds alternate the families (each round runs every family once, in a
@@ -28,7 +29,7 @@ use tessera_core::{Batch, Dim, HiddenAct, Mask};
 use tessera_encoder::{
     Adapters, AttentionBias, Biases, Dims, Encoder, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm,
     NormKind, Placement, PositionTable, Positions, BERT_NAMES, DEBERTA_NAMES, DISTILBERT_NAMES, JINA_V3_NAMES,
-    MODERNBERT_NAMES, MPNET_NAMES, QWEN3_NAMES,
+    MODERNBERT_NAMES, MPNET_NAMES, NOMIC_EXPERTS, NOMIC_PLAIN_NAMES, QWEN3_NAMES,
 };
 use tessera_flash::kernels::TiledCpu;
 
@@ -203,6 +204,26 @@ fn jina_v3() -> EncoderSpec {
     }
 }
 
+/// nomic-embed-text-v2-moe's feed-forward in BERT's blocks of the same shape: layers 1, 3 and 5
+/// route each token through the top 2 of 8 experts as wide as BERT's feed-forward, so those
+/// layers' feed-forward does twice the dense work, plus the routing.
+fn nomic_moe() -> EncoderSpec {
+    let base = spec("nomic-moe", NOMIC_PLAIN_NAMES, Positions::Absolute, AttentionBias::None);
+    EncoderSpec {
+        extras: tessera_encoder::Extras {
+            experts: Some(tessera_encoder::Experts {
+                count: Dim::of("num_experts", 8),
+                top_k: 2,
+                width: base.dims.intermediate,
+                every: 2,
+                ..NOMIC_EXPERTS
+            }),
+            ..tessera_encoder::Extras::NONE
+        },
+        ..base
+    }
+}
+
 /// Random weights for every tensor the spec expects (norm gains near 1, others small).
 fn load(spec: &EncoderSpec) -> Encoder {
     let tensors: HashMap<String, Tensor> = spec
@@ -240,6 +261,7 @@ fn main() {
         deberta(),
         modernbert(),
         qwen3(),
+        nomic_moe(),
     ]
     .iter()
     .map(|s| (s.architecture.clone(), load(s), Vec::new()))

@@ -110,6 +110,7 @@ fn nomic_bert_in_both_layouts() {
         "nomic-partial-biased",
         "nomic-plain-absolute",
         "nomic-native",
+        "nomic-moe-tiny",
     ] {
         reference(model);
     }

@@ -117,7 +117,10 @@ fn every_family(format: Format) {
     // 0.99789, qwen2-bidirectional-lm 0.9955 / 0.99955, and mistral-window (last-token pooling
     // of one key/value head shared by four) 0.9906 / 0.99873, embedding-gemma-tiny (norm gains
     // of 1 + a weight drawn around 1, and two Dense layers after pooling) 0.99673 / 0.99969,
-    // llama3-scaled (last-token pooling, two key/value heads shared by four) 0.99483 / 0.99944.
+    // llama3-scaled (last-token pooling, two key/value heads shared by four) 0.99483 / 0.99944;
+    // nomic-moe-tiny 0.99453 / 0.99975, and 0.99418 in int8 with its experts left in float32:
+    // what int8 loses there is routing, the rest of the layers' rounding moving tokens whose two
+    // most probable experts were close over to another expert.
     // Their own bounds still fail any packing fault, which moves vectors by far more.
     for (model, int8, bf16) in [
         ("modernbert-tiny", 0.995, 0.999),
@@ -130,6 +133,7 @@ fn every_family(format: Format) {
         ("mistral-window", 0.985, 0.998),
         ("embedding-gemma-tiny", 0.995, 0.9995),
         ("llama3-scaled", 0.993, 0.999),
+        ("nomic-moe-tiny", 0.993, 0.9995),
     ] {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
         let wide_logits = match format {

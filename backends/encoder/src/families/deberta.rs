@@ -147,7 +147,7 @@ fn extras(config: &ModelConfig, hidden: usize, evidence: &mut Vec<Evidence>) -> 
     let Some(kernel) = config.usize("conv_kernel_size").filter(|&k| k > 0) else {
         return Ok(Extras {
             embedding_projection,
-            convolution: None,
+            ..Extras::NONE
         });
     };
     if kernel % 2 == 0 {
@@ -183,6 +183,7 @@ fn extras(config: &ModelConfig, hidden: usize, evidence: &mut Vec<Evidence>) -> 
     ));
     Ok(Extras {
         embedding_projection,
+        experts: None,
         convolution: Some(Convolution {
             conv: CONVOLUTION,
             norm: CONVOLUTION_NORM,

@@ -2,7 +2,8 @@
 //! rotary positions over `rotary_emb_fraction` of each head (non-interleaved halves), optional
 //! dynamic NTK scaling beyond the trained length, fused `attn.Wqkv`, a SwiGLU/GeGLU feed-forward
 //! (`fc11` up, `fc12` the activated gate, `fc2` down) or a plain one (`fc1`, `fc2`), and the
-//! embedding norm `emb_ln`.
+//! embedding norm `emb_ln`. nomic-embed-text-v2-moe's layers 1, 3, ... hold a mixture of experts
+//! instead of the plain feed-forward (`num_experts`, `moe_top_k`, `moe_every_n_layers`).
 //!
 //! Two config layouts exist: the original remote code's (GPT-2 keys `n_embd`, `n_head`,
 //! `n_layer`, `n_inner`, `layer_norm_epsilon`, `rotary_emb_*`, `qkv_proj_bias`...) and
@@ -22,8 +23,8 @@ use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, Mask};
 use super::rope::{self, RopeKeys};
 use super::{Family, Keys, Recognised};
 use crate::spec::{
-    AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Norm, PositionTable, Positions,
-    NOMIC_NAMES, NOMIC_PLAIN_NAMES,
+    AttentionBias, Biases, Dims, EncoderSpec, Experts, Extras, FeedForward, Half, LayerAttention, Norm, PositionTable,
+    Positions, NOMIC_EXPERTS, NOMIC_NAMES, NOMIC_PLAIN_NAMES,
 };
 
 /// The original code's GPT-2 keys.
@@ -38,6 +39,47 @@ const ORIGINAL_KEYS: Keys = Keys {
     eps: Some("layer_norm_epsilon"),
     ..super::BERT_KEYS
 };
+
+/// The refusal of weights that hold routers where the config describes no experts: served as
+/// plain feed-forwards they would miss tensors, and a re-save would not help. The count and
+/// spacing are read off the routers; the experts per token cannot be, so the fix names the
+/// published model's.
+fn experts_unstated(layout: &EncoderLayout<'_>, layers: usize) -> Option<Box<Finding>> {
+    let router = |l: usize| {
+        format!(
+            "{}{}.{l}.{}.weight",
+            layout.prefix, NOMIC_NAMES.layers, NOMIC_EXPERTS.router
+        )
+    };
+    let mut routed = (0..layers).filter(|&l| layout.weights.get(&router(l)).is_some());
+    let first = routed.next()?;
+    let count = layout.weights.get(&router(first))?.shape.first().copied().unwrap_or(0);
+    let every = match routed.next() {
+        Some(next) => (next - first).to_string(),
+        None => "N".to_string(),
+    };
+    let config = layout.config;
+    let unstated: Vec<String> = ["num_experts", "moe_every_n_layers", "moe_top_k"]
+        .into_iter()
+        .filter(|key| config.usize(key).unwrap_or(0) == 0)
+        .map(|key| format!("`{key}`"))
+        .collect();
+    Some(Box::new(
+        Finding::error(
+            "experts-unstated",
+            format!(
+                "the weights hold a mixture of experts (`{}`: a router over {count} experts) but config.json does not describe it: {} missing or 0",
+                router(first),
+                unstated.join(", ")
+            ),
+        )
+        .in_file(&config.path)
+        .about(unstated.first().map_or("num_experts", |k| k.trim_matches('`')))
+        .fix(format!(
+            "set `num_experts: {count}`, `moe_every_n_layers: {every}` and `moe_top_k` as the model was trained (nomic-embed-text-v2-moe: 8 experts, every 2 layers, top 2)"
+        )),
+    ))
+}
 
 /// transformers' native keys.
 const NATIVE_KEYS: Keys = Keys {
@@ -95,8 +137,13 @@ impl Family for NomicBert {
                 native(config, gated)?
             }
         };
+        if shape.experts.is_none() {
+            if let Some(finding) = experts_unstated(layout, shape.dims.layers.size()) {
+                return Err(finding);
+            }
+        }
         evidence.extend(shape.rope_evidence);
-        let rotation = match shape.rope {
+        let mut rotation = match shape.rope {
             Some(rope) => format!(
                 "rotary on {} of {} dims, base {}{}",
                 rope.rotated,
@@ -110,6 +157,28 @@ impl Family for NomicBert {
             ),
             None => "absolute positions".to_string(),
         };
+        if let Some(e) = shape.experts {
+            rotation += &format!(
+                ", top {} of {} experts on layers {}, {}...",
+                e.top_k,
+                e.count.size(),
+                1,
+                1 + e.every
+            );
+            let router = format!("{}{}.1.{}.weight", layout.prefix, NOMIC_NAMES.layers, e.router);
+            evidence.push(Evidence::config(
+                "num_experts",
+                format!(
+                    "{} experts, each token through its top {} (`moe_top_k`), on layers l % {} == 1",
+                    e.count.size(),
+                    e.top_k,
+                    e.every
+                ),
+            ));
+            if layout.weights.get(&router).is_some() {
+                evidence.push(Evidence::tensor(&router, "present: layer 1's router"));
+            }
+        }
         let layers = shape.dims.layers.size();
         Ok(Recognised {
             spec: EncoderSpec {
@@ -133,7 +202,10 @@ impl Family for NomicBert {
                 norm: Norm::post(shape.eps),
                 biases: shape.biases,
                 scales: crate::spec::Scales::NONE,
-                extras: crate::spec::Extras::NONE,
+                extras: Extras {
+                    experts: shape.experts,
+                    ..Extras::NONE
+                },
 
                 adapters: None,
                 layer_attention: vec![
@@ -161,6 +233,7 @@ struct Shape {
     /// `None`: absolute positions (`rotary_emb_fraction: 0`).
     rope: Option<Rope>,
     rope_evidence: Vec<Evidence>,
+    experts: Option<Experts>,
 }
 
 const REFUSED: &str = "nomic-option-unsupported";
@@ -280,6 +353,7 @@ fn original(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Find
     if rope.is_none() {
         dims.positions = Dim::of("n_positions", dims.positions.size());
     }
+    let experts = experts(config, gated, dims.intermediate.size())?;
     Ok(Shape {
         layout: "original",
         dims,
@@ -293,7 +367,86 @@ fn original(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Find
         },
         rope,
         rope_evidence,
+        experts,
     })
+}
+
+/// The original code's mixture of experts: `None` unless both `num_experts` and
+/// `moe_every_n_layers` are above 0 (the remote code's reading of absent keys). Options only
+/// the training code (megablocks) knows, whose reading by the hub's code is not established, are
+/// refused rather than guessed.
+fn experts(config: &ModelConfig, gated: bool, width: usize) -> Result<Option<Experts>, Box<Finding>> {
+    let count = config.usize("num_experts").unwrap_or(0);
+    let every = config.usize("moe_every_n_layers").unwrap_or(0);
+    if count == 0 || every == 0 {
+        return Ok(None);
+    }
+    const NO_SUCH_CHECKPOINT: &str = "no published checkpoint uses it: set it as nomic-embed-text-v2-moe does";
+    let truthy = |key: &str| match config.get(key) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(_) => true,
+    };
+    if gated {
+        return Err(refusal(
+            config,
+            "activation_function",
+            format!(
+                "experts with a gated feed-forward (`activation_function: {}` with `num_experts: {count}`) are not served",
+                config.str("activation_function").unwrap_or_default()
+            ),
+            NO_SUCH_CHECKPOINT,
+        ));
+    }
+    for (key, what) in [
+        ("num_shared_experts", "shared experts"),
+        ("expert_choice_router", "expert-choice routing"),
+        (
+            "moe_normalize_expert_weights",
+            "renormalised expert weights (`false` in the published model)",
+        ),
+    ] {
+        if truthy(key) {
+            return Err(refusal(
+                config,
+                key,
+                format!("`{key}` asks for {what}, which tessera does not serve"),
+                NO_SUCH_CHECKPOINT,
+            ));
+        }
+    }
+    if let Some(div) = config.f64("ffn_div").filter(|&d| d != 1.0) {
+        return Err(refusal(
+            config,
+            "ffn_div",
+            format!("`ffn_div: {div}` narrows the experts, which tessera does not serve"),
+            NO_SUCH_CHECKPOINT,
+        ));
+    }
+    if let Some(other) = config.str("moe_impl").filter(|&i| i != "megablocks") {
+        return Err(refusal(
+            config,
+            "moe_impl",
+            format!("`moe_impl: {other}` stores its experts in a layout tessera does not read (megablocks')"),
+            "serve a checkpoint saved with megablocks' expert layout",
+        ));
+    }
+    let top_k = config.usize("moe_top_k").unwrap_or(0);
+    if top_k == 0 || top_k > count {
+        return Err(refusal(
+            config,
+            "moe_top_k",
+            format!("`moe_top_k` must be between 1 and `num_experts` ({count})"),
+            "set the number of experts each token goes through (2 in nomic-embed-text-v2-moe)",
+        ));
+    }
+    Ok(Some(Experts {
+        count: Dim::of("num_experts", count),
+        top_k,
+        width: Dim::of("n_inner", width),
+        every,
+        ..NOMIC_EXPERTS
+    }))
 }
 
 /// transformers' native `nomic_bert` config: no biases, whole heads rotated, the gated
@@ -332,5 +485,6 @@ fn native(config: &ModelConfig, gated_tensors: bool) -> Result<Shape, Box<Findin
         },
         rope: Some(rope),
         rope_evidence,
+        experts: None,
     })
 }
