@@ -40,6 +40,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import (
     GteConfig,
+    GteForSequenceClassification,
     GteModel,
     JinaEmbeddingsV3Config,
     JinaEmbeddingsV3Model,
@@ -49,7 +50,7 @@ from transformers import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_encoders import cleanup, fast_tokenizer, unigram_tokenizer, widen, wordpiece_tokenizer  # noqa: E402
-from make_rotary_families import save_st, texts  # noqa: E402
+from make_rotary_families import classifier_golden, save_st, texts  # noqa: E402
 
 NOMIC_PROMPTS = {"search_query": "search_query: ", "search_document": "search_document: "}
 MAX_LEN = 512
@@ -554,6 +555,34 @@ def gte_native_no_token_types(root):
     )
 
 
+def gte_reranker_tiny(root):
+    """transformers' `GteForSequenceClassification` with one output (gte-multilingual-reranker-
+    base's head: the pooler, tanh of a dense layer on the first token, then `classifier`), saved as
+    transformers saves it (`gte.` prefix); biased attention, GeGLU, one token type, the default
+    base; the classifier golden schema."""
+    out_dir = root / "gte-reranker-tiny"
+    # XLM-R's tokenizer, as the multilingual GTE models ship: one segment id for both texts.
+    tok = unigram_tokenizer()
+    fast = fast_tokenizer(tok, MAX_LEN)
+    cfg = GteConfig(
+        vocab_size=tok.get_vocab_size(),
+        pad_token_id=1,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        max_position_embeddings=MAX_LEN,
+        hidden_size=48,
+        intermediate_size=40,
+        hidden_act="gelu",
+        num_labels=1,
+    )
+    torch.manual_seed(43)
+    model = GteForSequenceClassification(cfg).eval()
+    widen(model, 43)
+    model.save_pretrained(out_dir)
+    fast.save_pretrained(out_dir)
+    classifier_golden(out_dir, model, fast)
+
+
 JINA_INSTRUCTIONS = {
     "retrieval.query": "Represent the query for retrieving evidence documents: ",
     "retrieval.passage": "Represent the document for retrieval: ",
@@ -729,6 +758,7 @@ BUILDERS = [
     gte_original_mixed_separate,
     gte_native_tiny,
     gte_native_no_token_types,
+    gte_reranker_tiny,
     jina_v3_tiny,
     jina_v3_native,
 ]

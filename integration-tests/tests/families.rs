@@ -72,13 +72,15 @@ fn deberta_models_serve_sentence_transformers_vectors() {
     }
 }
 
-/// An XLM-RoBERTa reranker (bge-reranker's head), a DeBERTa-v3 one (mxbai-rerank-v1's context
-/// pooler) and a Qwen3 one (a decoder's `score` on its last token that is not padding) rank
-/// pairs by the sigmoid of transformers' logits.
+/// An XLM-RoBERTa reranker (bge-reranker's head), a GTE one (gte-multilingual-reranker's
+/// pooler on rotary blocks), a DeBERTa-v3 one (mxbai-rerank-v1's context pooler) and a Qwen3 one
+/// (a decoder's `score` on its last token that is not padding) rank pairs by the sigmoid of
+/// transformers' logits.
 #[test]
 fn rerankers_rank_pairs_as_transformers_scores_them() {
     for model in [
         "xlm-roberta-reranker-tiny",
+        "gte-reranker-tiny",
         "deberta-v3-reranker-tiny",
         "qwen3-reranker-tiny",
     ] {

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tessera_core::testing::{load, reference_dir};
 use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
-use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, LLAMA, MODERNBERT, QWEN3, ROBERTA};
+use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, GTE, LLAMA, MODERNBERT, QWEN3, ROBERTA};
 
 fn check(model: &str, backend: &EncoderBackend, kind: HeadKind) {
     let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
@@ -93,6 +93,12 @@ fn a_modernbert_reranker_scores_pairs_on_the_mean_as_transformers() {
 #[test]
 fn a_modernbert_classifier_with_biases_scores_on_the_first_token_as_transformers() {
     check("modernbert-classifier-tiny", &MODERNBERT, HeadKind::PredictionHead);
+}
+
+/// gte-multilingual-reranker-base's head on GTE's rotary blocks.
+#[test]
+fn a_gte_reranker_scores_pairs_with_its_pooler_as_transformers() {
+    check("gte-reranker-tiny", &GTE, HeadKind::Pooler);
 }
 
 #[test]
