@@ -24,6 +24,7 @@ mod activation;
 pub mod attention;
 mod backend;
 mod batch;
+pub mod chat;
 mod classify;
 mod disentangled;
 mod error;
