@@ -31,7 +31,17 @@ pub enum MessageFormat {
 }
 
 impl MessageFormat {
-    /// sentence-transformers' `auto`: structured where the template reads typed parts
+    /// sentence-transformers' `auto`: flat for the model types it knows to be, else
+    /// [`MessageFormat::infer`].
+    pub fn infer_for(model_type: Option<&str>, template: &str) -> Self {
+        const FLAT_MODEL_TYPES: [&str; 4] = ["apertus", "deepseek_v3", "gpt_oss", "seed_oss"];
+        match model_type.is_some_and(|t| FLAT_MODEL_TYPES.contains(&t)) {
+            true => MessageFormat::Flat,
+            false => Self::infer(template),
+        }
+    }
+
+    /// sentence-transformers' `auto` from the template: structured where it reads typed parts
     /// (`content[0]`, `.type`...), flat otherwise.
     pub fn infer(template: &str) -> Self {
         const STRUCTURED: [&str; 6] = ["content[0]", ".type", "'type'", "\"type\"", "item.type", "message.content["];

@@ -32,6 +32,11 @@ pub enum HeadKind {
     /// The decoders' (`Qwen3ForSequenceClassification`, `LlamaForSequenceClassification`...):
     /// `score` without bias on the last token that is not `pad_token_id`; no hidden layer.
     Score,
+    /// A causal language model scored by sentence-transformers' `LogitScore`: the logit of the
+    /// true token less that of the false one at the last token, from the output embedding
+    /// (`lm_head`, or the word table it is tied to); Qwen3-Reranker as sentence-transformers
+    /// runs it.
+    LogitScore,
 }
 
 impl HeadKind {
@@ -45,6 +50,7 @@ impl HeadKind {
             HeadKind::PredictionHead => ("classifier", PREDICTION_DENSE.into()),
             HeadKind::ContextPooler => ("classifier", CONTEXT_POOLER.into()),
             HeadKind::Score => (SCORE, String::new()),
+            HeadKind::LogitScore => (LM_HEAD, String::new()),
         }
     }
 
@@ -61,6 +67,9 @@ impl HeadKind {
                 "DeBERTa's context pooler (`pooler.dense`, `pooler_hidden_act`) on the first token, then `classifier`"
             }
             HeadKind::Score => "a decoder's `score` on the last token that is not the padding token",
+            HeadKind::LogitScore => {
+                "a causal language model's logit of the true token less the false token's at the last token (sentence-transformers' LogitScore)"
+            }
         }
     }
 }
@@ -74,6 +83,8 @@ const CONTEXT_POOLER: &str = "pooler.dense";
 const SCORE: &str = "score";
 /// The decoders' word table.
 const DECODER_WORDS: &str = "embed_tokens.weight";
+/// A causal language model's output embedding.
+const LM_HEAD: &str = "lm_head";
 
 /// What ModernBERT's config says about its prediction head.
 struct PredictionConfig {
@@ -120,12 +131,18 @@ pub struct ClassifierSpec {
     pub head_norm: Option<bool>,
     /// The decoders' `pad_token_id`: their head reads the last token that is not it.
     pub pad_token: Option<u32>,
+    /// [`HeadKind::LogitScore`]'s output embedding (`lm_head`, or the tied word table, without
+    /// `.weight`) and its token rows: true, and false if any.
+    pub logit_rows: Option<(String, u32, Option<u32>)>,
 }
 
 impl ClassifierSpec {
     /// `None` for embedding models; the head's description, or why it is unusable, otherwise.
     pub fn detect(inspection: &ModelInspection) -> Option<Result<ClassifierSpec, Box<Finding>>> {
         let weights = inspection.weights.as_ref()?;
+        if let Some(score) = inspection.sentence_transformers.logit_score {
+            return Some(Self::logit_score(weights, score));
+        }
         // `score` over a decoder's word table (`embed_tokens`): an encoder's tensor of that name
         // is no decoder head.
         let decoder = weights.tensors.keys().any(|name| name.ends_with(DECODER_WORDS));
@@ -150,6 +167,68 @@ impl ClassifierSpec {
             return None;
         };
         Some(Self::read(inspection, weights, kind))
+    }
+
+    /// The `LogitScore` module over the output embedding, or the word table where the model
+    /// ties it (no `lm_head` saved).
+    fn logit_score(
+        weights: &crate::inspection::WeightsIndex,
+        score: crate::inspection::LogitScore,
+    ) -> Result<ClassifierSpec, Box<Finding>> {
+        let file = weights.display_file();
+        let table = match weights.get(&format!("{LM_HEAD}.weight")) {
+            Some(_) => LM_HEAD.to_string(),
+            None => match weights.prefix_before(DECODER_WORDS) {
+                Some(prefix) => format!("{prefix}{}", DECODER_WORDS.trim_end_matches(".weight")),
+                None => {
+                    return Err(Box::new(
+                        Finding::error(
+                            "tensor-missing",
+                            "modules.json scores with LogitScore, which reads a causal language model's `lm_head`; the weights have neither it nor a decoder word table (`embed_tokens`) it could be tied to",
+                        )
+                        .in_file(&file)
+                        .about(format!("{LM_HEAD}.weight"))
+                        .fix("serve the `*ForCausalLM` checkpoint the LogitScore module was saved with"),
+                    ))
+                }
+            },
+        };
+        let shape = weights.get(&format!("{table}.weight")).map(|t| t.shape.clone()).unwrap_or_default();
+        let [rows, hidden] = shape.as_slice() else {
+            return Err(Box::new(
+                Finding::error(
+                    "tensor-shape-mismatch",
+                    format!("`{table}.weight` has shape {shape:?}; a [vocabulary, hidden] matrix is expected"),
+                )
+                .in_file(&file)
+                .about(format!("{table}.weight"))
+                .fix("re-save the model; the weights are damaged"),
+            ));
+        };
+        for token in std::iter::once(score.true_token).chain(score.false_token) {
+            if token as usize >= *rows {
+                return Err(Box::new(
+                    Finding::error(
+                        "logit-score-token-invalid",
+                        format!("the LogitScore module reads token {token}, past the {rows} rows of `{table}.weight`"),
+                    )
+                    .in_file(&file)
+                    .about("true_token_id")
+                    .fix("set the ids of the model's own `yes`/`no` tokens in the LogitScore module's config.json"),
+                ));
+            }
+        }
+        Ok(ClassifierSpec {
+            labels: vec!["LABEL_0".into()],
+            prefix: weights.prefix_before(DECODER_WORDS).unwrap_or_default(),
+            hidden: *hidden,
+            kind: HeadKind::LogitScore,
+            pooling: crate::Pooling::LastToken,
+            dense_bias: false,
+            head_norm: None,
+            pad_token: None,
+            logit_rows: Some((table, score.true_token, score.false_token)),
+        })
     }
 
     fn read(
@@ -250,6 +329,7 @@ impl ClassifierSpec {
                     .and_then(|id| u32::try_from(id).ok()),
                 _ => None,
             },
+            logit_rows: None,
         })
     }
 }
@@ -333,13 +413,35 @@ impl ClassifierHead {
         let (h, n) = (spec.hidden, spec.labels.len());
         let (labels_tensor, hidden_tensor) = spec.kind.tensors(&spec.prefix);
         let dense = |bias| crate::layers::stacked_linear(&vb, &[(&hidden_tensor, h)], h, bias).map_err(err);
+        if let (HeadKind::LogitScore, Some((table, yes, no))) = (spec.kind, &spec.logit_rows) {
+            let rows = request
+                .inspection
+                .weights
+                .as_ref()
+                .and_then(|w| w.get(&format!("{table}.weight")))
+                .map_or(0, |t| t.shape[0]);
+            let embedding = vb.get((rows, h), &format!("{table}.weight")).map_err(err)?;
+            let row = |token: u32| embedding.narrow(0, token as usize, 1);
+            // logit(yes) - logit(no) = h . (E[yes] - E[no]): one output row.
+            let weight = match no {
+                Some(no) => (row(*yes).map_err(err)? - row(*no).map_err(err)?).map_err(err)?,
+                None => row(*yes).map_err(err)?,
+            };
+            return Ok(Self {
+                hidden: None,
+                norm: None,
+                pooling: crate::Pooling::LastToken,
+                output: Linear::new(weight, None).map_err(err)?,
+                pad_token: None,
+            });
+        }
         let output = match spec.kind {
             HeadKind::Score => crate::layers::stacked_linear(&vb, &[(labels_tensor, n)], h, false),
             _ => crate::layers::linear(&vb, h, n, labels_tensor),
         }
         .map_err(err)?;
         Ok(match spec.kind {
-            HeadKind::Score => Self {
+            HeadKind::Score | HeadKind::LogitScore => Self {
                 hidden: None,
                 norm: None,
                 pooling: spec.pooling,

@@ -376,6 +376,49 @@ pub struct SentenceTransformers {
     pub prompts: BTreeMap<String, String>,
     /// `config_sentence_transformers.json` `default_prompt_name`.
     pub default_prompt_name: Option<String>,
+    /// How the pipeline feeds texts to the model (`modality_config`).
+    pub inputs: InputModality,
+    /// `processing_kwargs.chat_template` of sentence_bert_config.json: variables for the chat
+    /// template (`add_generation_prompt`...), `restore_suffix` and size keys left out.
+    pub chat_template_kwargs: Map<String, Value>,
+    /// `processing_kwargs.chat_template.restore_suffix` as saved: whether a truncated rendered
+    /// input gets the template's tail written back over its last tokens (see
+    /// [`SentenceTransformers::restores_suffix`]).
+    pub restore_suffix: Option<bool>,
+    /// A causal language model's `LogitScore` module (a reranker): the score is
+    /// `logit(true) - logit(false)` at the last token.
+    pub logit_score: Option<LogitScore>,
+}
+
+impl SentenceTransformers {
+    /// sentence-transformers restores the template's tail unless `restore_suffix` is false.
+    pub fn restores_suffix(&self) -> bool {
+        self.restore_suffix != Some(false)
+    }
+}
+
+/// How sentence-transformers gives texts to the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum InputModality {
+    /// As plain text: `modality_config` without `message`, or a modules.json from before
+    /// sentence-transformers 6 (which reads it so).
+    Text,
+    /// Through the chat template (`modality_config.message`), in the format saved (`None`:
+    /// `auto`, inferred from the template).
+    Messages(Option<crate::chat::MessageFormat>),
+    /// No modules.json: sentence-transformers 6 then uses the chat template when the tokenizer
+    /// has one, plain text otherwise.
+    #[default]
+    Unsaved,
+}
+
+/// sentence-transformers' `LogitScore` module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LogitScore {
+    /// `true_token_id`: the token whose logit is the score.
+    pub true_token: u32,
+    /// `false_token_id`: the token whose logit is subtracted, if any.
+    pub false_token: Option<u32>,
 }
 
 /// Everything read from a model directory without loading weights.

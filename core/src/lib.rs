@@ -60,6 +60,6 @@ pub use pooling::{Pooling, PoolingFileError};
 pub use registry::{Chosen, Registry, SelectError, Selection};
 pub use splade::{SpladeHead, SpladeSpec};
 pub use tokenize::{
-    build_from_slow_files, Encoded, SlowFilesBuild, TextTokenizer, Token, TokenizeError, TokenizerSource,
+    build_from_slow_files, ChatInputs, Encoded, SlowFilesBuild, TextTokenizer, Token, TokenizeError, TokenizerSource,
     TruncationDirection,
 };

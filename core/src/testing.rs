@@ -80,7 +80,10 @@ pub fn load(factory: &dyn BackendFactory, inspection: &ModelInspection) -> Loade
     let backend = factory.load(&request).expect("model loads");
     let max_len = inspection.sentence_transformers.max_seq_length.unwrap_or(512);
     // As the server loads it: tokenizer.json, else built from vocab.txt or a SentencePiece model.
-    let (tokenizer, _) = TextTokenizer::from_dir(&inspection.root, max_len).expect("tokenizer loads");
+    let (mut tokenizer, _) = TextTokenizer::from_dir(&inspection.root, max_len).expect("tokenizer loads");
+    if let Some(chat) = crate::ChatInputs::for_model(inspection).expect("chat template loads") {
+        tokenizer = tokenizer.with_chat(chat);
+    }
     Loaded { backend, tokenizer }
 }
 

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use tokenizers::{Tokenizer, TruncationDirection as HfDirection, TruncationParams};
 
+use crate::chat::{ChatTemplate, Message, MessageFormat};
+use crate::inspection::InputModality;
 use crate::error::LoadError;
 use crate::sentencepiece::{self, Family};
 
@@ -92,6 +94,99 @@ pub enum TokenizeError {
     /// The tokenizer itself failed.
     #[error("tokenizer failed: {0}")]
     Tokenizer(String),
+    /// The chat template did not render the input.
+    #[error("{0}")]
+    Template(String),
+}
+
+/// What a model whose texts go through its chat template needs to render them
+/// (sentence-transformers' `message` modality).
+#[derive(Debug)]
+pub struct ChatInputs {
+    /// The template.
+    pub template: ChatTemplate,
+    /// How message contents are written.
+    pub format: MessageFormat,
+    /// Template variables (`add_generation_prompt`...).
+    pub variables: serde_json::Map<String, serde_json::Value>,
+    /// Whether truncated inputs get the template's tail back (`restore_suffix`).
+    pub restore_suffix: bool,
+    /// Why the template cannot carry a reranker's pair as `query` and `document` messages (its
+    /// render does not change with one of them, or it raises); `None` when it can.
+    pub pair_failure: Option<String>,
+}
+
+impl ChatInputs {
+    /// The chat rendering the model's sentence-transformers pipeline gives its texts, if any:
+    /// with `modality_config.message` always (a missing template is an error), without
+    /// modules.json when the tokenizer has a template (sentence-transformers 6 then infers the
+    /// `message` modality), never for pipelines saved text-only.
+    pub fn for_model(inspection: &crate::ModelInspection) -> Result<Option<Self>, crate::chat::ChatTemplateError> {
+        let st = &inspection.sentence_transformers;
+        let saved_format = match st.inputs {
+            InputModality::Text => return Ok(None),
+            InputModality::Messages(format) => format,
+            InputModality::Unsaved => None,
+        };
+        let Some(template) = ChatTemplate::from_dir(&inspection.root)? else {
+            return match st.inputs {
+                InputModality::Messages(_) => Err(crate::chat::ChatTemplateError {
+                    path: inspection.root.join(crate::chat::TEMPLATE_FILE),
+                    message: "sentence_bert_config.json gives texts as chat messages (`modality_config.message`) but the model has no chat template".into(),
+                }),
+                _ => Ok(None),
+            };
+        };
+        let model_type = inspection.config.as_ref().and_then(|c| c.str("model_type"));
+        let format = saved_format.unwrap_or_else(|| MessageFormat::infer_for(model_type, template.source()));
+        let mut chat = Self {
+            template,
+            format,
+            variables: st.chat_template_kwargs.clone(),
+            restore_suffix: st.restores_suffix(),
+            pair_failure: None,
+        };
+        chat.pair_failure = chat.probe_pairs();
+        Ok(Some(chat))
+    }
+
+    /// sentence-transformers' probe: a pair rendered as is and with each half changed; a half
+    /// whose change leaves the render as it was does not reach the model.
+    fn probe_pairs(&self) -> Option<String> {
+        let render = |query: &str, document: &str| self.render(&Self::pair(query, document));
+        let renders = [("alpha", "bravo"), ("charlie", "bravo"), ("alpha", "foxtrot")].map(|(q, d)| render(q, d));
+        let [base, query_changed, document_changed] = match renders {
+            [Ok(a), Ok(b), Ok(c)] => [a, b, c],
+            [Err(e), ..] | [_, Err(e), _] | [_, _, Err(e)] => return Some(format!("it raised: {e}")),
+        };
+        let dropped: Vec<&str> = [("query", query_changed), ("document", document_changed)]
+            .into_iter()
+            .filter(|(_, render)| *render == base)
+            .map(|(role, _)| role)
+            .collect();
+        (!dropped.is_empty()).then(|| format!("the {} content does not reach the rendered input", dropped.join(" and ")))
+    }
+
+    /// A reranker's pair as messages.
+    pub fn pair<'a>(query: &'a str, document: &'a str) -> [Message<'a>; 2] {
+        [
+            Message {
+                role: "query",
+                content: query,
+            },
+            Message {
+                role: "document",
+                content: document,
+            },
+        ]
+    }
+
+    /// The messages, rendered.
+    fn render(&self, messages: &[Message<'_>]) -> Result<String, TokenizeError> {
+        self.template
+            .render(messages, self.format, &self.variables)
+            .map_err(TokenizeError::Template)
+    }
 }
 
 /// Where a [`TextTokenizer`] came from.
@@ -168,6 +263,7 @@ pub struct TextTokenizer {
     right: Arc<Tokenizer>,
     left: Arc<Tokenizer>,
     max_input_length: usize,
+    chat: Option<Arc<ChatInputs>>,
 }
 
 impl TextTokenizer {
@@ -223,6 +319,92 @@ impl TextTokenizer {
             right: Arc::new(right),
             left: Arc::new(left),
             max_input_length,
+            chat: None,
+        })
+    }
+
+    /// Texts and pairs rendered through `chat` before tokenizing.
+    pub fn with_chat(mut self, chat: ChatInputs) -> Self {
+        self.chat = Some(Arc::new(chat));
+        self
+    }
+
+    /// The chat rendering inputs go through, if the model's pipeline uses one.
+    pub fn chat(&self) -> Option<&ChatInputs> {
+        self.chat.as_deref()
+    }
+
+    /// `messages` rendered through the chat template and tokenized without special tokens, as
+    /// transformers' `apply_chat_template` does. An over-long render is rejected, or truncated
+    /// with the template's tail written back over its last tokens (sentence-transformers'
+    /// `restore_suffix`: causal rerankers and last-token pooling read the final position).
+    pub fn encode_messages(
+        &self,
+        messages: &[Message<'_>],
+        truncate: Option<TruncationDirection>,
+    ) -> Result<Encoded, TokenizeError> {
+        let Some(chat) = self.chat.as_deref() else {
+            return Err(TokenizeError::Template("the model has no chat template".into()));
+        };
+        let chars = messages.iter().map(|m| m.content.chars().count()).sum();
+        let ids = self.plain_ids(&chat.render(messages)?)?;
+        let mut encoded = Encoded {
+            type_ids: vec![0; ids.len()],
+            ids,
+            pool_skip: 0,
+            chars,
+        };
+        let max = self.max_input_length;
+        if encoded.len() <= max {
+            return Ok(encoded);
+        }
+        let Some(direction) = truncate else {
+            return Err(TokenizeError::TooLong {
+                max,
+                given: encoded.len(),
+            });
+        };
+        encoded.truncate(max, direction);
+        if direction == TruncationDirection::Right && chat.restore_suffix {
+            let suffix = self.template_suffix(chat, messages)?;
+            let keep = suffix.len().min(max);
+            encoded.ids[max - keep..].copy_from_slice(&suffix[suffix.len() - keep..]);
+        }
+        Ok(encoded)
+    }
+
+    /// Token ids of `text` without special tokens.
+    fn plain_ids(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
+        self.untruncated
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))
+    }
+
+    /// The template's tail after the last message content, as sentence-transformers derives
+    /// it: the conversation rendered twice with every non-system content replaced by a
+    /// different filler; the tokens both renders end with. Empty when the renders never differ.
+    fn template_suffix(&self, chat: &ChatInputs, messages: &[Message<'_>]) -> Result<Vec<u32>, TokenizeError> {
+        let render = |filler: &'static str| {
+            let skeleton: Vec<Message<'_>> = messages
+                .iter()
+                .map(|m| Message {
+                    role: m.role,
+                    content: if m.role == "system" { m.content } else { filler },
+                })
+                .collect();
+            self.plain_ids(&chat.render(&skeleton)?)
+        };
+        let (first, second) = (render("0")?, render("1 2 3 4")?);
+        let common = first
+            .iter()
+            .rev()
+            .zip(second.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        Ok(match common > 0 && common < first.len().min(second.len()) {
+            true => first[first.len() - common..].to_vec(),
+            false => Vec::new(),
         })
     }
 

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
+use tessera_core::chat::Message;
+use tessera_core::{ChatInputs, Encoded, TextTokenizer, TokenizeError, TruncationDirection};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics;
@@ -348,7 +349,9 @@ impl Infer {
         self.with_tokenizer(move |tokenizer| {
             // sentence-transformers' `include_prompt: false`: the prompt's tokens ([CLS] included)
             // are left out of pooling.
-            let skip = match (&prompt, exclude_prompt) {
+            // A prompt rendered as a system message through a chat template is pooled with the
+            // rest (sentence-transformers cannot exclude it there either).
+            let skip = match (&prompt, exclude_prompt && tokenizer.chat().is_none()) {
                 (Some(p), true) => tokenizer
                     .prompt_length(p)
                     .map_err(|e| InferError::Tokenizer(e.to_string()))?,
@@ -552,21 +555,40 @@ fn encode_unchecked(
     truncation: Truncation,
 ) -> Result<Encoded, InferError> {
     let direction = truncation.enabled.then_some(truncation.direction);
+    let tokenize_error = |e| match e {
+        TokenizeError::TooLong { max, given } => InferError::TooLong { index, given, max },
+        other => InferError::Tokenizer(format!("input {index}: {other}")),
+    };
+    if let Some(chat) = tokenizer.chat() {
+        // sentence-transformers' message modality: a text is a `user` message after its prompt
+        // as a `system` one; a pair `query` and `document` messages, where the template carries
+        // them (a template that drops either gets the tokenizer's pair template, as without one).
+        match &input {
+            Input::Text(text) => {
+                let user = Message { role: "user", content: text };
+                let messages: Vec<Message<'_>> = match prompt {
+                    Some(prompt) => vec![Message { role: "system", content: prompt }, user],
+                    None => vec![user],
+                };
+                return tokenizer.encode_messages(&messages, direction).map_err(tokenize_error);
+            }
+            Input::Pair(query, document) if chat.pair_failure.is_none() => {
+                return tokenizer
+                    .encode_messages(&ChatInputs::pair(query, document), direction)
+                    .map_err(tokenize_error);
+            }
+            _ => {}
+        }
+    }
     match input {
         Input::Text(text) => {
             let text = match prompt {
                 Some(prompt) => format!("{prompt}{text}"),
                 None => text,
             };
-            tokenizer.encode(&text, direction).map_err(|e| match e {
-                TokenizeError::TooLong { max, given } => InferError::TooLong { index, given, max },
-                other => InferError::Tokenizer(format!("input {index}: {other}")),
-            })
+            tokenizer.encode(&text, direction).map_err(tokenize_error)
         }
-        Input::Pair(first, second) => tokenizer.encode_pair(&first, &second, direction).map_err(|e| match e {
-            TokenizeError::TooLong { max, given } => InferError::TooLong { index, given, max },
-            other => InferError::Tokenizer(format!("input {index}: {other}")),
-        }),
+        Input::Pair(first, second) => tokenizer.encode_pair(&first, &second, direction).map_err(tokenize_error),
         Input::Ids(ids) => {
             if ids.is_empty() {
                 return Err(InferError::EmptyTokenIds { index });

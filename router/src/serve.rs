@@ -184,9 +184,17 @@ fn packing(dtype: Dtype, device: &candle_core::Device) -> anyhow::Result<Option<
 fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loaded> {
     let Planned { inspection, plan, .. } = planned;
     let root = &inspection.root;
-    let (tokenizer, source) = TextTokenizer::from_dir(root, plan.max_input_length)?;
+    let (mut tokenizer, source) = TextTokenizer::from_dir(root, plan.max_input_length)?;
     if let Some(built) = source.built_from() {
         tracing::info!("no tokenizer.json: built {built}");
+    }
+    if let Some(chat) = tessera_core::ChatInputs::for_model(inspection)? {
+        tracing::info!(
+            "inputs are rendered through the chat template of {} ({:?} messages), as sentence-transformers gives them",
+            chat.template.path.display(),
+            chat.format
+        );
+        tokenizer = tokenizer.with_chat(chat);
     }
     let load_started = std::time::Instant::now();
     let packing = packing(plan.dtype, device)?;

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tessera_core::inspection::{DenseModule, PoolingFile, SentenceTransformers};
+use tessera_core::chat::MessageFormat;
+use tessera_core::inspection::{DenseModule, InputModality, LogitScore, PoolingFile, SentenceTransformers};
 use tessera_core::Finding;
 
 use super::read_json;
@@ -40,15 +41,132 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
                 }
             }
             Some("Normalize") => st.normalize = true,
+            Some("LogitScore") => st.logit_score = read_logit_score(root, dir, findings),
             _ => {}
         }
     }
+    read_processing(root, !modules.is_empty(), &mut st, findings);
     // Models without modules.json still often ship 1_Pooling (TEI reads it the same way).
     let pooling_dir = pooling_dir.unwrap_or_else(|| PathBuf::from("1_Pooling"));
     st.pooling = read_pooling(&root.join(&pooling_dir).join("config.json"), findings);
     st.max_seq_length = read_max_seq_length(root, findings);
     read_prompts(root, &mut st, findings);
     st
+}
+
+/// The first sentence-transformers config file present: `None` when there is none, `Err` when
+/// it does not parse (a finding says so).
+fn st_config(root: &Path, findings: &mut Vec<Finding>) -> Option<Result<(PathBuf, Value), ()>> {
+    let name = ST_CONFIG_NAMES.iter().find(|name| root.join(name).is_file())?;
+    let path = root.join(name);
+    Some(match read_json(&path)? {
+        Err(problem) => {
+            findings.push(
+                Finding::error("st-file-invalid", format!("{name} {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair the file"),
+            );
+            Err(())
+        }
+        Ok(value) => Ok((path, value)),
+    })
+}
+
+/// How texts reach the model (`modality_config`) and the chat template's variables
+/// (`processing_kwargs.chat_template`), as sentence-transformers 6 reads them: a modules.json
+/// saved without `modality_config` is text-only.
+fn read_processing(root: &Path, has_modules: bool, st: &mut SentenceTransformers, findings: &mut Vec<Finding>) {
+    // An unparsable file is reported once, by `read_max_seq_length`.
+    let config = st_config(root, &mut Vec::new()).and_then(Result::ok);
+    let value = config.as_ref().map(|(_, v)| v);
+    st.inputs = match value.and_then(|v| v.get("modality_config")) {
+        Some(modalities) => match modalities.get("message") {
+            Some(message) => InputModality::Messages(match message.get("format").and_then(Value::as_str) {
+                Some("flat") => Some(MessageFormat::Flat),
+                Some("structured") => Some(MessageFormat::Structured),
+                _ => None,
+            }),
+            None => InputModality::Text,
+        },
+        None if has_modules => InputModality::Text,
+        None => InputModality::Unsaved,
+    };
+    let Some(kwargs) = value
+        .and_then(|v| v.get("processing_kwargs"))
+        .and_then(|p| p.get("chat_template"))
+    else {
+        return;
+    };
+    let path = config.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+    let Some(kwargs) = kwargs.as_object() else {
+        findings.push(
+            Finding::error("st-file-invalid", "`processing_kwargs.chat_template` is not an object")
+                .in_file(&path)
+                .about("processing_kwargs.chat_template")
+                .fix("write the chat template's keyword arguments as an object"),
+        );
+        return;
+    };
+    // Sizes are tokenization settings, not template variables; tessera takes them from
+    // max_seq_length.
+    const SIZE_KEYS: [&str; 5] = ["truncation", "max_length", "padding", "return_tensors", "pad_to_multiple_of"];
+    for (key, value) in kwargs {
+        match key.as_str() {
+            "restore_suffix" => st.restore_suffix = value.as_bool(),
+            key if SIZE_KEYS.contains(&key) => {}
+            _ => {
+                st.chat_template_kwargs.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// A `LogitScore` module's config: `true_token_id`, and `false_token_id` or null.
+fn read_logit_score(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Option<LogitScore> {
+    let path = root.join(dir).join("config.json");
+    let values = match read_json(&path) {
+        Some(Ok(Value::Object(values))) => values,
+        Some(Err(problem)) => {
+            findings.push(
+                Finding::error("st-file-invalid", format!("the LogitScore config {}", problem.describe()))
+                    .in_file(&path)
+                    .fix("repair the LogitScore module's config.json"),
+            );
+            return None;
+        }
+        _ => Default::default(),
+    };
+    let id = |key: &str| values.get(key).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+    let false_token = match values.get("false_token_id") {
+        None | Some(Value::Null) => None,
+        Some(_) => match id("false_token_id") {
+            Some(token) => Some(token),
+            None => {
+                findings.push(
+                    Finding::error("st-file-invalid", "`false_token_id` is not a token id")
+                        .in_file(&path)
+                        .about("false_token_id")
+                        .fix("set the id of the token whose logit is subtracted, or null"),
+                );
+                return None;
+            }
+        },
+    };
+    match id("true_token_id") {
+        Some(true_token) => Some(LogitScore {
+            true_token,
+            false_token,
+        }),
+        None => {
+            findings.push(
+                Finding::error("st-file-invalid", "the LogitScore module has no `true_token_id`")
+                    .in_file(&path)
+                    .about("true_token_id")
+                    .fix("set the id of the token whose logit scores the pair (`yes`)"),
+            );
+            None
+        }
+    }
 }
 
 fn read_prompts(root: &Path, st: &mut SentenceTransformers, findings: &mut Vec<Finding>) {
@@ -213,39 +331,27 @@ fn tokenizer_max_length(root: &Path) -> Option<usize> {
 /// `max_seq_length` as sentence-transformers decides it: sentence_bert_config.json's, else the
 /// tokenizer's `model_max_length`. The plan caps it at what the model's positions support.
 fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize> {
-    for name in ST_CONFIG_NAMES {
-        let path = root.join(name);
-        match read_json(&path) {
-            None => continue,
-            Some(Err(problem)) => {
-                findings.push(
-                    Finding::error("st-file-invalid", format!("{name} {}", problem.describe()))
-                        .in_file(&path)
-                        .fix("repair the file"),
-                );
-                return None;
-            }
-            Some(Ok(value)) => {
-                return match value.get("max_seq_length") {
-                    Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => n.as_u64().map(|n| n as usize),
-                    None | Some(Value::Null) => tokenizer_max_length(root),
-                    Some(other) => {
-                        findings.push(
-                            Finding::error(
-                                "max-seq-length-invalid",
-                                format!("`max_seq_length` = {other} is not a positive integer"),
-                            )
-                            .in_file(&path)
-                            .about("max_seq_length")
-                            .fix("set `max_seq_length` to the longest input in tokens, e.g. 512"),
-                        );
-                        None
-                    }
-                };
-            }
+    let (path, value) = match st_config(root, findings) {
+        None => return tokenizer_max_length(root),
+        Some(Err(())) => return None,
+        Some(Ok(config)) => config,
+    };
+    match value.get("max_seq_length") {
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => n.as_u64().map(|n| n as usize),
+        None | Some(Value::Null) => tokenizer_max_length(root),
+        Some(other) => {
+            findings.push(
+                Finding::error(
+                    "max-seq-length-invalid",
+                    format!("`max_seq_length` = {other} is not a positive integer"),
+                )
+                .in_file(&path)
+                .about("max_seq_length")
+                .fix("set `max_seq_length` to the longest input in tokens, e.g. 512"),
+            );
+            None
         }
     }
-    tokenizer_max_length(root)
 }
 
 #[cfg(test)]
