@@ -31,6 +31,14 @@ pub enum MessageFormat {
 }
 
 impl MessageFormat {
+    /// As sentence-transformers' config names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageFormat::Flat => "flat",
+            MessageFormat::Structured => "structured",
+        }
+    }
+
     /// sentence-transformers' `auto`: flat for the model types it knows to be, else
     /// [`MessageFormat::infer`].
     pub fn infer_for(model_type: Option<&str>, template: &str) -> Self {
@@ -44,7 +52,14 @@ impl MessageFormat {
     /// sentence-transformers' `auto` from the template: structured where it reads typed parts
     /// (`content[0]`, `.type`...), flat otherwise.
     pub fn infer(template: &str) -> Self {
-        const STRUCTURED: [&str; 6] = ["content[0]", ".type", "'type'", "\"type\"", "item.type", "message.content["];
+        const STRUCTURED: [&str; 6] = [
+            "content[0]",
+            ".type",
+            "'type'",
+            "\"type\"",
+            "item.type",
+            "message.content[",
+        ];
         match STRUCTURED.iter().any(|p| template.contains(p)) {
             true => MessageFormat::Structured,
             false => MessageFormat::Flat,
@@ -132,10 +147,11 @@ impl ChatTemplate {
                 "the template prints the current date (`strftime_now`), which tessera does not put in inputs",
             ))
         });
-        env.add_template_owned(NAME, source.clone()).map_err(|e| ChatTemplateError {
-            path: path.clone(),
-            message: format!("the chat template does not compile: {e}"),
-        })?;
+        env.add_template_owned(NAME, source.clone())
+            .map_err(|e| ChatTemplateError {
+                path: path.clone(),
+                message: format!("the chat template does not compile: {e}"),
+            })?;
         Ok(Self {
             env,
             source,
@@ -259,7 +275,10 @@ mod tests {
         assert_eq!(out, "  <query>q\n  <document>d\n q </s>");
         let mut vars = Map::new();
         vars.insert("add_generation_prompt".into(), Value::Bool(true));
-        assert!(t.render(&messages, MessageFormat::Flat, &vars).unwrap().ends_with("</s>!"));
+        assert!(t
+            .render(&messages, MessageFormat::Flat, &vars)
+            .unwrap()
+            .ends_with("</s>!"));
     }
 
     #[test]

@@ -193,7 +193,10 @@ impl ClassifierSpec {
                 }
             },
         };
-        let shape = weights.get(&format!("{table}.weight")).map(|t| t.shape.clone()).unwrap_or_default();
+        let shape = weights
+            .get(&format!("{table}.weight"))
+            .map(|t| t.shape.clone())
+            .unwrap_or_default();
         let [rows, hidden] = shape.as_slice() else {
             return Err(Box::new(
                 Finding::error(

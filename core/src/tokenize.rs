@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokenizers::{Tokenizer, TruncationDirection as HfDirection, TruncationParams};
 
 use crate::chat::{ChatTemplate, Message, MessageFormat};
-use crate::inspection::InputModality;
 use crate::error::LoadError;
+use crate::inspection::InputModality;
 use crate::sentencepiece::{self, Family};
 
 /// Which end of an over-long input is cut off.
@@ -164,7 +164,12 @@ impl ChatInputs {
             .filter(|(_, render)| *render == base)
             .map(|(role, _)| role)
             .collect();
-        (!dropped.is_empty()).then(|| format!("the {} content does not reach the rendered input", dropped.join(" and ")))
+        (!dropped.is_empty()).then(|| {
+            format!(
+                "the {} content does not reach the rendered input",
+                dropped.join(" and ")
+            )
+        })
     }
 
     /// A reranker's pair as messages.
@@ -182,7 +187,7 @@ impl ChatInputs {
     }
 
     /// The messages, rendered.
-    fn render(&self, messages: &[Message<'_>]) -> Result<String, TokenizeError> {
+    pub fn render(&self, messages: &[Message<'_>]) -> Result<String, TokenizeError> {
         self.template
             .render(messages, self.format, &self.variables)
             .map_err(TokenizeError::Template)

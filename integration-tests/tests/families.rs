@@ -73,9 +73,10 @@ fn deberta_models_serve_sentence_transformers_vectors() {
 }
 
 /// An XLM-RoBERTa reranker (bge-reranker's head), a GTE one (gte-multilingual-reranker's
-/// pooler on rotary blocks), a DeBERTa-v3 one (mxbai-rerank-v1's context pooler) and a Qwen3 one
-/// (a decoder's `score` on its last token that is not padding) rank pairs by the sigmoid of
-/// transformers' logits.
+/// pooler on rotary blocks), a DeBERTa-v3 one (mxbai-rerank-v1's context pooler), a Qwen3 one
+/// (a decoder's `score` on its last token that is not padding) and causal language models
+/// scored by sentence-transformers' `LogitScore` through their chat template rank pairs by the
+/// sigmoid of their references' logits.
 #[test]
 fn rerankers_rank_pairs_as_transformers_scores_them() {
     for model in [
@@ -83,6 +84,8 @@ fn rerankers_rank_pairs_as_transformers_scores_them() {
         "gte-reranker-tiny",
         "deberta-v3-reranker-tiny",
         "qwen3-reranker-tiny",
+        "qwen3-logit-reranker-tiny",
+        "llama-logit-reranker-tiny",
     ] {
         assert_reranks_as_transformers(model);
     }

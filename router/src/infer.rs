@@ -565,9 +565,18 @@ fn encode_unchecked(
         // them (a template that drops either gets the tokenizer's pair template, as without one).
         match &input {
             Input::Text(text) => {
-                let user = Message { role: "user", content: text };
+                let user = Message {
+                    role: "user",
+                    content: text,
+                };
                 let messages: Vec<Message<'_>> = match prompt {
-                    Some(prompt) => vec![Message { role: "system", content: prompt }, user],
+                    Some(prompt) => vec![
+                        Message {
+                            role: "system",
+                            content: prompt,
+                        },
+                        user,
+                    ],
                     None => vec![user],
                 };
                 return tokenizer.encode_messages(&messages, direction).map_err(tokenize_error);
@@ -588,7 +597,9 @@ fn encode_unchecked(
             };
             tokenizer.encode(&text, direction).map_err(tokenize_error)
         }
-        Input::Pair(first, second) => tokenizer.encode_pair(&first, &second, direction).map_err(tokenize_error),
+        Input::Pair(first, second) => tokenizer
+            .encode_pair(&first, &second, direction)
+            .map_err(tokenize_error),
         Input::Ids(ids) => {
             if ids.is_empty() {
                 return Err(InferError::EmptyTokenIds { index });

@@ -139,6 +139,7 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
 
     let implied = chosen.as_ref().and_then(|c| c.pooling);
     let task = choose_task(inspection, request.pooling.as_deref(), implied, &mut findings);
+    check_chat_inputs(inspection, task.as_ref(), &mut findings);
     let positions = chosen.as_ref().and_then(|c| c.max_positions);
     let max_input_length = max_input_length(inspection, positions, request.max_batch_tokens, &mut findings);
     let dtype = request.dtype;
@@ -164,6 +165,80 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
 /// unreadable: the inspection already holds that error.
 pub(crate) fn prerequisites_missing(inspection: &ModelInspection) -> bool {
     inspection.config.is_none() || inspection.weights.is_none()
+}
+
+/// Whether the inputs go through the chat template (sentence-transformers' `message` modality),
+/// and whether the template renders what the task gives it: a text as a `user` message, a
+/// reranker's pair as `query` and `document` messages. A template that raises or drops a half of
+/// the pair would fail or mis-score every request, so it is found here.
+fn check_chat_inputs(inspection: &ModelInspection, task: Option<&Task>, findings: &mut Vec<Finding>) {
+    use tessera_core::chat::Message;
+    use tessera_core::inspection::InputModality;
+    let chat = match tessera_core::ChatInputs::for_model(inspection) {
+        Ok(Some(chat)) => chat,
+        Ok(None) => return,
+        Err(e) => {
+            findings.push(
+                Finding::error("chat-template-invalid", e.message.clone())
+                    .in_file(&e.path)
+                    .fix("repair the template (chat_template.jinja or tokenizer_config.json's `chat_template`)"),
+            );
+            return;
+        }
+    };
+    let file = chat.template.path.clone();
+    let pairs = matches!(task, Some(Task::Classify(spec)) if spec.labels.len() == 1);
+    let explicit = matches!(inspection.sentence_transformers.inputs, InputModality::Messages(_));
+    findings.push(
+        Finding::info(
+            "inputs-chat-rendered",
+            format!(
+                "inputs are rendered through the chat template ({} messages: a text as a `user` message after its prompt as a `system` one{}) and tokenized without special tokens, as sentence-transformers gives them {}",
+                chat.format.name(),
+                if pairs { ", a pair as `query` and `document` messages" } else { "" },
+                if explicit { "(`modality_config.message`)" } else { "to a model saved without modules.json whose tokenizer has a template" },
+            ),
+        )
+        .in_file(&file)
+        .fix("none needed"),
+    );
+    let probe = [Message {
+        role: "user",
+        content: "probe",
+    }];
+    let text_failure = match task {
+        Some(Task::Embed { .. }) => chat.render(&probe).err(),
+        _ => None,
+    };
+    if let Some(message) = text_failure {
+        findings.push(
+            Finding::error(
+                "chat-template-invalid",
+                format!("the chat template does not render a text as a `user` message: {message}"),
+            )
+            .in_file(&file)
+            .fix("use a template that renders `user` messages, or save the model with text-only inputs"),
+        );
+    }
+    match (&chat.pair_failure, pairs, explicit) {
+        (Some(failure), true, true) => findings.push(
+            Finding::error(
+                "chat-template-drops-pair",
+                format!("the chat template cannot carry a reranker's pair as `query` and `document` messages: {failure}"),
+            )
+            .in_file(&file)
+            .fix("use a template that renders both roles, e.g. `<Query>: {{ messages | selectattr(\"role\", \"eq\", \"query\") | map(attribute=\"content\") | first }}`"),
+        ),
+        (Some(failure), true, false) => findings.push(
+            Finding::warning(
+                "chat-template-drops-pair",
+                format!("the chat template cannot carry a pair as `query` and `document` messages ({failure}): pairs are tokenized with the tokenizer's pair template instead (sentence-transformers refuses such a model)"),
+            )
+            .in_file(&file)
+            .fix("check that the model was trained on pairs tokenized so; otherwise save a template that renders both roles"),
+        ),
+        _ => {}
+    }
 }
 
 /// A classification head in the weights decides the task; otherwise `--pooling splade` or the

@@ -190,9 +190,9 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
     }
     if let Some(chat) = tessera_core::ChatInputs::for_model(inspection)? {
         tracing::info!(
-            "inputs are rendered through the chat template of {} ({:?} messages), as sentence-transformers gives them",
+            "inputs are rendered through the chat template of {} ({} messages), as sentence-transformers gives them",
             chat.template.path.display(),
-            chat.format
+            chat.format.name()
         );
         tokenizer = tokenizer.with_chat(chat);
     }

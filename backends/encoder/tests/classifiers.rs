@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use tessera_core::testing::{load, reference_dir};
-use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
+use tessera_core::{Batch, ChatInputs, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
 use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, GTE, LLAMA, MODERNBERT, QWEN3, ROBERTA};
 
 fn check(model: &str, backend: &EncoderBackend, kind: HeadKind) {
@@ -116,4 +116,69 @@ fn a_qwen3_reranker_scores_pairs_at_its_last_token_that_is_not_padding_as_transf
 #[test]
 fn a_llama_classifier_without_a_padding_token_scores_its_last_token_as_transformers() {
     check("llama-classifier-tiny", &LLAMA, HeadKind::Score);
+}
+
+/// A causal language model scored by sentence-transformers' `LogitScore` (Qwen3-Reranker as
+/// sentence-transformers runs it): each pair rendered through the chat template as `query` and
+/// `document` messages (the template's tail written back over pairs cut at `max_seq_length`),
+/// then the true token's logit less the false token's at the last token.
+fn check_logit_reranker(model: &str, backend: &EncoderBackend) {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+    let inspection = tessera_validation::inspect(&dir);
+    let spec = ClassifierSpec::detect(&inspection)
+        .expect("a classifier")
+        .expect("a usable head");
+    assert_eq!(spec.kind, HeadKind::LogitScore, "{model}");
+    let golden: Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+    let loaded = load(backend, &inspection);
+    let request = LoadRequest {
+        inspection: &inspection,
+        dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
+        kernel: None,
+    };
+    let head = ClassifierHead::load(&request, &spec).expect("head loads");
+    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
+    let want_ids: Vec<Vec<u32>> = serde_json::from_value(golden["pair_token_ids"].clone()).unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["pair_logits"].clone()).unwrap();
+    let encoded: Vec<Encoded> = pairs
+        .iter()
+        .map(|(q, d)| {
+            loaded
+                .tokenizer
+                .encode_messages(&ChatInputs::pair(q, d), Some(Default::default()))
+                .unwrap()
+        })
+        .collect();
+    for (i, e) in encoded.iter().enumerate() {
+        assert_eq!(e.ids, want_ids[i], "{model}: pair token ids {i}");
+    }
+    let logits = |seqs: &[Encoded]| -> Vec<Vec<f32>> {
+        let batch = Batch::from_sequences(seqs.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
+        let hidden = loaded.backend.forward(&batch).expect("forward");
+        head.forward(&hidden, &batch).unwrap().to_vec2().unwrap()
+    };
+    let batched = logits(&encoded);
+    for (i, e) in encoded.iter().enumerate() {
+        let single = logits(std::slice::from_ref(e));
+        for (got, what) in [(&batched[i], "batched"), (&single[0], "single")] {
+            assert!(
+                (got[0] - want[i][0]).abs() < 1e-4,
+                "{model} {what} pair {i}: {got:?} vs {:?}",
+                want[i]
+            );
+        }
+    }
+}
+
+/// Tied word embeddings, a true and a false token, a flat template.
+#[test]
+fn a_qwen3_causal_reranker_scores_pairs_as_sentence_transformers_logit_score() {
+    check_logit_reranker("qwen3-logit-reranker-tiny", &QWEN3);
+}
+
+/// Its own `lm_head`, a true token alone, a structured template.
+#[test]
+fn a_llama_causal_reranker_with_a_true_token_alone_scores_its_logit() {
+    check_logit_reranker("llama-logit-reranker-tiny", &LLAMA);
 }

@@ -109,7 +109,13 @@ fn read_processing(root: &Path, has_modules: bool, st: &mut SentenceTransformers
     };
     // Sizes are tokenization settings, not template variables; tessera takes them from
     // max_seq_length.
-    const SIZE_KEYS: [&str; 5] = ["truncation", "max_length", "padding", "return_tensors", "pad_to_multiple_of"];
+    const SIZE_KEYS: [&str; 5] = [
+        "truncation",
+        "max_length",
+        "padding",
+        "return_tensors",
+        "pad_to_multiple_of",
+    ];
     for (key, value) in kwargs {
         match key.as_str() {
             "restore_suffix" => st.restore_suffix = value.as_bool(),
@@ -128,15 +134,23 @@ fn read_logit_score(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Opt
         Some(Ok(Value::Object(values))) => values,
         Some(Err(problem)) => {
             findings.push(
-                Finding::error("st-file-invalid", format!("the LogitScore config {}", problem.describe()))
-                    .in_file(&path)
-                    .fix("repair the LogitScore module's config.json"),
+                Finding::error(
+                    "st-file-invalid",
+                    format!("the LogitScore config {}", problem.describe()),
+                )
+                .in_file(&path)
+                .fix("repair the LogitScore module's config.json"),
             );
             return None;
         }
         _ => Default::default(),
     };
-    let id = |key: &str| values.get(key).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+    let id = |key: &str| {
+        values
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
     let false_token = match values.get("false_token_id") {
         None | Some(Value::Null) => None,
         Some(_) => match id("false_token_id") {

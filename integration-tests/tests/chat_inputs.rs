@@ -1,0 +1,158 @@
+//! Models whose sentence-transformers pipeline gives texts through the chat template (the
+//! `message` modality), through the real binary: a causal reranker's long pair cut with the
+//! template's tail written back, an embedder's texts and prompts as messages, the modality read
+//! from the saved config (or inferred without modules.json), and templates that would fail or
+//! mis-score requests refused before serving.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tessera_integration_tests::reference::{self, copy, finding, golden, validate};
+use tessera_integration_tests::{assert_parity, Server};
+
+fn vectors(value: &Value) -> Vec<Vec<f32>> {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let mut value: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+}
+
+#[test]
+fn a_causal_reranker_scores_a_truncated_pair_with_the_template_tail_restored() {
+    let model = "qwen3-logit-reranker-tiny";
+    let golden = golden(model);
+    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
+    let logits: Vec<Vec<f64>> = serde_json::from_value(golden["pair_logits"].clone()).unwrap();
+    let truncated: Vec<bool> = serde_json::from_value(golden["truncated"].clone()).unwrap();
+    let long = truncated.iter().position(|&t| t).expect("a truncated pair");
+    let (query, document) = &pairs[long];
+    let server = Server::start(&reference::model(model), &[]);
+    let body = json!({"query": query, "texts": [document], "raw_scores": true});
+    let refused = server.post("/rerank", &body);
+    assert_eq!(refused.status(), 413, "{}", refused.text().unwrap());
+    let mut body = body;
+    body["truncate"] = json!(true);
+    let ranks: Vec<Value> = server.post("/rerank", &body).json().unwrap();
+    let score = ranks[0]["score"].as_f64().unwrap();
+    assert!((score - logits[long][0]).abs() < 1e-4, "{score} vs {}", logits[long][0]);
+}
+
+#[test]
+fn an_embedder_given_messages_embeds_texts_and_prompts_as_sentence_transformers() {
+    let model = "qwen3-chat-embedder-tiny";
+    let golden = golden(model);
+    let texts = golden["texts"].clone();
+    let check = |dir: &Path, what: &str| {
+        let server = Server::start(dir, &["--max-client-batch-size", "64"]);
+        let got: Vec<Vec<f32>> = server
+            .post("/embed", &json!({"inputs": texts, "truncate": true}))
+            .json()
+            .unwrap();
+        for (i, (g, w)) in got.iter().zip(&vectors(&golden["embeddings"])).enumerate() {
+            assert_parity(g, w, &format!("{what} /embed {i}"));
+        }
+        let want = vectors(&golden["prompted"]["query"]["embeddings"]);
+        let inputs: Vec<Value> = texts.as_array().unwrap()[..want.len()].to_vec();
+        let got: Vec<Vec<f32>> = server
+            .post(
+                "/embed",
+                &json!({"inputs": inputs, "prompt_name": "query", "truncate": true}),
+            )
+            .json()
+            .unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_parity(g, w, &format!("{what} prompt_name=query {i}"));
+        }
+    };
+    check(&reference::model(model), model);
+    // Saved without modules.json (nor prompts): sentence-transformers 6 infers the message
+    // modality from the tokenizer's template, and so does tessera.
+    let dir = copy(model);
+    for file in ["modules.json", "sentence_bert_config.json"] {
+        std::fs::remove_file(dir.path().join(file)).unwrap();
+    }
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert!(finding(&report, "inputs-chat-rendered")["message"]
+        .as_str()
+        .unwrap()
+        .contains("without modules.json"));
+    let server = Server::start(dir.path(), &["--max-client-batch-size", "64", "--auto-truncate"]);
+    let got = server.embed(&texts);
+    for (i, (g, w)) in got.iter().zip(&vectors(&golden["embeddings"])).enumerate() {
+        assert_parity(g, w, &format!("{model} without modules.json /embed {i}"));
+    }
+}
+
+#[test]
+fn a_pipeline_saved_text_only_is_not_rendered() {
+    let dir = copy("qwen3-chat-embedder-tiny");
+    edit_json(&dir.path().join("sentence_bert_config.json"), |c| {
+        c["modality_config"].as_object_mut().unwrap().remove("message");
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    let codes: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert!(!codes.contains(&"inputs-chat-rendered"), "{codes:?}");
+    // Served so, a text's tokens are the tokenizer's own: no `<|im_start|>`.
+    let server = Server::start(dir.path(), &[]);
+    let golden = golden("qwen3-chat-embedder-tiny");
+    let rendered: Vec<u32> = serde_json::from_value(golden["token_ids"][0].clone()).unwrap();
+    let tokens: Vec<Vec<Value>> = server
+        .post("/tokenize", &json!({"inputs": golden["texts"][0]}))
+        .json()
+        .unwrap();
+    assert!(tokens[0].len() < rendered.len(), "{tokens:?}");
+}
+
+#[test]
+fn templates_that_would_fail_or_drop_a_half_of_the_pair_are_refused() {
+    type Edit = Box<dyn Fn(&Path)>;
+    let template = |text: &'static str| -> Edit {
+        Box::new(move |d: &Path| std::fs::write(d.join("chat_template.jinja"), text).unwrap())
+    };
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "qwen3-logit-reranker-tiny",
+            template("{% for m in messages %}{% if m.role == 'query' %}{{ m.content }}{% endif %}{% endfor %}"),
+            "chat-template-drops-pair",
+        ),
+        (
+            "qwen3-logit-reranker-tiny",
+            template("{{ raise_exception('only user and assistant roles are supported') }}"),
+            "chat-template-drops-pair",
+        ),
+        (
+            "qwen3-chat-embedder-tiny",
+            template("{% for m in messages %}"),
+            "chat-template-invalid",
+        ),
+        (
+            "qwen3-chat-embedder-tiny",
+            template("{{ strftime_now('%d %b %Y') }}{{ messages[0].content }}"),
+            "chat-template-invalid",
+        ),
+        (
+            "qwen3-chat-embedder-tiny",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("chat_template.jinja")).unwrap()),
+            "chat-template-invalid",
+        ),
+    ];
+    for (model, edit, code) in cases {
+        let dir = copy(model);
+        edit(dir.path());
+        let (status, report) = validate(dir.path());
+        assert_ne!(status, Some(0), "{model} {code}: {report:#}");
+        let f = finding(&report, code);
+        assert_eq!(f["severity"], "error", "{f:#}");
+        assert!(f["fix"].as_str().is_some_and(|s| !s.is_empty()), "{f:#}");
+    }
+}
