@@ -91,6 +91,10 @@ def with_yes_no(fast):
 @torch.no_grad()
 def reranker_golden(out_dir, model):
     ids = [model[0].preprocess([pair])["input_ids"][0].tolist() for pair in RERANK_PAIRS]
+    prompted = {
+        name: [model.predict([pair], prompt_name=name, activation_fn=torch.nn.Identity())[0].item() for pair in PAIRS]
+        for name in model.prompts
+    }
     scores = [model.predict([pair], activation_fn=torch.nn.Identity())[0].item() for pair in RERANK_PAIRS]
     batched = model.predict(RERANK_PAIRS, activation_fn=torch.nn.Identity(), batch_size=8).tolist()
     assert max(abs(a - b) for a, b in zip(scores, batched)) < 1e-4
@@ -100,16 +104,18 @@ def reranker_golden(out_dir, model):
         "pair_logits": [[s] for s in scores],
         "max_seq_length": model[0].max_seq_length,
         "truncated": [len(i) == model[0].max_seq_length for i in ids],
+        # The first pairs scored with each prompt (a `system` message before the pair).
+        "prompted_pair_logits": {name: {"prompt": model.prompts[name], "logits": [[s] for s in scores]} for name, scores in prompted.items()},
     }
     assert any(data["truncated"]), "no pair reaches max_seq_length"
     (out_dir / "golden.json").write_text(json.dumps(data))
 
 
-def save_reranker(out_dir, hf_dir, fast, template, max_seq_length, true_token, false_token):
+def save_reranker(out_dir, hf_dir, fast, template, max_seq_length, true_token, false_token, prompts=None):
     fast.chat_template = template
     fast.save_pretrained(hf_dir)
     transformer = Transformer(str(hf_dir), transformer_task="text-generation", max_seq_length=max_seq_length)
-    model = CrossEncoder(modules=[transformer, LogitScore(true_token, false_token)], device="cpu")
+    model = CrossEncoder(modules=[transformer, LogitScore(true_token, false_token)], device="cpu", prompts=prompts)
     model.save(str(out_dir))
     return CrossEncoder(str(out_dir), device="cpu")
 
@@ -125,7 +131,9 @@ def qwen3_logit_reranker_tiny(root):
     widen(lm, 21)
     lm.save_pretrained(hf_dir)
     yes, no = fast.convert_tokens_to_ids("yes"), fast.convert_tokens_to_ids("no")
-    model = save_reranker(out_dir, hf_dir, fast, RERANKER_TEMPLATE, 320, yes, no)
+    # Qwen3-Reranker's instruction for a task, given as a prompt (rendered as the system message).
+    prompts = {"code": "Given a code question, retrieve the snippet that answers it"}
+    model = save_reranker(out_dir, hf_dir, fast, RERANKER_TEMPLATE, 320, yes, no, prompts)
     reranker_golden(out_dir, model)
 
 
