@@ -40,6 +40,29 @@ fn a_causal_reranker_scores_a_truncated_pair_with_the_template_tail_restored() {
     assert!((score - logits[long][0]).abs() < 1e-4, "{score} vs {}", logits[long][0]);
 }
 
+/// Qwen3-Reranker's instruction as a prompt: `prompt_name` puts it before the pair as a `system`
+/// message, as sentence-transformers' `CrossEncoder.rank(..., prompt_name=...)` does.
+#[test]
+fn a_causal_reranker_takes_its_instruction_as_a_named_prompt() {
+    let model = "qwen3-logit-reranker-tiny";
+    let golden = golden(model);
+    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
+    let prompted = &golden["prompted_pair_logits"]["code"];
+    let want: Vec<Vec<f64>> = serde_json::from_value(prompted["logits"].clone()).unwrap();
+    let server = Server::start(&reference::model(model), &[]);
+    for (i, (query, document)) in pairs.iter().enumerate().take(want.len()) {
+        let body = json!({"query": query, "texts": [document], "raw_scores": true, "prompt_name": "code"});
+        let ranks: Vec<Value> = server.post("/rerank", &body).json().unwrap();
+        let score = ranks[0]["score"].as_f64().unwrap();
+        assert!((score - want[i][0]).abs() < 1e-4, "pair {i}: {score} vs {}", want[i][0]);
+    }
+    let unknown = server.post(
+        "/rerank",
+        &json!({"query": "q", "texts": ["d"], "prompt_name": "no-such-prompt"}),
+    );
+    assert_eq!(unknown.status(), 422, "{}", unknown.text().unwrap());
+}
+
 #[test]
 fn an_embedder_given_messages_embeds_texts_and_prompts_as_sentence_transformers() {
     let model = "qwen3-chat-embedder-tiny";

@@ -560,9 +560,9 @@ fn encode_unchecked(
         other => InferError::Tokenizer(format!("input {index}: {other}")),
     };
     if let Some(chat) = tokenizer.chat() {
-        // sentence-transformers' message modality: a text is a `user` message after its prompt
-        // as a `system` one; a pair `query` and `document` messages, where the template carries
-        // them (a template that drops either gets the tokenizer's pair template, as without one).
+        // sentence-transformers' message modality: a text is a `user` message, a pair `query`
+        // and `document` messages where the template carries them (a template that drops either
+        // gets the tokenizer's pair template, as without one); a prompt a `system` message first.
         match &input {
             Input::Text(text) => {
                 let user = Message {
@@ -582,9 +582,17 @@ fn encode_unchecked(
                 return tokenizer.encode_messages(&messages, direction).map_err(tokenize_error);
             }
             Input::Pair(query, document) if chat.pair_failure.is_none() => {
-                return tokenizer
-                    .encode_messages(&ChatInputs::pair(query, document), direction)
-                    .map_err(tokenize_error);
+                let pair = ChatInputs::pair(query, document);
+                let messages: Vec<Message<'_>> = match prompt {
+                    Some(prompt) => std::iter::once(Message {
+                        role: "system",
+                        content: prompt,
+                    })
+                    .chain(pair)
+                    .collect(),
+                    None => pair.to_vec(),
+                };
+                return tokenizer.encode_messages(&messages, direction).map_err(tokenize_error);
             }
             _ => {}
         }
@@ -597,9 +605,16 @@ fn encode_unchecked(
             };
             tokenizer.encode(&text, direction).map_err(tokenize_error)
         }
-        Input::Pair(first, second) => tokenizer
-            .encode_pair(&first, &second, direction)
-            .map_err(tokenize_error),
+        // sentence-transformers' CrossEncoder puts the prompt before the pair's first text.
+        Input::Pair(first, second) => {
+            let first = match prompt {
+                Some(prompt) => format!("{prompt}{first}"),
+                None => first,
+            };
+            tokenizer
+                .encode_pair(&first, &second, direction)
+                .map_err(tokenize_error)
+        }
         Input::Ids(ids) => {
             if ids.is_empty() {
                 return Err(InferError::EmptyTokenIds { index });

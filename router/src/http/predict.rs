@@ -27,6 +27,10 @@ pub(crate) struct PredictRequest {
     truncation_direction: Option<Direction>,
     #[serde(default)]
     raw_scores: bool,
+    /// A prompt of the model by name, put before each text (or a pair's first), as
+    /// sentence-transformers' CrossEncoder does (through a chat template: a `system` message).
+    #[serde(default)]
+    prompt_name: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -47,6 +51,10 @@ pub(crate) struct RerankRequest {
     raw_scores: bool,
     #[serde(default)]
     return_text: bool,
+    /// A prompt of the model by name, put before the query (through a chat template: a
+    /// `system` message, Qwen3-Reranker's instruction).
+    #[serde(default)]
+    prompt_name: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -140,7 +148,7 @@ pub(crate) async fn predict(
         let options = RunOptions {
             truncate: request.truncate,
             truncation_direction: request.truncation_direction,
-            prompt_name: None,
+            prompt_name: request.prompt_name.clone(),
             task: None,
         };
         let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Logits).await?;
@@ -195,7 +203,7 @@ pub(crate) async fn rerank(
             let options = RunOptions {
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
-                prompt_name: None,
+                prompt_name: request.prompt_name.clone(),
                 task: None,
             };
             let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Rerank).await?;
