@@ -3,63 +3,62 @@
 //! passage pairs encoded with the tokenizer's pair template, one by one and as one batch.
 
 use serde_json::Value;
-use tessera_core::testing::{load, reference_dir};
+use tessera_core::testing::{load, reference_dir, Loaded};
 use tessera_core::{Batch, ChatInputs, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
 use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, GTE, LLAMA, MODERNBERT, QWEN3, ROBERTA};
 
-fn check(model: &str, backend: &EncoderBackend, kind: HeadKind) {
-    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
-    let inspection = tessera_validation::inspect(&dir);
-    let spec = ClassifierSpec::detect(&inspection)
-        .expect("a classifier")
-        .expect("a usable head");
-    assert_eq!(spec.kind, kind, "{model}");
-    let golden: Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
-    let labels: Vec<String> = (0..spec.labels.len())
-        .map(|i| golden["id2label"][i.to_string()].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(spec.labels, labels, "{model}: id2label");
-    let model_loaded = load(backend, &inspection);
-    let request = LoadRequest {
-        inspection: &inspection,
-        dtype: candle_core::DType::F32,
-        device: candle_core::Device::Cpu,
-        kernel: None,
-    };
-    let head = ClassifierHead::load(&request, &spec).expect("head loads");
-    let tokenizer = &model_loaded.tokenizer;
-    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
-    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
-    let cases: [(&str, Vec<Encoded>); 2] = [
-        (
-            "",
-            texts
-                .iter()
-                .map(|t| tokenizer.encode(t, Some(Default::default())).unwrap())
-                .collect(),
-        ),
-        (
-            "pair_",
-            pairs
-                .iter()
-                .map(|(q, p)| tokenizer.encode_pair(q, p, Some(Default::default())).unwrap())
-                .collect(),
-        ),
-    ];
-    for (key, encoded) in cases {
-        let want_ids: Vec<Vec<u32>> = serde_json::from_value(golden[format!("{key}token_ids")].clone()).unwrap();
-        let want: Vec<Vec<f32>> = serde_json::from_value(golden[format!("{key}logits")].clone()).unwrap();
+/// A reference classifier loaded as the server loads it: the backend, its detected head, and
+/// the golden.
+struct Classifier {
+    model: &'static str,
+    loaded: Loaded,
+    spec: ClassifierSpec,
+    head: ClassifierHead,
+    golden: Value,
+}
+
+impl Classifier {
+    fn load(model: &'static str, backend: &EncoderBackend) -> Self {
+        let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+        let inspection = tessera_validation::inspect(&dir);
+        let spec = ClassifierSpec::detect(&inspection)
+            .expect("a classifier")
+            .expect("a usable head");
+        let golden = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+        let request = LoadRequest {
+            inspection: &inspection,
+            dtype: candle_core::DType::F32,
+            device: candle_core::Device::Cpu,
+            kernel: None,
+        };
+        let head = ClassifierHead::load(&request, &spec).expect("head loads");
+        Self {
+            model,
+            loaded: load(backend, &inspection),
+            spec,
+            head,
+            golden,
+        }
+    }
+
+    fn logits(&self, seqs: &[Encoded]) -> Vec<Vec<f32>> {
+        let batch = Batch::from_sequences(seqs.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
+        let hidden = self.loaded.backend.forward(&batch).expect("forward");
+        self.head.forward(&hidden, &batch).unwrap().to_vec2().unwrap()
+    }
+
+    /// `encoded` has the golden's `{key}token_ids`, and its logits, batched and one by one, are
+    /// the golden's `{key}logits` within 1e-4.
+    fn assert_matches(&self, key: &str, encoded: &[Encoded]) {
+        let model = self.model;
+        let want_ids: Vec<Vec<u32>> = serde_json::from_value(self.golden[format!("{key}token_ids")].clone()).unwrap();
+        let want: Vec<Vec<f32>> = serde_json::from_value(self.golden[format!("{key}logits")].clone()).unwrap();
         for (i, e) in encoded.iter().enumerate() {
             assert_eq!(e.ids, want_ids[i], "{model}: {key}token ids {i}");
         }
-        let logits = |seqs: &[Encoded]| -> Vec<Vec<f32>> {
-            let batch = Batch::from_sequences(seqs.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
-            let hidden = model_loaded.backend.forward(&batch).expect("forward");
-            head.forward(&hidden, &batch).unwrap().to_vec2().unwrap()
-        };
-        let batched = logits(&encoded);
+        let batched = self.logits(encoded);
         for (i, e) in encoded.iter().enumerate() {
-            let single = logits(std::slice::from_ref(e));
+            let single = self.logits(std::slice::from_ref(e));
             for (got, what) in [(&batched[i], "batched"), (&single[0], "single")] {
                 assert_eq!(got.len(), want[i].len());
                 for (g, w) in got.iter().zip(&want[i]) {
@@ -68,6 +67,37 @@ fn check(model: &str, backend: &EncoderBackend, kind: HeadKind) {
             }
         }
     }
+
+    fn pairs(&self) -> Vec<(String, String)> {
+        serde_json::from_value(self.golden["pairs"].clone()).unwrap()
+    }
+}
+
+fn check(model: &'static str, backend: &EncoderBackend, kind: HeadKind) {
+    let classifier = Classifier::load(model, backend);
+    assert_eq!(classifier.spec.kind, kind, "{model}");
+    let labels: Vec<String> = (0..classifier.spec.labels.len())
+        .map(|i| {
+            classifier.golden["id2label"][i.to_string()]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(classifier.spec.labels, labels, "{model}: id2label");
+    let tokenizer = &classifier.loaded.tokenizer;
+    let texts: Vec<String> = serde_json::from_value(classifier.golden["texts"].clone()).unwrap();
+    let singles: Vec<Encoded> = texts
+        .iter()
+        .map(|t| tokenizer.encode(t, Some(Default::default())).unwrap())
+        .collect();
+    classifier.assert_matches("", &singles);
+    let pairs: Vec<Encoded> = classifier
+        .pairs()
+        .iter()
+        .map(|(q, p)| tokenizer.encode_pair(q, p, Some(Default::default())).unwrap())
+        .collect();
+    classifier.assert_matches("pair_", &pairs);
 }
 
 #[test]
@@ -122,53 +152,21 @@ fn a_llama_classifier_without_a_padding_token_scores_its_last_token_as_transform
 /// sentence-transformers runs it): each pair rendered through the chat template as `query` and
 /// `document` messages (the template's tail written back over pairs cut at `max_seq_length`),
 /// then the true token's logit less the false token's at the last token.
-fn check_logit_reranker(model: &str, backend: &EncoderBackend) {
-    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
-    let inspection = tessera_validation::inspect(&dir);
-    let spec = ClassifierSpec::detect(&inspection)
-        .expect("a classifier")
-        .expect("a usable head");
-    assert_eq!(spec.kind, HeadKind::LogitScore, "{model}");
-    let golden: Value = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
-    let loaded = load(backend, &inspection);
-    let request = LoadRequest {
-        inspection: &inspection,
-        dtype: candle_core::DType::F32,
-        device: candle_core::Device::Cpu,
-        kernel: None,
-    };
-    let head = ClassifierHead::load(&request, &spec).expect("head loads");
-    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
-    let want_ids: Vec<Vec<u32>> = serde_json::from_value(golden["pair_token_ids"].clone()).unwrap();
-    let want: Vec<Vec<f32>> = serde_json::from_value(golden["pair_logits"].clone()).unwrap();
-    let encoded: Vec<Encoded> = pairs
+fn check_logit_reranker(model: &'static str, backend: &EncoderBackend) {
+    let classifier = Classifier::load(model, backend);
+    assert_eq!(classifier.spec.kind, HeadKind::LogitScore, "{model}");
+    let pairs: Vec<Encoded> = classifier
+        .pairs()
         .iter()
         .map(|(q, d)| {
-            loaded
+            classifier
+                .loaded
                 .tokenizer
                 .encode_messages(&ChatInputs::pair(q, d), Some(Default::default()))
                 .unwrap()
         })
         .collect();
-    for (i, e) in encoded.iter().enumerate() {
-        assert_eq!(e.ids, want_ids[i], "{model}: pair token ids {i}");
-    }
-    let logits = |seqs: &[Encoded]| -> Vec<Vec<f32>> {
-        let batch = Batch::from_sequences(seqs.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
-        let hidden = loaded.backend.forward(&batch).expect("forward");
-        head.forward(&hidden, &batch).unwrap().to_vec2().unwrap()
-    };
-    let batched = logits(&encoded);
-    for (i, e) in encoded.iter().enumerate() {
-        let single = logits(std::slice::from_ref(e));
-        for (got, what) in [(&batched[i], "batched"), (&single[0], "single")] {
-            assert!(
-                (got[0] - want[i][0]).abs() < 1e-4,
-                "{model} {what} pair {i}: {got:?} vs {:?}",
-                want[i]
-            );
-        }
-    }
+    classifier.assert_matches("pair_", &pairs);
 }
 
 /// Tied word embeddings, a true and a false token, a flat template.
