@@ -76,6 +76,32 @@ pub struct Message<'a> {
     pub content: &'a str,
 }
 
+impl<'a> Message<'a> {
+    fn new(role: &'a str, content: &'a str) -> Self {
+        Self { role, content }
+    }
+
+    /// sentence-transformers' conversation for a text: its prompt as a `system` message, then
+    /// the text as a `user` message.
+    pub fn text(prompt: Option<&'a str>, text: &'a str) -> Vec<Self> {
+        Self::after_prompt(prompt, [Self::new("user", text)])
+    }
+
+    /// sentence-transformers' conversation for a reranker's pair: its prompt as a `system`
+    /// message, then a `query` and a `document` message.
+    pub fn pair(prompt: Option<&'a str>, query: &'a str, document: &'a str) -> Vec<Self> {
+        Self::after_prompt(prompt, [Self::new("query", query), Self::new("document", document)])
+    }
+
+    fn after_prompt<const N: usize>(prompt: Option<&'a str>, messages: [Self; N]) -> Vec<Self> {
+        prompt
+            .map(|p| Self::new("system", p))
+            .into_iter()
+            .chain(messages)
+            .collect()
+    }
+}
+
 /// A loaded template with the variables transformers gives it.
 #[derive(Debug)]
 pub struct ChatTemplate {

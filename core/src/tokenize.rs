@@ -153,7 +153,7 @@ impl ChatInputs {
     /// sentence-transformers' probe: a pair rendered as is and with each half changed; a half
     /// whose change leaves the render as it was does not reach the model.
     fn probe_pairs(&self) -> Option<String> {
-        let render = |query: &str, document: &str| self.render(&Self::pair(query, document));
+        let render = |query: &str, document: &str| self.render(&Message::pair(None, query, document));
         let renders = [("alpha", "bravo"), ("charlie", "bravo"), ("alpha", "foxtrot")].map(|(q, d)| render(q, d));
         let [base, query_changed, document_changed] = match renders {
             [Ok(a), Ok(b), Ok(c)] => [a, b, c],
@@ -170,20 +170,6 @@ impl ChatInputs {
                 dropped.join(" and ")
             )
         })
-    }
-
-    /// A reranker's pair as messages.
-    pub fn pair<'a>(query: &'a str, document: &'a str) -> [Message<'a>; 2] {
-        [
-            Message {
-                role: "query",
-                content: query,
-            },
-            Message {
-                role: "document",
-                content: document,
-            },
-        ]
     }
 
     /// The messages, rendered.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_core::chat::Message;
-use tessera_core::{ChatInputs, Encoded, TextTokenizer, TokenizeError, TruncationDirection};
+use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics;
@@ -563,38 +563,13 @@ fn encode_unchecked(
         // sentence-transformers' message modality: a text is a `user` message, a pair `query`
         // and `document` messages where the template carries them (a template that drops either
         // gets the tokenizer's pair template, as without one); a prompt a `system` message first.
-        match &input {
-            Input::Text(text) => {
-                let user = Message {
-                    role: "user",
-                    content: text,
-                };
-                let messages: Vec<Message<'_>> = match prompt {
-                    Some(prompt) => vec![
-                        Message {
-                            role: "system",
-                            content: prompt,
-                        },
-                        user,
-                    ],
-                    None => vec![user],
-                };
-                return tokenizer.encode_messages(&messages, direction).map_err(tokenize_error);
-            }
-            Input::Pair(query, document) if chat.pair_failure.is_none() => {
-                let pair = ChatInputs::pair(query, document);
-                let messages: Vec<Message<'_>> = match prompt {
-                    Some(prompt) => std::iter::once(Message {
-                        role: "system",
-                        content: prompt,
-                    })
-                    .chain(pair)
-                    .collect(),
-                    None => pair.to_vec(),
-                };
-                return tokenizer.encode_messages(&messages, direction).map_err(tokenize_error);
-            }
-            _ => {}
+        let messages = match &input {
+            Input::Text(text) => Some(Message::text(prompt, text)),
+            Input::Pair(query, document) if chat.pair_failure.is_none() => Some(Message::pair(prompt, query, document)),
+            _ => None,
+        };
+        if let Some(messages) = messages {
+            return tokenizer.encode_messages(&messages, direction).map_err(tokenize_error);
         }
     }
     match input {

@@ -202,12 +202,8 @@ fn check_chat_inputs(inspection: &ModelInspection, task: Option<&Task>, findings
         .in_file(&file)
         .fix("none needed"),
     );
-    let probe = [Message {
-        role: "user",
-        content: "probe",
-    }];
     let text_failure = match task {
-        Some(Task::Embed { .. }) => chat.render(&probe).err(),
+        Some(Task::Embed { .. }) => chat.render(&Message::text(None, "probe")).err(),
         _ => None,
     };
     if let Some(message) = text_failure {

@@ -3,8 +3,9 @@
 //! passage pairs encoded with the tokenizer's pair template, one by one and as one batch.
 
 use serde_json::Value;
+use tessera_core::chat::Message;
 use tessera_core::testing::{load, reference_dir, Loaded};
-use tessera_core::{Batch, ChatInputs, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
+use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
 use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, GTE, LLAMA, MODERNBERT, QWEN3, ROBERTA};
 
 /// A reference classifier loaded as the server loads it: the backend, its detected head, and
@@ -162,7 +163,7 @@ fn check_logit_reranker(model: &'static str, backend: &EncoderBackend) {
             classifier
                 .loaded
                 .tokenizer
-                .encode_messages(&ChatInputs::pair(q, d), Some(Default::default()))
+                .encode_messages(&Message::pair(None, q, d), Some(Default::default()))
                 .unwrap()
         })
         .collect();
