@@ -179,3 +179,31 @@ fn templates_that_would_fail_or_drop_a_half_of_the_pair_are_refused() {
         assert!(f["fix"].as_str().is_some_and(|s| !s.is_empty()), "{f:#}");
     }
 }
+
+#[test]
+fn a_logit_score_module_naming_no_token_of_the_model_is_refused() {
+    for (edit, code, subject) in [
+        (
+            json!({"true_token_id": 99_999, "false_token_id": 3}),
+            "logit-score-token-invalid",
+            "true_token_id",
+        ),
+        (json!({"false_token_id": 3}), "st-file-invalid", "true_token_id"),
+        (
+            json!({"true_token_id": 3, "false_token_id": "no"}),
+            "st-file-invalid",
+            "false_token_id",
+        ),
+    ] {
+        let dir = copy("qwen3-logit-reranker-tiny");
+        std::fs::write(
+            dir.path().join("1_LogitScore/config.json"),
+            serde_json::to_vec(&edit).unwrap(),
+        )
+        .unwrap();
+        let (status, report) = validate(dir.path());
+        assert_ne!(status, Some(0), "{edit}: {report:#}");
+        let f = finding(&report, code);
+        assert_eq!(f["subject"], subject, "{f:#}");
+    }
+}
