@@ -143,15 +143,11 @@ def llama_logit_reranker_tiny(root):
     fast = with_yes_no(fast)
     cfg = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=1024,
         tie_word_embeddings=False,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
+        **SMALL_QWEN3,
     )
     torch.manual_seed(22)
     lm = LlamaForCausalLM(cfg).eval()

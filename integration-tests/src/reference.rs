@@ -24,12 +24,19 @@ pub fn copy(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Rewrites the JSON file at `path` through `edit`.
+pub fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let read = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut value: Value = serde_json::from_slice(&read).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_vec_pretty(&value).expect("json")).expect("write the file");
+}
+
 /// Rewrites `dir/config.json` through `edit`.
 pub fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("config parses");
-    edit(config.as_object_mut().expect("an object"));
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write config.json");
+    edit_json(&dir.join("config.json"), |config| {
+        edit(config.as_object_mut().expect("an object"))
+    });
 }
 
 /// `tessera validate-model DIR --json`: the exit code and the report.

@@ -7,17 +7,11 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::reference::{self, copy, finding, golden, validate};
+use tessera_integration_tests::reference::{self, copy, edit_json, finding, golden, validate};
 use tessera_integration_tests::{assert_parity, Server};
 
 fn vectors(value: &Value) -> Vec<Vec<f32>> {
     serde_json::from_value(value.clone()).unwrap()
-}
-
-fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
-    let mut value: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    edit(&mut value);
-    std::fs::write(path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
 }
 
 #[test]

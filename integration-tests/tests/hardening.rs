@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tessera_integration_tests::reference::edit_json;
 use tessera_integration_tests::{copy_dir, minilm, run, Safetensors, Server};
 
 fn copy_minilm() -> tempfile::TempDir {
@@ -43,12 +44,6 @@ fn error_codes(report: &Value) -> Vec<&str> {
         .filter(|f| f["severity"] == "error")
         .filter_map(|f| f["code"].as_str())
         .collect()
-}
-
-fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
-    let mut value: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    edit(&mut value);
-    std::fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
 }
 
 #[test]
