@@ -93,10 +93,15 @@ fn an_embedder_given_messages_embeds_texts_and_prompts_as_sentence_transformers(
     }
     let (status, report) = validate(dir.path());
     assert_eq!(status, Some(0), "{report:#}");
-    assert!(finding(&report, "inputs-chat-rendered")["message"]
-        .as_str()
-        .unwrap()
-        .contains("without modules.json"));
+    let inferred = finding(&report, "inputs-chat-rendered");
+    assert!(
+        inferred["message"].as_str().unwrap().contains("without modules.json"),
+        "{inferred:#}"
+    );
+    assert!(
+        inferred["fix"].as_str().unwrap().contains("`modality_config`"),
+        "{inferred:#}"
+    );
     let server = Server::start(dir.path(), &["--max-client-batch-size", "64", "--auto-truncate"]);
     let got = server.embed(&texts);
     for (i, (g, w)) in got.iter().zip(&vectors(&golden["embeddings"])).enumerate() {

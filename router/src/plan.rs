@@ -200,7 +200,10 @@ fn check_chat_inputs(inspection: &ModelInspection, task: Option<&Task>, findings
             ),
         )
         .in_file(&file)
-        .fix("none needed"),
+        .fix(match explicit {
+            true => "none needed",
+            false => "none if the model was trained on rendered inputs; to give texts as they are, add a sentence_bert_config.json whose `modality_config` has only `text`",
+        }),
     );
     let text_failure = match task {
         Some(Task::Embed { .. }) => chat.render(&Message::text(None, "probe")).err(),
