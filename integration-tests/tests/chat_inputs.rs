@@ -109,30 +109,39 @@ fn an_embedder_given_messages_embeds_texts_and_prompts_as_sentence_transformers(
     }
 }
 
+/// `modality_config` without `message`: with modules.json (as sentence-transformers 6 saves a
+/// text-only pipeline) and without it (the opt-out of the inferred modality), texts are given as
+/// they are, so the vectors are not the rendered golden's.
 #[test]
 fn a_pipeline_saved_text_only_is_not_rendered() {
-    let dir = copy("qwen3-chat-embedder-tiny");
-    edit_json(&dir.path().join("sentence_bert_config.json"), |c| {
-        c["modality_config"].as_object_mut().unwrap().remove("message");
-    });
-    let (status, report) = validate(dir.path());
-    assert_eq!(status, Some(0), "{report:#}");
-    let codes: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["code"].as_str())
-        .collect();
-    assert!(!codes.contains(&"inputs-chat-rendered"), "{codes:?}");
-    // Served so, a text's tokens are the tokenizer's own: no `<|im_start|>`.
-    let server = Server::start(dir.path(), &[]);
-    let golden = golden("qwen3-chat-embedder-tiny");
-    let rendered: Vec<u32> = serde_json::from_value(golden["token_ids"][0].clone()).unwrap();
-    let tokens: Vec<Vec<Value>> = server
-        .post("/tokenize", &json!({"inputs": golden["texts"][0]}))
-        .json()
-        .unwrap();
-    assert!(tokens[0].len() < rendered.len(), "{tokens:?}");
+    let model = "qwen3-chat-embedder-tiny";
+    let golden = golden(model);
+    for without_modules in [false, true] {
+        let dir = copy(model);
+        edit_json(&dir.path().join("sentence_bert_config.json"), |c| {
+            c["modality_config"].as_object_mut().unwrap().remove("message");
+        });
+        if without_modules {
+            std::fs::remove_file(dir.path().join("modules.json")).unwrap();
+        }
+        let (status, report) = validate(dir.path());
+        assert_eq!(status, Some(0), "{report:#}");
+        let codes: Vec<&str> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["code"].as_str())
+            .collect();
+        assert!(!codes.contains(&"inputs-chat-rendered"), "{codes:?}");
+        let server = Server::start(dir.path(), &[]);
+        let got = server.embed(&golden["texts"][0]);
+        let want = vectors(&golden["embeddings"]);
+        let cosine: f32 = got[0].iter().zip(&want[0]).map(|(a, b)| a * b).sum();
+        assert!(
+            cosine < 0.99,
+            "without_modules {without_modules}: the text was rendered ({cosine})"
+        );
+    }
 }
 
 #[test]
