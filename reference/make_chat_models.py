@@ -13,6 +13,8 @@
 - `qwen3-chat-embedder-tiny`: a `Qwen3Model` saved by sentence-transformers 6 with the `message`
   modality (its tokenizer has a ChatML template): texts become `user` messages, prompts `system`
   ones; last-token pooling.
+- `xlm-roberta-prompted-reranker-tiny`: `xlm-roberta-reranker-tiny` as a CrossEncoder with
+  prompts and a default one, without a template: the prompt goes before a pair's first text.
 
 Goldens hold the token ids sentence-transformers feeds the model (`Transformer.preprocess`, one
 input at a time) and its outputs: pair scores without activation (`pair_logits`) for the rerankers,
@@ -191,10 +193,39 @@ def qwen3_chat_embedder_tiny(root):
     (out_dir / "golden.json").write_text(json.dumps(data))
 
 
+def xlm_roberta_prompted_reranker_tiny(root):
+    """The committed `xlm-roberta-reranker-tiny` saved as a sentence-transformers 6 CrossEncoder
+    with prompts, `query` the default: text pairs (no chat template) get the prompt before their
+    first text. Scores without activation, with the default prompt and with each named one."""
+    out_dir = root / "xlm-roberta-prompted-reranker-tiny"
+    prompts = {"query": "query: ", "none": ""}
+    source = Path(__file__).resolve().parent / "models" / "xlm-roberta-reranker-tiny"
+    CrossEncoder(str(source), device="cpu", prompts=prompts, default_prompt_name="query").save(str(out_dir))
+    model = CrossEncoder(str(out_dir), device="cpu")
+
+    def scores(**kwargs):
+        return [[s] for s in model.predict(PAIRS, activation_fn=torch.nn.Identity(), **kwargs).tolist()]
+
+    data = {
+        "pairs": PAIRS,
+        "pair_token_ids": [model[0].preprocess([pair])["input_ids"][0].tolist() for pair in PAIRS],
+        "pair_logits": scores(),
+        "prompted_pair_logits": {name: {"prompt": text, "logits": scores(prompt_name=name)} for name, text in prompts.items()},
+    }
+    assert data["pair_logits"] == data["prompted_pair_logits"]["query"]["logits"]
+    assert data["pair_logits"] != data["prompted_pair_logits"]["none"]["logits"]
+    (out_dir / "golden.json").write_text(json.dumps(data))
+
+
 def main():
     root = Path(sys.argv[1])
     root.mkdir(parents=True, exist_ok=True)
-    for build in [qwen3_logit_reranker_tiny, llama_logit_reranker_tiny, qwen3_chat_embedder_tiny]:
+    for build in [
+        qwen3_logit_reranker_tiny,
+        llama_logit_reranker_tiny,
+        qwen3_chat_embedder_tiny,
+        xlm_roberta_prompted_reranker_tiny,
+    ]:
         build(root)
     cleanup(root)
 

@@ -57,6 +57,33 @@ fn a_causal_reranker_takes_its_instruction_as_a_named_prompt() {
     assert_eq!(unknown.status(), 422, "{}", unknown.text().unwrap());
 }
 
+/// Without a chat template, a CrossEncoder's prompt goes before the pair's first text; its
+/// `default_prompt_name` applies when the request names none, an empty prompt when it names that.
+#[test]
+fn a_text_pair_reranker_puts_its_prompt_before_the_query() {
+    let model = "xlm-roberta-prompted-reranker-tiny";
+    let golden = golden(model);
+    let pairs: Vec<(String, String)> = serde_json::from_value(golden["pairs"].clone()).unwrap();
+    let server = Server::start(&reference::model(model), &[]);
+    for (prompt_name, want) in [
+        (Value::Null, &golden["pair_logits"]),
+        (json!("none"), &golden["prompted_pair_logits"]["none"]["logits"]),
+        (json!("query"), &golden["prompted_pair_logits"]["query"]["logits"]),
+    ] {
+        let want: Vec<Vec<f64>> = serde_json::from_value(want.clone()).unwrap();
+        for (i, (query, text)) in pairs.iter().enumerate() {
+            let body = json!({"query": query, "texts": [text], "raw_scores": true, "prompt_name": prompt_name});
+            let ranks: Vec<Value> = server.post("/rerank", &body).json().unwrap();
+            let score = ranks[0]["score"].as_f64().unwrap();
+            assert!(
+                (score - want[i][0]).abs() < 1e-4,
+                "{prompt_name} pair {i}: {score} vs {}",
+                want[i][0]
+            );
+        }
+    }
+}
+
 #[test]
 fn an_embedder_given_messages_embeds_texts_and_prompts_as_sentence_transformers() {
     let model = "qwen3-chat-embedder-tiny";
