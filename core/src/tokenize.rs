@@ -325,6 +325,41 @@ impl TextTokenizer {
         self.chat.as_deref()
     }
 
+    /// A text as the model's sentence-transformers pipeline gives it: through the chat template
+    /// as a `user` message after its prompt as a `system` one (the `message` modality), else
+    /// the prompt put before the text.
+    pub fn encode_input(
+        &self,
+        text: &str,
+        prompt: Option<&str>,
+        truncate: Option<TruncationDirection>,
+    ) -> Result<Encoded, TokenizeError> {
+        match (self.chat(), prompt) {
+            (Some(_), _) => self.encode_messages(&Message::text(prompt, text), truncate),
+            (None, Some(prompt)) => self.encode(&format!("{prompt}{text}"), truncate),
+            (None, None) => self.encode(text, truncate),
+        }
+    }
+
+    /// A pair as a CrossEncoder gives it: through the chat template as `query` and `document`
+    /// messages after the prompt as a `system` one, where the template carries a pair; else the
+    /// tokenizer's pair template with the prompt put before the first text.
+    pub fn encode_input_pair(
+        &self,
+        first: &str,
+        second: &str,
+        prompt: Option<&str>,
+        truncate: Option<TruncationDirection>,
+    ) -> Result<Encoded, TokenizeError> {
+        match (self.chat(), prompt) {
+            (Some(chat), _) if chat.pair_failure.is_none() => {
+                self.encode_messages(&Message::pair(prompt, first, second), truncate)
+            }
+            (_, Some(prompt)) => self.encode_pair(&format!("{prompt}{first}"), second, truncate),
+            (_, None) => self.encode_pair(first, second, truncate),
+        }
+    }
+
     /// `messages` rendered through the chat template and tokenized without special tokens, as
     /// transformers' `apply_chat_template` does. An over-long render is rejected, or truncated
     /// with the template's tail written back over its last tokens (sentence-transformers'

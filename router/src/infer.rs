@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_core::chat::Message;
 use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -559,37 +558,11 @@ fn encode_unchecked(
         TokenizeError::TooLong { max, given } => InferError::TooLong { index, given, max },
         other => InferError::Tokenizer(format!("input {index}: {other}")),
     };
-    if let Some(chat) = tokenizer.chat() {
-        // sentence-transformers' message modality: a text is a `user` message, a pair `query`
-        // and `document` messages where the template carries them (a template that drops either
-        // gets the tokenizer's pair template, as without one); a prompt a `system` message first.
-        let messages = match &input {
-            Input::Text(text) => Some(Message::text(prompt, text)),
-            Input::Pair(query, document) if chat.pair_failure.is_none() => Some(Message::pair(prompt, query, document)),
-            _ => None,
-        };
-        if let Some(messages) = messages {
-            return tokenizer.encode_messages(&messages, direction).map_err(tokenize_error);
-        }
-    }
     match input {
-        Input::Text(text) => {
-            let text = match prompt {
-                Some(prompt) => format!("{prompt}{text}"),
-                None => text,
-            };
-            tokenizer.encode(&text, direction).map_err(tokenize_error)
-        }
-        // sentence-transformers' CrossEncoder puts the prompt before the pair's first text.
-        Input::Pair(first, second) => {
-            let first = match prompt {
-                Some(prompt) => format!("{prompt}{first}"),
-                None => first,
-            };
-            tokenizer
-                .encode_pair(&first, &second, direction)
-                .map_err(tokenize_error)
-        }
+        Input::Text(text) => tokenizer.encode_input(&text, prompt, direction).map_err(tokenize_error),
+        Input::Pair(first, second) => tokenizer
+            .encode_input_pair(&first, &second, prompt, direction)
+            .map_err(tokenize_error),
         Input::Ids(ids) => {
             if ids.is_empty() {
                 return Err(InferError::EmptyTokenIds { index });

@@ -3,7 +3,6 @@
 //! passage pairs encoded with the tokenizer's pair template, one by one and as one batch.
 
 use serde_json::Value;
-use tessera_core::chat::Message;
 use tessera_core::testing::{load, reference_dir, Loaded};
 use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
 use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, GTE, LLAMA, MODERNBERT, QWEN3, ROBERTA};
@@ -90,13 +89,13 @@ fn check(model: &'static str, backend: &EncoderBackend, kind: HeadKind) {
     let texts: Vec<String> = serde_json::from_value(classifier.golden["texts"].clone()).unwrap();
     let singles: Vec<Encoded> = texts
         .iter()
-        .map(|t| tokenizer.encode(t, Some(Default::default())).unwrap())
+        .map(|t| tokenizer.encode_input(t, None, Some(Default::default())).unwrap())
         .collect();
     classifier.assert_matches("", &singles);
     let pairs: Vec<Encoded> = classifier
         .pairs()
         .iter()
-        .map(|(q, p)| tokenizer.encode_pair(q, p, Some(Default::default())).unwrap())
+        .map(|(q, p)| tokenizer.encode_input_pair(q, p, None, Some(Default::default())).unwrap())
         .collect();
     classifier.assert_matches("pair_", &pairs);
 }
@@ -163,7 +162,7 @@ fn check_logit_reranker(model: &'static str, backend: &EncoderBackend) {
             classifier
                 .loaded
                 .tokenizer
-                .encode_messages(&Message::pair(None, q, d), Some(Default::default()))
+                .encode_input_pair(q, d, None, Some(Default::default()))
                 .unwrap()
         })
         .collect();
