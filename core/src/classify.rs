@@ -36,22 +36,34 @@ pub enum HeadKind {
     /// true token less that of the false one at the last token, from the output embedding
     /// (`lm_head`, or the word table it is tied to); Qwen3-Reranker as sentence-transformers
     /// runs it.
-    LogitScore,
+    LogitScore {
+        /// The module's true and false tokens.
+        score: crate::inspection::LogitScore,
+        /// Whether the output embedding is the word table (no `lm_head` saved).
+        tied: bool,
+    },
 }
 
 impl HeadKind {
-    /// The tensor whose rows are the labels, and the hidden layer's tensor (both without
-    /// `.weight`, the hidden one relative to the weights' root).
-    fn tensors(self, prefix: &str) -> (&'static str, String) {
-        match self {
+    /// The tensor whose rows are the labels (the output embedding, for LogitScore), and the
+    /// hidden layer's tensor (both without `.weight`, relative to the weights' root).
+    fn tensors(self, prefix: &str) -> (String, String) {
+        let (labels, hidden) = match self {
             HeadKind::Pooler => ("classifier", format!("{prefix}pooler.dense")),
             HeadKind::DenseOutProj => ("classifier.out_proj", "classifier.dense".into()),
             HeadKind::PreClassifier => ("classifier", "pre_classifier".into()),
             HeadKind::PredictionHead => ("classifier", PREDICTION_DENSE.into()),
             HeadKind::ContextPooler => ("classifier", CONTEXT_POOLER.into()),
             HeadKind::Score => (SCORE, String::new()),
-            HeadKind::LogitScore => (LM_HEAD, String::new()),
-        }
+            HeadKind::LogitScore { tied: false, .. } => (LM_HEAD, String::new()),
+            HeadKind::LogitScore { tied: true, .. } => {
+                return (
+                    format!("{prefix}{}", DECODER_WORDS.trim_end_matches(".weight")),
+                    String::new(),
+                )
+            }
+        };
+        (labels.to_string(), hidden)
     }
 
     /// In words, for logs and `/info`.
@@ -67,7 +79,7 @@ impl HeadKind {
                 "DeBERTa's context pooler (`pooler.dense`, `pooler_hidden_act`) on the first token, then `classifier`"
             }
             HeadKind::Score => "a decoder's `score` on the last token that is not the padding token",
-            HeadKind::LogitScore => {
+            HeadKind::LogitScore { .. } => {
                 "a causal language model's logit of the true token less the false token's at the last token (sentence-transformers' LogitScore)"
             }
         }
@@ -131,9 +143,6 @@ pub struct ClassifierSpec {
     pub head_norm: Option<bool>,
     /// The decoders' `pad_token_id`: their head reads the last token that is not it.
     pub pad_token: Option<u32>,
-    /// [`HeadKind::LogitScore`]'s output embedding (`lm_head`, or the tied word table, without
-    /// `.weight`) and its token rows: true, and false if any.
-    pub logit_rows: Option<(String, u32, Option<u32>)>,
 }
 
 impl ClassifierSpec {
@@ -176,23 +185,22 @@ impl ClassifierSpec {
         score: crate::inspection::LogitScore,
     ) -> Result<ClassifierSpec, Box<Finding>> {
         let file = weights.display_file();
-        let table = match weights.get(&format!("{LM_HEAD}.weight")) {
-            Some(_) => LM_HEAD.to_string(),
-            None => match weights.prefix_before(DECODER_WORDS) {
-                Some(prefix) => format!("{prefix}{}", DECODER_WORDS.trim_end_matches(".weight")),
-                None => {
-                    return Err(Box::new(
-                        Finding::error(
-                            "tensor-missing",
-                            "modules.json scores with LogitScore, which reads a causal language model's `lm_head`; the weights have neither it nor a decoder word table (`embed_tokens`) it could be tied to",
-                        )
-                        .in_file(&file)
-                        .about(format!("{LM_HEAD}.weight"))
-                        .fix("serve the `*ForCausalLM` checkpoint the LogitScore module was saved with"),
-                    ))
-                }
-            },
-        };
+        let tied = weights.get(&format!("{LM_HEAD}.weight")).is_none();
+        let prefix = weights.prefix_before(DECODER_WORDS);
+        if tied && prefix.is_none() {
+            return Err(Box::new(
+                Finding::error(
+                    "tensor-missing",
+                    "modules.json scores with LogitScore, which reads a causal language model's `lm_head`; the weights have neither it nor a decoder word table (`embed_tokens`) it could be tied to",
+                )
+                .in_file(&file)
+                .about(format!("{LM_HEAD}.weight"))
+                .fix("serve the `*ForCausalLM` checkpoint the LogitScore module was saved with"),
+            ));
+        }
+        let prefix = prefix.unwrap_or_default();
+        let kind = HeadKind::LogitScore { score, tied };
+        let (table, _) = kind.tensors(&prefix);
         let shape = weights
             .get(&format!("{table}.weight"))
             .map(|t| t.shape.clone())
@@ -223,14 +231,13 @@ impl ClassifierSpec {
         }
         Ok(ClassifierSpec {
             labels: vec!["LABEL_0".into()],
-            prefix: weights.prefix_before(DECODER_WORDS).unwrap_or_default(),
+            prefix,
             hidden: *hidden,
-            kind: HeadKind::LogitScore,
+            kind,
             pooling: crate::Pooling::LastToken,
             dense_bias: false,
             head_norm: None,
             pad_token: None,
-            logit_rows: Some((table, score.true_token, score.false_token)),
         })
     }
 
@@ -332,7 +339,6 @@ impl ClassifierSpec {
                     .and_then(|id| u32::try_from(id).ok()),
                 _ => None,
             },
-            logit_rows: None,
         })
     }
 }
@@ -416,19 +422,19 @@ impl ClassifierHead {
         let (h, n) = (spec.hidden, spec.labels.len());
         let (labels_tensor, hidden_tensor) = spec.kind.tensors(&spec.prefix);
         let dense = |bias| crate::layers::stacked_linear(&vb, &[(&hidden_tensor, h)], h, bias).map_err(err);
-        if let (HeadKind::LogitScore, Some((table, yes, no))) = (spec.kind, &spec.logit_rows) {
+        if let HeadKind::LogitScore { score, .. } = spec.kind {
             let rows = request
                 .inspection
                 .weights
                 .as_ref()
-                .and_then(|w| w.get(&format!("{table}.weight")))
+                .and_then(|w| w.get(&format!("{labels_tensor}.weight")))
                 .map_or(0, |t| t.shape[0]);
-            let embedding = vb.get((rows, h), &format!("{table}.weight")).map_err(err)?;
-            let row = |token: u32| embedding.narrow(0, token as usize, 1);
+            let embedding = vb.get((rows, h), &format!("{labels_tensor}.weight")).map_err(err)?;
+            let row = |token: u32| embedding.narrow(0, token as usize, 1).map_err(err);
             // logit(yes) - logit(no) = h . (E[yes] - E[no]): one output row.
-            let weight = match no {
-                Some(no) => (row(*yes).map_err(err)? - row(*no).map_err(err)?).map_err(err)?,
-                None => row(*yes).map_err(err)?,
+            let weight = match score.false_token {
+                Some(no) => (row(score.true_token)? - row(no)?).map_err(err)?,
+                None => row(score.true_token)?,
             };
             return Ok(Self {
                 hidden: None,
@@ -439,12 +445,12 @@ impl ClassifierHead {
             });
         }
         let output = match spec.kind {
-            HeadKind::Score => crate::layers::stacked_linear(&vb, &[(labels_tensor, n)], h, false),
-            _ => crate::layers::linear(&vb, h, n, labels_tensor),
+            HeadKind::Score => crate::layers::stacked_linear(&vb, &[(&labels_tensor, n)], h, false),
+            _ => crate::layers::linear(&vb, h, n, &labels_tensor),
         }
         .map_err(err)?;
         Ok(match spec.kind {
-            HeadKind::Score | HeadKind::LogitScore => Self {
+            HeadKind::Score | HeadKind::LogitScore { .. } => Self {
                 hidden: None,
                 norm: None,
                 pooling: spec.pooling,

@@ -95,7 +95,11 @@ fn check(model: &'static str, backend: &EncoderBackend, kind: HeadKind) {
     let pairs: Vec<Encoded> = classifier
         .pairs()
         .iter()
-        .map(|(q, p)| tokenizer.encode_input_pair(q, p, None, Some(Default::default())).unwrap())
+        .map(|(q, p)| {
+            tokenizer
+                .encode_input_pair(q, p, None, Some(Default::default()))
+                .unwrap()
+        })
         .collect();
     classifier.assert_matches("pair_", &pairs);
 }
@@ -152,9 +156,13 @@ fn a_llama_classifier_without_a_padding_token_scores_its_last_token_as_transform
 /// sentence-transformers runs it): each pair rendered through the chat template as `query` and
 /// `document` messages (the template's tail written back over pairs cut at `max_seq_length`),
 /// then the true token's logit less the false token's at the last token.
-fn check_logit_reranker(model: &'static str, backend: &EncoderBackend) {
+fn check_logit_reranker(model: &'static str, backend: &EncoderBackend, tied: bool) {
     let classifier = Classifier::load(model, backend);
-    assert_eq!(classifier.spec.kind, HeadKind::LogitScore, "{model}");
+    assert!(
+        matches!(classifier.spec.kind, HeadKind::LogitScore { tied: t, .. } if t == tied),
+        "{model}: {:?}",
+        classifier.spec.kind
+    );
     let pairs: Vec<Encoded> = classifier
         .pairs()
         .iter()
@@ -172,11 +180,11 @@ fn check_logit_reranker(model: &'static str, backend: &EncoderBackend) {
 /// Tied word embeddings, a true and a false token, a flat template.
 #[test]
 fn a_qwen3_causal_reranker_scores_pairs_as_sentence_transformers_logit_score() {
-    check_logit_reranker("qwen3-logit-reranker-tiny", &QWEN3);
+    check_logit_reranker("qwen3-logit-reranker-tiny", &QWEN3, true);
 }
 
 /// Its own `lm_head`, a true token alone, a structured template.
 #[test]
 fn a_llama_causal_reranker_with_a_true_token_alone_scores_its_logit() {
-    check_logit_reranker("llama-logit-reranker-tiny", &LLAMA);
+    check_logit_reranker("llama-logit-reranker-tiny", &LLAMA, false);
 }
