@@ -554,6 +554,73 @@ pub fn sigmoid(logit: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspection::{TensorInfo, WeightsFormat, WeightsIndex};
+
+    fn inspection(tensors: &[(&str, &[usize])]) -> ModelInspection {
+        let tensors = tensors
+            .iter()
+            .map(|(name, shape)| {
+                let info = TensorInfo {
+                    shape: shape.to_vec(),
+                    dtype: "F32".into(),
+                    file: "model.safetensors".into(),
+                    bytes: None,
+                };
+                (name.to_string(), info)
+            })
+            .collect();
+        ModelInspection {
+            weights: Some(WeightsIndex {
+                format: WeightsFormat::Safetensors,
+                files: vec!["model.safetensors".into()],
+                tensors,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// `score` is a decoder's head only over a decoder's word table: an encoder's tensor of that
+    /// name is no classifier, and a decoder's is.
+    #[test]
+    fn a_score_tensor_is_a_head_only_beside_a_decoder_word_table() {
+        let encoder = inspection(&[
+            ("embeddings.word_embeddings.weight", &[10, 4]),
+            ("score.weight", &[1, 4]),
+        ]);
+        assert!(ClassifierSpec::detect(&encoder).is_none());
+        let decoder = inspection(&[("model.embed_tokens.weight", &[10, 4]), ("score.weight", &[1, 4])]);
+        let spec = ClassifierSpec::detect(&decoder).unwrap().unwrap();
+        assert_eq!(spec.kind, HeadKind::Score);
+    }
+
+    /// LogitScore reads `lm_head` where the weights have one, the prefixed word table where the
+    /// model ties them, and refuses a token past the table.
+    #[test]
+    fn logit_score_reads_the_output_embedding_or_the_tied_word_table() {
+        let score = crate::inspection::LogitScore {
+            true_token: 7,
+            false_token: Some(3),
+        };
+        let with = |tensors: &[(&str, &[usize])], score| {
+            let mut inspection = inspection(tensors);
+            inspection.sentence_transformers.logit_score = Some(score);
+            ClassifierSpec::detect(&inspection).unwrap()
+        };
+        let untied = with(
+            &[("model.embed_tokens.weight", &[10, 4]), ("lm_head.weight", &[10, 4])],
+            score,
+        )
+        .unwrap();
+        assert_eq!(untied.kind.tensors(&untied.prefix).0, "lm_head");
+        let tied = with(&[("model.embed_tokens.weight", &[10, 4])], score).unwrap();
+        assert_eq!(tied.kind.tensors(&tied.prefix).0, "model.embed_tokens");
+        let past = crate::inspection::LogitScore {
+            true_token: 10,
+            false_token: None,
+        };
+        let refused = with(&[("model.embed_tokens.weight", &[10, 4])], past).unwrap_err();
+        assert_eq!(refused.code, "logit-score-token-invalid");
+    }
 
     #[test]
     fn softmax_is_stable() {
