@@ -50,7 +50,7 @@ from transformers import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_encoders import cleanup, fast_tokenizer, unigram_tokenizer, widen, wordpiece_tokenizer  # noqa: E402
-from make_rotary_families import classifier_golden, save_st, texts  # noqa: E402
+from make_rotary_families import PAIRS, classifier_golden, save_st, texts  # noqa: E402
 
 NOMIC_PROMPTS = {"search_query": "search_query: ", "search_document": "search_document: "}
 MAX_LEN = 512
@@ -63,8 +63,10 @@ def original_package():
         src = Path(sys.argv[2])
         pkg = Path("/tmp/tessera_originals/originals")
         pkg.mkdir(parents=True, exist_ok=True)
+        # Each builder imports only its own family's code: absent files fail there, not here.
         for name in ["modeling_hf_nomic_bert.py", "configuration_hf_nomic_bert.py", "modeling_new.py"]:
-            shutil.copy(src / name, pkg / name)
+            if (src / name).exists():
+                shutil.copy(src / name, pkg / name)
         jina = pkg / "jina"
         jina.mkdir(exist_ok=True)
         for name in (src / "xlm-roberta-flash-implementation").glob("*.py"):
@@ -76,14 +78,15 @@ def original_package():
 
 
 def original_jina():
-    """jina-embeddings-v3's remote code (`xlm-roberta-flash-implementation`), with two
-    transformers-4 names it imports put back (neither is used by the rotary, flash-free path)."""
+    """jina-embeddings-v3's remote code (`xlm-roberta-flash-implementation`), with the
+    transformers-4 names it imports put back."""
     original_package()
     import transformers
     import transformers.models.xlm_roberta.modeling_xlm_roberta as xlmr
     from unittest import mock
 
-    xlmr.create_position_ids_from_input_ids = lambda *a, **k: None  # absolute positions only
+    # transformers 4's module-level helper, a static method of the embeddings in 5.
+    xlmr.create_position_ids_from_input_ids = xlmr.XLMRobertaEmbeddings.create_position_ids_from_input_ids
     mod = importlib.import_module("originals.jina.modeling_lora")
     # Its model loads the tokenizer of `name_or_path` while being built; there is none here.
     ORIGINAL["jina_no_tokenizer"] = mock.patch.object(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
@@ -749,6 +752,89 @@ def jina_v3_native(root):
     golden(out_dir, model, fast, "mean", sensitivity)
 
 
+def flash_to_transformers(state):
+    """The remote code's tensor names back to transformers' XLM-RoBERTa ones (the inverse of its
+    `convert_roberta_weights_to_flash.py`): `Wqkv` split in three, `layers` to `layer`..."""
+    names = {
+        "mixer.out_proj": "attention.output.dense",
+        "norm1": "attention.output.LayerNorm",
+        "mlp.fc1": "intermediate.dense",
+        "mlp.fc2": "output.dense",
+        "norm2": "output.LayerNorm",
+    }
+    out = {}
+    for k, v in state.items():
+        k = k.replace("roberta.emb_ln.", "roberta.embeddings.LayerNorm.").replace("encoder.layers.", "encoder.layer.")
+        if ".mixer.Wqkv." in k:
+            for part, name in zip(v.chunk(3, dim=0), ["query", "key", "value"]):
+                out[k.replace("mixer.Wqkv", f"attention.self.{name}")] = part
+            continue
+        for flash, hf in names.items():
+            k = k.replace(f".{flash}.", f".{hf}.")
+        out[k] = v
+    return out
+
+
+def jina_reranker_v2_tiny(root):
+    """jina-reranker-v2-base-multilingual's shape in its remote code (`xlm-roberta-flash-
+    implementation`'s `XLMRobertaForSequenceClassification`, `roberta.` prefix): the fused
+    `mixer.Wqkv` layout with a position table (`position_embedding_type: absolute`, rows counted
+    after `pad_token_id` as XLM-RoBERTa counts them), one token type, `emb_ln`, and RoBERTa's
+    classification head (`classifier.dense`, tanh, `classifier.out_proj`) with one output;
+    3 heads of 16. transformers' `XLMRobertaForSequenceClassification`, given the same weights
+    under its names, must agree with the remote code."""
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    original_jina()
+    mod = importlib.import_module("originals.jina.modeling_xlm_roberta")
+    cfg_mod = importlib.import_module("originals.jina.configuration_xlm_roberta")
+    out_dir, hf_dir = root / "jina-reranker-v2-tiny", root / "_hf_jina_reranker_v2"
+    tok = unigram_tokenizer()
+    fast = fast_tokenizer(tok, MAX_LEN)
+    common = dict(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=64,
+        max_position_embeddings=MAX_LEN + 2,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        num_labels=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    with ORIGINAL["jina_no_tokenizer"]:
+        config = cfg_mod.XLMRobertaFlashConfig(position_embedding_type="absolute", use_flash_attn=False, **common)
+        torch.manual_seed(53)
+        model = mod.XLMRobertaForSequenceClassification(config).eval()
+    widen(model, 53)
+    model.save_pretrained(hf_dir)
+    reference = XLMRobertaForSequenceClassification(XLMRobertaConfig(**common)).eval()
+    missing, unexpected = reference.load_state_dict(flash_to_transformers(model.state_dict()), strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    agree = 0.0
+    for q, p in PAIRS:
+        enc = fast(q, p, truncation=True, max_length=MAX_LEN, return_tensors="pt")
+        with torch.no_grad():
+            a = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+            b = reference(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        agree = max(agree, (a - b).abs().max().item())
+    assert agree < 1e-4, f"jina-reranker-v2: the remote code and transformers' class disagree by {agree}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in ["model.safetensors", "config.json"]:
+        (out_dir / file).write_bytes((hf_dir / file).read_bytes())
+    fast.save_pretrained(out_dir)
+    classifier_golden(out_dir, model, fast)
+    golden = json.loads((out_dir / "golden.json").read_text())
+    golden["references_agree_max_abs_diff"] = agree
+    (out_dir / "golden.json").write_text(json.dumps(golden))
+
+
 BUILDERS = [
     nomic_tiny,
     nomic_partial_biased,
@@ -761,6 +847,7 @@ BUILDERS = [
     gte_reranker_tiny,
     jina_v3_tiny,
     jina_v3_native,
+    jina_reranker_v2_tiny,
 ]
 
 

@@ -73,7 +73,7 @@ fn deberta_models_serve_sentence_transformers_vectors() {
 }
 
 /// An XLM-RoBERTa reranker (bge-reranker's head), a GTE one (gte-multilingual-reranker's
-/// pooler on rotary blocks), a DeBERTa-v3 one (mxbai-rerank-v1's context pooler), a Qwen3 one
+/// pooler on rotary blocks), jina-reranker-v2 (its remote code's layout), a DeBERTa-v3 one (mxbai-rerank-v1's context pooler), a Qwen3 one
 /// (a decoder's `score` on its last token that is not padding) and causal language models
 /// scored by sentence-transformers' `LogitScore` through their chat template rank pairs by the
 /// sigmoid of their references' logits.
@@ -82,6 +82,7 @@ fn rerankers_rank_pairs_as_transformers_scores_them() {
     for model in [
         "xlm-roberta-reranker-tiny",
         "gte-reranker-tiny",
+        "jina-reranker-v2-tiny",
         "deberta-v3-reranker-tiny",
         "qwen3-reranker-tiny",
         "qwen3-logit-reranker-tiny",

@@ -1,4 +1,4 @@
-//! NomicBERT and GTE through the real binary, in both layouts each exists in (the remote code's
+//! NomicBERT, GTE and jina's XLM-RoBERTa layout through the real binary, in both layouts each exists in (the remote code's
 //! config keys and transformers' native ones): recognised with evidence, served as their
 //! references compute them (prompts and Matryoshka truncation included), and refused by key
 //! where serving them would give other vectors.
@@ -274,6 +274,24 @@ fn what_would_serve_other_vectors_is_refused_by_key() {
             "gte-option-unsupported",
             "position_embedding_type",
         ),
+        (
+            "jina-v3-tiny",
+            set("position_embedding_type", json!("absolute")),
+            "jina-v3-option-unsupported",
+            "position_embedding_type",
+        ),
+        (
+            "jina-v3-tiny",
+            set("rotary_emb_dim", json!(15)),
+            "jina-v3-option-unsupported",
+            "rotary_emb_dim",
+        ),
+        (
+            "jina-reranker-v2-tiny",
+            set("position_embedding_type", json!("alibi")),
+            "jina-v3-option-unsupported",
+            "position_embedding_type",
+        ),
     ];
     for (model, edit, code, subject) in cases {
         reference::assert_refused(model, edit, code, subject);
@@ -402,4 +420,52 @@ fn jina_v3_native_serves_transformers_vectors() {
     );
     let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
     assert_serves_golden(&server, &golden(model), model);
+}
+
+/// jina-reranker-v2 (jina's remote code with XLM-RoBERTa's position table): served as its remote
+/// code scores pairs; `position_embedding_type` decides as in that code, and without the key the
+/// table decides (the code's two versions default it differently).
+#[test]
+fn jina_reranker_v2_follows_its_position_table() {
+    let model = "jina-reranker-v2-tiny";
+    let absolute = "jina-v3 (original config, absolute positions, no task adapters), unpadded";
+    let (status, report) = validate(&reference::model(model));
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(report["architecture"], absolute);
+    let subjects = reference::evidence_subjects(&report);
+    for e in ["position_embedding_type", "pad_token_id"] {
+        assert!(subjects.contains(&e), "{e} not in {subjects:?}");
+    }
+    let server = Server::start(&reference::model(model), &[]);
+    reference::assert_raw_rerank_matches(&server, &golden(model));
+    drop(server);
+
+    // Neither the key nor the length: the table says both.
+    let dir = copy(model);
+    edit_config(dir.path(), |c| {
+        c.remove("position_embedding_type");
+        c.remove("max_position_embeddings");
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(report["architecture"], absolute);
+    let table = "roberta.embeddings.position_embeddings.weight";
+    assert!(reference::evidence_subjects(&report).contains(&table), "{report:#}");
+    assert_eq!(report["max_input_length"], 512, "514 rows after the padding row");
+    let server = Server::start(dir.path(), &[]);
+    reference::assert_raw_rerank_matches(&server, &golden(model));
+    drop(server);
+
+    // `rotary`: the remote code builds no table, so neither does tessera, and says so.
+    let dir = copy(model);
+    edit_config(dir.path(), |c| {
+        c.insert("position_embedding_type".into(), json!("rotary"));
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(
+        report["architecture"],
+        "jina-v3 (original config, rotary base 10000, no task adapters), unpadded"
+    );
+    assert_eq!(finding(&report, "position-table-unused")["subject"], table);
 }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tessera_core::testing::{load, reference_dir, Loaded};
 use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
-use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, GTE, LLAMA, MODERNBERT, QWEN3, ROBERTA};
+use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, GTE, JINA_V3, LLAMA, MODERNBERT, QWEN3, ROBERTA};
 
 /// A reference classifier loaded as the server loads it: the backend, its detected head, and
 /// the golden.
@@ -133,6 +133,13 @@ fn a_modernbert_classifier_with_biases_scores_on_the_first_token_as_transformers
 #[test]
 fn a_gte_reranker_scores_pairs_with_its_pooler_as_transformers() {
     check("gte-reranker-tiny", &GTE, HeadKind::Pooler);
+}
+
+/// jina-reranker-v2's remote-code layout (fused `mixer.Wqkv`, a position table counted after
+/// the padding row) with RoBERTa's head.
+#[test]
+fn a_jina_reranker_v2_scores_pairs_as_its_remote_code() {
+    check("jina-reranker-v2-tiny", &JINA_V3, HeadKind::DenseOutProj);
 }
 
 #[test]

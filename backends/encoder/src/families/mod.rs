@@ -169,7 +169,7 @@ const LAYER_NAMES: &[(&Names, &str)] = &[
     (&NOMIC_NAMES, "NomicBERT"),
     (&GTE_NAMES, "GTE"),
     (&GTE_SEPARATE_NAMES, "GTE"),
-    (&JINA_V3_NAMES, "jina-embeddings-v3"),
+    (&JINA_V3_NAMES, jina_v3::JINA_LAYOUT),
 ];
 
 /// The first evidence a family looks for: its own layer tensors. `Err` when another family's

@@ -61,7 +61,7 @@ impl Family for Roberta {
 
 /// `pad_token_id`, which decides every position row: checked against the position table, which
 /// must hold at least one real position after it.
-fn padding_idx(
+pub(super) fn padding_idx(
     layout: &EncoderLayout<'_>,
     table_rows: usize,
     evidence: &mut Vec<Evidence>,
