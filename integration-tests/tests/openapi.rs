@@ -1,8 +1,8 @@
-//! `GET /api-doc/openapi.json` describes every route, and the statuses the server really answers
-//! are the ones it documents.
+//! `GET /api-doc/openapi.json` describes every route, the statuses the server really answers
+//! are the ones it documents, and its request schemas take exactly the bodies the server takes.
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{minilm, Server};
+use tessera_integration_tests::{minilm, reference, Server};
 
 #[test]
 fn the_description_covers_every_route_with_accurate_statuses() {
@@ -72,4 +72,116 @@ fn the_description_covers_every_route_with_accurate_statuses() {
     }
     assert!(documented("/health", server.get("/health").status().as_u16()));
     assert_eq!(server.get("/docs").status(), 200);
+}
+
+/// A validator for the body of `method path` as the served description states it (its
+/// `$ref`s resolved within the document).
+fn request_schema(spec: &Value, path: &str) -> jsonschema::Validator {
+    let body = &spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let mut schema = json!({"components": spec["components"].clone()});
+    schema
+        .as_object_mut()
+        .unwrap()
+        .extend(body.as_object().unwrap().clone());
+    jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("{path}: the schema does not compile: {e}"))
+}
+
+/// Every body is sent and checked against its route's schema: the schema must accept it
+/// exactly when the server does (a 2xx), so that generated clients and schema-driven tests send
+/// what the server takes. The bodies avoid what only the model or the flags decide (prompt
+/// names, the vocabulary, batch limits).
+#[test]
+fn request_schemas_take_exactly_the_bodies_the_server_takes() {
+    let check = |server: &Server, cases: &[(&str, Value)]| {
+        let spec: Value = server.get("/api-doc/openapi.json").json().unwrap();
+        for (path, body) in cases {
+            let status = server.post(path, body).status();
+            let valid = request_schema(&spec, path).is_valid(body);
+            assert_eq!(
+                valid,
+                status.is_success(),
+                "{path} {body}: the server answered {status}, the schema says valid={valid}"
+            );
+        }
+    };
+    let embedder = Server::start(&minilm(), &[]);
+    let mut cases = vec![];
+    for path in ["/embed", "/embed_all", "/"] {
+        let key = "inputs";
+        cases.extend([
+            (path, json!({ key: "hello" })),
+            (path, json!({ key: "" })),
+            (path, json!({ key: ["a", "b"] })),
+            (path, json!({ key: [101, 7592, 102] })),
+            (path, json!({ key: [[101, 102], "b"] })),
+            (path, json!({ key: [] })),
+            (path, json!({ key: [[]] })),
+            (path, json!({ key: {} })),
+            (path, json!({ key: [1.5] })),
+            (path, json!({ key: [-1] })),
+            (path, json!({ key: [4294967296u64] })),
+            (path, json!({ key: [["a"]] })),
+            (path, json!({ key: null })),
+            (path, json!({})),
+        ]);
+    }
+    cases.extend([
+        ("/embed", json!({"inputs": "a", "dimensions": 0})),
+        ("/embed", json!({"inputs": "a", "truncation_direction": "Left"})),
+        ("/embed", json!({"inputs": "a", "truncation_direction": "middle"})),
+        ("/v1/embeddings", json!({"input": "hello"})),
+        ("/v1/embeddings", json!({"input": ["a", [101, 102]]})),
+        ("/v1/embeddings", json!({"input": ""})),
+        ("/v1/embeddings", json!({"input": ["a", ""]})),
+        ("/v1/embeddings", json!({"input": []})),
+        ("/v1/embeddings", json!({"input": vec!["a"; 2049]})),
+        ("/v1/embeddings", json!({"input": "a", "encoding_format": "base64"})),
+        ("/v1/embeddings", json!({"input": "a", "encoding_format": "hex"})),
+        (
+            "/similarity",
+            json!({"inputs": {"source_sentence": "a", "sentences": ["b"]}}),
+        ),
+        (
+            "/similarity",
+            json!({"inputs": {"source_sentence": "a", "sentences": []}}),
+        ),
+        ("/similarity", json!({"inputs": {"sentences": ["b"]}})),
+        ("/", json!({"inputs": {"source_sentence": "a", "sentences": ["b"]}})),
+        ("/tokenize", json!({"inputs": "hello"})),
+        ("/tokenize", json!({"inputs": ["a", ""]})),
+        ("/tokenize", json!({"inputs": []})),
+        ("/tokenize", json!({"inputs": [101]})),
+        ("/decode", json!({"ids": [101, 102]})),
+        ("/decode", json!({"ids": [[101], []]})),
+        ("/decode", json!({"ids": []})),
+        ("/decode", json!({"ids": [[]]})),
+        ("/decode", json!({"ids": "x"})),
+        ("/decode", json!({"ids": [-3]})),
+    ]);
+    check(&embedder, &cases);
+    drop(embedder);
+
+    let reranker = Server::start(&reference::model("xlm-roberta-reranker-tiny"), &[]);
+    let mut cases = vec![];
+    for path in ["/predict", "/"] {
+        cases.extend([
+            (path, json!({"inputs": "hello"})),
+            (path, json!({"inputs": ["q", "p"]})),
+            (path, json!({"inputs": [["q", "p"], "t"]})),
+            (path, json!({"inputs": ["a", "b", "c"]})),
+            (path, json!({"inputs": [["q", "p", "x"]]})),
+            (path, json!({"inputs": []})),
+        ]);
+    }
+    // Token ids are an /embed body, so `/` documents them; a classifier refuses them.
+    cases.push(("/predict", json!({"inputs": [1]})));
+    for path in ["/rerank", "/"] {
+        cases.extend([
+            (path, json!({"query": "q", "texts": ["a", "b"]})),
+            (path, json!({"query": "q", "texts": []})),
+            (path, json!({"query": "q", "texts": "a"})),
+            (path, json!({"query": 1, "texts": ["a"]})),
+        ]);
+    }
+    check(&reranker, &cases);
 }

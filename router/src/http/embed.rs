@@ -18,7 +18,7 @@ use crate::queue::Embedding;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EmbedRequest {
     /// A string, a list of strings, a list of token ids, or a list of lists of token ids.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::schema::embed_inputs)]
     pub(crate) inputs: Value,
     #[serde(default)]
     pub(crate) truncate: Option<bool>,
@@ -26,7 +26,9 @@ pub(crate) struct EmbedRequest {
     pub(crate) truncation_direction: Option<Direction>,
     #[serde(default)]
     pub(crate) normalize: Option<bool>,
+    /// Matryoshka truncation: the first components, normalized again (1 to the model's size).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub(crate) dimensions: Option<usize>,
     #[serde(default)]
     pub(crate) prompt_name: Option<String>,

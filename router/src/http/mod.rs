@@ -9,6 +9,7 @@ pub(crate) mod lifecycle;
 mod openai;
 mod openapi;
 mod predict;
+mod schema;
 pub(crate) mod server;
 mod similarity;
 mod tokenize;

@@ -18,9 +18,13 @@ use crate::infer::Want;
 /// OpenAI's limit on inputs per request.
 const MAX_INPUTS: usize = 2048;
 
+fn openai_input() -> utoipa::openapi::schema::Schema {
+    super::schema::openai_input(MAX_INPUTS)
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EmbeddingsRequest {
-    #[schema(value_type = Object)]
+    #[schema(schema_with = openai_input)]
     input: Value,
     #[serde(default)]
     #[allow(dead_code)]
@@ -28,6 +32,7 @@ pub(crate) struct EmbeddingsRequest {
     #[serde(default)]
     encoding_format: Option<EncodingFormat>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     dimensions: Option<usize>,
     #[serde(default)]
     #[allow(dead_code)]

@@ -18,8 +18,7 @@ use crate::queue::Embedding;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct PredictRequest {
-    /// A string, a pair [string, string], or a list of those.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::schema::predict_inputs)]
     inputs: Value,
     #[serde(default)]
     truncate: Option<bool>,
@@ -42,6 +41,7 @@ pub(crate) struct Prediction {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct RerankRequest {
     query: String,
+    #[schema(min_items = 1)]
     texts: Vec<String>,
     #[serde(default)]
     truncate: Option<bool>,

@@ -18,6 +18,7 @@ use crate::queue::Embedding;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct SimilarityInputs {
     source_sentence: String,
+    #[schema(min_items = 1)]
     sentences: Vec<String>,
 }
 
@@ -74,7 +75,7 @@ pub(crate) async fn similarity(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EmbedAllRequest {
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::schema::embed_inputs)]
     inputs: Value,
     #[serde(default)]
     truncate: Option<bool>,
@@ -121,12 +122,13 @@ pub(crate) async fn embed_all(
 }
 
 #[utoipa::path(post, path = "/", tag = "Text Embeddings Inference",
-    request_body(content = Object, description = "An /embed, /similarity, /predict or /rerank body, dispatched on its shape"),
+    request_body(content = super::schema::RootRequest, description = "An /embed, /similarity, /predict or /rerank body, dispatched on its shape"),
     responses(
         (status = 200, description = "The answer of the route the body was dispatched to"),
         InferenceErrors,
     ))]
-/// `POST /`: similarity when `inputs` is `{source_sentence, sentences}`, else the model's task.
+/// `POST /`: rerank when the body has `query` and `texts`, similarity when `inputs` is
+/// `{source_sentence, sentences}`, else the model's task.
 pub(crate) async fn root(
     State(state): State<AppState>,
     body: Result<ApiJson<Value>, ApiError>,
@@ -140,13 +142,13 @@ pub(crate) async fn root(
         }
     };
     let is_similarity = value.get("inputs").and_then(|i| i.get("source_sentence")).is_some();
+    // A rerank body goes to /rerank whatever the model, which says why an embedder cannot
+    // answer it (rather than that the body lacks `inputs`).
+    if value.get("query").is_some() && value.get("texts").is_some() {
+        return super::predict::rerank(State(state), parse(value).map(ApiJson)).await;
+    }
     if state.infer.accepts(Want::Logits).is_ok() {
-        let is_rerank = value.get("query").is_some() && value.get("texts").is_some();
-        return if is_rerank {
-            super::predict::rerank(State(state), parse(value).map(ApiJson)).await
-        } else {
-            super::predict::predict(State(state), parse(value).map(ApiJson)).await
-        };
+        return super::predict::predict(State(state), parse(value).map(ApiJson)).await;
     }
     fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         serde_json::from_value(value).map_err(|e| ApiError::validation(ErrorCode::InvalidRequest, e.to_string()))

@@ -9,7 +9,7 @@ use super::{token_id, AppState};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct TokenizeRequest {
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::schema::tokenize_inputs)]
     inputs: Value,
     #[serde(default = "yes")]
     add_special_tokens: bool,
@@ -98,7 +98,7 @@ pub(crate) async fn tokenize(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct DecodeRequest {
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::schema::decode_ids)]
     ids: Value,
     #[serde(default = "yes")]
     skip_special_tokens: bool,
