@@ -215,6 +215,31 @@ fn what_would_serve_other_vectors_is_refused_by_key() {
         ),
         (
             "nomic-moe-tiny",
+            set("expert_choice_router", json!(true)),
+            "nomic-option-unsupported",
+            "expert_choice_router",
+        ),
+        (
+            "nomic-moe-tiny",
+            set("ffn_div", json!(2)),
+            "nomic-option-unsupported",
+            "ffn_div",
+        ),
+        (
+            // Gated feed-forward tensors (nomic-tiny's SwiGLU) with experts configured.
+            "nomic-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("num_experts".into(), json!(4));
+                    c.insert("moe_every_n_layers".into(), json!(2));
+                    c.insert("moe_top_k".into(), json!(2));
+                })
+            }),
+            "nomic-option-unsupported",
+            "activation_function",
+        ),
+        (
+            "nomic-moe-tiny",
             set("moe_top_k", json!(5)),
             "nomic-option-unsupported",
             "moe_top_k",
