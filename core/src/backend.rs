@@ -54,6 +54,9 @@ pub struct BackendDescription {
     pub hidden_size: usize,
     /// Token ids must be below this.
     pub vocab_size: usize,
+    /// Whether a sequence of no tokens can be run (a bag of token vectors: its mean is zeros).
+    /// A transformer cannot attend over nothing: such inputs are refused before batching.
+    pub empty_sequences: bool,
 }
 
 /// What a backend says about a model it was shown.

@@ -91,14 +91,20 @@ impl Pooling {
 
     /// Like [`Pooling::pool`], leaving out the first `skip[i]` tokens of sequence `i` (a prompt,
     /// when the pooling config says `include_prompt: false`; [CLS] and last-token pooling are
-    /// unaffected). A missing entry means 0; at least the last token is always kept.
+    /// unaffected). A missing entry means 0; at least the last token is always kept. A sequence
+    /// of no tokens (a static embedding model's empty text) pools to zeros, as
+    /// sentence-transformers' `EmbeddingBag` gives.
     pub fn pool_skipping(self, hidden: &Tensor, seqs: &SeqOffsets, skip: &[usize]) -> candle_core::Result<Tensor> {
         let hidden = hidden.to_dtype(DType::F32)?;
+        let width = hidden.dim(1)?;
         let pooled = seqs
             .ranges()
             .enumerate()
             .map(|(i, range)| {
                 let len = range.len();
+                if len == 0 {
+                    return Tensor::zeros(width, DType::F32, hidden.device());
+                }
                 let tokens = hidden.narrow(0, range.start, len)?;
                 let skip = skip.get(i).copied().unwrap_or(0).min(len - 1);
                 self.pool_one(&tokens, skip)
@@ -193,6 +199,19 @@ mod tests {
     fn pooled(p: Pooling) -> Vec<Vec<f32>> {
         let (t, s) = hidden();
         p.pool(&t, &s).unwrap().to_vec2().unwrap()
+    }
+
+    #[test]
+    fn a_sequence_without_tokens_pools_to_zeros_beside_the_others() {
+        let (t, _) = hidden();
+        let seqs = SeqOffsets::from_lengths([0, 3, 0, 1, 0]);
+        for mode in [Pooling::Mean, Pooling::Cls, Pooling::LastToken, Pooling::Max] {
+            let got = mode.pool(&t, &seqs).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(got[0], vec![0., 0.], "{mode}");
+            assert_eq!(got[2], vec![0., 0.], "{mode}");
+            assert_eq!(got[4], vec![0., 0.], "{mode}");
+            assert_eq!(got[3], vec![-1., 7.], "{mode}");
+        }
     }
 
     #[test]

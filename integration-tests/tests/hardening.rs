@@ -398,3 +398,29 @@ fn at_the_connection_cap_a_stalled_connection_makes_room_for_a_fresh_one() {
     }
     drop(stalled);
 }
+
+/// A decoder whose tokenizer.json appends nothing (as gte-Qwen2 ships it): an empty text has no
+/// tokens, which the model cannot run; it is refused with its own code before it reaches a
+/// batch, and the texts beside it are answered.
+#[test]
+fn a_text_without_tokens_gets_422_and_does_not_reach_the_model() {
+    let dir = tessera_integration_tests::reference::copy("qwen2-tiny");
+    edit_json(&dir.path().join("tokenizer.json"), |t| {
+        t["post_processor"] = Value::Null;
+    });
+    let server = Server::start(dir.path(), &[]);
+    for body in [json!({"inputs": ""}), json!({"inputs": ["a", ""]})] {
+        let response = server.post("/embed", &body);
+        assert_eq!(response.status(), 422, "{body}");
+        let error: Value = response.json().unwrap();
+        assert_eq!(error["code"], "no-tokens", "{error}");
+        assert!(error["error"].as_str().unwrap().starts_with("input "), "{error}");
+    }
+    assert_eq!(server.embed(&json!(["a", "b c"])).len(), 2);
+    let metrics = server.get("/metrics").text().unwrap();
+    let backend_failures = metrics
+        .lines()
+        .find(|l| l.starts_with("te_request_failure{") && l.contains("err=\"backend\""))
+        .unwrap_or_else(|| panic!("no backend failure count in {metrics}"));
+    assert!(backend_failures.ends_with(" 0"), "{backend_failures}");
+}

@@ -28,6 +28,9 @@ pub(crate) enum InferError {
     /// An empty list of token ids.
     #[error("input {index} is an empty list of token ids")]
     EmptyTokenIds { index: usize },
+    /// A text that tokenizes to nothing, for a model that cannot run an empty sequence.
+    #[error("input {index} has no tokens: the text is empty or only whitespace, and the model's tokenizer adds no special tokens")]
+    NoTokens { index: usize },
     /// The tokenizer failed on an input.
     #[error("{0}")]
     Tokenizer(String),
@@ -255,6 +258,8 @@ pub(crate) struct InferParts {
     pub(crate) tokenization_workers: usize,
     /// Rows of the embedding table: token ids must be below it.
     pub(crate) vocab_size: usize,
+    /// Whether the model can run a sequence of no tokens ([`tessera_core::BackendDescription`]).
+    pub(crate) empty_sequences: bool,
     /// The pooling config's `include_prompt`.
     pub(crate) include_prompt: bool,
     /// `cpu` or `gpu`.
@@ -278,6 +283,7 @@ pub(crate) struct Infer {
     tokenization: Arc<Semaphore>,
     healthy: Arc<AtomicBool>,
     vocab_size: usize,
+    empty_sequences: bool,
     /// The pooling config's `include_prompt` (default true).
     include_prompt: bool,
     /// `cpu` or `gpu`, for `x-compute-type`.
@@ -301,6 +307,7 @@ impl Infer {
             tokenization: Arc::new(Semaphore::new(parts.tokenization_workers.max(1))),
             healthy: parts.healthy,
             vocab_size: parts.vocab_size,
+            empty_sequences: parts.empty_sequences,
             include_prompt: parts.include_prompt,
             compute_type: parts.compute_type,
             max_client_batch_size: parts.max_client_batch_size,
@@ -343,7 +350,10 @@ impl Infer {
         prompt: Option<String>,
         truncation: Truncation,
     ) -> Result<Vec<Encoded>, InferError> {
-        let vocab_size = self.vocab_size;
+        let limits = Limits {
+            vocab_size: self.vocab_size,
+            empty_sequences: self.empty_sequences,
+        };
         let exclude_prompt = !self.include_prompt;
         self.with_tokenizer(move |tokenizer| {
             // sentence-transformers' `include_prompt: false`: the prompt's tokens ([CLS] included)
@@ -361,7 +371,7 @@ impl Infer {
                 .enumerate()
                 .map(|(i, input)| {
                     let is_text = matches!(input, Input::Text(_));
-                    let mut encoded = encode_one(tokenizer, i, input, prompt.as_deref(), truncation, vocab_size)?;
+                    let mut encoded = encode_one(tokenizer, i, input, prompt.as_deref(), truncation, limits)?;
                     if is_text {
                         encoded.pool_skip = skip;
                     }
@@ -520,16 +530,33 @@ impl Drop for Waiting {
     }
 }
 
+/// What the model takes, checked per input before batching.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Token ids must be below it.
+    vocab_size: usize,
+    /// Whether a sequence of no tokens can be run.
+    empty_sequences: bool,
+}
+
 fn encode_one(
     tokenizer: &TextTokenizer,
     index: usize,
     input: Input,
     prompt: Option<&str>,
     truncation: Truncation,
-    vocab_size: usize,
+    Limits {
+        vocab_size,
+        empty_sequences,
+    }: Limits,
 ) -> Result<Encoded, InferError> {
     let from_client = matches!(input, Input::Ids(_));
     let encoded = encode_unchecked(tokenizer, index, input, prompt, truncation)?;
+    // A transformer cannot run an empty sequence, and it would fail the whole batch, other
+    // clients' inputs with it.
+    if encoded.ids.is_empty() && !empty_sequences {
+        return Err(InferError::NoTokens { index });
+    }
     // Checked here, per input, because an id past the embedding table fails the whole batch
     // in the model: a tokenizer.json that does not match the weights must fail only the
     // requests whose text reaches the bad id.
@@ -641,6 +668,7 @@ mod tests {
             max_inflight_inputs,
             tokenization_workers: 1,
             vocab_size: 5,
+            empty_sequences: false,
             include_prompt: true,
             compute_type: "cpu",
             max_client_batch_size: 8,
@@ -692,6 +720,30 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, InferError::TokenIdOutOfRange(_)), "{err:?}");
+    }
+
+    /// This tokenizer adds no special tokens, so an empty or blank text has none: refused before
+    /// it can fail a batch, unless the model runs empty sequences (a static embedding model).
+    #[tokio::test]
+    async fn a_text_without_tokens_is_refused_before_batching_where_the_model_cannot_run_it() {
+        let mut infer = infer(4);
+        for text in ["", "  \n"] {
+            let err = infer
+                .tokenize(
+                    vec![Input::Text("near".into()), Input::Text(text.into())],
+                    None,
+                    TRUNCATE,
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err, InferError::NoTokens { index: 1 }, "{text:?}");
+        }
+        infer.empty_sequences = true;
+        let encoded = infer
+            .tokenize(vec![Input::Text("".into())], None, TRUNCATE)
+            .await
+            .expect("a static model takes it");
+        assert!(encoded[0].ids.is_empty());
     }
 
     #[test]

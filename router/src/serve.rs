@@ -349,6 +349,7 @@ fn start(
         max_inflight_inputs: settings.max_concurrent_requests,
         tokenization_workers,
         vocab_size: description.vocab_size,
+        empty_sequences: description.empty_sequences,
         include_prompt: include_prompt(&inspection),
         compute_type: if device.is_cuda() { "gpu" } else { "cpu" },
         max_client_batch_size: settings.max_client_batch_size,

@@ -326,6 +326,7 @@ mod tests {
                 pads: false,
                 hidden_size: HIDDEN,
                 vocab_size: 100,
+                empty_sequences: false,
             }
         }
     }

@@ -190,6 +190,7 @@ impl Backend for EncoderRunner {
             pads: self.model.kernel().pads(),
             hidden_size: spec.hidden_size(),
             vocab_size: spec.dims.vocab.size(),
+            empty_sequences: false,
         }
     }
 }

@@ -39,6 +39,7 @@ pub(crate) enum ErrorCode {
     InvalidTokenId,
     TokenIdOutOfRange,
     EmptyTokenIds,
+    NoTokens,
     EmptyInput,
     TooManyInputs,
     DimensionsInvalid,
@@ -55,7 +56,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code, for the documentation test.
     #[cfg(test)]
-    const ALL: [ErrorCode; 26] = [
+    const ALL: [ErrorCode; 27] = [
         ErrorCode::EmptyBatch,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -71,6 +72,7 @@ impl ErrorCode {
         ErrorCode::InvalidTokenId,
         ErrorCode::TokenIdOutOfRange,
         ErrorCode::EmptyTokenIds,
+        ErrorCode::NoTokens,
         ErrorCode::EmptyInput,
         ErrorCode::TooManyInputs,
         ErrorCode::DimensionsInvalid,
@@ -102,6 +104,7 @@ impl ErrorCode {
             ErrorCode::InvalidTokenId => "invalid-token-id",
             ErrorCode::TokenIdOutOfRange => "token-id-out-of-range",
             ErrorCode::EmptyTokenIds => "empty-token-ids",
+            ErrorCode::NoTokens => "no-tokens",
             ErrorCode::EmptyInput => "empty-input",
             ErrorCode::TooManyInputs => "too-many-inputs",
             ErrorCode::DimensionsInvalid => "dimensions-invalid",
@@ -334,6 +337,7 @@ impl From<crate::infer::InferError> for ApiError {
             InferError::TooLong { .. } => ApiError::too_large(ErrorCode::InputTooLong, message),
             InferError::TokenIdOutOfRange(_) => ApiError::validation(ErrorCode::TokenIdOutOfRange, message),
             InferError::EmptyTokenIds { .. } => ApiError::validation(ErrorCode::EmptyTokenIds, message),
+            InferError::NoTokens { .. } => ApiError::validation(ErrorCode::NoTokens, message),
             InferError::Tokenizer(_) => ApiError::tokenizer(message),
             InferError::Backend(_) => ApiError::backend(message),
             InferError::NonFinite => ApiError::non_finite(message),
@@ -429,6 +433,7 @@ mod tests {
                 ErrorCode::TokenIdOutOfRange,
             ),
             (InferError::EmptyTokenIds { index: 1 }, 422, ErrorCode::EmptyTokenIds),
+            (InferError::NoTokens { index: 1 }, 422, ErrorCode::NoTokens),
             (InferError::Tokenizer("x".into()), 422, ErrorCode::TokenizerFailed),
             (InferError::Backend("x".into()), 424, ErrorCode::BackendFailed),
             (InferError::NonFinite, 424, ErrorCode::NonFiniteOutput),
