@@ -370,6 +370,10 @@ pub struct SentenceTransformers {
     pub max_seq_length: Option<usize>,
     /// Whether modules.json ends with a `Normalize` module.
     pub normalize: bool,
+    /// Whether modules.json's first module is a `StaticEmbedding` saved at the model's root
+    /// (model2vec and sentence-transformers static models): a table of token vectors averaged,
+    /// with no config.json and no transformer.
+    pub static_embedding: bool,
     /// `Dense` modules in order.
     pub dense: Vec<DenseModule>,
     /// `config_sentence_transformers.json` `prompts`: name -> text prepended to the input.

@@ -78,9 +78,17 @@ pub fn load(factory: &dyn BackendFactory, inspection: &ModelInspection) -> Loade
         kernel: None,
     };
     let backend = factory.load(&request).expect("model loads");
-    let max_len = inspection.sentence_transformers.max_seq_length.unwrap_or(512);
+    // As the server bounds it: a static embedding model (no positions) by the batch budget.
+    let unbounded = match inspection.sentence_transformers.static_embedding {
+        true => 16384,
+        false => 512,
+    };
+    let max_len = inspection.sentence_transformers.max_seq_length.unwrap_or(unbounded);
     // As the server loads it: tokenizer.json, else built from vocab.txt or a SentencePiece model.
     let (mut tokenizer, _) = TextTokenizer::from_dir(&inspection.root, max_len).expect("tokenizer loads");
+    if inspection.sentence_transformers.static_embedding {
+        tokenizer = tokenizer.without_special_tokens();
+    }
     if let Some(chat) = crate::ChatInputs::for_model(inspection).expect("chat template loads") {
         tokenizer = tokenizer.with_chat(chat);
     }

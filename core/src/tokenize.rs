@@ -255,6 +255,8 @@ pub struct TextTokenizer {
     left: Arc<Tokenizer>,
     max_input_length: usize,
     chat: Option<Arc<ChatInputs>>,
+    /// Whether the post-processor's special tokens are added (not for static embedding models).
+    special_tokens: bool,
 }
 
 impl TextTokenizer {
@@ -311,7 +313,15 @@ impl TextTokenizer {
             left: Arc::new(left),
             max_input_length,
             chat: None,
+            special_tokens: true,
         })
+    }
+
+    /// Encodes without the special tokens the post-processor adds, as sentence-transformers'
+    /// `StaticEmbedding` tokenizes (`add_special_tokens=False`); `/tokenize` shows none either.
+    pub fn without_special_tokens(mut self) -> Self {
+        self.special_tokens = false;
+        self
     }
 
     /// Texts and pairs rendered through `chat` before tokenizing.
@@ -472,7 +482,7 @@ impl TextTokenizer {
         let chars = first.chars().count() + second.chars().count();
         let encode = |tokenizer: &Tokenizer| {
             tokenizer
-                .encode((first, second), true)
+                .encode((first, second), self.special_tokens)
                 .map(|e| Encoded {
                     ids: e.get_ids().to_vec(),
                     pool_skip: 0,
@@ -497,7 +507,7 @@ impl TextTokenizer {
 
     fn encode_with(&self, tokenizer: &Tokenizer, text: &str) -> Result<Encoded, TokenizeError> {
         let encoding = tokenizer
-            .encode(text, true)
+            .encode(text, self.special_tokens)
             .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
         Ok(Encoded {
             ids: encoding.get_ids().to_vec(),
@@ -511,7 +521,7 @@ impl TextTokenizer {
     pub fn tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<Token>, TokenizeError> {
         let encoding = self
             .untruncated
-            .encode(text, add_special_tokens)
+            .encode(text, add_special_tokens && self.special_tokens)
             .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
         let tokens = encoding
             .get_ids()
@@ -544,13 +554,19 @@ impl TextTokenizer {
     }
 
     /// How many leading tokens a prompt occupies once encoded with special tokens, excluding its
-    /// trailing `[SEP]` (sentence-transformers' `prompt_length`): [CLS] plus the prompt's tokens.
+    /// trailing `[SEP]` (sentence-transformers' `prompt_length`): [CLS] plus the prompt's tokens;
+    /// without special tokens, the prompt's tokens alone.
     pub fn prompt_length(&self, prompt: &str) -> Result<usize, TokenizeError> {
         let encoding = self
             .untruncated
-            .encode(prompt, true)
+            .encode(prompt, self.special_tokens)
             .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
-        Ok(encoding.get_ids().len().saturating_sub(1))
+        let len = encoding.get_ids().len();
+        Ok(if self.special_tokens {
+            len.saturating_sub(1)
+        } else {
+            len
+        })
     }
 
     /// Turns token ids back into text.

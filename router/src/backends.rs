@@ -34,6 +34,8 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     &tessera_encoder::GTE,
     #[cfg(feature = "encoder")]
     &tessera_encoder::JINA_V3,
+    #[cfg(feature = "encoder")]
+    &tessera_encoder::STATIC,
 ];
 
 pub(crate) fn registry() -> Registry {

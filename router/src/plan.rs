@@ -164,7 +164,8 @@ pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &
 /// True when a file the architecture is decided from (config.json, the weights) is missing or
 /// unreadable: the inspection already holds that error.
 pub(crate) fn prerequisites_missing(inspection: &ModelInspection) -> bool {
-    inspection.config.is_none() || inspection.weights.is_none()
+    let config_needed = !inspection.sentence_transformers.static_embedding;
+    (config_needed && inspection.config.is_none()) || inspection.weights.is_none()
 }
 
 /// Whether the inputs go through the chat template (sentence-transformers' `message` modality),
@@ -350,15 +351,19 @@ fn choose_pooling(
         }
     }
     if let Some(pooling) = implied {
+        let why = match pooling {
+            Pooling::LastToken => "a decoder: its last token is the only one that has seen the whole input",
+            _ => "a static embedding model: the mean of its token vectors, as sentence-transformers' StaticEmbedding computes it",
+        };
         findings.push(
             Finding::info(
                 "pooling-implied-by-architecture",
-                format!("no 1_Pooling/config.json: pooled by {pooling}, as the architecture implies (a decoder's last token is the only one that has seen the whole input)"),
+                format!("no 1_Pooling/config.json: pooled by {pooling}, as the architecture implies ({why})"),
             )
             .in_file(inspection.root.join("1_Pooling/config.json"))
             .fix("add the sentence-transformers pooling config, or pass --pooling, to pool otherwise"),
         );
-        return Some((pooling, "the architecture (a decoder: its last token)".into()));
+        return Some((pooling, format!("the architecture ({why})")));
     }
     findings.push(
         Finding::error(
@@ -398,8 +403,9 @@ fn max_input_length(
         }
         (Some(st), _) => st,
         (None, Some(positions)) => positions,
-        // Neither bounds it: BERT's common length, rather than an input the batch cannot hold.
-        (None, None) => 512,
+        // Neither bounds it (a static embedding model: no positions, and sentence-transformers
+        // never truncates it): as long as a batch holds.
+        (None, None) => max_batch_tokens.unwrap_or(crate::settings::DEFAULT_MAX_BATCH_TOKENS),
     };
     if let Some(budget) = max_batch_tokens {
         if max > budget {

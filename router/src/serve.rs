@@ -188,6 +188,9 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
     if let Some(built) = source.built_from() {
         tracing::info!("no tokenizer.json: built {built}");
     }
+    if inspection.sentence_transformers.static_embedding {
+        tokenizer = tokenizer.without_special_tokens();
+    }
     if let Some(chat) = tessera_core::ChatInputs::for_model(inspection)? {
         tracing::info!(
             "inputs are rendered through the chat template of {} ({} messages), as sentence-transformers gives them",

@@ -67,6 +67,9 @@ impl Dtype {
 /// Seconds the hub may stay silent before a request or download fails.
 pub(crate) const DEFAULT_HUB_TIMEOUT_S: u64 = 60;
 
+/// `--max-batch-tokens` when not given.
+pub(crate) const DEFAULT_MAX_BATCH_TOKENS: usize = 16384;
+
 /// Everything `tessera serve` can be told, with TEI's names and defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -113,7 +116,7 @@ impl Default for Settings {
             pooling: None,
             backend: None,
             max_concurrent_requests: 512,
-            max_batch_tokens: 16384,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             max_batch_requests: None,
             max_client_batch_size: 32,
             auto_truncate: false,

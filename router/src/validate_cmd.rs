@@ -215,6 +215,7 @@ fn print_text(r: &Report<'_>) {
         for d in &r.declined {
             for reason in d.reasons.iter().filter(|f| f.severity == Severity::Error) {
                 match reasons.iter_mut().find(|(message, _)| *message == reason.message) {
+                    Some((_, backends)) if backends.contains(&d.backend) => {}
                     Some((_, backends)) => backends.push(d.backend),
                     None => reasons.push((&reason.message, vec![d.backend])),
                 }

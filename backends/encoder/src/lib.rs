@@ -13,6 +13,7 @@ mod experts;
 pub mod families;
 mod lora;
 mod spec;
+mod static_embedding;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub use spec::{
     GEMMA3_PLACEMENT, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
     MPNET_NAMES, NOMIC_EXPERTS, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES,
 };
+pub use static_embedding::StaticEmbeddingBackend;
 
 /// Every family, in the order they are asked.
 pub const FAMILIES: &[&dyn Family] = &[
@@ -87,6 +89,8 @@ pub const NOMIC_BERT: EncoderBackend = EncoderBackend(&NomicBert);
 pub const GTE: EncoderBackend = EncoderBackend(&Gte);
 /// jina-embeddings-v3 with its task adapters on the padded reference kernel (`--backend jina-v3`).
 pub const JINA_V3: EncoderBackend = EncoderBackend(&JinaV3);
+/// Static embedding models (sentence-transformers' `StaticEmbedding`, model2vec).
+pub const STATIC: StaticEmbeddingBackend = StaticEmbeddingBackend;
 
 /// What `family` decides about the model, its tensors checked against the spec it built.
 pub fn recognise(family: &dyn Family, inspection: &ModelInspection) -> Result<Recognised, Vec<tessera_core::Finding>> {

@@ -11,9 +11,11 @@ use super::read_json;
 const FIX_INVALID: &str =
     "repair config.json: it must be one JSON object of keys such as `hidden_size` (a syntax error's position is in the message)";
 
-pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> Option<ModelConfig> {
+/// `required`: whether a missing config.json is an error (not for static embedding models).
+pub(super) fn read(root: &Path, required: bool, findings: &mut Vec<Finding>) -> Option<ModelConfig> {
     let path = root.join("config.json");
     match read_json(&path) {
+        None if !required => None,
         None => {
             findings.push(
                 Finding::error("config-missing", "config.json is missing")

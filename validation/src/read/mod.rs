@@ -16,9 +16,11 @@ pub(crate) fn read_dir(root: &Path) -> ModelInspection {
         ..ModelInspection::default()
     };
     let mut findings = Vec::new();
-    inspection.config = config::read(root, &mut findings);
-    inspection.tokenizer = tokenizer::read(root, &mut findings);
     inspection.sentence_transformers = st_modules::read(root, &mut findings);
+    // A static embedding model has no transformer, so nothing for config.json to configure.
+    let config_required = !inspection.sentence_transformers.static_embedding;
+    inspection.config = config::read(root, config_required, &mut findings);
+    inspection.tokenizer = tokenizer::read(root, &mut findings);
     inspection.weights = safetensors::read(root, &mut findings);
     inspection.findings = findings;
     inspection

@@ -31,9 +31,10 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
     let mut st = SentenceTransformers::default();
     let modules = read_modules(root, findings);
     let mut pooling_dir = None;
-    for (kind, dir) in &modules {
+    for (i, (kind, dir)) in modules.iter().enumerate() {
         st.modules.push(kind.clone());
         match module_class(kind) {
+            Some("StaticEmbedding") => st.static_embedding = static_embedding(root, i, dir, findings),
             Some("Pooling") => pooling_dir = Some(dir.clone()),
             Some("Dense") => {
                 if let Some(dense) = read_dense(root, dir, findings) {
@@ -49,9 +50,35 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
     // Models without modules.json still often ship 1_Pooling (TEI reads it the same way).
     let pooling_dir = pooling_dir.unwrap_or_else(|| PathBuf::from("1_Pooling"));
     st.pooling = read_pooling(&root.join(&pooling_dir).join("config.json"), findings);
-    st.max_seq_length = read_max_seq_length(root, findings);
+    st.max_seq_length = match st.static_embedding {
+        true => static_max_length(root),
+        false => read_max_seq_length(root, findings),
+    };
     read_prompts(root, &mut st, findings);
     st
+}
+
+/// Whether the `StaticEmbedding` module listed `index`-th at `dir` is one tessera serves: the
+/// input module (first), saved at the root, where sentence-transformers and model2vec save it.
+fn static_embedding(root: &Path, index: usize, dir: &Path, findings: &mut Vec<Finding>) -> bool {
+    let at_root = dir.as_os_str().is_empty() || dir == Path::new(".");
+    if index == 0 && at_root {
+        return true;
+    }
+    findings.push(
+        Finding::error(
+            "static-embedding-misplaced",
+            format!(
+                "modules.json lists a StaticEmbedding module {} (path `{}`); tessera serves it as the first module, saved at the model's root",
+                if index == 0 { "first".to_string() } else { format!("at position {index}") },
+                dir.display()
+            ),
+        )
+        .in_file(root.join("modules.json"))
+        .about("path")
+        .fix("save the model with sentence-transformers or model2vec, which put the StaticEmbedding (its model.safetensors and tokenizer.json) at the root"),
+    );
+    false
 }
 
 /// The first sentence-transformers config file present: `None` when there is none, `Err` when
@@ -344,6 +371,15 @@ fn tokenizer_max_length(root: &Path) -> Option<usize> {
 
 /// `max_seq_length` as sentence-transformers decides it: sentence_bert_config.json's, else the
 /// tokenizer's `model_max_length`. The plan caps it at what the model's positions support.
+/// A `StaticEmbedding` has no length of its own (sentence-transformers' is infinite): its
+/// tokenizer's truncation is the only limit, `truncation.max_length` of tokenizer.json (model2vec
+/// saves 512 there).
+fn static_max_length(root: &Path) -> Option<usize> {
+    let tokenizer = read_json(&root.join("tokenizer.json"))?.ok()?;
+    let max = tokenizer.get("truncation")?.get("max_length")?.as_u64()?;
+    usize::try_from(max).ok().filter(|&n| n > 0)
+}
+
 fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize> {
     let (path, value) = match st_config(root, findings) {
         None => return tokenizer_max_length(root),
