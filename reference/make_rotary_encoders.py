@@ -606,6 +606,30 @@ def jina_embed(model, tok, text, task=None):
     return h[0], torch.nn.functional.normalize(h.mean(1), dim=-1)[0], ids[0].tolist()
 
 
+def jina_body(tok):
+    """The sizes both jina fixtures share: an XLM-R body of 2 layers, 3 heads of 16."""
+    return dict(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=64,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    )
+
+
+def save_remote_checkpoint(hf_dir, out_dir, fast):
+    """The remote code's weights and config as saved, with the fast tokenizer."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in ["model.safetensors", "config.json"]:
+        (out_dir / file).write_bytes((hf_dir / file).read_bytes())
+    fast.save_pretrained(out_dir)
+
+
 def jina_v3_tiny(root):
     """jina-embeddings-v3's shape in its remote code: `XLMRobertaLoRA` (`roberta.` prefix, every
     linear and embedding weight parametrized as `parametrizations.weight.original` with
@@ -618,18 +642,7 @@ def jina_v3_tiny(root):
     out_dir, hf_dir, native_dir = root / "jina-v3-tiny", root / "_hf_jina_v3", root / "_hf_jina_v3_native"
     tok = unigram_tokenizer()
     fast = fast_tokenizer(tok, MAX_LEN)
-    common = dict(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=3,
-        intermediate_size=64,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        layer_norm_eps=1e-5,
-    )
+    common = jina_body(tok)
     with ORIGINAL["jina_no_tokenizer"]:
         config = mod.XLMRobertaFlashConfig(
             max_position_embeddings=8194,
@@ -676,10 +689,7 @@ def jina_v3_tiny(root):
     assert agree < 1e-4, f"jina-v3: the remote code and transformers' class disagree by {agree}"
 
     # The folder as the hub's: custom Transformer module, mean pooling, Normalize, prompts.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for file in ["model.safetensors", "config.json"]:
-        (out_dir / file).write_bytes((hf_dir / file).read_bytes())
-    fast.save_pretrained(out_dir)
+    save_remote_checkpoint(hf_dir, out_dir, fast)
     (out_dir / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "transformer", "path": "", "type": "custom_st.Transformer", "kwargs": ["task"]},
         {"idx": 1, "name": "pooler", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -792,17 +802,8 @@ def jina_reranker_v2_tiny(root):
     tok = unigram_tokenizer()
     fast = fast_tokenizer(tok, MAX_LEN)
     common = dict(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=3,
-        intermediate_size=64,
+        jina_body(tok),
         max_position_embeddings=MAX_LEN + 2,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        layer_norm_eps=1e-5,
         hidden_act="gelu",
         num_labels=1,
         hidden_dropout_prob=0.0,
@@ -825,10 +826,7 @@ def jina_reranker_v2_tiny(root):
             b = reference(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
         agree = max(agree, (a - b).abs().max().item())
     assert agree < 1e-4, f"jina-reranker-v2: the remote code and transformers' class disagree by {agree}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for file in ["model.safetensors", "config.json"]:
-        (out_dir / file).write_bytes((hf_dir / file).read_bytes())
-    fast.save_pretrained(out_dir)
+    save_remote_checkpoint(hf_dir, out_dir, fast)
     classifier_golden(out_dir, model, fast)
     golden = json.loads((out_dir / "golden.json").read_text())
     golden["references_agree_max_abs_diff"] = agree
