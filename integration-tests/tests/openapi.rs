@@ -43,6 +43,22 @@ fn the_description_covers_every_route_with_accurate_statuses() {
         ("/embed", json!({"inputs": ["a", "b", "c"]})),
         ("/embed", json!({"inputs": "word ".repeat(400)})),
         ("/embed", json!({"inputs": "a", "dimensions": 0})),
+        ("/embed", json!({"inputs": ["a", "b", "c"]})),
+        ("/embed", json!({"inputs": ["a", "b", "c", "d"]})),
+        ("/embed", json!({"inputs": "a", "prompt_name": null})),
+        ("/embed", json!({"inputs": "a", "prompt_name": "query"})),
+        ("/embed", json!({"inputs": "a", "task": "retrieval.query"})),
+        (
+            "/similarity",
+            json!({"inputs": {"source_sentence": "a", "sentences": ["b", "c"]}}),
+        ),
+        (
+            "/similarity",
+            json!({"inputs": {"source_sentence": "a", "sentences": ["b", "c", "d"]}}),
+        ),
+        ("/tokenize", json!({"inputs": ["a", "b", "c", "d"]})),
+        ("/decode", json!({"ids": [1, 2, 3, 4, 5]})),
+        ("/decode", json!({"ids": [[1], [2], [3], [4]]})),
         ("/embed_all", json!({"inputs": "hello"})),
         ("/embed_sparse", json!({"inputs": "hello"})),
         (
@@ -88,8 +104,8 @@ fn request_schema(spec: &Value, path: &str) -> jsonschema::Validator {
 
 /// Every body is sent and checked against its route's schema: the schema must accept it
 /// exactly when the server does (a 2xx), so that generated clients and schema-driven tests send
-/// what the server takes. The bodies avoid what only the model or the flags decide (prompt
-/// names, the vocabulary, batch limits).
+/// what the server takes: the description is fitted to the model's prompt and task names and to
+/// `--max-client-batch-size`. The bodies avoid only the vocabulary and the model's width.
 #[test]
 fn request_schemas_take_exactly_the_bodies_the_server_takes() {
     let check = |server: &Server, cases: &[(&str, Value)]| {
@@ -104,7 +120,7 @@ fn request_schemas_take_exactly_the_bodies_the_server_takes() {
             );
         }
     };
-    let embedder = Server::start(&minilm(), &[]);
+    let embedder = Server::start(&minilm(), &["--max-client-batch-size", "3"]);
     let mut cases = vec![];
     for path in ["/embed", "/embed_all", "/"] {
         let key = "inputs";
@@ -161,7 +177,10 @@ fn request_schemas_take_exactly_the_bodies_the_server_takes() {
     check(&embedder, &cases);
     drop(embedder);
 
-    let reranker = Server::start(&reference::model("xlm-roberta-reranker-tiny"), &[]);
+    let reranker = Server::start(
+        &reference::model("xlm-roberta-reranker-tiny"),
+        &["--max-client-batch-size", "3"],
+    );
     let mut cases = vec![];
     for path in ["/predict", "/"] {
         cases.extend([
@@ -181,6 +200,7 @@ fn request_schemas_take_exactly_the_bodies_the_server_takes() {
             (path, json!({"query": "q", "texts": []})),
             (path, json!({"query": "q", "texts": "a"})),
             (path, json!({"query": 1, "texts": ["a"]})),
+            (path, json!({"query": "q", "texts": ["a", "b", "c", "d"]})),
         ]);
     }
     check(&reranker, &cases);

@@ -447,6 +447,11 @@ impl Infer {
         Ok((embeddings, timings))
     }
 
+    /// `--max-client-batch-size`.
+    pub(crate) fn max_client_batch_size(&self) -> usize {
+        self.max_client_batch_size
+    }
+
     /// Refuses more inputs in one request than `--max-client-batch-size`; every route that takes
     /// a list checks it here, so they answer alike.
     pub(crate) fn check_batch_size(&self, given: usize) -> Result<(), InferError> {

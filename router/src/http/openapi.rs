@@ -1,11 +1,13 @@
 //! The API description, generated from the handlers' annotations: `GET /api-doc/openapi.json`,
 //! and `GET /docs`, a Swagger UI page over it.
 
+use axum::extract::State;
 use axum::response::Html;
 use axum::Json;
+use serde_json::{json, Value};
 use utoipa::OpenApi;
 
-use super::{embed, error, info, openai, predict, similarity, tokenize};
+use super::{embed, error, info, openai, predict, similarity, tokenize, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,8 +30,72 @@ use super::{embed, error, info, openai, predict, similarity, tokenize};
 )]
 struct ApiDoc;
 
-pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The description, fitted to what this server was started with: the model's prompt and task
+/// names as the only values of `prompt_name` and `task`, and `--max-client-batch-size` as the
+/// longest batch, so that a body the description accepts is one this server accepts.
+pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let prompts = &state.infer.prompts;
+    let deployment = Deployment {
+        prompts: prompts.named.keys().cloned().collect(),
+        tasks: prompts.tasks.clone(),
+        max_batch: state.infer.max_client_batch_size(),
+    };
+    deployment.fit(&mut doc);
+    Json(doc)
+}
+
+/// What the description depends on beyond the handlers.
+struct Deployment {
+    prompts: Vec<String>,
+    tasks: Vec<String>,
+    max_batch: usize,
+}
+
+impl Deployment {
+    fn fit(&self, doc: &mut Value) {
+        let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else {
+            return;
+        };
+        for schema in schemas.values_mut() {
+            let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for (field, names) in [("prompt_name", &self.prompts), ("task", &self.tasks)] {
+                if let Some(property) = properties.get_mut(field) {
+                    // Absent or null: none; else one of the model's.
+                    let mut values = vec![Value::Null];
+                    values.extend(names.iter().map(|n| json!(n)));
+                    property["enum"] = Value::Array(values);
+                }
+            }
+            // /similarity runs the source sentence beside the others.
+            for (field, besides) in [("inputs", 0), ("input", 0), ("texts", 0), ("ids", 0), ("sentences", 1)] {
+                if let Some(property) = properties.get_mut(field) {
+                    cap_batches(property, self.max_batch.saturating_sub(besides));
+                }
+            }
+        }
+    }
+}
+
+/// Caps the batch arrays of a body field at `max` items: the field itself when it is a list of
+/// inputs, or the list variant of a field that also takes one input. A list of token ids is one
+/// input, not a batch.
+fn cap_batches(schema: &mut Value, max: usize) {
+    let cap = |array: &mut Value| {
+        let is_batch = array["type"] == "array" && array["items"]["type"] != "integer";
+        if is_batch {
+            let limit = array["maxItems"].as_u64().map_or(max as u64, |m| m.min(max as u64));
+            array["maxItems"] = json!(limit);
+        }
+    };
+    cap(schema);
+    for key in ["oneOf", "anyOf"] {
+        if let Some(variants) = schema.get_mut(key).and_then(Value::as_array_mut) {
+            variants.iter_mut().for_each(cap);
+        }
+    }
 }
 
 /// Swagger UI from its public CDN, pointed at this server's description.
