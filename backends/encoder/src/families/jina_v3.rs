@@ -113,14 +113,8 @@ impl Family for JinaV3 {
                 architecture,
                 names: JINA_V3_NAMES,
                 dims: values.dims,
-                positions: match scheme {
-                    Scheme::Rotary(_) => Positions::Absolute,
-                    Scheme::Table { padding_idx, .. } => Positions::AfterPadding { padding_idx },
-                },
-                position_table: match scheme {
-                    Scheme::Rotary(_) => PositionTable::Absent,
-                    Scheme::Table { .. } => PositionTable::Weights,
-                },
+                positions: scheme.positions(),
+                position_table: scheme.table(),
                 attention_bias: AttentionBias::None,
                 feed_forward: FeedForward::Plain,
                 act: values.act,
@@ -129,10 +123,7 @@ impl Family for JinaV3 {
                 layer_attention: vec![
                     LayerAttention {
                         mask: Mask::Bidirectional,
-                        rope: match scheme {
-                            Scheme::Rotary(rope) => Some(rope),
-                            Scheme::Table { .. } => None,
-                        },
+                        rope: scheme.rope(),
                     };
                     layers
                 ],
@@ -162,6 +153,30 @@ enum Scheme {
     /// `rows` rows, counted after `padding_idx` as XLM-RoBERTa counts them (the remote code
     /// calls transformers' `create_position_ids_from_input_ids`).
     Table { padding_idx: u32, rows: usize },
+}
+
+impl Scheme {
+    fn positions(self) -> Positions {
+        match self {
+            // Unused: no table to index.
+            Scheme::Rotary(_) => Positions::Absolute,
+            Scheme::Table { padding_idx, .. } => Positions::AfterPadding { padding_idx },
+        }
+    }
+
+    fn table(self) -> PositionTable {
+        match self {
+            Scheme::Rotary(_) => PositionTable::Absent,
+            Scheme::Table { .. } => PositionTable::Weights,
+        }
+    }
+
+    fn rope(self) -> Option<Rope> {
+        match self {
+            Scheme::Rotary(rope) => Some(rope),
+            Scheme::Table { .. } => None,
+        }
+    }
 }
 
 /// The remote code's positions: `position_embedding_type` decides (`absolute` builds the table,
