@@ -424,3 +424,24 @@ fn a_text_without_tokens_gets_422_and_does_not_reach_the_model() {
         .unwrap_or_else(|| panic!("no backend failure count in {metrics}"));
     assert!(backend_failures.ends_with(" 0"), "{backend_failures}");
 }
+
+/// A reranker with one token type whose tokenizer.json gives the second text segment id 1 (a
+/// BERT pair template on an XLM-RoBERTa model) would fail every pair in the model: refused
+/// before serving, naming the post-processor.
+#[test]
+fn a_pair_template_past_the_token_types_is_refused_for_a_reranker() {
+    tessera_integration_tests::reference::assert_refused(
+        "xlm-roberta-reranker-tiny",
+        |dir| {
+            edit_json(&dir.join("tokenizer.json"), |t| {
+                t["post_processor"] = json!({
+                    "type": "BertProcessing",
+                    "sep": ["</s>", 2],
+                    "cls": ["<s>", 0]
+                });
+            })
+        },
+        "pair-segment-beyond-token-types",
+        "post_processor",
+    );
+}

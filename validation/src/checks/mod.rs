@@ -3,6 +3,7 @@
 
 mod dense;
 mod dtype;
+mod pairs;
 mod vocab;
 
 use tessera_core::ModelInspection;
@@ -13,5 +14,6 @@ pub(crate) fn run(inspection: &mut ModelInspection) {
     vocab::check(inspection, &mut findings);
     dtype::check(inspection, &mut findings);
     dense::check(inspection, &mut findings);
+    pairs::check(inspection, &mut findings);
     inspection.findings.extend(findings);
 }
