@@ -332,6 +332,11 @@ pub struct TokenizerInfo {
     /// tokens its post-processor inserts), with that token, when it parsed. Not the same as
     /// `vocab_size - 1`: ids may have gaps.
     pub max_id: Option<(u32, String)>,
+    /// tokenizer.json's own truncation length (`truncation.max_length`), where it sets one.
+    pub truncation: Option<usize>,
+    /// The highest segment (token type) id the tokenizer gives a pair's tokens: 1 with BERT's
+    /// pair template (the second text), 0 with XLM-RoBERTa's.
+    pub pair_segment: Option<u32>,
 }
 
 /// sentence-transformers `1_Pooling/config.json`, as found.

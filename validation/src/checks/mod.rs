@@ -8,6 +8,16 @@ mod vocab;
 
 use tessera_core::ModelInspection;
 
+/// The name and rows of the table whose name ends with `suffix` (any prefix), from the weight
+/// headers.
+fn table_rows(inspection: &ModelInspection, suffix: &str) -> Option<(String, usize)> {
+    let weights = inspection.weights.as_ref()?;
+    let prefix = weights.prefix_before(suffix)?;
+    let name = format!("{prefix}{suffix}");
+    let rows = weights.get(&name)?.shape.first().copied()?;
+    Some((name, rows))
+}
+
 /// Appends every generic finding to `inspection.findings`.
 pub(crate) fn run(inspection: &mut ModelInspection) {
     let mut findings = Vec::new();

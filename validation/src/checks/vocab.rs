@@ -10,7 +10,7 @@ pub(super) fn check(inspection: &ModelInspection, findings: &mut Vec<Finding>) {
         return;
     };
     let vocab = config.usize("vocab_size");
-    let rows = embedding_rows(inspection);
+    let rows = super::table_rows(inspection, WORD_EMBEDDINGS);
     if let (Some(vocab), Some((name, rows))) = (vocab, &rows) {
         if *rows > vocab {
             findings.push(
@@ -57,13 +57,4 @@ pub(super) fn check(inspection: &ModelInspection, findings: &mut Vec<Finding>) {
         ),
         _ => {}
     }
-}
-
-/// The word embedding table's name and row count, from the weight headers.
-fn embedding_rows(inspection: &ModelInspection) -> Option<(String, usize)> {
-    let weights = inspection.weights.as_ref()?;
-    let prefix = weights.prefix_before(WORD_EMBEDDINGS)?;
-    let name = format!("{prefix}{WORD_EMBEDDINGS}");
-    let rows = weights.get(&name)?.shape.first().copied()?;
-    Some((name, rows))
 }

@@ -50,10 +50,11 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
     // Models without modules.json still often ship 1_Pooling (TEI reads it the same way).
     let pooling_dir = pooling_dir.unwrap_or_else(|| PathBuf::from("1_Pooling"));
     st.pooling = read_pooling(&root.join(&pooling_dir).join("config.json"), findings);
-    st.max_seq_length = match st.static_embedding {
-        true => static_max_length(root),
-        false => read_max_seq_length(root, findings),
-    };
+    // A StaticEmbedding has no length of its own (sentence-transformers' is infinite): its
+    // tokenizer's truncation is the only limit, read with the tokenizer (`read_dir`).
+    if !st.static_embedding {
+        st.max_seq_length = read_max_seq_length(root, findings);
+    }
     read_prompts(root, &mut st, findings);
     st
 }
@@ -371,15 +372,6 @@ fn tokenizer_max_length(root: &Path) -> Option<usize> {
 
 /// `max_seq_length` as sentence-transformers decides it: sentence_bert_config.json's, else the
 /// tokenizer's `model_max_length`. The plan caps it at what the model's positions support.
-/// A `StaticEmbedding` has no length of its own (sentence-transformers' is infinite): its
-/// tokenizer's truncation is the only limit, `truncation.max_length` of tokenizer.json (model2vec
-/// saves 512 there).
-fn static_max_length(root: &Path) -> Option<usize> {
-    let tokenizer = read_json(&root.join("tokenizer.json"))?.ok()?;
-    let max = tokenizer.get("truncation")?.get("max_length")?.as_u64()?;
-    usize::try_from(max).ok().filter(|&n| n > 0)
-}
-
 fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize> {
     let (path, value) = match st_config(root, findings) {
         None => return tokenizer_max_length(root),

@@ -19,11 +19,7 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
             if let Some(finding) = custom_code(root, &tokenizer) {
                 findings.push(finding);
             }
-            TokenizerInfo {
-                path: Some(path),
-                vocab_size: Some(tokenizer.get_vocab_size(true)),
-                max_id: max_id(&tokenizer),
-            }
+            info(path, &tokenizer)
         }
         Ok(Err(e)) => {
             findings.push(
@@ -33,8 +29,7 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
             );
             TokenizerInfo {
                 path: Some(path),
-                vocab_size: None,
-                max_id: None,
+                ..TokenizerInfo::default()
             }
         }
         Err(_) => {
@@ -45,8 +40,7 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> TokenizerInfo {
             );
             TokenizerInfo {
                 path: Some(path),
-                vocab_size: None,
-                max_id: None,
+                ..TokenizerInfo::default()
             }
         }
     }
@@ -120,11 +114,7 @@ fn build_from_slow_files(root: &Path, json: &Path, findings: &mut Vec<Finding>) 
                     .in_file(&file)
                     .fix("save tokenizer.json with `AutoTokenizer.from_pretrained(model).save_pretrained(dir)` to skip this step"),
             );
-            TokenizerInfo {
-                path: Some(file),
-                vocab_size: Some(tokenizer.get_vocab_size(true)),
-                max_id: max_id(&tokenizer),
-            }
+            info(file, &tokenizer)
         }
         Err(e) => {
             findings.push(
@@ -137,11 +127,29 @@ fn build_from_slow_files(root: &Path, json: &Path, findings: &mut Vec<Finding>) 
             );
             TokenizerInfo {
                 path: Some(file),
-                vocab_size: None,
-                max_id: None,
+                ..TokenizerInfo::default()
             }
         }
     }
+}
+
+/// What the checks and backends read of a loaded tokenizer.
+fn info(path: std::path::PathBuf, tokenizer: &tokenizers::Tokenizer) -> TokenizerInfo {
+    TokenizerInfo {
+        path: Some(path),
+        vocab_size: Some(tokenizer.get_vocab_size(true)),
+        max_id: max_id(tokenizer),
+        truncation: tokenizer.get_truncation().map(|t| t.max_length),
+        pair_segment: pair_segment(tokenizer),
+    }
+}
+
+/// The highest segment id of a probe pair as the tokenizer encodes it (its post-processor
+/// decides, whatever its kind); `None` where encoding fails, or panics on a malformed file.
+fn pair_segment(tokenizer: &tokenizers::Tokenizer) -> Option<u32> {
+    let encode = std::panic::AssertUnwindSafe(|| tokenizer.encode(("tessera", "probe"), true));
+    let encoding = std::panic::catch_unwind(encode).ok()?.ok()?;
+    encoding.get_type_ids().iter().copied().max()
 }
 
 /// The error without the file name the finding already carries.
@@ -260,5 +268,38 @@ mod tests {
         let mut findings = Vec::new();
         read(plain.path(), &mut findings);
         assert!(findings.is_empty(), "{findings:?}");
+    }
+
+    /// The pair segment comes from the tokenizer's own encoding of a pair, whatever its
+    /// post-processor: BERT's template gives the second text 1, RoBERTa's processor 0, a
+    /// `Sequence` holding BERT's 1, and no post-processor 1 (the library marks the second text so,
+    /// and the server encodes pairs with it); the truncation is tokenizer.json's own.
+    #[test]
+    fn the_pair_segment_and_truncation_are_the_tokenizers_own() {
+        let info = |model: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(reference_tokenizer(model)).unwrap()).unwrap();
+            edit(&mut json);
+            std::fs::write(dir.path().join("tokenizer.json"), serde_json::to_vec(&json).unwrap()).unwrap();
+            read(dir.path(), &mut Vec::new())
+        };
+        let same = |_: &mut serde_json::Value| {};
+        assert_eq!(info("bert-classifier-tiny", &same).pair_segment, Some(1));
+        assert_eq!(info("xlm-roberta-reranker-tiny", &same).pair_segment, Some(0));
+        let bare = info("bert-classifier-tiny", &|t| {
+            t["post_processor"] = serde_json::Value::Null
+        });
+        assert_eq!(bare.pair_segment, Some(1));
+        let bert = info("bert-classifier-tiny", &same);
+        let sequence = info("bert-classifier-tiny", &|t| {
+            let template = t["post_processor"].take();
+            t["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+                template]});
+        });
+        assert_eq!(sequence.pair_segment, Some(1));
+        assert_eq!(bert.truncation, None);
+        assert_eq!(info("model2vec-tiny", &same).truncation, Some(512));
     }
 }
