@@ -85,13 +85,7 @@ pub fn load(factory: &dyn BackendFactory, inspection: &ModelInspection) -> Loade
     };
     let max_len = inspection.sentence_transformers.max_seq_length.unwrap_or(unbounded);
     // As the server loads it: tokenizer.json, else built from vocab.txt or a SentencePiece model.
-    let (mut tokenizer, _) = TextTokenizer::from_dir(&inspection.root, max_len).expect("tokenizer loads");
-    if inspection.sentence_transformers.static_embedding {
-        tokenizer = tokenizer.without_special_tokens();
-    }
-    if let Some(chat) = crate::ChatInputs::for_model(inspection).expect("chat template loads") {
-        tokenizer = tokenizer.with_chat(chat);
-    }
+    let (tokenizer, _) = TextTokenizer::for_model(inspection, max_len).expect("tokenizer loads");
     Loaded { backend, tokenizer }
 }
 

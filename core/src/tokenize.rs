@@ -301,6 +301,27 @@ impl TextTokenizer {
         Ok((configured, source))
     }
 
+    /// The tokenizer as the model's sentence-transformers pipeline uses it: [`Self::from_dir`]'s,
+    /// through the chat template where inputs go through one ([`ChatInputs::for_model`]), and
+    /// without special tokens for a static embedding model. Returns where it came from.
+    pub fn for_model(
+        inspection: &crate::ModelInspection,
+        max_input_length: usize,
+    ) -> Result<(Self, TokenizerSource), LoadError> {
+        let (mut tokenizer, source) = Self::from_dir(&inspection.root, max_input_length)?;
+        if inspection.sentence_transformers.static_embedding {
+            tokenizer = tokenizer.without_special_tokens();
+        }
+        let chat = ChatInputs::for_model(inspection).map_err(|e| LoadError::Tokenizer {
+            file: e.path,
+            message: e.message,
+        })?;
+        if let Some(chat) = chat {
+            tokenizer = tokenizer.with_chat(chat);
+        }
+        Ok((tokenizer, source))
+    }
+
     /// Configures an already loaded tokenizer.
     pub fn new(mut tokenizer: Tokenizer, max_input_length: usize) -> Result<Self, String> {
         tokenizer.with_padding(None);

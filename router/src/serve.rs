@@ -184,20 +184,16 @@ fn packing(dtype: Dtype, device: &candle_core::Device) -> anyhow::Result<Option<
 fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loaded> {
     let Planned { inspection, plan, .. } = planned;
     let root = &inspection.root;
-    let (mut tokenizer, source) = TextTokenizer::from_dir(root, plan.max_input_length)?;
+    let (tokenizer, source) = TextTokenizer::for_model(inspection, plan.max_input_length)?;
     if let Some(built) = source.built_from() {
         tracing::info!("no tokenizer.json: built {built}");
     }
-    if inspection.sentence_transformers.static_embedding {
-        tokenizer = tokenizer.without_special_tokens();
-    }
-    if let Some(chat) = tessera_core::ChatInputs::for_model(inspection)? {
+    if let Some(chat) = tokenizer.chat() {
         tracing::info!(
             "inputs are rendered through the chat template of {} ({} messages), as sentence-transformers gives them",
             chat.template.path.display(),
             chat.format.name()
         );
-        tokenizer = tokenizer.with_chat(chat);
     }
     let load_started = std::time::Instant::now();
     let packing = packing(plan.dtype, device)?;
