@@ -75,13 +75,22 @@ pub enum Assessment {
         max_positions: Option<usize>,
         /// How the architecture's outputs are pooled when the model has no pooling
         /// configuration (decoders: the last token); `None`: the model must say.
-        pooling: Option<crate::Pooling>,
+        pooling: Option<ImpliedPooling>,
     },
     /// It cannot serve the model.
     Declines {
         /// Why; at least one finding.
         reasons: Vec<Finding>,
     },
+}
+
+/// A pooling an architecture implies, and why, in words for the finding that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImpliedPooling {
+    /// The pooling.
+    pub pooling: crate::Pooling,
+    /// Why the architecture implies it.
+    pub why: &'static str,
 }
 
 /// Everything a backend needs to load a model.

@@ -48,7 +48,7 @@ pub mod wordpiece;
 
 pub use activation::HiddenAct;
 pub use attention::{AttentionKernel, Mask, PaddedAttention, PositionBias, RelativeBias};
-pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, LoadRequest};
+pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, ImpliedPooling, LoadRequest};
 pub use batch::{Batch, SeqOffsets};
 pub use classify::{sigmoid, softmax, ClassifierHead, ClassifierSpec, HeadKind};
 pub use disentangled::{DisentangledBias, DisentangledTerms, RelativeColumns};

@@ -23,7 +23,7 @@ pub struct Chosen {
     /// The longest input its position scheme supports ([`Assessment::Serves`]).
     pub max_positions: Option<usize>,
     /// The pooling the architecture implies where the model configures none.
-    pub pooling: Option<crate::Pooling>,
+    pub pooling: Option<crate::ImpliedPooling>,
 }
 
 /// What each backend said, and the one chosen.

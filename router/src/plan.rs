@@ -2,8 +2,8 @@
 //! Used by `serve` (before any weight is loaded) and by `validate-model`.
 
 use tessera_core::{
-    Chosen, ClassifierSpec, Finding, ModelInspection, Pooling, PoolingFileError, Registry, Selection, Severity,
-    SpladeSpec,
+    Chosen, ClassifierSpec, Finding, ImpliedPooling, ModelInspection, Pooling, PoolingFileError, Registry, Selection,
+    Severity, SpladeSpec,
 };
 
 use crate::settings::Dtype;
@@ -247,7 +247,7 @@ fn check_chat_inputs(inspection: &ModelInspection, task: Option<&Task>, findings
 fn choose_task(
     inspection: &ModelInspection,
     pooling: Option<&str>,
-    implied: Option<Pooling>,
+    implied: Option<ImpliedPooling>,
     findings: &mut Vec<Finding>,
 ) -> Option<Task> {
     match ClassifierSpec::detect(inspection) {
@@ -296,7 +296,7 @@ fn choose_task(
 fn choose_pooling(
     inspection: &ModelInspection,
     flag: Option<&str>,
-    implied: Option<Pooling>,
+    implied: Option<ImpliedPooling>,
     findings: &mut Vec<Finding>,
 ) -> Option<(Pooling, String)> {
     if let Some(flag) = flag {
@@ -350,11 +350,7 @@ fn choose_pooling(
             };
         }
     }
-    if let Some(pooling) = implied {
-        let why = match pooling {
-            Pooling::LastToken => "a decoder: its last token is the only one that has seen the whole input",
-            _ => "a static embedding model: the mean of its token vectors, as sentence-transformers' StaticEmbedding computes it",
-        };
+    if let Some(ImpliedPooling { pooling, why }) = implied {
         findings.push(
             Finding::info(
                 "pooling-implied-by-architecture",

@@ -13,8 +13,8 @@
 
 use candle_core::{DType, Tensor};
 use tessera_core::{
-    Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, Evidence, Finding, LoadError,
-    LoadRequest, ModelInspection, Pooling,
+    Assessment, Backend, BackendDescription, BackendError, BackendFactory, Batch, Evidence, Finding, ImpliedPooling,
+    LoadError, LoadRequest, ModelInspection, Pooling,
 };
 
 /// sentence-transformers' table.
@@ -224,7 +224,10 @@ impl BackendFactory for StaticEmbeddingBackend {
             evidence,
             findings,
             max_positions: None,
-            pooling: Some(Pooling::Mean),
+            pooling: Some(ImpliedPooling {
+                pooling: Pooling::Mean,
+                why: "a static embedding model: the mean of its token vectors, as sentence-transformers' StaticEmbedding computes it",
+            }),
         }
     }
 

@@ -38,7 +38,7 @@ fn assert_matches(name: &str, architecture: &str) {
             ..
         } => {
             assert_eq!(a, architecture);
-            assert_eq!(pooling, Some(Pooling::Mean));
+            assert_eq!(pooling.map(|p| p.pooling), Some(Pooling::Mean));
             assert_eq!(max_positions, None);
         }
         Assessment::Declines { reasons } => panic!("{name}: {reasons:?}"),

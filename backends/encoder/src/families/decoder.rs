@@ -30,6 +30,12 @@ use crate::spec::{
     PositionTable, Positions, QkNorms, Qkv, Scales, DECODER_NAMES, GEMMA3_NAMES, GEMMA3_PLACEMENT, QWEN3_NAMES,
 };
 
+/// A causal decoder's pooling where the model configures none.
+const LAST_TOKEN: tessera_core::ImpliedPooling = tessera_core::ImpliedPooling {
+    pooling: tessera_core::Pooling::LastToken,
+    why: "a decoder: its last token is the only one that has seen the whole input",
+};
+
 /// The word table: the anchor of the weight prefix (`model.` in causal-LM checkpoints).
 pub(crate) const WORD_TABLE: &str = "embed_tokens.weight";
 
@@ -253,7 +259,7 @@ impl Family for Decoder {
                     eps,
                 };
                 // A bidirectional model's last token is no summary: its pooling must be configured.
-                let pooling = (!gemma.bidirectional).then_some(tessera_core::Pooling::LastToken);
+                let pooling = (!gemma.bidirectional).then_some(LAST_TOKEN);
                 (gemma.attention, gemma.scales, norm, pooling, gemma.describe)
             }
             _ => {
@@ -271,7 +277,7 @@ impl Family for Decoder {
                     vec![LayerAttention { mask, rope: Some(rope) }; dims.layers.size()],
                     Scales::NONE,
                     norm,
-                    Some(tessera_core::Pooling::LastToken),
+                    Some(LAST_TOKEN),
                     describe(mask),
                 )
             }

@@ -47,7 +47,7 @@ pub struct Recognised {
     pub findings: Vec<Finding>,
     /// The pooling the architecture implies where the model configures none (decoders: the
     /// last token, the only one that has seen the whole input).
-    pub pooling: Option<tessera_core::Pooling>,
+    pub pooling: Option<tessera_core::ImpliedPooling>,
 }
 
 /// One encoder family.
