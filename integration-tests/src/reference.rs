@@ -47,6 +47,11 @@ pub fn validate(dir: &Path) -> (Option<i32>, Value) {
     (out.status.code(), report)
 }
 
+/// A golden's list of vectors.
+pub fn vectors(value: &Value) -> Vec<Vec<f32>> {
+    serde_json::from_value(value.clone()).expect("a list of vectors")
+}
+
 /// The subjects (key or tensor names) of the report's evidence.
 pub fn evidence_subjects(report: &Value) -> Vec<&str> {
     report["evidence"]

@@ -7,12 +7,8 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::reference::{self, copy, edit_json, finding, golden, validate};
+use tessera_integration_tests::reference::{self, copy, edit_json, finding, golden, validate, vectors};
 use tessera_integration_tests::{assert_parity, Server};
-
-fn vectors(value: &Value) -> Vec<Vec<f32>> {
-    serde_json::from_value(value.clone()).unwrap()
-}
 
 #[test]
 fn a_causal_reranker_scores_a_truncated_pair_with_the_template_tail_restored() {

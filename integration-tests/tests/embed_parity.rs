@@ -1,11 +1,8 @@
 //! `/embed` over HTTP against sentence-transformers goldens.
 
 use serde_json::{json, Value};
+use tessera_integration_tests::reference::vectors;
 use tessera_integration_tests::{assert_parity, golden, minilm, shared_model, Server};
-
-fn vectors(v: &Value) -> Vec<Vec<f32>> {
-    serde_json::from_value(v.clone()).expect("[[f32]]")
-}
 
 fn check_golden(server: &Server, golden: &Value, cls_server: Option<&Server>) {
     let texts = golden["texts"].clone();

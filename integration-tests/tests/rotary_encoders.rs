@@ -6,12 +6,8 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::reference::{self, copy, edit_config, finding, golden, validate};
+use tessera_integration_tests::reference::{self, copy, edit_config, finding, golden, validate, vectors};
 use tessera_integration_tests::{assert_parity, Safetensors, Server};
-
-fn vectors(value: &Value) -> Vec<Vec<f32>> {
-    serde_json::from_value(value.clone()).unwrap()
-}
 
 fn assert_serves_golden(server: &Server, golden: &Value, what: &str) {
     let want = vectors(&golden["embeddings"]);

@@ -3,12 +3,8 @@
 //! sentence-transformers computes them, and refused with a finding where they cannot be.
 
 use serde_json::{json, Value};
-use tessera_integration_tests::reference::{self, copy, edit_json, finding, golden, validate};
+use tessera_integration_tests::reference::{self, copy, edit_json, finding, golden, validate, vectors};
 use tessera_integration_tests::{compare, Safetensors, Server};
-
-fn vectors(value: &Value) -> Vec<Vec<f32>> {
-    serde_json::from_value(value.clone()).unwrap()
-}
 
 fn normalized(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
