@@ -99,6 +99,45 @@ fn a_model2vec_model_serves_its_folded_vectors_within_its_tokenizers_length() {
     assert_close(&cut, &want[long..], "model2vec truncated");
 }
 
+/// model2vec's `mapping` saved as 32-bit integers rather than 64: the same rows.
+#[test]
+fn a_model2vec_mapping_of_32_bit_integers_maps_the_same_rows() {
+    let model = "model2vec-tiny";
+    let golden = golden(model);
+    let dir = copy(model);
+    let path = dir.path().join("model.safetensors");
+    let mut weights = Safetensors::read(&path);
+    let offsets = &weights.header["mapping"]["data_offsets"];
+    let (begin, end) = (
+        offsets[0].as_u64().unwrap() as usize,
+        offsets[1].as_u64().unwrap() as usize,
+    );
+    let rows: Vec<i64> = weights.data[begin..end]
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    // safetensors leaves no gaps: the other tensors' bytes as they are, then the new mapping.
+    let mut data = Vec::new();
+    for (_, entry) in weights.header.iter_mut().filter(|(name, _)| *name != "mapping") {
+        let o = &entry["data_offsets"];
+        let (b, e) = (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize);
+        let start = data.len();
+        data.extend_from_slice(&weights.data[b..e]);
+        entry["data_offsets"] = json!([start, data.len()]);
+    }
+    let start = data.len();
+    data.extend(rows.iter().flat_map(|&r| (r as i32).to_le_bytes()));
+    weights.header["mapping"] = json!({"dtype": "I32", "shape": [rows.len()], "data_offsets": [start, data.len()]});
+    weights.data = data;
+    weights.write(&path);
+    let server = Server::start(dir.path(), &[]);
+    let texts = &golden["texts"].as_array().unwrap()[..8];
+    let response = server.post("/embed", &json!({"inputs": texts, "normalize": false}));
+    assert_eq!(response.status(), 200);
+    let got: Vec<Vec<f32>> = response.json().unwrap();
+    assert_close(&got, &vectors(&golden["embeddings"])[..8], "model2vec I32 mapping");
+}
+
 #[test]
 fn static_models_that_cannot_be_served_are_refused_with_the_reason() {
     // The module saved elsewhere than the root.

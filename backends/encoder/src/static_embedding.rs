@@ -25,7 +25,8 @@ const M2V_MAPPING: &str = "mapping";
 const M2V_WEIGHTS: &str = "weights";
 
 const FLOATS: &[&str] = &["F32", "F16", "BF16", "F64"];
-const INTEGERS: &[&str] = &["I64", "I32", "U32", "I16", "U16", "U8"];
+// The integer types candle reads.
+const INTEGERS: &[&str] = &["I64", "I32", "U32", "I16", "U8"];
 
 /// The static embedding backend.
 #[derive(Debug, Clone, Copy)]
