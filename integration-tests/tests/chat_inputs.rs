@@ -20,7 +20,7 @@ fn a_causal_reranker_scores_a_truncated_pair_with_the_template_tail_restored() {
     let long = truncated.iter().position(|&t| t).expect("a truncated pair");
     let (query, document) = &pairs[long];
     let server = Server::start(&reference::model(model), &[]);
-    let body = json!({"query": query, "texts": [document], "raw_scores": true});
+    let body = json!({"query": query, "texts": [document], "raw_scores": true, "truncate": false});
     let refused = server.post("/rerank", &body);
     assert_eq!(refused.status(), 413, "{}", refused.text().unwrap());
     let mut body = body;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{copy_dir, minilm, run, run_with_env, Server};
+use tessera_integration_tests::{binary, copy_dir, free_port, minilm, run, run_with_env, Server};
 
 #[test]
 fn no_subcommand_prints_help() {
@@ -64,6 +64,53 @@ fn flag_beats_env_beats_file_beats_default() {
     let server = Server::start_with_env(&model, &["--config", config, "--max-client-batch-size", "5"], &env);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["max_client_batch_size"], 5, "flag beats env");
+}
+
+/// A deployment written for TEI configures it through TEI's variables (`MODEL_ID`, `PORT`...):
+/// they work, below `TESSERA_*`, and the `HOSTNAME` every container has (its name) is not taken
+/// for a listen address.
+#[test]
+fn tei_environment_variables_configure_the_server() {
+    let model = minilm();
+    let port = free_port();
+    let mut command = std::process::Command::new(binary());
+    command
+        .arg("serve")
+        .env_remove("TESSERA_CONFIG")
+        .env("TESSERA_PROMETHEUS_PORT", "0")
+        .env("MODEL_ID", &model)
+        .env("PORT", port.to_string())
+        .env("HOSTNAME", "embeddings-5d8f7c9b4-x2x9q")
+        .env("MAX_CLIENT_BATCH_SIZE", "3")
+        .env("AUTO_TRUNCATE", "false")
+        .env("MAX_BATCH_REQUESTS", "9")
+        .env("TESSERA_MAX_BATCH_REQUESTS", "7")
+        .env("SERVED_MODEL_NAME", "tei-named")
+        .env("CORS_ALLOW_ORIGIN", "https://a.example,https://b.example");
+    // Bound to 0.0.0.0, not to the container name.
+    let mut server = Server::spawn_command(command, format!("http://0.0.0.0:{port}"));
+    server.wait_ready();
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(info["max_client_batch_size"], 3);
+    assert_eq!(info["auto_truncate"], false);
+    assert_eq!(info["max_batch_requests"], 7, "TESSERA_* beats TEI's name");
+    assert_eq!(info["model_id"], "tei-named");
+    let preflight = reqwest::blocking::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/embed", server.url))
+        .header("origin", "https://b.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .unwrap();
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://b.example");
+    assert!(server.log().contains("MODEL_ID"), "{}", server.log());
+
+    let out = run_with_env(
+        &["serve", "--model-id", model.to_str().unwrap()],
+        &[("PORT", "eighty"), ("TESSERA_PROMETHEUS_PORT", "0")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PORT") && err.contains("eighty"), "{err}");
 }
 
 #[test]

@@ -39,7 +39,11 @@ fn embed_errors_are_tei_json_with_tei_statuses() {
         "Validation",
     );
     let long = "word ".repeat(400);
-    let body = assert_error(server.post("/embed", &json!({ "inputs": long })), 413, "Validation");
+    let body = assert_error(
+        server.post("/embed", &json!({ "inputs": long, "truncate": false })),
+        413,
+        "Validation",
+    );
     assert!(body["error"].as_str().unwrap().contains("256"), "{body}");
     assert_error(
         raw(&server, "/embed", Some("application/json"), "{\"inputs\": "),
@@ -142,13 +146,22 @@ fn embed_options_behave_like_tei() {
     }
 }
 
+/// TEI 1.9 truncates by default; `--auto-truncate false` restores refusing, and a request's own
+/// `truncate` wins either way.
 #[test]
-fn auto_truncate_flag_truncates_by_default() {
-    let server = Server::start(&minilm(), &["--auto-truncate"]);
-    let r = server.post("/embed", &json!({ "inputs": "word ".repeat(400) }));
+fn truncation_is_on_by_default_as_in_tei() {
+    let long = "word ".repeat(400);
+    let server = Server::start(&minilm(), &[]);
+    let r = server.post("/embed", &json!({ "inputs": long }));
     assert_eq!(r.status(), 200);
-    let r = server.post("/embed", &json!({ "inputs": "word ".repeat(400), "truncate": false }));
+    assert_eq!(r.headers()["x-compute-tokens"], "256");
+    let r = server.post("/embed", &json!({ "inputs": long, "truncate": false }));
     assert_eq!(r.status(), 413);
+    drop(server);
+    let server = Server::start(&minilm(), &["--auto-truncate", "false"]);
+    assert_eq!(server.post("/embed", &json!({ "inputs": long })).status(), 413);
+    let r = server.post("/embed", &json!({ "inputs": long, "truncate": true }));
+    assert_eq!(r.status(), 200);
 }
 
 #[test]

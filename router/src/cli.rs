@@ -242,4 +242,32 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) served_model_name: Option<String>,
+
+    /// Directory of the Dense module to load instead of the one modules.json lists (models that
+    /// ship one per output size, `2_Dense_256`, `2_Dense_1024`...); the model must list exactly one.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dense_path: Option<String>,
+
+    /// Accepted for TEI's command lines; unused (TEI's Python backends talk over this socket,
+    /// tessera has none).
+    #[arg(long, hide = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) uds_path: Option<String>,
+
+    /// Leave the request spans out of JSON log lines [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) disable_spans: Option<bool>,
+
+    /// OpenTelemetry collector to send request traces to, as OTLP over gRPC
+    /// (e.g. `http://localhost:4317`).
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) otlp_endpoint: Option<String>,
+
+    /// `service.name` of the traces [default: text-embeddings-inference.server].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) otlp_service_name: Option<String>,
 }

@@ -67,6 +67,16 @@ fn main() -> ExitCode {
             for warning in warnings {
                 tracing::warn!("{warning}");
             }
+            let tei_env = crate::settings::tei_env_in_use();
+            if !tei_env.is_empty() {
+                tracing::info!(variables = ?tei_env, "settings read from TEI's environment variables");
+            }
+            if let Some(path) = &settings.uds_path {
+                tracing::info!(
+                    path,
+                    "--uds-path is accepted for TEI's command lines and unused: tessera runs no backend over a socket"
+                );
+            }
             let cpus = cpus::detect();
             // candle sizes its matmul thread pool from RAYON_NUM_THREADS or the host's cores, not
             // the cgroup quota; set it before any thread pool exists (no other thread runs yet).
@@ -117,8 +127,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
     e.exit()
 }
 
+/// `RUST_LOG`, else TEI's `LOG_LEVEL`, else `default_level`.
 fn init_tracing(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,4 +1,5 @@
-//! Serving settings: defaults < TOML file < `TESSERA_*` environment < command-line flags.
+//! Serving settings: defaults < TOML file < TEI's environment variables < `TESSERA_*` environment
+//! < command-line flags.
 
 use std::path::{Path, PathBuf};
 
@@ -101,7 +102,13 @@ pub(crate) struct Settings {
     pub(crate) header_read_timeout: u64,
     pub(crate) body_read_timeout: u64,
     pub(crate) max_connections: usize,
+    #[serde(deserialize_with = "one_or_many")]
     pub(crate) cors_allow_origin: Option<Vec<String>>,
+    pub(crate) dense_path: Option<String>,
+    pub(crate) uds_path: Option<String>,
+    pub(crate) disable_spans: bool,
+    pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) otlp_service_name: String,
 }
 
 impl Default for Settings {
@@ -119,7 +126,8 @@ impl Default for Settings {
             max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             max_batch_requests: None,
             max_client_batch_size: 32,
-            auto_truncate: false,
+            // TEI 1.9's default (it was false before).
+            auto_truncate: true,
             default_prompt_name: None,
             default_prompt: None,
             hostname: "0.0.0.0".into(),
@@ -135,12 +143,92 @@ impl Default for Settings {
             body_read_timeout: 10,
             max_connections: 4096,
             cors_allow_origin: None,
+            dense_path: None,
+            uds_path: None,
+            disable_spans: false,
+            otlp_endpoint: None,
+            // TEI's, so traces land where dashboards built for TEI look for them.
+            otlp_service_name: "text-embeddings-inference.server".into(),
         }
     }
 }
 
+/// A list, or one string of comma-separated items as an environment variable gives it (TEI's
+/// `CORS_ALLOW_ORIGIN=https://a.example`); an origin never holds a comma.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(
+        Option::<OneOrMany>::deserialize(deserializer)?.map(|value| match value {
+            OneOrMany::One(items) => items.split(',').map(|item| item.trim().to_string()).collect(),
+            OneOrMany::Many(items) => items,
+        }),
+    )
+}
+
 /// Environment variables that configure tessera but are not settings keys.
 const ENV_NOT_SETTINGS: &[&str] = &["config"];
+
+/// The environment variables TEI reads its flags from (clap's `env`: the flag's name in upper
+/// case), so that deployments written for TEI (`MODEL_ID`, `PORT`, `MAX_BATCH_TOKENS`...) keep
+/// working. `HF_TOKEN` and `HUGGINGFACE_HUB_CACHE` are read by the hub client itself.
+const TEI_ENV: &[(&str, &str)] = &[
+    ("MODEL_ID", "model_id"),
+    ("REVISION", "revision"),
+    ("TOKENIZATION_WORKERS", "tokenization_workers"),
+    ("DTYPE", "dtype"),
+    ("SERVED_MODEL_NAME", "served_model_name"),
+    ("POOLING", "pooling"),
+    ("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests"),
+    ("MAX_BATCH_TOKENS", "max_batch_tokens"),
+    ("MAX_BATCH_REQUESTS", "max_batch_requests"),
+    ("MAX_CLIENT_BATCH_SIZE", "max_client_batch_size"),
+    ("AUTO_TRUNCATE", "auto_truncate"),
+    ("DEFAULT_PROMPT_NAME", "default_prompt_name"),
+    ("DEFAULT_PROMPT", "default_prompt"),
+    ("DENSE_PATH", "dense_path"),
+    ("HF_API_TOKEN", "hf_token"),
+    ("HOSTNAME", "hostname"),
+    ("PORT", "port"),
+    ("UDS_PATH", "uds_path"),
+    ("PAYLOAD_LIMIT", "payload_limit"),
+    ("API_KEY", "api_key"),
+    ("JSON_OUTPUT", "json_output"),
+    ("DISABLE_SPANS", "disable_spans"),
+    ("OTLP_ENDPOINT", "otlp_endpoint"),
+    ("OTLP_SERVICE_NAME", "otlp_service_name"),
+    ("PROMETHEUS_PORT", "prometheus_port"),
+    ("CORS_ALLOW_ORIGIN", "cors_allow_origin"),
+];
+
+/// Whether TEI's variable `name` counts. Docker and Kubernetes set `HOSTNAME` to the container's
+/// name in every container; TEI then falls back to 0.0.0.0, and so does tessera: only an IP
+/// address there is a listen address.
+fn tei_env_applies(name: &str, value: &str) -> bool {
+    name != "HOSTNAME" || value.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// TEI's variables present in the environment that count, by name.
+pub(crate) fn tei_env_in_use() -> Vec<&'static str> {
+    TEI_ENV
+        .iter()
+        .filter(|(name, _)| std::env::var(name).is_ok_and(|value| tei_env_applies(name, &value)))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// TEI's variables as a provider of settings keys.
+fn tei_env() -> Env {
+    let used = tei_env_in_use();
+    Env::raw().filter_map(move |key| {
+        let (_, setting) = TEI_ENV.iter().find(|(name, _)| used.contains(name) && key == *name)?;
+        Some((*setting).into())
+    })
+}
 
 /// The settings keys, for filtering the environment.
 fn known_keys() -> Vec<String> {
@@ -151,7 +239,7 @@ fn known_keys() -> Vec<String> {
 }
 
 impl Settings {
-    /// Merges defaults, the TOML file, `TESSERA_*` variables and the flags given, and returns
+    /// Merges defaults, the TOML file, TEI's variables, `TESSERA_*` variables and the flags given, and returns
     /// them with warnings to log once logging is set up (it is configured by these settings).
     ///
     /// `flags` holds only what the user passed (clap defaults would override env and file).
@@ -186,6 +274,7 @@ impl Settings {
             .split("__")
             .filter(move |key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k)));
         figment
+            .merge(tei_env())
             .merge(env)
             .merge(Serialized::defaults(flags))
             .extract()
