@@ -375,10 +375,15 @@ pub struct SentenceTransformers {
     pub max_seq_length: Option<usize>,
     /// Whether modules.json ends with a `Normalize` module.
     pub normalize: bool,
-    /// Whether modules.json's first module is a `StaticEmbedding` saved at the model's root
-    /// (model2vec and sentence-transformers static models): a table of token vectors averaged,
-    /// with no config.json and no transformer.
+    /// Whether modules.json's first module is a `StaticEmbedding` (model2vec and
+    /// sentence-transformers static models): a table of token vectors averaged, with no
+    /// config.json and no transformer.
     pub static_embedding: bool,
+    /// Where the first module keeps its own files (tokenizer.json and the weights), relative to
+    /// the root: empty when at the root (a transformer; model2vec; sentence-transformers 5 and
+    /// later), `0_StaticEmbedding` for a StaticEmbedding saved by sentence-transformers 3 and 4
+    /// (static-retrieval-mrl-en-v1).
+    pub module_dir: PathBuf,
     /// `Dense` modules in order.
     pub dense: Vec<DenseModule>,
     /// `config_sentence_transformers.json` `prompts`: name -> text prepended to the input.
@@ -485,6 +490,11 @@ impl EncoderLayout<'_> {
 pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
 impl ModelInspection {
+    /// The directory of the first module's tokenizer.json and weights.
+    pub fn module_files_dir(&self) -> PathBuf {
+        self.root.join(&self.sentence_transformers.module_dir)
+    }
+
     /// The config, weights and prefix of a BERT-family encoder, or why there is none.
     pub fn encoder_layout(&self) -> Result<EncoderLayout<'_>, Box<Finding>> {
         self.layout(WORD_EMBEDDINGS)

@@ -308,7 +308,7 @@ impl TextTokenizer {
         inspection: &crate::ModelInspection,
         max_input_length: usize,
     ) -> Result<(Self, TokenizerSource), LoadError> {
-        let (mut tokenizer, source) = Self::from_dir(&inspection.root, max_input_length)?;
+        let (mut tokenizer, source) = Self::from_dir(&inspection.module_files_dir(), max_input_length)?;
         if inspection.sentence_transformers.static_embedding {
             tokenizer = tokenizer.without_special_tokens();
         }

@@ -24,6 +24,29 @@ pub fn copy(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// A copy of the static embedding model `name` laid out as sentence-transformers 3 and 4 saved
+/// one (static-retrieval-mrl-en-v1): the module's tokenizer.json and vectors in
+/// `0_StaticEmbedding/`, the modules under their old type names.
+pub fn static_in_module_dir(name: &str) -> tempfile::TempDir {
+    let dir = copy(name);
+    let module = dir.path().join("0_StaticEmbedding");
+    std::fs::create_dir(&module).expect("module directory");
+    for file in ["tokenizer.json", "model.safetensors"] {
+        std::fs::rename(dir.path().join(file), module.join(file)).expect("move into the module");
+    }
+    edit_json(&dir.path().join("modules.json"), |modules| {
+        for module in modules.as_array_mut().expect("a list") {
+            let class = module["type"]
+                .as_str()
+                .and_then(|t| t.rsplit('.').next())
+                .unwrap_or_default();
+            module["type"] = Value::from(format!("sentence_transformers.models.{class}"));
+        }
+        modules[0]["path"] = Value::from("0_StaticEmbedding");
+    });
+    dir
+}
+
 /// Rewrites the JSON file at `path` through `edit`.
 pub fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
     let read = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

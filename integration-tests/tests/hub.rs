@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tessera_integration_tests::mock_hub::{Delivery, MockHub, MockRepo, MockRevision};
-use tessera_integration_tests::{assert_parity, run_with_env, shared_model, Safetensors, Server};
+use tessera_integration_tests::{assert_parity, reference, run_with_env, shared_model, Safetensors, Server};
 
 const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
 const SHA_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
@@ -425,4 +425,46 @@ fn download_fetches_what_serving_reads_never_shows_the_token_and_serve_runs_offl
     drop(hub);
     let server = Server::start_with_env(Path::new(id), &[], &env.with(&[("HF_HUB_OFFLINE", "1")]));
     assert_serves_golden(&server, &model, 4);
+}
+
+/// Static embedding models have no config.json, and sentence-transformers 3 and 4 kept their
+/// tokenizer.json and vectors in `0_StaticEmbedding/` (static-retrieval-mrl-en-v1): both
+/// layouts download and serve, and a preflight reads the vectors' header only.
+#[test]
+fn static_models_download_from_the_hub_in_either_layout() {
+    let in_module = reference::static_in_module_dir("static-tiny");
+    let at_root = reference::model("model2vec-tiny");
+    let repos = vec![
+        MockRepo::new("tessera-test/static-st3", SHA_A, in_module.path()),
+        MockRepo::new("tessera-test/model2vec", SHA_B, &at_root),
+    ];
+    let hub = MockHub::start(repos);
+    let env = Env::new(&hub.url);
+
+    let out = run_with_env(&["validate-model", "tessera-test/static-st3", "--json"], &env.with(&[]));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["architecture"], "static-embedding (511 tokens x 24)");
+    let vectors = std::fs::metadata(in_module.path().join("0_StaticEmbedding/model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        hub.bytes_sent("0_StaticEmbedding/model.safetensors") < vectors,
+        "a preflight fetches the header, not the vectors"
+    );
+
+    let server = Server::start_with_env(Path::new("tessera-test/static-st3"), &[], &env.with(&[]));
+    assert_serves_golden(&server, in_module.path(), 8);
+    drop(server);
+    let server = Server::start_with_env(Path::new("tessera-test/model2vec"), &[], &env.with(&[]));
+    let golden = golden(&at_root);
+    let texts: Vec<Value> = golden["texts"].as_array().unwrap()[..8].to_vec();
+    let got: Vec<Vec<f32>> = server
+        .post("/embed", &json!({ "inputs": texts, "normalize": false }))
+        .json()
+        .unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    for (i, g) in got.iter().enumerate() {
+        assert_parity(g, &want[i], &format!("model2vec text {i}"));
+    }
 }

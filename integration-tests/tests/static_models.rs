@@ -143,14 +143,48 @@ fn a_model2vec_mapping_of_32_bit_integers_maps_the_same_rows() {
     assert_close(&got, &vectors(&golden["embeddings"])[..8], "model2vec I32 mapping");
 }
 
+/// sentence-transformers 3 and 4 saved the module in its own directory (static-retrieval-mrl-en-v1:
+/// `0_StaticEmbedding/tokenizer.json` and `model.safetensors`, under the old module type names);
+/// sentence-transformers 6 loads that layout to the same vectors (checked with
+/// sentence-transformers 6.2: max abs diff 0 on static-tiny's goldens).
+#[test]
+fn a_static_model_saved_in_its_module_directory_serves_the_same_vectors() {
+    let golden = golden("static-tiny");
+    let dir = reference::static_in_module_dir("static-tiny");
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(report["architecture"], "static-embedding (511 tokens x 24)");
+    let server = Server::start(dir.path(), &[]);
+    let got = server.embed(&golden["texts"]);
+    assert_close(&got, &vectors(&golden["embeddings"]), "0_StaticEmbedding /embed");
+    let tokens: Vec<Vec<Value>> = server
+        .post("/tokenize", &json!({"inputs": golden["texts"][0]}))
+        .json()
+        .unwrap();
+    let ids: Vec<u64> = tokens[0].iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(json!(ids), golden["token_ids"][0]);
+}
+
 #[test]
 fn static_models_that_cannot_be_served_are_refused_with_the_reason() {
-    // The module saved elsewhere than the root.
+    // The module's files outside the model's directory.
     reference::assert_refused(
         "static-tiny",
         |d| {
             edit_json(&d.join("modules.json"), |m| {
-                m[0]["path"] = json!("0_StaticEmbedding");
+                m[0]["path"] = json!("../elsewhere");
+            })
+        },
+        "static-embedding-misplaced",
+        "path",
+    );
+    // Not the first module: something else would have to make its input.
+    reference::assert_refused(
+        "static-tiny",
+        |d| {
+            edit_json(&d.join("modules.json"), |m| {
+                let modules = m.as_array_mut().unwrap();
+                modules.swap(0, 1);
             })
         },
         "static-embedding-misplaced",

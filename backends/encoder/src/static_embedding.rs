@@ -3,7 +3,8 @@
 //! averaged over the text's tokens (an `EmbeddingBag` in mean mode); no transformer, no
 //! positions, no config.json. Tokens are taken without special tokens, as the module tokenizes.
 //!
-//! Two tensor layouts, both at the model's root beside `tokenizer.json`: sentence-transformers'
+//! Two tensor layouts, both beside `tokenizer.json` in the module's directory (the root, or
+//! `0_StaticEmbedding/` as sentence-transformers 3 and 4 saved it): sentence-transformers'
 //! `embedding.weight` `[vocab, dim]`, and model2vec's `embeddings` `[rows, dim]` with, in its
 //! newer models, `mapping` `[vocab]` (the row of each token id) and `weights` `[vocab]` (a factor
 //! per token id), folded at load into one row per token id as sentence-transformers folds them
@@ -193,7 +194,7 @@ impl BackendFactory for StaticEmbeddingBackend {
         }
         let mut evidence = vec![Evidence::name(
             "modules.json",
-            "a StaticEmbedding module first, at the root: token vectors averaged",
+            "a StaticEmbedding module first: token vectors averaged",
         )];
         let table = match table(inspection, &mut evidence) {
             Ok(table) => table,

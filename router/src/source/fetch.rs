@@ -62,21 +62,30 @@ pub(super) async fn fetch(
     let snapshot = cached.snapshot(&sha);
     let label = format!("{id}@{}", &sha[..12]);
 
-    let mut small = files::small_files(&state.siblings);
-    if !small.iter().any(|f| f == "config.json") {
+    let small = files::small_files(&state.siblings);
+    download(&hub, opts, &label, &sha, &snapshot, &small).await?;
+    let modules = read_json(&snapshot.join("modules.json"))?;
+    let static_dir = modules.as_ref().and_then(files::static_module_dir);
+    if static_dir.is_none() && !small.iter().any(|f| f == "config.json") {
         bail!(
             "{id}@{revision} has no config.json, so it is not a transformers model tessera can serve; \
              its files: {}",
             state.siblings.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    let weights = files::weights(&state.siblings)?;
+    let weights = match static_dir.as_deref() {
+        Some(dir) if !dir.is_empty() => {
+            let (tokenizer, weights) = files::static_module_files(dir, &state.siblings)?;
+            download(&hub, opts, &label, &sha, &snapshot, std::slice::from_ref(&tokenizer)).await?;
+            weights
+        }
+        _ => files::weights(&state.siblings)?,
+    };
     if let Weights::ShardedSafetensors { index } = &weights {
-        small.push(index.clone());
+        download(&hub, opts, &label, &sha, &snapshot, std::slice::from_ref(index)).await?;
     }
-    download(&hub, opts, &label, &sha, &snapshot, &small).await?;
-    if let Some(modules) = read_json(&snapshot.join("modules.json"))? {
-        let module_files = files::module_files(&modules, &state.siblings);
+    if let Some(modules) = &modules {
+        let module_files = files::module_files(modules, &state.siblings);
         download(&hub, opts, &label, &sha, &snapshot, &module_files).await?;
     }
     let weight_files = match &weights {

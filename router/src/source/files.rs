@@ -42,7 +42,9 @@ pub(super) fn small_files(siblings: &BTreeSet<String>) -> Vec<String> {
 /// Dense weights), which are small.
 pub(super) fn module_files(modules: &Value, siblings: &BTreeSet<String>) -> Vec<String> {
     let mut files = Vec::new();
-    for module in modules.as_array().into_iter().flatten() {
+    // A first StaticEmbedding's vectors are the model's weights, fetched as such.
+    let skip = usize::from(static_module_dir(modules).is_some());
+    for module in modules.as_array().into_iter().flatten().skip(skip) {
         let Some(path) = module.get("path").and_then(Value::as_str) else {
             continue;
         };
@@ -79,6 +81,41 @@ pub(super) fn weights(siblings: &BTreeSet<String>) -> anyhow::Result<Weights> {
             siblings.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
         )
     }
+}
+
+/// The directory of a `StaticEmbedding` that modules.json lists first (`""` at the root,
+/// `0_StaticEmbedding` as sentence-transformers 3 and 4 saved it): such a model has no
+/// config.json, and its tokenizer.json and vectors are in that directory.
+pub(super) fn static_module_dir(modules: &Value) -> Option<String> {
+    let first = modules.as_array()?.first()?;
+    let kind = first.get("type").and_then(Value::as_str)?;
+    if !kind.ends_with(".StaticEmbedding") && !kind.ends_with(".static_embedding.StaticEmbedding") {
+        return None;
+    }
+    let dir = first
+        .get("path")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim_matches('/');
+    let dir = if dir == "." { "" } else { dir };
+    (dir.is_empty() || is_safe(dir)).then(|| dir.to_string())
+}
+
+/// The files of a static module in its own directory: its tokenizer.json and its vectors.
+pub(super) fn static_module_files(dir: &str, siblings: &BTreeSet<String>) -> anyhow::Result<(String, Weights)> {
+    let tokenizer = format!("{dir}/tokenizer.json");
+    if !siblings.contains(&tokenizer) {
+        bail!("modules.json puts the StaticEmbedding module in `{dir}`, which has no tokenizer.json");
+    }
+    let (safetensors, pickle) = (format!("{dir}/model.safetensors"), format!("{dir}/pytorch_model.bin"));
+    let weights = if siblings.contains(&safetensors) {
+        Weights::Safetensors(safetensors)
+    } else if siblings.contains(&pickle) {
+        Weights::PyTorch(pickle)
+    } else {
+        bail!("modules.json puts the StaticEmbedding module in `{dir}`, which has no model.safetensors or pytorch_model.bin");
+    };
+    Ok((tokenizer, weights))
 }
 
 /// The shard files a safetensors index names, each once.
@@ -176,6 +213,42 @@ mod tests {
             weights(&siblings).unwrap(),
             Weights::Safetensors("model.safetensors".into())
         );
+    }
+
+    #[test]
+    fn a_static_module_first_is_found_and_its_files_are_the_model() {
+        let modules = json!([
+            {"idx": 0, "path": "0_StaticEmbedding", "type": "sentence_transformers.models.StaticEmbedding"},
+            {"idx": 1, "path": "1_Normalize", "type": "sentence_transformers.models.Normalize"}
+        ]);
+        assert_eq!(static_module_dir(&modules).as_deref(), Some("0_StaticEmbedding"));
+        let root = json!([{"idx": 0, "path": ".", "type":
+            "sentence_transformers.sentence_transformer.modules.static_embedding.StaticEmbedding"}]);
+        assert_eq!(static_module_dir(&root).as_deref(), Some(""));
+        let outside = json!([{"idx": 0, "path": "../x", "type": "sentence_transformers.models.StaticEmbedding"}]);
+        assert_eq!(static_module_dir(&outside), None);
+        let second = json!([{"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "path": "1_StaticEmbedding", "type": "sentence_transformers.models.StaticEmbedding"}]);
+        assert_eq!(static_module_dir(&second), None);
+
+        let siblings = set(&[
+            "modules.json",
+            "0_StaticEmbedding/tokenizer.json",
+            "0_StaticEmbedding/model.safetensors",
+        ]);
+        assert_eq!(
+            static_module_files("0_StaticEmbedding", &siblings).unwrap(),
+            (
+                "0_StaticEmbedding/tokenizer.json".to_string(),
+                Weights::Safetensors("0_StaticEmbedding/model.safetensors".into())
+            )
+        );
+        // The vectors are the weights, not a module file fetched whole by a preflight.
+        assert!(module_files(&modules, &siblings).is_empty());
+        let err = static_module_files("0_StaticEmbedding", &set(&["0_StaticEmbedding/tokenizer.json"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.safetensors"), "{err}");
     }
 
     #[test]

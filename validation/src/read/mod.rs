@@ -20,12 +20,13 @@ pub(crate) fn read_dir(root: &Path) -> ModelInspection {
     // A static embedding model has no transformer, so nothing for config.json to configure.
     let config_required = !inspection.sentence_transformers.static_embedding;
     inspection.config = config::read(root, config_required, &mut findings);
-    inspection.tokenizer = tokenizer::read(root, &mut findings);
+    let module_files = inspection.module_files_dir();
+    inspection.tokenizer = tokenizer::read(&module_files, &mut findings);
     if inspection.sentence_transformers.static_embedding {
         // The module truncates as its tokenizer.json says (model2vec saves 512), and only so.
         inspection.sentence_transformers.max_seq_length = inspection.tokenizer.truncation.filter(|&n| n > 0);
     }
-    inspection.weights = safetensors::read(root, &mut findings);
+    inspection.weights = safetensors::read(&module_files, &mut findings);
     inspection.findings = findings;
     inspection
 }

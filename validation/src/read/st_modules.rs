@@ -34,7 +34,12 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
     for (i, (kind, dir)) in modules.iter().enumerate() {
         st.modules.push(kind.clone());
         match module_class(kind) {
-            Some("StaticEmbedding") => st.static_embedding = static_embedding(root, i, dir, findings),
+            Some("StaticEmbedding") => {
+                st.static_embedding = static_embedding(root, i, dir, findings);
+                if st.static_embedding {
+                    st.module_dir = dir.clone();
+                }
+            }
             Some("Pooling") => pooling_dir = Some(dir.clone()),
             Some("Dense") => {
                 if let Some(dense) = read_dense(root, dir, findings) {
@@ -60,24 +65,28 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
 }
 
 /// Whether the `StaticEmbedding` module listed `index`-th at `dir` is one tessera serves: the
-/// input module (first), saved at the root, where sentence-transformers and model2vec save it.
+/// input module (first), at the root (model2vec, sentence-transformers 5 and later) or in its
+/// own directory inside the model (`0_StaticEmbedding`, as sentence-transformers 3 and 4 saved
+/// static-retrieval-mrl-en-v1).
 fn static_embedding(root: &Path, index: usize, dir: &Path, findings: &mut Vec<Finding>) -> bool {
-    let at_root = dir.as_os_str().is_empty() || dir == Path::new(".");
-    if index == 0 && at_root {
+    let inside = dir
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if index == 0 && inside {
         return true;
     }
     findings.push(
         Finding::error(
             "static-embedding-misplaced",
             format!(
-                "modules.json lists a StaticEmbedding module {} (path `{}`); tessera serves it as the first module, saved at the model's root",
+                "modules.json lists a StaticEmbedding module {} (path `{}`); tessera serves it as the first module, inside the model's directory",
                 if index == 0 { "first".to_string() } else { format!("at position {index}") },
                 dir.display()
             ),
         )
         .in_file(root.join("modules.json"))
         .about("path")
-        .fix("save the model with sentence-transformers or model2vec, which put the StaticEmbedding (its model.safetensors and tokenizer.json) at the root"),
+        .fix("save the model with sentence-transformers or model2vec, which list the StaticEmbedding (its model.safetensors and tokenizer.json) first"),
     );
     false
 }
