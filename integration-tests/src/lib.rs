@@ -409,6 +409,7 @@ pub fn assert_parity(got: &[f32], want: &[f32], what: &str) {
 }
 
 /// A safetensors file held in memory: its header and data section, for building test models.
+#[derive(Default)]
 pub struct Safetensors {
     /// Tensor entries by name (`dtype`, `shape`, `data_offsets`).
     pub header: serde_json::Map<String, serde_json::Value>,

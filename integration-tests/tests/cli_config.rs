@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{binary, copy_dir, free_port, minilm, run, run_with_env, Server};
+use tessera_integration_tests::{binary, copy_dir, free_port, minilm, run, run_with_env, Safetensors, Server};
 
 #[test]
 fn no_subcommand_prints_help() {
@@ -225,16 +225,79 @@ fn a_dense_module_is_applied_after_pooling() {
     for i in 0..8 {
         assert!((got[0][i] - 2.0 * base[0][i]).abs() < 1e-5);
     }
+    drop(with_dense);
+
+    // A second size beside it, as stella_en_400M_v5 ships `2_Dense_256` beside `2_Dense_1024`:
+    // `--dense-path` reads it instead (the last 4 dimensions, times 3).
+    let other = dir.path().join("2_Dense_4");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("config.json"),
+        r#"{"in_features": 384, "out_features": 4, "bias": false, "activation_function": "torch.nn.modules.linear.Identity"}"#,
+    )
+    .unwrap();
+    let mut weight = vec![0f32; 4 * 384];
+    for i in 0..4 {
+        weight[i * 384 + 380 + i] = 3.0;
+    }
+    write_safetensors(&other.join("model.safetensors"), "linear.weight", &[4, 384], &weight);
+    let server = Server::start(dir.path(), &["--dense-path", "2_Dense_4"]);
+    let got: Vec<Vec<f32>> = server
+        .post("/embed", &json!({"inputs": "dense", "normalize": false}))
+        .json()
+        .unwrap();
+    assert_eq!(got[0].len(), 4);
+    for i in 0..4 {
+        assert!((got[0][i] - 3.0 * base[0][380 + i]).abs() < 1e-5);
+    }
+    let out = run(&[
+        "validate-model",
+        dir.path().to_str().unwrap(),
+        "--json",
+        "--dense-path",
+        "2_Dense_4",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"dense-path-applied"), "{report:#}");
+
+    // Where it cannot replace the one Dense module, start-up stops naming the flag.
+    for (model, path, why) in [
+        (minilm(), "2_Dense_4", "lists none"),
+        (
+            dir.path().to_path_buf(),
+            "../2_Dense_4",
+            "not a directory inside the model",
+        ),
+        (dir.path().to_path_buf(), "3_Dense_missing", "no config.json"),
+    ] {
+        let out = run_with_env(
+            &[
+                "serve",
+                "--model-id",
+                model.to_str().unwrap(),
+                "--dense-path",
+                path,
+                "--port",
+                "0",
+            ],
+            &[("TESSERA_PROMETHEUS_PORT", "0")],
+        );
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{path}: {err}");
+    }
 }
 
 fn write_safetensors(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
-    let header = json!({ name: { "dtype": "F32", "shape": shape, "data_offsets": [0, data.len() * 4] } }).to_string();
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    for x in data {
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
+    let mut weights = Safetensors::default();
+    weights.push(name, shape, data);
+    weights.write(path);
 }
 
 #[test]

@@ -468,3 +468,48 @@ fn static_models_download_from_the_hub_in_either_layout() {
         assert_parity(g, &want[i], &format!("model2vec text {i}"));
     }
 }
+
+/// `--dense-path` names a Dense module modules.json does not list (stella's `2_Dense_256` beside
+/// its `2_Dense_1024`): `download` fetches it with the listed ones, and only the one asked for.
+#[test]
+fn download_fetches_the_dense_module_dense_path_names() {
+    let Some(model) = shared_model("bert-tiny") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    tessera_integration_tests::copy_dir(&model, dir.path());
+    std::fs::write(
+        dir.path().join("modules.json"),
+        r#"[{"idx":0,"path":"","type":"sentence_transformers.models.Transformer"},
+            {"idx":1,"path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
+            {"idx":2,"path":"2_Dense_8","type":"sentence_transformers.models.Dense"}]"#,
+    )
+    .unwrap();
+    for (sub, out) in [("2_Dense_8", 8), ("2_Dense_4", 4), ("2_Dense_2", 2)] {
+        let module = dir.path().join(sub);
+        std::fs::create_dir_all(&module).unwrap();
+        std::fs::write(
+            module.join("config.json"),
+            json!({"in_features": 128, "out_features": out, "bias": false}).to_string(),
+        )
+        .unwrap();
+        let mut weights = Safetensors::default();
+        weights.push("linear.weight", &[out, 128], &vec![0.5; out * 128]);
+        weights.write(&module.join("model.safetensors"));
+    }
+    let id = "tessera-test/dense-sizes";
+    let hub = MockHub::start(vec![MockRepo::new(id, SHA_A, dir.path())]);
+    let env = Env::new(&hub.url);
+    let out = run_with_env(&["download", id, "--dense-path", "2_Dense_4"], &env.with(&[]));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let snapshot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    for file in [
+        "2_Dense_8/model.safetensors",
+        "2_Dense_4/config.json",
+        "2_Dense_4/model.safetensors",
+    ] {
+        assert!(snapshot.join(file).is_file(), "{file} not fetched");
+    }
+    assert!(
+        !snapshot.join("2_Dense_2").exists(),
+        "a size nobody asked for was fetched"
+    );
+}

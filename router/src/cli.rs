@@ -38,6 +38,9 @@ pub(crate) struct DownloadArgs {
     /// Hub revision: a branch, tag, commit sha or `refs/pr/N` [default: main].
     #[arg(long)]
     pub(crate) revision: Option<String>,
+    /// A Dense module directory `serve --dense-path` will read, fetched too.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dense_path: Option<String>,
     #[command(flatten)]
     pub(crate) hub: HubArgs,
 }
@@ -68,6 +71,9 @@ pub(crate) struct ValidateArgs {
     /// Backend to force.
     #[arg(long)]
     pub(crate) backend: Option<String>,
+    /// Dense module directory to check instead of the one modules.json lists (as `serve --dense-path`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dense_path: Option<String>,
 }
 
 /// Where hub models come from; shared by `serve` and `validate-model`.

@@ -18,6 +18,7 @@ pub(crate) fn run(args: &DownloadArgs) -> ExitCode {
                 args.revision.as_deref(),
                 || args.hub.options(),
                 Wanted::Everything,
+                args.dense_path.as_deref(),
             ))
         });
     match fetched {

@@ -75,8 +75,12 @@ impl PlanOutcome {
 /// Inspects the model directory; with `deep`, also reads every weight once for NaN and infinity
 /// (and, at float16, for values beyond its range), which `serve` always does: a non-finite
 /// weight answers NaN for every text that reaches it.
-pub(crate) fn inspect(root: &std::path::Path, deep: bool, dtype: Dtype) -> ModelInspection {
-    let mut inspection = tessera_validation::inspect(root);
+/// `dense_path`: `--dense-path`.
+pub(crate) fn inspect(root: &std::path::Path, deep: bool, dtype: Dtype, dense_path: Option<&str>) -> ModelInspection {
+    let options = tessera_validation::ReadOptions {
+        dense_path: dense_path.map(str::to_string),
+    };
+    let mut inspection = tessera_validation::inspect_with(root, &options);
     if let (true, Some(weights)) = (deep, &inspection.weights) {
         let started = std::time::Instant::now();
         let findings = tessera_validation::scan_weights(weights, dtype == Dtype::Float16);

@@ -69,6 +69,7 @@ async fn resolve(
             .map(|options| options.reporting_to(bytes))
         },
         Wanted::Everything,
+        settings.dense_path.as_deref(),
     )
     .await
 }
@@ -91,7 +92,7 @@ fn plan_model(
     device_name: &str,
 ) -> anyhow::Result<Planned> {
     let dtype = device::default_dtype(device, settings.dtype);
-    let inspection = crate::plan::inspect(root, true, dtype);
+    let inspection = crate::plan::inspect(root, true, dtype, settings.dense_path.as_deref());
     let registry = backends::registry();
     let outcome = plan(
         &inspection,

@@ -73,7 +73,7 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
     };
     // The preflight plans for the CPU; a CUDA build's server defaults to float16 on a GPU.
     let dtype = crate::device::default_dtype(&candle_core::Device::Cpu, args.dtype);
-    let inspection = crate::plan::inspect(&model.dir, args.deep, dtype);
+    let inspection = crate::plan::inspect(&model.dir, args.deep, dtype, args.dense_path.as_deref());
     let registry = backends::registry();
     let mut outcome = plan(
         &inspection,
@@ -283,5 +283,6 @@ fn resolve(args: &ValidateArgs) -> anyhow::Result<ResolvedModel> {
         } else {
             Wanted::Preflight
         },
+        args.dense_path.as_deref(),
     ))
 }

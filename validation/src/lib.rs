@@ -22,7 +22,20 @@ pub use tessera_core::{Finding, ModelInspection, Severity};
 
 /// Inspects a model directory. Never panics and never loads tensor data.
 pub fn inspect(root: &Path) -> ModelInspection {
-    let mut inspection = read::read_dir(root);
+    inspect_with(root, &ReadOptions::default())
+}
+
+/// What a user chose that changes which files are read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// `--dense-path`: the directory of the Dense module to read instead of the one modules.json
+    /// lists (models that ship one per output size, `2_Dense_256`, `2_Dense_1024`...).
+    pub dense_path: Option<String>,
+}
+
+/// [`inspect`], with the user's choices.
+pub fn inspect_with(root: &Path, options: &ReadOptions) -> ModelInspection {
+    let mut inspection = read::read_dir(root, options);
     checks::run(&mut inspection);
     inspection
 }

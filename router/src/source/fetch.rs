@@ -25,6 +25,7 @@ pub(super) async fn fetch(
     id: &str,
     revision: &str,
     wanted: Wanted,
+    dense_path: Option<&str>,
 ) -> anyhow::Result<ResolvedModel> {
     let cached = CachedRepo::new(&opts.cache, id);
     if opts.offline {
@@ -85,7 +86,11 @@ pub(super) async fn fetch(
         download(&hub, opts, &label, &sha, &snapshot, std::slice::from_ref(index)).await?;
     }
     if let Some(modules) = &modules {
-        let module_files = files::module_files(modules, &state.siblings);
+        let mut module_files = files::module_files(modules, &state.siblings);
+        if let Some(dir) = dense_path {
+            let chosen = serde_json::json!([{ "path": dir }]);
+            module_files.extend(files::module_files(&chosen, &state.siblings));
+        }
         download(&hub, opts, &label, &sha, &snapshot, &module_files).await?;
     }
     let weight_files = match &weights {

@@ -47,11 +47,13 @@ impl ResolvedModel {
 }
 
 /// Resolves a model argument (`serve --model-id`, `validate-model MODEL`): an existing directory is used as is; otherwise it must be a hub id.
+/// `dense_path` (`--dense-path`): a Dense module directory fetched besides those modules.json lists.
 pub(crate) async fn resolve(
     model_id: &str,
     revision: Option<&str>,
     hub: impl FnOnce() -> anyhow::Result<HubOptions>,
     wanted: Wanted,
+    dense_path: Option<&str>,
 ) -> anyhow::Result<ResolvedModel> {
     let path = Path::new(model_id);
     if path.is_dir() {
@@ -70,7 +72,7 @@ pub(crate) async fn resolve(
     if !is_hub_id(model_id) {
         bail!("`{model_id}`: no such directory, and it is not a hub id (ORG/NAME)");
     }
-    fetch::fetch(&hub()?, model_id, revision.unwrap_or("main"), wanted).await
+    fetch::fetch(&hub()?, model_id, revision.unwrap_or("main"), wanted, dense_path).await
 }
 
 /// `NAME` or `ORG/NAME` with the hub's characters; anything else can only be a path.

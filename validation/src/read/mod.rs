@@ -10,13 +10,13 @@ use std::path::Path;
 use tessera_core::ModelInspection;
 
 /// Reads a model directory without loading weights.
-pub(crate) fn read_dir(root: &Path) -> ModelInspection {
+pub(crate) fn read_dir(root: &Path, options: &crate::ReadOptions) -> ModelInspection {
     let mut inspection = ModelInspection {
         root: root.to_path_buf(),
         ..ModelInspection::default()
     };
     let mut findings = Vec::new();
-    inspection.sentence_transformers = st_modules::read(root, &mut findings);
+    inspection.sentence_transformers = st_modules::read(root, options.dense_path.as_deref(), &mut findings);
     // A static embedding model has no transformer, so nothing for config.json to configure.
     let config_required = !inspection.sentence_transformers.static_embedding;
     inspection.config = config::read(root, config_required, &mut findings);

@@ -27,10 +27,12 @@ fn module_class(kind: &str) -> Option<&str> {
     kind.strip_prefix("sentence_transformers.")?.rsplit('.').next()
 }
 
-pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransformers {
+/// `dense_path` (`--dense-path`) replaces the one Dense module modules.json lists.
+pub(super) fn read(root: &Path, dense_path: Option<&str>, findings: &mut Vec<Finding>) -> SentenceTransformers {
     let mut st = SentenceTransformers::default();
     let modules = read_modules(root, findings);
     let mut pooling_dir = None;
+    let mut dense_dirs = Vec::new();
     for (i, (kind, dir)) in modules.iter().enumerate() {
         st.modules.push(kind.clone());
         match module_class(kind) {
@@ -41,16 +43,19 @@ pub(super) fn read(root: &Path, findings: &mut Vec<Finding>) -> SentenceTransfor
                 }
             }
             Some("Pooling") => pooling_dir = Some(dir.clone()),
-            Some("Dense") => {
-                if let Some(dense) = read_dense(root, dir, findings) {
-                    st.dense.push(dense);
-                }
-            }
+            Some("Dense") => dense_dirs.push(dir.clone()),
             Some("Normalize") => st.normalize = true,
             Some("LogitScore") => st.logit_score = read_logit_score(root, dir, findings),
             _ => {}
         }
     }
+    if let Some(chosen) = dense_path {
+        dense_dirs = replace_dense(root, &dense_dirs, chosen, findings);
+    }
+    st.dense = dense_dirs
+        .iter()
+        .filter_map(|dir| read_dense(root, dir, findings))
+        .collect();
     read_processing(root, !modules.is_empty(), &mut st, findings);
     // Models without modules.json still often ship 1_Pooling (TEI reads it the same way).
     let pooling_dir = pooling_dir.unwrap_or_else(|| PathBuf::from("1_Pooling"));
@@ -313,6 +318,52 @@ fn read_pooling(path: &Path, findings: &mut Vec<Finding>) -> Option<PoolingFile>
             None
         }
     }
+}
+
+/// The Dense directories to read once `--dense-path` replaces the one modules.json lists (as TEI
+/// does). Where it cannot (no Dense module, several, or a path outside the model) the model is
+/// refused rather than served with other dimensions than the user asked for (TEI ignores it).
+fn replace_dense(root: &Path, listed: &[PathBuf], chosen: &str, findings: &mut Vec<Finding>) -> Vec<PathBuf> {
+    let path = Path::new(chosen.trim_end_matches('/'));
+    let inside = !chosen.is_empty() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    let problem = match listed {
+        _ if !inside => Some(format!(
+            "--dense-path `{chosen}` is not a directory inside the model"
+        )),
+        [] => Some(format!(
+            "--dense-path `{chosen}` replaces the Dense module modules.json lists, and it lists none"
+        )),
+        [_] => None,
+        several => Some(format!(
+            "--dense-path `{chosen}` replaces the one Dense module modules.json lists, and it lists {} applied in turn ({})",
+            several.len(),
+            several.iter().map(|d| format!("`{}`", d.display())).collect::<Vec<_>>().join(", ")
+        )),
+    };
+    if let Some(problem) = problem {
+        findings.push(
+            Finding::error("dense-path-unusable", problem)
+                .in_file(root.join("modules.json"))
+                .about("--dense-path")
+                .fix("leave --dense-path out, or name a directory of the model holding a Dense module (config.json and weights) for a model that lists one"),
+        );
+        return listed.to_vec();
+    }
+    if listed[0] != path {
+        findings.push(
+            Finding::info(
+                "dense-path-applied",
+                format!(
+                    "the Dense module in `{}` (--dense-path) replaces `{}`, which modules.json lists",
+                    path.display(),
+                    listed[0].display()
+                ),
+            )
+            .in_file(root.join(path))
+            .about("--dense-path"),
+        );
+    }
+    vec![path.to_path_buf()]
 }
 
 fn read_dense(root: &Path, dir: &Path, findings: &mut Vec<Finding>) -> Option<DenseModule> {
