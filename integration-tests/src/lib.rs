@@ -2,6 +2,7 @@
 //! port with a fresh temp dir, waits for `/health`, and stops it when dropped.
 
 pub mod mock_hub;
+pub mod otlp_collector;
 pub mod reference;
 
 use std::net::TcpListener;

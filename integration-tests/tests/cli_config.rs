@@ -374,3 +374,93 @@ fn an_unknown_tessera_variable_is_warned_about_in_the_log() {
         "{err}"
     );
 }
+
+/// `--otlp-endpoint`: each inference request is a span exported as OTLP over gRPC, under the
+/// caller's trace when it sends a W3C `traceparent`, with TEI's timings; health probes are not.
+#[test]
+fn request_spans_are_exported_to_the_otlp_collector() {
+    let collector = tessera_integration_tests::otlp_collector::OtlpCollector::start();
+    let server = Server::start_with_env(
+        &minilm(),
+        &[
+            "--otlp-endpoint",
+            &collector.endpoint,
+            "--otlp-service-name",
+            "embeddings-test",
+        ],
+        // The batch exporter's default wait is 5 s.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/embed", server.url))
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&json!({"inputs": ["a traced request", "and its neighbour"]}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let tokens: u64 = response.headers()["x-compute-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let span = collector
+        .wait_for(Duration::from_secs(20), |s| s.span.name == "POST /embed")
+        .unwrap_or_else(|| panic!("no span exported: {:?}\n{}", collector.spans(), server.log()));
+    assert_eq!(span.service_name, "embeddings-test");
+    assert_eq!(hex(&span.span.trace_id), trace_id, "joined to the caller's trace");
+    assert_eq!(hex(&span.span.parent_span_id), caller_span);
+    assert_eq!(span.attribute("http.route").as_deref(), Some("/embed"));
+    assert_eq!(span.attribute("http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(span.attribute("compute_tokens"), Some(tokens.to_string()));
+    assert!(span.attribute("inference_time_ms").is_some(), "{span:?}");
+
+    // Without a traceparent: a trace of its own. A refused request is traced with its status.
+    let refused = server.post("/embed", &json!({"inputs": []}));
+    assert_eq!(refused.status(), 400);
+    let span = collector
+        .wait_for(Duration::from_secs(20), |s| {
+            s.attribute("http.response.status_code").as_deref() == Some("400")
+        })
+        .expect("the refused request's span");
+    assert_ne!(hex(&span.span.trace_id), trace_id);
+    assert!(span.span.parent_span_id.is_empty());
+    assert_eq!(server.get("/health").status(), 200);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        collector.spans().iter().all(|s| s.span.name != "GET /health"),
+        "probes are not traced"
+    );
+}
+
+/// JSON log lines logged while serving a request carry its span (route, status, TEI's timings)
+/// unless `--disable-spans`.
+#[test]
+fn json_log_lines_carry_the_request_span_unless_disabled() {
+    for (flags, spans) in [
+        (&["--json-output"][..], true),
+        (&["--json-output", "--disable-spans"][..], false),
+    ] {
+        let server = Server::start_with_env(&minilm(), flags, &[("RUST_LOG", "info,tessera=debug")]);
+        assert_eq!(server.post("/embed", &json!({"inputs": "logged"})).status(), 200);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let log = server.log();
+            if let Some(line) = log.lines().find(|l| l.contains("request answered")) {
+                break line.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no request line: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let line: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(line["fields"]["status"], 200, "{line}");
+        if spans {
+            assert_eq!(line["span"]["http.route"], "/embed", "{line}");
+            assert!(line["span"]["compute_tokens"].is_u64(), "{line}");
+        } else {
+            assert!(line.get("span").is_none() && line.get("spans").is_none(), "{line}");
+        }
+    }
+}

@@ -14,6 +14,7 @@ mod queue;
 mod serve;
 mod settings;
 mod source;
+mod telemetry;
 mod validate_cmd;
 mod worker;
 
@@ -42,12 +43,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Download(args) => {
             // Progress on stderr; stdout is the snapshot directory alone, for scripts.
-            init_tracing(false, "info");
+            let _logs = telemetry::init(false, false, "info", None);
             download_cmd::run(&args)
         }
         Command::ValidateModel(args) => {
             // stdout carries the report; only problems (a hub that cannot be reached...) go to stderr.
-            init_tracing(false, "warn");
+            let _logs = telemetry::init(false, false, "warn", None);
             validate_cmd::run(&args)
         }
         Command::Serve(args) => {
@@ -63,7 +64,32 @@ fn main() -> ExitCode {
                 eprintln!("error: invalid configuration: {e}");
                 return ExitCode::from(2);
             }
-            init_tracing(settings.json_output, "info");
+            let cpus = cpus::detect();
+            // candle sizes its matmul thread pool from RAYON_NUM_THREADS or the host's cores, not
+            // the cgroup quota; set it before any thread pool exists (no other thread runs yet).
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                std::env::set_var("RAYON_NUM_THREADS", cpus.threads.to_string());
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cpus.threads)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            // The trace exporter's gRPC channel lives on the runtime.
+            let traces = {
+                let _runtime = runtime.enter();
+                let otlp = settings.otlp_endpoint.as_deref().map(|endpoint| telemetry::Otlp {
+                    endpoint,
+                    service_name: &settings.otlp_service_name,
+                });
+                telemetry::init(settings.json_output, settings.disable_spans, "info", otlp)
+            };
             for warning in warnings {
                 tracing::warn!("{warning}");
             }
@@ -77,37 +103,25 @@ fn main() -> ExitCode {
                     "--uds-path is accepted for TEI's command lines and unused: tessera runs no backend over a socket"
                 );
             }
-            let cpus = cpus::detect();
-            // candle sizes its matmul thread pool from RAYON_NUM_THREADS or the host's cores, not
-            // the cgroup quota; set it before any thread pool exists (no other thread runs yet).
-            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-                std::env::set_var("RAYON_NUM_THREADS", cpus.threads.to_string());
-            }
             tracing::info!(
                 affinity = ?cpus.affinity,
                 cgroup_quota = ?cpus.quota,
                 compute_threads = cpus.threads,
                 "CPU budget"
             );
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cpus.threads)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match runtime.block_on(serve::run(settings, cpus.threads)) {
+            let code = match runtime.block_on(serve::run(settings, cpus.threads)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     // Logged once: the log goes to stderr, where a plain copy would repeat it.
                     tracing::error!("{e:#}");
                     ExitCode::from(1)
                 }
+            };
+            {
+                let _runtime = runtime.enter();
+                traces.shutdown();
             }
+            code
         }
     }
 }
@@ -125,19 +139,4 @@ fn usage_error(e: clap::Error) -> ExitCode {
         return validate_cmd::usage_error(first, true);
     }
     e.exit()
-}
-
-/// `RUST_LOG`, else TEI's `LOG_LEVEL`, else `default_level`.
-fn init_tracing(json: bool, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -13,6 +13,7 @@ mod schema;
 pub(crate) mod server;
 mod similarity;
 mod tokenize;
+mod trace;
 
 use std::sync::Arc;
 
@@ -63,6 +64,8 @@ pub(crate) fn app(
         let key = auth::ApiKey(key.into());
         inference = inference.route_layer(axum::middleware::from_fn_with_state(key, auth::require_api_key));
     }
+    // Outside the key check, so refused requests are traced too.
+    let inference = inference.route_layer(axum::middleware::from_fn(trace::request_span));
     let router = Router::new()
         .merge(inference)
         .route("/health", get(info::health))
