@@ -1,9 +1,10 @@
-//! `/similarity`, `/embed_all`, `POST /`, and huggingface_hub's InferenceClient.
+//! `/similarity`, `/embed_all`, `POST /`, the cloud platforms' routes (SageMaker, Vertex AI), and
+//! huggingface_hub's InferenceClient.
 
 use std::process::Command;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{compare, minilm, workspace, Server};
+use tessera_integration_tests::{compare, minilm, run_with_env, workspace, Server};
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -102,4 +103,66 @@ fn huggingface_hub_inference_client_works_against_the_root_route() {
     let scores: Vec<f32> = serde_json::from_value(got["scores"].clone()).unwrap();
     assert_eq!(scores.len(), 2);
     assert!(scores[0] > scores[1]);
+}
+
+/// The routes TEI's containers answer on SageMaker (`/invocations`, `/ping`), Vertex AI
+/// (`/vertex`, `AIP_PREDICT_ROUTE`, `AIP_HEALTH_ROUTE`) and the Inference API (`GET /`).
+#[test]
+fn cloud_platform_routes_answer_as_in_tei() {
+    let predict_route = "/v1/endpoints/123/deployedModels/456:predict";
+    let server = Server::start_with_env(
+        &minilm(),
+        &["--api-key", "secret"],
+        &[
+            ("AIP_PREDICT_ROUTE", predict_route),
+            ("AIP_HEALTH_ROUTE", "/vertex-health"),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    for health in ["/", "/ping", "/vertex-health", "/health"] {
+        let status = client.get(format!("{}{health}", server.url)).send().unwrap().status();
+        assert_eq!(status, 200, "GET {health} without the key");
+    }
+    let post = |path: &str, body: &Value| {
+        client
+            .post(format!("{}{path}", server.url))
+            .bearer_auth("secret")
+            .json(body)
+            .send()
+            .unwrap()
+    };
+    let embed = json!({"inputs": ["one text", "another"]});
+    let want: Value = post("/embed", &embed).json().unwrap();
+    let got: Value = post("/invocations", &embed).json().unwrap();
+    assert_eq!(got, want, "SageMaker's /invocations is POST /");
+    let unauthorized = client
+        .post(format!("{}/invocations", server.url))
+        .json(&embed)
+        .send()
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    let similarity = json!({"inputs": {"source_sentence": "one text", "sentences": ["another"]}});
+    let want_similarity: Value = post("/similarity", &similarity).json().unwrap();
+    let body = json!({"instances": [embed, similarity]});
+    for route in ["/vertex", predict_route] {
+        let got: Value = post(route, &body).json().unwrap();
+        assert_eq!(got, json!({"predictions": [want, want_similarity]}), "{route}");
+    }
+    assert_eq!(
+        post("/vertex", &json!({"instances": []})).json::<Value>().unwrap(),
+        json!({"predictions": []})
+    );
+    let refused = post("/vertex", &json!({"instances": [embed, {"inputs": []}]}));
+    assert_eq!(refused.status(), 400, "the first failure answers");
+    assert_eq!(post("/vertex", &json!({"inputs": "a"})).status(), 422);
+    drop(server);
+
+    let out = run_with_env(
+        &["serve", "--model-id", minilm().to_str().unwrap(), "--port", "0"],
+        &[("AIP_PREDICT_ROUTE", "/embed"), ("TESSERA_PROMETHEUS_PORT", "0")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AIP_PREDICT_ROUTE") && err.contains("/embed"), "{err}");
 }

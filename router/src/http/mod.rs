@@ -8,6 +8,7 @@ mod info;
 pub(crate) mod lifecycle;
 mod openai;
 mod openapi;
+mod platforms;
 mod predict;
 mod schema;
 pub(crate) mod server;
@@ -39,6 +40,29 @@ pub(crate) struct AppState {
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
+/// Every path [`app`] serves before Vertex AI's, which must not take one of them.
+const TAKEN_ROUTES: &[&str] = &[
+    "/",
+    "/embed",
+    "/embed_all",
+    "/embed_sparse",
+    "/similarity",
+    "/predict",
+    "/rerank",
+    "/tokenize",
+    "/decode",
+    "/v1/embeddings",
+    "/embeddings",
+    "/invocations",
+    "/vertex",
+    "/health",
+    "/ping",
+    "/metrics",
+    "/api-doc/openapi.json",
+    "/docs",
+    "/info",
+];
+
 /// Builds the router with every route and the JSON error contract. With an API key, the
 /// inference routes require it; `/health`, `/info` and `/metrics` stay open.
 pub(crate) fn app(
@@ -59,16 +83,32 @@ pub(crate) fn app(
         .route("/tokenize", post(tokenize::tokenize))
         .route("/decode", post(tokenize::decode))
         .route("/v1/embeddings", post(openai::embeddings))
-        .route("/embeddings", post(openai::embeddings));
+        .route("/embeddings", post(openai::embeddings))
+        .route("/invocations", post(similarity::root))
+        .route("/vertex", post(platforms::vertex));
+    let (vertex_predict, vertex_health) = platforms::vertex_routes(TAKEN_ROUTES)?;
+    if let Some(route) = &vertex_predict {
+        tracing::info!(route, "serving Vertex AI predictions (AIP_PREDICT_ROUTE)");
+        inference = inference.route(route, post(platforms::vertex));
+    }
     if let Some(key) = api_key {
         let key = auth::ApiKey(key.into());
         inference = inference.route_layer(axum::middleware::from_fn_with_state(key, auth::require_api_key));
     }
     // Outside the key check, so refused requests are traced too.
     let inference = inference.route_layer(axum::middleware::from_fn(trace::request_span));
+    let mut public = Router::new()
+        .route("/health", get(info::health))
+        // TEI's health aliases: the Inference API's and SageMaker's.
+        .route("/", get(info::health))
+        .route("/ping", get(info::health));
+    if let Some(route) = &vertex_health {
+        tracing::info!(route, "serving Vertex AI health checks (AIP_HEALTH_ROUTE)");
+        public = public.route(route, get(info::health));
+    }
     let router = Router::new()
         .merge(inference)
-        .route("/health", get(info::health))
+        .merge(public)
         .route("/metrics", get(metrics))
         .route("/api-doc/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
