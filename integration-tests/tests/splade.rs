@@ -65,6 +65,11 @@ fn splade_vectors_match_the_formula() {
     }
 
     let sparse: Vec<Vec<Value>> = server.post("/embed_sparse", &json!({"inputs": [text]})).json().unwrap();
+    // TEI's default route (and SageMaker's) answers a SPLADE model with its sparse vector.
+    for route in ["/", "/invocations"] {
+        let answer: Vec<Vec<Value>> = server.post(route, &json!({"inputs": [text]})).json().unwrap();
+        assert_eq!(answer, sparse, "{route}");
+    }
     let nonzero = want.iter().filter(|v| **v > 0.0).count();
     assert!(
         nonzero > 0 && nonzero < 30522,

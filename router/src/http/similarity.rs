@@ -128,7 +128,7 @@ pub(crate) async fn embed_all(
         InferenceErrors,
     ))]
 /// `POST /`: rerank when the body has `query` and `texts`, similarity when `inputs` is
-/// `{source_sentence, sentences}`, else the model's task.
+/// `{source_sentence, sentences}`, else the model's task (sparse vectors for a SPLADE model).
 pub(crate) async fn root(
     State(state): State<AppState>,
     body: Result<ApiJson<Value>, ApiError>,
@@ -155,6 +155,9 @@ pub(crate) async fn root(
     }
     if is_similarity {
         similarity(State(state), parse(value).map(ApiJson)).await
+    } else if state.infer.accepts(Want::Sparse).is_ok() {
+        // A SPLADE model's answer is its sparse vector, as TEI's `POST /` gives it.
+        super::embed::embed_sparse(State(state), parse(value).map(ApiJson)).await
     } else {
         embed(State(state), parse(value).map(ApiJson)).await
     }
