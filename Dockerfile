@@ -50,7 +50,8 @@ ENV HUGGINGFACE_HUB_CACHE=/data/hub
 USER 65532:65532
 EXPOSE 3000 9000
 ENTRYPOINT ["/usr/local/bin/tessera"]
-CMD ["--help"]
+# TEI's images' default: flags alone are `serve`'s, so a TEI container's arguments work as given.
+CMD ["--json-output"]
 
 FROM debian:bookworm-slim AS cpu
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -61,4 +62,5 @@ ENV HUGGINGFACE_HUB_CACHE=/data/hub
 USER 65532:65532
 EXPOSE 3000 9000
 ENTRYPOINT ["/usr/local/bin/tessera"]
-CMD ["--help"]
+# TEI's images' default: flags alone are `serve`'s, so a TEI container's arguments work as given.
+CMD ["--json-output"]

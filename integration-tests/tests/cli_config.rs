@@ -66,16 +66,17 @@ fn flag_beats_env_beats_file_beats_default() {
     assert_eq!(info["max_client_batch_size"], 5, "flag beats env");
 }
 
-/// A deployment written for TEI configures it through TEI's variables (`MODEL_ID`, `PORT`...):
-/// they work, below `TESSERA_*`, and the `HOSTNAME` every container has (its name) is not taken
-/// for a listen address.
+/// A deployment written for TEI configures it through TEI's variables (`MODEL_ID`, `PORT`...)
+/// and runs its flags without a subcommand: both work, the variables below `TESSERA_*`, and the
+/// `HOSTNAME` every container has (its name) is not taken for a listen address.
 #[test]
 fn tei_environment_variables_configure_the_server() {
     let model = minilm();
     let port = free_port();
     let mut command = std::process::Command::new(binary());
+    // A TEI image's default command line: flags alone (`text-embeddings-router --json-output`).
     command
-        .arg("serve")
+        .arg("--json-output")
         .env_remove("TESSERA_CONFIG")
         .env("TESSERA_PROMETHEUS_PORT", "0")
         .env("MODEL_ID", &model)

@@ -20,6 +20,17 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// TEI's router takes its flags without a subcommand (`text-embeddings-router --model-id X`, the
+/// arguments a TEI container is given): a command line that starts with a flag other than help
+/// or version is `serve`'s.
+pub(crate) fn serve_by_default(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str());
+    if first.is_some_and(|a| a.starts_with('-') && !matches!(a, "-h" | "--help" | "-V" | "--version")) {
+        args.insert(1, "serve".into());
+    }
+    args
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Serve a model over HTTP.
@@ -276,4 +287,37 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) otlp_service_name: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &[&str]) -> Vec<std::ffi::OsString> {
+        line.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn a_tei_command_line_is_serve() {
+        let tei = args(&["tessera", "--model-id", "BAAI/bge-small-en-v1.5", "--port", "80"]);
+        assert_eq!(
+            serve_by_default(tei),
+            args(&[
+                "tessera",
+                "serve",
+                "--model-id",
+                "BAAI/bge-small-en-v1.5",
+                "--port",
+                "80"
+            ])
+        );
+        for line in [
+            &["tessera", "validate-model", "x"][..],
+            &["tessera", "--help"],
+            &["tessera", "-V"],
+            &["tessera"],
+        ] {
+            assert_eq!(serve_by_default(args(line)), args(line));
+        }
+    }
 }

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     );
     let parsed = Cli::command()
         .version(version)
-        .try_get_matches()
+        .try_get_matches_from(cli::serve_by_default(std::env::args_os().collect()))
         .and_then(|matches| Cli::from_arg_matches(&matches));
     let cli = match parsed {
         Ok(cli) => cli,

@@ -25,10 +25,9 @@ use crate::worker::{self, Head, Worker};
 /// Runs the server: resolve the model, plan, load, start the model thread, serve HTTP until a
 /// signal, then finish what was accepted. Settings were checked by [`Settings::check`].
 pub(crate) async fn run(settings: Settings, threads: usize) -> anyhow::Result<()> {
-    let model_id = settings
-        .model_id
-        .clone()
-        .ok_or_else(|| anyhow!("no model given: pass --model-id DIR (or set TESSERA_MODEL_ID)"))?;
+    let model_id = settings.model_id.clone().ok_or_else(|| {
+        anyhow!("no model given: pass --model-id DIR or ORG/NAME (or set TESSERA_MODEL_ID, or TEI's MODEL_ID)")
+    })?;
     // Listening comes first, so probes see the phases rather than a refused connection.
     let lifecycle = Lifecycle::new();
     let server = Listening::start(&settings, &lifecycle).await?;
