@@ -22,7 +22,7 @@ fn a_causal_reranker_scores_a_truncated_pair_with_the_template_tail_restored() {
     let server = Server::start(&reference::model(model), &[]);
     let body = json!({"query": query, "texts": [document], "raw_scores": true, "truncate": false});
     let refused = server.post("/rerank", &body);
-    assert_eq!(refused.status(), 413, "{}", refused.text().unwrap());
+    assert_eq!(refused.status(), 422, "{}", refused.text().unwrap());
     let mut body = body;
     body["truncate"] = json!(true);
     let ranks: Vec<Value> = server.post("/rerank", &body).json().unwrap();

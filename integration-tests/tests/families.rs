@@ -57,7 +57,7 @@ fn an_xlm_roberta_model_serves_sentence_transformers_vectors() {
         server
             .post("/embed", &json!({ "inputs": long, "truncate": false }))
             .status(),
-        413
+        422
     );
 }
 

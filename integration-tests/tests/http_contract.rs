@@ -35,13 +35,13 @@ fn embed_errors_are_tei_json_with_tei_statuses() {
     assert_error(server.post("/embed", &json!({ "inputs": [] })), 400, "Empty");
     assert_error(
         server.post("/embed", &json!({ "inputs": ["a", "b", "c", "d", "e"] })),
-        413,
+        422,
         "Validation",
     );
     let long = "word ".repeat(400);
     let body = assert_error(
         server.post("/embed", &json!({ "inputs": long, "truncate": false })),
-        413,
+        422,
         "Validation",
     );
     assert!(body["error"].as_str().unwrap().contains("256"), "{body}");
@@ -156,10 +156,10 @@ fn truncation_is_on_by_default_as_in_tei() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-compute-tokens"], "256");
     let r = server.post("/embed", &json!({ "inputs": long, "truncate": false }));
-    assert_eq!(r.status(), 413);
+    assert_eq!(r.status(), 422);
     drop(server);
     let server = Server::start(&minilm(), &["--auto-truncate", "false"]);
-    assert_eq!(server.post("/embed", &json!({ "inputs": long })).status(), 413);
+    assert_eq!(server.post("/embed", &json!({ "inputs": long })).status(), 422);
     let r = server.post("/embed", &json!({ "inputs": long, "truncate": true }));
     assert_eq!(r.status(), 200);
 }

@@ -93,7 +93,7 @@ fn counts_follow_requests_and_failures() {
         server
             .post("/embed", &json!({"inputs": ["a", "b", "c", "d", "e"]}))
             .status(),
-        413
+        422
     );
     let text = scrape(&server.url);
     assert_eq!(

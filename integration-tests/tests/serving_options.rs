@@ -147,7 +147,7 @@ fn jina_embeds_an_input_of_8192_tokens() {
         server
             .post("/embed", &json!({"inputs": ids, "truncate": false}))
             .status(),
-        413
+        422
     );
 }
 

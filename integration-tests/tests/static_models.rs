@@ -93,7 +93,7 @@ fn a_model2vec_model_serves_its_folded_vectors_within_its_tokenizers_length() {
         server
             .post("/embed", &json!({"inputs": texts[long], "truncate": false}))
             .status(),
-        413
+        422
     );
     let response = server.post(
         "/embed",

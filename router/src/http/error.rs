@@ -155,13 +155,13 @@ pub(crate) enum InferenceErrors {
     /// Missing or wrong API key.
     #[response(status = 401)]
     Unauthorized(ErrorResponse),
-    /// Too many inputs, an input too long, or a body over --payload-limit.
+    /// A body over --payload-limit.
     #[response(status = 413)]
     TooLarge(ErrorResponse),
     /// Content-Type is not application/json.
     #[response(status = 415)]
     ContentType(ErrorResponse),
-    /// Invalid request or tokenization error.
+    /// Invalid request (too many inputs, an input too long, a wrong value) or tokenization error.
     #[response(status = 422)]
     Validation(ErrorResponse),
     /// The model failed on the batch.
@@ -197,7 +197,7 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::Validation, code, message)
     }
 
-    /// 413: too many inputs or tokens (TEI's status for these).
+    /// 413: a body over `--payload-limit` (too many inputs or tokens are 422, as in TEI 1.9).
     pub(crate) fn too_large(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorType::Validation, code, message)
     }
@@ -334,7 +334,7 @@ impl From<crate::infer::InferError> for ApiError {
         let message = error.to_string();
         match error {
             InferError::Overloaded => ApiError::overloaded(message),
-            InferError::TooLong { .. } => ApiError::too_large(ErrorCode::InputTooLong, message),
+            InferError::TooLong { .. } => ApiError::validation(ErrorCode::InputTooLong, message),
             InferError::TokenIdOutOfRange(_) => ApiError::validation(ErrorCode::TokenIdOutOfRange, message),
             InferError::EmptyTokenIds { .. } => ApiError::validation(ErrorCode::EmptyTokenIds, message),
             InferError::NoTokens { .. } => ApiError::validation(ErrorCode::NoTokens, message),
@@ -343,7 +343,7 @@ impl From<crate::infer::InferError> for ApiError {
             InferError::NonFinite => ApiError::non_finite(message),
             InferError::WrongModelType(_) => ApiError::validation(ErrorCode::WrongModelType, message),
             InferError::Unavailable(_) => ApiError::unhealthy(message),
-            InferError::BatchTooLarge { .. } => ApiError::too_large(ErrorCode::BatchTooLarge, message),
+            InferError::BatchTooLarge { .. } => ApiError::validation(ErrorCode::BatchTooLarge, message),
             InferError::PromptNameUnknown(_) => ApiError::validation(ErrorCode::PromptNameUnknown, message),
             InferError::TaskUnknown(_) => ApiError::validation(ErrorCode::TaskUnknown, message),
         }
@@ -424,7 +424,7 @@ mod tests {
                     given: 9,
                     max: 8,
                 },
-                413,
+                422,
                 ErrorCode::InputTooLong,
             ),
             (
@@ -440,7 +440,7 @@ mod tests {
             (InferError::Unavailable("x".into()), 503, ErrorCode::Unhealthy),
             (
                 InferError::BatchTooLarge { given: 9, max: 8 },
-                413,
+                422,
                 ErrorCode::BatchTooLarge,
             ),
             (

@@ -35,9 +35,9 @@ pub(crate) struct SimpleToken {
         (status = 200, description = "Tokens per input", body = Vec<Vec<SimpleToken>>),
         (status = 400, description = "Empty batch", body = ErrorResponse),
         (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs or a body over --payload-limit", body = ErrorResponse),
+        (status = 413, description = "A body over --payload-limit", body = ErrorResponse),
         (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
-        (status = 422, description = "Invalid request or tokenization error", body = ErrorResponse),
+        (status = 422, description = "Invalid request (too many inputs, a wrong value) or tokenization error", body = ErrorResponse),
     ))]
 pub(crate) async fn tokenize(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ pub(crate) struct DecodeRequest {
         (status = 200, description = "Text per list of ids", body = Vec<String>),
         (status = 400, description = "Empty batch", body = ErrorResponse),
         (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 413, description = "Too many inputs or a body over --payload-limit", body = ErrorResponse),
+        (status = 413, description = "A body over --payload-limit", body = ErrorResponse),
         (status = 415, description = "Content-Type is not application/json", body = ErrorResponse),
         (status = 422, description = "Invalid ids", body = ErrorResponse),
     ))]
