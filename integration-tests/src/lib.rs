@@ -114,6 +114,49 @@ pub fn binary() -> PathBuf {
     .clone()
 }
 
+/// TEI's environment variables, which tessera reads as settings: a test's server must not pick
+/// them up from the machine running the tests (an `API_KEY` or `PORT` of its own).
+const TEI_ENV: &[&str] = &[
+    "MODEL_ID",
+    "REVISION",
+    "TOKENIZATION_WORKERS",
+    "DTYPE",
+    "SERVED_MODEL_NAME",
+    "POOLING",
+    "MAX_CONCURRENT_REQUESTS",
+    "MAX_BATCH_TOKENS",
+    "MAX_BATCH_REQUESTS",
+    "MAX_CLIENT_BATCH_SIZE",
+    "AUTO_TRUNCATE",
+    "DEFAULT_PROMPT_NAME",
+    "DEFAULT_PROMPT",
+    "DENSE_PATH",
+    "HF_API_TOKEN",
+    "HOSTNAME",
+    "PORT",
+    "UDS_PATH",
+    "PAYLOAD_LIMIT",
+    "API_KEY",
+    "JSON_OUTPUT",
+    "DISABLE_SPANS",
+    "OTLP_ENDPOINT",
+    "OTLP_SERVICE_NAME",
+    "PROMETHEUS_PORT",
+    "CORS_ALLOW_ORIGIN",
+    "LOG_LEVEL",
+    "AIP_PREDICT_ROUTE",
+    "AIP_HEALTH_ROUTE",
+];
+
+/// A command for the tessera binary with none of [`TEI_ENV`] inherited.
+pub fn tessera_command() -> Command {
+    let mut command = Command::new(binary());
+    for name in TEI_ENV {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// Runs `tessera ARGS` to completion; a run still going after 60 s is killed and fails the test.
 pub fn run(args: &[&str]) -> Output {
     run_with_env(args, &[])
@@ -121,7 +164,7 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Like [`run`], with extra environment variables.
 pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(binary());
+    let mut command = tessera_command();
     command.args(args).envs(env.iter().copied());
     run_command(command)
 }
@@ -233,7 +276,7 @@ impl Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("server.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(binary());
+        let mut command = tessera_command();
         command
             .args([
                 "serve",

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera_integration_tests::{binary, copy_dir, free_port, minilm, run, run_with_env, Safetensors, Server};
+use tessera_integration_tests::{copy_dir, free_port, minilm, run, run_with_env, tessera_command, Safetensors, Server};
 
 #[test]
 fn no_subcommand_prints_help() {
@@ -73,7 +73,7 @@ fn flag_beats_env_beats_file_beats_default() {
 fn tei_environment_variables_configure_the_server() {
     let model = minilm();
     let port = free_port();
-    let mut command = std::process::Command::new(binary());
+    let mut command = tessera_command();
     // A TEI image's default command line: flags alone (`text-embeddings-router --json-output`).
     command
         .arg("--json-output")
