@@ -193,18 +193,7 @@ fn a_dense_module_is_applied_after_pooling() {
     // An Identity-activated Dense that keeps the first 8 of 384 dimensions scaled by 2.
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&minilm(), dir.path());
-    let dense = dir.path().join("2_Dense");
-    std::fs::create_dir_all(&dense).unwrap();
-    std::fs::write(
-        dense.join("config.json"),
-        r#"{"in_features": 384, "out_features": 8, "bias": false, "activation_function": "torch.nn.modules.linear.Identity"}"#,
-    )
-    .unwrap();
-    let mut weight = vec![0f32; 8 * 384];
-    for i in 0..8 {
-        weight[i * 384 + i] = 2.0;
-    }
-    write_safetensors(&dense.join("model.safetensors"), "linear.weight", &[8, 384], &weight);
+    identity_dense(&dir.path().join("2_Dense"), 8, 0, 2.0);
     std::fs::write(
         dir.path().join("modules.json"),
         r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
@@ -230,18 +219,7 @@ fn a_dense_module_is_applied_after_pooling() {
 
     // A second size beside it, as stella_en_400M_v5 ships `2_Dense_256` beside `2_Dense_1024`:
     // `--dense-path` reads it instead (the last 4 dimensions, times 3).
-    let other = dir.path().join("2_Dense_4");
-    std::fs::create_dir_all(&other).unwrap();
-    std::fs::write(
-        other.join("config.json"),
-        r#"{"in_features": 384, "out_features": 4, "bias": false, "activation_function": "torch.nn.modules.linear.Identity"}"#,
-    )
-    .unwrap();
-    let mut weight = vec![0f32; 4 * 384];
-    for i in 0..4 {
-        weight[i * 384 + 380 + i] = 3.0;
-    }
-    write_safetensors(&other.join("model.safetensors"), "linear.weight", &[4, 384], &weight);
+    identity_dense(&dir.path().join("2_Dense_4"), 4, 380, 3.0);
     let server = Server::start(dir.path(), &["--dense-path", "2_Dense_4"]);
     let got: Vec<Vec<f32>> = server
         .post("/embed", &json!({"inputs": "dense", "normalize": false}))
@@ -259,13 +237,8 @@ fn a_dense_module_is_applied_after_pooling() {
         "2_Dense_4",
     ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let codes: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["code"].as_str())
-        .collect();
-    assert!(codes.contains(&"dense-path-applied"), "{report:#}");
+    let applied = tessera_integration_tests::reference::finding(&report, "dense-path-applied");
+    assert_eq!(applied["severity"], "info", "{applied:#}");
 
     // Where it cannot replace the one Dense module, start-up stops naming the flag.
     for (model, path, why) in [
@@ -295,10 +268,20 @@ fn a_dense_module_is_applied_after_pooling() {
     }
 }
 
-fn write_safetensors(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
+/// A Dense module at `dir` without bias or activation that keeps `out` of MiniLM's 384
+/// dimensions from `first` on, times `scale`.
+fn identity_dense(dir: &Path, out: usize, first: usize, scale: f32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = json!({"in_features": 384, "out_features": out, "bias": false,
+        "activation_function": "torch.nn.modules.linear.Identity"});
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut weight = vec![0f32; out * 384];
+    for i in 0..out {
+        weight[i * 384 + first + i] = scale;
+    }
     let mut weights = Safetensors::default();
-    weights.push(name, shape, data);
-    weights.write(path);
+    weights.push("linear.weight", &[out, 384], &weight);
+    weights.write(&dir.join("model.safetensors"));
 }
 
 #[test]

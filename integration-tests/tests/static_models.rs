@@ -20,6 +20,16 @@ fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
     }
 }
 
+/// `/tokenize` shows the tokens the module sees: the text's, without special tokens.
+fn assert_tokens_without_special_tokens(server: &Server, golden: &Value) {
+    let tokens: Vec<Vec<Value>> = server
+        .post("/tokenize", &json!({"inputs": golden["texts"][0]}))
+        .json()
+        .unwrap();
+    let ids: Vec<u64> = tokens[0].iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(json!(ids), golden["token_ids"][0]);
+}
+
 #[test]
 fn a_sentence_transformers_static_model_serves_its_vectors() {
     let model = "static-tiny";
@@ -50,12 +60,7 @@ fn a_sentence_transformers_static_model_serves_its_vectors() {
     let got: Vec<Vec<f32>> = response.json().unwrap();
     assert_close(&got, &vectors(&golden["embeddings_query"]), "static /embed query");
     // The module tokenizes without special tokens, and /tokenize shows what the model sees.
-    let tokens: Vec<Vec<Value>> = server
-        .post("/tokenize", &json!({"inputs": golden["texts"][0]}))
-        .json()
-        .unwrap();
-    let ids: Vec<u64> = tokens[0].iter().map(|t| t["id"].as_u64().unwrap()).collect();
-    assert_eq!(json!(ids), golden["token_ids"][0]);
+    assert_tokens_without_special_tokens(&server, &golden);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["max_input_length"], 16384, "{info:#}");
 }
@@ -157,12 +162,7 @@ fn a_static_model_saved_in_its_module_directory_serves_the_same_vectors() {
     let server = Server::start(dir.path(), &[]);
     let got = server.embed(&golden["texts"]);
     assert_close(&got, &vectors(&golden["embeddings"]), "0_StaticEmbedding /embed");
-    let tokens: Vec<Vec<Value>> = server
-        .post("/tokenize", &json!({"inputs": golden["texts"][0]}))
-        .json()
-        .unwrap();
-    let ids: Vec<u64> = tokens[0].iter().map(|t| t["id"].as_u64().unwrap()).collect();
-    assert_eq!(json!(ids), golden["token_ids"][0]);
+    assert_tokens_without_special_tokens(&server, &golden);
 }
 
 #[test]
