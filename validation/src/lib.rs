@@ -18,6 +18,7 @@ mod read;
 use std::path::Path;
 
 pub use finite::scan_weights;
+pub use read::static_embedding_dir;
 pub use tessera_core::{Finding, ModelInspection, Severity};
 
 /// Inspects a model directory. Never panics and never loads tensor data.

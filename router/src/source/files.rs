@@ -84,21 +84,12 @@ pub(super) fn weights(siblings: &BTreeSet<String>) -> anyhow::Result<Weights> {
 }
 
 /// The directory of a `StaticEmbedding` that modules.json lists first (`""` at the root,
-/// `0_StaticEmbedding` as sentence-transformers 3 and 4 saved it): such a model has no
-/// config.json, and its tokenizer.json and vectors are in that directory.
+/// `0_StaticEmbedding` as sentence-transformers 3 and 4 saved it), by the reader's own rule:
+/// such a model has no config.json, and its tokenizer.json and vectors are in that directory.
 pub(super) fn static_module_dir(modules: &Value) -> Option<String> {
-    let first = modules.as_array()?.first()?;
-    let kind = first.get("type").and_then(Value::as_str)?;
-    if !kind.ends_with(".StaticEmbedding") && !kind.ends_with(".static_embedding.StaticEmbedding") {
-        return None;
-    }
-    let dir = first
-        .get("path")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim_matches('/');
-    let dir = if dir == "." { "" } else { dir };
-    (dir.is_empty() || is_safe(dir)).then(|| dir.to_string())
+    let dir = tessera_validation::static_embedding_dir(modules)?;
+    let dir = dir.to_str()?.trim_matches('/');
+    Some(if dir == "." { "" } else { dir }.to_string())
 }
 
 /// The files of a static module in its own directory: its tokenizer.json and its vectors.

@@ -5,6 +5,8 @@ mod safetensors;
 mod st_modules;
 mod tokenizer;
 
+pub use st_modules::static_embedding_dir;
+
 use std::path::Path;
 
 use tessera_core::ModelInspection;

@@ -74,10 +74,7 @@ pub(super) fn read(root: &Path, dense_path: Option<&str>, findings: &mut Vec<Fin
 /// own directory inside the model (`0_StaticEmbedding`, as sentence-transformers 3 and 4 saved
 /// static-retrieval-mrl-en-v1).
 fn static_embedding(root: &Path, index: usize, dir: &Path, findings: &mut Vec<Finding>) -> bool {
-    let inside = dir
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
-    if index == 0 && inside {
+    if index == 0 && inside_model(dir) {
         return true;
     }
     findings.push(
@@ -285,6 +282,11 @@ fn read_modules(root: &Path, findings: &mut Vec<Finding>) -> Vec<(String, PathBu
         );
         return Vec::new();
     };
+    listed_modules(entries)
+}
+
+/// modules.json's entries as (type, path), in order; entries without a type are skipped.
+pub(crate) fn listed_modules(entries: &[Value]) -> Vec<(String, PathBuf)> {
     entries
         .iter()
         .filter_map(|entry| {
@@ -293,6 +295,21 @@ fn read_modules(root: &Path, findings: &mut Vec<Finding>) -> Vec<(String, PathBu
             Some((kind, PathBuf::from(dir)))
         })
         .collect()
+}
+
+/// A path relative to the model's directory that stays inside it (`""` and `.` are the root).
+fn inside_model(path: &Path) -> bool {
+    path.components()
+        .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+}
+
+/// Where a `StaticEmbedding` that modules.json lists first keeps its files, relative to the
+/// root, when it is one tessera serves (see [`static_embedding`]): the reader's rule, for
+/// callers holding modules.json before the model directory is complete (a hub download).
+pub fn static_embedding_dir(modules: &Value) -> Option<PathBuf> {
+    let listed = listed_modules(modules.as_array()?);
+    let (kind, dir) = listed.first()?;
+    (module_class(kind) == Some("StaticEmbedding") && inside_model(dir)).then(|| dir.clone())
 }
 
 fn read_pooling(path: &Path, findings: &mut Vec<Finding>) -> Option<PoolingFile> {
@@ -325,7 +342,7 @@ fn read_pooling(path: &Path, findings: &mut Vec<Finding>) -> Option<PoolingFile>
 /// refused rather than served with other dimensions than the user asked for (TEI ignores it).
 fn replace_dense(root: &Path, listed: &[PathBuf], chosen: &str, findings: &mut Vec<Finding>) -> Vec<PathBuf> {
     let path = Path::new(chosen.trim_end_matches('/'));
-    let inside = !chosen.is_empty() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    let inside = !chosen.is_empty() && inside_model(path);
     let problem = match listed {
         _ if !inside => Some(format!(
             "--dense-path `{chosen}` is not a directory inside the model"
