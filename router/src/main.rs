@@ -53,7 +53,11 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             let config_file = Settings::config_file(args.config.as_ref());
-            let (settings, warnings) = match Settings::load(config_file.as_deref(), &args) {
+            let settings::Loaded {
+                settings,
+                warnings,
+                tei_variables,
+            } = match Settings::load(config_file.as_deref(), &args) {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("error: invalid configuration: {e}");
@@ -93,9 +97,8 @@ fn main() -> ExitCode {
             for warning in warnings {
                 tracing::warn!("{warning}");
             }
-            let tei_env = crate::settings::tei_env_in_use();
-            if !tei_env.is_empty() {
-                tracing::info!(variables = ?tei_env, "settings read from TEI's environment variables");
+            if !tei_variables.is_empty() {
+                tracing::info!(variables = ?tei_variables, "settings read from TEI's environment variables");
             }
             if let Some(path) = &settings.uds_path {
                 tracing::info!(

@@ -71,6 +71,16 @@ pub(crate) const DEFAULT_HUB_TIMEOUT_S: u64 = 60;
 /// `--max-batch-tokens` when not given.
 pub(crate) const DEFAULT_MAX_BATCH_TOKENS: usize = 16384;
 
+/// The merged settings, with what to log once logging is set up (it is configured by them).
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) settings: Settings,
+    /// Problems with the sources that did not stop start-up.
+    pub(crate) warnings: Vec<String>,
+    /// TEI's environment variables that were read.
+    pub(crate) tei_variables: Vec<&'static str>,
+}
+
 /// Everything `tessera serve` can be told, with TEI's names and defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,7 +223,7 @@ fn tei_env_applies(name: &str, value: &str) -> bool {
 }
 
 /// TEI's variables present in the environment that count, by name.
-pub(crate) fn tei_env_in_use() -> Vec<&'static str> {
+fn tei_env_in_use() -> Vec<&'static str> {
     TEI_ENV
         .iter()
         .filter(|(name, _)| std::env::var(name).is_ok_and(|value| tei_env_applies(name, &value)))
@@ -221,9 +231,8 @@ pub(crate) fn tei_env_in_use() -> Vec<&'static str> {
         .collect()
 }
 
-/// TEI's variables as a provider of settings keys.
-fn tei_env() -> Env {
-    let used = tei_env_in_use();
+/// TEI's variables `used` as a provider of settings keys.
+fn tei_env(used: Vec<&'static str>) -> Env {
     Env::raw().filter_map(move |key| {
         let (_, setting) = TEI_ENV.iter().find(|(name, _)| used.contains(name) && key == *name)?;
         Some((*setting).into())
@@ -239,14 +248,11 @@ fn known_keys() -> Vec<String> {
 }
 
 impl Settings {
-    /// Merges defaults, the TOML file, TEI's variables, `TESSERA_*` variables and the flags given, and returns
-    /// them with warnings to log once logging is set up (it is configured by these settings).
+    /// Merges defaults, the TOML file, TEI's variables, `TESSERA_*` variables and the flags
+    /// given, and returns them with what to log once logging is set up ([`Loaded`]).
     ///
     /// `flags` holds only what the user passed (clap defaults would override env and file).
-    pub(crate) fn load(
-        config_file: Option<&Path>,
-        flags: &impl Serialize,
-    ) -> Result<(Settings, Vec<String>), Box<figment::Error>> {
+    pub(crate) fn load(config_file: Option<&Path>, flags: &impl Serialize) -> Result<Loaded, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = config_file {
             if !path.is_file() {
@@ -258,6 +264,7 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         let known = known_keys();
+        let tei_variables = tei_env_in_use();
         let mut warnings = Vec::new();
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
@@ -274,11 +281,15 @@ impl Settings {
             .split("__")
             .filter(move |key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k)));
         figment
-            .merge(tei_env())
+            .merge(tei_env(tei_variables.clone()))
             .merge(env)
             .merge(Serialized::defaults(flags))
             .extract()
-            .map(|settings| (settings, warnings))
+            .map(|settings| Loaded {
+                settings,
+                warnings,
+                tei_variables,
+            })
             .map_err(Box::new)
     }
 
@@ -333,9 +344,11 @@ mod tests {
     fn precedence_is_flag_then_file_then_default() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "port = 4000\nmax_batch_tokens = 100").unwrap();
-        let (s, _) = Settings::load(Some(file.path()), &Flags::default()).unwrap();
+        let s = Settings::load(Some(file.path()), &Flags::default()).unwrap().settings;
         assert_eq!((s.port, s.max_batch_tokens, s.max_client_batch_size), (4000, 100, 32));
-        let (s, _) = Settings::load(Some(file.path()), &Flags { port: Some(5000) }).unwrap();
+        let s = Settings::load(Some(file.path()), &Flags { port: Some(5000) })
+            .unwrap()
+            .settings;
         assert_eq!(s.port, 5000);
     }
 
