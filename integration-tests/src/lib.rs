@@ -114,8 +114,9 @@ pub fn binary() -> PathBuf {
     .clone()
 }
 
-/// TEI's environment variables, which tessera reads as settings: a test's server must not pick
-/// them up from the machine running the tests (an `API_KEY` or `PORT` of its own).
+/// TEI's environment variables, which tessera reads as settings, and the log filter: a test's
+/// server must not pick them up from the machine running the tests (an `API_KEY` or `PORT` of
+/// its own).
 const TEI_ENV: &[&str] = &[
     "MODEL_ID",
     "REVISION",
@@ -146,6 +147,7 @@ const TEI_ENV: &[&str] = &[
     "LOG_LEVEL",
     "AIP_PREDICT_ROUTE",
     "AIP_HEALTH_ROUTE",
+    "RUST_LOG",
 ];
 
 /// A command for the tessera binary with none of [`TEI_ENV`] inherited.

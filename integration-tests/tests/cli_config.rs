@@ -420,14 +420,17 @@ fn request_spans_are_exported_to_the_otlp_collector() {
 }
 
 /// JSON log lines logged while serving a request carry its span (route, status, TEI's timings)
-/// unless `--disable-spans`.
+/// unless `--disable-spans`; the debug line only appears where the filter lets it through.
 #[test]
 fn json_log_lines_carry_the_request_span_unless_disabled() {
-    for (flags, spans) in [
-        (&["--json-output"][..], true),
-        (&["--json-output", "--disable-spans"][..], false),
-    ] {
-        let server = Server::start_with_env(&minilm(), flags, &[("RUST_LOG", "info,tessera=debug")]);
+    // TEI's LOG_LEVEL filters as RUST_LOG does.
+    let cases = [
+        (&["--json-output"][..], true, "RUST_LOG"),
+        (&["--json-output", "--disable-spans"][..], false, "RUST_LOG"),
+        (&["--json-output"][..], true, "LOG_LEVEL"),
+    ];
+    for (flags, spans, filter) in cases {
+        let server = Server::start_with_env(&minilm(), flags, &[(filter, "info,tessera=debug")]);
         assert_eq!(server.post("/embed", &json!({"inputs": "logged"})).status(), 200);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let line = loop {
