@@ -5,11 +5,26 @@ pub mod mock_hub;
 pub mod otlp_collector;
 pub mod reference;
 
+/// A client of the gRPC API (TEI's `tei.v1`), generated from proto/tei.proto as TEI's clients are.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod grpc {
+    tonic::include_proto!("tei.v1");
+}
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Runs `future` to its end on a runtime of its own: the gRPC client is async, the tests are not.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -318,6 +333,15 @@ impl Server {
             .spawn()
             .expect("start tessera");
         Server { child, url, dir, log }
+    }
+
+    /// A gRPC channel to the server (the API is on the HTTP port, over HTTP/2).
+    pub async fn grpc_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("gRPC connection")
     }
 
     /// Whether the process has exited.

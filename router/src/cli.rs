@@ -177,6 +177,11 @@ pub(crate) struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) max_client_batch_size: Option<usize>,
 
+    /// Messages of one gRPC stream answered at once [default: 1024].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grpc_max_parallel_stream_requests: Option<usize>,
+
     /// Truncate over-long inputs instead of rejecting them [default: false].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]

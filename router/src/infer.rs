@@ -211,6 +211,9 @@ pub(crate) struct Request {
     pub(crate) want: Want,
     /// When the request arrived, for the timings.
     pub(crate) started: Instant,
+    /// Wait for room under `--max-concurrent-requests` instead of answering
+    /// [`InferError::Overloaded`] (gRPC streams, whose messages queue as in TEI).
+    pub(crate) wait_for_room: bool,
 }
 
 /// How over-long inputs are handled for one request.
@@ -280,6 +283,8 @@ pub(crate) struct Infer {
     pub(crate) tokenizer: TextTokenizer,
     queue: Arc<Queue>,
     admission: Arc<Semaphore>,
+    /// `--max-concurrent-requests`: the admission's permits.
+    max_inflight_inputs: usize,
     tokenization: Arc<Semaphore>,
     healthy: Arc<AtomicBool>,
     vocab_size: usize,
@@ -304,6 +309,7 @@ impl Infer {
             tokenizer: parts.tokenizer,
             queue: parts.queue,
             admission: Arc::new(Semaphore::new(parts.max_inflight_inputs)),
+            max_inflight_inputs: parts.max_inflight_inputs,
             tokenization: Arc::new(Semaphore::new(parts.tokenization_workers.max(1))),
             healthy: parts.healthy,
             vocab_size: parts.vocab_size,
@@ -336,6 +342,26 @@ impl Infer {
             .clone()
             .try_acquire_many_owned(n)
             .map_err(|_| InferError::Overloaded)?;
+        metrics::inflight_inputs(f64::from(n));
+        Ok(Admission {
+            _permit: permit,
+            inputs: n,
+        })
+    }
+
+    /// Reserves room for `inputs` inputs once it frees; more than `--max-concurrent-requests`
+    /// could never fit and are refused at once.
+    async fn admit_waiting(&self, inputs: usize) -> Result<Admission, InferError> {
+        if inputs > self.max_inflight_inputs {
+            return Err(InferError::Overloaded);
+        }
+        let n = u32::try_from(inputs).unwrap_or(u32::MAX);
+        let permit = self
+            .admission
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| InferError::Unavailable("the server is shutting down".into()))?;
         metrics::inflight_inputs(f64::from(n));
         Ok(Admission {
             _permit: permit,
@@ -410,6 +436,7 @@ impl Infer {
             direction,
             want,
             started,
+            wait_for_room,
         } = request;
         self.accepts(want)?;
         self.check_batch_size(inputs.len())?;
@@ -418,7 +445,10 @@ impl Infer {
             enabled: truncate.unwrap_or(self.auto_truncate),
             direction,
         };
-        let _admission = self.admit(inputs.len())?;
+        let _admission = match wait_for_room {
+            true => self.admit_waiting(inputs.len()).await?,
+            false => self.admit(inputs.len())?,
+        };
         let tokenize_start = Instant::now();
         let encoded = self.tokenize(inputs, prompt, truncation).await?;
         let tokenization = tokenize_start.elapsed();
@@ -818,6 +848,7 @@ mod tests {
             direction: TruncationDirection::Right,
             want: Want::Logits,
             started: Instant::now(),
+            wait_for_room: false,
         };
         // Two inputs would not be admitted either (capacity 1): the kind is checked first.
         let err = infer.process(request).await.unwrap_err();

@@ -6,6 +6,7 @@ mod cli;
 mod cpus;
 mod device;
 mod download_cmd;
+mod grpc;
 mod http;
 mod infer;
 mod metrics;

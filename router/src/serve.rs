@@ -395,13 +395,21 @@ fn start(
         task: Arc::new(plan.task),
         metrics: metrics_handle.clone(),
     };
+    let grpc = crate::grpc::routes(
+        state.clone(),
+        settings.api_key.as_deref(),
+        settings.grpc_max_parallel_stream_requests,
+    )?;
     let app = http::app(
         state,
         settings.payload_limit,
         Duration::from_secs(settings.body_read_timeout),
         settings.api_key.as_deref(),
         settings.cors_allow_origin.as_deref(),
-    )?;
+    )?
+    // After the JSON API's layers: a gRPC stream may idle longer than --body-read-timeout, and
+    // its messages are bounded by gRPC's own limit (4 MiB each), not --payload-limit.
+    .merge(grpc);
     Ok(Started {
         app,
         queue,

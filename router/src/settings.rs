@@ -97,6 +97,7 @@ pub(crate) struct Settings {
     pub(crate) max_batch_tokens: usize,
     pub(crate) max_batch_requests: Option<usize>,
     pub(crate) max_client_batch_size: usize,
+    pub(crate) grpc_max_parallel_stream_requests: usize,
     pub(crate) auto_truncate: bool,
     pub(crate) default_prompt_name: Option<String>,
     pub(crate) default_prompt: Option<String>,
@@ -136,6 +137,8 @@ impl Default for Settings {
             max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             max_batch_requests: None,
             max_client_batch_size: 32,
+            // TEI's (`GRPC_MAX_PARALLEL_STREAM_REQUESTS`).
+            grpc_max_parallel_stream_requests: 1024,
             // TEI 1.9's default (it was false before).
             auto_truncate: true,
             default_prompt_name: None,
@@ -197,6 +200,7 @@ const TEI_ENV: &[(&str, &str)] = &[
     ("MAX_BATCH_TOKENS", "max_batch_tokens"),
     ("MAX_BATCH_REQUESTS", "max_batch_requests"),
     ("MAX_CLIENT_BATCH_SIZE", "max_client_batch_size"),
+    ("GRPC_MAX_PARALLEL_STREAM_REQUESTS", "grpc_max_parallel_stream_requests"),
     ("AUTO_TRUNCATE", "auto_truncate"),
     ("DEFAULT_PROMPT_NAME", "default_prompt_name"),
     ("DEFAULT_PROMPT", "default_prompt"),
@@ -299,6 +303,10 @@ impl Settings {
             ("--max-batch-tokens", Some(self.max_batch_tokens)),
             ("--max-concurrent-requests", Some(self.max_concurrent_requests)),
             ("--max-client-batch-size", Some(self.max_client_batch_size)),
+            (
+                "--grpc-max-parallel-stream-requests",
+                Some(self.grpc_max_parallel_stream_requests),
+            ),
             ("--max-batch-requests", self.max_batch_requests),
             ("--max-connections", Some(self.max_connections)),
             ("--tokenization-workers", self.tokenization_workers),

@@ -14,22 +14,28 @@ use super::openai::{is_openai_route, OpenAiError};
 pub(crate) struct ApiKey(pub(crate) std::sync::Arc<str>);
 
 pub(crate) async fn require_api_key(State(key): State<ApiKey>, request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
+    match check(&key, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) if is_openai_route(request.uri().path()) => OpenAiError::from(error).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Whether `headers` carry the key as `Authorization: Bearer <key>`; the refusal says which
+/// part is wrong. Shared by the JSON and gRPC APIs.
+pub(crate) fn check(key: &ApiKey, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
-    let error = match given {
+    match given {
         // `ct_eq` on slices of different lengths is false without comparing contents; the
         // length of the key is not a secret worth hiding.
-        Some(token) if bool::from(token.as_bytes().ct_eq(key.0.as_bytes())) => return next.run(request).await,
-        Some(_) => ApiError::unauthorized("the API key is not valid"),
-        None => ApiError::unauthorized("this server requires `Authorization: Bearer <api key>`"),
-    };
-    if is_openai_route(request.uri().path()) {
-        OpenAiError::from(error).into_response()
-    } else {
-        error.into_response()
+        Some(token) if bool::from(token.as_bytes().ct_eq(key.0.as_bytes())) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("the API key is not valid")),
+        None => Err(ApiError::unauthorized(
+            "this server requires `Authorization: Bearer <api key>`",
+        )),
     }
 }
 

@@ -42,8 +42,19 @@ where
         }
     };
     let method = method(&request);
+    let (body, timings) = observed(method, started, handle(request, started)).await?;
+    Ok((timing_headers(&timings), ApiJson(body)).into_response())
+}
+
+/// Counts one request of `method` and its outcome: on success with its stage timings, on
+/// failure under its `err` kind. Every API (JSON and gRPC) counts through it.
+pub(crate) async fn observed<B>(
+    method: Method,
+    started: Instant,
+    work: impl Future<Output = Result<(B, Timings), ApiError>>,
+) -> Result<(B, Timings), ApiError> {
     metrics::request_received(method);
-    match handle(request, started).await {
+    match work.await {
         Ok((body, timings)) => {
             metrics::request_succeeded(
                 method,
@@ -54,7 +65,7 @@ where
                     inference: timings.inference,
                 },
             );
-            Ok((timing_headers(&timings), ApiJson(body)).into_response())
+            Ok((body, timings))
         }
         Err(e) => {
             metrics::request_failed(e.failure());

@@ -193,6 +193,7 @@ impl EmbedRequest {
             truncation_direction: self.truncation_direction,
             prompt_name: self.prompt_name,
             task: self.task,
+            ..RunOptions::default()
         };
         pooled_call(
             state,
@@ -213,6 +214,8 @@ pub(crate) struct RunOptions {
     pub(crate) prompt_name: Option<String>,
     /// A task adapter of the model, by name.
     pub(crate) task: Option<String>,
+    /// Wait for room under `--max-concurrent-requests` rather than answer 429.
+    pub(crate) wait_for_room: bool,
 }
 
 /// Runs parsed inputs through the inference service; outputs come back in input order.
@@ -231,6 +234,7 @@ pub(crate) async fn run_inputs(
         direction: options.truncation_direction.map(Into::into).unwrap_or_default(),
         want,
         started,
+        wait_for_room: options.wait_for_room,
     };
     Ok(state.infer.process(request).await?)
 }
@@ -264,18 +268,17 @@ pub(crate) async fn embed_sparse(
             let (vectors, timings) = pooled_vectors(&state, call, started).await?;
             let sparse: Vec<Vec<SparseValue>> = vectors
                 .into_iter()
-                .map(|v| {
-                    v.into_iter()
-                        .enumerate()
-                        .filter(|(_, x)| *x != 0.0)
-                        .map(|(index, value)| SparseValue { index, value })
-                        .collect()
-                })
+                .map(|v| nonzero(v).map(|(index, value)| SparseValue { index, value }).collect())
                 .collect();
             Ok((sparse, timings))
         },
     )
     .await
+}
+
+/// The non-zero entries of a SPLADE vector, `(index, value)`.
+pub(crate) fn nonzero(vector: Vec<f32>) -> impl Iterator<Item = (usize, f32)> {
+    vector.into_iter().enumerate().filter(|(_, x)| *x != 0.0)
 }
 
 /// TEI's response headers; times in milliseconds.

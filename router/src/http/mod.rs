@@ -1,19 +1,19 @@
 //! The HTTP API (TEI 1.9 compatible). [`app`] builds the router from shared state.
 
-mod auth;
-mod counted;
-mod embed;
+pub(crate) mod auth;
+pub(crate) mod counted;
+pub(crate) mod embed;
 pub(crate) mod error;
-mod info;
+pub(crate) mod info;
 pub(crate) mod lifecycle;
 mod openai;
 mod openapi;
 mod platforms;
-mod predict;
+pub(crate) mod predict;
 mod schema;
 pub(crate) mod server;
-mod similarity;
-mod tokenize;
+pub(crate) mod similarity;
+pub(crate) mod tokenize;
 mod trace;
 
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
 use serde_json::Value;
 use tessera_core::{sigmoid, softmax};
 
@@ -12,7 +14,7 @@ use super::counted::counted;
 use super::embed::{run_inputs, Direction, RunOptions};
 use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::AppState;
-use crate::infer::{Input, Want};
+use crate::infer::{Input, Timings, Want};
 use crate::metrics::Method;
 use crate::queue::Embedding;
 
@@ -34,8 +36,8 @@ pub(crate) struct PredictRequest {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Prediction {
-    score: f32,
-    label: String,
+    pub(crate) score: f32,
+    pub(crate) label: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -143,30 +145,16 @@ pub(crate) async fn predict(
         }
     };
     counted(body, method, |request, started| async move {
-        let labels = labels(&state, Want::Logits)?.to_vec();
+        // The model's kind first, as every route reports it before the body's faults.
+        state.infer.accepts(Want::Logits)?;
         let (inputs, batched) = parse_sequences(&request.inputs)?;
         let options = RunOptions {
             truncate: request.truncate,
             truncation_direction: request.truncation_direction,
             prompt_name: request.prompt_name.clone(),
-            task: None,
+            ..RunOptions::default()
         };
-        let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Logits).await?;
-        let predictions: Vec<Vec<Prediction>> = logits(outputs)?
-            .iter()
-            .map(|l| {
-                let mut p: Vec<Prediction> = scores(l, request.raw_scores)
-                    .into_iter()
-                    .zip(&labels)
-                    .map(|(score, label)| Prediction {
-                        score,
-                        label: label.clone(),
-                    })
-                    .collect();
-                p.sort_by(|a, b| b.score.total_cmp(&a.score));
-                p
-            })
-            .collect();
+        let (predictions, timings) = predictions(&state, inputs, options, started, request.raw_scores).await?;
         let body = if batched {
             serde_json::to_value(predictions)
         } else {
@@ -176,6 +164,35 @@ pub(crate) async fn predict(
         Ok((body, timings))
     })
     .await
+}
+
+/// Each input's label scores, best first (probabilities unless `raw_scores`); shared by
+/// `/predict` and gRPC's `Predict`.
+pub(crate) async fn predictions(
+    state: &AppState,
+    inputs: Vec<Input>,
+    options: RunOptions,
+    started: Instant,
+    raw_scores: bool,
+) -> Result<(Vec<Vec<Prediction>>, Timings), ApiError> {
+    let labels = labels(state, Want::Logits)?.to_vec();
+    let (outputs, timings) = run_inputs(state, inputs, options, started, Want::Logits).await?;
+    let predictions = logits(outputs)?
+        .iter()
+        .map(|l| {
+            let mut p: Vec<Prediction> = scores(l, raw_scores)
+                .into_iter()
+                .zip(&labels)
+                .map(|(score, label)| Prediction {
+                    score,
+                    label: label.clone(),
+                })
+                .collect();
+            p.sort_by(|a, b| b.score.total_cmp(&a.score));
+            p
+        })
+        .collect();
+    Ok((predictions, timings))
 }
 
 #[utoipa::path(post, path = "/rerank", tag = "Text Embeddings Inference", request_body = RerankRequest,
@@ -191,34 +208,59 @@ pub(crate) async fn rerank(
         body,
         |_| Method::Batch,
         |request, started| async move {
-            state.infer.accepts(Want::Rerank)?;
-            if request.texts.is_empty() {
-                return Err(ApiError::empty("`texts` is empty"));
-            }
-            let inputs = request
-                .texts
-                .iter()
-                .map(|t| Input::Pair(request.query.clone(), t.clone()))
-                .collect();
             let options = RunOptions {
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
                 prompt_name: request.prompt_name.clone(),
-                task: None,
+                ..RunOptions::default()
             };
-            let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Rerank).await?;
-            let mut ranks: Vec<Rank> = logits(outputs)?
-                .iter()
-                .enumerate()
-                .map(|(index, l)| Rank {
+            let (ranks, timings) = ranked(
+                &state,
+                &request.query,
+                &request.texts,
+                options,
+                started,
+                request.raw_scores,
+            )
+            .await?;
+            let ranks = ranks
+                .into_iter()
+                .map(|(index, score)| Rank {
                     index,
-                    score: scores(l, request.raw_scores).first().copied().unwrap_or(f32::NAN),
+                    score,
                     text: request.return_text.then(|| request.texts[index].clone()),
                 })
-                .collect();
-            ranks.sort_by(|a, b| b.score.total_cmp(&a.score));
+                .collect::<Vec<_>>();
             Ok((ranks, timings))
         },
     )
     .await
+}
+
+/// `(index, score)` of each text against `query`, best first; shared by `/rerank` and gRPC's
+/// `Rerank`.
+pub(crate) async fn ranked(
+    state: &AppState,
+    query: &str,
+    texts: &[String],
+    options: RunOptions,
+    started: Instant,
+    raw_scores: bool,
+) -> Result<(Vec<(usize, f32)>, Timings), ApiError> {
+    state.infer.accepts(Want::Rerank)?;
+    if texts.is_empty() {
+        return Err(ApiError::empty("`texts` is empty"));
+    }
+    let inputs = texts
+        .iter()
+        .map(|t| Input::Pair(query.to_string(), t.clone()))
+        .collect();
+    let (outputs, timings) = run_inputs(state, inputs, options, started, Want::Rerank).await?;
+    let mut ranks: Vec<(usize, f32)> = logits(outputs)?
+        .iter()
+        .map(|l| scores(l, raw_scores).first().copied().unwrap_or(f32::NAN))
+        .enumerate()
+        .collect();
+    ranks.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok((ranks, timings))
 }

@@ -55,7 +55,7 @@ pub(crate) async fn similarity(
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
                 prompt_name: request.prompt_name,
-                task: None,
+                ..RunOptions::default()
             };
             let call = pooled_call(&state, Want::Pooled, || Ok(texts), options, true, None)?;
             let (vectors, timings) = pooled_vectors(&state, call, started).await?;
@@ -103,22 +103,32 @@ pub(crate) async fn embed_all(
                 truncate: request.truncate,
                 truncation_direction: request.truncation_direction,
                 prompt_name: request.prompt_name,
-                task: None,
+                ..RunOptions::default()
             };
-            let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::Tokens).await?;
-            let tokens = outputs
-                .into_iter()
-                .map(|e| match e {
-                    Embedding::Tokens(t) => Ok(t),
-                    Embedding::Pooled(_) | Embedding::Logits(_) => Err(ApiError::backend(
-                        "the model returned another output than token vectors",
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((tokens, timings))
+            token_vectors(&state, inputs, options, started).await
         },
     )
     .await
+}
+
+/// Every token's vector of each input; shared by `/embed_all` and gRPC's `EmbedAll`.
+pub(crate) async fn token_vectors(
+    state: &AppState,
+    inputs: Vec<Input>,
+    options: RunOptions,
+    started: std::time::Instant,
+) -> Result<(Vec<Vec<Vec<f32>>>, crate::infer::Timings), ApiError> {
+    let (outputs, timings) = run_inputs(state, inputs, options, started, Want::Tokens).await?;
+    let tokens = outputs
+        .into_iter()
+        .map(|e| match e {
+            Embedding::Tokens(t) => Ok(t),
+            Embedding::Pooled(_) | Embedding::Logits(_) => Err(ApiError::backend(
+                "the model returned another output than token vectors",
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((tokens, timings))
 }
 
 #[utoipa::path(post, path = "/", tag = "Text Embeddings Inference",

@@ -23,11 +23,11 @@ fn yes() -> bool {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SimpleToken {
-    id: u32,
-    text: String,
-    special: bool,
-    start: Option<usize>,
-    stop: Option<usize>,
+    pub(crate) id: u32,
+    pub(crate) text: String,
+    pub(crate) special: bool,
+    pub(crate) start: Option<usize>,
+    pub(crate) stop: Option<usize>,
 }
 
 #[utoipa::path(post, path = "/tokenize", tag = "Text Embeddings Inference", request_body = TokenizeRequest,
@@ -63,10 +63,27 @@ pub(crate) async fn tokenize(
             ))
         }
     };
+    let tokens = tokens_of(
+        &state,
+        texts,
+        request.add_special_tokens,
+        request.prompt_name.as_deref(),
+    )
+    .await?;
+    Ok(ApiJson(tokens))
+}
+
+/// Each text's tokens (after the named or default prompt); shared by `/tokenize` and gRPC's
+/// `Tokenize`.
+pub(crate) async fn tokens_of(
+    state: &AppState,
+    texts: Vec<String>,
+    add_special: bool,
+    prompt_name: Option<&str>,
+) -> Result<Vec<Vec<SimpleToken>>, ApiError> {
     state.infer.check_batch_size(texts.len())?;
-    let prompt = state.infer.prompts.resolve(request.prompt_name.as_deref())?;
-    let add_special = request.add_special_tokens;
-    let result = state
+    let prompt = state.infer.prompts.resolve(prompt_name)?;
+    state
         .infer
         .with_tokenizer(move |tokenizer| {
             texts
@@ -92,8 +109,7 @@ pub(crate) async fn tokenize(
                 .collect::<Result<Vec<Vec<SimpleToken>>, _>>()
         })
         .await?
-        .map_err(|e| ApiError::tokenizer(e.to_string()))?;
-    Ok(ApiJson(result))
+        .map_err(|e| ApiError::tokenizer(e.to_string()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -137,6 +153,15 @@ pub(crate) async fn decode(
             .collect::<Result<_, _>>()?,
         _ => return Err(ApiError::validation(ErrorCode::InvalidTokenId, SHAPE)),
     };
+    Ok(ApiJson(decoded(&state, lists, request.skip_special_tokens).await?))
+}
+
+/// The text of each list of ids; shared by `/decode` and gRPC's `Decode`.
+pub(crate) async fn decoded(
+    state: &AppState,
+    lists: Vec<Vec<u32>>,
+    skip_special: bool,
+) -> Result<Vec<String>, ApiError> {
     state.infer.check_batch_size(lists.len())?;
     let vocab = state.infer.tokenizer.vocab_size();
     if let Some(bad) = lists.iter().flatten().find(|&&id| id as usize >= vocab) {
@@ -145,8 +170,7 @@ pub(crate) async fn decode(
             format!("token id {bad} is outside the tokenizer's vocabulary (size {vocab})"),
         ));
     }
-    let skip_special = request.skip_special_tokens;
-    let texts = state
+    state
         .infer
         .with_tokenizer(move |tokenizer| {
             lists
@@ -155,6 +179,5 @@ pub(crate) async fn decode(
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?
-        .map_err(|e| ApiError::tokenizer(e.to_string()))?;
-    Ok(ApiJson(texts))
+        .map_err(|e| ApiError::tokenizer(e.to_string()))
 }
