@@ -5,7 +5,11 @@
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
-use tessera_integration_tests::{shared_model, Server};
+use tessera_integration_tests::grpc::{
+    self as pb, embed_client::EmbedClient, predict_client::PredictClient, rerank_client::RerankClient,
+};
+use tessera_integration_tests::{block_on, shared_model, Server};
+use tonic::Code;
 
 struct Weights {
     pooler_w: Vec<f32>,
@@ -246,4 +250,166 @@ fn a_jina_bert_reranker_scores_pairs_through_its_pooler() {
         .json()
         .unwrap();
     assert_eq!(ranks.len(), 2);
+}
+
+/// gRPC's `Predict`, `PredictPair` and their streams on a classifier: the scores of the pooler
+/// and classifier computed here, the pair as `/predict` scores it.
+#[test]
+fn grpc_predictions_score_as_the_classifier() {
+    if shared_model("bert-tiny").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let labels = ["negative", "neutral", "positive"];
+    let w = build(dir.path(), &labels);
+    let server = Server::start(dir.path(), &[]);
+    let text = "What a wonderful day";
+    let want = logits(&w, &cls_vector(&server, json!(text)), 3);
+    let pair = ["first text", "second text"];
+    let http_pair: Vec<Value> = server.post("/predict", &json!({ "inputs": pair })).json().unwrap();
+    let (probabilities, raw, pairs, refused) = block_on(async {
+        let channel = server.grpc_channel().await;
+        let mut predict = PredictClient::new(channel.clone());
+        let request = |raw_scores| pb::PredictRequest {
+            inputs: text.into(),
+            raw_scores,
+            ..Default::default()
+        };
+        let probabilities = predict.predict(request(false)).await.unwrap().into_inner();
+        let mut answers = predict
+            .predict_stream(tokio_stream::iter([request(true)]))
+            .await
+            .unwrap()
+            .into_inner();
+        let raw = answers.message().await.unwrap().unwrap();
+        let pair_request = pb::PredictPairRequest {
+            inputs: pair.map(String::from).to_vec(),
+            ..Default::default()
+        };
+        let mut pairs = vec![predict.predict_pair(pair_request.clone()).await.unwrap().into_inner()];
+        let mut answers = predict
+            .predict_pair_stream(tokio_stream::iter([pair_request.clone(), pair_request]))
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(answer) = answers.message().await.unwrap() {
+            pairs.push(answer);
+        }
+        let three = pb::PredictPairRequest {
+            inputs: vec!["a".into(), "b".into(), "c".into()],
+            ..Default::default()
+        };
+        let refused = [
+            predict.predict_pair(three).await.unwrap_err().code(),
+            EmbedClient::new(channel.clone())
+                .embed(pb::EmbedRequest::default())
+                .await
+                .unwrap_err()
+                .code(),
+            RerankClient::new(channel)
+                .rerank(pb::RerankRequest {
+                    query: "q".into(),
+                    texts: vec!["t".into()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err()
+                .code(),
+        ];
+        (probabilities, raw, pairs, refused)
+    });
+    let max = want.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = want.iter().map(|l| (l - max).exp()).sum();
+    assert_eq!(probabilities.predictions.len(), 3);
+    assert!(probabilities.predictions.windows(2).all(|p| p[0].score >= p[1].score));
+    for p in &probabilities.predictions {
+        let i = labels.iter().position(|l| *l == p.label).unwrap();
+        let expected = (want[i] - max).exp() / sum;
+        assert!((f64::from(p.score) - expected).abs() < 1e-4, "{p:?} vs {expected}");
+    }
+    for p in &raw.predictions {
+        let i = labels.iter().position(|l| *l == p.label).unwrap();
+        assert!((f64::from(p.score) - want[i]).abs() < 1e-4, "{p:?} vs {}", want[i]);
+    }
+    assert_eq!(pairs.len(), 3);
+    for answer in &pairs {
+        for (p, h) in answer.predictions.iter().zip(&http_pair) {
+            assert_eq!(p.label, h["label"]);
+            assert!((f64::from(p.score) - h["score"].as_f64().unwrap()).abs() < 1e-6);
+        }
+    }
+    // Three texts are no pair; a classifier has no vectors and no single relevance score.
+    assert_eq!(
+        refused,
+        [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::FailedPrecondition
+        ]
+    );
+}
+
+/// gRPC's `Rerank` and `RerankStream` on a one-output reranker rank as `/rerank` does.
+#[test]
+fn grpc_reranking_ranks_as_the_json_route() {
+    if shared_model("bert-tiny").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _weights = build(dir.path(), &["LABEL_0"]);
+    let server = Server::start(dir.path(), &[]);
+    let texts = ["a guitar", "the stock market", "an acoustic guitar player"];
+    let http: Vec<Value> = server
+        .post(
+            "/rerank",
+            &json!({ "query": "music", "texts": texts, "raw_scores": true }),
+        )
+        .json()
+        .unwrap();
+    let (unary, streamed, empty) = block_on(async {
+        let mut rerank = RerankClient::new(server.grpc_channel().await);
+        let request = pb::RerankRequest {
+            query: "music".into(),
+            texts: texts.map(String::from).to_vec(),
+            raw_scores: true,
+            return_text: true,
+            ..Default::default()
+        };
+        let unary = rerank.rerank(request).await.unwrap().into_inner();
+        // `raw_scores` and `return_text` are read from the first message.
+        let pairs: Vec<pb::RerankStreamRequest> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| pb::RerankStreamRequest {
+                query: "music".into(),
+                text: t.to_string(),
+                raw_scores: i == 0,
+                return_text: i == 0,
+                ..Default::default()
+            })
+            .collect();
+        let streamed = rerank
+            .rerank_stream(tokio_stream::iter(pairs))
+            .await
+            .unwrap()
+            .into_inner();
+        let empty = rerank
+            .rerank_stream(tokio_stream::iter(Vec::<pb::RerankStreamRequest>::new()))
+            .await
+            .unwrap_err();
+        (unary, streamed, empty)
+    });
+    for answer in [&unary, &streamed] {
+        assert_eq!(answer.ranks.len(), 3);
+        for (rank, h) in answer.ranks.iter().zip(&http) {
+            assert_eq!(u64::from(rank.index), h["index"].as_u64().unwrap());
+            assert!((f64::from(rank.score) - h["score"].as_f64().unwrap()).abs() < 1e-6);
+            assert_eq!(rank.text.as_deref(), Some(texts[rank.index as usize]));
+        }
+    }
+    assert_eq!(
+        streamed.metadata.unwrap().compute_tokens,
+        unary.metadata.unwrap().compute_tokens
+    );
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
 }

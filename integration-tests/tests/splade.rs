@@ -3,7 +3,8 @@
 //! here from `/embed_all`'s hidden states and the weights.
 
 use serde_json::{json, Map, Value};
-use tessera_integration_tests::{run, shared_model, Safetensors, Server};
+use tessera_integration_tests::grpc::{embed_client::EmbedClient, EmbedSparseRequest};
+use tessera_integration_tests::{block_on, run, shared_model, Safetensors, Server};
 
 #[test]
 fn splade_vectors_match_the_formula() {
@@ -84,6 +85,31 @@ fn splade_vectors_match_the_formula() {
             want[i]
         );
     }
+    // gRPC's EmbedSparse and its stream: the same entries, against the same formula.
+    let (unary, streamed) = block_on(async {
+        let mut client = EmbedClient::new(server.grpc_channel().await);
+        let request = || EmbedSparseRequest {
+            inputs: text.into(),
+            ..Default::default()
+        };
+        let unary = client.embed_sparse(request()).await.unwrap().into_inner();
+        let mut answers = client
+            .embed_sparse_stream(tokio_stream::iter([request(), request()]))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut streamed = Vec::new();
+        while let Some(answer) = answers.message().await.unwrap() {
+            streamed.push(answer.sparse_embeddings);
+        }
+        (unary.sparse_embeddings, streamed)
+    });
+    assert_eq!(unary.len(), nonzero);
+    for entry in &unary {
+        let want = want[entry.index as usize];
+        assert!((f64::from(entry.value) - want).abs() < 1e-3, "{entry:?} vs {want}");
+    }
+    assert_eq!(streamed, [unary.clone(), unary]);
     let dense: Vec<Vec<f32>> = server
         .post("/embed", &json!({"inputs": text, "normalize": false}))
         .json()
