@@ -412,9 +412,46 @@ fn request_spans_are_exported_to_the_otlp_collector() {
     assert_ne!(hex(&span.span.trace_id), trace_id);
     assert!(span.span.parent_span_id.is_empty());
     assert_eq!(server.get("/health").status(), 200);
+
+    // A gRPC call: named by its method, its status from the trailers, under the caller's trace.
+    let grpc_caller = "b7ad6b7169203331";
+    tessera_integration_tests::block_on(async {
+        use tessera_integration_tests::grpc::{embed_client::EmbedClient, EmbedRequest};
+        let mut client = EmbedClient::new(server.grpc_channel().await);
+        let mut request = tonic::Request::new(EmbedRequest {
+            inputs: "a traced call".into(),
+            ..Default::default()
+        });
+        let traceparent = format!("00-{trace_id}-{grpc_caller}-01").parse().unwrap();
+        request.metadata_mut().insert("traceparent", traceparent);
+        client.embed(request).await.unwrap();
+        let refused = EmbedRequest {
+            prompt_name: Some("none".into()),
+            ..Default::default()
+        };
+        client.embed(refused).await.unwrap_err();
+    });
+    let call = collector
+        .wait_for(Duration::from_secs(20), |s| {
+            s.span.name == "tei.v1.Embed/Embed" && s.attribute("rpc.grpc.status_code").as_deref() == Some("0")
+        })
+        .unwrap_or_else(|| panic!("no gRPC span: {:?}", collector.spans()));
+    assert_eq!(hex(&call.span.trace_id), trace_id);
+    assert_eq!(hex(&call.span.parent_span_id), grpc_caller);
+    assert_eq!(call.attribute("rpc.system").as_deref(), Some("grpc"));
+    assert!(call.attribute("compute_tokens").is_some(), "{call:?}");
+    collector
+        .wait_for(Duration::from_secs(20), |s| {
+            s.span.name == "tei.v1.Embed/Embed" && s.attribute("rpc.grpc.status_code").as_deref() == Some("3")
+        })
+        .expect("the refused call's span, INVALID_ARGUMENT");
+
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        collector.spans().iter().all(|s| s.span.name != "GET /health"),
+        collector
+            .spans()
+            .iter()
+            .all(|s| s.span.name != "GET /health" && !s.span.name.starts_with("grpc.health")),
         "probes are not traced"
     );
 }

@@ -7,6 +7,7 @@
 
 mod convert;
 mod service;
+mod trace;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub(crate) fn routes(state: AppState, api_key: Option<&str>, parallel: usize) ->
         let key = ApiKey(key.into());
         router = router.route_layer(axum::middleware::from_fn_with_state(key, require_api_key));
     }
+    // Outside the key check, so refused calls are traced too; probes below are not.
+    router = router.route_layer(axum::middleware::from_fn(trace::call_span));
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(reporter, state));
     let reflection = tonic_reflection::server::Builder::configure()

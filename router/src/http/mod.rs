@@ -14,7 +14,7 @@ mod schema;
 pub(crate) mod server;
 pub(crate) mod similarity;
 pub(crate) mod tokenize;
-mod trace;
+pub(crate) mod trace;
 
 use std::sync::Arc;
 

@@ -52,13 +52,19 @@ pub(crate) async fn request_span(request: Request, next: Next) -> Response {
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
+    record_timings(&span, response.headers());
+    // One line per request at debug level, carrying the span's fields (unless --disable-spans).
+    span.in_scope(|| tracing::debug!(status = status.as_u16(), "request answered"));
+    response
+}
+
+/// TEI's timing headers of a response (or gRPC metadata) as the span's attributes; the span
+/// must declare them.
+pub(crate) fn record_timings(span: &tracing::Span, headers: &axum::http::HeaderMap) {
     for (header, attribute) in RECORDED {
-        let value = response.headers().get(*header).and_then(|v| v.to_str().ok());
+        let value = headers.get(*header).and_then(|v| v.to_str().ok());
         if let Some(value) = value.and_then(|v| v.parse::<u64>().ok()) {
             span.record(*attribute, value);
         }
     }
-    // One line per request at debug level, carrying the span's fields (unless --disable-spans).
-    span.in_scope(|| tracing::debug!(status = status.as_u16(), "request answered"));
-    response
 }
