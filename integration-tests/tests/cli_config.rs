@@ -87,6 +87,7 @@ fn tei_environment_variables_configure_the_server() {
         .env("MAX_BATCH_REQUESTS", "9")
         .env("TESSERA_MAX_BATCH_REQUESTS", "7")
         .env("SERVED_MODEL_NAME", "tei-named")
+        .env("GRPC_MAX_PARALLEL_STREAM_REQUESTS", "2")
         .env("CORS_ALLOW_ORIGIN", "https://a.example,https://b.example");
     // Bound to 0.0.0.0, not to the container name.
     let mut server = Server::spawn_command(command, format!("http://0.0.0.0:{port}"));
@@ -104,6 +105,11 @@ fn tei_environment_variables_configure_the_server() {
         .unwrap();
     assert_eq!(preflight.headers()["access-control-allow-origin"], "https://b.example");
     assert!(server.log().contains("MODEL_ID"), "{}", server.log());
+    assert!(
+        server.log().contains("GRPC_MAX_PARALLEL_STREAM_REQUESTS"),
+        "{}",
+        server.log()
+    );
 
     let out = run_with_env(
         &["serve", "--model-id", model.to_str().unwrap()],

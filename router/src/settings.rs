@@ -405,5 +405,13 @@ mod tests {
             settings.check().unwrap_err(),
             "--header-read-timeout must be at least 1"
         );
+        let settings = Settings {
+            grpc_max_parallel_stream_requests: 0,
+            ..Settings::default()
+        };
+        assert_eq!(
+            settings.check().unwrap_err(),
+            "--grpc-max-parallel-stream-requests must be at least 1"
+        );
     }
 }
