@@ -391,3 +391,40 @@ fn stream_messages_wait_for_room_under_max_concurrent_requests() {
         assert_eq!(n, 24);
     });
 }
+
+/// What a client could send instead of an `EmbedRequest`: `inputs` as raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawEmbedRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    inputs: Vec<u8>,
+}
+
+#[test]
+fn malformed_and_oversized_messages_are_refused_and_serving_goes_on() {
+    let server = Server::start(&minilm(), &[]);
+    block_on(async {
+        let channel = server.grpc_channel().await;
+        // Not UTF-8 where the proto says `string`: the message does not decode.
+        let mut raw = tonic::client::Grpc::new(channel.clone());
+        raw.ready().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tei.v1.Embed/Embed");
+        let codec = tonic_prost::ProstCodec::<RawEmbedRequest, pb::EmbedResponse>::default();
+        let request = Request::new(RawEmbedRequest {
+            inputs: vec![0xff, 0xfe, 0x00],
+        });
+        let status = raw.unary(request, path, codec).await.unwrap_err();
+        assert!(status.message().contains("decode"), "{status:?}");
+
+        // Over gRPC's 4 MiB per message.
+        let mut embed = EmbedClient::new(channel);
+        let huge = embed_request(&"a".repeat(5 << 20));
+        let status = embed.embed(huge).await.unwrap_err();
+        assert!(
+            matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{status:?}"
+        );
+
+        let answer = embed.embed(embed_request("still serving")).await.unwrap();
+        assert_eq!(answer.into_inner().embeddings.len(), 384);
+    });
+}
