@@ -21,6 +21,8 @@ fn the_description_covers_every_route_with_accurate_statuses() {
         ("/tokenize", "post"),
         ("/decode", "post"),
         ("/v1/embeddings", "post"),
+        ("/invocations", "post"),
+        ("/vertex", "post"),
         ("/info", "get"),
         ("/health", "get"),
     ] {
@@ -78,6 +80,14 @@ fn the_description_covers_every_route_with_accurate_statuses() {
         ("/v1/embeddings", json!({"input": "hello"})),
         ("/v1/embeddings", json!({"input": ""})),
         ("/", json!({"inputs": "hello"})),
+        ("/invocations", json!({"inputs": "hello"})),
+        ("/invocations", json!({"inputs": []})),
+        (
+            "/vertex",
+            json!({"instances": [{"inputs": "hello"}, {"query": "q", "texts": ["a"]}]}),
+        ),
+        ("/vertex", json!({"instances": [{"inputs": ["a", "b", "c"]}]})),
+        ("/vertex", json!({"instances": "hello"})),
     ];
     for (path, body) in cases {
         let status = server.post(path, &body).status().as_u16();

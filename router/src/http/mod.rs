@@ -84,7 +84,7 @@ pub(crate) fn app(
         .route("/decode", post(tokenize::decode))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/embeddings", post(openai::embeddings))
-        .route("/invocations", post(similarity::root))
+        .route("/invocations", post(platforms::invocations))
         .route("/vertex", post(platforms::vertex));
     let (vertex_predict, vertex_health) = platforms::vertex_routes(TAKEN_ROUTES)?;
     if let Some(route) = &vertex_predict {
@@ -110,7 +110,7 @@ pub(crate) fn app(
         .merge(inference)
         .merge(public)
         .route("/metrics", get(metrics))
-        .route("/api-doc/openapi.json", get(openapi::openapi_json))
+        .route("/api-doc/openapi.json", get(openapi::handler(&state)))
         .route("/docs", get(openapi::docs))
         .route("/info", get(info::info))
         .fallback(error::not_found)

@@ -1,13 +1,12 @@
 //! The API description, generated from the handlers' annotations: `GET /api-doc/openapi.json`,
 //! and `GET /docs`, a Swagger UI page over it.
 
-use axum::extract::State;
-use axum::response::Html;
-use axum::Json;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
-use super::{embed, error, info, openai, predict, similarity, tokenize, AppState};
+use super::{embed, error, info, openai, platforms, predict, similarity, tokenize, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +22,8 @@ use super::{embed, error, info, openai, predict, similarity, tokenize, AppState}
         tokenize::tokenize,
         tokenize::decode,
         openai::embeddings,
+        platforms::invocations,
+        platforms::vertex,
         info::info,
         info::health,
     ),
@@ -32,8 +33,9 @@ struct ApiDoc;
 
 /// The description, fitted to what this server was started with: the model's prompt and task
 /// names as the only values of `prompt_name` and `task`, and `--max-client-batch-size` as the
-/// longest batch, so that a body the description accepts is one this server accepts.
-pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
+/// longest batch, so that a body the description accepts is one this server accepts. Nothing
+/// in it changes while the server runs, so it is written once.
+fn document(state: &AppState) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     let prompts = &state.infer.prompts;
     let deployment = Deployment {
@@ -42,7 +44,13 @@ pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
         max_batch: state.infer.max_client_batch_size(),
     };
     deployment.fit(&mut doc);
-    Json(doc)
+    doc
+}
+
+/// `GET /api-doc/openapi.json`: the [`document`] of this server, serialized once.
+pub(crate) fn handler(state: &AppState) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + 'static {
+    let body = axum::body::Bytes::from(serde_json::to_vec(&document(state)).unwrap_or_default());
+    move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], body.clone()).into_response())
 }
 
 /// What the description depends on beyond the handlers.

@@ -7,16 +7,36 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, InferenceErrors};
 use super::AppState;
 
 /// Vertex AI's prediction request: each instance a body `POST /` takes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VertexRequest {
+    #[schema(value_type = Vec<super::schema::RootRequest>)]
     instances: Vec<Value>,
 }
 
+/// `POST /invocations` (SageMaker's route): `POST /`.
+#[utoipa::path(post, path = "/invocations", tag = "Text Embeddings Inference",
+    request_body(content = super::schema::RootRequest, description = "An /embed, /similarity, /predict or /rerank body, dispatched on its shape"),
+    responses(
+        (status = 200, description = "The answer of the route the body was dispatched to"),
+        InferenceErrors,
+    ))]
+pub(crate) async fn invocations(
+    state: State<AppState>,
+    body: Result<ApiJson<Value>, ApiError>,
+) -> Result<Response, ApiError> {
+    super::similarity::root(state, body).await
+}
+
+#[utoipa::path(post, path = "/vertex", tag = "Text Embeddings Inference", request_body = VertexRequest,
+    responses(
+        (status = 200, description = "`{\"predictions\": [answer, ...]}`, each instance's answer as `POST /` gives it", body = Object),
+        InferenceErrors,
+    ))]
 /// `POST /vertex`: `{"instances": [body, ...]}` answered `{"predictions": [answer, ...]}`, each
 /// instance dispatched as `POST /` dispatches a body, all at once; the first failure answers
 /// for the whole request, and no instances is `{"predictions": []}`, as in TEI.
