@@ -428,3 +428,38 @@ fn malformed_and_oversized_messages_are_refused_and_serving_goes_on() {
         assert_eq!(answer.into_inner().embeddings.len(), 384);
     });
 }
+
+/// SIGTERM while a stream is open: no new calls, but the open stream's messages (even those
+/// sent after the signal) are answered until the client closes it, then the server exits 0.
+#[test]
+fn a_stream_open_at_shutdown_is_answered_to_its_end() {
+    let mut server = Server::start(&minilm(), &[]);
+    block_on(async {
+        let channel = server.grpc_channel().await;
+        let mut embed = EmbedClient::new(channel.clone());
+        let (messages, outbox) = tokio::sync::mpsc::channel(8);
+        let mut answers = embed
+            .embed_stream(tokio_stream::wrappers::ReceiverStream::new(outbox))
+            .await
+            .unwrap()
+            .into_inner();
+        messages.send(embed_request("before the signal")).await.unwrap();
+        assert!(answers.message().await.unwrap().is_some());
+        server.terminate();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..3 {
+            messages
+                .send(embed_request(&format!("after the signal, {i}")))
+                .await
+                .unwrap();
+            let answer = answers.message().await.unwrap().expect("an answer");
+            assert_eq!(answer.embeddings.len(), 384);
+        }
+        drop(messages);
+        assert!(
+            answers.message().await.unwrap().is_none(),
+            "the stream ends when the client's does"
+        );
+    });
+    server.assert_exits_cleanly(Duration::from_secs(20));
+}
