@@ -288,6 +288,11 @@ fn private_missing_and_wrong_revisions_say_what_to_do() {
     let (code, err) = validate(&["./no/such/dir"], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("no such directory"), "{err}");
+
+    // TEI's own token variable, which TEI deployments set, reaches the hub as `--hf-token` does.
+    let extra = [("HF_API_TOKEN", "hf_secret")];
+    let server = Server::start_with_env(Path::new("tessera-test/private"), &[], &env.with(&extra));
+    assert_serves_golden(&server, &model, 2);
 }
 
 #[test]
