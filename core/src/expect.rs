@@ -39,10 +39,13 @@ impl Dim {
 /// A tensor an architecture loads, with the shape config.json implies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedTensor {
-    /// Name without the weight prefix.
+    /// Name without the weight prefix (or, [`ExpectedTensor::at_root`], as it is).
     pub name: String,
     /// Dimensions, each traced to its config key.
     pub dims: Vec<Dim>,
+    /// Stored at the weights' root, outside the model's prefix (a module of the model's own
+    /// code beside its `model.` backbone).
+    pub at_root: bool,
 }
 
 impl ExpectedTensor {
@@ -51,6 +54,15 @@ impl ExpectedTensor {
         Self {
             name: name.into(),
             dims: dims.to_vec(),
+            at_root: false,
+        }
+    }
+
+    /// `name` with `dims`, at the weights' root whatever the prefix.
+    pub fn at_root(name: impl Into<String>, dims: &[Dim]) -> Self {
+        Self {
+            at_root: true,
+            ..Self::new(name, dims)
         }
     }
 
@@ -151,7 +163,10 @@ pub fn check_tensors(
     let mut missing = Vec::new();
     let mut mismatches = SizeMismatches::default();
     for t in &expected {
-        let full = format!("{prefix}{}", t.name);
+        let full = match t.at_root {
+            true => t.name.clone(),
+            false => format!("{prefix}{}", t.name),
+        };
         let found = weights
             .resolve(&full)
             .or_else(|| legacy_name(&full).and_then(|alt| weights.get(&alt).map(|info| (alt, info))));

@@ -468,3 +468,76 @@ fn modernbert_rerankers_and_classifiers_score_as_transformers() {
         );
     }
 }
+
+/// voyage-4-nano's shape: a bidirectional Qwen3 under `model.` whose own code projects every
+/// token's output by the root `linear.weight` before mean pooling; served at the projection's
+/// width, on both backends, with its prompts, and `/embed_all` returns the projected tokens.
+#[test]
+fn voyage_nano_projects_every_token_before_pooling() {
+    let model = "voyage-tiny";
+    let golden = golden(model);
+    let (status, report) = validate(&reference::model(model));
+    assert_eq!(status, Some(0), "{report:#}");
+    assert!(
+        reference::evidence_subjects(&report).contains(&"linear.weight"),
+        "{report:#}"
+    );
+    assert!(report["findings"].as_array().unwrap().is_empty(), "{report:#}");
+    for backend in [&[][..], &["--backend", "qwen3"][..]] {
+        let args = [backend, &["--max-client-batch-size", "64"][..]].concat();
+        let server = Server::start(&reference::model(model), &args);
+        let info: Value = server.get("/info").json().unwrap();
+        assert_eq!(info["embedding_dim"], 96, "{info}");
+        assert_serves_golden(&server, &golden, "voyage");
+        let raw: Vec<Vec<f32>> = server
+            .post("/embed", &json!({"inputs": golden["texts"], "normalize": false}))
+            .json()
+            .unwrap();
+        let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings_unnormalized"].clone()).unwrap();
+        for (i, (g, w)) in raw.iter().zip(&want).enumerate() {
+            assert_parity(g, w, &format!("voyage normalize: false {i}"));
+        }
+        let queries: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings_query_prompt"].clone()).unwrap();
+        let texts = &golden["texts"].as_array().unwrap()[..queries.len()];
+        let got: Vec<Vec<f32>> = server
+            .post("/embed", &json!({"inputs": texts, "prompt_name": "query"}))
+            .json()
+            .unwrap();
+        for (i, (g, w)) in got.iter().zip(&queries).enumerate() {
+            assert_parity(g, w, &format!("voyage prompt_name=query {i}"));
+        }
+        let tokens: Vec<Vec<Vec<f32>>> = server
+            .post("/embed_all", &json!({"inputs": golden["texts"][0]}))
+            .json()
+            .unwrap();
+        let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings_projected_tokens"].clone()).unwrap();
+        assert_eq!(tokens[0].len(), want.len());
+        for (i, (g, w)) in tokens[0].iter().zip(&want).enumerate() {
+            assert_parity(g, w, &format!("voyage /embed_all token {i}"));
+        }
+    }
+
+    // A width config.json contradicts, or a projection of another width than the layers': refused
+    // by key or tensor rather than served at a width nobody trained.
+    let dir = copy(model);
+    edit_config(dir.path(), |c| {
+        c.insert("num_labels".into(), json!(97));
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(1), "{report:#}");
+    let mismatch = finding(&report, "tensor-shape-mismatch");
+    assert_eq!(mismatch["subject"], "num_labels", "{mismatch}");
+    assert!(mismatch["fix"].as_str().unwrap().contains("96"), "{mismatch}");
+    let dir = copy(model);
+    let weights = dir.path().join("model.safetensors");
+    let mut st = Safetensors::read(&weights);
+    st.push("linear.weight", &[96, 40], &vec![0.5; 96 * 40]);
+    st.write(&weights);
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(1), "{report:#}");
+    assert_eq!(
+        finding(&report, "tensor-shape-mismatch")["subject"],
+        "linear.weight",
+        "{report:#}"
+    );
+}

@@ -135,6 +135,18 @@ impl BackendFactory for EncoderBackend {
             .map_err(LoadError::Declined)?;
         let spec = self.0.recognise(&layout).map_err(LoadError::Declined)?.spec;
         let (vb, file) = request.var_builder()?;
+        // At the weights' root, beside the backbone's prefix.
+        let output_projection = match spec.extras.output_projection {
+            Some((name, width)) => {
+                let weight = vb
+                    .pp(name)
+                    .get((width.size(), spec.hidden_size()), "weight")
+                    .and_then(|w| tessera_core::layers::Linear::new(w, None))
+                    .map_err(|e| LoadError::from_candle(&file, e))?;
+                Some(weight)
+            }
+            None => None,
+        };
         let vb = match layout.prefix.trim_end_matches('.') {
             "" => vb,
             prefix => vb.pp(prefix),
@@ -147,6 +159,7 @@ impl BackendFactory for EncoderBackend {
         Ok(Box::new(EncoderRunner {
             backend: self.0.name(),
             model,
+            output_projection,
         }))
     }
 }
@@ -155,6 +168,8 @@ impl BackendFactory for EncoderBackend {
 struct EncoderRunner {
     backend: &'static str,
     model: Encoder,
+    /// [`Extras::output_projection`], applied to every token the model returns.
+    output_projection: Option<tessera_core::layers::Linear>,
 }
 
 impl Backend for EncoderRunner {
@@ -174,7 +189,11 @@ impl Backend for EncoderRunner {
                 "task adapter {bad} asked of a model with {tasks}"
             )));
         }
-        Ok(self.model.forward(batch)?)
+        let hidden = self.model.forward(batch)?;
+        Ok(match &self.output_projection {
+            Some(projection) => candle_core::Module::forward(projection, &hidden)?,
+            None => hidden,
+        })
     }
 
     fn adapters(&self) -> &[String] {
@@ -182,7 +201,13 @@ impl Backend for EncoderRunner {
     }
 
     fn quantize(&mut self, format: tessera_core::quant::Format) -> Result<(usize, usize), BackendError> {
-        Ok(self.model.quantize(format)?)
+        let (mut before, mut after) = self.model.quantize(format)?;
+        if let Some(projection) = &mut self.output_projection {
+            before += projection.weight_bytes();
+            projection.quantize(format)?;
+            after += projection.weight_bytes();
+        }
+        Ok((before, after))
     }
 
     fn describe(&self) -> BackendDescription {
@@ -192,7 +217,7 @@ impl Backend for EncoderRunner {
             architecture: spec.architecture.clone(),
             kernel: self.model.kernel().name(),
             pads: self.model.kernel().pads(),
-            hidden_size: spec.hidden_size(),
+            hidden_size: spec.output_width(),
             vocab_size: spec.dims.vocab.size(),
             empty_sequences: false,
         }

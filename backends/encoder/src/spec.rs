@@ -698,6 +698,10 @@ pub struct Extras {
     pub convolution: Option<Convolution>,
     /// A mixture of experts in place of some layers' feed-forward (nomic-embed-text-v2-moe).
     pub experts: Option<Experts>,
+    /// A linear layer without bias applied to every token's output after the final norm,
+    /// stored at the weights' root beside the backbone: the tensor's name and its output width
+    /// (voyage-4-nano's `linear`, 1024 -> 2048, before mean pooling).
+    pub output_projection: Option<(&'static str, Dim)>,
 }
 
 impl Extras {
@@ -706,6 +710,7 @@ impl Extras {
         embedding_projection: None,
         convolution: None,
         experts: None,
+        output_projection: None,
     };
 }
 
@@ -999,7 +1004,18 @@ impl EncoderSpec {
         if let Some(name) = n.final_norm {
             norm(&mut t, name, h);
         }
+        if let Some((name, width)) = self.extras.output_projection {
+            t.push(ExpectedTensor::at_root(format!("{name}.weight"), &[width, h]));
+        }
         t
+    }
+
+    /// Width of the vectors the model returns per token: `hidden_size`, or the output
+    /// projection's.
+    pub fn output_width(&self) -> usize {
+        self.extras
+            .output_projection
+            .map_or_else(|| self.hidden_size(), |(_, width)| width.size())
     }
 
     /// Whether layer `l` has an attention norm (ModernBERT's layer 0 has none).

@@ -184,6 +184,7 @@ fn extras(config: &ModelConfig, hidden: usize, evidence: &mut Vec<Evidence>) -> 
     Ok(Extras {
         embedding_projection,
         experts: None,
+        output_projection: None,
         convolution: Some(Convolution {
             conv: CONVOLUTION,
             norm: CONVOLUTION_NORM,

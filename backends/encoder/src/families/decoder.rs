@@ -192,6 +192,71 @@ impl Decoder {
     pub const GEMMA3: Decoder = Decoder(Kind::Gemma3);
 }
 
+/// The output projection of voyage-4-nano's own code (a linear layer without bias over every
+/// token's output, `[out, hidden]`), saved beside the backbone at the weights' root.
+const OUTPUT_PROJECTION: &str = "linear";
+
+/// The model's output projection when the weights hold one: its width is the tensor's rows,
+/// which `num_labels` must agree with where config.json has it (TEI reads the width there).
+fn output_projection(
+    layout: &EncoderLayout<'_>,
+    hidden: Dim,
+    evidence: &mut Vec<Evidence>,
+) -> Result<Option<(&'static str, Dim)>, Box<Finding>> {
+    let name = format!("{OUTPUT_PROJECTION}.weight");
+    let Some(info) = layout.weights.get(&name) else {
+        return Ok(None);
+    };
+    let file = layout.weights.display_file();
+    let (out, input) = match info.shape[..] {
+        [out, input] => (out, input),
+        _ => {
+            return Err(Box::new(
+                Finding::error(
+                    "tensor-shape-mismatch",
+                    format!(
+                        "`{name}` has shape {:?}: an output projection is `[width, hidden_size]`",
+                        info.shape
+                    ),
+                )
+                .in_file(file)
+                .about(name)
+                .fix("re-save the model's weights"),
+            ))
+        }
+    };
+    if input != hidden.size() {
+        return Err(Box::new(
+            Finding::error(
+                "tensor-shape-mismatch",
+                format!(
+                    "`{name}` projects {input} features, but the layers output {} (`hidden_size`)",
+                    hidden.size()
+                ),
+            )
+            .in_file(file)
+            .about(name)
+            .fix("re-save the model's weights, or set `hidden_size` to the layers' width"),
+        ));
+    }
+    if let Some(labels) = layout.config.usize("num_labels").filter(|&n| n != out) {
+        return Err(Box::new(
+            Finding::error(
+                "tensor-shape-mismatch",
+                format!("`num_labels` is {labels}, but `{name}` projects to {out}"),
+            )
+            .in_file("config.json")
+            .about("num_labels")
+            .fix(format!("set `num_labels` to {out}")),
+        ));
+    }
+    evidence.push(Evidence::tensor(
+        name,
+        format!("[{out}, {input}]: every token's output projected to {out} features by a linear layer without bias, before pooling (voyage-4-nano's own code)"),
+    ));
+    Ok(Some((OUTPUT_PROJECTION, Dim::of("num_labels", out))))
+}
+
 impl Family for Decoder {
     fn name(&self) -> &'static str {
         self.0.name()
@@ -309,6 +374,7 @@ impl Family for Decoder {
                 down: flag("mlp_bias"),
             },
         };
+        let output_projection = output_projection(layout, dims.hidden, &mut evidence)?;
         let spec = EncoderSpec {
             architecture,
             names: me.names(),
@@ -321,8 +387,10 @@ impl Family for Decoder {
             norm,
             biases,
             scales,
-            extras: crate::spec::Extras::NONE,
-
+            extras: crate::spec::Extras {
+                output_projection,
+                ..crate::spec::Extras::NONE
+            },
             adapters: None,
             layer_attention,
         };
