@@ -6,10 +6,12 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 use tessera_integration_tests::grpc::{
-    self as pb, embed_client::EmbedClient, predict_client::PredictClient, rerank_client::RerankClient,
+    self as pb, embed_client::EmbedClient, info_client::InfoClient, predict_client::PredictClient,
+    rerank_client::RerankClient,
 };
 use tessera_integration_tests::{block_on, shared_model, Server};
 use tonic::Code;
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
 struct Weights {
     pooler_w: Vec<f32>,
@@ -367,7 +369,30 @@ fn grpc_reranking_ranks_as_the_json_route() {
         .json()
         .unwrap();
     let (unary, streamed, empty) = block_on(async {
-        let mut rerank = RerankClient::new(server.grpc_channel().await);
+        let channel = server.grpc_channel().await;
+        // A reranker: Info says so, and health reports Predict and Rerank serving, Embed not.
+        let info = InfoClient::new(channel.clone()).info(pb::InfoRequest {}).await.unwrap();
+        assert_eq!(info.into_inner().model_type, pb::ModelType::Reranker as i32);
+        let mut health = HealthClient::new(channel.clone());
+        for (service, want) in [
+            ("tei.v1.Rerank", ServingStatus::Serving),
+            ("tei.v1.Predict", ServingStatus::Serving),
+            ("tei.v1.Embed", ServingStatus::NotServing),
+        ] {
+            let request = HealthCheckRequest {
+                service: service.into(),
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let got = health.check(request.clone()).await.unwrap().into_inner().status;
+                if got == want as i32 {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{service}: {got}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        let mut rerank = RerankClient::new(channel);
         let request = pb::RerankRequest {
             query: "music".into(),
             texts: texts.map(String::from).to_vec(),

@@ -67,3 +67,54 @@ pub(crate) fn direction(value: i32) -> Result<Direction, ApiError> {
 pub(crate) fn truncate(value: bool) -> Option<bool> {
     value.then_some(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_take_tei_status_codes_and_carry_the_stable_code() {
+        let cases = [
+            (
+                ApiError::validation(ErrorCode::InputTooLong, "x"),
+                Code::InvalidArgument,
+            ),
+            (ApiError::empty("x"), Code::InvalidArgument),
+            (
+                ApiError::too_large(ErrorCode::PayloadTooLarge, "x"),
+                Code::InvalidArgument,
+            ),
+            (ApiError::overloaded("x"), Code::ResourceExhausted),
+            (ApiError::tokenizer("x"), Code::FailedPrecondition),
+            (ApiError::backend("x"), Code::FailedPrecondition),
+            (ApiError::unhealthy("x"), Code::Unavailable),
+            (ApiError::unauthorized("x"), Code::Unauthenticated),
+            (
+                ApiError::validation(ErrorCode::WrongModelType, "x"),
+                Code::FailedPrecondition,
+            ),
+        ];
+        for (error, code) in cases {
+            let stable = error.code.as_str();
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{stable}");
+            assert_eq!(status.message(), "x");
+            assert_eq!(status.metadata().get("tessera-error-code").unwrap(), stable);
+        }
+    }
+
+    #[test]
+    fn truncation_directions_are_the_enum_values_only() {
+        assert!(matches!(direction(0), Ok(Direction::Right)));
+        assert!(matches!(direction(1), Ok(Direction::Left)));
+        let refused = direction(2).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidRequest);
+        assert!(
+            refused.message.contains("TRUNCATION_DIRECTION_LEFT (1)"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(truncate(true), Some(true));
+        assert_eq!(truncate(false), None, "unset: --auto-truncate decides");
+    }
+}
