@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{answer, direction, metadata, truncate};
@@ -242,10 +242,9 @@ impl Tei {
                     }
                 })
                 .buffered(parallel)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<Result<_, _>>()?;
+                // The first failure answers; the pairs still in flight are dropped (cancelled).
+                .try_collect()
+                .await?;
             let Some(timings) = combined(started, &scored) else {
                 return Err(ApiError::empty("the stream sent no pairs to rerank"));
             };

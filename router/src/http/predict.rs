@@ -2,11 +2,11 @@
 //! `*ForSequenceClassification` checkpoints. Probabilities come from a softmax that cannot
 //! overflow (TEI's turns logits like [-100, 50] into NaN), or a sigmoid for one-output rerankers.
 
+use std::time::Instant;
+
 use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
-
 use serde_json::Value;
 use tessera_core::{sigmoid, softmax};
 
