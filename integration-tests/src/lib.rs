@@ -26,6 +26,15 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// Every message of a gRPC answer stream, until it ends (a failure panics).
+pub async fn all_messages<T>(mut stream: tonic::Streaming<T>) -> Vec<T> {
+    let mut messages = Vec::new();
+    while let Some(message) = stream.message().await.expect("the stream's next message") {
+        messages.push(message);
+    }
+    messages
+}
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

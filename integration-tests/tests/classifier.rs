@@ -9,7 +9,7 @@ use tessera_integration_tests::grpc::{
     self as pb, embed_client::EmbedClient, info_client::InfoClient, predict_client::PredictClient,
     rerank_client::RerankClient,
 };
-use tessera_integration_tests::{block_on, shared_model, Server};
+use tessera_integration_tests::{all_messages, block_on, shared_model, Server};
 use tonic::Code;
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
@@ -20,12 +20,8 @@ struct Weights {
     classifier_b: Vec<f32>,
 }
 
-/// Writes a `BertForSequenceClassification` copy of bert-tiny with `labels` outputs.
-fn build(dir: &Path, labels: &[&str]) -> Weights {
-    build_from("bert-tiny", dir, labels)
-}
-
-/// The same from another 32-wide shared model (jina-tiny gives a JinaBERT reranker).
+/// Writes a `BertForSequenceClassification` copy of a 32-wide shared model (bert-tiny; jina-tiny
+/// gives a JinaBERT reranker) with `labels` outputs.
 fn build_from(model: &str, dir: &Path, labels: &[&str]) -> Weights {
     let source = shared_model(model).unwrap();
     for name in ["tokenizer.json", "special_tokens_map.json", "tokenizer_config.json"] {
@@ -106,6 +102,16 @@ fn logits(w: &Weights, cls: &[f32], k: usize) -> Vec<f64> {
         .collect()
 }
 
+/// A classifier built from `model` with `labels`, served; `None` after a skip when `model` is
+/// missing. The directory lives as long as the server.
+fn serve(model: &str, labels: &[&str]) -> Option<(Weights, Server, tempfile::TempDir)> {
+    shared_model(model)?;
+    let dir = tempfile::tempdir().unwrap();
+    let weights = build_from(model, dir.path(), labels);
+    let server = Server::start(dir.path(), &[]);
+    Some((weights, server, dir))
+}
+
 fn cls_vector(server: &Server, input: Value) -> Vec<f32> {
     let tokens: Vec<Vec<Vec<f32>>> = server.post("/embed_all", &json!({ "inputs": input })).json().unwrap();
     tokens[0][0].clone()
@@ -113,13 +119,10 @@ fn cls_vector(server: &Server, input: Value) -> Vec<f32> {
 
 #[test]
 fn predict_matches_pooler_and_classifier() {
-    if shared_model("bert-tiny").is_none() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
     let labels = ["negative", "neutral", "positive"];
-    let w = build(dir.path(), &labels);
-    let server = Server::start(dir.path(), &[]);
+    let Some((w, server, _dir)) = serve("bert-tiny", &labels) else {
+        return;
+    };
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["model_type"]["classifier"]["id2label"]["2"], "positive");
 
@@ -172,12 +175,9 @@ fn predict_matches_pooler_and_classifier() {
 
 #[test]
 fn rerank_sorts_by_sigmoid_of_the_single_logit() {
-    if shared_model("bert-tiny").is_none() {
+    let Some((w, server, _dir)) = serve("bert-tiny", &["LABEL_0"]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let w = build(dir.path(), &["LABEL_0"]);
-    let server = Server::start(dir.path(), &[]);
+    };
     let info: Value = server.get("/info").json().unwrap();
     assert!(info["model_type"].get("reranker").is_some(), "{}", info["model_type"]);
 
@@ -223,12 +223,9 @@ fn rerank_sorts_by_sigmoid_of_the_single_logit() {
 
 #[test]
 fn a_jina_bert_reranker_scores_pairs_through_its_pooler() {
-    if shared_model("jina-tiny").is_none() {
+    let Some((w, server, _dir)) = serve("jina-tiny", &["LABEL_0"]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let w = build_from("jina-tiny", dir.path(), &["LABEL_0"]);
-    let server = Server::start(dir.path(), &[]);
+    };
     let info: Value = server.get("/info").json().unwrap();
     assert!(
         info["architecture"].as_str().unwrap().starts_with("jina-bert"),
@@ -258,13 +255,10 @@ fn a_jina_bert_reranker_scores_pairs_through_its_pooler() {
 /// and classifier computed here, the pair as `/predict` scores it.
 #[test]
 fn grpc_predictions_score_as_the_classifier() {
-    if shared_model("bert-tiny").is_none() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
     let labels = ["negative", "neutral", "positive"];
-    let w = build(dir.path(), &labels);
-    let server = Server::start(dir.path(), &[]);
+    let Some((w, server, _dir)) = serve("bert-tiny", &labels) else {
+        return;
+    };
     let text = "What a wonderful day";
     let want = logits(&w, &cls_vector(&server, json!(text)), 3);
     let pair = ["first text", "second text"];
@@ -289,14 +283,11 @@ fn grpc_predictions_score_as_the_classifier() {
             ..Default::default()
         };
         let mut pairs = vec![predict.predict_pair(pair_request.clone()).await.unwrap().into_inner()];
-        let mut answers = predict
+        let answers = predict
             .predict_pair_stream(tokio_stream::iter([pair_request.clone(), pair_request]))
             .await
-            .unwrap()
-            .into_inner();
-        while let Some(answer) = answers.message().await.unwrap() {
-            pairs.push(answer);
-        }
+            .unwrap();
+        pairs.extend(all_messages(answers.into_inner()).await);
         let three = pb::PredictPairRequest {
             inputs: vec!["a".into(), "b".into(), "c".into()],
             ..Default::default()
@@ -354,12 +345,9 @@ fn grpc_predictions_score_as_the_classifier() {
 /// gRPC's `Rerank` and `RerankStream` on a one-output reranker rank as `/rerank` does.
 #[test]
 fn grpc_reranking_ranks_as_the_json_route() {
-    if shared_model("bert-tiny").is_none() {
+    let Some((_weights, server, _dir)) = serve("bert-tiny", &["LABEL_0"]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let _weights = build(dir.path(), &["LABEL_0"]);
-    let server = Server::start(dir.path(), &[]);
+    };
     let texts = ["a guitar", "the stock market", "an acoustic guitar player"];
     let http: Vec<Value> = server
         .post(

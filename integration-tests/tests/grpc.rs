@@ -11,7 +11,7 @@ use tessera_integration_tests::grpc::{
     rerank_client::RerankClient, tokenize_client::TokenizeClient,
 };
 use tessera_integration_tests::reference::vectors;
-use tessera_integration_tests::{assert_parity, block_on, golden, minilm, Server};
+use tessera_integration_tests::{all_messages, assert_parity, block_on, golden, minilm, Server};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
@@ -85,15 +85,12 @@ fn grpc_calls_answer_as_sentence_transformers() {
 
         // Every golden text through one stream: answered in order.
         let requests: Vec<pb::EmbedRequest> = texts.iter().map(|t| embed_request(t)).collect();
-        let mut answers = embed
-            .embed_stream(tokio_stream::iter(requests))
+        let answers = embed.embed_stream(tokio_stream::iter(requests)).await.unwrap();
+        let got: Vec<Vec<f32>> = all_messages(answers.into_inner())
             .await
-            .unwrap()
-            .into_inner();
-        let mut got = Vec::new();
-        while let Some(answer) = answers.message().await.unwrap() {
-            got.push(answer.embeddings);
-        }
+            .into_iter()
+            .map(|a| a.embeddings)
+            .collect();
         assert_eq!(got.len(), texts.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_parity(g, w, &format!("EmbedStream message {i}"));
@@ -140,15 +137,12 @@ fn grpc_calls_answer_as_sentence_transformers() {
                 skip_special_tokens: false,
             })
             .collect();
-        let mut answers = tokenize
-            .decode_stream(tokio_stream::iter(requests))
+        let answers = tokenize.decode_stream(tokio_stream::iter(requests)).await.unwrap();
+        let decoded: Vec<String> = all_messages(answers.into_inner())
             .await
-            .unwrap()
-            .into_inner();
-        let mut decoded = Vec::new();
-        while let Some(answer) = answers.message().await.unwrap() {
-            decoded.push(answer.text);
-        }
+            .into_iter()
+            .map(|a| a.text)
+            .collect();
         assert_eq!(decoded.len(), 3);
         assert!(decoded[0] == "[CLS]" && decoded[2].starts_with("[CLS]"), "{decoded:?}");
 
@@ -378,17 +372,10 @@ fn stream_messages_wait_for_room_under_max_concurrent_requests() {
         let mut embed = EmbedClient::new(channel);
         // 24 messages, all sent at once: with room for one input, each waits its turn.
         let requests: Vec<pb::EmbedRequest> = (0..24).map(|i| embed_request(&format!("text number {i}"))).collect();
-        let mut answers = embed
-            .embed_stream(tokio_stream::iter(requests))
-            .await
-            .unwrap()
-            .into_inner();
-        let mut n = 0;
-        while let Some(answer) = answers.message().await.unwrap() {
-            assert_eq!(answer.embeddings.len(), 384);
-            n += 1;
-        }
-        assert_eq!(n, 24);
+        let answers = embed.embed_stream(tokio_stream::iter(requests)).await.unwrap();
+        let answers = all_messages(answers.into_inner()).await;
+        assert_eq!(answers.len(), 24);
+        assert!(answers.iter().all(|a| a.embeddings.len() == 384));
     });
 }
 

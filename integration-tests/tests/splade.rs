@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 use tessera_integration_tests::grpc::{embed_client::EmbedClient, EmbedSparseRequest};
-use tessera_integration_tests::{block_on, run, shared_model, Safetensors, Server};
+use tessera_integration_tests::{all_messages, block_on, run, shared_model, Safetensors, Server};
 
 #[test]
 fn splade_vectors_match_the_formula() {
@@ -93,15 +93,15 @@ fn splade_vectors_match_the_formula() {
             ..Default::default()
         };
         let unary = client.embed_sparse(request()).await.unwrap().into_inner();
-        let mut answers = client
+        let answers = client
             .embed_sparse_stream(tokio_stream::iter([request(), request()]))
             .await
-            .unwrap()
-            .into_inner();
-        let mut streamed = Vec::new();
-        while let Some(answer) = answers.message().await.unwrap() {
-            streamed.push(answer.sparse_embeddings);
-        }
+            .unwrap();
+        let streamed: Vec<_> = all_messages(answers.into_inner())
+            .await
+            .into_iter()
+            .map(|a| a.sparse_embeddings)
+            .collect();
         (unary.sparse_embeddings, streamed)
     });
     assert_eq!(unary.len(), nonzero);
