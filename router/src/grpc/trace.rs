@@ -7,6 +7,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::http::trace::{inference_span, join_caller, record_timings};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::HeaderMap;
@@ -15,33 +16,18 @@ use axum::response::Response;
 use http_body::Frame;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-use crate::http::trace::record_timings;
 
 pub(crate) async fn call_span(request: Request, next: Next) -> Response {
     let path = request.uri().path().trim_start_matches('/').to_string();
     let (service, method) = path.split_once('/').unwrap_or((&path, ""));
-    let span = tracing::info_span!(
-        "request",
+    let span = inference_span!(
         otel.name = %path,
-        otel.kind = "server",
-        otel.status_code = Empty,
         rpc.system = "grpc",
         rpc.service = %service,
         rpc.method = %method,
         rpc.grpc.status_code = Empty,
-        total_time_ms = Empty,
-        tokenization_time_ms = Empty,
-        queue_time_ms = Empty,
-        inference_time_ms = Empty,
-        compute_tokens = Empty,
-        compute_characters = Empty,
     );
-    if let Some(parent) = crate::telemetry::remote_parent(request.headers()) {
-        // Fails only when the span is disabled (filtered out), where nothing is exported anyway.
-        let _ = span.set_parent(parent);
-    }
+    join_caller(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     record_timings(&span, response.headers());
     // A call refused before any message has its status in the headers ("trailers-only").

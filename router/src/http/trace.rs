@@ -20,31 +20,47 @@ const RECORDED: &[(&str, &str)] = &[
     ("x-compute-characters", "compute_characters"),
 ];
 
+/// The span of one request or call: `otel.name` and the protocol's own fields as given, then the
+/// server kind, the status and the timing attributes every API records ([`record_timings`]).
+macro_rules! inference_span {
+    ($($fields:tt)*) => {
+        tracing::info_span!(
+            "request",
+            $($fields)*
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            total_time_ms = tracing::field::Empty,
+            tokenization_time_ms = tracing::field::Empty,
+            queue_time_ms = tracing::field::Empty,
+            inference_time_ms = tracing::field::Empty,
+            compute_tokens = tracing::field::Empty,
+            compute_characters = tracing::field::Empty,
+        )
+    };
+}
+pub(crate) use inference_span;
+
+/// Where a request's span gets its parent: the caller's W3C `traceparent`, when valid.
+pub(crate) fn join_caller(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    if let Some(parent) = crate::telemetry::remote_parent(headers) {
+        // Fails only when the span is disabled (filtered out), where nothing is exported anyway.
+        let _ = span.set_parent(parent);
+    }
+}
+
 pub(crate) async fn request_span(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| request.uri().path().to_string(), |path| path.as_str().to_string());
-    let span = tracing::info_span!(
-        "request",
+    let span = inference_span!(
         otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = Empty,
         http.request.method = %method,
         http.route = %route,
         http.response.status_code = Empty,
-        total_time_ms = Empty,
-        tokenization_time_ms = Empty,
-        queue_time_ms = Empty,
-        inference_time_ms = Empty,
-        compute_tokens = Empty,
-        compute_characters = Empty,
     );
-    if let Some(parent) = crate::telemetry::remote_parent(request.headers()) {
-        // Fails only when the span is disabled (filtered out), where nothing is exported anyway.
-        let _ = span.set_parent(parent);
-    }
+    join_caller(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
