@@ -338,6 +338,11 @@ impl TextTokenizer {
         })
     }
 
+    /// The id of `token` in the vocabulary (added tokens included).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.untruncated.token_to_id(token)
+    }
+
     /// Encodes without the special tokens the post-processor adds, as sentence-transformers'
     /// `StaticEmbedding` tokenizes (`add_special_tokens=False`); `/tokenize` shows none either.
     pub fn without_special_tokens(mut self) -> Self {

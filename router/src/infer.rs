@@ -64,6 +64,8 @@ pub(crate) enum Serves {
     Embeddings,
     /// SPLADE vectors over the vocabulary (dense routes get them too, unsparsified).
     Sparse,
+    /// Dense sentence vectors, and BGE-M3's lexical weights for sparse requests.
+    EmbeddingsAndLexical,
     /// Classifier logits over this many labels.
     Scores { labels: usize },
 }
@@ -84,12 +86,13 @@ pub(crate) enum Want {
 }
 
 impl Want {
-    /// The output the model thread computes for it.
-    fn output(self) -> OutputKind {
-        match self {
-            Want::Pooled | Want::Sparse => OutputKind::Pooled,
-            Want::Tokens => OutputKind::Tokens,
-            Want::Logits | Want::Rerank => OutputKind::Logits,
+    /// The output the model thread computes for it on a model that `serves` it.
+    fn output(self, serves: Serves) -> OutputKind {
+        match (self, serves) {
+            (Want::Sparse, Serves::EmbeddingsAndLexical) => OutputKind::Lexical,
+            (Want::Pooled | Want::Sparse, _) => OutputKind::Pooled,
+            (Want::Tokens, _) => OutputKind::Tokens,
+            (Want::Logits | Want::Rerank, _) => OutputKind::Logits,
         }
     }
 }
@@ -99,18 +102,18 @@ impl Serves {
     pub(crate) fn check(self, want: Want) -> Result<(), InferError> {
         let refusal = match (self, want) {
             (_, Want::Tokens)
-            | (Serves::Embeddings | Serves::Sparse, Want::Pooled)
-            | (Serves::Sparse, Want::Sparse)
+            | (Serves::Embeddings | Serves::Sparse | Serves::EmbeddingsAndLexical, Want::Pooled)
+            | (Serves::Sparse | Serves::EmbeddingsAndLexical, Want::Sparse)
             | (Serves::Scores { .. }, Want::Logits)
             | (Serves::Scores { labels: 1 }, Want::Rerank) => return Ok(()),
             (Serves::Scores { .. }, Want::Pooled | Want::Sparse) => {
                 "the model is a classifier: use /predict (or /rerank for a reranker)".to_string()
             }
             (Serves::Embeddings, Want::Sparse) => {
-                "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint"
+                "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint, or serve a BGE-M3 model with its sparse_linear.pt"
                     .to_string()
             }
-            (Serves::Embeddings | Serves::Sparse, Want::Logits | Want::Rerank) => {
+            (Serves::Embeddings | Serves::Sparse | Serves::EmbeddingsAndLexical, Want::Logits | Want::Rerank) => {
                 "the model is an embedding model, not a classifier: use /embed (or /similarity)".to_string()
             }
             (Serves::Scores { labels }, Want::Rerank) => {
@@ -456,7 +459,7 @@ impl Infer {
         let tokens = encoded.iter().map(|e| e.len()).sum();
         metrics::inputs_submitted(encoded.iter().map(|e| e.len()));
 
-        let outputs = self.run(encoded, want.output(), task).await?;
+        let outputs = self.run(encoded, want.output(self.serves), task).await?;
         let (mut queue, mut inference) = (Duration::ZERO, Duration::ZERO);
         let mut embeddings = Vec::with_capacity(outputs.len());
         for out in outputs {

@@ -30,8 +30,13 @@ pub(crate) struct ServingPlan {
 /// What the model's output is turned into, decided once from the weights and `--pooling`.
 #[derive(Debug, Clone)]
 pub(crate) enum Task {
-    /// Sentence embeddings: pooling, then the sentence-transformers Dense modules.
-    Embed { pooling: Pooling, source: String },
+    /// Sentence embeddings: pooling, then the sentence-transformers Dense modules; with BGE-M3's
+    /// lexical layer (`sparse_linear.pt`), lexical weights on `/embed_sparse` as well.
+    Embed {
+        pooling: Pooling,
+        source: String,
+        lexical: Option<std::path::PathBuf>,
+    },
     /// SPLADE vectors from the masked-LM head (`--pooling splade`).
     Splade(SpladeSpec),
     /// Sequence classification through the pooler and `classifier` (`/predict`, `/rerank`).
@@ -294,7 +299,22 @@ fn choose_task(
             .fix("none needed; pass `normalize: false` to get the int8 values themselves"),
         );
     }
-    choose_pooling(inspection, pooling, implied, findings).map(|(pooling, source)| Task::Embed { pooling, source })
+    let lexical = tessera_core::lexical_layer(&inspection.root);
+    if let Some(file) = &lexical {
+        findings.push(
+            Finding::info(
+                "lexical-weights-served",
+                format!("`{}`: BGE-M3's lexical layer; /embed_sparse returns each text's lexical weights (token id -> weight), as FlagEmbedding's `BGEM3FlagModel` computes them, beside the dense vectors of /embed", tessera_core::SPARSE_LINEAR),
+            )
+            .in_file(file)
+            .fix("none needed"),
+        );
+    }
+    choose_pooling(inspection, pooling, implied, findings).map(|(pooling, source)| Task::Embed {
+        pooling,
+        source,
+        lexical,
+    })
 }
 
 fn choose_pooling(

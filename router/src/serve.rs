@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_core::quant::Format;
-use tessera_core::{ClassifierHead, EmbeddingHead, LoadRequest, SpladeHead, TextTokenizer, TruncationDirection};
+use tessera_core::{
+    ClassifierHead, EmbeddingHead, LexicalHead, LoadRequest, SpladeHead, TextTokenizer, TruncationDirection,
+};
 
 use crate::backends;
 use crate::device;
@@ -227,14 +229,22 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
     }
     let description = backend.describe();
     let (head, output_dim) = match &plan.task {
-        Task::Embed { pooling, .. } => {
+        Task::Embed { pooling, lexical, .. } => {
             let dense = EmbeddingHead::load(&inspection.sentence_transformers.dense, device)?
                 .with_int8_output(tessera_core::int8_output(inspection.config.as_ref()));
             let dim = dense.output_dim(description.hidden_size);
+            let lexical = match lexical {
+                Some(file) => {
+                    let unused = tessera_core::unused_token_ids(root, |t| tokenizer.token_id(t));
+                    Some(LexicalHead::load(file, description.hidden_size, unused)?)
+                }
+                None => None,
+            };
             (
                 Head::Pooled {
                     pooling: *pooling,
                     dense,
+                    lexical,
                 },
                 dim,
             )
@@ -355,7 +365,8 @@ fn start(
         auto_truncate: settings.auto_truncate,
         prompts,
         serves: match &plan.task {
-            Task::Embed { .. } => Serves::Embeddings,
+            Task::Embed { lexical: None, .. } => Serves::Embeddings,
+            Task::Embed { lexical: Some(_), .. } => Serves::EmbeddingsAndLexical,
             Task::Splade(_) => Serves::Sparse,
             Task::Classify(spec) => Serves::Scores {
                 labels: spec.labels.len(),

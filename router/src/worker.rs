@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use tessera_core::{Backend, Batch, ClassifierHead, EmbeddingHead, Encoded, Pooling, SeqOffsets, SpladeHead};
+use tessera_core::{
+    Backend, Batch, ClassifierHead, EmbeddingHead, Encoded, LexicalHead, LexicalWeights, Pooling, SeqOffsets,
+    SpladeHead,
+};
 
 use crate::metrics;
 use crate::queue::{Budget, Embedding, Job, JobError, JobOutput, OutputKind, Queue};
@@ -21,8 +24,12 @@ pub(crate) struct Worker {
 
 /// What turns the backbone's token vectors into the task's output, loaded for the plan's task.
 pub(crate) enum Head {
-    /// Pooling, then the sentence-transformers Dense modules.
-    Pooled { pooling: Pooling, dense: EmbeddingHead },
+    /// Pooling, then the sentence-transformers Dense modules; BGE-M3's lexical layer beside them.
+    Pooled {
+        pooling: Pooling,
+        dense: EmbeddingHead,
+        lexical: Option<LexicalHead>,
+    },
     /// The SPLADE masked-LM head.
     Splade(SpladeHead),
     /// The pooler and classifier.
@@ -33,11 +40,21 @@ impl Head {
     /// Vectors per sequence of a batch: pooled/SPLADE vectors or logits, by task.
     fn forward(&self, hidden: &Tensor, batch: &Batch, skips: &[usize]) -> candle_core::Result<Vec<Vec<f32>>> {
         match self {
-            Head::Pooled { pooling, dense } => dense.forward(&pooling.pool_skipping(hidden, &batch.seqs, skips)?),
+            Head::Pooled { pooling, dense, .. } => dense.forward(&pooling.pool_skipping(hidden, &batch.seqs, skips)?),
             Head::Splade(splade) => splade.forward(hidden, &batch.seqs),
             Head::Classify(classifier) => classifier.forward(hidden, batch),
         }?
         .to_vec2()
+    }
+
+    /// Each sequence's lexical weights, when the head has BGE-M3's lexical layer.
+    fn lexical(&self, hidden: &Tensor, batch: &Batch) -> Option<candle_core::Result<Vec<LexicalWeights>>> {
+        match self {
+            Head::Pooled {
+                lexical: Some(lexical), ..
+            } => Some(lexical.forward(hidden, batch)),
+            _ => None,
+        }
     }
 
     /// The output kind this head answers.
@@ -244,6 +261,14 @@ impl Worker {
         } else {
             Vec::new()
         };
+        let mut lexical = match kinds.contains(&OutputKind::Lexical) {
+            true => self
+                .head
+                .lexical(&hidden, batch)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            false => None,
+        };
         // Only /embed_all needs the token vectors on the host; converting them for other
         // batches would copy the whole hidden state for nothing.
         let hidden = if kinds.contains(&OutputKind::Tokens) {
@@ -268,6 +293,11 @@ impl Worker {
                         Embedding::Pooled(value)
                     })
                 }
+                OutputKind::Lexical => lexical
+                    .as_mut()
+                    .and_then(|weights| weights.get_mut(i))
+                    .map(|w| Embedding::Lexical(std::mem::take(w)))
+                    .ok_or_else(|| "internal error: this model has no lexical layer".to_string()),
                 OutputKind::Tokens => {
                     let range = batch.seqs.range(i);
                     hidden
@@ -337,6 +367,7 @@ mod tests {
             head: Head::Pooled {
                 pooling: Pooling::Mean,
                 dense: EmbeddingHead::load(&[], &Device::Cpu).expect("no dense modules"),
+                lexical: None,
             },
             budget: Budget {
                 max_tokens: 1024,

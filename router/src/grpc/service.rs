@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{answer, direction, metadata, truncate};
 use super::pb;
 use crate::http::counted::observed;
-use crate::http::embed::{nonzero, pooled_call, pooled_vectors, RunOptions};
+use crate::http::embed::{pooled_call, pooled_vectors, sparse_vectors, RunOptions};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::info::ModelType;
 use crate::http::{predict, similarity, tokenize, AppState};
@@ -115,8 +115,12 @@ impl Tei {
             let options = Self::options(r.truncate, r.truncation_direction, r.prompt_name, wait)?;
             let inputs = || Ok(vec![Input::Text(r.inputs)]);
             let call = pooled_call(&self.state, Want::Sparse, inputs, options, false, None)?;
-            let (vectors, timings) = pooled_vectors(&self.state, call, started).await?;
-            let sparse_embeddings = nonzero(vectors.into_iter().next().unwrap_or_default())
+            let (vectors, timings) = sparse_vectors(&self.state, call, started).await?;
+            let sparse_embeddings = vectors
+                .into_iter()
+                .next()
+                .unwrap_or_default()
+                .into_iter()
                 .map(|(index, value)| pb::SparseValue {
                     index: u32::try_from(index).unwrap_or(u32::MAX),
                     value,

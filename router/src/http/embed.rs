@@ -177,7 +177,7 @@ pub(crate) async fn pooled_vectors(
         .into_iter()
         .map(|e| match e {
             Embedding::Pooled(v) => Ok(finish_embedding(v, dimensions, normalize)),
-            Embedding::Tokens(_) | Embedding::Logits(_) => Err(ApiError::backend(
+            Embedding::Tokens(_) | Embedding::Logits(_) | Embedding::Lexical(_) => Err(ApiError::backend(
                 "the model returned another output than a pooled vector",
             )),
         })
@@ -265,10 +265,14 @@ pub(crate) async fn embed_sparse(
                 ..request
             };
             let call = request.into_call(&state, Want::Sparse, false)?;
-            let (vectors, timings) = pooled_vectors(&state, call, started).await?;
+            let (vectors, timings) = sparse_vectors(&state, call, started).await?;
             let sparse: Vec<Vec<SparseValue>> = vectors
                 .into_iter()
-                .map(|v| nonzero(v).map(|(index, value)| SparseValue { index, value }).collect())
+                .map(|v| {
+                    v.into_iter()
+                        .map(|(index, value)| SparseValue { index, value })
+                        .collect()
+                })
                 .collect();
             Ok((sparse, timings))
         },
@@ -276,9 +280,29 @@ pub(crate) async fn embed_sparse(
     .await
 }
 
-/// The non-zero entries of a SPLADE vector, `(index, value)`.
-pub(crate) fn nonzero(vector: Vec<f32>) -> impl Iterator<Item = (usize, f32)> {
-    vector.into_iter().enumerate().filter(|(_, x)| *x != 0.0)
+/// Each input's sparse vector as `(index, value)` entries, by index: a SPLADE vector's non-zero
+/// entries, or BGE-M3's lexical weights (token id, weight); shared by `/embed_sparse` and gRPC's
+/// `EmbedSparse`.
+pub(crate) async fn sparse_vectors(
+    state: &AppState,
+    call: PooledCall,
+    started: Instant,
+) -> Result<(Vec<Vec<(usize, f32)>>, Timings), ApiError> {
+    let PooledCall {
+        want, inputs, options, ..
+    } = call;
+    let (outputs, timings) = run_inputs(state, inputs, options, started, want).await?;
+    let vectors = outputs
+        .into_iter()
+        .map(|e| match e {
+            Embedding::Pooled(v) => Ok(v.into_iter().enumerate().filter(|(_, x)| *x != 0.0).collect()),
+            Embedding::Lexical(weights) => Ok(weights.into_iter().map(|(id, w)| (id as usize, w)).collect()),
+            Embedding::Tokens(_) | Embedding::Logits(_) => Err(ApiError::backend(
+                "the model returned another output than a sparse vector",
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((vectors, timings))
 }
 
 /// TEI's response headers; times in milliseconds.

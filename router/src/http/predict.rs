@@ -114,7 +114,9 @@ fn logits(outputs: Vec<Embedding>) -> Result<Vec<Vec<f32>>, ApiError> {
         .into_iter()
         .map(|e| match e {
             Embedding::Logits(l) => Ok(l),
-            Embedding::Pooled(_) | Embedding::Tokens(_) => Err(ApiError::backend("the model returned no logits")),
+            Embedding::Pooled(_) | Embedding::Tokens(_) | Embedding::Lexical(_) => {
+                Err(ApiError::backend("the model returned no logits"))
+            }
         })
         .collect()
 }

@@ -123,7 +123,7 @@ pub(crate) async fn token_vectors(
         .into_iter()
         .map(|e| match e {
             Embedding::Tokens(t) => Ok(t),
-            Embedding::Pooled(_) | Embedding::Logits(_) => Err(ApiError::backend(
+            Embedding::Pooled(_) | Embedding::Logits(_) | Embedding::Lexical(_) => Err(ApiError::backend(
                 "the model returned another output than token vectors",
             )),
         })
@@ -165,8 +165,9 @@ pub(crate) async fn root(
     }
     if is_similarity {
         similarity(State(state), parse(value).map(ApiJson)).await
-    } else if state.infer.accepts(Want::Sparse).is_ok() {
-        // A SPLADE model's answer is its sparse vector, as TEI's `POST /` gives it.
+    } else if matches!(*state.task, crate::plan::Task::Splade(_)) {
+        // A SPLADE model's answer is its sparse vector, as TEI's `POST /` gives it (BGE-M3's
+        // is its dense vector: its lexical weights are the second output).
         super::embed::embed_sparse(State(state), parse(value).map(ApiJson)).await
     } else {
         embed(State(state), parse(value).map(ApiJson)).await

@@ -26,6 +26,8 @@ pub(crate) enum OutputKind {
     Tokens,
     /// The classification head's logits (`/predict`, `/rerank`).
     Logits,
+    /// BGE-M3's lexical weights (`/embed_sparse` on a model with `sparse_linear.pt`).
+    Lexical,
 }
 
 /// One input's result.
@@ -34,6 +36,8 @@ pub(crate) enum Embedding {
     Pooled(Vec<f32>),
     Tokens(Vec<Vec<f32>>),
     Logits(Vec<f32>),
+    /// BGE-M3's lexical weights.
+    Lexical(tessera_core::LexicalWeights),
 }
 
 impl Embedding {
@@ -42,6 +46,7 @@ impl Embedding {
         match self {
             Embedding::Pooled(v) | Embedding::Logits(v) => v.iter().all(|x| x.is_finite()),
             Embedding::Tokens(rows) => rows.iter().flatten().all(|x| x.is_finite()),
+            Embedding::Lexical(weights) => weights.iter().all(|(_, w)| w.is_finite()),
         }
     }
 }

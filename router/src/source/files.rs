@@ -17,6 +17,8 @@ const SMALL: &[&str] = &[
     "modules.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
+    // BGE-M3's lexical layer (a few KB), for /embed_sparse.
+    tessera_core::SPARSE_LINEAR,
 ];
 
 /// The weights layout, in the order the loader prefers them.
@@ -180,10 +182,18 @@ mod tests {
             "pytorch_model.bin",
             "onnx/model.onnx",
             "README.md",
+            "sparse_linear.pt",
+            "colbert_linear.pt",
         ]);
         assert_eq!(
             small_files(&siblings),
-            ["config.json", "tokenizer.json", "vocab.txt", "modules.json"]
+            [
+                "config.json",
+                "tokenizer.json",
+                "vocab.txt",
+                "modules.json",
+                "sparse_linear.pt"
+            ]
         );
         let modules = json!([
             {"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},

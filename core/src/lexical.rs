@@ -1,0 +1,117 @@
+//! BGE-M3's lexical weights, its "sparse" output beside the dense vector: a linear layer
+//! `hidden -> 1` with bias over every token's last hidden state, then `relu`; a text's weight
+//! for a token id is the largest of its tokens with that id, leaving out the tokenizer's
+//! `cls`, `eos`, `pad` and `unk` tokens and weights that are not positive (FlagEmbedding's
+//! `BGEM3FlagModel`). The layer is saved beside the model as `sparse_linear.pt` (a PyTorch
+//! state dict: `weight` `[1, hidden]`, `bias` `[1]`).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde_json::Value;
+
+use crate::batch::Batch;
+use crate::error::LoadError;
+
+/// The file FlagEmbedding saves the lexical layer in, in the model's directory.
+pub const SPARSE_LINEAR: &str = "sparse_linear.pt";
+
+/// The special tokens FlagEmbedding leaves out of the lexical weights.
+const UNUSED: [&str; 4] = ["cls_token", "eos_token", "pad_token", "unk_token"];
+
+/// The lexical layer of the model in `root`, if it has one.
+pub fn lexical_layer(root: &Path) -> Option<PathBuf> {
+    Some(root.join(SPARSE_LINEAR)).filter(|f| f.is_file())
+}
+
+/// One text's lexical weights: `(token id, weight)`, by id, every weight positive.
+pub type LexicalWeights = Vec<(u32, f32)>;
+
+/// The lexical layer, loaded.
+#[derive(Debug)]
+pub struct LexicalHead {
+    /// `[hidden, 1]`.
+    weight: Tensor,
+    bias: f32,
+    /// Token ids never weighted.
+    unused: Vec<u32>,
+}
+
+impl LexicalHead {
+    /// Loads `file` for a model of `hidden` features; `unused` are the ids left out.
+    pub fn load(file: &Path, hidden: usize, unused: Vec<u32>) -> Result<Self, LoadError> {
+        let err = |e| LoadError::from_candle(file, e);
+        let vb = VarBuilder::from_pth(file, DType::F32, &Device::Cpu).map_err(err)?;
+        let weight = vb.get((1, hidden), "weight").map_err(err)?.t().map_err(err)?;
+        let bias = vb.get(1, "bias").and_then(|b| b.to_vec1::<f32>()).map_err(err)?[0];
+        Ok(Self { weight, bias, unused })
+    }
+
+    /// Each sequence's `(token id, weight)` pairs, by id, for `hidden` `[total_tokens, hidden]`.
+    pub fn forward(&self, hidden: &Tensor, batch: &Batch) -> candle_core::Result<Vec<LexicalWeights>> {
+        let hidden = hidden.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let weights = hidden.matmul(&self.weight)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok((0..batch.seqs.len())
+            .map(|i| {
+                let range = batch.seqs.range(i);
+                let mut by_id = std::collections::BTreeMap::<u32, f32>::new();
+                for (&id, &w) in batch.input_ids[range.clone()].iter().zip(&weights[range]) {
+                    let w = (w + self.bias).max(0.0);
+                    if w > 0.0 && !self.unused.contains(&id) {
+                        let slot = by_id.entry(id).or_insert(0.0);
+                        *slot = slot.max(w);
+                    }
+                }
+                by_id.into_iter().collect()
+            })
+            .collect())
+    }
+}
+
+/// The ids of the `cls`, `eos`, `pad` and `unk` tokens the model's tokenizer files name
+/// (special_tokens_map.json, else tokenizer_config.json), looked up with `token_id`.
+pub fn unused_token_ids(root: &Path, token_id: impl Fn(&str) -> Option<u32>) -> Vec<u32> {
+    let read = |name: &str| -> Option<serde_json::Map<String, Value>> {
+        serde_json::from_slice(&std::fs::read(root.join(name)).ok()?).ok()
+    };
+    let files = [read("special_tokens_map.json"), read("tokenizer_config.json")];
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
+    let mut ids: Vec<u32> = UNUSED
+        .iter()
+        .filter_map(|key| files.iter().flatten().find_map(|f| f.get(*key).and_then(text)))
+        .filter_map(|token| token_id(&token))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unused_tokens_come_from_the_tokenizer_files_in_transformers_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // special_tokens_map.json first (an AddedToken dict too), tokenizer_config.json for the rest.
+        std::fs::write(
+            dir.path().join("special_tokens_map.json"),
+            r#"{"cls_token": {"content": "<s>", "lstrip": false}, "unk_token": "<unk>"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"cls_token": "[CLS]", "eos_token": "</s>", "pad_token": "<pad>", "mask_token": "<mask>"}"#,
+        )
+        .unwrap();
+        let vocab = ["<s>", "<pad>", "</s>", "<unk>", "[CLS]", "<mask>"];
+        let id = |t: &str| vocab.iter().position(|v| *v == t).map(|i| i as u32);
+        assert_eq!(unused_token_ids(dir.path(), id), [0, 1, 2, 3]);
+        assert!(unused_token_ids(&dir.path().join("missing"), id).is_empty());
+    }
+}

@@ -1,0 +1,84 @@
+//! BGE-M3's lexical weights: a model with `sparse_linear.pt` serves its dense vectors on `/embed`
+//! and its lexical weights on `/embed_sparse` (and gRPC's `EmbedSparse`), both against
+//! FlagEmbedding's own `BGEM3FlagModel` (reference/make_bge_m3.py).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use tessera_integration_tests::grpc::{embed_client::EmbedClient, EmbedSparseRequest};
+use tessera_integration_tests::reference::{self, copy, golden};
+use tessera_integration_tests::{assert_parity, block_on, run, Server};
+
+const MODEL: &str = "bge-m3-tiny";
+
+/// FlagEmbedding's `{token id: weight}` against served `(index, value)` entries: the same ids,
+/// the same weights.
+fn assert_weights(got: &[(u64, f64)], want: &Value, what: &str) {
+    let want: BTreeMap<u64, f64> = want
+        .as_object()
+        .expect("a dict")
+        .iter()
+        .map(|(id, w)| (id.parse().unwrap(), w.as_f64().unwrap()))
+        .collect();
+    let got_ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
+    assert_eq!(got_ids, want.keys().copied().collect::<Vec<_>>(), "{what}: token ids");
+    for (id, w) in got {
+        assert!((w - want[id]).abs() < 1e-4, "{what}: token {id}: {w} vs {}", want[id]);
+    }
+}
+
+#[test]
+fn bge_m3_serves_dense_vectors_and_lexical_weights_as_flag_embedding() {
+    let golden = golden(MODEL);
+    let texts = golden["texts"].as_array().unwrap();
+    let server = Server::start(&reference::model(MODEL), &["--max-client-batch-size", "64"]);
+    let info: Value = server.get("/info").json().unwrap();
+    let notes = info["warnings"].to_string();
+    assert!(!notes.contains("tensor-unexpected"), "{notes}");
+
+    let dense = server.embed(&golden["texts"]);
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    for (i, (g, w)) in dense.iter().zip(&want).enumerate() {
+        assert_parity(g, w, &format!("dense {i}"));
+    }
+    // TEI's default route answers the dense vector: the lexical weights are the second output.
+    let root: Vec<Vec<f32>> = server.post("/", &json!({"inputs": texts[0]})).json().unwrap();
+    assert_parity(&root[0], &want[0], "POST /");
+
+    let sparse: Vec<Vec<Value>> = server
+        .post("/embed_sparse", &json!({"inputs": golden["texts"]}))
+        .json()
+        .unwrap();
+    assert_eq!(sparse.len(), texts.len());
+    for (i, entries) in sparse.iter().enumerate() {
+        let got: Vec<(u64, f64)> = entries
+            .iter()
+            .map(|e| (e["index"].as_u64().unwrap(), e["value"].as_f64().unwrap()))
+            .collect();
+        assert_weights(&got, &golden["lexical_weights"][i], &format!("/embed_sparse {i}"));
+    }
+    let unary = block_on(async {
+        let mut client = EmbedClient::new(server.grpc_channel().await);
+        let request = EmbedSparseRequest {
+            inputs: texts[1].as_str().unwrap().into(),
+            ..Default::default()
+        };
+        client.embed_sparse(request).await.unwrap().into_inner()
+    });
+    let got: Vec<(u64, f64)> = unary
+        .sparse_embeddings
+        .iter()
+        .map(|e| (u64::from(e.index), f64::from(e.value)))
+        .collect();
+    assert_weights(&got, &golden["lexical_weights"][1], "gRPC EmbedSparse");
+}
+
+#[test]
+fn an_unreadable_lexical_layer_stops_start_up_naming_the_file() {
+    let dir = copy(MODEL);
+    std::fs::write(dir.path().join("sparse_linear.pt"), b"not a pickle").unwrap();
+    let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sparse_linear.pt"), "{err}");
+}
