@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use tessera_integration_tests::grpc::{embed_client::EmbedClient, EmbedSparseRequest};
-use tessera_integration_tests::reference::{self, copy, golden};
+use tessera_integration_tests::reference::{self, copy, finding, golden, validate};
 use tessera_integration_tests::{assert_parity, block_on, run, Server};
 
 const MODEL: &str = "bge-m3-tiny";
@@ -31,6 +31,14 @@ fn assert_weights(got: &[(u64, f64)], want: &Value, what: &str) {
 fn bge_m3_serves_dense_vectors_and_lexical_weights_as_flag_embedding() {
     let golden = golden(MODEL);
     let texts = golden["texts"].as_array().unwrap();
+    let (status, report) = validate(&reference::model(MODEL));
+    assert_eq!(status, Some(0), "{report:#}");
+    let served = finding(&report, "lexical-weights-served");
+    assert_eq!(served["severity"], "info");
+    assert!(
+        served["message"].as_str().unwrap().contains("colbert_linear.pt"),
+        "{served}"
+    );
     let server = Server::start(&reference::model(MODEL), &["--max-client-batch-size", "64"]);
     let info: Value = server.get("/info").json().unwrap();
     let notes = info["warnings"].to_string();

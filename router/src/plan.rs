@@ -301,10 +301,14 @@ fn choose_task(
     }
     let lexical = tessera_core::lexical_layer(&inspection.root);
     if let Some(file) = &lexical {
+        let colbert = match inspection.root.join("colbert_linear.pt").is_file() {
+            true => "; `colbert_linear.pt`, its multi-vector output, is not served",
+            false => "",
+        };
         findings.push(
             Finding::info(
                 "lexical-weights-served",
-                format!("`{}`: BGE-M3's lexical layer; /embed_sparse returns each text's lexical weights (token id -> weight), as FlagEmbedding's `BGEM3FlagModel` computes them, beside the dense vectors of /embed", tessera_core::SPARSE_LINEAR),
+                format!("`{}`: BGE-M3's lexical layer; /embed_sparse returns each text's lexical weights (token id -> weight), as FlagEmbedding's `BGEM3FlagModel` computes them, beside the dense vectors of /embed{colbert}", tessera_core::SPARSE_LINEAR),
             )
             .in_file(file)
             .fix("none needed"),
