@@ -43,9 +43,18 @@ impl LexicalHead {
     pub fn load(file: &Path, hidden: usize, unused: Vec<u32>) -> Result<Self, LoadError> {
         let err = |e| LoadError::from_candle(file, e);
         let vb = VarBuilder::from_pth(file, DType::F32, &Device::Cpu).map_err(err)?;
-        let weight = vb.get((1, hidden), "weight").map_err(err)?.t().map_err(err)?;
+        let weight = vb.get((1, hidden), "weight").map_err(err)?;
         let bias = vb.get(1, "bias").and_then(|b| b.to_vec1::<f32>()).map_err(err)?[0];
-        Ok(Self { weight, bias, unused })
+        Self::new(&weight, bias, unused).map_err(err)
+    }
+
+    /// The layer of `weight` `[1, hidden]` (as PyTorch stores it) and `bias`.
+    pub fn new(weight: &Tensor, bias: f32, unused: Vec<u32>) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: weight.to_dtype(DType::F32)?.t()?.contiguous()?,
+            bias,
+            unused,
+        })
     }
 
     /// Each sequence's `(token id, weight)` pairs, by id, for `hidden` `[total_tokens, hidden]`.

@@ -453,6 +453,31 @@ mod tests {
         assert!(matches!(answer(logits_rx), Err(JobError::Backend(_))));
     }
 
+    /// BGE-M3: one batch answers a dense vector and lexical weights from the same forward pass.
+    #[test]
+    fn one_batch_answers_pooled_vectors_and_lexical_weights_each_as_asked() {
+        // The stub's first feature is the token id: weight = relu(id - 2.5), token 5 left out.
+        let weight = Tensor::new(&[[1f32, 0.0, 0.0, 0.0]], &Device::Cpu).unwrap();
+        let lexical = LexicalHead::new(&weight, -2.5, vec![5]).unwrap();
+        let worker = Worker {
+            head: Head::Pooled {
+                pooling: Pooling::Mean,
+                dense: EmbeddingHead::load(&[], &Device::Cpu).expect("no dense modules"),
+                lexical: Some(lexical),
+            },
+            ..worker()
+        };
+        let (mut pooled, pooled_rx) = job(&[2, 4]);
+        pooled.output = OutputKind::Pooled;
+        let (mut sparse, sparse_rx) = job(&[3, 5, 4, 3, 1]);
+        sparse.output = OutputKind::Lexical;
+        worker.run(vec![pooled, sparse]);
+        let answer = |rx: Reply| rx.blocking_recv().expect("answered").map(|o| o.embedding);
+        assert!(matches!(answer(pooled_rx), Ok(Embedding::Pooled(v)) if v == vec![3.0, 1.0, 1.0, 1.0]));
+        // Token 1 weighs nothing, 5 is left out, 3 appears twice with one weight.
+        assert!(matches!(answer(sparse_rx), Ok(Embedding::Lexical(w)) if w == vec![(3, 0.5), (4, 1.5)]));
+    }
+
     #[test]
     fn a_panic_anywhere_in_the_model_thread_fails_health_and_the_queue() {
         let queue = Arc::new(Queue::default());
