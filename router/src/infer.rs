@@ -214,9 +214,20 @@ pub(crate) struct Request {
     pub(crate) want: Want,
     /// When the request arrived, for the timings.
     pub(crate) started: Instant,
-    /// Wait for room under `--max-concurrent-requests` instead of answering
-    /// [`InferError::Overloaded`] (gRPC streams, whose messages queue as in TEI).
-    pub(crate) wait_for_room: bool,
+    /// How it gets room under `--max-concurrent-requests`.
+    pub(crate) room: Room,
+}
+
+/// How a request gets its room under `--max-concurrent-requests`.
+#[derive(Debug, Default)]
+pub(crate) enum Room {
+    /// Refused with [`InferError::Overloaded`] when there is none (HTTP, unary gRPC calls).
+    #[default]
+    Now,
+    /// Waits until room frees (a gRPC stream's messages, which queue as in TEI). The sender is
+    /// dropped once the request holds its room or has failed: the stream reads its next message
+    /// only then.
+    Wait(tokio::sync::oneshot::Sender<()>),
 }
 
 /// How over-long inputs are handled for one request.
@@ -439,7 +450,7 @@ impl Infer {
             direction,
             want,
             started,
-            wait_for_room,
+            room,
         } = request;
         self.accepts(want)?;
         self.check_batch_size(inputs.len())?;
@@ -448,9 +459,13 @@ impl Infer {
             enabled: truncate.unwrap_or(self.auto_truncate),
             direction,
         };
-        let _admission = match wait_for_room {
-            true => self.admit_waiting(inputs.len()).await?,
-            false => self.admit(inputs.len())?,
+        let _admission = match room {
+            Room::Now => self.admit(inputs.len())?,
+            Room::Wait(taken) => {
+                let admission = self.admit_waiting(inputs.len()).await;
+                drop(taken);
+                admission?
+            }
         };
         let tokenize_start = Instant::now();
         let encoded = self.tokenize(inputs, prompt, truncation).await?;
@@ -731,6 +746,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiting_request_says_when_it_holds_its_room_not_when_it_ends() {
+        let infer = infer(2);
+        let full = infer.admit(2).expect("all the room");
+        let (taken, admitted) = tokio::sync::oneshot::channel();
+        let request = Request {
+            inputs: vec![Input::Text("near".into())],
+            prompt_name: None,
+            task: None,
+            truncate: None,
+            direction: TruncationDirection::Right,
+            want: Want::Pooled,
+            started: Instant::now(),
+            room: Room::Wait(taken),
+        };
+        let running = tokio::spawn({
+            let infer = infer.clone();
+            async move { infer.process(request).await }
+        });
+        let mut admitted = std::pin::pin!(admitted);
+        let soon = tokio::time::timeout(Duration::from_millis(50), admitted.as_mut()).await;
+        assert!(soon.is_err(), "no room yet: the stream must not read on");
+        drop(full);
+        // Told once admitted, while the request still waits in the queue (no model thread here).
+        admitted.await.expect_err("the sender is dropped, not sent");
+        assert!(!running.is_finished());
+        assert_eq!(infer.admit(2).unwrap_err(), InferError::Overloaded, "it holds its room");
+        running.abort();
+    }
+
+    #[tokio::test]
     async fn a_text_that_reaches_an_id_past_the_table_fails_alone() {
         let infer = infer(4);
         let ok = infer
@@ -851,7 +896,7 @@ mod tests {
             direction: TruncationDirection::Right,
             want: Want::Logits,
             started: Instant::now(),
-            wait_for_room: false,
+            room: Room::Now,
         };
         // Two inputs would not be admitted either (capacity 1): the kind is checked first.
         let err = infer.process(request).await.unwrap_err();

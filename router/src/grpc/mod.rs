@@ -6,6 +6,7 @@
 //! reflection stay open, as `/health` does.
 
 mod convert;
+mod in_order;
 mod service;
 mod trace;
 
@@ -53,7 +54,9 @@ pub(crate) fn routes(state: AppState, api_key: Option<&str>, parallel: usize) ->
     // Outside the key check, so refused calls are traced too; probes below are not.
     router = router.route_layer(axum::middleware::from_fn(trace::call_span));
     let (reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(report_health(reporter, state));
+    let infer = state.infer.clone();
+    let serving = model_services(&state.info.model_type);
+    tokio::spawn(report_health(reporter, serving, move || infer.is_healthy()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTORS)
         .build_v1()?;
@@ -100,11 +103,14 @@ fn model_services(model_type: &ModelType) -> &'static [&'static str] {
 /// the model's services and the server as a whole (`""`) serve while the model thread runs.
 /// Before the model is ready and while draining, every route (health included) answers
 /// `UNAVAILABLE`, as `/health` answers 503.
-async fn report_health(reporter: tonic_health::server::HealthReporter, state: AppState) {
+async fn report_health(
+    reporter: tonic_health::server::HealthReporter,
+    serving: &'static [&'static str],
+    is_healthy: impl Fn() -> bool,
+) {
     use pb::{info_server::InfoServer, tokenize_server::TokenizeServer};
     reporter.set_serving::<InfoServer<Tei>>().await;
     reporter.set_serving::<TokenizeServer<Tei>>().await;
-    let serving = model_services(&state.info.model_type);
     for service in [
         pb::embed_server::SERVICE_NAME,
         pb::predict_server::SERVICE_NAME,
@@ -116,7 +122,7 @@ async fn report_health(reporter: tonic_health::server::HealthReporter, state: Ap
     }
     let mut reported = None;
     loop {
-        let healthy = state.infer.is_healthy();
+        let healthy = is_healthy();
         if reported != Some(healthy) {
             let status = match healthy {
                 true => ServingStatus::Serving,
@@ -128,5 +134,58 @@ async fn report_health(reporter: tonic_health::server::HealthReporter, state: Ap
             reported = Some(healthy);
         }
         tokio::time::sleep(HEALTH_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use tonic_health::pb::health_check_response::ServingStatus as Wire;
+    use tonic_health::pb::health_server::Health;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::server::HealthService;
+
+    use super::*;
+
+    async fn status(health: &HealthService, service: &str) -> Result<Wire, tonic::Code> {
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: service.into(),
+        });
+        match health.check(request).await {
+            Ok(answer) => Ok(answer.into_inner().status()),
+            Err(status) => Err(status.code()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_model_services_stop_serving_when_the_model_thread_dies() {
+        let (reporter, _) = tonic_health::server::health_reporter();
+        let health = HealthService::from_health_reporter(reporter.clone());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let flag = healthy.clone();
+        let serving = model_services(&ModelType::Embedding { pooling: "mean".into() });
+        tokio::spawn(report_health(reporter, serving, move || flag.load(Ordering::SeqCst)));
+        tokio::time::sleep(HEALTH_POLL / 2).await;
+        let (rerank, embed) = (pb::rerank_server::SERVICE_NAME, pb::embed_server::SERVICE_NAME);
+        let tokenize = pb::tokenize_server::SERVICE_NAME;
+        assert_eq!(status(&health, "").await, Ok(Wire::Serving));
+        assert_eq!(status(&health, embed).await, Ok(Wire::Serving));
+        assert_eq!(
+            status(&health, rerank).await,
+            Ok(Wire::NotServing),
+            "an embedder does not rerank"
+        );
+
+        healthy.store(false, Ordering::SeqCst);
+        tokio::time::sleep(HEALTH_POLL).await;
+        assert_eq!(status(&health, "").await, Ok(Wire::NotServing));
+        assert_eq!(status(&health, embed).await, Ok(Wire::NotServing));
+        assert_eq!(
+            status(&health, tokenize).await,
+            Ok(Wire::Serving),
+            "the tokenizer still answers"
+        );
     }
 }

@@ -12,13 +12,14 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{answer, direction, metadata, truncate};
+use super::in_order::InOrder;
 use super::pb;
 use crate::http::counted::observed;
 use crate::http::embed::{pooled_call, pooled_vectors, sparse_vectors, RunOptions};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::info::ModelType;
 use crate::http::{predict, similarity, tokenize, AppState};
-use crate::infer::{Input, Timings, Want};
+use crate::infer::{Input, Room, Timings, Want};
 use crate::metrics::Method;
 
 /// The answers to a stream's messages, in their order; the first failure ends the stream with
@@ -44,30 +45,28 @@ impl Tei {
         }
     }
 
-    /// Answers each message of `request` with `reply`, in order, `parallel` at once.
+    /// Answers each message of `request` with `reply`, in order, `parallel` at once
+    /// ([`InOrder`]).
     fn each<Req, Res, Fut>(
         &self,
         request: Request<Streaming<Req>>,
-        reply: impl Fn(Tei, Req) -> Fut + Send + 'static,
+        reply: impl Fn(Tei, Req, Room) -> Fut + Send + Unpin + 'static,
     ) -> Response<Answers<Res>>
     where
         Req: Send + 'static,
-        Res: Send + 'static,
+        Res: Send + Unpin + 'static,
         Fut: Future<Output = Result<Res, ApiError>> + Send + 'static,
     {
         let this = self.clone();
-        let answers = request
-            .into_inner()
-            .map(move |message| {
-                let work = message.map(|m| reply(this.clone(), m));
-                async move {
-                    match work {
-                        Ok(work) => work.await.map_err(Status::from),
-                        Err(status) => Err(status),
-                    }
+        let answers = InOrder::new(request.into_inner(), self.parallel, move |message, room| {
+            let work = message.map(|m| reply(this.clone(), m, room));
+            async move {
+                match work {
+                    Ok(work) => work.await.map_err(Status::from),
+                    Err(status) => Err(status),
                 }
-            })
-            .buffered(self.parallel);
+            }
+        });
         Response::new(Box::pin(answers))
     }
 
@@ -75,21 +74,21 @@ impl Tei {
         truncate_flag: bool,
         truncation_direction: i32,
         prompt_name: Option<String>,
-        wait_for_room: bool,
+        room: Room,
     ) -> Result<RunOptions, ApiError> {
         Ok(RunOptions {
             truncate: truncate(truncate_flag),
             truncation_direction: Some(direction(truncation_direction)?),
             prompt_name,
             task: None,
-            wait_for_room,
+            room,
         })
     }
 
-    async fn embed_one(self, r: pb::EmbedRequest, wait: bool) -> Result<(pb::EmbedResponse, Timings), ApiError> {
+    async fn embed_one(self, r: pb::EmbedRequest, room: Room) -> Result<(pb::EmbedResponse, Timings), ApiError> {
         let started = Instant::now();
         observed(Method::Single, started, async {
-            let options = Self::options(r.truncate, r.truncation_direction, r.prompt_name, wait)?;
+            let options = Self::options(r.truncate, r.truncation_direction, r.prompt_name, room)?;
             let dimensions = r.dimensions.map(|d| d as usize);
             let inputs = || Ok(vec![Input::Text(r.inputs)]);
             let normalize = r.normalize.unwrap_or(true);
@@ -108,11 +107,11 @@ impl Tei {
     async fn embed_sparse_one(
         self,
         r: pb::EmbedSparseRequest,
-        wait: bool,
+        room: Room,
     ) -> Result<(pb::EmbedSparseResponse, Timings), ApiError> {
         let started = Instant::now();
         observed(Method::Single, started, async {
-            let options = Self::options(r.truncate, r.truncation_direction, r.prompt_name, wait)?;
+            let options = Self::options(r.truncate, r.truncation_direction, r.prompt_name, room)?;
             let inputs = || Ok(vec![Input::Text(r.inputs)]);
             let call = pooled_call(&self.state, Want::Sparse, inputs, options, false, None)?;
             let (vectors, timings) = sparse_vectors(&self.state, call, started).await?;
@@ -138,11 +137,11 @@ impl Tei {
     async fn embed_all_one(
         self,
         r: pb::EmbedAllRequest,
-        wait: bool,
+        room: Room,
     ) -> Result<(pb::EmbedAllResponse, Timings), ApiError> {
         let started = Instant::now();
         observed(Method::Single, started, async {
-            let options = Self::options(r.truncate, r.truncation_direction, r.prompt_name, wait)?;
+            let options = Self::options(r.truncate, r.truncation_direction, r.prompt_name, room)?;
             let inputs = vec![Input::Text(r.inputs)];
             let (tokens, timings) = similarity::token_vectors(&self.state, inputs, options, started).await?;
             let token_embeddings = tokens
@@ -194,8 +193,8 @@ impl Tei {
         .await
     }
 
-    async fn predict_text(self, r: pb::PredictRequest, wait: bool) -> Result<(pb::PredictResponse, Timings), ApiError> {
-        let options = || Self::options(r.truncate, r.truncation_direction, None, wait);
+    async fn predict_text(self, r: pb::PredictRequest, room: Room) -> Result<(pb::PredictResponse, Timings), ApiError> {
+        let options = || Self::options(r.truncate, r.truncation_direction, None, room);
         self.predict_one(|| Ok(Input::Text(r.inputs)), options, r.raw_scores)
             .await
     }
@@ -203,9 +202,9 @@ impl Tei {
     async fn predict_pair_one(
         self,
         r: pb::PredictPairRequest,
-        wait: bool,
+        room: Room,
     ) -> Result<(pb::PredictResponse, Timings), ApiError> {
-        let options = || Self::options(r.truncate, r.truncation_direction, None, wait);
+        let options = || Self::options(r.truncate, r.truncation_direction, None, room);
         let input = || pair_input(r.inputs);
         self.predict_one(input, options, r.raw_scores).await
     }
@@ -221,34 +220,31 @@ impl Tei {
         observed(Method::Batch, started, async move {
             self.state.infer.accepts(Want::Rerank)?;
             let mut first: Option<(bool, bool)> = None;
-            let scored: Vec<Scored> = pairs
-                .enumerate()
-                .map(|(index, message)| {
-                    let this = self.clone();
-                    let message = message.map(|m| {
-                        let (raw_scores, return_text) = *first.get_or_insert((m.raw_scores, m.return_text));
-                        (m, raw_scores, return_text)
-                    });
-                    async move {
-                        let (m, raw_scores, return_text) =
-                            message.map_err(|s| ApiError::validation(ErrorCode::InvalidRequest, s.message()))?;
-                        let options = Self::options(m.truncate, m.truncation_direction, None, true)?;
-                        let texts = [m.text];
-                        let (ranks, timings) =
-                            predict::ranked(&this.state, &m.query, &texts, options, Instant::now(), raw_scores).await?;
-                        let [text] = texts;
-                        Ok::<_, ApiError>(Scored {
-                            index,
-                            score: ranks.first().map_or(f32::NAN, |&(_, s)| s),
-                            text: return_text.then_some(text),
-                            timings,
-                        })
-                    }
-                })
-                .buffered(parallel)
-                // The first failure answers; the pairs still in flight are dropped (cancelled).
-                .try_collect()
-                .await?;
+            let scored: Vec<Scored> = InOrder::new(pairs.enumerate(), parallel, |(index, message), room| {
+                let this = self.clone();
+                let message = message.map(|m| {
+                    let (raw_scores, return_text) = *first.get_or_insert((m.raw_scores, m.return_text));
+                    (m, raw_scores, return_text)
+                });
+                async move {
+                    let (m, raw_scores, return_text) =
+                        message.map_err(|s| ApiError::validation(ErrorCode::InvalidRequest, s.message()))?;
+                    let options = Self::options(m.truncate, m.truncation_direction, None, room)?;
+                    let texts = [m.text];
+                    let (ranks, timings) =
+                        predict::ranked(&this.state, &m.query, &texts, options, Instant::now(), raw_scores).await?;
+                    let [text] = texts;
+                    Ok::<_, ApiError>(Scored {
+                        index,
+                        score: ranks.first().map_or(f32::NAN, |&(_, s)| s),
+                        text: return_text.then_some(text),
+                        timings,
+                    })
+                }
+            })
+            // The first failure answers; the pairs still in flight are dropped (cancelled).
+            .try_collect()
+            .await?;
             let Some(timings) = combined(started, &scored) else {
                 return Err(ApiError::empty("the stream sent no pairs to rerank"));
             };
@@ -380,17 +376,20 @@ impl pb::info_server::Info for Tei {
 #[tonic::async_trait]
 impl pb::embed_server::Embed for Tei {
     async fn embed(&self, request: Request<pb::EmbedRequest>) -> Unary<pb::EmbedResponse> {
-        unary(self.clone().embed_one(request.into_inner(), false).await)
+        unary(self.clone().embed_one(request.into_inner(), Room::Now).await)
     }
 
     type EmbedStreamStream = Answers<pb::EmbedResponse>;
 
     async fn embed_stream(&self, request: Request<Streaming<pb::EmbedRequest>>) -> Unary<Self::EmbedStreamStream> {
-        Ok(self.each(request, |this, r| async move { Ok(this.embed_one(r, true).await?.0) }))
+        Ok(self.each(
+            request,
+            |this, r, room| async move { Ok(this.embed_one(r, room).await?.0) },
+        ))
     }
 
     async fn embed_sparse(&self, request: Request<pb::EmbedSparseRequest>) -> Unary<pb::EmbedSparseResponse> {
-        unary(self.clone().embed_sparse_one(request.into_inner(), false).await)
+        unary(self.clone().embed_sparse_one(request.into_inner(), Room::Now).await)
     }
 
     type EmbedSparseStreamStream = Answers<pb::EmbedSparseResponse>;
@@ -399,14 +398,13 @@ impl pb::embed_server::Embed for Tei {
         &self,
         request: Request<Streaming<pb::EmbedSparseRequest>>,
     ) -> Unary<Self::EmbedSparseStreamStream> {
-        Ok(self.each(
-            request,
-            |this, r| async move { Ok(this.embed_sparse_one(r, true).await?.0) },
-        ))
+        Ok(self.each(request, |this, r, room| async move {
+            Ok(this.embed_sparse_one(r, room).await?.0)
+        }))
     }
 
     async fn embed_all(&self, request: Request<pb::EmbedAllRequest>) -> Unary<pb::EmbedAllResponse> {
-        unary(self.clone().embed_all_one(request.into_inner(), false).await)
+        unary(self.clone().embed_all_one(request.into_inner(), Room::Now).await)
     }
 
     type EmbedAllStreamStream = Answers<pb::EmbedAllResponse>;
@@ -415,21 +413,20 @@ impl pb::embed_server::Embed for Tei {
         &self,
         request: Request<Streaming<pb::EmbedAllRequest>>,
     ) -> Unary<Self::EmbedAllStreamStream> {
-        Ok(self.each(
-            request,
-            |this, r| async move { Ok(this.embed_all_one(r, true).await?.0) },
-        ))
+        Ok(self.each(request, |this, r, room| async move {
+            Ok(this.embed_all_one(r, room).await?.0)
+        }))
     }
 }
 
 #[tonic::async_trait]
 impl pb::predict_server::Predict for Tei {
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Unary<pb::PredictResponse> {
-        unary(self.clone().predict_text(request.into_inner(), false).await)
+        unary(self.clone().predict_text(request.into_inner(), Room::Now).await)
     }
 
     async fn predict_pair(&self, request: Request<pb::PredictPairRequest>) -> Unary<pb::PredictResponse> {
-        unary(self.clone().predict_pair_one(request.into_inner(), false).await)
+        unary(self.clone().predict_pair_one(request.into_inner(), Room::Now).await)
     }
 
     type PredictStreamStream = Answers<pb::PredictResponse>;
@@ -438,10 +435,9 @@ impl pb::predict_server::Predict for Tei {
         &self,
         request: Request<Streaming<pb::PredictRequest>>,
     ) -> Unary<Self::PredictStreamStream> {
-        Ok(self.each(
-            request,
-            |this, r| async move { Ok(this.predict_text(r, true).await?.0) },
-        ))
+        Ok(self.each(request, |this, r, room| async move {
+            Ok(this.predict_text(r, room).await?.0)
+        }))
     }
 
     type PredictPairStreamStream = Answers<pb::PredictResponse>;
@@ -450,10 +446,9 @@ impl pb::predict_server::Predict for Tei {
         &self,
         request: Request<Streaming<pb::PredictPairRequest>>,
     ) -> Unary<Self::PredictPairStreamStream> {
-        Ok(self.each(
-            request,
-            |this, r| async move { Ok(this.predict_pair_one(r, true).await?.0) },
-        ))
+        Ok(self.each(request, |this, r, room| async move {
+            Ok(this.predict_pair_one(r, room).await?.0)
+        }))
     }
 }
 
@@ -463,7 +458,7 @@ impl pb::rerank_server::Rerank for Tei {
         let r = request.into_inner();
         let started = Instant::now();
         let result = observed(Method::Batch, started, async {
-            let options = Self::options(r.truncate, r.truncation_direction, None, false)?;
+            let options = Self::options(r.truncate, r.truncation_direction, None, Room::Now)?;
             let (ranks, timings) =
                 predict::ranked(&self.state, &r.query, &r.texts, options, started, r.raw_scores).await?;
             let ranks = ranks
@@ -502,7 +497,8 @@ impl pb::tokenize_server::Tokenize for Tei {
         &self,
         request: Request<Streaming<pb::EncodeRequest>>,
     ) -> Unary<Self::TokenizeStreamStream> {
-        Ok(self.each(request, Tei::tokenize_one))
+        // No model run, so no room to wait for.
+        Ok(self.each(request, |this, r, _room| this.tokenize_one(r)))
     }
 
     async fn decode(&self, request: Request<pb::DecodeRequest>) -> Unary<pb::DecodeResponse> {
@@ -513,6 +509,6 @@ impl pb::tokenize_server::Tokenize for Tei {
     type DecodeStreamStream = Answers<pb::DecodeResponse>;
 
     async fn decode_stream(&self, request: Request<Streaming<pb::DecodeRequest>>) -> Unary<Self::DecodeStreamStream> {
-        Ok(self.each(request, Tei::decode_one))
+        Ok(self.each(request, |this, r, _room| this.decode_one(r)))
     }
 }

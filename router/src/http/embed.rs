@@ -12,7 +12,7 @@ use tessera_core::{finish_embedding, TruncationDirection};
 use super::counted::{counted, method_of};
 use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
 use super::{token_id, AppState};
-use crate::infer::{Input, Timings, Want};
+use crate::infer::{Input, Room, Timings, Want};
 use crate::queue::Embedding;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -214,8 +214,8 @@ pub(crate) struct RunOptions {
     pub(crate) prompt_name: Option<String>,
     /// A task adapter of the model, by name.
     pub(crate) task: Option<String>,
-    /// Wait for room under `--max-concurrent-requests` rather than answer 429.
-    pub(crate) wait_for_room: bool,
+    /// How it gets room under `--max-concurrent-requests` (HTTP: at once, or 429).
+    pub(crate) room: Room,
 }
 
 /// Runs parsed inputs through the inference service; outputs come back in input order.
@@ -234,7 +234,7 @@ pub(crate) async fn run_inputs(
         direction: options.truncation_direction.map(Into::into).unwrap_or_default(),
         want,
         started,
-        wait_for_room: options.wait_for_room,
+        room: options.room,
     };
     Ok(state.infer.process(request).await?)
 }
