@@ -1,5 +1,6 @@
 """Tiny random decoder classifiers (`Qwen3ForSequenceClassification`,
-`LlamaForSequenceClassification`) with logits from transformers' own classes, in the classifier
+`LlamaForSequenceClassification`) and EuroBERT's (`EuroBertForSequenceClassification`, Llama's
+layers as an encoder, with its own head) with logits from transformers' own classes, in the classifier
 golden schema of `make_encoders.py` (texts and query/passage pairs).
 
 Run it in a venv outside the repository (torch, transformers, tokenizers):
@@ -9,14 +10,21 @@ Run it in a venv outside the repository (torch, transformers, tokenizers):
 transformers' decoder classifiers score the last token that is not `pad_token_id`: the Qwen
 tokenizer appends `<|endoftext|>`, which is also its padding token, so the Qwen3 reranker's
 logit is read at the token before it; the Llama classifier has no padding token and reads the
-last token.
+last token. EuroBERT's head (`dense`, GELU, `classifier`) reads every token and averages the
+logits (`classifier_pooling: late`, the reranker) or reads the mean (`mean`, the classifier).
 """
 
 import sys
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForSequenceClassification, Qwen3ForSequenceClassification
+from transformers import (
+    EuroBertConfig,
+    EuroBertForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    Qwen3ForSequenceClassification,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_decoders import llama_tokenizer  # noqa: E402
@@ -80,7 +88,44 @@ def llama_classifier_tiny(root):
     save(model, fast, out_dir)
 
 
-BUILDERS = [qwen3_reranker_tiny, llama_classifier_tiny]
+def eurobert_classifier(root, name, seed, classifier_pooling, labels):
+    out_dir = root / name
+    tok, fast = llama_tokenizer()
+    cfg = EuroBertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": 250000.0},
+        bos_token_id=tok.token_to_id("<s>"),
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("</s>"),
+        mask_token_id=tok.token_to_id("<unk>"),
+        classifier_pooling=classifier_pooling,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(seed)
+    model = EuroBertForSequenceClassification(cfg).eval()
+    widen(model, seed + 20)
+    save(model, fast, out_dir)
+
+
+def eurobert_reranker_tiny(root):
+    """One output, the head on every token with the logits averaged (`late`, the default)."""
+    eurobert_classifier(root, "eurobert-reranker-tiny", 13, "late", ["LABEL_0"])
+
+
+def eurobert_classifier_tiny(root):
+    """Three named labels, the head on the mean of the tokens (`classifier_pooling: mean`)."""
+    eurobert_classifier(root, "eurobert-classifier-tiny", 14, "mean", ["negative", "neutral", "positive"])
+
+
+BUILDERS = [qwen3_reranker_tiny, llama_classifier_tiny, eurobert_reranker_tiny, eurobert_classifier_tiny]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Tiny random Qwen2, Mistral and Llama decoder embedders, saved as sentence-transformers
+"""Tiny random Qwen2, Mistral, Llama and EuroBERT embedders, saved as sentence-transformers
 folders, with goldens from transformers' own model classes (`Qwen2Model`, `Qwen2ForCausalLM`,
-`MistralModel`, `LlamaForCausalLM`) through sentence-transformers.
+`MistralModel`, `LlamaForCausalLM`, `EuroBertModel`) through sentence-transformers.
 
 Run it in a venv outside the repository (torch, transformers, sentence-transformers, tokenizers):
 
@@ -20,6 +20,8 @@ import torch
 from tokenizers import processors
 from sentence_transformers import SentenceTransformer, models
 from transformers import (
+    EuroBertConfig,
+    EuroBertForMaskedLM,
     Gemma3TextConfig,
     Gemma3TextModel,
     LlamaConfig,
@@ -228,6 +230,46 @@ def llama_biased_lm(root):
     )
 
 
+def eurobert_mlm(root):
+    """`EuroBertForMaskedLM` as saved (`model.` prefix, `lm_head`): Llama's layers as a
+    bidirectional encoder, 4 query heads on 2 key/value heads of 12, mean pooling (what
+    sentence-transformers gives EuroBERT's fine-tunes). Its tensors are a `LlamaModel`'s; only
+    `model_type: eurobert` says it attends both ways, so `causal` records how far attending as a
+    Llama would move the vectors."""
+    out_dir, hf_dir = root / "eurobert-mlm", root / "_hf_eurobert"
+    tok, fast = llama_tokenizer()
+    cfg = EuroBertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": 250000.0},
+        bos_token_id=tok.token_to_id("<s>"),
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("</s>"),
+        mask_token_id=tok.token_to_id("<unk>"),
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(9)
+    model = EuroBertForMaskedLM(cfg).eval()
+    widen(model, 29)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 1024, "mean", keep_checkpoint=True)
+    llama = LlamaConfig(**{k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "architectures")})
+
+    def causal(model, ids):
+        other = LlamaModel(llama).eval()
+        other.load_state_dict(model.state_dict())
+        return other(input_ids=ids).last_hidden_state
+
+    golden(out_dir, "mean", {"causal": causal})
+
+
 def llama3_scaled(root):
     """`LlamaModel` with Llama 3.1's RoPE scaling (`rope_type: llama3`, factor 8, low/high
     frequency factors 1 and 4, an original length of 32 tokens so that every kind of frequency
@@ -372,7 +414,15 @@ def st_sensitivity(out_dir, mutations):
     path.write_text(json.dumps(data))
 
 
-BUILDERS = [qwen2_tiny, qwen2_bidirectional_lm, mistral_window, llama_biased_lm, embedding_gemma, llama3_scaled]
+BUILDERS = [
+    qwen2_tiny,
+    qwen2_bidirectional_lm,
+    mistral_window,
+    llama_biased_lm,
+    embedding_gemma,
+    llama3_scaled,
+    eurobert_mlm,
+]
 
 
 def main():

@@ -29,6 +29,11 @@ pub enum HeadKind {
     /// DeBERTa's `ContextPooler`: `pooler.dense` outside the encoder's prefix, activated by
     /// `pooler_hidden_act` (GELU by default), on the first token, then `classifier`.
     ContextPooler,
+    /// EuroBERT's (`EuroBertForSequenceClassification`): `dense` and exact GELU, then
+    /// `classifier`, both at the root beside the encoder (`model.`); on the first token
+    /// (`classifier_pooling: bos`), the mean (`mean`), or on every token with the logits
+    /// averaged (`late`, the default).
+    DenseGelu,
     /// The decoders' (`Qwen3ForSequenceClassification`, `LlamaForSequenceClassification`...):
     /// `score` without bias on the last token that is not `pad_token_id`; no hidden layer.
     Score,
@@ -54,6 +59,7 @@ impl HeadKind {
             HeadKind::PreClassifier => ("classifier", "pre_classifier".into()),
             HeadKind::PredictionHead => ("classifier", PREDICTION_DENSE.into()),
             HeadKind::ContextPooler => ("classifier", CONTEXT_POOLER.into()),
+            HeadKind::DenseGelu => ("classifier", EUROBERT_DENSE.into()),
             HeadKind::Score => (SCORE, String::new()),
             HeadKind::LogitScore { tied: false, .. } => (LM_HEAD, String::new()),
             HeadKind::LogitScore { tied: true, .. } => {
@@ -78,6 +84,9 @@ impl HeadKind {
             HeadKind::ContextPooler => {
                 "DeBERTa's context pooler (`pooler.dense`, `pooler_hidden_act`) on the first token, then `classifier`"
             }
+            HeadKind::DenseGelu => {
+                "EuroBERT's `dense` (GELU) then `classifier`, on the first token, the mean, or every token with the logits averaged (`classifier_pooling`)"
+            }
             HeadKind::Score => "a decoder's `score` on the last token that is not the padding token",
             HeadKind::LogitScore { .. } => {
                 "a causal language model's logit of the true token less the false token's at the last token (sentence-transformers' LogitScore)"
@@ -91,6 +100,8 @@ const PREDICTION_DENSE: &str = "head.dense";
 const PREDICTION_NORM: &str = "head.norm";
 /// DeBERTa's context pooler, at the root beside `classifier`.
 const CONTEXT_POOLER: &str = "pooler.dense";
+/// EuroBERT's hidden layer, at the root beside `classifier`.
+const EUROBERT_DENSE: &str = "dense";
 /// The decoders' output layer.
 const SCORE: &str = "score";
 /// The decoders' word table.
@@ -143,6 +154,9 @@ pub struct ClassifierSpec {
     pub head_norm: Option<bool>,
     /// The decoders' `pad_token_id`: their head reads the last token that is not it.
     pub pad_token: Option<u32>,
+    /// The head runs on every token and `pooling` (the mean) averages its logits (EuroBERT's
+    /// `classifier_pooling: late`).
+    pub late: bool,
 }
 
 impl ClassifierSpec {
@@ -157,6 +171,11 @@ impl ClassifierSpec {
         let decoder = weights.tensors.keys().any(|name| name.ends_with(DECODER_WORDS));
         let kind = if decoder && weights.get(&format!("{SCORE}.weight")).is_some() {
             HeadKind::Score
+        } else if decoder
+            && weights.get("classifier.weight").is_some()
+            && weights.get(&format!("{EUROBERT_DENSE}.weight")).is_some()
+        {
+            HeadKind::DenseGelu
         } else if weights.get("classifier.out_proj.weight").is_some() {
             HeadKind::DenseOutProj
         } else if weights.get("classifier.weight").is_some() && weights.get("head.dense.weight").is_some() {
@@ -238,6 +257,7 @@ impl ClassifierSpec {
             dense_bias: false,
             head_norm: None,
             pad_token: None,
+            late: false,
         })
     }
 
@@ -319,16 +339,19 @@ impl ClassifierSpec {
             }
         }
         let labels = labels(inspection, labels_n, &output)?;
+        let (pooling, late) = match (kind, mean) {
+            (HeadKind::Score, _) => (crate::Pooling::LastToken, false),
+            (HeadKind::DenseGelu, _) => eurobert_pooling(inspection)?,
+            (_, true) => (crate::Pooling::Mean, false),
+            (_, false) => (crate::Pooling::Cls, false),
+        };
         Ok(ClassifierSpec {
             labels,
             prefix,
             hidden,
             kind,
-            pooling: match (kind, mean) {
-                (HeadKind::Score, _) => crate::Pooling::LastToken,
-                (_, true) => crate::Pooling::Mean,
-                (_, false) => crate::Pooling::Cls,
-            },
+            pooling,
+            late,
             dense_bias,
             head_norm: norm,
             pad_token: match kind {
@@ -340,6 +363,26 @@ impl ClassifierSpec {
                 _ => None,
             },
         })
+    }
+}
+
+/// EuroBERT's `classifier_pooling`: the tokens its head reads, and whether it runs on each
+/// before they are averaged (`late`, the config class's default).
+fn eurobert_pooling(inspection: &ModelInspection) -> Result<(crate::Pooling, bool), Box<Finding>> {
+    let given = inspection.config.as_ref().and_then(|c| c.str("classifier_pooling"));
+    match given.unwrap_or("late") {
+        "late" => Ok((crate::Pooling::Mean, true)),
+        "mean" => Ok((crate::Pooling::Mean, false)),
+        "bos" => Ok((crate::Pooling::Cls, false)),
+        other => Err(Box::new(
+            Finding::error(
+                "pooling-mode-unknown",
+                format!("`classifier_pooling: {other}`: EuroBERT's classifier pools by `bos`, `mean` or `late`"),
+            )
+            .in_file(inspection.config_path())
+            .about("classifier_pooling")
+            .fix("set `classifier_pooling` to the one the model was trained with (`late` by default)"),
+        )),
     }
 }
 
@@ -401,6 +444,8 @@ pub struct ClassifierHead {
     output: Linear,
     /// The decoders' padding id: the token read is the last one that is not it.
     pad_token: Option<u32>,
+    /// Run on every token, then the logits averaged ([`ClassifierSpec::late`]).
+    late: bool,
 }
 
 /// The hidden layer's activation.
@@ -442,6 +487,7 @@ impl ClassifierHead {
                 pooling: crate::Pooling::LastToken,
                 output: Linear::new(weight, None).map_err(err)?,
                 pad_token: None,
+                late: false,
             });
         }
         let output = match spec.kind {
@@ -456,12 +502,19 @@ impl ClassifierHead {
                 pooling: spec.pooling,
                 output,
                 pad_token: spec.pad_token,
+                late: false,
             },
-            HeadKind::Pooler | HeadKind::DenseOutProj | HeadKind::PreClassifier | HeadKind::ContextPooler => Self {
+            HeadKind::Pooler
+            | HeadKind::DenseOutProj
+            | HeadKind::PreClassifier
+            | HeadKind::ContextPooler
+            | HeadKind::DenseGelu => Self {
                 hidden: Some((
                     dense(spec.dense_bias)?,
                     match spec.kind {
                         HeadKind::PreClassifier => HeadActivation::Act(HiddenAct::Relu),
+                        // torch.nn.GELU(): the exact form.
+                        HeadKind::DenseGelu => HeadActivation::Act(HiddenAct::Gelu),
                         HeadKind::ContextPooler => HeadActivation::Act(match request.inspection.config.as_ref() {
                             Some(c) => c.activation("pooler_hidden_act")?,
                             None => HiddenAct::Gelu,
@@ -473,6 +526,7 @@ impl ClassifierHead {
                 pooling: spec.pooling,
                 output,
                 pad_token: None,
+                late: spec.late,
             },
             HeadKind::PredictionHead => {
                 let model_config = request.inspection.config.as_ref();
@@ -494,6 +548,7 @@ impl ClassifierHead {
                     pooling: spec.pooling,
                     output,
                     pad_token: None,
+                    late: false,
                 }
             }
         })
@@ -503,6 +558,9 @@ impl ClassifierHead {
     /// `batch`.
     pub fn forward(&self, hidden: &Tensor, batch: &Batch) -> candle_core::Result<Tensor> {
         let hidden = hidden.to_dtype(DType::F32)?;
+        if self.late {
+            return self.pooling.pool(&self.apply(&hidden)?, &batch.seqs);
+        }
         let pooled = match self.pad_token {
             // As transformers' decoder classifiers: the rightmost token that is not padding
             // (the first when every one is).
@@ -520,10 +578,15 @@ impl ClassifierHead {
             }
             None => self.pooling.pool(&hidden, &batch.seqs)?,
         };
+        self.apply(&pooled)
+    }
+
+    /// The head's layers on rows of hidden states `[rows, hidden]`: logits `[rows, labels]`.
+    fn apply(&self, rows: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = match &self.hidden {
-            Some((layer, HeadActivation::Tanh)) => layer.forward(&pooled)?.tanh()?,
-            Some((layer, HeadActivation::Act(act))) => act.apply(&layer.forward(&pooled)?)?,
-            None => pooled,
+            Some((layer, HeadActivation::Tanh)) => layer.forward(rows)?.tanh()?,
+            Some((layer, HeadActivation::Act(act))) => act.apply(&layer.forward(rows)?)?,
+            None => rows.clone(),
         };
         if let Some(norm) = &self.norm {
             h = norm.forward(&h)?;

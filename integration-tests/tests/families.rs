@@ -79,7 +79,8 @@ fn deberta_models_serve_sentence_transformers_vectors() {
 
 /// An XLM-RoBERTa reranker (bge-reranker's head), a GTE one (gte-multilingual-reranker's
 /// pooler on rotary blocks), jina-reranker-v2 (its remote code's layout), a DeBERTa-v3 one (mxbai-rerank-v1's context pooler), a Qwen3 one
-/// (a decoder's `score` on its last token that is not padding) and causal language models
+/// (a decoder's `score` on its last token that is not padding), a EuroBERT one (its head on every
+/// token, the logits averaged) and causal language models
 /// scored by sentence-transformers' `LogitScore` through their chat template rank pairs by the
 /// sigmoid of their references' logits.
 #[test]
@@ -90,6 +91,7 @@ fn rerankers_rank_pairs_as_transformers_scores_them() {
         "jina-reranker-v2-tiny",
         "deberta-v3-reranker-tiny",
         "qwen3-reranker-tiny",
+        "eurobert-reranker-tiny",
         "qwen3-logit-reranker-tiny",
         "llama-logit-reranker-tiny",
     ] {
@@ -126,10 +128,15 @@ fn assert_reranks_as_transformers(model: &str) {
     assert_eq!(server.post("/embed", &json!({ "inputs": "x" })).status(), 422);
 }
 
-/// BERT's pooler head and a Llama decoder's `score`, both with three named labels.
+/// BERT's pooler head, a Llama decoder's `score` and EuroBERT's head on the mean, each with
+/// three named labels.
 #[test]
 fn classifiers_predict_named_labels_for_texts_and_pairs() {
-    for model in ["bert-classifier-tiny", "llama-classifier-tiny"] {
+    for model in [
+        "bert-classifier-tiny",
+        "llama-classifier-tiny",
+        "eurobert-classifier-tiny",
+    ] {
         assert_predicts_as_transformers(model);
     }
 }

@@ -91,6 +91,12 @@ fn validate_model_states_each_family_and_its_evidence() {
             "layers.0.pre_feedforward_layernorm.weight",
             "mean",
         ),
+        (
+            "eurobert-mlm",
+            "eurobert (4 query heads on 2 key/value heads of 12, bidirectional)",
+            "model_type",
+            "mean",
+        ),
     ] {
         let (status, report) = validate(&reference::model(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
@@ -289,13 +295,38 @@ fn a_decoder_without_pooling_config_is_pooled_by_its_last_token_with_a_note() {
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
     let got = server.embed(&golden["texts"][0]);
     assert_parity(&got[0], &want[0], "last token without 1_Pooling");
-    // An encoder is not guessed for: it still needs its pooling configured.
-    let encoder = copy("modernbert-tiny");
-    std::fs::remove_dir_all(encoder.path().join("1_Pooling")).unwrap();
-    std::fs::remove_file(encoder.path().join("modules.json")).unwrap();
-    let (status, report) = validate(encoder.path());
-    assert_ne!(status, Some(0));
-    finding(&report, "pooling-not-configured");
+    // An encoder is not guessed for: it still needs its pooling configured, EuroBERT too, though
+    // its tensors are a decoder's.
+    for model in ["modernbert-tiny", "eurobert-mlm"] {
+        let encoder = copy(model);
+        std::fs::remove_dir_all(encoder.path().join("1_Pooling")).unwrap();
+        std::fs::remove_file(encoder.path().join("modules.json")).unwrap();
+        let (status, report) = validate(encoder.path());
+        assert_ne!(status, Some(0), "{model}");
+        finding(&report, "pooling-not-configured");
+    }
+}
+
+/// EuroBERT as its hub repositories first shipped it, with its own modeling code named in
+/// `auto_map` and no `is_causal`: that code is bidirectional too, so it is served, not refused
+/// as a decoder whose causality is unstated.
+#[test]
+fn eurobert_with_its_own_code_named_is_served_bidirectionally() {
+    let dir = copy("eurobert-mlm");
+    edit_config(dir.path(), |c| {
+        c.insert(
+            "auto_map".into(),
+            json!({"AutoConfig": "configuration_eurobert.EuroBertConfig", "AutoModel": "modeling_eurobert.EuroBertModel"}),
+        );
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(
+        report["architecture"],
+        "eurobert (4 query heads on 2 key/value heads of 12, bidirectional), unpadded"
+    );
+    let server = Server::start(dir.path(), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden("eurobert-mlm"), "eurobert with auto_map");
 }
 
 #[test]

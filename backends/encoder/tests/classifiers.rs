@@ -159,6 +159,17 @@ fn a_llama_classifier_without_a_padding_token_scores_its_last_token_as_transform
     check("llama-classifier-tiny", &LLAMA, HeadKind::Score);
 }
 
+/// EuroBERT's head (`dense`, GELU, `classifier` at the root, beside `model.`): on every token
+/// with the logits averaged (`classifier_pooling: late`), and on the mean of the tokens.
+#[test]
+fn eurobert_heads_score_late_and_on_the_mean_as_transformers() {
+    for model in ["eurobert-reranker-tiny", "eurobert-classifier-tiny"] {
+        check(model, &LLAMA, HeadKind::DenseGelu);
+    }
+    let late = Classifier::load("eurobert-reranker-tiny", &LLAMA);
+    assert!(late.spec.late && late.spec.pooling == tessera_core::Pooling::Mean);
+}
+
 /// A causal language model scored by sentence-transformers' `LogitScore` (Qwen3-Reranker as
 /// sentence-transformers runs it): each pair rendered through the chat template as `query` and
 /// `document` messages (the template's tail written back over pairs cut at `max_seq_length`),

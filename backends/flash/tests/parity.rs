@@ -154,7 +154,7 @@ fn qwen2_causal_and_bidirectional() {
 
 #[test]
 fn mistral_sliding_window_and_biased_llama() {
-    for model in ["mistral-window", "llama-biased-lm", "llama3-scaled"] {
+    for model in ["mistral-window", "llama-biased-lm", "llama3-scaled", "eurobert-mlm"] {
         reference(model);
     }
 }

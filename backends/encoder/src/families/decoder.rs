@@ -8,7 +8,8 @@
 //! - Qwen3: an RMSNorm per query and key head (`self_attn.q_norm`, `k_norm`);
 //! - Qwen2: biases on Q, K and V but none on the output projection;
 //! - Llama/Mistral: neither (or, with `attention_bias`, biases on all four); Mistral adds a
-//!   causal sliding window (`sliding_window`);
+//!   causal sliding window (`sliding_window`); EuroBERT (`model_type: eurobert`) is Llama's
+//!   layers as a bidirectional encoder;
 //! - Gemma 3 (EmbeddingGemma): per-head norms and a norm after each block too
 //!   (`pre_feedforward_layernorm`); what else it differs in is in [`super::gemma3`].
 //!
@@ -16,7 +17,7 @@
 //! such as gte-Qwen2's); a checkpoint that ships its own modeling code and does not say is
 //! refused naming the key, since that code may attend either way.
 //!
-//! Reference: transformers' `models/{qwen3,qwen2,llama,mistral}/modeling_*.py` and
+//! Reference: transformers' `models/{qwen3,qwen2,llama,mistral,eurobert}/modeling_*.py` and
 //! `configuration_*.py`.
 
 use serde_json::Value;
@@ -35,6 +36,9 @@ const LAST_TOKEN: tessera_core::ImpliedPooling = tessera_core::ImpliedPooling {
     pooling: tessera_core::Pooling::LastToken,
     why: "a decoder: its last token is the only one that has seen the whole input",
 };
+
+/// EuroBERT's `model_type`: Llama's layers as an encoder, bidirectional on every layer.
+const EUROBERT: &str = "eurobert";
 
 /// The word table: the anchor of the weight prefix (`model.` in causal-LM checkpoints).
 pub(crate) const WORD_TABLE: &str = "embed_tokens.weight";
@@ -97,7 +101,7 @@ impl Kind {
             // pplx-embed: Qwen3 with its own (bidirectional) modeling code.
             Kind::Qwen3 => &["qwen3", tessera_core::PPLX_MODEL_TYPE],
             Kind::Qwen2 => &["qwen2"],
-            Kind::Llama => &["llama", "mistral"],
+            Kind::Llama => &["llama", "mistral", EUROBERT],
             Kind::Gemma3 => &["gemma3_text", "gemma3"],
         }
     }
@@ -106,6 +110,7 @@ impl Kind {
     fn positions_default(self, model_type: Option<&str>) -> usize {
         match (self, model_type) {
             (Kind::Llama, Some("mistral")) => 4096 * 32,
+            (Kind::Llama, Some(EUROBERT)) => 8192,
             (Kind::Llama, _) => 2048,
             (Kind::Qwen3 | Kind::Qwen2, _) => 32768,
             (Kind::Gemma3, _) => 131_072,
@@ -338,11 +343,14 @@ impl Family for Decoder {
                     },
                     eps,
                 };
+                // An encoder's last token is no summary: its pooling must be configured, as
+                // BERT's is (sentence-transformers configures mean for EuroBERT's fine-tunes).
+                let pooling = (expected != EUROBERT).then_some(LAST_TOKEN);
                 (
                     vec![LayerAttention { mask, rope: Some(rope) }; dims.layers.size()],
                     Scales::NONE,
                     norm,
-                    Some(LAST_TOKEN),
+                    pooling,
                     describe(mask),
                 )
             }
@@ -517,6 +525,15 @@ fn attention(
             "set `use_sliding_window` to false if the model was trained without it (Qwen3-Embedding and gte-Qwen2 were)",
         );
     }
+    if model_type == EUROBERT {
+        // Both transformers' EuroBertAttention and EuroBERT's own code set `is_causal = False`
+        // on every layer, whatever config.json says.
+        evidence.push(Evidence::config(
+            "model_type",
+            "eurobert: an encoder (EuroBERT): bidirectional attention on every layer, as transformers' `EuroBertModel` and EuroBERT's own code attend, whatever `is_causal` says",
+        ));
+        return Ok(Mask::Bidirectional);
+    }
     // transformers' MistralModel masks every layer to its window; Llama and Qwen ignore the key.
     let window = match model_type {
         "mistral" => config.usize("sliding_window"),
@@ -620,6 +637,19 @@ mod tests {
             values: keys.as_object().cloned().unwrap_or_default(),
         };
         attention(&config, model_type, &mut Vec::new(), &mut Vec::new())
+    }
+
+    #[test]
+    fn eurobert_attends_bidirectionally_whatever_the_keys_say() {
+        let code = json!({"AutoModel": "modeling_eurobert.EuroBertModel"});
+        for keys in [
+            json!({}),
+            json!({"is_causal": true}),
+            json!({"auto_map": code}),
+            json!({"sliding_window": 16}),
+        ] {
+            assert_eq!(mask_of(EUROBERT, keys.clone()).unwrap(), Mask::Bidirectional, "{keys}");
+        }
     }
 
     #[test]
