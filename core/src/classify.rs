@@ -20,6 +20,9 @@ pub enum HeadKind {
     /// RoBERTa, XLM-RoBERTa, MPNet: `classifier.dense` (tanh) on the first token, then
     /// `classifier.out_proj`.
     DenseOutProj,
+    /// ELECTRA: `classifier.dense` with GELU (not tanh) on the first token, then
+    /// `classifier.out_proj`; told from RoBERTa's by the encoder's `electra.` prefix.
+    DenseOutProjGelu,
     /// DistilBERT: `pre_classifier` (ReLU) on the first token, then `classifier`.
     PreClassifier,
     /// ModernBERT: `head.dense` (bias with `classifier_bias`), `classifier_activation`, then
@@ -55,7 +58,7 @@ impl HeadKind {
     fn tensors(self, prefix: &str) -> (String, String) {
         let (labels, hidden) = match self {
             HeadKind::Pooler => ("classifier", format!("{prefix}pooler.dense")),
-            HeadKind::DenseOutProj => ("classifier.out_proj", "classifier.dense".into()),
+            HeadKind::DenseOutProj | HeadKind::DenseOutProjGelu => ("classifier.out_proj", "classifier.dense".into()),
             HeadKind::PreClassifier => ("classifier", "pre_classifier".into()),
             HeadKind::PredictionHead => ("classifier", PREDICTION_DENSE.into()),
             HeadKind::ContextPooler => ("classifier", CONTEXT_POOLER.into()),
@@ -77,6 +80,9 @@ impl HeadKind {
         match self {
             HeadKind::Pooler => "the pooler (tanh of a dense layer on the first token), then `classifier`",
             HeadKind::DenseOutProj => "`classifier.dense` (tanh) on the first token, then `classifier.out_proj`",
+            HeadKind::DenseOutProjGelu => {
+                "ELECTRA's `classifier.dense` (GELU) on the first token, then `classifier.out_proj`"
+            }
             HeadKind::PreClassifier => "`pre_classifier` (ReLU) on the first token, then `classifier`",
             HeadKind::PredictionHead => {
                 "ModernBERT's `head` (dense, `classifier_activation`, LayerNorm) on the first token or the mean (`classifier_pooling`), then `classifier`"
@@ -100,6 +106,8 @@ const PREDICTION_DENSE: &str = "head.dense";
 const PREDICTION_NORM: &str = "head.norm";
 /// DeBERTa's context pooler, at the root beside `classifier`.
 const CONTEXT_POOLER: &str = "pooler.dense";
+/// The prefix `ElectraForSequenceClassification` saves its encoder under.
+const ELECTRA_PREFIX: &str = "electra.";
 /// EuroBERT's hidden layer, at the root beside `classifier`.
 const EUROBERT_DENSE: &str = "dense";
 /// The decoders' output layer.
@@ -177,7 +185,10 @@ impl ClassifierSpec {
         {
             HeadKind::DenseGelu
         } else if weights.get("classifier.out_proj.weight").is_some() {
-            HeadKind::DenseOutProj
+            match weights.prefix_before(WORD_EMBEDDINGS).as_deref() {
+                Some(ELECTRA_PREFIX) => HeadKind::DenseOutProjGelu,
+                _ => HeadKind::DenseOutProj,
+            }
         } else if weights.get("classifier.weight").is_some() && weights.get("head.dense.weight").is_some() {
             HeadKind::PredictionHead
         } else if weights.get("classifier.weight").is_some() && weights.get("pre_classifier.weight").is_some() {
@@ -506,6 +517,7 @@ impl ClassifierHead {
             },
             HeadKind::Pooler
             | HeadKind::DenseOutProj
+            | HeadKind::DenseOutProjGelu
             | HeadKind::PreClassifier
             | HeadKind::ContextPooler
             | HeadKind::DenseGelu => Self {
@@ -513,8 +525,8 @@ impl ClassifierHead {
                     dense(spec.dense_bias)?,
                     match spec.kind {
                         HeadKind::PreClassifier => HeadActivation::Act(HiddenAct::Relu),
-                        // torch.nn.GELU(): the exact form.
-                        HeadKind::DenseGelu => HeadActivation::Act(HiddenAct::Gelu),
+                        // torch.nn.GELU() and transformers' `get_activation("gelu")`: the exact form.
+                        HeadKind::DenseGelu | HeadKind::DenseOutProjGelu => HeadActivation::Act(HiddenAct::Gelu),
                         HeadKind::ContextPooler => HeadActivation::Act(match request.inspection.config.as_ref() {
                             Some(c) => c.activation("pooler_hidden_act")?,
                             None => HiddenAct::Gelu,

@@ -23,6 +23,12 @@ fn validate_model_states_each_family_and_its_evidence() {
         ("distilbert-sinusoidal-mlm", "distilbert", "sinusoidal_pos_embds"),
         ("mpnet-tiny", "mpnet", "encoder.relative_attention_bias.weight"),
         ("camembert-tiny", "camembert", "pad_token_id"),
+        ("electra-tiny", "electra", "embeddings_project.weight"),
+        (
+            "electra-reranker-tiny",
+            "electra",
+            "electra.embeddings.word_embeddings.weight",
+        ),
         ("deberta-v3-tiny", "deberta-v2", "encoder.rel_embeddings.weight"),
         ("deberta-v2-p2c-absolute", "deberta-v2", "pos_att_type"),
         ("deberta-v2-conv-projected", "deberta-v2", "conv_kernel_size"),
@@ -92,6 +98,7 @@ fn rerankers_rank_pairs_as_transformers_scores_them() {
         "deberta-v3-reranker-tiny",
         "qwen3-reranker-tiny",
         "eurobert-reranker-tiny",
+        "electra-reranker-tiny",
         "qwen3-logit-reranker-tiny",
         "llama-logit-reranker-tiny",
     ] {

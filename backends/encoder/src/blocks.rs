@@ -97,8 +97,11 @@ struct Embeddings {
     /// Task adapters of the word and token-type tables.
     words_lora: Option<Lora>,
     token_types_lora: Option<Lora>,
-    /// DeBERTa's `embed_proj`: narrower tables projected to the layers' width.
+    /// DeBERTa's `embed_proj`, ELECTRA's `embeddings_project`: narrower tables projected to the
+    /// layers' width.
     projection: Option<tessera_core::layers::Linear>,
+    /// The norm runs before the projection (ELECTRA), not after it (DeBERTa).
+    norm_first: bool,
     norm: Option<LayerNorm>,
     /// The word vectors' factor (Gemma's `sqrt(hidden_size)`).
     scale: Option<f64>,
@@ -134,11 +137,23 @@ impl Embeddings {
                 _ => None,
             },
             projection: match spec.extras.embedding_projection {
-                Some((name, width)) => Some(stacked_linear(vb, &[(name, spec.hidden_size())], width.size(), false)?),
+                Some(p) => Some(stacked_linear(
+                    vb,
+                    &[(p.name, spec.hidden_size())],
+                    p.width.size(),
+                    p.bias,
+                )?),
                 None => None,
             },
+            norm_first: spec.extras.embedding_projection.is_some_and(|p| p.norm_first),
             norm: match n.embeddings_norm {
-                Some(name) => Some(load_norm(vb, spec.hidden_size(), spec.norm, name)?),
+                Some(name) => {
+                    let width = spec
+                        .extras
+                        .embedding_projection
+                        .map_or(spec.dims.hidden, |p| p.norm_width(spec.dims.hidden));
+                    Some(load_norm(vb, width.size(), spec.norm, name)?)
+                }
                 None => None,
             },
             scale: spec.scales.embeddings,
@@ -173,12 +188,19 @@ impl Embeddings {
             }
             x = (x + rows)?;
         }
+        let norm = |x: Tensor| match &self.norm {
+            Some(norm) => norm.forward(&x),
+            None => Ok(x),
+        };
+        if self.norm_first {
+            x = norm(x)?;
+        }
         if let Some(projection) = &self.projection {
             x = projection.forward(&x)?;
         }
-        match &self.norm {
-            Some(norm) => norm.forward(&x),
-            None => Ok(x),
+        match self.norm_first {
+            true => Ok(x),
+            false => norm(x),
         }
     }
 }

@@ -691,9 +691,8 @@ pub struct EncoderSpec {
 /// Steps a family adds around the shared layers, or swaps into some of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Extras {
-    /// Embedding tables narrower than the layers: the projection to `hidden_size` (a linear
-    /// layer without bias, DeBERTa's `embed_proj`) and the tables' width (`embedding_size`).
-    pub embedding_projection: Option<(&'static str, Dim)>,
+    /// Embedding tables narrower than the layers, projected to `hidden_size`.
+    pub embedding_projection: Option<EmbeddingProjection>,
     /// A convolution over the embeddings added to layer 0's output (DeBERTa-v2's `ConvLayer`).
     pub convolution: Option<Convolution>,
     /// A mixture of experts in place of some layers' feed-forward (nomic-embed-text-v2-moe).
@@ -712,6 +711,29 @@ impl Extras {
         experts: None,
         output_projection: None,
     };
+}
+
+/// The linear layer from embedding tables narrower than the layers to `hidden_size`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EmbeddingProjection {
+    /// The layer's tensor name, without `.weight`.
+    pub name: &'static str,
+    /// The tables' width (`embedding_size`).
+    pub width: Dim,
+    pub bias: bool,
+    /// Whether the embeddings norm runs before the projection, at the tables' width
+    /// (ELECTRA's `embeddings_project`), or after it (DeBERTa's `embed_proj`).
+    pub norm_first: bool,
+}
+
+impl EmbeddingProjection {
+    /// The width the embeddings norm runs at.
+    pub fn norm_width(&self, hidden: Dim) -> Dim {
+        match self.norm_first {
+            true => self.width,
+            false => hidden,
+        }
+    }
 }
 
 /// A mixture-of-experts feed-forward in megablocks' layout, as NomicBERT's MoE checkpoints store
@@ -827,7 +849,7 @@ impl EncoderSpec {
     /// Width of the embedding tables: `hidden_size` unless they are projected to it.
     pub fn embedding_width(&self) -> Dim {
         match self.extras.embedding_projection {
-            Some((_, width)) => width,
+            Some(projection) => projection.width,
             None => self.dims.hidden,
         }
     }
@@ -895,11 +917,12 @@ impl EncoderSpec {
             t.push(ExpectedTensor::new(format!("{name}.weight"), &[rows, e]));
             adapted(&mut t, name, [rows, rank], [rank, h]);
         }
-        if let Some((name, width)) = self.extras.embedding_projection {
-            push_linear(&mut t, name, width, h, false);
+        if let Some(p) = self.extras.embedding_projection {
+            push_linear(&mut t, p.name, p.width, h, p.bias);
         }
         if let Some(name) = n.embeddings_norm {
-            norm(&mut t, name, h);
+            let width = self.extras.embedding_projection.map_or(h, |p| p.norm_width(h));
+            norm(&mut t, name, width);
         }
         if let Some(c) = self.extras.convolution {
             t.push(ExpectedTensor::new(format!("{}.weight", c.conv), &[h, h, c.kernel]));

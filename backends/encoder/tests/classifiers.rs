@@ -159,6 +159,12 @@ fn a_llama_classifier_without_a_padding_token_scores_its_last_token_as_transform
     check("llama-classifier-tiny", &LLAMA, HeadKind::Score);
 }
 
+/// ELECTRA's head is RoBERTa's tensors with GELU in place of tanh (cross-encoder/ms-marco-electra-base).
+#[test]
+fn an_electra_reranker_scores_with_gelu_as_transformers() {
+    check("electra-reranker-tiny", &BERT, HeadKind::DenseOutProjGelu);
+}
+
 /// EuroBERT's head (`dense`, GELU, `classifier` at the root, beside `model.`): on every token
 /// with the logits averaged (`classifier_pooling: late`), and on the mean of the tokens.
 #[test]

@@ -118,6 +118,14 @@ fn deberta_v2_and_v3_match_sentence_transformers() {
     }
 }
 
+/// ELECTRA: BERT's encoder with tables narrower than the layers, normed at their width, then
+/// projected (`embeddings_project`), positions from 0.
+#[test]
+fn electra_matches_sentence_transformers() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/electra-tiny");
+    check(&BERT, &dir, &dir.join("golden.json"), "electra");
+}
+
 #[test]
 fn deberta_buckets_every_offset_as_transformers_does() {
     let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/deberta-v3-tiny");
@@ -160,6 +168,7 @@ fn each_family_declines_the_others_checkpoints() {
         ("xlm-roberta-tiny", "roberta"),
         ("roberta-mlm-tiny", "roberta"),
         ("camembert-tiny", "roberta"),
+        ("electra-tiny", "bert"),
         ("distilbert-tiny", "distilbert"),
         ("distilbert-sinusoidal-mlm", "distilbert"),
         ("mpnet-tiny", "mpnet"),

@@ -57,6 +57,11 @@ fn roberta_saved_from_masked_lm() {
 }
 
 #[test]
+fn electra_with_projected_tables() {
+    reference("electra-tiny");
+}
+
+#[test]
 fn distilbert_tiny() {
     reference("distilbert-tiny");
 }

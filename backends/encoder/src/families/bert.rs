@@ -1,6 +1,8 @@
-//! BERT: absolute positions, token types, post-norm layers.
+//! BERT: absolute positions, token types, post-norm layers; and ELECTRA's discriminator, which
+//! is BERT's encoder with embedding tables that may be narrower than the layers (normed, then
+//! projected by `embeddings_project`).
 //!
-//! Reference: transformers' `models/bert/modeling_bert.py`.
+//! Reference: transformers' `models/bert/modeling_bert.py`, `models/electra/modeling_electra.py`.
 
 use tessera_core::{EncoderLayout, Finding};
 
@@ -20,13 +22,25 @@ impl Family for Bert {
     }
 
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
-        let (values, mut evidence, findings) = lineage::recognise(Lineage::Bert, layout)?;
+        let lineage::Recognition {
+            values,
+            projection: embedding_projection,
+            mut evidence,
+            findings,
+        } = lineage::recognise(Lineage::Bert, layout)?;
         super::name_evidence(layout.config, &mut evidence);
+        let architecture = match layout.config.str("model_type") {
+            Some("electra") => "electra",
+            _ => "bert",
+        };
         Ok(Recognised {
             spec: EncoderSpec {
-                architecture: "bert".into(),
+                architecture: architecture.into(),
                 scales: crate::spec::Scales::NONE,
-                extras: crate::spec::Extras::NONE,
+                extras: crate::spec::Extras {
+                    embedding_projection,
+                    ..crate::spec::Extras::NONE
+                },
 
                 adapters: None,
                 layer_attention: LayerAttention::bidirectional(values.dims.layers.size()),

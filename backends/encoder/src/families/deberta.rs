@@ -18,8 +18,8 @@ use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct};
 
 use super::{Family, Keys, Recognised};
 use crate::spec::{
-    AttentionBias, Biases, ConvActivation, Convolution, Disentangled, EncoderSpec, Extras, FeedForward, LayerAttention,
-    Norm, PositionTable, Positions, Scales, DEBERTA_NAMES,
+    AttentionBias, Biases, ConvActivation, Convolution, Disentangled, EmbeddingProjection, EncoderSpec, Extras,
+    FeedForward, LayerAttention, Norm, PositionTable, Positions, Scales, DEBERTA_NAMES,
 };
 
 /// `DebertaV2Config`'s defaults.
@@ -140,7 +140,12 @@ fn extras(config: &ModelConfig, hidden: usize, evidence: &mut Vec<Evidence>) -> 
                 "embedding_size",
                 format!("{width}: embeddings projected to {hidden} by `embed_proj`"),
             ));
-            Some((EMBEDDING_PROJECTION, Dim::of("embedding_size", width)))
+            Some(EmbeddingProjection {
+                name: EMBEDDING_PROJECTION,
+                width: Dim::of("embedding_size", width),
+                bias: false,
+                norm_first: false,
+            })
         }
         _ => None,
     };

@@ -4,6 +4,8 @@
 
 use tessera_core::{EncoderLayout, Evidence, Finding};
 
+use crate::spec::EmbeddingProjection;
+
 /// The families that share BERT's tensor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lineage {
@@ -22,7 +24,9 @@ impl Lineage {
     /// The `model_type` values of this lineage.
     fn model_types(self) -> &'static [&'static str] {
         match self {
-            Lineage::Bert => &["bert"],
+            // ELECTRA's discriminator is BERT's encoder (positions from 0, token types), its
+            // tables optionally narrower and projected ([`embedding_projection`]).
+            Lineage::Bert => &["bert", "electra"],
             Lineage::Roberta => &["roberta", "xlm-roberta", "camembert"],
         }
     }
@@ -39,19 +43,20 @@ impl Lineage {
 fn tensor_evidence(layout: &EncoderLayout<'_>) -> Option<(Lineage, Evidence)> {
     let prefix = layout.prefix.trim_end_matches('.');
     let by_prefix = match prefix {
-        "bert" => Some(Lineage::Bert),
+        "bert" | "electra" => Some(Lineage::Bert),
         "roberta" | "xlm-roberta" | "camembert" => Some(Lineage::Roberta),
         _ => None,
     };
     if let Some(lineage) = by_prefix {
+        let whose = match prefix {
+            "electra" => "ELECTRA's (BERT's encoder)".to_string(),
+            _ => format!("{}'s", lineage.describe()),
+        };
         return Some((
             lineage,
             Evidence::tensor(
                 format!("{}{}", layout.prefix, tessera_core::WORD_EMBEDDINGS),
-                format!(
-                    "saved under `{prefix}.`, as {}'s model classes save",
-                    lineage.describe()
-                ),
+                format!("saved under `{prefix}.`, as {whose} model classes save"),
             ),
         ));
     }
@@ -215,13 +220,22 @@ pub(crate) fn unsupported_position_type(config: &tessera_core::inspection::Model
     .fix("set `position_embedding_type` to \"absolute\" (BERT) or \"alibi\" (JinaBERT) as the model was trained")
 }
 
+/// ELECTRA's projection from its embedding tables to the layers (`embeddings_project`).
+const ELECTRA_PROJECTION: &str = "embeddings_project";
+
+/// What [`recognise`] found: the config values, ELECTRA's projection where its tables are
+/// narrower than the layers, and the evidence and findings so far.
+pub(crate) struct Recognition {
+    pub values: super::ConfigValues,
+    pub projection: Option<EmbeddingProjection>,
+    pub evidence: Vec<Evidence>,
+    pub findings: Vec<Finding>,
+}
+
 /// What BERT and RoBERTa decide alike: their own layer tensors, an absolute position table,
-/// which of the two the tensors (or `model_type`) say, a `hidden_size` the weights agree with,
-/// and the config values. Returns the values with the evidence and findings so far.
-pub(crate) fn recognise(
-    me: Lineage,
-    layout: &EncoderLayout<'_>,
-) -> Result<(super::ConfigValues, Vec<Evidence>, Vec<Finding>), Box<Finding>> {
+/// which of the two the tensors (or `model_type`) say, a `hidden_size` the weights agree with
+/// (or, ELECTRA's, tables projected to it), and the config values.
+pub(crate) fn recognise(me: Lineage, layout: &EncoderLayout<'_>) -> Result<Recognition, Box<Finding>> {
     let mut evidence = vec![Evidence::tensor(
         format!("{}{}", layout.prefix, tessera_core::WORD_EMBEDDINGS),
         "BERT-family embeddings",
@@ -234,13 +248,59 @@ pub(crate) fn recognise(
     evidence.extend(super::layers_are(&crate::spec::BERT_NAMES, who, layout)?);
     absolute_positions(me, layout, &mut evidence, &mut findings)?;
     decide(me, layout, &mut evidence, &mut findings)?;
-    if let Some(finding) = layout.hidden_size_contradicted() {
+    let projection = match me {
+        Lineage::Bert => embedding_projection(layout, &mut evidence)?,
+        Lineage::Roberta => None,
+    };
+    // Projected tables are narrower than `hidden_size`: the expected shapes check them.
+    if let (None, Some(finding)) = (projection, layout.hidden_size_contradicted()) {
         return Err(Box::new(finding));
     }
     let values = super::BERT_KEYS
         .read(layout.config)
         .map_err(|e| Box::new(e.to_finding()))?;
-    Ok((values, evidence, findings))
+    Ok(Recognition {
+        values,
+        projection,
+        evidence,
+        findings,
+    })
+}
+
+/// ELECTRA's tables narrower than its layers (ELECTRA-small: 128 under 256): normed at their
+/// width, then projected with a bias, as `ElectraModel` runs them; `None` without the tensor.
+fn embedding_projection(
+    layout: &EncoderLayout<'_>,
+    evidence: &mut Vec<Evidence>,
+) -> Result<Option<EmbeddingProjection>, Box<Finding>> {
+    let name = format!("{}{ELECTRA_PROJECTION}.weight", layout.prefix);
+    let Some(info) = layout.weights.get(&name) else {
+        return Ok(None);
+    };
+    let [out, width] = info.shape[..] else {
+        return Err(Box::new(
+            Finding::error(
+                "tensor-shape-mismatch",
+                format!(
+                    "`{name}` has shape {:?}: a projection is `[hidden_size, embedding_size]`",
+                    info.shape
+                ),
+            )
+            .in_file(layout.weights.display_file())
+            .about(name)
+            .fix("re-save the model's weights"),
+        ));
+    };
+    evidence.push(Evidence::tensor(
+        name,
+        format!("[{out}, {width}]: embedding tables {width} wide, normed, then projected to the layers (ELECTRA)"),
+    ));
+    Ok(Some(EmbeddingProjection {
+        name: ELECTRA_PROJECTION,
+        width: tessera_core::Dim::of("embedding_size", width),
+        bias: true,
+        norm_first: true,
+    }))
 }
 
 /// Why a checkpoint without a position table is not this lineage, naming what it is instead

@@ -26,7 +26,12 @@ impl Family for Roberta {
     }
 
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
-        let (values, mut evidence, mut findings) = lineage::recognise(Lineage::Roberta, layout)?;
+        let lineage::Recognition {
+            values,
+            mut evidence,
+            mut findings,
+            ..
+        } = lineage::recognise(Lineage::Roberta, layout)?;
         let config = layout.config;
         let padding_idx = padding_idx(layout, values.dims.positions.size(), &mut evidence, &mut findings)?;
         super::name_evidence(config, &mut evidence);
