@@ -378,6 +378,18 @@ fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
             "model.layers.0.post_feedforward_layernorm.weight",
         ),
         (
+            // Gemma 1 (bge-reranker-v2-gemma) names its layers as Llama does, but offsets its
+            // norms from 1 and scales its word vectors: not served as Llama.
+            "llama-biased-lm",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("model_type".into(), json!("gemma"));
+                })
+            }),
+            "model-type-unsupported",
+            "model_type",
+        ),
+        (
             "embedding-gemma-tiny",
             Box::new(|d| {
                 edit_config(d, |c| {

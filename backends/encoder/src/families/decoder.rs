@@ -106,6 +106,14 @@ impl Kind {
         }
     }
 
+    /// Whether `model_type` is one of the decoders served here (of any kind: one the tensors
+    /// contradict is a warning, the tensors deciding).
+    fn served(model_type: &str) -> bool {
+        [Kind::Qwen3, Kind::Qwen2, Kind::Llama, Kind::Gemma3]
+            .iter()
+            .any(|k| k.model_types().contains(&model_type))
+    }
+
     /// The position count of the config class when config.json gives none.
     fn positions_default(self, model_type: Option<&str>) -> usize {
         match (self, model_type) {
@@ -295,6 +303,20 @@ impl Family for Decoder {
         evidence.push(kind_evidence);
         let mut findings = Vec::new();
         let model_type = config.str("model_type");
+        if let Some(t) = model_type.filter(|t| !Kind::served(t)) {
+            // Not one of ours, yet transformers' own (no modeling code shipped): a decoder whose
+            // layers are named as these are but compute otherwise (Gemma's norm offsets and
+            // scaled word vectors, Granite's multipliers) is refused, not served as `me`.
+            if custom_model_code(config).is_none() {
+                return Err(super::option_refused(
+                    "model-type-unsupported",
+                    config,
+                    "model_type",
+                    format!("`model_type: {t}` is a decoder tessera does not serve; its tensors are named as {}'s, but what that class computes beyond them (norms, scales, masks) is not known to be {}'s, so serving it as {} could give other vectors", me.describe(), me.describe(), me.name()),
+                    &format!("serve it with a server that implements `{t}`; if the checkpoint really is {} renamed, set `model_type` to \"{}\"", me.describe(), me.model_types()[0]),
+                ));
+            }
+        }
         let expected = match model_type {
             Some(t) if me.model_types().contains(&t) => t,
             _ => me.name(),
