@@ -113,6 +113,8 @@ const IGNORED: &[&str] = &[
     // ModernBERT's masked-LM head (`head.dense`, `head.norm`, `decoder`).
     "head.",
     "decoder.",
+    // T5's tied copy of `shared` (older checkpoints save both); its decoder is `decoder.`.
+    "encoder.embed_tokens.",
 ];
 
 /// Older checkpoints name LayerNorm parameters gamma and beta.

@@ -25,6 +25,12 @@ fn validate_model_states_each_family_and_its_evidence() {
         ("camembert-tiny", "camembert", "pad_token_id"),
         ("electra-tiny", "electra", "embeddings_project.weight"),
         (
+            "t5-gated-tiny",
+            "t5",
+            "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+        ),
+        ("t5-relu-tiny", "t5", "feed_forward_proj"),
+        (
             "electra-reranker-tiny",
             "electra",
             "electra.embeddings.word_embeddings.weight",
@@ -65,6 +71,22 @@ fn an_xlm_roberta_model_serves_sentence_transformers_vectors() {
             .status(),
         422
     );
+}
+
+/// T5's encoders (GTR-T5's gated feed-forward and Dense layer, sentence-t5's ReLU one) through
+/// the binary, batched by the server, and ELECTRA with projected tables.
+#[test]
+fn t5_and_electra_models_serve_sentence_transformers_vectors() {
+    for model in ["t5-gated-tiny", "t5-relu-tiny", "electra-tiny"] {
+        let golden = golden(model);
+        let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+        let got = server.embed(&golden["texts"]);
+        let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+        assert_eq!(got.len(), want.len(), "{model}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_parity(g, w, &format!("{model} /embed {i}"));
+        }
+    }
 }
 
 /// DeBERTa-v3's disentangled attention, and v2's convolution after layer 0 with projected

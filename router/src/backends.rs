@@ -35,6 +35,8 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     #[cfg(feature = "encoder")]
     &tessera_encoder::JINA_V3,
     #[cfg(feature = "encoder")]
+    &tessera_encoder::T5_ENCODER,
+    #[cfg(feature = "encoder")]
     &tessera_encoder::STATIC,
 ];
 

@@ -27,14 +27,14 @@ pub use alibi::alibi_slopes;
 pub use blocks::Encoder;
 pub use families::{
     Bert, Deberta, Decoder, DistilBert, Family, Gte, JinaBert, JinaV3, ModernBert, MpNet, NomicBert, Recognised,
-    Roberta,
+    Roberta, T5,
 };
 pub use spec::{
     Adapters, AttentionBias, Biases, ConvActivation, Convolution, Dims, Disentangled, EncoderSpec, Experts, Extras,
     FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement, PositionTable, Positions, QkNorms, Qkv,
     Scales, BERT_NAMES, BERT_POSITION_TABLE, DEBERTA_NAMES, DECODER_NAMES, DISTILBERT_NAMES, GEMMA3_NAMES,
     GEMMA3_PLACEMENT, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
-    MPNET_NAMES, NOMIC_EXPERTS, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES,
+    MPNET_NAMES, NOMIC_EXPERTS, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES, T5_GATED_NAMES, T5_NAMES,
 };
 pub use static_embedding::StaticEmbeddingBackend;
 
@@ -54,6 +54,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &NomicBert,
     &Gte,
     &JinaV3,
+    &T5,
 ];
 
 /// A family registered as a backend.
@@ -89,6 +90,8 @@ pub const NOMIC_BERT: EncoderBackend = EncoderBackend(&NomicBert);
 pub const GTE: EncoderBackend = EncoderBackend(&Gte);
 /// jina-embeddings-v3 with its task adapters on the padded reference kernel (`--backend jina-v3`).
 pub const JINA_V3: EncoderBackend = EncoderBackend(&JinaV3);
+/// T5's encoder (sentence-t5, GTR-T5) on the padded reference kernel (`--backend t5`).
+pub const T5_ENCODER: EncoderBackend = EncoderBackend(&T5);
 /// Static embedding models (sentence-transformers' `StaticEmbedding`, model2vec).
 pub const STATIC: StaticEmbeddingBackend = StaticEmbeddingBackend;
 

@@ -220,6 +220,37 @@ pub const DECODER_NAMES: Names = Names {
     ..QWEN3_NAMES
 };
 
+/// T5's encoder names (`T5EncoderModel`): `layer.0` is the attention block, `layer.1` the
+/// feed-forward (ReLU's `wi`, `wo`), each with its pre-norm `layer_norm`.
+pub const T5_NAMES: Names = Names {
+    word_embeddings: "shared",
+    position_embeddings: None,
+    token_type_embeddings: None,
+    embeddings_norm: None,
+    layers: "encoder.block",
+    qkv: Qkv::Separate {
+        query: "layer.0.SelfAttention.q",
+        key: "layer.0.SelfAttention.k",
+        value: "layer.0.SelfAttention.v",
+    },
+    attention_output: "layer.0.SelfAttention.o",
+    attention_norm: "layer.0.layer_norm",
+    intermediate: "layer.1.DenseReluDense.wi",
+    gate: None,
+    output: "layer.1.DenseReluDense.wo",
+    output_norm: "layer.1.layer_norm",
+    qk_norms: QkNorms::None,
+    feed_forward_input_norm: None,
+    final_norm: Some("encoder.final_layer_norm"),
+};
+
+/// T5 v1.1's gated feed-forward (`gated-gelu`): `act(wi_0) * wi_1`.
+pub const T5_GATED_NAMES: Names = Names {
+    intermediate: "layer.1.DenseReluDense.wi_1",
+    gate: Some("layer.1.DenseReluDense.wi_0"),
+    ..T5_NAMES
+};
+
 /// NomicBERT's names (its original code's; transformers saves its native class under them too):
 /// fused `attn.Wqkv`, SwiGLU/GeGLU `mlp.fc11` (up) and `mlp.fc12` (the activated gate), post-norm
 /// `norm1`/`norm2`, the embedding norm `emb_ln` outside `embeddings`.
@@ -799,7 +830,8 @@ pub struct Scales {
     /// The word vectors multiplied by this (Gemma: `sqrt(hidden_size)`).
     pub embeddings: Option<f64>,
     /// Attention scores scaled by this instead of `1 / sqrt(head_dim)` (Gemma:
-    /// `query_pre_attn_scalar ** -0.5`); only with per-head query norms, which absorb it.
+    /// `query_pre_attn_scalar ** -0.5`, absorbed by its per-head query norms; T5: 1, the
+    /// queries multiplied by it).
     pub attention: Option<f64>,
 }
 

@@ -8,7 +8,7 @@ use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir,
 use tessera_core::{Assessment, BackendFactory};
 use tessera_encoder::{
     AttentionBias, BERT, DEBERTA, DISTILBERT, GEMMA3, GTE, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3,
-    ROBERTA,
+    ROBERTA, T5_ENCODER,
 };
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
@@ -115,6 +115,17 @@ fn deberta_v2_and_v3_match_sentence_transformers() {
     ] {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
         check(&DEBERTA, &dir, &dir.join("golden.json"), "deberta-v2");
+    }
+}
+
+/// T5's encoder: GTR-T5's gated feed-forward with `d_kv` apart from `d_model / heads` and a Dense
+/// layer after pooling, and sentence-t5's ReLU one; relative buckets from layer 0 in every
+/// layer, scores not divided by `sqrt(d_kv)`.
+#[test]
+fn t5_encoders_match_sentence_transformers() {
+    for model in ["t5-gated-tiny", "t5-relu-tiny"] {
+        let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
+        check(&T5_ENCODER, &dir, &dir.join("golden.json"), "t5");
     }
 }
 

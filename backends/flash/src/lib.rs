@@ -24,7 +24,7 @@ use tessera_core::{
 };
 use tessera_encoder::{
     BERT, DEBERTA, DISTILBERT, GEMMA3, GTE, JINA_BERT, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3,
-    ROBERTA,
+    ROBERTA, T5_ENCODER,
 };
 
 /// The flash backend's registration.
@@ -32,7 +32,7 @@ use tessera_encoder::{
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 14] = [
+const DEFINITIONS: [&dyn BackendFactory; 15] = [
     &JINA_BERT,
     &BERT,
     &ROBERTA,
@@ -47,6 +47,7 @@ const DEFINITIONS: [&dyn BackendFactory; 14] = [
     &NOMIC_BERT,
     &GTE,
     &JINA_V3,
+    &T5_ENCODER,
 ];
 
 impl BackendFactory for FlashBackend {

@@ -57,6 +57,13 @@ fn roberta_saved_from_masked_lm() {
 }
 
 #[test]
+fn t5_gated_and_relu() {
+    for model in ["t5-gated-tiny", "t5-relu-tiny"] {
+        reference(model);
+    }
+}
+
+#[test]
 fn electra_with_projected_tables() {
     reference("electra-tiny");
 }

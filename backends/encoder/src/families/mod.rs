@@ -15,6 +15,7 @@ mod mpnet;
 mod nomic;
 mod roberta;
 mod rope;
+mod t5;
 
 use tessera_core::inspection::ModelConfig;
 use tessera_core::{Dim, EncoderLayout, Evidence, Finding, HiddenAct, LoadError};
@@ -30,10 +31,11 @@ pub use modernbert::ModernBert;
 pub use mpnet::MpNet;
 pub use nomic::NomicBert;
 pub use roberta::Roberta;
+pub use t5::T5;
 
 use crate::spec::{
     EncoderSpec, Names, BERT_NAMES, DEBERTA_NAMES, DISTILBERT_NAMES, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_V3_NAMES,
-    MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES, QWEN3_NAMES,
+    MODERNBERT_NAMES, MPNET_NAMES, NOMIC_NAMES, QWEN3_NAMES, T5_NAMES,
 };
 
 /// What a family decided about a checkpoint it serves.
@@ -170,6 +172,7 @@ const LAYER_NAMES: &[(&Names, &str)] = &[
     (&GTE_NAMES, "GTE"),
     (&GTE_SEPARATE_NAMES, "GTE"),
     (&JINA_V3_NAMES, jina_v3::JINA_LAYOUT),
+    (&T5_NAMES, "T5"),
 ];
 
 /// The first evidence a family looks for: its own layer tensors. `Err` when another family's
