@@ -156,6 +156,24 @@ fn cloud_platform_routes_answer_as_in_tei() {
     let refused = post("/vertex", &json!({"instances": [embed, {"inputs": []}]}));
     assert_eq!(refused.status(), 400, "the first failure answers");
     assert_eq!(post("/vertex", &json!({"inputs": "a"})).status(), 422);
+    // The description has the routes these variables add, as their originals are described.
+    let spec: Value = client
+        .get(format!("{}/api-doc/openapi.json", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    for (path, method, like) in [(predict_route, "post", "/vertex"), ("/vertex-health", "get", "/health")] {
+        let operation = &spec["paths"][path][method];
+        assert_eq!(
+            operation["responses"], spec["paths"][like][method]["responses"],
+            "{method} {path}"
+        );
+        assert_eq!(
+            operation["requestBody"], spec["paths"][like][method]["requestBody"],
+            "{method} {path}"
+        );
+    }
     drop(server);
 
     let out = run_with_env(

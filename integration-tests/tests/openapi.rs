@@ -25,6 +25,8 @@ fn the_description_covers_every_route_with_accurate_statuses() {
         ("/vertex", "post"),
         ("/info", "get"),
         ("/health", "get"),
+        ("/", "get"),
+        ("/ping", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

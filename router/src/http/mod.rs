@@ -106,11 +106,19 @@ pub(crate) fn app(
         tracing::info!(route, "serving Vertex AI health checks (AIP_HEALTH_ROUTE)");
         public = public.route(route, get(info::health));
     }
+    let alias = |path: &str, method, like| openapi::Alias {
+        path: path.into(),
+        method,
+        like,
+    };
+    let mut aliases = vec![alias("/", "get", "/health"), alias("/ping", "get", "/health")];
+    aliases.extend(vertex_predict.as_deref().map(|p| alias(p, "post", "/vertex")));
+    aliases.extend(vertex_health.as_deref().map(|p| alias(p, "get", "/health")));
     let router = Router::new()
         .merge(inference)
         .merge(public)
         .route("/metrics", get(metrics))
-        .route("/api-doc/openapi.json", get(openapi::handler(&state)))
+        .route("/api-doc/openapi.json", get(openapi::handler(&state, &aliases)))
         .route("/docs", get(openapi::docs))
         .route("/info", get(info::info))
         .fallback(error::not_found)

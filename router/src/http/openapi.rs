@@ -35,8 +35,11 @@ struct ApiDoc;
 /// names as the only values of `prompt_name` and `task`, and `--max-client-batch-size` as the
 /// longest batch, so that a body the description accepts is one this server accepts. Nothing
 /// in it changes while the server runs, so it is written once.
-fn document(state: &AppState) -> Value {
+fn document(state: &AppState, aliases: &[Alias]) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    for alias in aliases {
+        alias.describe(&mut doc);
+    }
     let prompts = &state.infer.prompts;
     let deployment = Deployment {
         prompts: prompts.named.keys().cloned().collect(),
@@ -47,9 +50,48 @@ fn document(state: &AppState) -> Value {
     doc
 }
 
-/// `GET /api-doc/openapi.json`: the [`document`] of this server, serialized once.
-pub(crate) fn handler(state: &AppState) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + 'static {
-    let body = axum::body::Bytes::from(serde_json::to_vec(&document(state)).unwrap_or_default());
+/// A route that answers as a described one does (TEI's health aliases, Vertex AI's routes).
+pub(crate) struct Alias {
+    pub(crate) path: String,
+    pub(crate) method: &'static str,
+    /// The described path it answers as.
+    pub(crate) like: &'static str,
+}
+
+impl Alias {
+    /// Copies the described operation under the alias's path, tagged as an alias of it.
+    fn describe(&self, doc: &mut Value) {
+        let Some(mut operation) = doc
+            .pointer(&format!("/paths/{}/{}", pointer_token(self.like), self.method))
+            .cloned()
+        else {
+            return;
+        };
+        let name = match self.path.trim_matches('/') {
+            "" => "root".to_string(),
+            path => path.replace(['/', ':', '.'], "_"),
+        };
+        operation["operationId"] = json!(format!("{}_{name}", self.method));
+        operation["description"] = json!(format!("Answers as `{} {}`.", self.method.to_uppercase(), self.like));
+        if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+            let item = paths.entry(self.path.clone()).or_insert_with(|| json!({}));
+            item[self.method] = operation;
+        }
+    }
+}
+
+/// A path as one JSON pointer token (`/` and `~` escaped).
+fn pointer_token(path: &str) -> String {
+    path.replace('~', "~0").replace('/', "~1")
+}
+
+/// `GET /api-doc/openapi.json`: the [`document`] of this server with its `aliases`, serialized
+/// once.
+pub(crate) fn handler(
+    state: &AppState,
+    aliases: &[Alias],
+) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + 'static {
+    let body = axum::body::Bytes::from(serde_json::to_vec(&document(state, aliases)).unwrap_or_default());
     move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], body.clone()).into_response())
 }
 
