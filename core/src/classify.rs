@@ -174,6 +174,9 @@ impl ClassifierSpec {
         if let Some(score) = inspection.sentence_transformers.logit_score {
             return Some(Self::logit_score(weights, score));
         }
+        if token_classifier(inspection) {
+            return None;
+        }
         // `score` over a decoder's word table (`embed_tokens`): an encoder's tensor of that name
         // is no decoder head.
         let decoder = weights.tensors.keys().any(|name| name.ends_with(DECODER_WORDS));
@@ -375,6 +378,28 @@ impl ClassifierSpec {
             },
         })
     }
+}
+
+/// Whether the weights' `classifier` scores each token rather than the sequence: config.json's
+/// `architectures` names a `*ForTokenClassification` and no pooler is saved, which every
+/// sequence head reading BERT's pooler would need (gte-multilingual-base, saved as
+/// `NewForTokenClassification`: an embedder whose one-label token head is its sparse output).
+pub fn token_classifier(inspection: &ModelInspection) -> bool {
+    let Some(weights) = inspection.weights.as_ref() else {
+        return false;
+    };
+    let named = inspection
+        .config
+        .as_ref()
+        .and_then(|c| c.get("architectures"))
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| {
+            a.iter()
+                .any(|n| n.as_str().is_some_and(|n| n.ends_with("ForTokenClassification")))
+        });
+    named
+        && weights.get("classifier.weight").is_some()
+        && !weights.tensors.keys().any(|k| k.ends_with("pooler.dense.weight"))
 }
 
 /// EuroBERT's `classifier_pooling`: the tokens its head reads, and whether it runs on each

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 use crate::batch::Batch;
 use crate::error::LoadError;
+use crate::inspection::ModelInspection;
+use crate::LoadRequest;
 
 /// The file FlagEmbedding saves the lexical layer in, in the model's directory.
 pub const SPARSE_LINEAR: &str = "sparse_linear.pt";
@@ -20,9 +22,34 @@ pub const SPARSE_LINEAR: &str = "sparse_linear.pt";
 /// The special tokens FlagEmbedding leaves out of the lexical weights.
 const UNUSED: [&str; 4] = ["cls_token", "eos_token", "pad_token", "unk_token"];
 
-/// The lexical layer of the model in `root`, if it has one.
-pub fn lexical_layer(root: &Path) -> Option<PathBuf> {
-    Some(root.join(SPARSE_LINEAR)).filter(|f| f.is_file())
+/// Where a model keeps its lexical layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LexicalLayer {
+    /// FlagEmbedding's `sparse_linear.pt` beside the model (BGE-M3).
+    File(PathBuf),
+    /// A token classifier with one output in the model's own weights (`classifier.weight`
+    /// `[1, hidden]`, `classifier.bias`): gte-multilingual-base's sparse head, which its own code
+    /// (`GTEEmbedding`) runs as `relu(classifier(h))` over every token.
+    TokenClassifier,
+}
+
+/// The token classifier's tensors.
+const TOKEN_CLASSIFIER: &str = "classifier";
+
+/// The lexical layer of the model `inspection` describes, if it has one.
+pub fn lexical_layer(inspection: &ModelInspection) -> Option<LexicalLayer> {
+    let file = inspection.root.join(SPARSE_LINEAR);
+    if file.is_file() {
+        return Some(LexicalLayer::File(file));
+    }
+    let rows = inspection
+        .weights
+        .as_ref()?
+        .get(&format!("{TOKEN_CLASSIFIER}.weight"))?
+        .shape
+        .first()
+        .copied();
+    (crate::classify::token_classifier(inspection) && rows == Some(1)).then_some(LexicalLayer::TokenClassifier)
 }
 
 /// One text's lexical weights: `(token id, weight)`, by id, every weight positive.
@@ -45,6 +72,25 @@ impl LexicalHead {
         let vb = VarBuilder::from_pth(file, DType::F32, &Device::Cpu).map_err(err)?;
         let weight = vb.get((1, hidden), "weight").map_err(err)?;
         let bias = vb.get(1, "bias").and_then(|b| b.to_vec1::<f32>()).map_err(err)?[0];
+        Self::new(&weight, bias, unused).map_err(err)
+    }
+
+    /// Loads the one-output token classifier of the model's own weights (`request`'s).
+    pub fn load_token_classifier(
+        request: &LoadRequest<'_>,
+        hidden: usize,
+        unused: Vec<u32>,
+    ) -> Result<Self, LoadError> {
+        let request = LoadRequest {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            ..request.clone()
+        };
+        let (vb, file) = request.var_builder()?;
+        let err = |e| LoadError::from_candle(&file, e);
+        let layer = vb.pp(TOKEN_CLASSIFIER);
+        let weight = layer.get((1, hidden), "weight").map_err(err)?;
+        let bias = layer.get(1, "bias").and_then(|b| b.to_vec1::<f32>()).map_err(err)?[0];
         Self::new(&weight, bias, unused).map_err(err)
     }
 

@@ -1,6 +1,8 @@
-//! BGE-M3's lexical weights: a model with `sparse_linear.pt` serves its dense vectors on `/embed`
-//! and its lexical weights on `/embed_sparse` (and gRPC's `EmbedSparse`), both against
-//! FlagEmbedding's own `BGEM3FlagModel` (reference/make_bge_m3.py).
+//! Lexical weights: a model with BGE-M3's `sparse_linear.pt`, or gte-multilingual-base's
+//! one-output token classifier, serves its dense vectors on `/embed` and its lexical weights on
+//! `/embed_sparse` (and gRPC's `EmbedSparse`), against FlagEmbedding's own `BGEM3FlagModel`
+//! (reference/make_bge_m3.py) and transformers' `GteForTokenClassification`
+//! (reference/make_gte_sparse.py).
 
 use std::collections::BTreeMap;
 
@@ -29,17 +31,33 @@ fn assert_weights(got: &[(u64, f64)], want: &Value, what: &str) {
 
 #[test]
 fn bge_m3_serves_dense_vectors_and_lexical_weights_as_flag_embedding() {
-    let golden = golden(MODEL);
-    let texts = golden["texts"].as_array().unwrap();
-    let (status, report) = validate(&reference::model(MODEL));
-    assert_eq!(status, Some(0), "{report:#}");
-    let served = finding(&report, "lexical-weights-served");
-    assert_eq!(served["severity"], "info");
+    let served = assert_serves_lexical_weights(MODEL);
     assert!(
         served["message"].as_str().unwrap().contains("colbert_linear.pt"),
         "{served}"
     );
-    let server = Server::start(&reference::model(MODEL), &["--max-client-batch-size", "64"]);
+}
+
+/// gte-multilingual-base's shape: saved as `NewForTokenClassification` (no `id2label`), its
+/// one-output token classifier the sparse head its own code reads; served as an embedder (not
+/// refused as a sequence classifier without a pooler), the head's weights on `/embed_sparse`,
+/// against transformers' `GteForTokenClassification` (reference/make_gte_sparse.py).
+#[test]
+fn a_gte_token_classifier_serves_its_dense_vectors_and_its_sparse_head() {
+    let served = assert_serves_lexical_weights("gte-token-classifier-tiny");
+    assert_eq!(served["subject"], "classifier.weight", "{served}");
+}
+
+/// `/embed`, `POST /`, `/embed_sparse` and gRPC's `EmbedSparse` of `model` against its golden;
+/// returns the `lexical-weights-served` finding.
+fn assert_serves_lexical_weights(model: &str) -> Value {
+    let golden = golden(model);
+    let texts = golden["texts"].as_array().unwrap();
+    let (status, report) = validate(&reference::model(model));
+    assert_eq!(status, Some(0), "{report:#}");
+    let served = finding(&report, "lexical-weights-served").clone();
+    assert_eq!(served["severity"], "info");
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
     let info: Value = server.get("/info").json().unwrap();
     let notes = info["warnings"].to_string();
     assert!(!notes.contains("tensor-unexpected"), "{notes}");
@@ -47,7 +65,7 @@ fn bge_m3_serves_dense_vectors_and_lexical_weights_as_flag_embedding() {
     let dense = server.embed(&golden["texts"]);
     let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
     for (i, (g, w)) in dense.iter().zip(&want).enumerate() {
-        assert_parity(g, w, &format!("dense {i}"));
+        assert_parity(g, w, &format!("{model} dense {i}"));
     }
     // TEI's default route answers the dense vector: the lexical weights are the second output.
     let root: Vec<Vec<f32>> = server.post("/", &json!({"inputs": texts[0]})).json().unwrap();
@@ -63,7 +81,11 @@ fn bge_m3_serves_dense_vectors_and_lexical_weights_as_flag_embedding() {
             .iter()
             .map(|e| (e["index"].as_u64().unwrap(), e["value"].as_f64().unwrap()))
             .collect();
-        assert_weights(&got, &golden["lexical_weights"][i], &format!("/embed_sparse {i}"));
+        assert_weights(
+            &got,
+            &golden["lexical_weights"][i],
+            &format!("{model} /embed_sparse {i}"),
+        );
     }
     let unary = block_on(async {
         let mut client = EmbedClient::new(server.grpc_channel().await);
@@ -78,7 +100,12 @@ fn bge_m3_serves_dense_vectors_and_lexical_weights_as_flag_embedding() {
         .iter()
         .map(|e| (u64::from(e.index), f64::from(e.value)))
         .collect();
-    assert_weights(&got, &golden["lexical_weights"][1], "gRPC EmbedSparse");
+    assert_weights(
+        &got,
+        &golden["lexical_weights"][1],
+        &format!("{model} gRPC EmbedSparse"),
+    );
+    served
 }
 
 #[test]

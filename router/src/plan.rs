@@ -30,12 +30,13 @@ pub(crate) struct ServingPlan {
 /// What the model's output is turned into, decided once from the weights and `--pooling`.
 #[derive(Debug, Clone)]
 pub(crate) enum Task {
-    /// Sentence embeddings: pooling, then the sentence-transformers Dense modules; with BGE-M3's
-    /// lexical layer (`sparse_linear.pt`), lexical weights on `/embed_sparse` as well.
+    /// Sentence embeddings: pooling, then the sentence-transformers Dense modules; with a
+    /// lexical layer (BGE-M3's `sparse_linear.pt`, gte-multilingual-base's token classifier),
+    /// lexical weights on `/embed_sparse` as well.
     Embed {
         pooling: Pooling,
         source: String,
-        lexical: Option<std::path::PathBuf>,
+        lexical: Option<tessera_core::LexicalLayer>,
     },
     /// SPLADE vectors from the masked-LM head (`--pooling splade`).
     Splade(SpladeSpec),
@@ -299,20 +300,32 @@ fn choose_task(
             .fix("none needed; pass `normalize: false` to get the int8 values themselves"),
         );
     }
-    let lexical = tessera_core::lexical_layer(&inspection.root);
-    if let Some(file) = &lexical {
-        let colbert = match inspection.root.join("colbert_linear.pt").is_file() {
-            true => "; `colbert_linear.pt`, its multi-vector output, is not served",
-            false => "",
-        };
-        findings.push(
+    let lexical = tessera_core::lexical_layer(inspection);
+    match &lexical {
+        Some(tessera_core::LexicalLayer::File(file)) => {
+            let colbert = match inspection.root.join("colbert_linear.pt").is_file() {
+                true => "; `colbert_linear.pt`, its multi-vector output, is not served",
+                false => "",
+            };
+            findings.push(
+                Finding::info(
+                    "lexical-weights-served",
+                    format!("`{}`: BGE-M3's lexical layer; /embed_sparse returns each text's lexical weights (token id -> weight), as FlagEmbedding's `BGEM3FlagModel` computes them, beside the dense vectors of /embed{colbert}", tessera_core::SPARSE_LINEAR),
+                )
+                .in_file(file)
+                .fix("none needed"),
+            );
+        }
+        Some(tessera_core::LexicalLayer::TokenClassifier) => findings.push(
             Finding::info(
                 "lexical-weights-served",
-                format!("`{}`: BGE-M3's lexical layer; /embed_sparse returns each text's lexical weights (token id -> weight), as FlagEmbedding's `BGEM3FlagModel` computes them, beside the dense vectors of /embed{colbert}", tessera_core::SPARSE_LINEAR),
+                "a token classifier with one output (`classifier`, config.json's `*ForTokenClassification`): gte-multilingual-base's sparse head; /embed_sparse returns each text's lexical weights (token id -> the largest relu(classifier(h)) of its tokens with that id, special tokens left out), as its own `GTEEmbedding` computes them, beside the dense vectors of /embed",
             )
-            .in_file(file)
+            .in_file(inspection.weights.as_ref().map(|w| w.display_file()).unwrap_or_default())
+            .about("classifier.weight")
             .fix("none needed"),
-        );
+        ),
+        None => {}
     }
     choose_pooling(inspection, pooling, implied, findings).map(|(pooling, source)| Task::Embed {
         pooling,

@@ -233,11 +233,16 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
             let dense = EmbeddingHead::load(&inspection.sentence_transformers.dense, device)?
                 .with_int8_output(tessera_core::int8_output(inspection.config.as_ref()));
             let dim = dense.output_dim(description.hidden_size);
+            let unused = || tessera_core::unused_token_ids(root, |t| tokenizer.token_id(t));
             let lexical = match lexical {
-                Some(file) => {
-                    let unused = tessera_core::unused_token_ids(root, |t| tokenizer.token_id(t));
-                    Some(LexicalHead::load(file, description.hidden_size, unused)?)
+                Some(tessera_core::LexicalLayer::File(file)) => {
+                    Some(LexicalHead::load(file, description.hidden_size, unused())?)
                 }
+                Some(tessera_core::LexicalLayer::TokenClassifier) => Some(LexicalHead::load_token_classifier(
+                    &request,
+                    description.hidden_size,
+                    unused(),
+                )?),
                 None => None,
             };
             (
