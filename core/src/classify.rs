@@ -106,6 +106,8 @@ const PREDICTION_DENSE: &str = "head.dense";
 const PREDICTION_NORM: &str = "head.norm";
 /// DeBERTa's context pooler, at the root beside `classifier`.
 const CONTEXT_POOLER: &str = "pooler.dense";
+/// `problem_type` of a classifier whose labels are independent.
+const MULTI_LABEL: &str = "multi_label_classification";
 /// The prefix `ElectraForSequenceClassification` saves its encoder under.
 const ELECTRA_PREFIX: &str = "electra.";
 /// EuroBERT's hidden layer, at the root beside `classifier`.
@@ -165,6 +167,10 @@ pub struct ClassifierSpec {
     /// The head runs on every token and `pooling` (the mean) averages its logits (EuroBERT's
     /// `classifier_pooling: late`).
     pub late: bool,
+    /// The labels are independent (`problem_type: multi_label_classification`): each scored by
+    /// its own sigmoid, as transformers' text-classification pipeline scores them, not by a
+    /// softmax over all.
+    pub multi_label: bool,
 }
 
 impl ClassifierSpec {
@@ -272,6 +278,7 @@ impl ClassifierSpec {
             head_norm: None,
             pad_token: None,
             late: false,
+            multi_label: false,
         })
     }
 
@@ -359,6 +366,7 @@ impl ClassifierSpec {
             (_, true) => (crate::Pooling::Mean, false),
             (_, false) => (crate::Pooling::Cls, false),
         };
+        let multi_label = inspection.config.as_ref().and_then(|c| c.str("problem_type")) == Some(MULTI_LABEL);
         Ok(ClassifierSpec {
             labels,
             prefix,
@@ -366,6 +374,7 @@ impl ClassifierSpec {
             kind,
             pooling,
             late,
+            multi_label,
             dense_bias,
             head_norm: norm,
             pad_token: match kind {

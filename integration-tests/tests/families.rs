@@ -190,6 +190,42 @@ fn assert_predicts_as_transformers(model: &str) {
     }
 }
 
+/// `problem_type: multi_label_classification` (SamLowe/roberta-base-go_emotions): each label's
+/// own sigmoid, as transformers' text-classification pipeline scores independent labels, not a
+/// softmax over them; `raw_scores` the logits still.
+#[test]
+fn independent_labels_are_scored_by_their_own_sigmoid() {
+    let model = "bert-classifier-tiny";
+    let dir = copy(model);
+    edit_config(dir.path(), |c| {
+        c.insert("problem_type".into(), json!("multi_label_classification"));
+    });
+    let golden = golden(model);
+    let server = Server::start(dir.path(), &[]);
+    let logits: Vec<Vec<f64>> = serde_json::from_value(golden["logits"].clone()).unwrap();
+    let text = &golden["texts"][0];
+    let labels = ["negative", "neutral", "positive"];
+    for (raw, score) in [(false, sigmoid as fn(f64) -> f64), (true, |l| l)] {
+        let got: Vec<Value> = server
+            .post("/predict", &json!({ "inputs": text, "raw_scores": raw }))
+            .json()
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        for prediction in &got {
+            let i = labels.iter().position(|l| *l == prediction["label"]).unwrap();
+            let want = score(logits[0][i]);
+            assert!(
+                (prediction["score"].as_f64().unwrap() - want).abs() < 1e-4,
+                "raw {raw}: {prediction} vs {want}"
+            );
+        }
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
 /// An XLM-RoBERTa checkpoint with rotary positions in its config, no position table and a LoRA
 /// tensor, but XLM-RoBERTa's layer names: neither XLM-RoBERTa (no table) nor jina-embeddings-v3
 /// (not its layers). RoBERTa's refusal says what the evidence points at and where it is served.

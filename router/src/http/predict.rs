@@ -121,12 +121,19 @@ fn logits(outputs: Vec<Embedding>) -> Result<Vec<Vec<f32>>, ApiError> {
         .collect()
 }
 
-fn scores(logits: &[f32], raw: bool) -> Vec<f32> {
-    match (raw, logits.len()) {
-        (true, _) => logits.to_vec(),
-        (false, 1) => vec![sigmoid(logits[0])],
-        (false, _) => softmax(logits),
+/// Probabilities from logits: a sigmoid for one output, or for each of independent labels
+/// (`multi_label`), else a softmax over the labels.
+fn scores(logits: &[f32], raw: bool, multi_label: bool) -> Vec<f32> {
+    match (raw, logits.len(), multi_label) {
+        (true, ..) => logits.to_vec(),
+        (false, 1, _) | (false, _, true) => logits.iter().map(|&l| sigmoid(l)).collect(),
+        (false, ..) => softmax(logits),
     }
+}
+
+/// Whether the classifier's labels are independent ([`tessera_core::ClassifierSpec::multi_label`]).
+fn multi_label(state: &AppState) -> bool {
+    matches!(&*state.task, crate::plan::Task::Classify(spec) if spec.multi_label)
 }
 
 #[utoipa::path(post, path = "/predict", tag = "Text Embeddings Inference", request_body = PredictRequest,
@@ -178,11 +185,12 @@ pub(crate) async fn predictions(
     raw_scores: bool,
 ) -> Result<(Vec<Vec<Prediction>>, Timings), ApiError> {
     let labels = labels(state, Want::Logits)?.to_vec();
+    let independent = multi_label(state);
     let (outputs, timings) = run_inputs(state, inputs, options, started, Want::Logits).await?;
     let predictions = logits(outputs)?
         .iter()
         .map(|l| {
-            let mut p: Vec<Prediction> = scores(l, raw_scores)
+            let mut p: Vec<Prediction> = scores(l, raw_scores, independent)
                 .into_iter()
                 .zip(&labels)
                 .map(|(score, label)| Prediction {
@@ -260,9 +268,26 @@ pub(crate) async fn ranked(
     let (outputs, timings) = run_inputs(state, inputs, options, started, Want::Rerank).await?;
     let mut ranks: Vec<(usize, f32)> = logits(outputs)?
         .iter()
-        .map(|l| scores(l, raw_scores).first().copied().unwrap_or(f32::NAN))
+        .map(|l| scores(l, raw_scores, false).first().copied().unwrap_or(f32::NAN))
         .enumerate()
         .collect();
     ranks.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok((ranks, timings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn independent_labels_get_a_sigmoid_each_and_exclusive_ones_a_softmax() {
+        let logits = [2.0, 0.0, -1.0];
+        let exclusive = scores(&logits, false, false);
+        assert!((exclusive.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let independent = scores(&logits, false, true);
+        let want: Vec<f32> = logits.iter().map(|&l| sigmoid(l)).collect();
+        assert_eq!(independent, want);
+        assert_eq!(scores(&logits, true, true), logits.to_vec());
+        assert_eq!(scores(&[0.0], false, false), vec![0.5]);
+    }
 }
