@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    EuroBertConfig,
     EuroBertForSequenceClassification,
     LlamaConfig,
     LlamaForSequenceClassification,
@@ -27,7 +26,7 @@ from transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_decoders import llama_tokenizer  # noqa: E402
+from make_decoders import eurobert_config, llama_tokenizer  # noqa: E402
 from make_encoders import run_builders, widen  # noqa: E402
 from make_rotary_families import classifier_golden, qwen3_config, qwen3_tokenizer  # noqa: E402
 
@@ -91,23 +90,12 @@ def llama_classifier_tiny(root):
 def eurobert_classifier(root, name, seed, classifier_pooling, labels):
     out_dir = root / name
     tok, fast = llama_tokenizer()
-    cfg = EuroBertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=48,
+    cfg = eurobert_config(
+        tok,
         intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        rope_parameters={"rope_type": "default", "rope_theta": 250000.0},
-        bos_token_id=tok.token_to_id("<s>"),
-        eos_token_id=tok.token_to_id("</s>"),
-        pad_token_id=tok.token_to_id("</s>"),
-        mask_token_id=tok.token_to_id("<unk>"),
         classifier_pooling=classifier_pooling,
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        attn_implementation="sdpa",
     )
     torch.manual_seed(seed)
     model = EuroBertForSequenceClassification(cfg).eval()

@@ -230,6 +230,26 @@ def llama_biased_lm(root):
     )
 
 
+def eurobert_config(tok, **extra):
+    """A small EuroBERT: 4 query heads on 2 key/value heads of 12, rope base 250000, the Llama
+    tokenizer's ids."""
+    return EuroBertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": 250000.0},
+        bos_token_id=tok.token_to_id("<s>"),
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("</s>"),
+        mask_token_id=tok.token_to_id("<unk>"),
+        attn_implementation="sdpa",
+        **extra,
+    )
+
+
 def eurobert_mlm(root):
     """`EuroBertForMaskedLM` as saved (`model.` prefix, `lm_head`): Llama's layers as a
     bidirectional encoder, 4 query heads on 2 key/value heads of 12, mean pooling (what
@@ -238,22 +258,7 @@ def eurobert_mlm(root):
     Llama would move the vectors."""
     out_dir, hf_dir = root / "eurobert-mlm", root / "_hf_eurobert"
     tok, fast = llama_tokenizer()
-    cfg = EuroBertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=48,
-        intermediate_size=80,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=12,
-        max_position_embeddings=1024,
-        rope_parameters={"rope_type": "default", "rope_theta": 250000.0},
-        bos_token_id=tok.token_to_id("<s>"),
-        eos_token_id=tok.token_to_id("</s>"),
-        pad_token_id=tok.token_to_id("</s>"),
-        mask_token_id=tok.token_to_id("<unk>"),
-        attn_implementation="sdpa",
-    )
+    cfg = eurobert_config(tok, intermediate_size=80, head_dim=12)
     torch.manual_seed(9)
     model = EuroBertForMaskedLM(cfg).eval()
     widen(model, 29)

@@ -221,6 +221,33 @@ pub(crate) fn own_layers(names: &Names, me: &str, layout: &EncoderLayout<'_>) ->
     })
 }
 
+/// The relative position bias table `[buckets, heads]` every layer of `who`'s adds (`tensor`,
+/// relative to the weight prefix), as evidence; without it no output would be `who`'s, so it
+/// is refused naming the tensor, and how `who`'s model class keeps it (`kept`).
+pub(crate) fn relative_bias_table(
+    layout: &EncoderLayout<'_>,
+    tensor: &str,
+    who: &str,
+    kept: &str,
+) -> Result<Evidence, Box<Finding>> {
+    let table = format!("{}{tensor}.weight", layout.prefix);
+    match layout.weights.get(&table) {
+        Some(info) => Ok(Evidence::tensor(
+            &table,
+            format!("{:?}: the relative position bias (buckets x heads) every layer adds", info.shape),
+        )),
+        None => Err(Box::new(
+            Finding::error(
+                "relative-bias-missing",
+                format!("{who} layers but no `{table}`: the relative position bias every layer adds is missing, so no output would be {who}'s"),
+            )
+            .in_file(layout.weights.display_file())
+            .about(table)
+            .fix(format!("re-save the complete checkpoint ({kept})")),
+        )),
+    }
+}
+
 /// `model_type` as evidence for a family its tensors already decided (`expected`): agreeing, it
 /// supports; missing or naming another family, it is a warning naming the key (the tensors win).
 pub(crate) fn model_type_evidence(

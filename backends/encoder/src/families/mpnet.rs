@@ -5,7 +5,7 @@
 //!
 //! Reference: transformers' `models/mpnet/modeling_mpnet.py`.
 
-use tessera_core::{Dim, EncoderLayout, Evidence, Finding};
+use tessera_core::{Dim, EncoderLayout, Finding};
 
 use super::{Family, Keys, Recognised};
 use crate::spec::{
@@ -36,26 +36,15 @@ impl Family for MpNet {
 
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
         let config = layout.config;
-        let file = layout.weights.display_file();
         let layers = super::own_layers(&MPNET_NAMES, "MPNet", layout)?;
-        let mut evidence = vec![layers];
+        let table = super::relative_bias_table(
+            layout,
+            RELATIVE_BIAS,
+            "MPNet",
+            "MPNetModel keeps the table under `encoder.`",
+        )?;
+        let mut evidence = vec![layers, table];
         let mut findings = Vec::new();
-        let table = format!("{}{RELATIVE_BIAS}.weight", layout.prefix);
-        let Some(info) = layout.weights.get(&table) else {
-            return Err(Box::new(
-                Finding::error(
-                    "relative-bias-missing",
-                    format!("MPNet layers but no `{table}`: the relative position bias every layer adds is missing, so no output would be MPNet's"),
-                )
-                .in_file(&file)
-                .about(table)
-                .fix("re-save the complete checkpoint (MPNetModel keeps the table under `encoder.`)"),
-            ));
-        };
-        evidence.push(Evidence::tensor(
-            &table,
-            format!("{:?}: the relative position bias (buckets x heads)", info.shape),
-        ));
         super::model_type_evidence("mpnet", config, &mut evidence, &mut findings);
         let values = KEYS.read(config).map_err(|e| Box::new(e.to_finding()))?;
         let buckets = config.usize("relative_attention_num_buckets").unwrap_or(BUCKETS_USED);

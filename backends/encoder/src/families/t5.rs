@@ -54,27 +54,11 @@ impl Family for T5 {
 
     fn recognise(&self, layout: &EncoderLayout<'_>) -> Result<Recognised, Box<Finding>> {
         let config = layout.config;
-        let mut evidence = vec![super::own_layers(&T5_NAMES, "T5", layout)?];
+        let layers = super::own_layers(&T5_NAMES, "T5", layout)?;
+        let table =
+            super::relative_bias_table(layout, RELATIVE_BIAS, "T5", "T5EncoderModel keeps the table in layer 0")?;
+        let mut evidence = vec![layers, table];
         let mut findings = Vec::new();
-        let table = format!("{}{RELATIVE_BIAS}.weight", layout.prefix);
-        let Some(info) = layout.weights.get(&table) else {
-            return Err(Box::new(
-                Finding::error(
-                    "relative-bias-missing",
-                    format!("T5 layers but no `{table}`: the relative position bias every layer adds is missing, so no output would be T5's"),
-                )
-                .in_file(layout.weights.display_file())
-                .about(table)
-                .fix("re-save the complete checkpoint (T5EncoderModel keeps the table in layer 0)"),
-            ));
-        };
-        evidence.push(Evidence::tensor(
-            &table,
-            format!(
-                "{:?}: the relative position bias (buckets x heads) of layer 0, which every layer adds",
-                info.shape
-            ),
-        ));
         super::model_type_evidence("t5", config, &mut evidence, &mut findings);
         let dims = KEYS.dims(config).map_err(|e| Box::new(e.to_finding()))?;
         let FeedForwardProj { gated, act, name } = feed_forward(config)?;
