@@ -28,7 +28,8 @@ const KEYS: Keys = Keys {
     positions_default: Some(512),
     token_types: None,
     token_types_default: 0,
-    act: "dense_act_fn",
+    // Read by [`feed_forward`], not as a plain activation name.
+    act: "feed_forward_proj",
     eps: Some("layer_norm_epsilon"),
     head_dim: Some("d_kv"),
 };
