@@ -113,7 +113,18 @@ def eurobert_classifier_tiny(root):
     eurobert_classifier(root, "eurobert-classifier-tiny", 14, "mean", ["negative", "neutral", "positive"])
 
 
-BUILDERS = [qwen3_reranker_tiny, llama_classifier_tiny, eurobert_reranker_tiny, eurobert_classifier_tiny]
+def eurobert_bos_classifier_tiny(root):
+    """Two labels, the head on the first token (`classifier_pooling: bos`)."""
+    eurobert_classifier(root, "eurobert-bos-classifier-tiny", 15, "bos", ["LABEL_0", "LABEL_1"])
+
+
+BUILDERS = [
+    qwen3_reranker_tiny,
+    llama_classifier_tiny,
+    eurobert_reranker_tiny,
+    eurobert_classifier_tiny,
+    eurobert_bos_classifier_tiny,
+]
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use tessera_integration_tests::grpc::{embed_client::EmbedClient, EmbedSparseRequest};
 use tessera_integration_tests::reference::{self, copy, finding, golden, validate};
-use tessera_integration_tests::{assert_parity, block_on, run, Server};
+use tessera_integration_tests::{assert_parity, block_on, run, Safetensors, Server};
 
 const MODEL: &str = "bge-m3-tiny";
 
@@ -46,6 +46,36 @@ fn bge_m3_serves_dense_vectors_and_lexical_weights_as_flag_embedding() {
 fn a_gte_token_classifier_serves_its_dense_vectors_and_its_sparse_head() {
     let served = assert_serves_lexical_weights("gte-token-classifier-tiny");
     assert_eq!(served["subject"], "classifier.weight", "{served}");
+}
+
+/// A token classifier with several labels (a NER model) is an embedder too, its head ignored:
+/// only a one-output token head is a sparse head.
+#[test]
+fn a_token_classifier_with_several_labels_serves_dense_vectors_only() {
+    let model = "gte-token-classifier-tiny";
+    let dir = copy(model);
+    let path = dir.path().join("model.safetensors");
+    let mut weights = Safetensors::read(&path);
+    let hidden = weights.header["classifier.weight"]["shape"][1].as_u64().unwrap() as usize;
+    // The one-label head's bytes stay (the data section has no gaps), under names the loader
+    // ignores.
+    for name in ["weight", "bias"] {
+        let entry = weights.header.remove(&format!("classifier.{name}")).unwrap();
+        weights.header.insert(format!("classifier.one_label_{name}"), entry);
+    }
+    weights.push("classifier.weight", &[3, hidden], &vec![0.1; 3 * hidden]);
+    weights.push("classifier.bias", &[3], &[0.0; 3]);
+    weights.write(&path);
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert!(!report.to_string().contains("lexical-weights-served"), "{report:#}");
+    let golden = golden(model);
+    let server = Server::start(dir.path(), &[]);
+    let want: Vec<Vec<f32>> = serde_json::from_value(golden["embeddings"].clone()).unwrap();
+    let got = server.embed(&golden["texts"][0]);
+    assert_parity(&got[0], &want[0], "dense");
+    let sparse = server.post("/embed_sparse", &json!({"inputs": golden["texts"][0]}));
+    assert_eq!(sparse.status(), 422);
 }
 
 /// `/embed`, `POST /`, `/embed_sparse` and gRPC's `EmbedSparse` of `model` against its golden;

@@ -166,10 +166,15 @@ fn an_electra_reranker_scores_with_gelu_as_transformers() {
 }
 
 /// EuroBERT's head (`dense`, GELU, `classifier` at the root, beside `model.`): on every token
-/// with the logits averaged (`classifier_pooling: late`), and on the mean of the tokens.
+/// with the logits averaged (`classifier_pooling: late`), on the mean of the tokens, and on the
+/// first (`bos`).
 #[test]
-fn eurobert_heads_score_late_and_on_the_mean_as_transformers() {
-    for model in ["eurobert-reranker-tiny", "eurobert-classifier-tiny"] {
+fn eurobert_heads_score_late_on_the_mean_and_on_the_first_token_as_transformers() {
+    for model in [
+        "eurobert-reranker-tiny",
+        "eurobert-classifier-tiny",
+        "eurobert-bos-classifier-tiny",
+    ] {
         check(model, &LLAMA, HeadKind::DenseGelu);
     }
     let late = Classifier::load("eurobert-reranker-tiny", &LLAMA);
