@@ -35,11 +35,6 @@ impl HiddenAct {
         NAMES.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
     }
 
-    /// `name` as the accepted list spells it, where it is one (a `'static` name to keep).
-    pub fn canonical_name(name: &str) -> Option<&'static str> {
-        NAMES.iter().find(|(n, _)| *n == name).map(|(n, _)| *n)
-    }
-
     /// The accepted values, for messages.
     pub fn supported_names() -> String {
         NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")

@@ -68,10 +68,11 @@ pub(crate) struct Rank {
 }
 
 /// The classifier's label names, once the service has accepted `want` for this model.
-fn labels(state: &AppState, want: Want) -> Result<&[String], ApiError> {
+/// The classification head, where the model answers `want`.
+fn classifier(state: &AppState, want: Want) -> Result<&tessera_core::ClassifierSpec, ApiError> {
     state.infer.accepts(want)?;
     match &*state.task {
-        crate::plan::Task::Classify(spec) => Ok(&spec.labels),
+        crate::plan::Task::Classify(spec) => Ok(spec),
         _ => Err(ApiError::backend("a model that scores has no labels")),
     }
 }
@@ -131,11 +132,6 @@ fn scores(logits: &[f32], raw: bool, multi_label: bool) -> Vec<f32> {
     }
 }
 
-/// Whether the classifier's labels are independent ([`tessera_core::ClassifierSpec::multi_label`]).
-fn multi_label(state: &AppState) -> bool {
-    matches!(&*state.task, crate::plan::Task::Classify(spec) if spec.multi_label)
-}
-
 #[utoipa::path(post, path = "/predict", tag = "Text Embeddings Inference", request_body = PredictRequest,
     responses(
         (status = 200, description = "Label scores, sorted (a list of them for a batch)", body = Vec<Prediction>),
@@ -184,15 +180,15 @@ pub(crate) async fn predictions(
     started: Instant,
     raw_scores: bool,
 ) -> Result<(Vec<Vec<Prediction>>, Timings), ApiError> {
-    let labels = labels(state, Want::Logits)?.to_vec();
-    let independent = multi_label(state);
+    let spec = classifier(state, Want::Logits)?;
+    let (labels, independent) = (&spec.labels, spec.multi_label);
     let (outputs, timings) = run_inputs(state, inputs, options, started, Want::Logits).await?;
     let predictions = logits(outputs)?
         .iter()
         .map(|l| {
             let mut p: Vec<Prediction> = scores(l, raw_scores, independent)
                 .into_iter()
-                .zip(&labels)
+                .zip(labels)
                 .map(|(score, label)| Prediction {
                     score,
                     label: label.clone(),

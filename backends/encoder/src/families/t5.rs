@@ -126,7 +126,7 @@ struct FeedForwardProj {
     gated: bool,
     act: HiddenAct,
     /// The activation's name, as transformers resolves it.
-    name: &'static str,
+    name: String,
 }
 
 /// `feed_forward_proj` as `T5Config` reads it: `ACT` or `gated-ACT`, `gated-gelu` meaning the
@@ -139,8 +139,12 @@ fn feed_forward(config: &tessera_core::inspection::ModelConfig) -> Result<FeedFo
         Some(_) => (false, ""),
         None => (false, proj),
     };
-    match HiddenAct::parse(name).zip(HiddenAct::canonical_name(name)) {
-        Some((act, name)) => Ok(FeedForwardProj { gated, act, name }),
+    match HiddenAct::parse(name) {
+        Some(act) => Ok(FeedForwardProj {
+            gated,
+            act,
+            name: name.to_string(),
+        }),
         None => Err(Box::new(
             tessera_core::LoadError::UnsupportedValue {
                 file: config.path.clone(),
