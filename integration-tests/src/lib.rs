@@ -262,12 +262,44 @@ pub fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, for a server the test starts later.
+///
+/// Taken below the kernel's ephemeral range and never handed out twice in one process: a port
+/// from `bind(0)` is free only until the next `bind(0)` or outgoing connection, which the kernel
+/// may give that same port (a mock hub's listener, a client's socket) before the server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let (low, span) = reserved_range();
+    // Test binaries run one after another, but each starts its count apart from the last's.
+    let start = std::process::id() % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
+        let port = u16::try_from(low + offset).expect("a port below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{}", low + span);
+}
+
+/// Ports outside `/proc/sys/net/ipv4/ip_local_port_range` (32768..=60999 by default): the
+/// larger stretch of unprivileged ports below or above it, as `(first, count)`.
+fn reserved_range() -> (u32, u32) {
+    let (first, last) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut bounds = s.split_whitespace().map(str::parse::<u32>);
+            Some((bounds.next()?.ok()?, bounds.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999));
+    let below = (1024, first.saturating_sub(1024));
+    let above = (last + 1, 65536u32.saturating_sub(last + 1));
+    let (low, span) = if below.1 >= above.1 { below } else { above };
+    assert!(
+        span >= 1000,
+        "too few ports outside the ephemeral range {first}..={last}"
+    );
+    (low, span)
 }
 
 /// A running `tessera serve`.
@@ -544,5 +576,30 @@ impl Safetensors {
         out.extend_from_slice(&h);
         out.extend_from_slice(&self.data);
         std::fs::write(path, out).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_never_ones_the_kernel_hands_out() {
+        let ephemeral: Vec<u16> = (0..64)
+            .map(|_| {
+                TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let (low, span) = reserved_range();
+        let ours: Vec<u16> = (0..64).map(|_| free_port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ours.iter().copied().collect();
+        assert_eq!(distinct.len(), ours.len(), "{ours:?}");
+        for port in &ours {
+            assert!((low..low + span).contains(&u32::from(*port)), "{port}");
+            assert!(!ephemeral.contains(port), "{port} is one bind(0) gave");
+        }
     }
 }

@@ -609,7 +609,8 @@ fn run_rendered_pod(dir: &str) {
     .expect("scrape");
     assert!(
         scraped.contains("te_queue_size"),
-        "{dir}: the autoscaler's gauge is not exposed"
+        "{dir}: the autoscaler's gauge is not exposed; scraped:\n{scraped}\nlog:\n{}",
+        running.log()
     );
 
     // The kubelet's SIGTERM after the preStop pause: tessera drains and exits well within the
