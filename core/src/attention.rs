@@ -78,6 +78,34 @@ impl Mask {
     }
 }
 
+/// What a kernel makes of a query's scaled scores besides the position bias: which keys it may
+/// see, and a soft cap.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Scoring {
+    /// The keys each query sees.
+    pub mask: Mask,
+    /// `cap * tanh(s / cap)` on each scaled score `s`, before the bias and the mask (Gemma 2's
+    /// `attn_logit_softcapping`): scores stay within `(-cap, cap)`.
+    pub softcap: Option<f32>,
+}
+
+impl From<Mask> for Scoring {
+    fn from(mask: Mask) -> Self {
+        Self { mask, softcap: None }
+    }
+}
+
+impl Scoring {
+    /// `s` soft-capped, when a cap is set.
+    #[inline(always)]
+    pub fn cap(self, s: f32) -> f32 {
+        match self.softcap {
+            Some(cap) => cap * (s / cap).tanh(),
+            None => s,
+        }
+    }
+}
+
 /// `bias[h, i, j]` that depends only on `j - i`, tabulated per head for every offset a batch can
 /// hold: the bias for key `j` seen from query `i` is `row(h)[j - i + reach]`. Built once per
 /// batch (heads x (2 x longest - 1) values), never as a [heads x n x n] tensor.
@@ -146,7 +174,7 @@ pub trait AttentionKernel: std::fmt::Debug + Send + Sync {
     /// `h` reads key/value head `h / (heads / kv_heads)`, never copied per query head). They may
     /// be strided views of a fused projection (see [`crate::layers::split_heads`]), so a kernel
     /// that needs contiguous memory copies them. Returns `[total_tokens, heads, head_dim]`: each
-    /// token attends only within its sequence, to the keys `mask` leaves it.
+    /// token attends only within its sequence, to the keys `scoring.mask` leaves it.
     fn attend(
         &self,
         q: &Tensor,
@@ -154,7 +182,7 @@ pub trait AttentionKernel: std::fmt::Debug + Send + Sync {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
-        mask: Mask,
+        scoring: Scoring,
     ) -> candle_core::Result<Tensor>;
 }
 
@@ -191,8 +219,9 @@ impl AttentionKernel for PaddedAttention {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
-        mask: Mask,
+        scoring: Scoring,
     ) -> candle_core::Result<Tensor> {
+        let mask = scoring.mask;
         let (total, heads, head_dim) = q.dims3()?;
         let group = query_heads_per_kv_head(q, k, v)?;
         let batch = seqs.len();
@@ -230,6 +259,9 @@ impl AttentionKernel for PaddedAttention {
             let rows = rows_per_block.min(max_len - row);
             let qb = qp.narrow(2, row, rows)?;
             let mut scores = (qb.matmul(&kt)? * scale)?;
+            if let Some(cap) = scoring.softcap {
+                scores = ((scores / f64::from(cap))?.tanh()? * f64::from(cap))?;
+            }
             if let Some(mask) = &key_mask {
                 scores = scores.broadcast_add(mask)?;
             }
@@ -406,13 +438,13 @@ pub fn reference_attention(
     v: &[Vec<Vec<f32>>],
     seqs: &SeqOffsets,
     bias: &PositionBias,
-    mask: Mask,
+    scoring: Scoring,
 ) -> Vec<Vec<Vec<f32>>> {
     match bias {
         PositionBias::Disentangled(disentangled) => disentangled
-            .read(|terms| reference_with(q, k, v, seqs, bias, Some(terms), mask))
+            .read(|terms| reference_with(q, k, v, seqs, bias, Some(terms), scoring))
             .expect("the disentangled terms are readable"),
-        _ => reference_with(q, k, v, seqs, bias, None, mask),
+        _ => reference_with(q, k, v, seqs, bias, None, scoring),
     }
 }
 
@@ -424,8 +456,9 @@ fn reference_with(
     seqs: &SeqOffsets,
     bias: &PositionBias,
     terms: Option<&DisentangledTerms<'_>>,
-    mask: Mask,
+    scoring: Scoring,
 ) -> Vec<Vec<Vec<f32>>> {
+    let mask = scoring.mask;
     // Written from the definitions, not from `Mask::keys`, so that it checks those ranges too.
     let visible = |i: usize, j: usize| match mask {
         Mask::Bidirectional => true,
@@ -458,7 +491,12 @@ fn reference_with(
                             }
                             PositionBias::Disentangled(_) => terms.map_or(0.0, |t| f64::from(t.get(h, i, j))),
                         };
-                        dot * scale + position
+                        let scaled = dot * scale;
+                        let capped = match scoring.softcap {
+                            Some(cap) => f64::from(cap) * (scaled / f64::from(cap)).tanh(),
+                            None => scaled,
+                        };
+                        capped + position
                     })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -513,6 +551,13 @@ mod tests {
         for kernel in [PaddedAttention::default(), tiny] {
             crate::testing::assert_kernel_matches_reference_with_disentangled_bias(&kernel, &[1, 2, 30], &[5, 3]);
         }
+    }
+
+    #[test]
+    fn padded_soft_caps_scores() {
+        crate::testing::assert_kernel_matches_reference_with_softcap(&PaddedAttention::default(), &[1, 2, 17, 40]);
+        let tiny = PaddedAttention { max_score_elements: 1 };
+        crate::testing::assert_kernel_matches_reference_with_softcap(&tiny, &[3, 9, 1]);
     }
 
     #[test]

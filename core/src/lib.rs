@@ -48,7 +48,7 @@ mod tokenize;
 pub mod wordpiece;
 
 pub use activation::HiddenAct;
-pub use attention::{AttentionKernel, Mask, PaddedAttention, PositionBias, RelativeBias};
+pub use attention::{AttentionKernel, Mask, PaddedAttention, PositionBias, RelativeBias, Scoring};
 pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, ImpliedPooling, LoadRequest};
 pub use batch::{Batch, SeqOffsets};
 pub use classify::{sigmoid, softmax, token_classifier, ClassifierHead, ClassifierSpec, HeadKind};

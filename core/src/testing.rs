@@ -8,7 +8,7 @@ use crate::attention::{reference_attention, to_nested};
 
 use crate::{
     AttentionKernel, Backend, BackendFactory, Batch, Encoded, LoadRequest, Mask, ModelInspection, Pooling,
-    PositionBias, SeqOffsets, TextTokenizer,
+    PositionBias, Scoring, SeqOffsets, TextTokenizer,
 };
 
 /// Records that a test cannot run here because `reason` (a missing folder or tool), and returns
@@ -329,9 +329,34 @@ pub fn assert_kernel_matches_reference(
     heads: usize,
     head_dim: usize,
     bias: &PositionBias,
-    mask: Mask,
+    scoring: impl Into<Scoring>,
 ) {
-    assert_grouped_kernel_matches_reference(kernel, lengths, (heads, heads), head_dim, bias, mask);
+    assert_grouped_kernel_matches_reference(kernel, lengths, (heads, heads), head_dim, bias, scoring.into());
+}
+
+/// [`assert_kernel_matches_reference`] with soft-capped scores (Gemma 2's) under every mask kind,
+/// without and with ALiBi (the cap comes before the bias), and with grouped key/value heads. The
+/// cap (0.7) is below the scores' spread, so a kernel that ignores it fails.
+pub fn assert_kernel_matches_reference_with_softcap(kernel: &dyn AttentionKernel, lengths: &[usize]) {
+    let masks = [
+        Mask::Bidirectional,
+        Mask::Causal,
+        Mask::Window { radius: 3 },
+        Mask::CausalWindow { size: 4 },
+    ];
+    let alibi = PositionBias::Alibi {
+        slopes: vec![0.5, 0.125, 0.03125],
+    };
+    for mask in masks {
+        let scoring = Scoring {
+            mask,
+            softcap: Some(0.7),
+        };
+        for bias in [PositionBias::None, alibi.clone()] {
+            assert_kernel_matches_reference(kernel, lengths, 3, 8, &bias, scoring);
+        }
+        assert_grouped_kernel_matches_reference(kernel, lengths, (4, 2), 32, &PositionBias::None, scoring);
+    }
 }
 
 /// [`assert_kernel_matches_reference`] with `kv_heads` key/value heads shared by groups of the
@@ -343,7 +368,14 @@ pub fn assert_kernel_matches_reference_with_groups(
     kv_heads: usize,
 ) {
     for mask in [Mask::Bidirectional, Mask::Causal] {
-        assert_grouped_kernel_matches_reference(kernel, lengths, (heads, kv_heads), 8, &PositionBias::None, mask);
+        assert_grouped_kernel_matches_reference(
+            kernel,
+            lengths,
+            (heads, kv_heads),
+            8,
+            &PositionBias::None,
+            mask.into(),
+        );
     }
 }
 
@@ -353,7 +385,7 @@ fn assert_grouped_kernel_matches_reference(
     (heads, kv_heads): (usize, usize),
     head_dim: usize,
     bias: &PositionBias,
-    mask: Mask,
+    scoring: Scoring,
 ) {
     let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
     let total = seqs.total_tokens();
@@ -362,9 +394,9 @@ fn assert_grouped_kernel_matches_reference(
         random_tensor(&[total, kv_heads, head_dim], 2),
         random_tensor(&[total, kv_heads, head_dim], 3),
     );
-    let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, bias, mask).expect("attend")).expect("nested");
+    let got = to_nested(&kernel.attend(&q, &k, &v, &seqs, bias, scoring).expect("attend")).expect("nested");
     let nested = |t: &Tensor| to_nested(t).expect("nested");
-    let want = reference_attention(&nested(&q), &nested(&k), &nested(&v), &seqs, bias, mask);
+    let want = reference_attention(&nested(&q), &nested(&k), &nested(&v), &seqs, bias, scoring);
     // Models pass strided views of the fused projection (`split_heads`): same answer required.
     let fused = Tensor::cat(&[&q, &k, &v], 1).expect("fused");
     let (qv, kv, vv) = (
@@ -373,8 +405,12 @@ fn assert_grouped_kernel_matches_reference(
         fused.narrow(1, heads + kv_heads, kv_heads).expect("v view"),
     );
     assert!(!qv.is_contiguous(), "the views are strided");
-    let from_views =
-        to_nested(&kernel.attend(&qv, &kv, &vv, &seqs, bias, mask).expect("attend views")).expect("nested");
+    let from_views = to_nested(
+        &kernel
+            .attend(&qv, &kv, &vv, &seqs, bias, scoring)
+            .expect("attend views"),
+    )
+    .expect("nested");
     assert_eq!(from_views, got, "{}: strided q/k/v give another answer", kernel.name());
     for (t, (g, w)) in got.iter().zip(&want).enumerate() {
         for h in 0..heads {
@@ -382,7 +418,7 @@ fn assert_grouped_kernel_matches_reference(
                 let d = (g[h][c] - w[h][c]).abs();
                 assert!(
                     d < 1e-5,
-                    "{} {mask:?} {heads}/{kv_heads} heads, lengths {lengths:?}: token {t} head {h} dim {c} off by {d}",
+                    "{} {scoring:?} {heads}/{kv_heads} heads, lengths {lengths:?}: token {t} head {h} dim {c} off by {d}",
                     kernel.name()
                 );
             }

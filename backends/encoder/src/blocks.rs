@@ -15,7 +15,8 @@ use tessera_core::layers::{layer_norm, lookup, split_heads, split_qkv, stacked_l
 use tessera_core::quant::Format;
 use tessera_core::rotary::{Rotary, RotaryTables};
 use tessera_core::{
-    AttentionKernel, Batch, DisentangledBias, HiddenAct, Mask, PositionBias, RelativeBias, RelativeColumns, SeqOffsets,
+    AttentionKernel, Batch, DisentangledBias, HiddenAct, PositionBias, RelativeBias, RelativeColumns, Scoring,
+    SeqOffsets,
 };
 
 use crate::experts::MixtureOfExperts;
@@ -366,7 +367,7 @@ impl RelativeProjections {
     fn attend(
         &self,
         (q, k, v): (&Tensor, &Tensor, &Tensor),
-        (kernel, seqs, mask): (&dyn AttentionKernel, &SeqOffsets, Mask),
+        (kernel, seqs, scoring): (&dyn AttentionKernel, &SeqOffsets, Scoring),
         columns: &RelativeColumns,
         budget: usize,
     ) -> candle_core::Result<Tensor> {
@@ -379,7 +380,7 @@ impl RelativeProjections {
             let n = group.min(heads - first);
             let (q, k, v) = (q.narrow(1, first, n)?, k.narrow(1, first, n)?, v.narrow(1, first, n)?);
             let bias = self.bias(&q, &k, first..first + n, columns)?;
-            outputs.push(kernel.attend(&q, &k, &v, seqs, &bias, mask)?);
+            outputs.push(kernel.attend(&q, &k, &v, seqs, &bias, scoring)?);
         }
         Tensor::cat(&outputs, 1)
     }
@@ -397,7 +398,8 @@ struct Attention {
     /// The norm of the block's output before the residual (Gemma's sandwich).
     post_norm: Option<LayerNorm>,
     placement: Placement,
-    mask: Mask,
+    /// The layer's mask, and the family's soft cap.
+    scoring: Scoring,
     /// Index of this layer's rotary scheme in [`Encoder::rotaries`].
     rotary: Option<usize>,
     heads: usize,
@@ -479,7 +481,10 @@ impl Attention {
                 _ => None,
             },
             placement: spec.norm.placement,
-            mask: spec.layer_attention[l].mask,
+            scoring: Scoring {
+                mask: spec.layer_attention[l].mask,
+                softcap: spec.scales.softcap.map(|cap| cap as f32),
+            },
             rotary,
             heads,
             kv_heads,
@@ -539,10 +544,13 @@ impl Attention {
         };
         let (q, k, v) = self.heads_of(&input, with)?;
         let context = match (&self.relative, with.columns) {
-            (Some(relative), Some(columns)) => {
-                relative.attend((&q, &k, &v), (with.kernel, with.seqs, self.mask), columns, TERMS_BUDGET)?
-            }
-            _ => with.kernel.attend(&q, &k, &v, with.seqs, with.bias, self.mask)?,
+            (Some(relative), Some(columns)) => relative.attend(
+                (&q, &k, &v),
+                (with.kernel, with.seqs, self.scoring),
+                columns,
+                TERMS_BUDGET,
+            )?,
+            _ => with.kernel.attend(&q, &k, &v, with.seqs, with.bias, self.scoring)?,
         }
         .reshape((total, self.heads * self.head_dim))?;
         if let Some(post) = &self.post_norm {
@@ -901,7 +909,12 @@ mod tests {
         let kernel = PaddedAttention::default();
         let run = |budget| {
             relative
-                .attend((&q, &k, &v), (&kernel, &seqs, Mask::Bidirectional), &columns, budget)
+                .attend(
+                    (&q, &k, &v),
+                    (&kernel, &seqs, tessera_core::Mask::Bidirectional.into()),
+                    &columns,
+                    budget,
+                )
                 .unwrap()
                 .flatten_all()
                 .unwrap()

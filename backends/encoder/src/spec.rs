@@ -833,6 +833,8 @@ pub struct Scales {
     /// `query_pre_attn_scalar ** -0.5`, absorbed by its per-head query norms; T5: 1, the
     /// queries multiplied by it).
     pub attention: Option<f64>,
+    /// Scaled scores soft-capped, `cap * tanh(s / cap)` (Gemma 2's `attn_logit_softcapping`).
+    pub softcap: Option<f64>,
 }
 
 impl Scales {
@@ -840,6 +842,7 @@ impl Scales {
     pub const NONE: Scales = Scales {
         embeddings: None,
         attention: None,
+        softcap: None,
     };
 }
 

@@ -150,7 +150,7 @@ fn run_case(name: &str) {
     };
     let before = peak_rss_mib();
     let t = median(|| {
-        let _ = kernel.attend(&q, &k, &v, &seqs, &bias, mask).unwrap();
+        let _ = kernel.attend(&q, &k, &v, &seqs, &bias, mask.into()).unwrap();
     });
     println!(
         "  {name:<22} {total:>5} tokens in {:>2} seqs: {:>9.2} ms  peak RSS {:>6.1} MiB (inputs {before:.1} MiB)",

@@ -132,6 +132,7 @@ pub(super) fn layers(config: &ModelConfig, dims: &Dims, evidence: &mut Vec<Evide
         scales: Scales {
             embeddings: Some((dims.hidden.size() as f64).sqrt()),
             attention: Some(query_scalar.powf(-0.5)),
+            softcap: None,
         },
         bidirectional,
         describe: sides,

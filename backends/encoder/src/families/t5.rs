@@ -79,8 +79,8 @@ impl Family for T5 {
                 architecture: "t5".into(),
                 // T5 does not divide its scores by sqrt(d_kv).
                 scales: Scales {
-                    embeddings: None,
                     attention: Some(1.0),
+                    ..Scales::NONE
                 },
                 extras: crate::spec::Extras::NONE,
                 adapters: None,

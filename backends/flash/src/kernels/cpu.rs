@@ -6,7 +6,7 @@
 //! vectorized dot product); this wrapper adapts tessera's packed layout and dtypes to it.
 
 use candle_core::{DType, Tensor};
-use tessera_core::{AttentionKernel, Mask, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Mask, PositionBias, Scoring, SeqOffsets};
 
 /// The CPU varlen kernel.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,8 +28,12 @@ impl AttentionKernel for VarlenCpu {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
-        mask: Mask,
+        scoring: Scoring,
     ) -> candle_core::Result<Tensor> {
+        if scoring.softcap.is_some() {
+            candle_core::bail!("varlen-cpu has no soft-capped scores: use the tiled-cpu kernel");
+        }
+        let mask = scoring.mask;
         let dtype = q.dtype();
         // The library kernel runs f32 and f16; bfloat16 goes through f32.
         let compute = if dtype == DType::F16 { DType::F16 } else { DType::F32 };

@@ -1,7 +1,7 @@
 //! CUDA flash attention (tessera-flash-attn's varlen kernels), behind the `flash-attn` feature.
 
 use candle_core::{DType, Tensor};
-use tessera_core::{AttentionKernel, Mask, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Mask, PositionBias, Scoring, SeqOffsets};
 
 /// Flash attention's varlen kernels for float16/bfloat16 models; float32 ones keep exact float32
 /// attention as candle ops on the device (flash attention has no float32 kernel), and so do head
@@ -25,15 +25,18 @@ impl AttentionKernel for CudaFlash {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
-        mask: Mask,
+        scoring: Scoring,
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         let head_dim = q.dim(2)?;
+        let mask = scoring.mask;
         let causal = mask == Mask::Causal;
+        // The compiled subset of flash attention has no soft-capping kernels (Gemma 2's).
         let kernel = matches!(dtype, DType::F16 | DType::BF16)
+            && scoring.softcap.is_none()
             && tessera_flash_attn::supports(dtype == DType::BF16, head_dim, causal);
         if !kernel {
-            return super::PerSequence::default().attend(q, k, v, seqs, bias, mask);
+            return super::PerSequence::default().attend(q, k, v, seqs, bias, scoring);
         }
         let compute = dtype;
         // Contiguous copies: q, k and v may be strided views of the fused projection.
@@ -50,7 +53,7 @@ impl AttentionKernel for CudaFlash {
             // same device.
             (PositionBias::Relative(_) | PositionBias::Disentangled(_), _)
             | (_, Mask::Window { .. } | Mask::CausalWindow { .. }) => {
-                super::PerSequence::default().attend(&q, &k, &v, seqs, bias, mask)?
+                super::PerSequence::default().attend(&q, &k, &v, seqs, bias, scoring)?
             }
             (PositionBias::None, _) => tessera_flash_attn::varlen(&q, &k, &v, &starts, max_len, scale, causal, None)?,
             (PositionBias::Alibi { slopes }, _) => {

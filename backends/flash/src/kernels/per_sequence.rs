@@ -3,7 +3,7 @@
 //! what flash attention has no kernel for (float32, MPNet's relative bias, sliding windows).
 
 use candle_core::Tensor;
-use tessera_core::{AttentionKernel, Mask, PaddedAttention, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, PaddedAttention, PositionBias, Scoring, SeqOffsets};
 
 /// Each sequence of the packed batch through the reference kernel's candle ops on its own, so no
 /// sequence is padded to the longest and the batcher counts real tokens.
@@ -26,10 +26,10 @@ impl AttentionKernel for PerSequence {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
-        mask: Mask,
+        scoring: Scoring,
     ) -> candle_core::Result<Tensor> {
         if seqs.len() <= 1 {
-            return self.0.attend(q, k, v, seqs, bias, mask);
+            return self.0.attend(q, k, v, seqs, bias, scoring);
         }
         let outputs = seqs
             .ranges()
@@ -37,7 +37,7 @@ impl AttentionKernel for PerSequence {
                 let one = SeqOffsets::from_lengths([range.len()]);
                 let part = |t: &Tensor| t.narrow(0, range.start, range.len());
                 let bias = bias.of_tokens(range.clone())?;
-                self.0.attend(&part(q)?, &part(k)?, &part(v)?, &one, &bias, mask)
+                self.0.attend(&part(q)?, &part(k)?, &part(v)?, &one, &bias, scoring)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Tensor::cat(&outputs, 0)
@@ -49,7 +49,7 @@ mod tests {
     use tessera_core::testing::{
         assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_disentangled_bias,
         assert_kernel_matches_reference_with_groups, assert_kernel_matches_reference_with_masks,
-        assert_kernel_matches_reference_with_relative_bias,
+        assert_kernel_matches_reference_with_relative_bias, assert_kernel_matches_reference_with_softcap,
     };
 
     use super::*;
@@ -61,6 +61,7 @@ mod tests {
         assert_kernel_matches_reference_with_relative_bias(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
         assert_kernel_matches_reference_with_disentangled_bias(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
         assert_kernel_matches_reference_with_masks(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
+        assert_kernel_matches_reference_with_softcap(&kernel, &[1, 2, 17, 65]);
         for (heads, kv_heads) in [(2, 1), (6, 2)] {
             assert_kernel_matches_reference_with_groups(&kernel, &[1, 17, 130], heads, kv_heads);
         }

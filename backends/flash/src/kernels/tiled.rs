@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use tessera_core::simd::{lane_max, LANES};
-use tessera_core::{AttentionKernel, DisentangledTerms, Mask, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, DisentangledTerms, Mask, PositionBias, Scoring, SeqOffsets};
 
 /// Query rows per task: enough to make the products efficient, small enough to spread one long
 /// sequence over every core.
@@ -122,7 +122,7 @@ impl AttentionKernel for TiledCpu {
         v: &Tensor,
         seqs: &SeqOffsets,
         bias: &PositionBias,
-        mask: Mask,
+        scoring: Scoring,
     ) -> candle_core::Result<Tensor> {
         let dtype = q.dtype();
         let (total, heads, head_dim) = q.dims3()?;
@@ -210,7 +210,7 @@ impl AttentionKernel for TiledCpu {
                     },
                     (PositionBias::None | PositionBias::Disentangled(_), _) => TileBias::None,
                 };
-                attend_block(arch, task, &packed, scale, bias, mask, chunk)
+                attend_block(arch, task, &packed, scale, bias, scoring, chunk)
             })
         };
         match bias {
@@ -295,9 +295,10 @@ fn attend_block(
     p: &Packed<'_>,
     scale: f32,
     bias: TileBias<'_>,
-    mask: Mask,
+    scoring: Scoring,
     out: &mut [f32],
 ) {
+    let mask = scoring.mask;
     let (rows, hd) = (task.q1 - task.q0, p.head_dim);
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     let mut row_sum = vec![0f32; rows];
@@ -349,6 +350,7 @@ fn attend_block(
             first_key: k0,
             first_tile: k0 == keys.start,
             mask,
+            softcap: scoring.softcap,
             len: task.len,
             bias,
             row_max: &mut row_max,
@@ -422,6 +424,8 @@ struct OnlineSoftmax<'a> {
     /// The block's first tile: no running max, sum or output yet, nothing to rescale.
     first_tile: bool,
     mask: Mask,
+    /// [`Scoring::softcap`].
+    softcap: Option<f32>,
     /// The sequence's length.
     len: usize,
     bias: TileBias<'a>,
@@ -437,6 +441,12 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         let first_tile = self.first_tile;
+        if let Some(cap) = self.softcap {
+            // libm's tanh, scalar: only Gemma 2 caps, and its projections cost three orders of
+            // magnitude more per score than this.
+            let inverse = 1.0 / cap;
+            self.scores.iter_mut().for_each(|s| *s = cap * (*s * inverse).tanh());
+        }
         let rows = self.scores.chunks_exact_mut(self.cols);
         let state = self.row_max.iter_mut().zip(self.row_sum.iter_mut());
         let tile_keys = self.first_key..self.first_key + self.cols;
@@ -504,7 +514,7 @@ mod tests {
     use tessera_core::testing::{
         assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_disentangled_bias,
         assert_kernel_matches_reference_with_groups, assert_kernel_matches_reference_with_masks,
-        assert_kernel_matches_reference_with_relative_bias,
+        assert_kernel_matches_reference_with_relative_bias, assert_kernel_matches_reference_with_softcap,
     };
 
     #[test]
@@ -546,14 +556,14 @@ mod tests {
             let k = Tensor::zeros(k_shape, DType::F32, &dev).unwrap();
             let v = Tensor::zeros(v_shape, DType::F32, &dev).unwrap();
             let err = TiledCpu
-                .attend(&q, &k, &v, &seqs, &PositionBias::None, Mask::Bidirectional)
+                .attend(&q, &k, &v, &seqs, &PositionBias::None, Mask::Bidirectional.into())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("but q is [10, 2, 8]"), "{err}");
         }
         let longer = SeqOffsets::from_lengths([4, 7]);
         let err = TiledCpu
-            .attend(&q, &q, &q, &longer, &PositionBias::None, Mask::Bidirectional)
+            .attend(&q, &q, &q, &longer, &PositionBias::None, Mask::Bidirectional.into())
             .unwrap_err()
             .to_string();
         assert!(err.contains("11 tokens"), "{err}");
@@ -571,6 +581,11 @@ mod tests {
     fn masks_match_the_reference_across_tiles() {
         // 513: three key tiles, nine query blocks; a window of 70 spans two query blocks.
         assert_kernel_matches_reference_with_masks(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
+    }
+
+    #[test]
+    fn soft_capped_scores_match_the_reference_across_tiles() {
+        assert_kernel_matches_reference_with_softcap(&TiledCpu, &[1, 2, 17, 65, 300]);
     }
 
     #[test]
