@@ -22,6 +22,8 @@ from sentence_transformers import SentenceTransformer, models
 from transformers import (
     EuroBertConfig,
     EuroBertForMaskedLM,
+    Gemma2Config,
+    Gemma2Model,
     Gemma3TextConfig,
     Gemma3TextModel,
     LlamaConfig,
@@ -404,6 +406,54 @@ def embedding_gemma(root):
         )
 
 
+def gemma2_tiny(root):
+    """`Gemma2Model` as bge-multilingual-gemma2 ships it: causal, the even layers within a sliding
+    window (20 tokens here, over texts up to 890) and the odd ones full, one rope base, scores
+    scaled by `query_pre_attn_scalar` (20, apart from `head_dim` 16) then soft-capped
+    (`attn_logit_softcapping` 3, within the scores' spread so that leaving it out shows; the
+    model's is 50 on its own wider scores), norms around both blocks, the embedding scaled by
+    sqrt(hidden), last-token pooling. Eager attention: the one transformers soft-caps in."""
+    out_dir, hf_dir = root / "gemma2-tiny", root / "_hf_gemma2"
+    tok, fast = gemma_tokenizer()
+    cfg = Gemma2Config(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=20,
+        max_position_embeddings=1024,
+        sliding_window=20,
+        attn_logit_softcapping=3.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        pad_token_id=tok.token_to_id("<pad>"),
+        bos_token_id=tok.token_to_id("<bos>"),
+        eos_token_id=tok.token_to_id("<eos>"),
+        attn_implementation="eager",
+    )
+    torch.manual_seed(12)
+    model = Gemma2Model(cfg).eval()
+    widen(model, 33)
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 1024, "lasttoken")
+
+    def with_config(**changes):
+        return lambda model, ids: rebuilt(model, **changes)(input_ids=ids).last_hidden_state
+
+    golden(
+        out_dir,
+        "lasttoken",
+        {
+            "softcap_ignored": with_config(attn_logit_softcapping=None),
+            "window_on_every_layer": with_config(layer_types=["sliding_attention"] * 4),
+            "scaled_by_head_dim": with_config(query_pre_attn_scalar=16),
+        },
+    )
+
+
 def st_sensitivity(out_dir, mutations):
     """`golden.json`'s sensitivities, each from sentence-transformers with `mutate(auto_model)`."""
     path = out_dir / "golden.json"
@@ -425,6 +475,7 @@ BUILDERS = [
     mistral_window,
     llama_biased_lm,
     embedding_gemma,
+    gemma2_tiny,
     llama3_scaled,
     eurobert_mlm,
 ]

@@ -97,6 +97,12 @@ fn validate_model_states_each_family_and_its_evidence() {
             "model_type",
             "mean",
         ),
+        (
+            "gemma2-tiny",
+            "gemma2 (4 query heads on 2 key/value heads of 16, causal, 2 full of 4 layers, the others the last 20 tokens, scores capped at 3)",
+            "attn_logit_softcapping",
+            "lasttoken",
+        ),
     ] {
         let (status, report) = validate(&reference::model(model));
         assert_eq!(status, Some(0), "{model}: {report:#}");
@@ -140,6 +146,17 @@ fn embedding_gemma_serves_sentence_transformers_vectors_and_its_prompts() {
     assert_eq!(info["model_type"]["embedding"]["pooling"], "mean", "{info:#}");
     assert_serves_golden(&server, &golden, model);
     assert_serves_query_prompt(&server, &golden, model);
+}
+
+/// bge-multilingual-gemma2's shape through the binary: soft-capped scores in every layer,
+/// windows on every other one, last-token pooling of the `<eos>` its tokenizer appends.
+#[test]
+fn gemma2_serves_sentence_transformers_vectors() {
+    let model = "gemma2-tiny";
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert_eq!(info["model_type"]["embedding"]["pooling"], "lasttoken", "{info:#}");
+    assert_serves_golden(&server, &golden(model), model);
 }
 
 /// The decoder backends decide between themselves from the attention tensors, whatever
@@ -390,13 +407,24 @@ fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
             "model_type",
         ),
         (
-            "embedding-gemma-tiny",
+            // transformers' Gemma2Model masks causally whatever the key says.
+            "gemma2-tiny",
             Box::new(|d| {
                 edit_config(d, |c| {
-                    c.insert("attn_logit_softcapping".into(), json!(50.0));
+                    c.insert("use_bidirectional_attention".into(), json!(true));
                 })
             }),
             "decoder-attention-unsupported",
+            "use_bidirectional_attention",
+        ),
+        (
+            "gemma2-tiny",
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c.insert("attn_logit_softcapping".into(), json!(0));
+                })
+            }),
+            "config-value-invalid",
             "attn_logit_softcapping",
         ),
         (

@@ -27,6 +27,8 @@ pub(crate) const BUILTIN: &[&dyn BackendFactory] = &[
     #[cfg(feature = "encoder")]
     &tessera_encoder::LLAMA,
     #[cfg(feature = "encoder")]
+    &tessera_encoder::GEMMA2,
+    #[cfg(feature = "encoder")]
     &tessera_encoder::GEMMA3,
     #[cfg(feature = "encoder")]
     &tessera_encoder::NOMIC_BERT,

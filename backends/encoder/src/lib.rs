@@ -32,9 +32,10 @@ pub use families::{
 pub use spec::{
     Adapters, AttentionBias, Biases, ConvActivation, Convolution, Dims, Disentangled, EncoderSpec, Experts, Extras,
     FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement, PositionTable, Positions, QkNorms, Qkv,
-    Scales, BERT_NAMES, BERT_POSITION_TABLE, DEBERTA_NAMES, DECODER_NAMES, DISTILBERT_NAMES, GEMMA3_NAMES,
-    GEMMA3_PLACEMENT, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES, MODERNBERT_NAMES,
-    MPNET_NAMES, NOMIC_EXPERTS, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES, T5_GATED_NAMES, T5_NAMES,
+    Scales, BERT_NAMES, BERT_POSITION_TABLE, DEBERTA_NAMES, DECODER_NAMES, DISTILBERT_NAMES, GEMMA2_NAMES,
+    GEMMA3_NAMES, GEMMA3_PLACEMENT, GTE_NAMES, GTE_SEPARATE_NAMES, JINA_CODE_NAMES, JINA_GLU_NAMES, JINA_V3_NAMES,
+    MODERNBERT_NAMES, MPNET_NAMES, NOMIC_EXPERTS, NOMIC_NAMES, NOMIC_PLAIN_NAMES, QWEN3_NAMES, T5_GATED_NAMES,
+    T5_NAMES,
 };
 pub use static_embedding::StaticEmbeddingBackend;
 
@@ -50,6 +51,7 @@ pub const FAMILIES: &[&dyn Family] = &[
     &Decoder::QWEN3,
     &Decoder::QWEN2,
     &Decoder::LLAMA,
+    &Decoder::GEMMA2,
     &Decoder::GEMMA3,
     &NomicBert,
     &Gte,
@@ -82,6 +84,9 @@ pub const QWEN2: EncoderBackend = EncoderBackend(&Decoder::QWEN2);
 /// Llama and Mistral decoder embedders (e5-mistral) on the padded reference kernel
 /// (`--backend llama`).
 pub const LLAMA: EncoderBackend = EncoderBackend(&Decoder::LLAMA);
+/// Gemma 2 decoder embedders (bge-multilingual-gemma2) on the padded reference kernel
+/// (`--backend gemma2`).
+pub const GEMMA2: EncoderBackend = EncoderBackend(&Decoder::GEMMA2);
 /// Gemma 3 decoder embedders (EmbeddingGemma) on the padded reference kernel (`--backend gemma3`).
 pub const GEMMA3: EncoderBackend = EncoderBackend(&Decoder::GEMMA3);
 /// NomicBERT on the padded reference kernel (`--backend nomic-bert`).

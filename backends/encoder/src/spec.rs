@@ -208,7 +208,13 @@ pub const GEMMA3_NAMES: Names = Names {
     ..QWEN3_NAMES
 };
 
-/// Gemma 3's norm placement: a norm before and after each block.
+/// Gemma 2's names: Gemma 3's without the per-head norms.
+pub const GEMMA2_NAMES: Names = Names {
+    qk_norms: QkNorms::None,
+    ..GEMMA3_NAMES
+};
+
+/// Gemma 2's and 3's norm placement: a norm before and after each block.
 pub const GEMMA3_PLACEMENT: Placement = Placement::Sandwich {
     attention_post: "post_attention_layernorm",
     feed_forward_post: "post_feedforward_layernorm",

@@ -7,8 +7,8 @@ use std::path::Path;
 use tessera_core::testing::{assert_matches_golden, fetched_model, reference_dir, shared_dir};
 use tessera_core::{Assessment, BackendFactory};
 use tessera_encoder::{
-    AttentionBias, BERT, DEBERTA, DISTILBERT, GEMMA3, GTE, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3,
-    ROBERTA, T5_ENCODER,
+    AttentionBias, BERT, DEBERTA, DISTILBERT, GEMMA2, GEMMA3, GTE, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT,
+    QWEN2, QWEN3, ROBERTA, T5_ENCODER,
 };
 
 fn check(factory: &dyn BackendFactory, model_dir: &Path, golden: &Path, architecture: &str) {
@@ -313,6 +313,44 @@ fn embedding_gemma_matches_sentence_transformers() {
         &dir.join("golden.json"),
         "gemma3_text (4 query heads on 2 key/value heads of 16, bidirectional, 1 full of 4 layers, the others 12 tokens each side)",
     );
+}
+
+/// bge-multilingual-gemma2's shape: causal, sliding layers alternating with full ones, scores
+/// scaled by `query_pre_attn_scalar` and soft-capped, norms around both blocks stored as offsets
+/// from 1, last-token pooling. The hub's config, saved by transformers 4.42, has neither
+/// `layer_types` nor `rope_parameters` (every second layer full, `rope_theta` at the top, and
+/// `sliding_window_size` beside `sliding_window`): the same model.
+#[test]
+fn gemma2_matches_sentence_transformers_in_both_config_layouts() {
+    let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/gemma2-tiny");
+    let architecture =
+        "gemma2 (4 query heads on 2 key/value heads of 16, causal, 2 full of 4 layers, the others the last 20 tokens, scores capped at 3)";
+    check(&GEMMA2, &dir, &dir.join("golden.json"), architecture);
+
+    let older = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), older.path().join(entry.file_name())).unwrap();
+        } else {
+            let to = older.path().join(entry.file_name());
+            std::fs::create_dir(&to).unwrap();
+            for file in std::fs::read_dir(entry.path()).unwrap() {
+                let file = file.unwrap();
+                std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+            }
+        }
+    }
+    let path = older.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let keys = config.as_object_mut().unwrap();
+    keys.remove("layer_types");
+    keys.remove("rope_parameters");
+    keys.insert("rope_theta".into(), serde_json::json!(10000.0));
+    keys.insert("sliding_window_size".into(), serde_json::json!(20));
+    keys.insert("cache_implementation".into(), serde_json::json!("hybrid"));
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    check(&GEMMA2, older.path(), &dir.join("golden.json"), architecture);
 }
 
 /// Both NomicBERT layouts, against the original remote code (agreeing with transformers'

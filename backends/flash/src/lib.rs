@@ -23,8 +23,8 @@ use tessera_core::{
     ModelInspection,
 };
 use tessera_encoder::{
-    BERT, DEBERTA, DISTILBERT, GEMMA3, GTE, JINA_BERT, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2, QWEN3,
-    ROBERTA, T5_ENCODER,
+    BERT, DEBERTA, DISTILBERT, GEMMA2, GEMMA3, GTE, JINA_BERT, JINA_V3, LLAMA, MODERNBERT, MPNET, NOMIC_BERT, QWEN2,
+    QWEN3, ROBERTA, T5_ENCODER,
 };
 
 /// The flash backend's registration.
@@ -32,7 +32,7 @@ use tessera_encoder::{
 pub struct FlashBackend;
 
 /// The architectures flash runs, in the order they are asked.
-const DEFINITIONS: [&dyn BackendFactory; 15] = [
+const DEFINITIONS: [&dyn BackendFactory; 16] = [
     &JINA_BERT,
     &BERT,
     &ROBERTA,
@@ -43,6 +43,7 @@ const DEFINITIONS: [&dyn BackendFactory; 15] = [
     &QWEN3,
     &QWEN2,
     &LLAMA,
+    &GEMMA2,
     &GEMMA3,
     &NOMIC_BERT,
     &GTE,

@@ -175,3 +175,8 @@ fn mistral_sliding_window_and_biased_llama() {
 fn embedding_gemma() {
     reference("embedding-gemma-tiny");
 }
+
+#[test]
+fn gemma2_soft_capped() {
+    reference("gemma2-tiny");
+}

@@ -10,25 +10,29 @@
 //! - Llama/Mistral: neither (or, with `attention_bias`, biases on all four); Mistral adds a
 //!   causal sliding window (`sliding_window`); EuroBERT (`model_type: eurobert`) is Llama's
 //!   layers as a bidirectional encoder;
-//! - Gemma 3 (EmbeddingGemma): per-head norms and a norm after each block too
-//!   (`pre_feedforward_layernorm`); what else it differs in is in [`super::gemma3`].
+//! - Gemma 2 (bge-multilingual-gemma2): a norm after each block too (`pre_feedforward_layernorm`
+//!   beside `post_attention_layernorm`), no per-head norms;
+//! - Gemma 3 (EmbeddingGemma): Gemma 2's norms and per-head norms; what else the two Gemmas
+//!   differ in is in [`super::gemma`].
 //!
 //! Attention is causal unless config.json says `is_causal: false` (bidirectional conversions
 //! such as gte-Qwen2's); a checkpoint that ships its own modeling code and does not say is
 //! refused naming the key, since that code may attend either way.
 //!
-//! Reference: transformers' `models/{qwen3,qwen2,llama,mistral,eurobert}/modeling_*.py` and
+//! Reference: transformers' `models/{qwen3,qwen2,llama,mistral,eurobert,gemma2,gemma3}/modeling_*.py` and
 //! `configuration_*.py`.
 
 use serde_json::Value;
 use tessera_core::inspection::ModelConfig;
 use tessera_core::{Dim, EncoderLayout, Evidence, Finding, Mask};
 
+use super::gemma::Generation;
 use super::rope::{self, RopeKeys};
 use super::{Family, Keys, Recognised};
 use crate::spec::{
     AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
-    PositionTable, Positions, QkNorms, Qkv, Scales, DECODER_NAMES, GEMMA3_NAMES, GEMMA3_PLACEMENT, QWEN3_NAMES,
+    PositionTable, Positions, QkNorms, Qkv, Scales, DECODER_NAMES, GEMMA2_NAMES, GEMMA3_NAMES, GEMMA3_PLACEMENT,
+    QWEN3_NAMES,
 };
 
 /// A causal decoder's pooling where the model configures none.
@@ -65,6 +69,7 @@ enum Kind {
     Qwen3,
     Qwen2,
     Llama,
+    Gemma2,
     Gemma3,
 }
 
@@ -74,6 +79,7 @@ impl Kind {
             Kind::Qwen3 => "qwen3",
             Kind::Qwen2 => "qwen2",
             Kind::Llama => "llama",
+            Kind::Gemma2 => "gemma2",
             Kind::Gemma3 => "gemma3",
         }
     }
@@ -83,6 +89,7 @@ impl Kind {
             Kind::Qwen3 => "a Qwen3 decoder",
             Kind::Qwen2 => "a Qwen2 decoder",
             Kind::Llama => "a Llama or Mistral decoder",
+            Kind::Gemma2 => "a Gemma 2 decoder",
             Kind::Gemma3 => "a Gemma 3 decoder",
         }
     }
@@ -91,6 +98,7 @@ impl Kind {
         match self {
             Kind::Qwen3 => QWEN3_NAMES,
             Kind::Qwen2 | Kind::Llama => DECODER_NAMES,
+            Kind::Gemma2 => GEMMA2_NAMES,
             Kind::Gemma3 => GEMMA3_NAMES,
         }
     }
@@ -102,6 +110,7 @@ impl Kind {
             Kind::Qwen3 => &["qwen3", tessera_core::PPLX_MODEL_TYPE],
             Kind::Qwen2 => &["qwen2"],
             Kind::Llama => &["llama", "mistral", EUROBERT],
+            Kind::Gemma2 => &["gemma2"],
             Kind::Gemma3 => &["gemma3_text", "gemma3"],
         }
     }
@@ -109,7 +118,7 @@ impl Kind {
     /// Whether `model_type` is one of the decoders served here (of any kind: one the tensors
     /// contradict is a warning, the tensors deciding).
     fn served(model_type: &str) -> bool {
-        [Kind::Qwen3, Kind::Qwen2, Kind::Llama, Kind::Gemma3]
+        [Kind::Qwen3, Kind::Qwen2, Kind::Llama, Kind::Gemma2, Kind::Gemma3]
             .iter()
             .any(|k| k.model_types().contains(&model_type))
     }
@@ -121,6 +130,7 @@ impl Kind {
             (Kind::Llama, Some(EUROBERT)) => 8192,
             (Kind::Llama, _) => 2048,
             (Kind::Qwen3 | Kind::Qwen2, _) => 32768,
+            (Kind::Gemma2, _) => 8192,
             (Kind::Gemma3, _) => 131_072,
         }
     }
@@ -128,7 +138,7 @@ impl Kind {
     /// The config key of the feed-forward activation.
     fn act_key(self) -> &'static str {
         match self {
-            Kind::Gemma3 => "hidden_activation",
+            Kind::Gemma2 | Kind::Gemma3 => "hidden_activation",
             _ => "hidden_act",
         }
     }
@@ -146,14 +156,23 @@ impl Kind {
             _ => unreachable!("the decoders' names have per-head norms and separate projections"),
         };
         let feed_forward_norm = format!("{}.weight", GEMMA3_NAMES.output_norm);
-        if has(&feed_forward_norm) && has(&q_norm) {
-            return (
-                Kind::Gemma3,
-                Evidence::tensor(
-                    tensor(&feed_forward_norm),
-                    "a norm before the feed-forward apart from the attention's post norm, and per-head norms: Gemma 3",
+        if has(&feed_forward_norm) {
+            return match has(&q_norm) {
+                true => (
+                    Kind::Gemma3,
+                    Evidence::tensor(
+                        tensor(&feed_forward_norm),
+                        "a norm before the feed-forward apart from the attention's post norm, and per-head norms: Gemma 3",
+                    ),
                 ),
-            );
+                false => (
+                    Kind::Gemma2,
+                    Evidence::tensor(
+                        tensor(&feed_forward_norm),
+                        "a norm before the feed-forward apart from the attention's post norm, without per-head norms: Gemma 2",
+                    ),
+                ),
+            };
         }
         if let Some(info) = layout.weights.get(&tensor(&q_norm)) {
             return (
@@ -201,6 +220,8 @@ impl Decoder {
     pub const QWEN2: Decoder = Decoder(Kind::Qwen2);
     /// Llama and Mistral (`--backend llama`).
     pub const LLAMA: Decoder = Decoder(Kind::Llama);
+    /// Gemma 2, bge-multilingual-gemma2 (`--backend gemma2`).
+    pub const GEMMA2: Decoder = Decoder(Kind::Gemma2);
     /// Gemma 3, EmbeddingGemma (`--backend gemma3`).
     pub const GEMMA3: Decoder = Decoder(Kind::Gemma3);
 }
@@ -343,8 +364,12 @@ impl Family for Decoder {
         let eps = config.f64("rms_norm_eps").unwrap_or(1e-6);
         let dims = dims(config, values.dims, q_norm_width, &mut findings)?;
         let (layer_attention, scales, norm, pooling, attends) = match me {
-            Kind::Gemma3 => {
-                let gemma = super::gemma3::layers(config, &dims, &mut evidence)?;
+            Kind::Gemma2 | Kind::Gemma3 => {
+                let generation = match me {
+                    Kind::Gemma2 => Generation::Two,
+                    _ => Generation::Three,
+                };
+                let gemma = super::gemma::layers(generation, config, &dims, &mut evidence)?;
                 let norm = Norm {
                     kind: NormKind::RmsUnitOffset,
                     placement: GEMMA3_PLACEMENT,
@@ -385,7 +410,7 @@ impl Family for Decoder {
         );
         let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
         let biases = match me {
-            Kind::Qwen3 | Kind::Gemma3 => Biases {
+            Kind::Qwen3 | Kind::Gemma2 | Kind::Gemma3 => Biases {
                 attention: flag("attention_bias"),
                 attention_output: flag("attention_bias"),
                 up: false,
@@ -428,11 +453,11 @@ impl Family for Decoder {
             return Err(Box::new(
                 Finding::error(
                     "decoder-unsupported",
-                    format!("`{tensor}` is not part of a Qwen3, Qwen2, Llama, Mistral or Gemma 3 layer: another decoder architecture (Gemma 2's norms around the feed-forward without per-head norms, for one), which tessera does not serve; serving it as {} would give other vectors", me.name()),
+                    format!("`{tensor}` is not part of a Qwen3, Qwen2, Llama, Mistral, Gemma 2 or Gemma 3 layer: another decoder architecture, which tessera does not serve; serving it as {} would give other vectors", me.name()),
                 )
                 .in_file(layout.weights.display_file())
                 .about(tensor)
-                .fix("serve it with a server that implements its `model_type`; tessera's decoders are Qwen3, Qwen2, Llama, Mistral and Gemma 3"),
+                .fix("serve it with a server that implements its `model_type`; tessera's decoders are Qwen3, Qwen2, Llama, Mistral, Gemma 2 and Gemma 3"),
             ));
         }
         Ok(Recognised {

@@ -5,7 +5,7 @@ mod bert;
 mod deberta;
 mod decoder;
 mod distilbert;
-mod gemma3;
+mod gemma;
 mod gte;
 mod jina_bert;
 mod jina_v3;
@@ -306,19 +306,19 @@ pub(crate) fn name_evidence(config: &ModelConfig, evidence: &mut Vec<Evidence>) 
 }
 
 /// Which layers are global: `layer_types` where the config has it (transformers 5), else
-/// `global(layer)` (the older key the family's config derives it from).
+/// `global(layer)` (what the family's config derives it from, which `otherwise` names).
 pub(crate) fn layer_kinds(
     config: &ModelConfig,
     layers: usize,
     global: impl Fn(usize) -> bool,
-    older_key: &str,
+    otherwise: &str,
 ) -> Result<Vec<bool>, Box<Finding>> {
     let invalid = |message: String| {
         Box::new(
             Finding::error("layer-types-invalid", message)
                 .in_file(&config.path)
                 .about("layer_types")
-                .fix(format!("give one of \"full_attention\" or \"sliding_attention\" per layer, or remove `layer_types` to use `{older_key}`")),
+                .fix(format!("give one of \"full_attention\" or \"sliding_attention\" per layer, or remove `layer_types` to use {otherwise}")),
         )
     };
     if let Some(types) = config.get("layer_types") {

@@ -73,7 +73,7 @@ impl Family for ModernBert {
         let window = config.usize("local_attention").unwrap_or(128);
         // Without `layer_types`, a global layer every `global_attn_every_n_layers`-th from 0.
         let every = config.usize("global_attn_every_n_layers").unwrap_or(3).max(1);
-        let kinds = super::layer_kinds(config, layers, |l| l % every == 0, "global_attn_every_n_layers")?;
+        let kinds = super::layer_kinds(config, layers, |l| l % every == 0, "`global_attn_every_n_layers`")?;
         let layer_attention = kinds
             .iter()
             .map(|&global_layer| match global_layer {
