@@ -1,7 +1,7 @@
 """A tiny BGE-M3-shaped checkpoint: `xlm-roberta-tiny` (made by make_encoders.py) with CLS pooling
 and normalization, as bge-m3 is configured, and beside it FlagEmbedding's two extra layers,
 `sparse_linear.pt` (hidden -> 1, the lexical weights) and `colbert_linear.pt` (hidden -> hidden,
-multi-vector output, which tessera does not serve), saved as FlagEmbedding saves them.
+the multi-vector output), saved as FlagEmbedding saves them.
 
 Run it in a venv outside the repository (torch, transformers, sentence-transformers,
 FlagEmbedding), after make_encoders.py:
@@ -9,8 +9,9 @@ FlagEmbedding), after make_encoders.py:
     python reference/make_bge_m3.py reference/models
 
 The golden is FlagEmbedding's own `BGEM3FlagModel.encode(..., return_dense=True,
-return_sparse=True)` on the folder: `embeddings` its dense vectors, `lexical_weights` its
-`{token id: weight}` dicts (cls, eos, pad and unk left out, weights > 0, the largest per id).
+return_sparse=True, return_colbert_vecs=True)` on the folder: `embeddings` its dense vectors,
+`lexical_weights` its `{token id: weight}` dicts (cls, eos, pad and unk left out, weights > 0, the
+largest per id), `colbert_vecs` its normalized vectors of every token but the first.
 """
 
 import json
@@ -60,18 +61,23 @@ def bge_m3_tiny(root):
     sparse.weight.copy_(0.4 * torch.randn(sparse.weight.shape, generator=g))
     sparse.bias.copy_(torch.tensor([0.05]))
     colbert = torch.nn.Linear(hidden, hidden)
+    colbert.weight.copy_(0.3 * torch.randn(colbert.weight.shape, generator=g))
+    colbert.bias.copy_(0.3 * torch.randn(colbert.bias.shape, generator=g))
     torch.save(sparse.state_dict(), out_dir / "sparse_linear.pt")
     torch.save(colbert.state_dict(), out_dir / "colbert_linear.pt")
 
     texts = golden_source["texts"]
     model = BGEM3FlagModel(str(out_dir), use_fp16=False, devices="cpu")
-    out = model.encode(texts, return_dense=True, return_sparse=True, max_length=128, batch_size=4)
+    out = model.encode(
+        texts, return_dense=True, return_sparse=True, return_colbert_vecs=True, max_length=128, batch_size=4
+    )
     lexical = [{k: float(v) for k, v in weights.items()} for weights in out["lexical_weights"]]
     empty = sum(1 for w in lexical if not w)
     data = {
         "texts": texts,
         "embeddings": out["dense_vecs"].tolist(),
         "lexical_weights": lexical,
+        "colbert_vecs": [v.tolist() for v in out["colbert_vecs"]],
         "notes": [f"{empty} of {len(texts)} texts have no positive lexical weight"],
     }
     (out_dir / "golden.json").write_text(json.dumps(data))

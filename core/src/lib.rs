@@ -35,6 +35,7 @@ pub mod inspection;
 mod layer_norm;
 pub mod layers;
 mod lexical;
+mod multi_vector;
 mod pooling;
 pub mod quant;
 mod registry;
@@ -58,6 +59,7 @@ pub use expect::{check_tensors, layers_in_weights, Dim, ExpectedTensor, ROTARY_B
 pub use head::{finish_embedding, int8_output, DenseActivation, EmbeddingHead, PPLX_MODEL_TYPE};
 pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInspection, Severity, WORD_EMBEDDINGS};
 pub use lexical::{lexical_layer, unused_token_ids, LexicalHead, LexicalLayer, LexicalWeights, SPARSE_LINEAR};
+pub use multi_vector::{multi_vector_layer, MultiVectorHead, COLBERT_LINEAR};
 pub use pooling::{Pooling, PoolingFileError};
 pub use registry::{Chosen, Registry, SelectError, Selection};
 pub use splade::{SpladeHead, SpladeSpec};

@@ -2,7 +2,8 @@
 //! one-output token classifier, serves its dense vectors on `/embed` and its lexical weights on
 //! `/embed_sparse` (and gRPC's `EmbedSparse`), against FlagEmbedding's own `BGEM3FlagModel`
 //! (reference/make_bge_m3.py) and transformers' `GteForTokenClassification`
-//! (reference/make_gte_sparse.py).
+//! (reference/make_gte_sparse.py); BGE-M3's `colbert_linear.pt`, its vectors per token on
+//! `/embed_multi_vector`.
 
 use std::collections::BTreeMap;
 
@@ -33,9 +34,61 @@ fn assert_weights(got: &[(u64, f64)], want: &Value, what: &str) {
 fn bge_m3_serves_dense_vectors_and_lexical_weights_as_flag_embedding() {
     let served = assert_serves_lexical_weights(MODEL);
     assert!(
-        served["message"].as_str().unwrap().contains("colbert_linear.pt"),
+        served["message"].as_str().unwrap().contains("sparse_linear.pt"),
         "{served}"
     );
+}
+
+/// BGE-M3's third output: `colbert_linear.pt` over every token but the first, normalized, on
+/// `/embed_multi_vector`, against FlagEmbedding's `return_colbert_vecs`.
+#[test]
+fn bge_m3_serves_its_multi_vectors_as_flag_embedding() {
+    let golden = golden(MODEL);
+    let (status, report) = validate(&reference::model(MODEL));
+    assert_eq!(status, Some(0), "{report:#}");
+    let served = finding(&report, "multi-vector-served");
+    assert_eq!(served["severity"], "info", "{served}");
+    let server = Server::start(&reference::model(MODEL), &["--max-client-batch-size", "64"]);
+    let response = server.post("/embed_multi_vector", &json!({"inputs": golden["texts"]}));
+    assert_eq!(response.status(), 200);
+    let got: Vec<Vec<Vec<f32>>> = response.json().unwrap();
+    let want: Vec<Vec<Vec<f32>>> = serde_json::from_value(golden["colbert_vecs"].clone()).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.len(), w.len(), "text {i}: one vector per token after the first");
+        for (t, (gv, wv)) in g.iter().zip(w).enumerate() {
+            assert_parity(gv, wv, &format!("text {i} token {t}"));
+        }
+    }
+    // Unnormalized on request: the same directions, the layer's own lengths.
+    let raw: Vec<Vec<Vec<f32>>> = server
+        .post(
+            "/embed_multi_vector",
+            &json!({"inputs": golden["texts"][1], "normalize": false}),
+        )
+        .json()
+        .unwrap();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(raw[0].iter().any(|v| (norm(v) - 1.0).abs() > 0.01), "not normalized");
+    for (r, w) in raw[0].iter().zip(&want[1]) {
+        let unit: Vec<f32> = r.iter().map(|x| x / norm(r)).collect();
+        assert_parity(&unit, w, "normalize: false");
+    }
+    let sized = server.post("/embed_multi_vector", &json!({"inputs": "a", "dimensions": 8}));
+    assert_eq!(sized.status(), 422);
+}
+
+/// A model without `colbert_linear.pt` refuses `/embed_multi_vector` with a 422 that names the
+/// file, before running anything.
+#[test]
+fn a_model_without_the_multi_vector_layer_refuses_multi_vector_requests() {
+    let dir = copy(MODEL);
+    std::fs::remove_file(dir.path().join("colbert_linear.pt")).unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let response = server.post("/embed_multi_vector", &json!({"inputs": "a"}));
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("colbert_linear.pt"), "{body}");
 }
 
 /// gte-multilingual-base's shape: saved as `NewForTokenClassification` (no `id2label`), its

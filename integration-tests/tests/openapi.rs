@@ -15,6 +15,7 @@ fn the_description_covers_every_route_with_accurate_statuses() {
         ("/embed", "post"),
         ("/embed_all", "post"),
         ("/embed_sparse", "post"),
+        ("/embed_multi_vector", "post"),
         ("/similarity", "post"),
         ("/predict", "post"),
         ("/rerank", "post"),
@@ -65,6 +66,8 @@ fn the_description_covers_every_route_with_accurate_statuses() {
         ("/decode", json!({"ids": [[1], [2], [3], [4]]})),
         ("/embed_all", json!({"inputs": "hello"})),
         ("/embed_sparse", json!({"inputs": "hello"})),
+        ("/embed_multi_vector", json!({"inputs": "hello"})),
+        ("/embed_multi_vector", json!({"inputs": "hello", "dimensions": 4})),
         (
             "/similarity",
             json!({"inputs": {"source_sentence": "a", "sentences": ["b"]}}),

@@ -60,12 +60,11 @@ pub(crate) enum InferError {
 /// What the served model produces; which requests it can answer follows from it alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Serves {
-    /// Dense sentence vectors.
-    Embeddings,
+    /// Dense sentence vectors; with BGE-M3's lexical layer, its lexical weights for sparse
+    /// requests; with its multi-vector layer, vectors per token for multi-vector requests.
+    Embeddings { lexical: bool, multi_vector: bool },
     /// SPLADE vectors over the vocabulary (dense routes get them too, unsparsified).
     Sparse,
-    /// Dense sentence vectors, and BGE-M3's lexical weights for sparse requests.
-    EmbeddingsAndLexical,
     /// Classifier logits over this many labels.
     Scores { labels: usize },
 }
@@ -79,6 +78,8 @@ pub(crate) enum Want {
     Sparse,
     /// Every token's vector (`/embed_all`): any model has them.
     Tokens,
+    /// BGE-M3's multi-vector output (`/embed_multi_vector`).
+    MultiVector,
     /// Label scores (`/predict`).
     Logits,
     /// One relevance score per pair (`/rerank`).
@@ -89,9 +90,10 @@ impl Want {
     /// The output the model thread computes for it on a model that `serves` it.
     fn output(self, serves: Serves) -> OutputKind {
         match (self, serves) {
-            (Want::Sparse, Serves::EmbeddingsAndLexical) => OutputKind::Lexical,
+            (Want::Sparse, Serves::Embeddings { lexical: true, .. }) => OutputKind::Lexical,
             (Want::Pooled | Want::Sparse, _) => OutputKind::Pooled,
             (Want::Tokens, _) => OutputKind::Tokens,
+            (Want::MultiVector, _) => OutputKind::MultiVector,
             (Want::Logits | Want::Rerank, _) => OutputKind::Logits,
         }
     }
@@ -102,18 +104,23 @@ impl Serves {
     pub(crate) fn check(self, want: Want) -> Result<(), InferError> {
         let refusal = match (self, want) {
             (_, Want::Tokens)
-            | (Serves::Embeddings | Serves::Sparse | Serves::EmbeddingsAndLexical, Want::Pooled)
-            | (Serves::Sparse | Serves::EmbeddingsAndLexical, Want::Sparse)
+            | (Serves::Embeddings { .. } | Serves::Sparse, Want::Pooled)
+            | (Serves::Sparse | Serves::Embeddings { lexical: true, .. }, Want::Sparse)
+            | (Serves::Embeddings { multi_vector: true, .. }, Want::MultiVector)
             | (Serves::Scores { .. }, Want::Logits)
             | (Serves::Scores { labels: 1 }, Want::Rerank) => return Ok(()),
-            (Serves::Scores { .. }, Want::Pooled | Want::Sparse) => {
+            (Serves::Scores { .. }, Want::Pooled | Want::Sparse | Want::MultiVector) => {
                 "the model is a classifier: use /predict (or /rerank for a reranker)".to_string()
             }
-            (Serves::Embeddings, Want::Sparse) => {
+            (Serves::Embeddings { lexical: false, .. }, Want::Sparse) => {
                 "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint, or serve a BGE-M3 model with its sparse_linear.pt"
                     .to_string()
             }
-            (Serves::Embeddings | Serves::Sparse | Serves::EmbeddingsAndLexical, Want::Logits | Want::Rerank) => {
+            (Serves::Embeddings { multi_vector: false, .. } | Serves::Sparse, Want::MultiVector) => format!(
+                "the model does not serve multi-vector output: serve a BGE-M3 model with its {}",
+                tessera_core::COLBERT_LINEAR
+            ),
+            (Serves::Embeddings { .. } | Serves::Sparse, Want::Logits | Want::Rerank) => {
                 "the model is an embedding model, not a classifier: use /embed (or /similarity)".to_string()
             }
             (Serves::Scores { labels }, Want::Rerank) => {
@@ -727,7 +734,10 @@ mod tests {
             max_client_batch_size: 8,
             auto_truncate: false,
             prompts: Prompts::default(),
-            serves: Serves::Embeddings,
+            serves: Serves::Embeddings {
+                lexical: false,
+                multi_vector: false,
+            },
         })
     }
 
@@ -853,15 +863,38 @@ mod tests {
         use Want::*;
         let cases = [
             (
-                Serves::Embeddings,
+                Serves::Embeddings {
+                    lexical: false,
+                    multi_vector: false,
+                },
                 [Pooled, Tokens],
+                [Sparse, MultiVector, Logits, Rerank].as_slice(),
+            ),
+            (
+                Serves::Embeddings {
+                    lexical: true,
+                    multi_vector: false,
+                },
+                [Pooled, Sparse],
+                [MultiVector, Logits, Rerank].as_slice(),
+            ),
+            (
+                Serves::Embeddings {
+                    lexical: false,
+                    multi_vector: true,
+                },
+                [Pooled, MultiVector],
                 [Sparse, Logits, Rerank].as_slice(),
             ),
-            (Serves::Sparse, [Pooled, Sparse], [Logits, Rerank].as_slice()),
+            (
+                Serves::Sparse,
+                [Pooled, Sparse],
+                [MultiVector, Logits, Rerank].as_slice(),
+            ),
             (
                 Serves::Scores { labels: 1 },
                 [Logits, Rerank],
-                [Pooled, Sparse].as_slice(),
+                [Pooled, Sparse, MultiVector].as_slice(),
             ),
             (
                 Serves::Scores { labels: 3 },

@@ -32,11 +32,13 @@ pub(crate) struct ServingPlan {
 pub(crate) enum Task {
     /// Sentence embeddings: pooling, then the sentence-transformers Dense modules; with a
     /// lexical layer (BGE-M3's `sparse_linear.pt`, gte-multilingual-base's token classifier),
-    /// lexical weights on `/embed_sparse` as well.
+    /// lexical weights on `/embed_sparse` as well; with BGE-M3's `colbert_linear.pt`, vectors
+    /// per token on `/embed_multi_vector`.
     Embed {
         pooling: Pooling,
         source: String,
         lexical: Option<tessera_core::LexicalLayer>,
+        multi_vector: Option<std::path::PathBuf>,
     },
     /// SPLADE vectors from the masked-LM head (`--pooling splade`).
     Splade(SpladeSpec),
@@ -302,20 +304,14 @@ fn choose_task(
     }
     let lexical = tessera_core::lexical_layer(inspection);
     match &lexical {
-        Some(tessera_core::LexicalLayer::File(file)) => {
-            let colbert = match inspection.root.join("colbert_linear.pt").is_file() {
-                true => "; `colbert_linear.pt`, its multi-vector output, is not served",
-                false => "",
-            };
-            findings.push(
-                Finding::info(
-                    "lexical-weights-served",
-                    format!("`{}`: BGE-M3's lexical layer; /embed_sparse returns each text's lexical weights (token id -> weight), as FlagEmbedding's `BGEM3FlagModel` computes them, beside the dense vectors of /embed{colbert}", tessera_core::SPARSE_LINEAR),
-                )
-                .in_file(file)
-                .fix("none needed"),
-            );
-        }
+        Some(tessera_core::LexicalLayer::File(file)) => findings.push(
+            Finding::info(
+                "lexical-weights-served",
+                format!("`{}`: BGE-M3's lexical layer; /embed_sparse returns each text's lexical weights (token id -> weight), as FlagEmbedding's `BGEM3FlagModel` computes them, beside the dense vectors of /embed", tessera_core::SPARSE_LINEAR),
+            )
+            .in_file(file)
+            .fix("none needed"),
+        ),
         Some(tessera_core::LexicalLayer::TokenClassifier) => findings.push(
             Finding::info(
                 "lexical-weights-served",
@@ -327,10 +323,22 @@ fn choose_task(
         ),
         None => {}
     }
+    let multi_vector = tessera_core::multi_vector_layer(inspection);
+    if let Some(file) = &multi_vector {
+        findings.push(
+            Finding::info(
+                "multi-vector-served",
+                format!("`{}`: BGE-M3's multi-vector (ColBERT) layer; /embed_multi_vector returns a vector for every token of each text but the first, as FlagEmbedding's `BGEM3FlagModel` computes them (`return_colbert_vecs`)", tessera_core::COLBERT_LINEAR),
+            )
+            .in_file(file)
+            .fix("none needed"),
+        );
+    }
     choose_pooling(inspection, pooling, implied, findings).map(|(pooling, source)| Task::Embed {
         pooling,
         source,
         lexical,
+        multi_vector,
     })
 }
 

@@ -9,7 +9,8 @@ use anyhow::{anyhow, bail, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_core::quant::Format;
 use tessera_core::{
-    ClassifierHead, EmbeddingHead, LexicalHead, LoadRequest, SpladeHead, TextTokenizer, TruncationDirection,
+    ClassifierHead, EmbeddingHead, LexicalHead, LoadRequest, MultiVectorHead, SpladeHead, TextTokenizer,
+    TruncationDirection,
 };
 
 use crate::backends;
@@ -229,7 +230,12 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
     }
     let description = backend.describe();
     let (head, output_dim) = match &plan.task {
-        Task::Embed { pooling, lexical, .. } => {
+        Task::Embed {
+            pooling,
+            lexical,
+            multi_vector,
+            ..
+        } => {
             let dense = EmbeddingHead::load(&inspection.sentence_transformers.dense, device)?
                 .with_int8_output(tessera_core::int8_output(inspection.config.as_ref()));
             let dim = dense.output_dim(description.hidden_size);
@@ -245,11 +251,16 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
                 )?),
                 None => None,
             };
+            let multi_vector = multi_vector
+                .as_deref()
+                .map(|file| MultiVectorHead::load(file, description.hidden_size))
+                .transpose()?;
             (
                 Head::Pooled {
                     pooling: *pooling,
                     dense,
                     lexical,
+                    multi_vector,
                 },
                 dim,
             )
@@ -370,8 +381,12 @@ fn start(
         auto_truncate: settings.auto_truncate,
         prompts,
         serves: match &plan.task {
-            Task::Embed { lexical: None, .. } => Serves::Embeddings,
-            Task::Embed { lexical: Some(_), .. } => Serves::EmbeddingsAndLexical,
+            Task::Embed {
+                lexical, multi_vector, ..
+            } => Serves::Embeddings {
+                lexical: lexical.is_some(),
+                multi_vector: multi_vector.is_some(),
+            },
             Task::Splade(_) => Serves::Sparse,
             Task::Classify(spec) => Serves::Scores {
                 labels: spec.labels.len(),

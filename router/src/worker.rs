@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use tessera_core::{
-    Backend, Batch, ClassifierHead, EmbeddingHead, Encoded, LexicalHead, LexicalWeights, Pooling, SeqOffsets,
-    SpladeHead,
+    Backend, Batch, ClassifierHead, EmbeddingHead, Encoded, LexicalHead, LexicalWeights, MultiVectorHead, Pooling,
+    SeqOffsets, SpladeHead,
 };
 
 use crate::metrics;
@@ -24,11 +24,13 @@ pub(crate) struct Worker {
 
 /// What turns the backbone's token vectors into the task's output, loaded for the plan's task.
 pub(crate) enum Head {
-    /// Pooling, then the sentence-transformers Dense modules; BGE-M3's lexical layer beside them.
+    /// Pooling, then the sentence-transformers Dense modules; BGE-M3's lexical and multi-vector
+    /// layers beside them.
     Pooled {
         pooling: Pooling,
         dense: EmbeddingHead,
         lexical: Option<LexicalHead>,
+        multi_vector: Option<MultiVectorHead>,
     },
     /// The SPLADE masked-LM head.
     Splade(SpladeHead),
@@ -53,6 +55,23 @@ impl Head {
             Head::Pooled {
                 lexical: Some(lexical), ..
             } => Some(lexical.forward(hidden, batch)),
+            _ => None,
+        }
+    }
+
+    /// The vectors per token of the sequences `wanted` says, when the head has BGE-M3's
+    /// multi-vector layer.
+    fn multi_vector(
+        &self,
+        hidden: &Tensor,
+        batch: &Batch,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Option<candle_core::Result<Vec<Vec<Vec<f32>>>>> {
+        match self {
+            Head::Pooled {
+                multi_vector: Some(layer),
+                ..
+            } => Some(layer.forward(hidden, batch, wanted)),
             _ => None,
         }
     }
@@ -269,6 +288,14 @@ impl Worker {
                 .map_err(|e| e.to_string())?,
             false => None,
         };
+        let mut multi_vector = match kinds.contains(&OutputKind::MultiVector) {
+            true => self
+                .head
+                .multi_vector(&hidden, batch, |i| kinds[i] == OutputKind::MultiVector)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            false => None,
+        };
         // Only /embed_all needs the token vectors on the host; converting them for other
         // batches would copy the whole hidden state for nothing.
         let hidden = if kinds.contains(&OutputKind::Tokens) {
@@ -298,6 +325,11 @@ impl Worker {
                     .and_then(|weights| weights.get_mut(i))
                     .map(|w| Embedding::Lexical(std::mem::take(w)))
                     .ok_or_else(|| "internal error: this model has no lexical layer".to_string()),
+                OutputKind::MultiVector => multi_vector
+                    .as_mut()
+                    .and_then(|vectors| vectors.get_mut(i))
+                    .map(|v| Embedding::Tokens(std::mem::take(v)))
+                    .ok_or_else(|| "internal error: this model has no multi-vector layer".to_string()),
                 OutputKind::Tokens => {
                     let range = batch.seqs.range(i);
                     hidden
@@ -368,6 +400,7 @@ mod tests {
                 pooling: Pooling::Mean,
                 dense: EmbeddingHead::load(&[], &Device::Cpu).expect("no dense modules"),
                 lexical: None,
+                multi_vector: None,
             },
             budget: Budget {
                 max_tokens: 1024,
@@ -464,6 +497,7 @@ mod tests {
                 pooling: Pooling::Mean,
                 dense: EmbeddingHead::load(&[], &Device::Cpu).expect("no dense modules"),
                 lexical: Some(lexical),
+                multi_vector: None,
             },
             ..worker()
         };
@@ -476,6 +510,32 @@ mod tests {
         assert!(matches!(answer(pooled_rx), Ok(Embedding::Pooled(v)) if v == vec![3.0, 1.0, 1.0, 1.0]));
         // Token 1 weighs nothing, 5 is left out, 3 appears twice with one weight.
         assert!(matches!(answer(sparse_rx), Ok(Embedding::Lexical(w)) if w == vec![(3, 0.5), (4, 1.5)]));
+    }
+
+    /// BGE-M3: a multi-vector request batched with a dense one gets a vector per token after its
+    /// first; the dense one is pooled as ever.
+    #[test]
+    fn one_batch_answers_pooled_vectors_and_multi_vectors_each_as_asked() {
+        // The stub's first feature is the token id: one output, id + 1.
+        let weight = Tensor::new(&[[1f32, 0.0, 0.0, 0.0]], &Device::Cpu).unwrap();
+        let bias = Tensor::new(&[1f32], &Device::Cpu).unwrap();
+        let worker = Worker {
+            head: Head::Pooled {
+                pooling: Pooling::Mean,
+                dense: EmbeddingHead::load(&[], &Device::Cpu).expect("no dense modules"),
+                lexical: None,
+                multi_vector: Some(MultiVectorHead::new(&weight, &bias).unwrap()),
+            },
+            ..worker()
+        };
+        let (mut pooled, pooled_rx) = job(&[2, 4]);
+        pooled.output = OutputKind::Pooled;
+        let (mut multi, multi_rx) = job(&[3, 5, 4]);
+        multi.output = OutputKind::MultiVector;
+        worker.run(vec![pooled, multi]);
+        let answer = |rx: Reply| rx.blocking_recv().expect("answered").map(|o| o.embedding);
+        assert!(matches!(answer(pooled_rx), Ok(Embedding::Pooled(v)) if v == vec![3.0, 1.0, 1.0, 1.0]));
+        assert!(matches!(answer(multi_rx), Ok(Embedding::Tokens(rows)) if rows == vec![vec![6.0], vec![5.0]]));
     }
 
     #[test]

@@ -305,6 +305,50 @@ pub(crate) async fn sparse_vectors(
     Ok((vectors, timings))
 }
 
+/// `POST /embed_multi_vector`: BGE-M3's multi-vector (ColBERT) output, a vector for every token
+/// of each input but the first, normalized unless `normalize` is false (tessera's own route;
+/// TEI has none).
+#[utoipa::path(post, path = "/embed_multi_vector", tag = "Text Embeddings Inference", request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "Per input, one vector per token after the first (BGE-M3's colbert_vecs)", body = Vec<Vec<Vec<f32>>>),
+        InferenceErrors,
+    ))]
+pub(crate) async fn embed_multi_vector(
+    State(state): State<AppState>,
+    body: Result<ApiJson<EmbedRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    counted(
+        body,
+        |r| method_of(&r.inputs),
+        |request, started| async move {
+            if request.dimensions.is_some() {
+                return Err(ApiError::validation(
+                    ErrorCode::DimensionsInvalid,
+                    "`dimensions` applies to sentence vectors; /embed_multi_vector returns the layer's full width",
+                ));
+            }
+            let normalize = request.normalize.unwrap_or(true);
+            let call = request.into_call(&state, Want::MultiVector, normalize)?;
+            let PooledCall { inputs, options, .. } = call;
+            let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::MultiVector).await?;
+            let vectors = outputs
+                .into_iter()
+                .map(|e| match e {
+                    Embedding::Tokens(rows) => Ok(rows
+                        .into_iter()
+                        .map(|v| finish_embedding(v, None, normalize))
+                        .collect::<Vec<_>>()),
+                    Embedding::Pooled(_) | Embedding::Logits(_) | Embedding::Lexical(_) => Err(ApiError::backend(
+                        "the model returned another output than vectors per token",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((vectors, timings))
+        },
+    )
+    .await
+}
+
 /// TEI's response headers; times in milliseconds.
 pub(crate) fn timing_headers(t: &Timings) -> HeaderMap {
     let total = t.started.elapsed();

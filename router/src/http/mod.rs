@@ -46,6 +46,7 @@ const TAKEN_ROUTES: &[&str] = &[
     "/embed",
     "/embed_all",
     "/embed_sparse",
+    "/embed_multi_vector",
     "/similarity",
     "/predict",
     "/rerank",
@@ -77,6 +78,7 @@ pub(crate) fn app(
         .route("/embed", post(embed::embed))
         .route("/embed_all", post(similarity::embed_all))
         .route("/embed_sparse", post(embed::embed_sparse))
+        .route("/embed_multi_vector", post(embed::embed_multi_vector))
         .route("/similarity", post(similarity::similarity))
         .route("/predict", post(predict::predict))
         .route("/rerank", post(predict::rerank))

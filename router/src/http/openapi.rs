@@ -14,6 +14,7 @@ use super::{embed, error, info, openai, platforms, predict, similarity, tokenize
     paths(
         embed::embed,
         embed::embed_sparse,
+        embed::embed_multi_vector,
         similarity::embed_all,
         similarity::similarity,
         similarity::root,

@@ -28,6 +28,9 @@ pub(crate) enum OutputKind {
     Logits,
     /// BGE-M3's lexical weights (`/embed_sparse` on a model with `sparse_linear.pt`).
     Lexical,
+    /// BGE-M3's vectors per token (`/embed_multi_vector` on a model with `colbert_linear.pt`),
+    /// unnormalized; answered as [`Embedding::Tokens`].
+    MultiVector,
 }
 
 /// One input's result.
