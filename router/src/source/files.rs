@@ -17,8 +17,10 @@ const SMALL: &[&str] = &[
     "modules.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
-    // BGE-M3's lexical layer (a few KB), for /embed_sparse.
+    // BGE-M3's lexical layer (a few KB), for /embed_sparse, and its multi-vector layer (4 MB,
+    // against 2.2 GB of weights), for /embed_multi_vector.
     tessera_core::SPARSE_LINEAR,
+    tessera_core::COLBERT_LINEAR,
 ];
 
 /// The weights layout, in the order the loader prefers them.
@@ -192,7 +194,8 @@ mod tests {
                 "tokenizer.json",
                 "vocab.txt",
                 "modules.json",
-                "sparse_linear.pt"
+                "sparse_linear.pt",
+                "colbert_linear.pt"
             ]
         );
         let modules = json!([
