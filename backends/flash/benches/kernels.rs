@@ -8,7 +8,9 @@
 //!    12 heads of 32) and one 8192-token input (4 heads of 8, as jina-tiny), each in its own
 //!    process so the reported peak RSS belongs to that case alone. Then the mask kinds on one
 //!    8192-token input of ModernBERT-base's shape (12 heads of 64): global, causal, and the local
-//!    layers' 128-token window, whose key tiles outside the window are skipped.
+//!    layers' 128-token window, whose key tiles outside the window are skipped. Last, one causal
+//!    2048-token input of Gemma 2 9B's attention shape (16 heads of 256), without and with its
+//!    soft cap (`attn_logit_softcapping: 50`): what capping every score costs.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{Module, Tensor};
 use tessera_core::layers::Linear;
-use tessera_core::{AttentionKernel, Mask, PaddedAttention, PositionBias, SeqOffsets};
+use tessera_core::{AttentionKernel, Mask, PaddedAttention, PositionBias, Scoring, SeqOffsets};
 use tessera_flash::kernels::{TiledCpu, VarlenCpu};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -118,6 +120,8 @@ fn run_case(name: &str) {
         n if n.starts_with("mixed") => ((0..32).map(|i| 16 + (i * 97) % 497).collect(), 12, 32, false),
         // ModernBERT-base's attention shape: 12 heads of 64, rotary positions (no bias).
         n if n.starts_with("modern") => (vec![8192], 12, 64, false),
+        // bge-multilingual-gemma2's attention shape: 16 heads of 256.
+        n if n.starts_with("gemma") => (vec![2048], 16, 256, false),
         _ => (vec![8192], 4, 8, true),
     };
     let mask = if name.contains("window") {
@@ -126,6 +130,10 @@ fn run_case(name: &str) {
         Mask::Causal
     } else {
         Mask::Bidirectional
+    };
+    let scoring = Scoring {
+        mask,
+        softcap: name.contains("capped").then_some(50.0),
     };
     let seqs = SeqOffsets::from_lengths(lengths);
     let total = seqs.total_tokens();
@@ -150,7 +158,7 @@ fn run_case(name: &str) {
     };
     let before = peak_rss_mib();
     let t = median(|| {
-        let _ = kernel.attend(&q, &k, &v, &seqs, &bias, mask.into()).unwrap();
+        let _ = kernel.attend(&q, &k, &v, &seqs, &bias, scoring).unwrap();
     });
     println!(
         "  {name:<22} {total:>5} tokens in {:>2} seqs: {:>9.2} ms  peak RSS {:>6.1} MiB (inputs {before:.1} MiB)",
@@ -184,6 +192,8 @@ fn main() {
         "modern8192-causal-tiled",
         "modern8192-window-tiled",
         "modern8192-window-candle",
+        "gemma2048-causal-tiled",
+        "gemma2048-causal-capped-tiled",
     ] {
         let status = std::process::Command::new(&me)
             .arg(format!("case:{case}"))
