@@ -173,11 +173,38 @@ pub struct ClassifierSpec {
     pub multi_label: bool,
 }
 
+/// A `LogitScore` reranker whose language-model logits are soft-capped (Gemma 2's
+/// `final_logit_softcapping`, 30 when its config does not say): `cap * tanh(l / cap)` applies to
+/// each of the two logits before they are subtracted, which the one-row head
+/// (`E[true] - E[false]`) cannot compute, so it is refused rather than scored uncapped.
+fn logits_soft_capped(inspection: &ModelInspection) -> Option<Box<Finding>> {
+    const KEY: &str = "final_logit_softcapping";
+    let config = inspection.config.as_ref()?;
+    let cap = match config.values.get(KEY) {
+        Some(serde_json::Value::Null) => return None,
+        Some(value) => value.to_string(),
+        None if config.str("model_type") == Some("gemma2") => "30 (Gemma 2's default)".into(),
+        None => return None,
+    };
+    Some(Box::new(
+        Finding::error(
+            "config-value-unsupported",
+            format!("`{KEY}`: {cap}: the language-model logits LogitScore reads are soft-capped, each before the false token's is subtracted, which tessera does not compute"),
+        )
+        .in_file(&config.path)
+        .about(KEY)
+        .fix("set it to null if the reranker was trained on uncapped logits; otherwise not servable yet"),
+    ))
+}
+
 impl ClassifierSpec {
     /// `None` for embedding models; the head's description, or why it is unusable, otherwise.
     pub fn detect(inspection: &ModelInspection) -> Option<Result<ClassifierSpec, Box<Finding>>> {
         let weights = inspection.weights.as_ref()?;
         if let Some(score) = inspection.sentence_transformers.logit_score {
+            if let Some(refused) = logits_soft_capped(inspection) {
+                return Some(Err(refused));
+            }
             return Some(Self::logit_score(weights, score));
         }
         if token_classifier(inspection) {
@@ -729,6 +756,40 @@ mod tests {
         };
         let refused = with(&[("model.embed_tokens.weight", &[10, 4])], past).unwrap_err();
         assert_eq!(refused.code, "logit-score-token-invalid");
+    }
+
+    #[test]
+    fn logit_score_over_soft_capped_logits_is_refused_naming_the_key() {
+        let score = crate::inspection::LogitScore {
+            true_token: 7,
+            false_token: Some(3),
+        };
+        let with_config = |keys: serde_json::Value| {
+            let mut inspection = inspection(&[("model.embed_tokens.weight", &[10, 4])]);
+            inspection.sentence_transformers.logit_score = Some(score);
+            inspection.config = Some(crate::inspection::ModelConfig {
+                path: "config.json".into(),
+                values: keys.as_object().cloned().unwrap_or_default(),
+            });
+            ClassifierSpec::detect(&inspection).unwrap()
+        };
+        // Gemma 2 caps by default; an explicit cap anywhere counts; null and other decoders do not.
+        for capped in [
+            serde_json::json!({"model_type": "gemma2"}),
+            serde_json::json!({"model_type": "gemma3_text", "final_logit_softcapping": 30.0}),
+        ] {
+            let refused = with_config(capped).unwrap_err();
+            assert_eq!(
+                (refused.code, refused.subject.as_deref()),
+                ("config-value-unsupported", Some("final_logit_softcapping"))
+            );
+        }
+        for uncapped in [
+            serde_json::json!({"model_type": "gemma2", "final_logit_softcapping": null}),
+            serde_json::json!({"model_type": "qwen3"}),
+        ] {
+            assert!(with_config(uncapped).is_ok());
+        }
     }
 
     #[test]
