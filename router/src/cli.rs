@@ -142,7 +142,7 @@ pub(crate) struct ServeArgs {
     #[serde(flatten)]
     pub(crate) hub: HubArgs,
 
-    /// Compute dtype [default: float32].
+    /// Compute dtype [default: float32 on the CPU; float16 on a GPU, bfloat16 for Gemma 3].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) dtype: Option<Dtype>,

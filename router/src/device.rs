@@ -15,15 +15,20 @@ pub(crate) fn select() -> (Device, &'static str) {
     (Device::Cpu, "cpu")
 }
 
-/// `--dtype` when given; otherwise float16 on a GPU (what the flash kernels compute in, as TEI
-/// does) and float32 on the CPU.
-pub(crate) fn default_dtype(device: &Device, requested: Option<Dtype>) -> Dtype {
-    requested.unwrap_or(if device.is_cuda() {
-        Dtype::Float16
-    } else {
-        Dtype::Float32
+/// `--dtype` when given; otherwise float32 on the CPU, and on a GPU float16 (what the flash
+/// kernels compute in, as TEI does), except for Gemma 3 (`model_type`), whose activations
+/// exceed float16's range (EmbeddingGemma's authors support float32 and bfloat16 only; TEI
+/// refuses it below float32): bfloat16.
+pub(crate) fn default_dtype(device: &Device, requested: Option<Dtype>, model_type: Option<&str>) -> Dtype {
+    requested.unwrap_or(match (device.is_cuda(), model_type) {
+        (false, _) => Dtype::Float32,
+        (true, Some(t)) if FLOAT16_OVERFLOWS.contains(&t) => Dtype::Bfloat16,
+        (true, _) => Dtype::Float16,
     })
 }
+
+/// The `model_type`s whose activations overflow float16.
+const FLOAT16_OVERFLOWS: &[&str] = &["gemma3_text", "gemma3"];
 
 #[cfg(test)]
 mod tests {
@@ -31,8 +36,12 @@ mod tests {
 
     #[test]
     fn float32_on_the_cpu_unless_asked() {
-        assert_eq!(default_dtype(&Device::Cpu, None), Dtype::Float32);
-        assert_eq!(default_dtype(&Device::Cpu, Some(Dtype::Bfloat16)), Dtype::Bfloat16);
+        assert_eq!(default_dtype(&Device::Cpu, None, None), Dtype::Float32);
+        assert_eq!(default_dtype(&Device::Cpu, None, Some("gemma3_text")), Dtype::Float32);
+        assert_eq!(
+            default_dtype(&Device::Cpu, Some(Dtype::Bfloat16), None),
+            Dtype::Bfloat16
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

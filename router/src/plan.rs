@@ -85,11 +85,24 @@ impl PlanOutcome {
 /// weight answers NaN for every text that reaches it.
 /// `dense_path`: `--dense-path`.
 pub(crate) fn inspect(root: &std::path::Path, deep: bool, dtype: Dtype, dense_path: Option<&str>) -> ModelInspection {
+    let mut inspection = inspect_files(root, dense_path);
+    if deep {
+        scan(&mut inspection, dtype);
+    }
+    inspection
+}
+
+/// The model directory's files and weight headers, without reading the weights.
+pub(crate) fn inspect_files(root: &std::path::Path, dense_path: Option<&str>) -> ModelInspection {
     let options = tessera_validation::ReadOptions {
         dense_path: dense_path.map(str::to_string),
     };
-    let mut inspection = tessera_validation::inspect_with(root, &options);
-    if let (true, Some(weights)) = (deep, &inspection.weights) {
+    tessera_validation::inspect_with(root, &options)
+}
+
+/// Reads every weight once for NaN and infinity (and, at float16, values beyond its range).
+pub(crate) fn scan(inspection: &mut ModelInspection, dtype: Dtype) {
+    if let Some(weights) = &inspection.weights {
         let started = std::time::Instant::now();
         let findings = tessera_validation::scan_weights(weights, dtype == Dtype::Float16);
         tracing::info!(
@@ -99,7 +112,6 @@ pub(crate) fn inspect(root: &std::path::Path, deep: bool, dtype: Dtype, dense_pa
         );
         inspection.findings.extend(findings);
     }
-    inspection
 }
 
 pub(crate) fn plan(inspection: &ModelInspection, registry: &Registry, request: &PlanRequest) -> PlanOutcome {

@@ -93,8 +93,10 @@ fn plan_model(
     device: &candle_core::Device,
     device_name: &str,
 ) -> anyhow::Result<Planned> {
-    let dtype = device::default_dtype(device, settings.dtype);
-    let inspection = crate::plan::inspect(root, true, dtype, settings.dense_path.as_deref());
+    let mut inspection = crate::plan::inspect_files(root, settings.dense_path.as_deref());
+    let model_type = inspection.config.as_ref().and_then(|c| c.str("model_type"));
+    let dtype = device::default_dtype(device, settings.dtype, model_type);
+    crate::plan::scan(&mut inspection, dtype);
     let registry = backends::registry();
     let outcome = plan(
         &inspection,

@@ -72,7 +72,7 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
         Err(e) => return usage_error(&format!("{e:#}"), args.json),
     };
     // The preflight plans for the CPU; a CUDA build's server defaults to float16 on a GPU.
-    let dtype = crate::device::default_dtype(&candle_core::Device::Cpu, args.dtype);
+    let dtype = crate::device::default_dtype(&candle_core::Device::Cpu, args.dtype, None);
     let inspection = crate::plan::inspect(&model.dir, args.deep, dtype, args.dense_path.as_deref());
     let registry = backends::registry();
     let mut outcome = plan(
