@@ -324,6 +324,26 @@ fn a_decoder_without_pooling_config_is_pooled_by_its_last_token_with_a_note() {
     }
 }
 
+/// Gemma 3's class soft-caps scores too where its config sets `attn_logit_softcapping` (none by
+/// default): served with the cap (the kernels' cap is checked against transformers through
+/// gemma2-tiny), where it used to be refused.
+#[test]
+fn a_gemma3_with_a_soft_cap_is_served_with_it() {
+    let dir = copy("embedding-gemma-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("attn_logit_softcapping".into(), json!(50.0));
+    });
+    let (status, report) = validate(dir.path());
+    assert_eq!(status, Some(0), "{report:#}");
+    assert!(
+        report["architecture"]
+            .as_str()
+            .unwrap()
+            .ends_with("scores capped at 50), unpadded"),
+        "{report:#}"
+    );
+}
+
 /// EuroBERT as its hub repositories first shipped it, with its own modeling code named in
 /// `auto_map` and no `is_causal`: that code is bidirectional too, so it is served, not refused
 /// as a decoder whose causality is unstated.
