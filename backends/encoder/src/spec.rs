@@ -215,7 +215,7 @@ pub const GEMMA2_NAMES: Names = Names {
 };
 
 /// Gemma 2's and 3's norm placement: a norm before and after each block.
-pub const GEMMA3_PLACEMENT: Placement = Placement::Sandwich {
+pub const GEMMA_PLACEMENT: Placement = Placement::Sandwich {
     attention_post: "post_attention_layernorm",
     feed_forward_post: "post_feedforward_layernorm",
 };

@@ -321,16 +321,22 @@ pub(crate) async fn embed_multi_vector(
         body,
         |r| method_of(&r.inputs),
         |request, started| async move {
-            if request.dimensions.is_some() {
+            let normalize = request.normalize.unwrap_or(true);
+            // The model's kind and the inputs are checked first, as on every route.
+            let PooledCall {
+                want,
+                inputs,
+                options,
+                dimensions,
+                ..
+            } = request.into_call(&state, Want::MultiVector, normalize)?;
+            if dimensions.is_some() {
                 return Err(ApiError::validation(
                     ErrorCode::DimensionsInvalid,
                     "`dimensions` applies to sentence vectors; /embed_multi_vector returns the layer's full width",
                 ));
             }
-            let normalize = request.normalize.unwrap_or(true);
-            let call = request.into_call(&state, Want::MultiVector, normalize)?;
-            let PooledCall { inputs, options, .. } = call;
-            let (outputs, timings) = run_inputs(&state, inputs, options, started, Want::MultiVector).await?;
+            let (outputs, timings) = run_inputs(&state, inputs, options, started, want).await?;
             let vectors = outputs
                 .into_iter()
                 .map(|e| match e {

@@ -31,7 +31,7 @@ use super::rope::{self, RopeKeys};
 use super::{Family, Keys, Recognised};
 use crate::spec::{
     AttentionBias, Biases, Dims, EncoderSpec, FeedForward, Half, LayerAttention, Names, Norm, NormKind, Placement,
-    PositionTable, Positions, QkNorms, Qkv, Scales, DECODER_NAMES, GEMMA2_NAMES, GEMMA3_NAMES, GEMMA3_PLACEMENT,
+    PositionTable, Positions, QkNorms, Qkv, Scales, DECODER_NAMES, GEMMA2_NAMES, GEMMA3_NAMES, GEMMA_PLACEMENT,
     QWEN3_NAMES,
 };
 
@@ -372,7 +372,7 @@ impl Family for Decoder {
                 let gemma = super::gemma::layers(generation, config, &dims, &mut evidence)?;
                 let norm = Norm {
                     kind: NormKind::RmsUnitOffset,
-                    placement: GEMMA3_PLACEMENT,
+                    placement: GEMMA_PLACEMENT,
                     eps,
                 };
                 // A bidirectional model's last token is no summary: its pooling must be configured.

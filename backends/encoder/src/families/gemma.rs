@@ -233,16 +233,20 @@ mod tests {
 
     use super::*;
 
-    fn masks(keys: Value, layers: usize) -> Vec<Mask> {
-        let config = ModelConfig {
+    fn config(keys: Value) -> ModelConfig {
+        ModelConfig {
             path: "config.json".into(),
             values: keys.as_object().cloned().unwrap_or_default(),
-        };
+        }
+    }
+
+    /// A small model's layers of `generation` as `keys` describe them.
+    fn layers_of(generation: Generation, keys: Value, layer_count: usize) -> Layers {
         let d = |n| Dim::of("x", n);
         let dims = Dims {
             vocab: d(10),
             hidden: d(16),
-            layers: d(layers),
+            layers: d(layer_count),
             heads: d(2),
             kv_heads: d(1),
             head_dim: d(8),
@@ -250,26 +254,17 @@ mod tests {
             positions: d(64),
             token_types: None,
         };
-        let layers = layers_of(&config, &dims);
-        layers.attention.iter().map(|a| a.mask).collect()
+        layers(generation, &config(keys), &dims, &mut Vec::new()).unwrap_or_else(|f| panic!("{f:?}"))
     }
 
-    fn layers_of(config: &ModelConfig, dims: &Dims) -> Layers {
-        match layers(Generation::Three, config, dims, &mut Vec::new()) {
-            Ok(layers) => layers,
-            Err(f) => panic!("{f:?}"),
-        }
+    fn masks(keys: Value, layers: usize) -> Vec<Mask> {
+        let layers = layers_of(Generation::Three, keys, layers);
+        layers.attention.iter().map(|a| a.mask).collect()
     }
 
     #[test]
     fn the_soft_cap_defaults_as_each_generation_s_class_does() {
-        let cap = |generation, keys: Value| {
-            let config = ModelConfig {
-                path: "config.json".into(),
-                values: keys.as_object().cloned().unwrap_or_default(),
-            };
-            softcap(generation, &config, &mut Vec::new()).map_err(|f| f.code)
-        };
+        let cap = |generation, keys: Value| softcap(generation, &config(keys), &mut Vec::new()).map_err(|f| f.code);
         assert_eq!(cap(Generation::Two, json!({})), Ok(Some(50.0)));
         assert_eq!(cap(Generation::Three, json!({})), Ok(None));
         for generation in [Generation::Two, Generation::Three] {
@@ -286,26 +281,11 @@ mod tests {
 
     #[test]
     fn gemma2_alternates_from_a_sliding_layer_0_and_stays_causal() {
-        let config = ModelConfig {
-            path: "config.json".into(),
-            values: json!({"sliding_window": 8, "sliding_window_pattern": 6})
-                .as_object()
-                .cloned()
-                .unwrap(),
-        };
-        let d = |n| Dim::of("x", n);
-        let dims = Dims {
-            vocab: d(10),
-            hidden: d(16),
-            layers: d(4),
-            heads: d(2),
-            kv_heads: d(1),
-            head_dim: d(8),
-            intermediate: d(32),
-            positions: d(64),
-            token_types: None,
-        };
-        let layers = layers(Generation::Two, &config, &dims, &mut Vec::new()).unwrap_or_else(|f| panic!("{f:?}"));
+        let layers = layers_of(
+            Generation::Two,
+            json!({"sliding_window": 8, "sliding_window_pattern": 6}),
+            4,
+        );
         let (window, full) = (Mask::CausalWindow { size: 8 }, Mask::Causal);
         let masks: Vec<Mask> = layers.attention.iter().map(|a| a.mask).collect();
         assert_eq!(
