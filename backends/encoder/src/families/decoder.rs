@@ -679,11 +679,12 @@ mod tests {
     use super::*;
 
     fn mask_of(model_type: &str, keys: Value) -> Result<Mask, Box<Finding>> {
-        let config = ModelConfig {
-            path: "config.json".into(),
-            values: keys.as_object().cloned().unwrap_or_default(),
-        };
-        attention(&config, model_type, &mut Vec::new(), &mut Vec::new())
+        attention(
+            &super::super::config_of(keys),
+            model_type,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        )
     }
 
     #[test]
@@ -775,13 +776,7 @@ mod tests {
             Some("sliding_window")
         );
         // transformers' own classes ignore it: causal, with a warning naming the key.
-        let config = ModelConfig {
-            path: "config.json".into(),
-            values: json!({"use_bidirectional_attention": true})
-                .as_object()
-                .cloned()
-                .unwrap(),
-        };
+        let config = super::super::config_of(json!({"use_bidirectional_attention": true}));
         let mut findings = Vec::new();
         assert_eq!(
             attention(&config, "qwen3", &mut Vec::new(), &mut findings).unwrap(),

@@ -231,14 +231,8 @@ mod tests {
     use serde_json::json;
     use tessera_core::Dim;
 
+    use super::super::config_of;
     use super::*;
-
-    fn config(keys: Value) -> ModelConfig {
-        ModelConfig {
-            path: "config.json".into(),
-            values: keys.as_object().cloned().unwrap_or_default(),
-        }
-    }
 
     /// A small model's layers of `generation` as `keys` describe them.
     fn layers_of(generation: Generation, keys: Value, layer_count: usize) -> Layers {
@@ -254,7 +248,7 @@ mod tests {
             positions: d(64),
             token_types: None,
         };
-        layers(generation, &config(keys), &dims, &mut Vec::new()).unwrap_or_else(|f| panic!("{f:?}"))
+        layers(generation, &config_of(keys), &dims, &mut Vec::new()).unwrap_or_else(|f| panic!("{f:?}"))
     }
 
     fn masks(keys: Value, layers: usize) -> Vec<Mask> {
@@ -264,7 +258,7 @@ mod tests {
 
     #[test]
     fn the_soft_cap_defaults_as_each_generation_s_class_does() {
-        let cap = |generation, keys: Value| softcap(generation, &config(keys), &mut Vec::new()).map_err(|f| f.code);
+        let cap = |generation, keys: Value| softcap(generation, &config_of(keys), &mut Vec::new()).map_err(|f| f.code);
         assert_eq!(cap(Generation::Two, json!({})), Ok(Some(50.0)));
         assert_eq!(cap(Generation::Three, json!({})), Ok(None));
         for generation in [Generation::Two, Generation::Three] {

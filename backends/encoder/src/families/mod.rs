@@ -342,3 +342,12 @@ pub(crate) fn layer_kinds(
     }
     Ok((0..layers).map(global).collect())
 }
+
+/// A config.json of `keys` (an object), for the families' unit tests.
+#[cfg(test)]
+pub(crate) fn config_of(keys: serde_json::Value) -> ModelConfig {
+    ModelConfig {
+        path: "config.json".into(),
+        values: keys.as_object().cloned().unwrap_or_default(),
+    }
+}

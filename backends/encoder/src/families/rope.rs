@@ -179,12 +179,7 @@ fn scaling(
 mod tests {
     use super::*;
 
-    fn config(json: Value) -> ModelConfig {
-        ModelConfig {
-            path: "config.json".into(),
-            values: json.as_object().unwrap().clone(),
-        }
-    }
+    use super::super::config_of as config;
 
     const QWEN: RopeKeys = RopeKeys {
         section: None,

@@ -160,18 +160,11 @@ fn feed_forward(config: &tessera_core::inspection::ModelConfig) -> Result<FeedFo
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use tessera_core::inspection::ModelConfig;
 
     use super::*;
 
     fn read(proj: serde_json::Value) -> Result<(bool, HiddenAct), Box<Finding>> {
-        let config = ModelConfig {
-            path: "config.json".into(),
-            values: json!({ "feed_forward_proj": proj })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-        };
+        let config = super::super::config_of(json!({ "feed_forward_proj": proj }));
         feed_forward(&config).map(|f| (f.gated, f.act))
     }
 
