@@ -42,6 +42,18 @@ from make_encoders import cleanup, widen  # noqa: E402
 from make_rotary_families import QWEN3_PROMPTS, byte_bpe, golden, qwen3_tokenizer, rebuilt, save_st  # noqa: E402
 
 
+def drawn_and_saved(model_class, cfg, seeds, fast, hf_dir, out_dir, pooling, **st):
+    """`model_class(cfg)` drawn after `torch.manual_seed(seeds[0])` and widened with `seeds[1]`,
+    saved with the tokenizer, then as a sentence-transformers folder (`save_st`'s `st` options)."""
+    torch.manual_seed(seeds[0])
+    model = model_class(cfg).eval()
+    widen(model, seeds[1])
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    save_st(hf_dir, out_dir, 1024, pooling, **st)
+    return model
+
+
 def attending(causal):
     """The model on `ids` with `is_causal` set to `causal` for the call: transformers' decoder
     classes build a bidirectional padding mask when `config.is_causal` is false."""
@@ -120,12 +132,7 @@ def qwen2_tiny(root):
         num_key_value_heads=2,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(5)
-    model = Qwen2Model(cfg).eval()
-    widen(model, 25)
-    model.save_pretrained(hf_dir)
-    fast.save_pretrained(hf_dir)
-    save_st(hf_dir, out_dir, 1024, "lasttoken", prompts=QWEN3_PROMPTS)
+    drawn_and_saved(Qwen2Model, cfg, (5, 25), fast, hf_dir, out_dir, "lasttoken", prompts=QWEN3_PROMPTS)
     golden(
         out_dir,
         "lasttoken",
@@ -154,12 +161,9 @@ def qwen2_bidirectional_lm(root):
         tie_word_embeddings=False,
         is_causal=False,
     )
-    torch.manual_seed(6)
-    model = Qwen2ForCausalLM(cfg).eval()
-    widen(model, 26)
-    model.save_pretrained(hf_dir)
-    fast.save_pretrained(hf_dir)
-    save_st(hf_dir, out_dir, 1024, "lasttoken", prompts=QWEN3_PROMPTS, keep_checkpoint=True)
+    drawn_and_saved(
+        Qwen2ForCausalLM, cfg, (6, 26), fast, hf_dir, out_dir, "lasttoken", prompts=QWEN3_PROMPTS, keep_checkpoint=True
+    )
     golden(out_dir, "lasttoken", {"causal_instead_of_bidirectional": attending(causal=True)})
 
 
@@ -183,12 +187,7 @@ def mistral_window(root):
         pad_token_id=tok.token_to_id("</s>"),
         attn_implementation="sdpa",
     )
-    torch.manual_seed(7)
-    model = MistralModel(cfg).eval()
-    widen(model, 27)
-    model.save_pretrained(hf_dir)
-    fast.save_pretrained(hf_dir)
-    save_st(hf_dir, out_dir, 1024, "lasttoken")
+    model = drawn_and_saved(MistralModel, cfg, (7, 27), fast, hf_dir, out_dir, "lasttoken")
 
     def no_window(model, ids):
         return rebuilt(model, sliding_window=None)(input_ids=ids).last_hidden_state
@@ -219,12 +218,7 @@ def llama_biased_lm(root):
         tie_word_embeddings=False,
         attn_implementation="sdpa",
     )
-    torch.manual_seed(8)
-    model = LlamaForCausalLM(cfg).eval()
-    widen(model, 28)
-    model.save_pretrained(hf_dir)
-    fast.save_pretrained(hf_dir)
-    save_st(hf_dir, out_dir, 1024, "mean", keep_checkpoint=True)
+    drawn_and_saved(LlamaForCausalLM, cfg, (8, 28), fast, hf_dir, out_dir, "mean", keep_checkpoint=True)
     golden(
         out_dir,
         "mean",
@@ -261,12 +255,7 @@ def eurobert_mlm(root):
     out_dir, hf_dir = root / "eurobert-mlm", root / "_hf_eurobert"
     tok, fast = llama_tokenizer()
     cfg = eurobert_config(tok, intermediate_size=80, head_dim=12)
-    torch.manual_seed(9)
-    model = EuroBertForMaskedLM(cfg).eval()
-    widen(model, 29)
-    model.save_pretrained(hf_dir)
-    fast.save_pretrained(hf_dir)
-    save_st(hf_dir, out_dir, 1024, "mean", keep_checkpoint=True)
+    model = drawn_and_saved(EuroBertForMaskedLM, cfg, (9, 29), fast, hf_dir, out_dir, "mean", keep_checkpoint=True)
     llama = LlamaConfig(**{k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "architectures")})
 
     def causal(model, ids):
@@ -305,12 +294,7 @@ def llama3_scaled(root):
         pad_token_id=tok.token_to_id("</s>"),
         attn_implementation="sdpa",
     )
-    torch.manual_seed(11)
-    model = LlamaModel(cfg).eval()
-    widen(model, 31)
-    model.save_pretrained(hf_dir)
-    fast.save_pretrained(hf_dir)
-    save_st(hf_dir, out_dir, 1024, "lasttoken")
+    model = drawn_and_saved(LlamaModel, cfg, (11, 31), fast, hf_dir, out_dir, "lasttoken")
 
     def unscaled(model, ids):
         return rebuilt(model, rope_parameters={"rope_type": "default", "rope_theta": 500000.0})(
@@ -433,12 +417,7 @@ def gemma2_tiny(root):
         eos_token_id=tok.token_to_id("<eos>"),
         attn_implementation="eager",
     )
-    torch.manual_seed(12)
-    model = Gemma2Model(cfg).eval()
-    widen(model, 33)
-    model.save_pretrained(hf_dir)
-    fast.save_pretrained(hf_dir)
-    save_st(hf_dir, out_dir, 1024, "lasttoken")
+    model = drawn_and_saved(Gemma2Model, cfg, (12, 33), fast, hf_dir, out_dir, "lasttoken")
 
     def with_config(**changes):
         return lambda model, ids: rebuilt(model, **changes)(input_ids=ids).last_hidden_state
