@@ -20,11 +20,16 @@ pub(crate) fn select() -> (Device, &'static str) {
 /// exceed float16's range (EmbeddingGemma's authors support float32 and bfloat16 only; TEI
 /// refuses it below float32): bfloat16.
 pub(crate) fn default_dtype(device: &Device, requested: Option<Dtype>, model_type: Option<&str>) -> Dtype {
-    requested.unwrap_or(match (device.is_cuda(), model_type) {
+    requested.unwrap_or_else(|| unrequested_dtype(device.is_cuda(), model_type))
+}
+
+/// [`default_dtype`] without `--dtype`.
+fn unrequested_dtype(on_gpu: bool, model_type: Option<&str>) -> Dtype {
+    match (on_gpu, model_type) {
         (false, _) => Dtype::Float32,
         (true, Some(t)) if FLOAT16_OVERFLOWS.contains(&t) => Dtype::Bfloat16,
         (true, _) => Dtype::Float16,
-    })
+    }
 }
 
 /// The `model_type`s whose activations overflow float16.
@@ -42,6 +47,14 @@ mod tests {
             default_dtype(&Device::Cpu, Some(Dtype::Bfloat16), None),
             Dtype::Bfloat16
         );
+    }
+
+    #[test]
+    fn float16_on_a_gpu_but_bfloat16_for_gemma_3() {
+        assert_eq!(unrequested_dtype(true, None), Dtype::Float16);
+        assert_eq!(unrequested_dtype(true, Some("qwen3")), Dtype::Float16);
+        assert_eq!(unrequested_dtype(true, Some("gemma3_text")), Dtype::Bfloat16);
+        assert_eq!(unrequested_dtype(true, Some("gemma3")), Dtype::Bfloat16);
     }
 
     #[cfg(not(feature = "cuda"))]
