@@ -26,12 +26,29 @@ fn api_key_guards_inference_routes_only() {
     assert_eq!(embed(Some("Bearer s3cre")).status(), 401);
     assert_eq!(embed(Some("Basic s3cret")).status(), 401);
     assert_eq!(embed(Some("Bearer s3cret")).status(), 200);
-    let r = client
-        .post(format!("{}/tokenize", server.url))
-        .json(&json!({"inputs": "hi"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    // Every inference route docs/http-api.md lists, before its body is even read.
+    for route in [
+        "/",
+        "/embed_all",
+        "/embed_sparse",
+        "/embed_multi_vector",
+        "/similarity",
+        "/predict",
+        "/rerank",
+        "/tokenize",
+        "/decode",
+        "/v1/embeddings",
+        "/embeddings",
+        "/invocations",
+        "/vertex",
+    ] {
+        let r = client
+            .post(format!("{}{route}", server.url))
+            .json(&json!({"inputs": "hi"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401, "{route}");
+    }
     assert_eq!(server.get("/health").status(), 200);
     assert_eq!(server.get("/info").status(), 200);
 }
