@@ -49,6 +49,13 @@ fn bge_m3_serves_its_multi_vectors_as_flag_embedding() {
     let served = finding(&report, "multi-vector-served");
     assert_eq!(served["severity"], "info", "{served}");
     let server = Server::start(&reference::model(MODEL), &["--max-client-batch-size", "64"]);
+    let info: Value = server.get("/info").json().unwrap();
+    let embedding = &info["model_type"]["embedding"];
+    assert_eq!(
+        (&embedding["sparse"], &embedding["multi_vector"]),
+        (&json!(true), &json!(true)),
+        "{info:#}"
+    );
     let response = server.post("/embed_multi_vector", &json!({"inputs": golden["texts"]}));
     assert_eq!(response.status(), 200);
     let got: Vec<Vec<Vec<f32>>> = response.json().unwrap();
@@ -85,6 +92,11 @@ fn a_model_without_the_multi_vector_layer_refuses_multi_vector_requests() {
     let dir = copy(MODEL);
     std::fs::remove_file(dir.path().join("colbert_linear.pt")).unwrap();
     let server = Server::start(dir.path(), &[]);
+    let info: Value = server.get("/info").json().unwrap();
+    assert!(
+        info["model_type"]["embedding"].get("multi_vector").is_none(),
+        "{info:#}"
+    );
     let response = server.post("/embed_multi_vector", &json!({"inputs": "a"}));
     assert_eq!(response.status(), 422);
     let body: Value = response.json().unwrap();

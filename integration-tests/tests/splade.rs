@@ -39,6 +39,7 @@ fn splade_vectors_match_the_formula() {
     let server = Server::start(dir.path(), &["--pooling", "splade"]);
     let info: Value = server.get("/info").json().unwrap();
     assert_eq!(info["model_type"]["embedding"]["pooling"], "splade");
+    assert_eq!(info["model_type"]["embedding"]["sparse"], true);
 
     let text = "sparse retrieval";
     let tokens: Vec<Vec<Vec<f32>>> = server.post("/embed_all", &json!({"inputs": text})).json().unwrap();

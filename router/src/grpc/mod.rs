@@ -165,7 +165,11 @@ mod tests {
         let health = HealthService::from_health_reporter(reporter.clone());
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = healthy.clone();
-        let serving = model_services(&ModelType::Embedding { pooling: "mean".into() });
+        let serving = model_services(&ModelType::Embedding {
+            pooling: "mean".into(),
+            sparse: false,
+            multi_vector: false,
+        });
         tokio::spawn(report_health(reporter, serving, move || flag.load(Ordering::SeqCst)));
         tokio::time::sleep(HEALTH_POLL / 2).await;
         let (rerank, embed) = (pb::rerank_server::SERVICE_NAME, pb::embed_server::SERVICE_NAME);

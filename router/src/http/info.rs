@@ -36,11 +36,21 @@ pub(crate) struct Info {
     pub(crate) warnings: Vec<Finding>,
 }
 
-/// TEI's `model_type`: `{"embedding": {"pooling": "mean"}}`.
+/// TEI's `model_type`: `{"embedding": {"pooling": "mean"}}`; an embedding model's further
+/// outputs are named beside the pooling only where it has them, so TEI's shape is unchanged
+/// otherwise.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ModelType {
-    Embedding { pooling: String },
+    Embedding {
+        pooling: String,
+        /// `/embed_sparse` answers (SPLADE vectors, or lexical weights).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        sparse: bool,
+        /// `/embed_multi_vector` answers (BGE-M3's ColBERT vectors).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        multi_vector: bool,
+    },
     Classifier(ClassifierModel),
     Reranker(ClassifierModel),
 }

@@ -219,8 +219,17 @@ pub(crate) fn token_id(value: &Value) -> Option<u32> {
 /// `/info`'s `model_type`: an embedding model, a classifier, or (one output) a reranker.
 pub(crate) fn info_model_type(task: &Task) -> info::ModelType {
     match task {
-        Task::Embed { .. } | Task::Splade(_) => info::ModelType::Embedding {
+        Task::Embed {
+            lexical, multi_vector, ..
+        } => info::ModelType::Embedding {
             pooling: task.pooling_name(),
+            sparse: lexical.is_some(),
+            multi_vector: multi_vector.is_some(),
+        },
+        Task::Splade(_) => info::ModelType::Embedding {
+            pooling: task.pooling_name(),
+            sparse: true,
+            multi_vector: false,
         },
         Task::Classify(spec) => {
             let model = info::ClassifierModel {
