@@ -1,5 +1,5 @@
 """Tiny random decoder classifiers (`Qwen3ForSequenceClassification`,
-`LlamaForSequenceClassification`) and EuroBERT's (`EuroBertForSequenceClassification`, Llama's
+`LlamaForSequenceClassification`, `Gemma2ForSequenceClassification`) and EuroBERT's (`EuroBertForSequenceClassification`, Llama's
 layers as an encoder, with its own head) with logits from transformers' own classes, in the classifier
 golden schema of `make_encoders.py` (texts and query/passage pairs).
 
@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 from transformers import (
     EuroBertForSequenceClassification,
+    Gemma2Config,
+    Gemma2ForSequenceClassification,
     LlamaConfig,
     LlamaForSequenceClassification,
     Qwen3ForSequenceClassification,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_decoders import eurobert_config, llama_tokenizer  # noqa: E402
+from make_decoders import eurobert_config, gemma_tokenizer, llama_tokenizer  # noqa: E402
 from make_encoders import run_builders, widen  # noqa: E402
 from make_rotary_families import classifier_golden, qwen3_config, qwen3_tokenizer  # noqa: E402
 
@@ -87,6 +89,37 @@ def llama_classifier_tiny(root):
     save(model, fast, out_dir)
 
 
+def gemma2_reranker_tiny(root):
+    """`Gemma2ForSequenceClassification` with one output: make_decoders.py's gemma2-tiny shape
+    (soft-capped scores at 3, a 20-token window on every other layer, eager attention), `score`
+    on the last token that is not `<pad>` (the `<eos>` the tokenizer appends)."""
+    out_dir = root / "gemma2-reranker-tiny"
+    tok, fast = gemma_tokenizer()
+    cfg = Gemma2Config(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=20,
+        max_position_embeddings=1024,
+        sliding_window=20,
+        attn_logit_softcapping=3.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        pad_token_id=tok.token_to_id("<pad>"),
+        bos_token_id=tok.token_to_id("<bos>"),
+        eos_token_id=tok.token_to_id("<eos>"),
+        num_labels=1,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(16)
+    model = Gemma2ForSequenceClassification(cfg).eval()
+    widen(model, 36)
+    save(model, fast, out_dir)
+
+
 def eurobert_classifier(root, name, seed, classifier_pooling, labels):
     out_dir = root / name
     tok, fast = llama_tokenizer()
@@ -124,6 +157,7 @@ BUILDERS = [
     eurobert_reranker_tiny,
     eurobert_classifier_tiny,
     eurobert_bos_classifier_tiny,
+    gemma2_reranker_tiny,
 ]
 
 

@@ -119,6 +119,7 @@ fn rerankers_rank_pairs_as_transformers_scores_them() {
         "jina-reranker-v2-tiny",
         "deberta-v3-reranker-tiny",
         "qwen3-reranker-tiny",
+        "gemma2-reranker-tiny",
         "eurobert-reranker-tiny",
         "electra-reranker-tiny",
         "qwen3-logit-reranker-tiny",

@@ -5,7 +5,9 @@
 use serde_json::Value;
 use tessera_core::testing::{load, reference_dir, Loaded};
 use tessera_core::{Batch, ClassifierHead, ClassifierSpec, Encoded, HeadKind, LoadRequest};
-use tessera_encoder::{EncoderBackend, BERT, DEBERTA, DISTILBERT, GTE, JINA_V3, LLAMA, MODERNBERT, QWEN3, ROBERTA};
+use tessera_encoder::{
+    EncoderBackend, BERT, DEBERTA, DISTILBERT, GEMMA2, GTE, JINA_V3, LLAMA, MODERNBERT, QWEN3, ROBERTA,
+};
 
 /// A reference classifier loaded as the server loads it: the backend, its detected head, and
 /// the golden.
@@ -157,6 +159,12 @@ fn a_qwen3_reranker_scores_pairs_at_its_last_token_that_is_not_padding_as_transf
 #[test]
 fn a_llama_classifier_without_a_padding_token_scores_its_last_token_as_transformers() {
     check("llama-classifier-tiny", &LLAMA, HeadKind::Score);
+}
+
+/// Gemma 2's backbone (soft-capped scores, windows on every other layer) under a decoder's `score`.
+#[test]
+fn a_gemma2_reranker_scores_pairs_at_its_last_token_as_transformers() {
+    check("gemma2-reranker-tiny", &GEMMA2, HeadKind::Score);
 }
 
 /// ELECTRA's head is RoBERTa's tensors with GELU in place of tanh (cross-encoder/ms-marco-electra-base).
