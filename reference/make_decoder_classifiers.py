@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from transformers import (
     EuroBertForSequenceClassification,
-    Gemma2Config,
     Gemma2ForSequenceClassification,
     LlamaConfig,
     LlamaForSequenceClassification,
@@ -28,7 +27,7 @@ from transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_decoders import eurobert_config, gemma_tokenizer, llama_tokenizer  # noqa: E402
+from make_decoders import eurobert_config, gemma2_config, gemma_tokenizer, llama_tokenizer  # noqa: E402
 from make_encoders import run_builders, widen  # noqa: E402
 from make_rotary_families import classifier_golden, qwen3_config, qwen3_tokenizer  # noqa: E402
 
@@ -95,25 +94,7 @@ def gemma2_reranker_tiny(root):
     on the last token that is not `<pad>` (the `<eos>` the tokenizer appends)."""
     out_dir = root / "gemma2-reranker-tiny"
     tok, fast = gemma_tokenizer()
-    cfg = Gemma2Config(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=48,
-        intermediate_size=80,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        query_pre_attn_scalar=20,
-        max_position_embeddings=1024,
-        sliding_window=20,
-        attn_logit_softcapping=3.0,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        pad_token_id=tok.token_to_id("<pad>"),
-        bos_token_id=tok.token_to_id("<bos>"),
-        eos_token_id=tok.token_to_id("<eos>"),
-        num_labels=1,
-        attn_implementation="eager",
-    )
+    cfg = gemma2_config(tok, num_labels=1)
     torch.manual_seed(16)
     model = Gemma2ForSequenceClassification(cfg).eval()
     widen(model, 36)

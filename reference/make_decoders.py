@@ -390,16 +390,9 @@ def embedding_gemma(root):
         )
 
 
-def gemma2_tiny(root):
-    """`Gemma2Model` as bge-multilingual-gemma2 ships it: causal, the even layers within a sliding
-    window (20 tokens here, over texts up to 890) and the odd ones full, one rope base, scores
-    scaled by `query_pre_attn_scalar` (20, apart from `head_dim` 16) then soft-capped
-    (`attn_logit_softcapping` 3, within the scores' spread so that leaving it out shows; the
-    model's is 50 on its own wider scores), norms around both blocks, the embedding scaled by
-    sqrt(hidden), last-token pooling. Eager attention: the one transformers soft-caps in."""
-    out_dir, hf_dir = root / "gemma2-tiny", root / "_hf_gemma2"
-    tok, fast = gemma_tokenizer()
-    cfg = Gemma2Config(
+def gemma2_config(tok, **extra):
+    """gemma2-tiny's shape (see `gemma2_tiny`), in eager attention: the one transformers soft-caps in."""
+    return Gemma2Config(
         vocab_size=tok.get_vocab_size(),
         hidden_size=48,
         intermediate_size=80,
@@ -416,7 +409,20 @@ def gemma2_tiny(root):
         bos_token_id=tok.token_to_id("<bos>"),
         eos_token_id=tok.token_to_id("<eos>"),
         attn_implementation="eager",
+        **extra,
     )
+
+
+def gemma2_tiny(root):
+    """`Gemma2Model` as bge-multilingual-gemma2 ships it: causal, the even layers within a sliding
+    window (20 tokens here, over texts up to 890) and the odd ones full, one rope base, scores
+    scaled by `query_pre_attn_scalar` (20, apart from `head_dim` 16) then soft-capped
+    (`attn_logit_softcapping` 3, within the scores' spread so that leaving it out shows; the
+    model's is 50 on its own wider scores), norms around both blocks, the embedding scaled by
+    sqrt(hidden), last-token pooling. Eager attention: the one transformers soft-caps in."""
+    out_dir, hf_dir = root / "gemma2-tiny", root / "_hf_gemma2"
+    tok, fast = gemma_tokenizer()
+    cfg = gemma2_config(tok)
     model = drawn_and_saved(Gemma2Model, cfg, (12, 33), fast, hf_dir, out_dir, "lasttoken")
 
     def with_config(**changes):
