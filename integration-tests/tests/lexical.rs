@@ -204,11 +204,13 @@ fn assert_serves_lexical_weights(model: &str) -> Value {
 }
 
 #[test]
-fn an_unreadable_lexical_layer_stops_start_up_naming_the_file() {
-    let dir = copy(MODEL);
-    std::fs::write(dir.path().join("sparse_linear.pt"), b"not a pickle").unwrap();
-    let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sparse_linear.pt"), "{err}");
+fn an_unreadable_lexical_or_multi_vector_layer_stops_start_up_naming_the_file() {
+    for file in ["sparse_linear.pt", "colbert_linear.pt"] {
+        let dir = copy(MODEL);
+        std::fs::write(dir.path().join(file), b"not a pickle").unwrap();
+        let out = run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "0"]);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(file), "{err}");
+    }
 }
