@@ -67,8 +67,8 @@ pub(crate) struct Rank {
     text: Option<String>,
 }
 
-/// The classifier's label names, once the service has accepted `want` for this model.
-/// The classification head, where the model answers `want`.
+/// The classification head (labels, independence), once the service has accepted `want` for
+/// this model.
 fn classifier(state: &AppState, want: Want) -> Result<&tessera_core::ClassifierSpec, ApiError> {
     state.infer.accepts(want)?;
     match &*state.task {
