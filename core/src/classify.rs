@@ -93,7 +93,9 @@ impl HeadKind {
             HeadKind::DenseGelu => {
                 "EuroBERT's `dense` (GELU) then `classifier`, on the first token, the mean, or every token with the logits averaged (`classifier_pooling`)"
             }
-            HeadKind::Score => "a decoder's `score` on the last token that is not the padding token",
+            HeadKind::Score => {
+                "a decoder's `score` on the last token that is not the padding token (NVIDIA's bidirectional Llama: on the tokens its config's `pooling` names, the logits divided by its `temperature`)"
+            }
             HeadKind::LogitScore { .. } => {
                 "a causal language model's logit of the true token less the false token's at the last token (sentence-transformers' LogitScore)"
             }
@@ -145,7 +147,7 @@ impl PredictionConfig {
 }
 
 /// What the weights and config say about a classification head.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClassifierSpec {
     /// Label names by index (`id2label`, or `LABEL_i`).
     pub labels: Vec<String>,
@@ -171,6 +173,8 @@ pub struct ClassifierSpec {
     /// its own sigmoid, as transformers' text-classification pipeline scores them, not by a
     /// softmax over all.
     pub multi_label: bool,
+    /// The logits are divided by it (NVIDIA's bidirectional Llama rerankers' `temperature`).
+    pub temperature: Option<f32>,
 }
 
 /// A `LogitScore` reranker whose language-model logits are soft-capped (Gemma 2's
@@ -306,6 +310,7 @@ impl ClassifierSpec {
             pad_token: None,
             late: false,
             multi_label: false,
+            temperature: None,
         })
     }
 
@@ -387,7 +392,10 @@ impl ClassifierSpec {
             }
         }
         let labels = labels(inspection, labels_n, &output)?;
+        let nvidia = kind == HeadKind::Score
+            && inspection.config.as_ref().and_then(|c| c.str("model_type")) == Some(crate::LLAMA_BIDIREC_MODEL_TYPE);
         let (pooling, late) = match (kind, mean) {
+            (HeadKind::Score, _) if nvidia => (nvidia_pooling(inspection)?, false),
             (HeadKind::Score, _) => (crate::Pooling::LastToken, false),
             (HeadKind::DenseGelu, _) => eurobert_pooling(inspection)?,
             (_, true) => (crate::Pooling::Mean, false),
@@ -404,8 +412,12 @@ impl ClassifierSpec {
             multi_label,
             dense_bias,
             head_norm: norm,
+            temperature: match nvidia {
+                true => Some(nvidia_temperature(inspection)?),
+                false => None,
+            },
             pad_token: match kind {
-                HeadKind::Score => inspection
+                HeadKind::Score if !nvidia => inspection
                     .config
                     .as_ref()
                     .and_then(|c| c.usize("pad_token_id"))
@@ -413,6 +425,43 @@ impl ClassifierSpec {
                 _ => None,
             },
         })
+    }
+}
+
+/// The tokens NVIDIA's bidirectional Llama reranker scores (its config's `pooling`).
+fn nvidia_pooling(inspection: &ModelInspection) -> Result<crate::Pooling, Box<Finding>> {
+    let config = inspection.config.as_ref().and_then(|c| c.get("pooling"));
+    crate::llama_bidirec_pooling(config)
+        .map(|(pooling, _)| pooling)
+        .map_err(|message| {
+            Box::new(
+                Finding::error("pooling-mode-unknown", message)
+                    .in_file(inspection.config_path())
+                    .about("pooling")
+                    .fix("set `pooling` to the one the model was trained with (`avg` by default)"),
+            )
+        })
+}
+
+/// What NVIDIA's bidirectional Llama reranker divides its logits by (`temperature`, 1 when
+/// absent): a positive number.
+fn nvidia_temperature(inspection: &ModelInspection) -> Result<f32, Box<Finding>> {
+    let Some(given) = inspection.config.as_ref().and_then(|c| c.get("temperature")) else {
+        return Ok(1.0);
+    };
+    match given.as_f64() {
+        Some(t) if t > 0.0 && (t as f32).is_normal() => Ok(t as f32),
+        _ => Err(Box::new(
+            Finding::error(
+                "config-value-invalid",
+                format!(
+                    "`temperature: {given}`: the reranker divides its logits by it, so it must be a positive number"
+                ),
+            )
+            .in_file(inspection.config_path())
+            .about("temperature")
+            .fix("set `temperature` to the one the model was trained with (1.0 by default)"),
+        )),
     }
 }
 
@@ -518,6 +567,8 @@ pub struct ClassifierHead {
     pad_token: Option<u32>,
     /// Run on every token, then the logits averaged ([`ClassifierSpec::late`]).
     late: bool,
+    /// [`ClassifierSpec::temperature`].
+    temperature: Option<f32>,
 }
 
 /// The hidden layer's activation.
@@ -560,6 +611,7 @@ impl ClassifierHead {
                 output: Linear::new(weight, None).map_err(err)?,
                 pad_token: None,
                 late: false,
+                temperature: None,
             });
         }
         let output = match spec.kind {
@@ -575,6 +627,7 @@ impl ClassifierHead {
                 output,
                 pad_token: spec.pad_token,
                 late: false,
+                temperature: spec.temperature,
             },
             HeadKind::Pooler
             | HeadKind::DenseOutProj
@@ -600,6 +653,7 @@ impl ClassifierHead {
                 output,
                 pad_token: None,
                 late: spec.late,
+                temperature: None,
             },
             HeadKind::PredictionHead => {
                 let model_config = request.inspection.config.as_ref();
@@ -622,6 +676,7 @@ impl ClassifierHead {
                     output,
                     pad_token: None,
                     late: false,
+                    temperature: None,
                 }
             }
         })
@@ -664,7 +719,11 @@ impl ClassifierHead {
         if let Some(norm) = &self.norm {
             h = norm.forward(&h)?;
         }
-        self.output.forward(&h)
+        let logits = self.output.forward(&h)?;
+        match self.temperature {
+            Some(t) => logits.affine(1.0 / f64::from(t), 0.0),
+            None => Ok(logits),
+        }
     }
 }
 

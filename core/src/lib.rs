@@ -60,7 +60,7 @@ pub use head::{finish_embedding, int8_output, DenseActivation, EmbeddingHead, PP
 pub use inspection::{EncoderLayout, Evidence, EvidenceSource, Finding, ModelInspection, Severity, WORD_EMBEDDINGS};
 pub use lexical::{lexical_layer, unused_token_ids, LexicalHead, LexicalLayer, LexicalWeights, SPARSE_LINEAR};
 pub use multi_vector::{multi_vector_layer, MultiVectorHead, COLBERT_LINEAR};
-pub use pooling::{Pooling, PoolingFileError};
+pub use pooling::{llama_bidirec_pooling, Pooling, PoolingFileError, LLAMA_BIDIREC_MODEL_TYPE};
 pub use registry::{Chosen, Registry, SelectError, Selection};
 pub use splade::{SpladeHead, SpladeSpec};
 pub use tokenize::{

@@ -47,6 +47,34 @@ const MODES: &[(Pooling, &str, &str)] = &[
     (Pooling::LastToken, "lasttoken", "pooling_mode_lasttoken"),
 ];
 
+/// The `model_type` of NVIDIA's bidirectional Llama (`LlamaBidirectionalModel` and its
+/// `*ForSequenceClassification`: llama-embed-nemotron, llama-nemotron-embed and -rerank), whose
+/// config names its pooling (`pooling`) and divides a classifier's logits by `temperature`.
+pub const LLAMA_BIDIREC_MODEL_TYPE: &str = "llama_bidirec";
+
+/// The pooling NVIDIA's `LlamaBidirectionalConfig.pooling` names (`avg` when absent), and why;
+/// the message for a value it does not: `weighted_avg` (a plain sum) or anything else.
+pub fn llama_bidirec_pooling(given: Option<&serde_json::Value>) -> Result<(Pooling, &'static str), String> {
+    match given.map(|v| v.as_str().ok_or(v)) {
+        None => Ok((
+            Pooling::Mean,
+            "NVIDIA's LlamaBidirectionalConfig, whose `pooling` is `avg` by default",
+        )),
+        Some(Ok("avg")) => Ok((Pooling::Mean, "NVIDIA's LlamaBidirectionalConfig: `pooling: avg`")),
+        Some(Ok("cls")) => Ok((Pooling::Cls, "NVIDIA's LlamaBidirectionalConfig: `pooling: cls`")),
+        Some(Ok("last")) => Ok((Pooling::LastToken, "NVIDIA's LlamaBidirectionalConfig: `pooling: last`")),
+        Some(other) => {
+            let other = match other {
+                Ok(name) => name.to_string(),
+                Err(value) => value.to_string(),
+            };
+            Err(format!(
+                "`pooling: {other}`: NVIDIA's bidirectional Llama pools by `avg`, `cls` or `last`, as tessera can; `{other}` is not served"
+            ))
+        }
+    }
+}
+
 impl Pooling {
     /// The accepted `--pooling` values, for messages.
     pub fn supported_names() -> String {
@@ -253,6 +281,20 @@ mod tests {
         }
         assert_eq!("last-token".parse::<Pooling>().unwrap(), Pooling::LastToken);
         assert!("splodge".parse::<Pooling>().is_err());
+    }
+
+    #[test]
+    fn nvidia_pooling_names_map_to_modes_and_others_are_refused() {
+        use serde_json::json;
+        let mode = |v: Option<serde_json::Value>| llama_bidirec_pooling(v.as_ref()).map(|(p, _)| p);
+        assert_eq!(mode(None), Ok(Pooling::Mean));
+        assert_eq!(mode(Some(json!("avg"))), Ok(Pooling::Mean));
+        assert_eq!(mode(Some(json!("cls"))), Ok(Pooling::Cls));
+        assert_eq!(mode(Some(json!("last"))), Ok(Pooling::LastToken));
+        assert!(mode(Some(json!("weighted_avg")))
+            .unwrap_err()
+            .contains("`weighted_avg` is not served"));
+        assert!(mode(Some(json!(3))).unwrap_err().contains("`pooling: 3`"));
     }
 
     #[test]

@@ -167,6 +167,18 @@ fn a_gemma2_reranker_scores_pairs_at_its_last_token_as_transformers() {
     check("gemma2-reranker-tiny", &GEMMA2, HeadKind::Score);
 }
 
+/// NVIDIA's bidirectional Llama reranker (llama-nemotron-rerank): `score` on the mean of every
+/// token (its config's `pooling: avg`, the padding id included), the logit divided by its
+/// `temperature` (0.25 here).
+#[test]
+fn an_nvidia_bidirectional_llama_reranker_scores_the_mean_over_its_temperature_as_its_code() {
+    check("llama-bidirec-reranker-tiny", &LLAMA, HeadKind::Score);
+    let spec = Classifier::load("llama-bidirec-reranker-tiny", &LLAMA).spec;
+    assert_eq!(spec.pooling, tessera_core::Pooling::Mean);
+    assert_eq!(spec.temperature, Some(0.25));
+    assert_eq!(spec.pad_token, None);
+}
+
 /// ELECTRA's head is RoBERTa's tensors with GELU in place of tanh (cross-encoder/ms-marco-electra-base).
 #[test]
 fn an_electra_reranker_scores_with_gelu_as_transformers() {

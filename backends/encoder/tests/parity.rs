@@ -261,8 +261,9 @@ fn qwen3_saved_as_causal_lm_with_one_kv_head_matches_sentence_transformers() {
 
 /// Qwen2 (Q/K/V biases, no output bias) causal and bidirectional (`is_causal: false`), Mistral's
 /// causal sliding window over texts far longer than it, Llama with every bias and a head
-/// width apart from hidden / heads, Llama 3.1's RoPE scaling, and EuroBERT (Llama's layers,
-/// bidirectional as `model_type: eurobert` says).
+/// width apart from hidden / heads, Llama 3.1's RoPE scaling, EuroBERT (Llama's layers,
+/// bidirectional as `model_type: eurobert` says) and NVIDIA's bidirectional Llama (`model_type:
+/// llama_bidirec`, mean-pooled as its config's `pooling: avg` says).
 #[test]
 fn qwen2_mistral_and_llama_decoders_match_sentence_transformers() {
     for (backend, model, architecture) in [
@@ -295,6 +296,11 @@ fn qwen2_mistral_and_llama_decoders_match_sentence_transformers() {
             &LLAMA,
             "eurobert-mlm",
             "eurobert (4 query heads on 2 key/value heads of 12, bidirectional)",
+        ),
+        (
+            &LLAMA,
+            "llama-bidirec-tiny",
+            "llama_bidirec (4 query heads on 2 key/value heads of 12, bidirectional)",
         ),
     ] {
         let dir = reference_dir(env!("CARGO_MANIFEST_DIR")).join("models").join(model);

@@ -166,7 +166,13 @@ fn qwen2_causal_and_bidirectional() {
 
 #[test]
 fn mistral_sliding_window_and_biased_llama() {
-    for model in ["mistral-window", "llama-biased-lm", "llama3-scaled", "eurobert-mlm"] {
+    for model in [
+        "mistral-window",
+        "llama-biased-lm",
+        "llama3-scaled",
+        "eurobert-mlm",
+        "llama-bidirec-tiny",
+    ] {
         reference(model);
     }
 }

@@ -8,8 +8,9 @@
 //! - Qwen3: an RMSNorm per query and key head (`self_attn.q_norm`, `k_norm`);
 //! - Qwen2: biases on Q, K and V but none on the output projection;
 //! - Llama/Mistral: neither (or, with `attention_bias`, biases on all four); Mistral adds a
-//!   causal sliding window (`sliding_window`); EuroBERT (`model_type: eurobert`) is Llama's
-//!   layers as a bidirectional encoder;
+//!   causal sliding window (`sliding_window`); EuroBERT (`model_type: eurobert`) and NVIDIA's
+//!   Llama-Nemotron embedders and rerankers (`model_type: llama_bidirec`) are Llama's layers
+//!   attending both ways;
 //! - Gemma 2 (bge-multilingual-gemma2): a norm after each block too (`pre_feedforward_layernorm`
 //!   beside `post_attention_layernorm`), no per-head norms;
 //! - Gemma 3 (EmbeddingGemma): Gemma 2's norms and per-head norms; what else the two Gemmas
@@ -43,6 +44,10 @@ const LAST_TOKEN: tessera_core::ImpliedPooling = tessera_core::ImpliedPooling {
 
 /// EuroBERT's `model_type`: Llama's layers as an encoder, bidirectional on every layer.
 const EUROBERT: &str = "eurobert";
+
+/// NVIDIA's bidirectional Llama (llama-embed-nemotron-8b, llama-nemotron-embed-1b-v2 and the
+/// rerankers): Llama's layers, each set to attend both ways by the model's own code.
+const LLAMA_BIDIREC: &str = tessera_core::LLAMA_BIDIREC_MODEL_TYPE;
 
 /// The word table: the anchor of the weight prefix (`model.` in causal-LM checkpoints).
 pub(crate) const WORD_TABLE: &str = "embed_tokens.weight";
@@ -109,7 +114,7 @@ impl Kind {
             // pplx-embed: Qwen3 with its own (bidirectional) modeling code.
             Kind::Qwen3 => &["qwen3", tessera_core::PPLX_MODEL_TYPE],
             Kind::Qwen2 => &["qwen2"],
-            Kind::Llama => &["llama", "mistral", EUROBERT],
+            Kind::Llama => &["llama", "mistral", EUROBERT, LLAMA_BIDIREC],
             Kind::Gemma2 => &["gemma2"],
             Kind::Gemma3 => &["gemma3_text", "gemma3"],
         }
@@ -392,7 +397,11 @@ impl Family for Decoder {
                 };
                 // An encoder's last token is no summary: its pooling must be configured, as
                 // BERT's is (sentence-transformers configures mean for EuroBERT's fine-tunes).
-                let pooling = (expected != EUROBERT).then_some(LAST_TOKEN);
+                let pooling = match expected {
+                    EUROBERT => None,
+                    LLAMA_BIDIREC => nvidia_pooling(config, &mut findings),
+                    _ => Some(LAST_TOKEN),
+                };
                 (
                     vec![LayerAttention { mask, rope: Some(rope) }; dims.layers.size()],
                     Scales::NONE,
@@ -581,6 +590,15 @@ fn attention(
         ));
         return Ok(Mask::Bidirectional);
     }
+    if model_type == LLAMA_BIDIREC {
+        // NVIDIA's code sets `is_causal = False` on every layer and builds a padding-only mask;
+        // no config key is read for it.
+        evidence.push(Evidence::config(
+            "model_type",
+            "llama_bidirec: NVIDIA's LlamaBidirectionalModel (its own code), which makes every layer attend both ways, whatever `is_causal` says",
+        ));
+        return Ok(Mask::Bidirectional);
+    }
     // transformers' MistralModel masks every layer to its window; Llama and Qwen ignore the key.
     let window = match model_type {
         "mistral" => config.usize("sliding_window"),
@@ -660,6 +678,24 @@ fn attention(
             Ok(Mask::CausalWindow { size })
         }
         None => Ok(Mask::Causal),
+    }
+}
+
+/// The pooling NVIDIA's bidirectional Llama configures, where no sentence-transformers pooling
+/// says otherwise; a value tessera does not pool by leaves the pooling to be configured, with a
+/// warning naming the key.
+fn nvidia_pooling(config: &ModelConfig, findings: &mut Vec<Finding>) -> Option<tessera_core::ImpliedPooling> {
+    match tessera_core::llama_bidirec_pooling(config.get("pooling")) {
+        Ok((pooling, why)) => Some(tessera_core::ImpliedPooling { pooling, why }),
+        Err(message) => {
+            findings.push(
+                Finding::warning("pooling-mode-unknown", message)
+                    .in_file(&config.path)
+                    .about("pooling")
+                    .fix("pass --pooling, or add the sentence-transformers pooling config the model was trained with"),
+            );
+            None
+        }
     }
 }
 
