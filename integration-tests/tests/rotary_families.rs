@@ -366,6 +366,65 @@ fn eurobert_with_its_own_code_named_is_served_bidirectionally() {
     assert_serves_golden(&server, &golden("eurobert-mlm"), "eurobert with auto_map");
 }
 
+/// NVIDIA's bidirectional Llama as its checkpoints ship (`model_type: llama_bidirec`, its own
+/// code named in `auto_map`, no `is_causal`, no sentence-transformers files): every layer
+/// attends both ways and the config's `pooling` pools, so the embedder is served with mean
+/// vectors (a note says where the pooling came from) and the reranker scores the mean over its
+/// `temperature`; a `pooling` tessera cannot compute leaves the embedder's pooling unconfigured.
+#[test]
+fn nvidia_bidirectional_llama_embedders_and_rerankers_are_served_as_their_code_computes() {
+    let model = "llama-bidirec-tiny";
+    let (status, report) = validate(&reference::model(model));
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(
+        report["architecture"],
+        "llama_bidirec (4 query heads on 2 key/value heads of 12, bidirectional), unpadded"
+    );
+    assert_eq!(report["pooling"]["mode"], "mean");
+    let note = finding(&report, "pooling-implied-by-architecture");
+    assert!(
+        note["message"]
+            .as_str()
+            .unwrap()
+            .contains("NVIDIA's LlamaBidirectionalConfig: `pooling: avg`"),
+        "{note:#}"
+    );
+    let findings = report["findings"].as_array().unwrap();
+    assert!(findings.iter().all(|f| f["severity"] == "info"), "{report:#}");
+    let server = Server::start(&reference::model(model), &["--max-client-batch-size", "64"]);
+    assert_serves_golden(&server, &golden(model), model);
+    drop(server);
+
+    let model = "llama-bidirec-reranker-tiny";
+    let server = Server::start(&reference::model(model), &[]);
+    reference::assert_raw_rerank_matches(&server, &golden(model));
+    drop(server);
+
+    let dir = copy("llama-bidirec-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("pooling".into(), json!("weighted_avg"));
+    });
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0), "{report:#}");
+    assert_eq!(
+        finding(&report, "pooling-mode-unknown")["subject"],
+        "pooling",
+        "{report:#}"
+    );
+    finding(&report, "pooling-not-configured");
+    let dir = copy("llama-bidirec-reranker-tiny");
+    edit_config(dir.path(), |c| {
+        c.insert("temperature".into(), json!(0));
+    });
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0), "{report:#}");
+    assert_eq!(
+        finding(&report, "config-value-invalid")["subject"],
+        "temperature",
+        "{report:#}"
+    );
+}
+
 #[test]
 fn what_would_serve_other_vectors_is_refused_by_key_or_tensor() {
     type Edit = Box<dyn Fn(&Path)>;

@@ -724,6 +724,37 @@ mod tests {
     }
 
     #[test]
+    fn nvidia_bidirectional_llama_attends_both_ways_whatever_the_keys_say() {
+        let code = json!({"AutoModel": "llama_bidirectional_model.LlamaBidirectionalModel"});
+        for keys in [
+            json!({"auto_map": code}),
+            json!({"auto_map": code, "is_causal": true}),
+            json!({"use_bidirectional_attention": false}),
+        ] {
+            assert_eq!(
+                mask_of(LLAMA_BIDIREC, keys.clone()).unwrap(),
+                Mask::Bidirectional,
+                "{keys}"
+            );
+        }
+    }
+
+    #[test]
+    fn nvidia_pooling_is_implied_from_the_config_and_an_unknown_one_is_left_to_configure() {
+        let implied = |keys: Value| {
+            let mut findings = Vec::new();
+            let pooling = nvidia_pooling(&super::super::config_of(keys), &mut findings);
+            (pooling.map(|p| p.pooling), findings)
+        };
+        assert_eq!(implied(json!({})).0, Some(tessera_core::Pooling::Mean));
+        assert_eq!(implied(json!({"pooling": "cls"})).0, Some(tessera_core::Pooling::Cls));
+        let (pooling, findings) = implied(json!({"pooling": "weighted_avg"}));
+        assert_eq!(pooling, None);
+        assert_eq!(findings[0].code, "pooling-mode-unknown");
+        assert_eq!(findings[0].severity, tessera_core::Severity::Warning);
+    }
+
+    #[test]
     fn eurobert_attends_bidirectionally_whatever_the_keys_say() {
         let code = json!({"AutoModel": "modeling_eurobert.EuroBertModel"});
         for keys in [
