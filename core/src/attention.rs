@@ -76,6 +76,14 @@ impl Mask {
         }
         self.keys(q0, len).start..self.keys(q1 - 1, len).end
     }
+
+    /// [`Mask::keys`] among a sequence's first `key_len` tokens only (the others query only;
+    /// see [`SeqOffsets::with_query_only`]); empty when the mask leaves it none of them.
+    pub fn keys_within(self, i: usize, len: usize, key_len: usize) -> std::ops::Range<usize> {
+        let keys = self.keys(i, len);
+        let end = keys.end.min(key_len);
+        keys.start.min(end)..end
+    }
 }
 
 /// What a kernel makes of a query's scaled scores besides the position bias: which keys it may
@@ -346,16 +354,19 @@ fn scatter_index(seqs: &SeqOffsets, device: &Device) -> candle_core::Result<Tens
     Tensor::from_vec(idx, n, device)
 }
 
-/// `[batch, 1, 1, max_len]` with 0 for real keys and -inf for padding; `None` when nothing is padded.
+/// `[batch, 1, 1, max_len]` with 0 for real keys and -inf for padding and query-only tokens;
+/// `None` when nothing is padded or left out.
 fn key_padding_mask(seqs: &SeqOffsets, dtype: DType, device: &Device) -> candle_core::Result<Option<Tensor>> {
     let max_len = seqs.max_len();
-    if seqs.ranges().all(|r| r.len() == max_len) {
+    if seqs.all_keys() && seqs.ranges().all(|r| r.len() == max_len) {
         return Ok(None);
     }
     let mut mask = Vec::with_capacity(seqs.len() * max_len);
-    for range in seqs.ranges() {
-        mask.extend(std::iter::repeat_n(0f32, range.len()));
-        mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, max_len - range.len()));
+    for i in 0..seqs.len() {
+        // Query-only tokens are masked as padding is; their own rows are kept.
+        let keys = seqs.key_len(i);
+        mask.extend(std::iter::repeat_n(0f32, keys));
+        mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, max_len - keys));
     }
     let mask = Tensor::from_vec(mask, (seqs.len(), 1, 1, max_len), device)?.to_dtype(dtype)?;
     Ok(Some(mask))
@@ -472,10 +483,11 @@ fn reference_with(
     let head_dim = q.first().and_then(|t| t.first()).map(|h| h.len()).unwrap_or(0);
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut out = vec![vec![vec![0f32; head_dim]; heads]; q.len()];
-    for range in seqs.ranges() {
+    for (s, range) in seqs.ranges().enumerate() {
+        let key_end = range.start + seqs.key_len(s);
         for h in 0..heads {
             for i in range.clone() {
-                let keys: Vec<usize> = range.clone().filter(|&j| visible(i, j)).collect();
+                let keys: Vec<usize> = (range.start..key_end).filter(|&j| visible(i, j)).collect();
                 let kv = h / group;
                 let mut scores: Vec<f64> = keys
                     .iter()
@@ -530,6 +542,14 @@ mod tests {
         PositionBias::Alibi {
             slopes: (1..=heads).map(|h| 2f32.powf(-(h as f32))).collect(),
         }
+    }
+
+    #[test]
+    fn padded_leaves_query_only_tokens_out_of_the_keys_as_the_reference() {
+        crate::testing::assert_kernel_matches_reference_with_query_only(&PaddedAttention::default(), &[9, 2, 17, 1]);
+        // Blocks of one query row each.
+        let small = PaddedAttention { max_score_elements: 1 };
+        crate::testing::assert_kernel_matches_reference_with_query_only(&small, &[9, 2, 17]);
     }
 
     #[test]

@@ -9,6 +9,9 @@ use crate::error::BackendError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqOffsets {
     starts: Vec<usize>,
+    /// Per sequence, how many of its leading tokens are keys: the rest query and are never
+    /// attended to (a ColBERT query's expansion tokens). Empty: every token of every sequence.
+    key_lens: Vec<usize>,
 }
 
 impl SeqOffsets {
@@ -20,7 +23,33 @@ impl SeqOffsets {
             total += len;
             starts.push(total);
         }
-        Self { starts }
+        Self {
+            starts,
+            key_lens: Vec::new(),
+        }
+    }
+
+    /// The same sequences with the last `query_only[i]` tokens of sequence `i` left out of every
+    /// token's keys (they still attend; nothing attends to them). At least one key is kept.
+    pub fn with_query_only(mut self, query_only: impl IntoIterator<Item = usize>) -> Self {
+        let key_lens: Vec<usize> = self
+            .ranges()
+            .zip(query_only)
+            .map(|(range, only)| range.len().saturating_sub(only).max(1.min(range.len())))
+            .collect();
+        let all = key_lens.len() == self.len() && self.ranges().zip(&key_lens).all(|(r, &k)| r.len() == k);
+        self.key_lens = if all { Vec::new() } else { key_lens };
+        self
+    }
+
+    /// How many leading tokens of sequence `i` are keys (its length unless some query only).
+    pub fn key_len(&self, i: usize) -> usize {
+        self.key_lens.get(i).copied().unwrap_or_else(|| self.seq_len(i))
+    }
+
+    /// Whether every token is a key of its sequence (no query-only tokens anywhere).
+    pub fn all_keys(&self) -> bool {
+        self.key_lens.is_empty()
     }
 
     /// Number of sequences.
@@ -142,6 +171,16 @@ mod tests {
         assert_eq!(s.range(1), 3..4);
         assert_eq!(s.max_len(), 5);
         assert_eq!(s.padded_tokens(), 15);
+    }
+
+    #[test]
+    fn query_only_tokens_are_left_out_of_the_keys() {
+        let s = SeqOffsets::from_lengths([3, 1, 5]).with_query_only([0, 1, 2]);
+        assert!(!s.all_keys());
+        // A sequence keeps one key at least, so every query sees something.
+        assert_eq!((0..3).map(|i| s.key_len(i)).collect::<Vec<_>>(), [3, 1, 3]);
+        assert!(SeqOffsets::from_lengths([3, 1]).with_query_only([0, 0]).all_keys());
+        assert_eq!(SeqOffsets::from_lengths([3]).key_len(0), 3);
     }
 
     #[test]

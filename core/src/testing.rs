@@ -379,15 +379,57 @@ pub fn assert_kernel_matches_reference_with_groups(
     }
 }
 
+/// [`assert_kernel_matches_reference`] with query-only tokens (a ColBERT query's expansion
+/// tokens: they attend, nothing attends to them) at the end of some sequences, under the
+/// bidirectional and causal masks, without and with ALiBi, and with grouped key/value heads.
+pub fn assert_kernel_matches_reference_with_query_only(kernel: &dyn AttentionKernel, lengths: &[usize]) {
+    // Every other sequence ends in query-only tokens, up to all but one of its tokens.
+    let query_only: Vec<usize> = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            if i % 2 == 0 {
+                len.saturating_sub(1).min(len / 2 + 3)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let seqs = SeqOffsets::from_lengths(lengths.iter().copied()).with_query_only(query_only);
+    assert!(!seqs.all_keys(), "some tokens query only: {lengths:?}");
+    let alibi = PositionBias::Alibi {
+        slopes: vec![0.5, 0.125, 0.03125],
+    };
+    for mask in [Mask::Bidirectional, Mask::Causal] {
+        for bias in [PositionBias::None, alibi.clone()] {
+            assert_kernel_matches_reference_on(kernel, &seqs, (3, 3), 8, &bias, mask.into());
+        }
+        assert_kernel_matches_reference_on(kernel, &seqs, (4, 2), 32, &PositionBias::None, mask.into());
+    }
+}
+
 fn assert_grouped_kernel_matches_reference(
     kernel: &dyn AttentionKernel,
     lengths: &[usize],
-    (heads, kv_heads): (usize, usize),
+    heads: (usize, usize),
     head_dim: usize,
     bias: &PositionBias,
     scoring: Scoring,
 ) {
     let seqs = SeqOffsets::from_lengths(lengths.iter().copied());
+    assert_kernel_matches_reference_on(kernel, &seqs, heads, head_dim, bias, scoring);
+}
+
+fn assert_kernel_matches_reference_on(
+    kernel: &dyn AttentionKernel,
+    seqs: &SeqOffsets,
+    (heads, kv_heads): (usize, usize),
+    head_dim: usize,
+    bias: &PositionBias,
+    scoring: Scoring,
+) {
+    let lengths: Vec<usize> = seqs.ranges().map(|r| r.len()).collect();
+    let seqs = seqs.clone();
     let total = seqs.total_tokens();
     let (q, k, v) = (
         random_tensor(&[total, heads, head_dim], 1),

@@ -33,6 +33,11 @@ impl AttentionKernel for VarlenCpu {
         if scoring.softcap.is_some() {
             candle_core::bail!("varlen-cpu has no soft-capped scores: use the tiled-cpu kernel");
         }
+        if !seqs.all_keys() {
+            candle_core::bail!(
+                "varlen-cpu attends to every token of a sequence: use the tiled-cpu kernel for query-only tokens"
+            );
+        }
         let mask = scoring.mask;
         let dtype = q.dtype();
         // The library kernel runs f32 and f16; bfloat16 goes through f32.

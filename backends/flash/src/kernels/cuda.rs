@@ -31,9 +31,11 @@ impl AttentionKernel for CudaFlash {
         let head_dim = q.dim(2)?;
         let mask = scoring.mask;
         let causal = mask == Mask::Causal;
-        // The compiled subset of flash attention has no soft-capping kernels (Gemma 2's).
+        // The compiled subset of flash attention has no soft-capping kernels (Gemma 2's), and
+        // its keys are every token of a sequence (a ColBERT query's expansion tokens are not).
         let kernel = matches!(dtype, DType::F16 | DType::BF16)
             && scoring.softcap.is_none()
+            && seqs.all_keys()
             && tessera_flash_attn::supports(dtype == DType::BF16, head_dim, causal);
         if !kernel {
             return super::PerSequence::default().attend(q, k, v, seqs, bias, scoring);

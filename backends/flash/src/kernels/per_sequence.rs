@@ -33,8 +33,9 @@ impl AttentionKernel for PerSequence {
         }
         let outputs = seqs
             .ranges()
-            .map(|range| {
-                let one = SeqOffsets::from_lengths([range.len()]);
+            .enumerate()
+            .map(|(i, range)| {
+                let one = SeqOffsets::from_lengths([range.len()]).with_query_only([range.len() - seqs.key_len(i)]);
                 let part = |t: &Tensor| t.narrow(0, range.start, range.len());
                 let bias = bias.of_tokens(range.clone())?;
                 self.0.attend(&part(q)?, &part(k)?, &part(v)?, &one, &bias, scoring)
@@ -49,7 +50,8 @@ mod tests {
     use tessera_core::testing::{
         assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_disentangled_bias,
         assert_kernel_matches_reference_with_groups, assert_kernel_matches_reference_with_masks,
-        assert_kernel_matches_reference_with_relative_bias, assert_kernel_matches_reference_with_softcap,
+        assert_kernel_matches_reference_with_query_only, assert_kernel_matches_reference_with_relative_bias,
+        assert_kernel_matches_reference_with_softcap,
     };
 
     use super::*;
@@ -62,6 +64,7 @@ mod tests {
         assert_kernel_matches_reference_with_disentangled_bias(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
         assert_kernel_matches_reference_with_masks(&kernel, &[1, 2, 17, 65], &[5, 130, 3]);
         assert_kernel_matches_reference_with_softcap(&kernel, &[1, 2, 17, 65]);
+        assert_kernel_matches_reference_with_query_only(&kernel, &[9, 2, 17, 65]);
         for (heads, kv_heads) in [(2, 1), (6, 2)] {
             assert_kernel_matches_reference_with_groups(&kernel, &[1, 17, 130], heads, kv_heads);
         }

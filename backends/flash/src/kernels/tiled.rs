@@ -33,6 +33,8 @@ struct Task {
     /// First token of the sequence in the packed batch.
     start: usize,
     len: usize,
+    /// The sequence's leading tokens that are keys ([`SeqOffsets::key_len`]).
+    key_len: usize,
     head: usize,
     /// Query rows `q0..q1`, relative to the sequence.
     q0: usize,
@@ -172,11 +174,12 @@ impl AttentionKernel for TiledCpu {
         // head_dim] output, so each owns one contiguous chunk.
         let mut tasks = Vec::new();
         for head in 0..heads {
-            for range in seqs.ranges() {
+            for (i, range) in seqs.ranges().enumerate() {
                 for q0 in (0..range.len()).step_by(QUERY_BLOCK) {
                     tasks.push(Task {
                         start: range.start,
                         len: range.len(),
+                        key_len: seqs.key_len(i),
                         head,
                         q0,
                         q1: (q0 + QUERY_BLOCK).min(range.len()),
@@ -323,6 +326,7 @@ fn attend_block(
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     let mut row_sum = vec![0f32; rows];
     let keys = mask.keys_of_rows(task.q0, task.q1, task.len);
+    let keys = keys.start.min(task.key_len)..keys.end.min(task.key_len);
     let mut scores = vec![0f32; rows * KEY_BLOCK.min(keys.len())];
     let q = p.q.from(task.start + task.q0, task.head, hd);
     for k0 in keys.clone().step_by(KEY_BLOCK) {
@@ -372,6 +376,7 @@ fn attend_block(
             mask,
             softcap: scoring.softcap,
             len: task.len,
+            key_len: task.key_len,
             bias,
             row_max: &mut row_max,
             row_sum: &mut row_sum,
@@ -424,7 +429,8 @@ impl pulp::WithSimd for DivideRows<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         for (row, sum) in self.out.chunks_exact_mut(self.hd).zip(self.sums) {
-            let inverse = 1.0 / sum;
+            // A row the mask leaves no key (a query-only token outside every window) stays 0.
+            let inverse = if *sum > 0.0 { 1.0 / sum } else { 0.0 };
             row.iter_mut().for_each(|o| *o *= inverse);
         }
     }
@@ -448,6 +454,8 @@ struct OnlineSoftmax<'a> {
     softcap: Option<f32>,
     /// The sequence's length.
     len: usize,
+    /// Its leading tokens that are keys.
+    key_len: usize,
     bias: TileBias<'a>,
     row_max: &'a mut [f32],
     row_sum: &'a mut [f32],
@@ -469,9 +477,9 @@ impl pulp::WithSimd for OnlineSoftmax<'_> {
         let state = self.row_max.iter_mut().zip(self.row_sum.iter_mut());
         let tile_keys = self.first_key..self.first_key + self.cols;
         for (i, (tile, (max, sum))) in rows.zip(state).enumerate() {
-            if self.mask != Mask::Bidirectional {
+            if self.mask != Mask::Bidirectional || self.key_len < self.len {
                 // Keys of this tile the row may not see score -inf (weight 0).
-                let seen = self.mask.keys(self.first_row + i, self.len);
+                let seen = self.mask.keys_within(self.first_row + i, self.len, self.key_len);
                 let (lo, hi) = (
                     seen.start.clamp(tile_keys.start, tile_keys.end) - tile_keys.start,
                     seen.end.clamp(tile_keys.start, tile_keys.end) - tile_keys.start,
@@ -532,7 +540,8 @@ mod tests {
     use tessera_core::testing::{
         assert_kernel_matches_reference_across_heads, assert_kernel_matches_reference_with_disentangled_bias,
         assert_kernel_matches_reference_with_groups, assert_kernel_matches_reference_with_masks,
-        assert_kernel_matches_reference_with_relative_bias, assert_kernel_matches_reference_with_softcap,
+        assert_kernel_matches_reference_with_query_only, assert_kernel_matches_reference_with_relative_bias,
+        assert_kernel_matches_reference_with_softcap,
     };
 
     #[test]
@@ -619,6 +628,12 @@ mod tests {
     fn masks_match_the_reference_across_tiles() {
         // 513: three key tiles, nine query blocks; a window of 70 spans two query blocks.
         assert_kernel_matches_reference_with_masks(&TiledCpu, &[1, 2, 17, 65, 513], &[5, 300, 3]);
+    }
+
+    #[test]
+    fn query_only_tokens_are_left_out_of_the_keys_across_tiles() {
+        // 300 with 153 query-only tokens: keys end inside the second tile.
+        assert_kernel_matches_reference_with_query_only(&TiledCpu, &[300, 2, 65, 17, 9]);
     }
 
     #[test]
