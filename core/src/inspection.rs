@@ -402,6 +402,41 @@ pub struct SentenceTransformers {
     /// A causal language model's `LogitScore` module (a reranker): the score is
     /// `logit(true) - logit(false)` at the last token.
     pub logit_score: Option<LogitScore>,
+    /// A PyLate ColBERT model: token vectors through its Dense modules, queries and documents
+    /// encoded as its config says.
+    pub colbert: Option<ColbertSettings>,
+}
+
+/// What a PyLate ColBERT model (modules.json: the transformer, then `pylate.models.Dense.Dense`
+/// modules, no pooling) saves in `config_sentence_transformers.json`, with PyLate's defaults for
+/// what it leaves out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColbertSettings {
+    /// `config_sentence_transformers.json`.
+    pub path: PathBuf,
+    /// `query_prefix`: a token inserted after the first (`[Q] ` by default; empty: none).
+    pub query_prefix: String,
+    /// `document_prefix` (`[D] ` by default).
+    pub document_prefix: String,
+    /// `query_length`: a query's tokens, prefix included (32 by default): longer ones are cut,
+    /// shorter ones padded with the mask token when `do_query_expansion`.
+    pub query_length: usize,
+    /// `document_length`: a document's tokens, prefix included (180 by default): longer ones are cut.
+    pub document_length: usize,
+    /// `do_query_expansion` (true by default).
+    pub query_expansion: bool,
+    /// `attend_to_expansion_tokens` (false by default; false without expansion): whether the
+    /// expansion tokens are keys too.
+    pub attend_to_expansion: bool,
+    /// `skiplist_words`: tokens whose vectors a document leaves out (ASCII punctuation by default).
+    pub skiplist_words: Vec<String>,
+    /// The Dense modules applied to every token, in order.
+    pub dense: Vec<DenseModule>,
+}
+
+impl ColbertSettings {
+    /// PyLate's default `skiplist_words`: Python's `string.punctuation`, one per character.
+    pub const DEFAULT_SKIPLIST: &'static str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 }
 
 impl SentenceTransformers {

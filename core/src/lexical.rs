@@ -127,23 +127,31 @@ impl LexicalHead {
 /// The ids of the `cls`, `eos`, `pad` and `unk` tokens the model's tokenizer files name
 /// (special_tokens_map.json, else tokenizer_config.json), looked up with `token_id`.
 pub fn unused_token_ids(root: &Path, token_id: impl Fn(&str) -> Option<u32>) -> Vec<u32> {
-    let read = |name: &str| -> Option<serde_json::Map<String, Value>> {
-        serde_json::from_slice(&std::fs::read(root.join(name)).ok()?).ok()
-    };
-    let files = [read("special_tokens_map.json"), read("tokenizer_config.json")];
-    let text = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
-        _ => None,
-    };
     let mut ids: Vec<u32> = UNUSED
         .iter()
-        .filter_map(|key| files.iter().flatten().find_map(|f| f.get(*key).and_then(text)))
+        .filter_map(|key| special_token(root, key))
         .filter_map(|token| token_id(&token))
         .collect();
     ids.sort_unstable();
     ids.dedup();
     ids
+}
+
+/// The special token the model's tokenizer files name for `key` (`mask_token`...):
+/// special_tokens_map.json first, else tokenizer_config.json, as transformers reads them; a
+/// string or an AddedToken's `content`.
+pub(crate) fn special_token(root: &Path, key: &str) -> Option<String> {
+    let read = |name: &str| -> Option<serde_json::Map<String, Value>> {
+        serde_json::from_slice(&std::fs::read(root.join(name)).ok()?).ok()
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
+    ["special_tokens_map.json", "tokenizer_config.json"]
+        .iter()
+        .find_map(|name| read(name)?.get(key).and_then(text))
 }
 
 #[cfg(test)]

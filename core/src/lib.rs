@@ -26,6 +26,7 @@ mod backend;
 mod batch;
 pub mod chat;
 mod classify;
+pub mod colbert;
 mod disentangled;
 mod error;
 mod expect;
@@ -53,6 +54,7 @@ pub use attention::{AttentionKernel, Mask, PaddedAttention, PositionBias, Relati
 pub use backend::{Assessment, Backend, BackendDescription, BackendFactory, ImpliedPooling, LoadRequest};
 pub use batch::{Batch, SeqOffsets};
 pub use classify::{sigmoid, softmax, token_classifier, ClassifierHead, ClassifierSpec, HeadKind};
+pub use colbert::{ColbertEncoder, ColbertSide};
 pub use disentangled::{DisentangledBias, DisentangledTerms, RelativeColumns};
 pub use error::{BackendError, LoadError};
 pub use expect::{check_tensors, layers_in_weights, Dim, ExpectedTensor, ROTARY_BUFFER};

@@ -1,17 +1,24 @@
-//! BGE-M3's multi-vector (ColBERT) output, its third beside the dense vector and the lexical
-//! weights: a linear layer with bias over the last hidden state of every token but the first,
-//! one vector per token, normalized unless asked not to (FlagEmbedding's `BGEM3FlagModel`:
-//! `colbert_linear(h[:, 1:])`, padding dropped, then `normalize`). The layer is saved beside the
-//! model as `colbert_linear.pt` (a PyTorch state dict: `weight` `[out, hidden]`, `bias` `[out]`;
-//! `out` is the hidden size unless trained with another `colbert_dim`).
+//! Multi-vector (ColBERT) output: a vector for every token, as late-interaction retrieval
+//! compares them.
+//!
+//! - BGE-M3's third output beside the dense vector and the lexical weights: a linear layer with
+//!   bias over the last hidden state of every token but the first, normalized unless asked not
+//!   to (FlagEmbedding's `BGEM3FlagModel`: `colbert_linear(h[:, 1:])`, padding dropped, then
+//!   `normalize`). The layer is saved beside the model as `colbert_linear.pt` (a PyTorch state
+//!   dict: `weight` `[out, hidden]`, `bias` `[out]`; `out` is the hidden size unless trained with
+//!   another `colbert_dim`).
+//! - PyLate's ColBERT models: their Dense modules over every token, then a query's every vector
+//!   and a document's but those of its skiplist's tokens (see [`crate::colbert`]).
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::batch::Batch;
+use crate::colbert::ColbertSide;
 use crate::error::LoadError;
-use crate::inspection::ModelInspection;
+use crate::head::EmbeddingHead;
+use crate::inspection::{ColbertSettings, ModelInspection};
 
 /// The file FlagEmbedding saves the multi-vector layer in, in the model's directory.
 pub const COLBERT_LINEAR: &str = "colbert_linear.pt";
@@ -22,13 +29,23 @@ pub fn multi_vector_layer(inspection: &ModelInspection) -> Option<PathBuf> {
     file.is_file().then_some(file)
 }
 
-/// The multi-vector layer, loaded.
+/// The multi-vector layers, loaded.
 #[derive(Debug)]
-pub struct MultiVectorHead {
-    /// `[hidden, out]`.
-    weight: Tensor,
-    /// `[out]`.
-    bias: Tensor,
+pub enum MultiVectorHead {
+    /// BGE-M3's `colbert_linear`, over every token but the first.
+    FlagEmbedding {
+        /// `[hidden, out]`.
+        weight: Tensor,
+        /// `[out]`.
+        bias: Tensor,
+    },
+    /// PyLate's Dense modules over every token; documents leave out `skiplist`'s tokens.
+    PyLate {
+        /// The Dense modules (f32, on the CPU).
+        dense: EmbeddingHead,
+        /// Sorted token ids.
+        skiplist: Vec<u32>,
+    },
 }
 
 impl MultiVectorHead {
@@ -67,9 +84,9 @@ impl MultiVectorHead {
         Self::new(&weight, &bias).map_err(|e| LoadError::from_candle(file, e))
     }
 
-    /// The layer of `weight` `[out, hidden]` (as PyTorch stores it) and `bias` `[out]`.
+    /// BGE-M3's layer of `weight` `[out, hidden]` (as PyTorch stores it) and `bias` `[out]`.
     pub fn new(weight: &Tensor, bias: &Tensor) -> candle_core::Result<Self> {
-        Ok(Self {
+        Ok(Self::FlagEmbedding {
             weight: weight
                 .to_dtype(DType::F32)?
                 .to_device(&Device::Cpu)?
@@ -79,28 +96,61 @@ impl MultiVectorHead {
         })
     }
 
-    /// Each sequence's vectors, one per token after its first, unnormalized, for `hidden`
-    /// `[total_tokens, hidden]`; only the sequences `wanted` says are computed (the others get
-    /// none).
+    /// A PyLate model's Dense modules (`settings.dense`, over `hidden` features), documents
+    /// leaving out the token ids `skiplist`.
+    pub fn pylate(settings: &ColbertSettings, hidden: usize, skiplist: Vec<u32>) -> Result<Self, LoadError> {
+        if let Some(first) = settings.dense.first().filter(|d| d.in_features != hidden) {
+            return Err(LoadError::InvalidValue {
+                file: first.dir.join("config.json"),
+                key: "in_features".into(),
+                value: first.in_features.to_string(),
+                reason: format!("the model's token vectors have {hidden} features"),
+            });
+        }
+        Ok(Self::PyLate {
+            dense: EmbeddingHead::load(&settings.dense, &Device::Cpu)?,
+            skiplist,
+        })
+    }
+
+    /// Each sequence's vectors, unnormalized, for `hidden` `[total_tokens, hidden]`; only the
+    /// sequences `wanted` gives a side are computed (the others get none). BGE-M3 gives one per
+    /// token after the first, whatever the side.
     pub fn forward(
         &self,
         hidden: &Tensor,
         batch: &Batch,
-        wanted: impl Fn(usize) -> bool,
+        wanted: impl Fn(usize) -> Option<ColbertSide>,
     ) -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
         (0..batch.seqs.len())
             .map(|i| {
                 let range = batch.seqs.range(i);
-                if !wanted(i) || range.len() < 2 {
+                let Some(side) = wanted(i) else {
                     return Ok(Vec::new());
+                };
+                let tokens = |from: usize| {
+                    hidden
+                        .narrow(0, range.start + from, range.len() - from)?
+                        .to_device(&Device::Cpu)?
+                        .to_dtype(DType::F32)
+                };
+                match self {
+                    Self::FlagEmbedding { .. } if range.len() < 2 => Ok(Vec::new()),
+                    Self::FlagEmbedding { weight, bias } => tokens(1)?.matmul(weight)?.broadcast_add(bias)?.to_vec2(),
+                    Self::PyLate { dense, skiplist } => {
+                        let vectors = dense.forward(&tokens(0)?)?.to_vec2::<f32>()?;
+                        let ids = &batch.input_ids[range];
+                        Ok(match side {
+                            ColbertSide::Query => vectors,
+                            ColbertSide::Document => vectors
+                                .into_iter()
+                                .zip(ids)
+                                .filter(|(_, id)| skiplist.binary_search(id).is_err())
+                                .map(|(v, _)| v)
+                                .collect(),
+                        })
+                    }
                 }
-                hidden
-                    .narrow(0, range.start + 1, range.len() - 1)?
-                    .to_device(&Device::Cpu)?
-                    .to_dtype(DType::F32)?
-                    .matmul(&self.weight)?
-                    .broadcast_add(&self.bias)?
-                    .to_vec2()
             })
             .collect()
     }
@@ -129,7 +179,7 @@ mod tests {
             seqs: SeqOffsets::from_lengths([3, 2]),
             tasks: Vec::new(),
         };
-        let all = head.forward(&hidden, &batch, |_| true).unwrap();
+        let all = head.forward(&hidden, &batch, |_| Some(ColbertSide::Document)).unwrap();
         assert_eq!(
             all,
             [
@@ -137,7 +187,9 @@ mod tests {
                 vec![vec![5.5, 6.0, 10.0]]
             ]
         );
-        let first = head.forward(&hidden, &batch, |i| i == 0).unwrap();
+        let first = head
+            .forward(&hidden, &batch, |i| (i == 0).then_some(ColbertSide::Query))
+            .unwrap();
         assert_eq!(first[1], Vec::<Vec<f32>>::new());
         assert_eq!(first[0], all[0]);
     }

@@ -32,6 +32,9 @@ pub struct Encoded {
     pub ids: Vec<u32>,
     /// Leading tokens left out of pooling (a prompt, with `include_prompt: false`).
     pub pool_skip: usize,
+    /// Trailing tokens that attend but are never attended to (a ColBERT query's expansion
+    /// tokens; see [`crate::SeqOffsets::with_query_only`]).
+    pub query_only: usize,
     /// Segment ids, aligned with `ids`.
     pub type_ids: Vec<u32>,
     /// Characters of the original text (for `x-compute-characters`).
@@ -45,6 +48,7 @@ impl Encoded {
         Self {
             ids,
             pool_skip: 0,
+            query_only: 0,
             type_ids,
             chars: 0,
         }
@@ -338,6 +342,15 @@ impl TextTokenizer {
         })
     }
 
+    /// The same tokenizer truncating at `max_input_length` tokens.
+    pub fn with_max_input_length(&self, max_input_length: usize) -> Result<Self, String> {
+        Ok(Self {
+            chat: self.chat.clone(),
+            special_tokens: self.special_tokens,
+            ..Self::new((*self.untruncated).clone(), max_input_length)?
+        })
+    }
+
     /// The id of `token` in the vocabulary (added tokens included).
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.untruncated.token_to_id(token)
@@ -414,6 +427,7 @@ impl TextTokenizer {
             type_ids: vec![0; ids.len()],
             ids,
             pool_skip: 0,
+            query_only: 0,
             chars,
         };
         let max = self.max_input_length;
@@ -512,6 +526,7 @@ impl TextTokenizer {
                 .map(|e| Encoded {
                     ids: e.get_ids().to_vec(),
                     pool_skip: 0,
+                    query_only: 0,
                     type_ids: e.get_type_ids().to_vec(),
                     chars,
                 })
@@ -538,6 +553,7 @@ impl TextTokenizer {
         Ok(Encoded {
             ids: encoding.get_ids().to_vec(),
             pool_skip: 0,
+            query_only: 0,
             type_ids: encoding.get_type_ids().to_vec(),
             chars: text.chars().count(),
         })

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_core::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
+use tessera_core::{ColbertEncoder, ColbertSide, Encoded, TextTokenizer, TokenizeError, TruncationDirection};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics;
@@ -67,6 +67,8 @@ pub(crate) enum Serves {
     Sparse,
     /// Classifier logits over this many labels.
     Scores { labels: usize },
+    /// Vectors per token only (a PyLate ColBERT model).
+    MultiVector,
 }
 
 /// What a request asks of the model.
@@ -78,8 +80,8 @@ pub(crate) enum Want {
     Sparse,
     /// Every token's vector (`/embed_all`): any model has them.
     Tokens,
-    /// BGE-M3's multi-vector output (`/embed_multi_vector`).
-    MultiVector,
+    /// Vectors per token of inputs encoded as that side (`/embed_multi_vector`).
+    MultiVector(tessera_core::ColbertSide),
     /// Label scores (`/predict`).
     Logits,
     /// One relevance score per pair (`/rerank`).
@@ -93,7 +95,7 @@ impl Want {
             (Want::Sparse, Serves::Embeddings { lexical: true, .. }) => OutputKind::Lexical,
             (Want::Pooled | Want::Sparse, _) => OutputKind::Pooled,
             (Want::Tokens, _) => OutputKind::Tokens,
-            (Want::MultiVector, _) => OutputKind::MultiVector,
+            (Want::MultiVector(side), _) => OutputKind::MultiVector(side),
             (Want::Logits | Want::Rerank, _) => OutputKind::Logits,
         }
     }
@@ -106,18 +108,21 @@ impl Serves {
             (_, Want::Tokens)
             | (Serves::Embeddings { .. } | Serves::Sparse, Want::Pooled)
             | (Serves::Sparse | Serves::Embeddings { lexical: true, .. }, Want::Sparse)
-            | (Serves::Embeddings { multi_vector: true, .. }, Want::MultiVector)
+            | (Serves::Embeddings { multi_vector: true, .. } | Serves::MultiVector, Want::MultiVector(_))
             | (Serves::Scores { .. }, Want::Logits)
             | (Serves::Scores { labels: 1 }, Want::Rerank) => return Ok(()),
-            (Serves::Scores { .. }, Want::Pooled | Want::Sparse | Want::MultiVector) => {
+            (Serves::MultiVector, _) => {
+                "the model is a ColBERT model: it gives vectors per token, on /embed_multi_vector".to_string()
+            }
+            (Serves::Scores { .. }, Want::Pooled | Want::Sparse | Want::MultiVector(_)) => {
                 "the model is a classifier: use /predict (or /rerank for a reranker)".to_string()
             }
             (Serves::Embeddings { lexical: false, .. }, Want::Sparse) => {
                 "the model does not serve sparse vectors: start it with --pooling splade on a *ForMaskedLM checkpoint, or serve a BGE-M3 model with its sparse_linear.pt"
                     .to_string()
             }
-            (Serves::Embeddings { multi_vector: false, .. } | Serves::Sparse, Want::MultiVector) => format!(
-                "the model does not serve multi-vector output: serve a BGE-M3 model with its {}",
+            (Serves::Embeddings { multi_vector: false, .. } | Serves::Sparse, Want::MultiVector(_)) => format!(
+                "the model does not serve multi-vector output: serve a PyLate ColBERT model, or a BGE-M3 model with its {}",
                 tessera_core::COLBERT_LINEAR
             ),
             (Serves::Embeddings { .. } | Serves::Sparse, Want::Logits | Want::Rerank) => {
@@ -296,6 +301,8 @@ pub(crate) struct InferParts {
     pub(crate) prompts: Prompts,
     /// What the model produces.
     pub(crate) serves: Serves,
+    /// A PyLate ColBERT model's encoding of queries and documents.
+    pub(crate) colbert: Option<ColbertEncoder>,
 }
 
 /// Cloneable handle the HTTP layer uses to run inference.
@@ -322,6 +329,8 @@ pub(crate) struct Infer {
     pub(crate) prompts: Arc<Prompts>,
     /// What the model produces: the one place requests are matched against it.
     serves: Serves,
+    /// A PyLate ColBERT model's encoding: multi-vector requests are tokenized by it.
+    colbert: Option<Arc<ColbertEncoder>>,
 }
 
 impl Infer {
@@ -341,6 +350,7 @@ impl Infer {
             auto_truncate: parts.auto_truncate,
             prompts: Arc::new(parts.prompts),
             serves: parts.serves,
+            colbert: parts.colbert.map(Arc::new),
         }
     }
 
@@ -429,6 +439,37 @@ impl Infer {
         .await?
     }
 
+    /// Tokenizes every input as PyLate encodes a ColBERT model's `side` (cut to its length,
+    /// prefixed, a query expanded); only texts can be, since PyLate inserts its prefix token
+    /// into the tokenizer's output.
+    async fn tokenize_colbert(
+        &self,
+        colbert: Arc<ColbertEncoder>,
+        inputs: Vec<Input>,
+        prompt: Option<String>,
+        side: ColbertSide,
+    ) -> Result<Vec<Encoded>, InferError> {
+        self.with_tokenizer(move |_| {
+            inputs
+                .into_iter()
+                .enumerate()
+                .map(|(i, input)| match input {
+                    Input::Text(text) => {
+                        let text = match &prompt {
+                            Some(p) => format!("{p}{text}"),
+                            None => text,
+                        };
+                        colbert.encode(&text, side).map_err(|e| InferError::Tokenizer(e.to_string()))
+                    }
+                    _ => Err(InferError::Tokenizer(format!(
+                        "input {i}: a ColBERT model encodes texts only (it inserts its query or document prefix into their tokens)"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+    }
+
     /// Runs `work` on a blocking thread with the tokenizer, within the `--tokenization-workers`
     /// limit every use of the tokenizer shares (`/tokenize` and `/decode` included).
     pub(crate) async fn with_tokenizer<T: Send + 'static>(
@@ -475,7 +516,12 @@ impl Infer {
             }
         };
         let tokenize_start = Instant::now();
-        let encoded = self.tokenize(inputs, prompt, truncation).await?;
+        let encoded = match (want, &self.colbert) {
+            (Want::MultiVector(side), Some(colbert)) => {
+                self.tokenize_colbert(colbert.clone(), inputs, prompt, side).await?
+            }
+            _ => self.tokenize(inputs, prompt, truncation).await?,
+        };
         let tokenization = tokenize_start.elapsed();
         let characters = encoded.iter().map(|e| e.chars).sum();
         let tokens = encoded.iter().map(|e| e.len()).sum();
@@ -738,6 +784,7 @@ mod tests {
                 lexical: false,
                 multi_vector: false,
             },
+            colbert: None,
         })
     }
 
@@ -861,6 +908,8 @@ mod tests {
     #[test]
     fn each_model_kind_answers_only_what_it_produces() {
         use Want::*;
+        const DOCUMENT: Want = MultiVector(ColbertSide::Document);
+        const QUERY: Want = MultiVector(ColbertSide::Query);
         let cases = [
             (
                 Serves::Embeddings {
@@ -868,7 +917,7 @@ mod tests {
                     multi_vector: false,
                 },
                 [Pooled, Tokens],
-                [Sparse, MultiVector, Logits, Rerank].as_slice(),
+                [Sparse, DOCUMENT, Logits, Rerank].as_slice(),
             ),
             (
                 Serves::Embeddings {
@@ -876,25 +925,26 @@ mod tests {
                     multi_vector: false,
                 },
                 [Pooled, Sparse],
-                [MultiVector, Logits, Rerank].as_slice(),
+                [DOCUMENT, Logits, Rerank].as_slice(),
             ),
             (
                 Serves::Embeddings {
                     lexical: false,
                     multi_vector: true,
                 },
-                [Pooled, MultiVector],
+                [Pooled, DOCUMENT],
                 [Sparse, Logits, Rerank].as_slice(),
             ),
-            (
-                Serves::Sparse,
-                [Pooled, Sparse],
-                [MultiVector, Logits, Rerank].as_slice(),
-            ),
+            (Serves::Sparse, [Pooled, Sparse], [DOCUMENT, Logits, Rerank].as_slice()),
             (
                 Serves::Scores { labels: 1 },
                 [Logits, Rerank],
-                [Pooled, Sparse, MultiVector].as_slice(),
+                [Pooled, Sparse, DOCUMENT].as_slice(),
+            ),
+            (
+                Serves::MultiVector,
+                [QUERY, DOCUMENT],
+                [Pooled, Sparse, Logits, Rerank].as_slice(),
             ),
             (
                 Serves::Scores { labels: 3 },

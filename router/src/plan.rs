@@ -44,6 +44,9 @@ pub(crate) enum Task {
     Splade(SpladeSpec),
     /// Sequence classification through the pooler and `classifier` (`/predict`, `/rerank`).
     Classify(ClassifierSpec),
+    /// A PyLate ColBERT model: vectors per token through its Dense modules, on
+    /// `/embed_multi_vector` only.
+    MultiVector(tessera_core::inspection::ColbertSettings),
 }
 
 impl Task {
@@ -53,6 +56,7 @@ impl Task {
             Task::Embed { pooling, .. } => pooling.to_string(),
             Task::Splade(_) => "splade".into(),
             Task::Classify(spec) => spec.pooling.to_string(),
+            Task::MultiVector(_) => "none".into(),
         }
     }
 
@@ -62,6 +66,10 @@ impl Task {
             Task::Embed { source, .. } => source.clone(),
             Task::Splade(_) => "SPLADE on the masked-LM head (--pooling splade)".into(),
             Task::Classify(spec) => format!("the classification head: {}", spec.kind.describe()),
+            Task::MultiVector(settings) => format!(
+                "none: a PyLate ColBERT model, a vector per token ({})",
+                settings.path.display()
+            ),
         }
     }
 }
@@ -293,6 +301,33 @@ fn choose_task(
             return None;
         }
         None => {}
+    }
+    if let Some(settings) = &inspection.sentence_transformers.colbert {
+        if pooling.is_some() {
+            findings.push(
+                Finding::warning(
+                    "pooling-ignored-for-colbert",
+                    "--pooling is ignored: the model is a PyLate ColBERT model, which gives a vector per token",
+                )
+                .about("--pooling")
+                .fix("leave out --pooling; ask /embed_multi_vector for the token vectors"),
+            );
+        }
+        findings.push(
+            Finding::info(
+                "multi-vector-served",
+                format!(
+                    "a PyLate ColBERT model: /embed_multi_vector answers a vector per token ({} wide), queries (`is_query: true`) cut or padded to {} tokens with `{}` after the first, documents cut to {} with `{}`, as PyLate encodes them; it has no sentence vector for /embed",
+                    settings.dense.last().map_or_else(|| "hidden-size".to_string(), |d| d.out_features.to_string()),
+                    settings.query_length,
+                    settings.query_prefix,
+                    settings.document_length,
+                    settings.document_prefix,
+                ),
+            )
+            .in_file(&settings.path),
+        );
+        return Some(Task::MultiVector(settings.clone()));
     }
     if pooling.is_some_and(|p| p.eq_ignore_ascii_case("splade")) {
         return match SpladeSpec::detect(inspection) {

@@ -158,6 +158,8 @@ struct Loaded {
     description: tessera_core::BackendDescription,
     head: Head,
     output_dim: usize,
+    /// A PyLate ColBERT model's encoding of queries and documents.
+    colbert: Option<tessera_core::ColbertEncoder>,
 }
 
 /// The format the linear layers are packed in after loading, where the dtype asks for one on
@@ -231,6 +233,7 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
         );
     }
     let description = backend.describe();
+    let mut colbert = None;
     let (head, output_dim) = match &plan.task {
         Task::Embed {
             pooling,
@@ -269,6 +272,16 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
         }
         Task::Splade(spec) => (Head::Splade(SpladeHead::load(&request, spec)?), spec.vocab),
         Task::Classify(spec) => (Head::Classify(ClassifierHead::load(&request, spec)?), spec.labels.len()),
+        Task::MultiVector(settings) => {
+            let encoder = tessera_core::ColbertEncoder::load(inspection, settings, &tokenizer)?;
+            let head = MultiVectorHead::pylate(settings, description.hidden_size, encoder.skiplist().to_vec())?;
+            colbert = Some(encoder);
+            let dim = settings
+                .dense
+                .last()
+                .map_or(description.hidden_size, |d| d.out_features);
+            (Head::MultiVector(head), dim)
+        }
     };
     tracing::info!(
         "loaded {} ({}, kernel {}) in {:.2?}",
@@ -283,6 +296,7 @@ fn load(planned: &Planned, device: &candle_core::Device) -> anyhow::Result<Loade
         description,
         head,
         output_dim,
+        colbert,
     })
 }
 
@@ -320,6 +334,7 @@ fn start(
         description,
         head,
         output_dim,
+        colbert,
     } = loaded;
     let tokenization_workers = settings.tokenization_workers.unwrap_or(threads).max(1);
     let budget = Budget {
@@ -393,7 +408,9 @@ fn start(
             Task::Classify(spec) => Serves::Scores {
                 labels: spec.labels.len(),
             },
+            Task::MultiVector(_) => Serves::MultiVector,
         },
+        colbert,
     });
 
     let info = Info {

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use tessera_core::{
-    Backend, Batch, ClassifierHead, EmbeddingHead, Encoded, LexicalHead, LexicalWeights, MultiVectorHead, Pooling,
-    SeqOffsets, SpladeHead,
+    Backend, Batch, ClassifierHead, ColbertSide, EmbeddingHead, Encoded, LexicalHead, LexicalWeights, MultiVectorHead,
+    Pooling, SeqOffsets, SpladeHead,
 };
 
 use crate::metrics;
@@ -36,6 +36,8 @@ pub(crate) enum Head {
     Splade(SpladeHead),
     /// The pooler and classifier.
     Classify(ClassifierHead),
+    /// Vectors per token alone (a PyLate ColBERT model's Dense modules).
+    MultiVector(MultiVectorHead),
 }
 
 impl Head {
@@ -45,6 +47,8 @@ impl Head {
             Head::Pooled { pooling, dense, .. } => dense.forward(&pooling.pool_skipping(hidden, &batch.seqs, skips)?),
             Head::Splade(splade) => splade.forward(hidden, &batch.seqs),
             Head::Classify(classifier) => classifier.forward(hidden, batch),
+            // Its only output is per token ([`Head::multi_vector`]).
+            Head::MultiVector(_) => return Ok(Vec::new()),
         }?
         .to_vec2()
     }
@@ -59,28 +63,30 @@ impl Head {
         }
     }
 
-    /// The vectors per token of the sequences `wanted` says, when the head has BGE-M3's
-    /// multi-vector layer.
+    /// The vectors per token of the sequences `wanted` gives a side, when the head has
+    /// multi-vector layers (BGE-M3's beside its pooling, or a ColBERT model's).
     fn multi_vector(
         &self,
         hidden: &Tensor,
         batch: &Batch,
-        wanted: impl Fn(usize) -> bool,
+        wanted: impl Fn(usize) -> Option<ColbertSide>,
     ) -> Option<candle_core::Result<Vec<Vec<Vec<f32>>>>> {
         match self {
             Head::Pooled {
                 multi_vector: Some(layer),
                 ..
-            } => Some(layer.forward(hidden, batch, wanted)),
+            }
+            | Head::MultiVector(layer) => Some(layer.forward(hidden, batch, wanted)),
             _ => None,
         }
     }
 
-    /// The output kind this head answers.
-    fn output(&self) -> OutputKind {
+    /// The output kind [`Head::forward`] answers (none for a multi-vector head).
+    fn output(&self) -> Option<OutputKind> {
         match self {
-            Head::Pooled { .. } | Head::Splade(_) => OutputKind::Pooled,
-            Head::Classify(_) => OutputKind::Logits,
+            Head::Pooled { .. } | Head::Splade(_) => Some(OutputKind::Pooled),
+            Head::Classify(_) => Some(OutputKind::Logits),
+            Head::MultiVector(_) => None,
         }
     }
 }
@@ -241,8 +247,9 @@ impl Worker {
     /// the model), else one result per job, where an output with NaN or infinity is that job's
     /// error.
     fn attempt(&self, jobs: &[Job]) -> Result<Vec<Result<Embedding, JobError>>, String> {
-        let batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])))
+        let mut batch = Batch::from_sequences(jobs.iter().map(|j| (&j.encoded.ids[..], &j.encoded.type_ids[..])))
             .with_tasks(jobs.iter().map(|j| j.task).collect());
+        batch.seqs = batch.seqs.with_query_only(jobs.iter().map(|j| j.encoded.query_only));
         let seqs = &batch.seqs;
         let kinds: Vec<OutputKind> = jobs.iter().map(|j| j.output).collect();
         let skips: Vec<usize> = jobs.iter().map(|j| j.encoded.pool_skip).collect();
@@ -275,7 +282,7 @@ impl Worker {
         let hidden = self.backend.forward(batch).map_err(|e| e.to_string())?;
         metrics::backend_forward(forward_started.elapsed());
         let head = self.head.output();
-        let mut outputs = if kinds.contains(&head) {
+        let mut outputs = if head.is_some_and(|head| kinds.contains(&head)) {
             self.head.forward(&hidden, batch, skips).map_err(|e| e.to_string())?
         } else {
             Vec::new()
@@ -288,10 +295,14 @@ impl Worker {
                 .map_err(|e| e.to_string())?,
             false => None,
         };
-        let mut multi_vector = match kinds.contains(&OutputKind::MultiVector) {
+        let side = |kind: &OutputKind| match kind {
+            OutputKind::MultiVector(side) => Some(*side),
+            _ => None,
+        };
+        let mut multi_vector = match kinds.iter().any(|k| side(k).is_some()) {
             true => self
                 .head
-                .multi_vector(&hidden, batch, |i| kinds[i] == OutputKind::MultiVector)
+                .multi_vector(&hidden, batch, |i| side(&kinds[i]))
                 .transpose()
                 .map_err(|e| e.to_string())?,
             false => None,
@@ -310,11 +321,11 @@ impl Worker {
                 OutputKind::Pooled | OutputKind::Logits => {
                     let value = outputs
                         .get_mut(i)
-                        .filter(|_| *kind == head)
+                        .filter(|_| Some(*kind) == head)
                         .map(std::mem::take)
                         // The service admits only what the model produces; this is a broken invariant.
                         .ok_or_else(|| format!("internal error: this model does not produce {kind:?} outputs"))?;
-                    Ok(if head == OutputKind::Logits {
+                    Ok(if head == Some(OutputKind::Logits) {
                         Embedding::Logits(value)
                     } else {
                         Embedding::Pooled(value)
@@ -325,7 +336,7 @@ impl Worker {
                     .and_then(|weights| weights.get_mut(i))
                     .map(|w| Embedding::Lexical(std::mem::take(w)))
                     .ok_or_else(|| "internal error: this model has no lexical layer".to_string()),
-                OutputKind::MultiVector => multi_vector
+                OutputKind::MultiVector(_) => multi_vector
                     .as_mut()
                     .and_then(|vectors| vectors.get_mut(i))
                     .map(|v| Embedding::Tokens(std::mem::take(v)))
@@ -531,7 +542,7 @@ mod tests {
         let (mut pooled, pooled_rx) = job(&[2, 4]);
         pooled.output = OutputKind::Pooled;
         let (mut multi, multi_rx) = job(&[3, 5, 4]);
-        multi.output = OutputKind::MultiVector;
+        multi.output = OutputKind::MultiVector(ColbertSide::Document);
         worker.run(vec![pooled, multi]);
         let answer = |rx: Reply| rx.blocking_recv().expect("answered").map(|o| o.embedding);
         assert!(matches!(answer(pooled_rx), Ok(Embedding::Pooled(v)) if v == vec![3.0, 1.0, 1.0, 1.0]));

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
-use tessera_core::{finish_embedding, TruncationDirection};
+use tessera_core::{finish_embedding, ColbertSide, TruncationDirection};
 
 use super::counted::{counted, method_of};
 use super::error::{ApiError, ApiJson, ErrorCode, InferenceErrors};
@@ -36,6 +36,10 @@ pub(crate) struct EmbedRequest {
     /// prepended too unless `prompt_name` names another.
     #[serde(default)]
     pub(crate) task: Option<String>,
+    /// `/embed_multi_vector`: encode the inputs as queries (a PyLate ColBERT model prefixes and
+    /// expands them so); documents when false or absent. BGE-M3 encodes both alike.
+    #[serde(default)]
+    pub(crate) is_query: Option<bool>,
 }
 
 /// `"right"`/`"left"`, in any case (TEI's clients send `"Right"`).
@@ -305,12 +309,13 @@ pub(crate) async fn sparse_vectors(
     Ok((vectors, timings))
 }
 
-/// `POST /embed_multi_vector`: BGE-M3's multi-vector (ColBERT) output, a vector for every token
-/// of each input but the first, normalized unless `normalize` is false (tessera's own route;
-/// TEI has none).
+/// `POST /embed_multi_vector`: vectors per token for late interaction, normalized unless
+/// `normalize` is false (tessera's own route; TEI has none): BGE-M3's multi-vector output (a
+/// vector for every token of each input but the first), or a PyLate ColBERT model's (queries
+/// with `is_query: true`, documents otherwise).
 #[utoipa::path(post, path = "/embed_multi_vector", tag = "Text Embeddings Inference", request_body = EmbedRequest,
     responses(
-        (status = 200, description = "Per input, one vector per token after the first (BGE-M3's colbert_vecs)", body = Vec<Vec<Vec<f32>>>),
+        (status = 200, description = "Per input, its vectors per token: BGE-M3's colbert_vecs, or a PyLate ColBERT model's query or document vectors", body = Vec<Vec<Vec<f32>>>),
         InferenceErrors,
     ))]
 pub(crate) async fn embed_multi_vector(
@@ -322,6 +327,10 @@ pub(crate) async fn embed_multi_vector(
         |r| method_of(&r.inputs),
         |request, started| async move {
             let normalize = request.normalize.unwrap_or(true);
+            let side = match request.is_query {
+                Some(true) => ColbertSide::Query,
+                _ => ColbertSide::Document,
+            };
             // The model's kind and the inputs are checked first, as on every route.
             let PooledCall {
                 want,
@@ -329,7 +338,7 @@ pub(crate) async fn embed_multi_vector(
                 options,
                 dimensions,
                 ..
-            } = request.into_call(&state, Want::MultiVector, normalize)?;
+            } = request.into_call(&state, Want::MultiVector(side), normalize)?;
             if dimensions.is_some() {
                 return Err(ApiError::validation(
                     ErrorCode::DimensionsInvalid,

@@ -231,6 +231,11 @@ pub(crate) fn info_model_type(task: &Task) -> info::ModelType {
             sparse: true,
             multi_vector: false,
         },
+        Task::MultiVector(_) => info::ModelType::Embedding {
+            pooling: task.pooling_name(),
+            sparse: false,
+            multi_vector: true,
+        },
         Task::Classify(spec) => {
             let model = info::ClassifierModel {
                 id2label: spec

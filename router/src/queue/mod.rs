@@ -28,9 +28,10 @@ pub(crate) enum OutputKind {
     Logits,
     /// BGE-M3's lexical weights (`/embed_sparse` on a model with `sparse_linear.pt`).
     Lexical,
-    /// BGE-M3's vectors per token (`/embed_multi_vector` on a model with `colbert_linear.pt`),
-    /// unnormalized; answered as [`Embedding::Tokens`].
-    MultiVector,
+    /// Vectors per token (`/embed_multi_vector`: BGE-M3's `colbert_linear.pt`, a PyLate ColBERT
+    /// model's Dense modules), unnormalized, for an input encoded as that side; answered as
+    /// [`Embedding::Tokens`].
+    MultiVector(tessera_core::ColbertSide),
 }
 
 /// One input's result.

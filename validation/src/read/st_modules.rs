@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tessera_core::chat::MessageFormat;
-use tessera_core::inspection::{DenseModule, InputModality, LogitScore, PoolingFile, SentenceTransformers};
+use tessera_core::inspection::{
+    ColbertSettings, DenseModule, InputModality, LogitScore, PoolingFile, SentenceTransformers,
+};
 use tessera_core::Finding;
 
 use super::read_json;
@@ -33,8 +35,12 @@ pub(super) fn read(root: &Path, dense_path: Option<&str>, findings: &mut Vec<Fin
     let modules = read_modules(root, findings);
     let mut pooling_dir = None;
     let mut dense_dirs = Vec::new();
+    let mut colbert_dirs = Vec::new();
     for (i, (kind, dir)) in modules.iter().enumerate() {
         st.modules.push(kind.clone());
+        if PYLATE_DENSE.contains(&kind.as_str()) {
+            colbert_dirs.push(dir.clone());
+        }
         match module_class(kind) {
             Some("StaticEmbedding") => {
                 st.static_embedding = static_embedding(root, i, dir, findings);
@@ -66,7 +72,131 @@ pub(super) fn read(root: &Path, dense_path: Option<&str>, findings: &mut Vec<Fin
         st.max_seq_length = read_max_seq_length(root, findings);
     }
     read_prompts(root, &mut st, findings);
+    if !colbert_dirs.is_empty() {
+        st.colbert = read_colbert(root, &colbert_dirs, findings);
+    }
     st
+}
+
+/// The module type PyLate saves its ColBERT projection as.
+const PYLATE_DENSE: &[&str] = &["pylate.models.Dense.Dense"];
+
+/// A PyLate ColBERT model's settings (`config_sentence_transformers.json`, PyLate's defaults for
+/// what it leaves out) and its Dense modules; `None`, with findings, when they are unusable.
+fn read_colbert(root: &Path, dirs: &[PathBuf], findings: &mut Vec<Finding>) -> Option<ColbertSettings> {
+    let path = root.join("config_sentence_transformers.json");
+    // An unparsable file is reported by `read_prompts`.
+    let config = match read_json(&path) {
+        Some(Ok(Value::Object(config))) => config,
+        Some(_) => return None,
+        None => serde_json::Map::new(),
+    };
+    let mut ok = true;
+    let mut invalid = |key: &str, message: String, fix: &str| {
+        ok = false;
+        findings.push(
+            Finding::error("config-value-invalid", message)
+                .in_file(&path)
+                .about(key)
+                .fix(fix),
+        );
+    };
+    let text = |key: &str, default: &str, invalid: &mut dyn FnMut(&str, String, &str)| match config.get(key) {
+        None | Some(Value::Null) => default.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            invalid(
+                key,
+                format!("`{key}: {other}` is not a string"),
+                "set it to the prefix token, or \"\" for none",
+            );
+            default.to_string()
+        }
+    };
+    let query_prefix = text("query_prefix", "[Q] ", &mut invalid);
+    let document_prefix = text("document_prefix", "[D] ", &mut invalid);
+    let length = |key: &str, default: u64, prefix: &str, invalid: &mut dyn FnMut(&str, String, &str)| {
+        // Room for the first and last special tokens and the prefix.
+        let least = 2 + u64::from(!prefix.is_empty());
+        match config.get(key) {
+            None | Some(Value::Null) => default as usize,
+            Some(value) => match value.as_u64() {
+                Some(n) if n > least && n <= 1 << 20 => n as usize,
+                _ => {
+                    invalid(
+                        key,
+                        format!("`{key}: {value}`: a ColBERT input holds at least its two special tokens, its prefix and one token of text"),
+                        "set it to the length the model was trained with (PyLate: 32 for queries, 180 for documents)",
+                    );
+                    default as usize
+                }
+            },
+        }
+    };
+    let query_length = length("query_length", 32, &query_prefix, &mut invalid);
+    let document_length = length("document_length", 180, &document_prefix, &mut invalid);
+    let flag = |key: &str, default: bool, invalid: &mut dyn FnMut(&str, String, &str)| match config.get(key) {
+        None | Some(Value::Null) => default,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            invalid(
+                key,
+                format!("`{key}: {other}` is not true or false"),
+                "set it to true or false",
+            );
+            default
+        }
+    };
+    let query_expansion = flag("do_query_expansion", true, &mut invalid);
+    let attend_to_expansion = flag("attend_to_expansion_tokens", false, &mut invalid) && query_expansion;
+    let skiplist_words = match config.get("skiplist_words") {
+        None | Some(Value::Null) => ColbertSettings::DEFAULT_SKIPLIST.chars().map(String::from).collect(),
+        Some(Value::Array(words)) if words.iter().all(Value::is_string) => {
+            words.iter().filter_map(Value::as_str).map(str::to_string).collect()
+        }
+        Some(other) => {
+            invalid(
+                "skiplist_words",
+                format!("`skiplist_words: {other}` is not a list of tokens"),
+                "list the tokens whose vectors documents leave out",
+            );
+            Vec::new()
+        }
+    };
+    let mut dense = Vec::new();
+    for dir in dirs {
+        let residual = read_json(&root.join(dir).join("config.json"))
+            .and_then(Result::ok)
+            .and_then(|c| c.get("use_residual").and_then(Value::as_bool))
+            .unwrap_or(false);
+        if residual {
+            ok = false;
+            findings.push(
+                Finding::error(
+                    "dense-config-unsupported",
+                    "`use_residual: true`: PyLate's residual Dense layer is not served",
+                )
+                .in_file(root.join(dir).join("config.json"))
+                .about("use_residual")
+                .fix("serve the model with PyLate"),
+            );
+        }
+        match read_dense(root, dir, findings) {
+            Some(module) => dense.push(module),
+            None => ok = false,
+        }
+    }
+    ok.then_some(ColbertSettings {
+        path,
+        query_prefix,
+        document_prefix,
+        query_length,
+        document_length,
+        query_expansion,
+        attend_to_expansion,
+        skiplist_words,
+        dense,
+    })
 }
 
 /// Whether the `StaticEmbedding` module listed `index`-th at `dir` is one tessera serves: the

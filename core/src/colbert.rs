@@ -1,0 +1,146 @@
+//! PyLate ColBERT models: how queries and documents become token sequences, as PyLate's
+//! `ColBERT.tokenize` and `encode` make them (the projection and the choice of vectors are
+//! [`crate::MultiVectorHead`]'s).
+//!
+//! An input is cut to its side's length less one (`query_length`, `document_length`: these are
+//! part of the model, so inputs are always cut, as PyLate cuts them), then the side's prefix
+//! token (`[Q] `, `[D] `) goes after the first token. A query with `do_query_expansion` is then
+//! padded to `query_length` with the mask token (the EOS token where there is none, then the
+//! padding token): those expansion tokens attend to the query, but nothing attends to them unless
+//! `attend_to_expansion_tokens`, as PyLate's attention mask of 0 on them makes it. A query keeps
+//! the vector of every token, expansion tokens included; a document drops those of its
+//! `skiplist_words` (punctuation by default).
+//!
+//! Reference: PyLate's `pylate/models/colbert.py`.
+
+use crate::error::LoadError;
+use crate::inspection::{ColbertSettings, ModelInspection};
+use crate::tokenize::{Encoded, TextTokenizer, TokenizeError, TruncationDirection};
+
+/// Which side of retrieval an input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColbertSide {
+    /// A query: prefixed with `query_prefix`, expanded, every token's vector kept.
+    Query,
+    /// A document: prefixed with `document_prefix`, its skiplist's vectors dropped.
+    Document,
+}
+
+/// One side's tokenizer and prefix.
+#[derive(Debug, Clone)]
+struct Side {
+    /// Truncates at the side's length less the prefix.
+    tokenizer: TextTokenizer,
+    prefix: Option<u32>,
+}
+
+/// PyLate's tokenization of a ColBERT model, loaded.
+#[derive(Debug, Clone)]
+pub struct ColbertEncoder {
+    query: Side,
+    document: Side,
+    query_length: usize,
+    /// The token expansion pads queries with, and whether expansion tokens are keys too.
+    expansion: Option<(u32, bool)>,
+    /// Token ids whose vectors a document leaves out, sorted.
+    skiplist: Vec<u32>,
+}
+
+impl ColbertEncoder {
+    /// The encoder of the ColBERT model `inspection` describes, over its `tokenizer`; names the
+    /// file and key of a prefix or expansion token the tokenizer does not have.
+    pub fn load(
+        inspection: &ModelInspection,
+        settings: &ColbertSettings,
+        tokenizer: &TextTokenizer,
+    ) -> Result<Self, LoadError> {
+        let missing = |key: &str, token: &str| {
+            LoadError::InvalidValue {
+            file: settings.path.clone(),
+            key: key.into(),
+            value: token.into(),
+            reason: "the tokenizer has no such token: PyLate adds the prefixes to the vocabulary when it builds the model, so tokenizer.json of a saved model has them".into(),
+        }
+        };
+        let side = |key: &str, prefix: &str, length: usize| -> Result<Side, LoadError> {
+            let prefix = match prefix {
+                "" => None,
+                token => Some(tokenizer.token_id(token).ok_or_else(|| missing(key, token))?),
+            };
+            let tokenizer = tokenizer
+                .with_max_input_length(length - usize::from(prefix.is_some()))
+                .map_err(|message| LoadError::Tokenizer {
+                    file: settings.path.clone(),
+                    message,
+                })?;
+            Ok(Side { tokenizer, prefix })
+        };
+        let root = inspection.module_files_dir();
+        let expansion = match settings.query_expansion {
+            false => None,
+            true => {
+                let token = ["mask_token", "eos_token", "pad_token"]
+                    .iter()
+                    .find_map(|key| crate::lexical::special_token(&root, key))
+                    .and_then(|token| tokenizer.token_id(&token))
+                    .ok_or_else(|| LoadError::InvalidValue {
+                        file: settings.path.clone(),
+                        key: "do_query_expansion".into(),
+                        value: "true".into(),
+                        reason: "queries are padded with the tokenizer's mask token (else its EOS, else its padding token), and tokenizer_config.json names none the tokenizer has".into(),
+                    })?;
+                Some((token, settings.attend_to_expansion))
+            }
+        };
+        // As PyLate's `convert_tokens_to_ids`: a word the vocabulary lacks stands for the
+        // unknown token, whose vectors documents then leave out too.
+        let unknown = crate::lexical::special_token(&root, "unk_token").and_then(|t| tokenizer.token_id(&t));
+        let mut skiplist: Vec<u32> = settings
+            .skiplist_words
+            .iter()
+            .filter_map(|word| tokenizer.token_id(word).or(unknown))
+            .collect();
+        skiplist.sort_unstable();
+        skiplist.dedup();
+        Ok(Self {
+            query: side("query_prefix", &settings.query_prefix, settings.query_length)?,
+            document: side("document_prefix", &settings.document_prefix, settings.document_length)?,
+            query_length: settings.query_length,
+            expansion,
+            skiplist,
+        })
+    }
+
+    /// `text` as PyLate encodes it on `side`: cut, prefixed, and a query expanded.
+    pub fn encode(&self, text: &str, side: ColbertSide) -> Result<Encoded, TokenizeError> {
+        let Side { tokenizer, prefix } = match side {
+            ColbertSide::Query => &self.query,
+            ColbertSide::Document => &self.document,
+        };
+        let mut encoded = tokenizer.encode(text, Some(TruncationDirection::Right))?;
+        if let Some(prefix) = *prefix {
+            let at = encoded.ids.len().min(1);
+            encoded.ids.insert(at, prefix);
+            encoded.type_ids.insert(at, 0);
+        }
+        if let (ColbertSide::Query, Some((token, attended))) = (side, self.expansion) {
+            let pad = self.query_length.saturating_sub(encoded.ids.len());
+            encoded.ids.extend(std::iter::repeat_n(token, pad));
+            encoded.type_ids.extend(std::iter::repeat_n(0, pad));
+            if !attended {
+                encoded.query_only = pad;
+            }
+        }
+        Ok(encoded)
+    }
+
+    /// Whether a document leaves out the vector of token `id`.
+    pub fn skipped(&self, id: u32) -> bool {
+        self.skiplist.binary_search(&id).is_ok()
+    }
+
+    /// The token ids documents leave out, sorted.
+    pub fn skiplist(&self) -> &[u32] {
+        &self.skiplist
+    }
+}
