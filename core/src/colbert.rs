@@ -144,3 +144,87 @@ impl ColbertEncoder {
         &self.skiplist
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// colbert-tiny's settings as PyLate saved them (reference/make_colbert.py).
+    fn fixture() -> (ModelInspection, ColbertSettings, TextTokenizer, serde_json::Value) {
+        let dir = crate::testing::reference_dir(env!("CARGO_MANIFEST_DIR")).join("models/colbert-tiny");
+        let inspection = ModelInspection {
+            root: dir.clone(),
+            ..Default::default()
+        };
+        let settings = ColbertSettings {
+            path: dir.join("config_sentence_transformers.json"),
+            query_prefix: "[Q] ".into(),
+            document_prefix: "[D] ".into(),
+            query_length: 16,
+            document_length: 40,
+            query_expansion: true,
+            attend_to_expansion: false,
+            skiplist_words: ColbertSettings::DEFAULT_SKIPLIST.chars().map(String::from).collect(),
+            dense: Vec::new(),
+        };
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), 512).unwrap();
+        let golden = serde_json::from_slice(&std::fs::read(dir.join("golden.json")).unwrap()).unwrap();
+        (inspection, settings, tokenizer, golden)
+    }
+
+    fn ids(golden: &serde_json::Value, side: &str) -> Vec<(String, Vec<u32>)> {
+        let texts: Vec<String> = serde_json::from_value(golden[side]["texts"].clone()).unwrap();
+        let ids: Vec<Vec<u32>> = serde_json::from_value(golden[side]["token_ids"].clone()).unwrap();
+        texts.into_iter().zip(ids).collect()
+    }
+
+    #[test]
+    fn queries_and_documents_get_pylates_tokens() {
+        let (inspection, settings, tokenizer, golden) = fixture();
+        let encoder = ColbertEncoder::load(&inspection, &settings, &tokenizer).unwrap();
+        let mask = tokenizer.token_id("[MASK]").unwrap();
+        for (text, want) in ids(&golden, "queries") {
+            let got = encoder.encode(&text, ColbertSide::Query).unwrap();
+            assert_eq!(got.ids, want, "{text}");
+            let expanded = got.ids.iter().rev().take_while(|&&id| id == mask).count();
+            assert_eq!(got.query_only, expanded, "{text}");
+            assert_eq!(got.type_ids, vec![0; 16]);
+        }
+        for (text, want) in ids(&golden, "documents") {
+            let got = encoder.encode(&text, ColbertSide::Document).unwrap();
+            assert_eq!(got.ids, want, "{text}");
+            assert_eq!(got.query_only, 0);
+        }
+        let skiplist: Vec<u32> = serde_json::from_value(golden["skiplist"].clone()).unwrap();
+        assert_eq!(
+            encoder.skiplist(),
+            skiplist,
+            "punctuation, and [UNK] for what the vocabulary lacks"
+        );
+    }
+
+    #[test]
+    fn expansion_tokens_are_keys_when_attended_and_absent_without_expansion() {
+        let (inspection, mut settings, tokenizer, _) = fixture();
+        settings.attend_to_expansion = true;
+        let attended = ColbertEncoder::load(&inspection, &settings, &tokenizer).unwrap();
+        let query = attended.encode("a short query", ColbertSide::Query).unwrap();
+        assert_eq!((query.ids.len(), query.query_only), (16, 0));
+        settings.query_expansion = false;
+        settings.query_prefix = String::new();
+        let plain = ColbertEncoder::load(&inspection, &settings, &tokenizer).unwrap();
+        let query = plain.encode("a short query", ColbertSide::Query).unwrap();
+        let bare = tokenizer.encode("a short query", None).unwrap();
+        assert_eq!(query.ids, bare.ids, "no prefix, no expansion");
+    }
+
+    #[test]
+    fn a_prefix_the_tokenizer_lacks_is_refused_naming_the_key() {
+        let (inspection, mut settings, tokenizer, _) = fixture();
+        settings.document_prefix = "[DOC] ".into();
+        let err = ColbertEncoder::load(&inspection, &settings, &tokenizer)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("document_prefix") && err.contains("[DOC] "), "{err}");
+    }
+}

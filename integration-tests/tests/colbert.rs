@@ -59,6 +59,11 @@ fn a_pylate_colbert_model_serves_query_and_document_vectors_as_pylate() {
     // Token ids cannot take the prefix PyLate inserts into a text's tokens.
     let ids = server.post("/embed_multi_vector", &json!({"inputs": [[2, 5, 3]]}));
     assert_eq!(ids.status(), 422);
+    drop(server);
+    // The padded backend masks the expansion tokens as keys too.
+    let padded = Server::start(&reference::model(MODEL), &["--backend", "bert"]);
+    assert_serves(&padded, queries, true, "embeddings", true);
+    assert_serves(&padded, documents, false, "embeddings", true);
 }
 
 /// `attend_to_expansion_tokens: true`: the expansion tokens are keys too, as PyLate then sets

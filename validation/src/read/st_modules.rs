@@ -605,7 +605,64 @@ fn read_max_seq_length(root: &Path, findings: &mut Vec<Finding>) -> Option<usize
 
 #[cfg(test)]
 mod tests {
-    use super::module_class;
+    use super::*;
+
+    /// A PyLate model directory: modules.json with one PyLate Dense module (`dense` its config)
+    /// and `settings` as config_sentence_transformers.json.
+    fn pylate_dir(settings: Value, dense: Value) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = serde_json::json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}
+        ]);
+        std::fs::write(dir.path().join("modules.json"), modules.to_string()).unwrap();
+        std::fs::write(
+            dir.path().join("config_sentence_transformers.json"),
+            settings.to_string(),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("1_Dense")).unwrap();
+        std::fs::write(dir.path().join("1_Dense/config.json"), dense.to_string()).unwrap();
+        dir
+    }
+
+    const DENSE: &str = r#"{"in_features": 32, "out_features": 8, "bias": false, "activation_function": "torch.nn.modules.linear.Identity"}"#;
+
+    #[test]
+    fn a_pylate_model_gets_pylates_defaults_for_what_it_leaves_out() {
+        let dir = pylate_dir(serde_json::json!({}), serde_json::from_str(DENSE).unwrap());
+        let mut findings = Vec::new();
+        let st = read(dir.path(), None, &mut findings);
+        let colbert = st.colbert.expect("a ColBERT model");
+        assert!(findings.is_empty(), "{findings:?}");
+        assert_eq!(
+            (colbert.query_prefix.as_str(), colbert.document_prefix.as_str()),
+            ("[Q] ", "[D] ")
+        );
+        assert_eq!((colbert.query_length, colbert.document_length), (32, 180));
+        assert!(colbert.query_expansion && !colbert.attend_to_expansion);
+        assert_eq!(colbert.skiplist_words.len(), 32);
+        assert_eq!(colbert.dense[0].out_features, 8);
+        assert!(st.dense.is_empty(), "its Dense runs per token, not after pooling");
+    }
+
+    #[test]
+    fn pylate_settings_tessera_cannot_follow_are_findings() {
+        let mut dense: Value = serde_json::from_str(DENSE).unwrap();
+        dense["use_residual"] = Value::Bool(true);
+        let dir = pylate_dir(
+            serde_json::json!({"document_length": 2, "do_query_expansion": "yes"}),
+            dense,
+        );
+        let mut findings = Vec::new();
+        assert!(read(dir.path(), None, &mut findings).colbert.is_none());
+        let subjects: Vec<_> = findings.iter().map(|f| f.subject.clone().unwrap_or_default()).collect();
+        assert_eq!(
+            subjects,
+            ["document_length", "do_query_expansion", "use_residual"],
+            "{findings:?}"
+        );
+    }
 
     #[test]
     fn modules_are_known_by_class_in_every_release_layout() {
