@@ -2,7 +2,7 @@
 //! `ColBERT.tokenize` and `encode` make them (the projection and the choice of vectors are
 //! [`crate::MultiVectorHead`]'s).
 //!
-//! An input is cut to its side's length less one (`query_length`, `document_length`: these are
+//! An input is stripped of surrounding whitespace and cut to its side's length less one (`query_length`, `document_length`: these are
 //! part of the model, so inputs are always cut, as PyLate cuts them), then the side's prefix
 //! token (`[Q] `, `[D] `) goes after the first token. A query with `do_query_expansion` is then
 //! padded to `query_length` with the mask token (the EOS token where there is none, then the
@@ -117,7 +117,9 @@ impl ColbertEncoder {
             ColbertSide::Query => &self.query,
             ColbertSide::Document => &self.document,
         };
-        let mut encoded = tokenizer.encode(text, Some(TruncationDirection::Right))?;
+        // sentence-transformers 5's `Transformer.tokenize`, which PyLate runs, strips each text
+        // (a byte-level BPE would otherwise give leading or trailing spaces tokens of their own).
+        let mut encoded = tokenizer.encode(text.trim(), Some(TruncationDirection::Right))?;
         if let Some(prefix) = *prefix {
             let at = encoded.ids.len().min(1);
             encoded.ids.insert(at, prefix);

@@ -1,13 +1,15 @@
 //! PyLate ColBERT models on `/embed_multi_vector`, against PyLate's own `ColBERT.encode`
 //! (reference/make_colbert.py): queries cut or expanded to `query_length` with `[Q] `, their
 //! expansion tokens attending but not attended to; documents cut to `document_length` with
-//! `[D] `, their skiplist's vectors left out.
+//! `[D] `, their skiplist's vectors left out. Over BERT (colbert-tiny) and over ModernBERT with
+//! local windows (colbert-modernbert-tiny, GTE-ModernColBERT's shape).
 
 use serde_json::{json, Value};
 use tessera_integration_tests::reference::{self, copy, finding, golden, validate};
 use tessera_integration_tests::{assert_parity, Server};
 
 const MODEL: &str = "colbert-tiny";
+const MODERNBERT: &str = "colbert-modernbert-tiny";
 
 /// `/embed_multi_vector` of `side`'s texts against the golden's vectors under `key`.
 fn assert_serves(server: &Server, side: &Value, is_query: bool, key: &str, normalize: bool) {
@@ -66,24 +68,38 @@ fn a_pylate_colbert_model_serves_query_and_document_vectors_as_pylate() {
     assert_serves(&padded, documents, false, "embeddings", true);
 }
 
+/// GTE-ModernColBERT's shape: rotary positions, local windows of 16 tokens on the middle layer,
+/// so that expansion tokens see few of the query's tokens there; unpadded and padded.
+#[test]
+fn a_modernbert_colbert_model_serves_pylates_vectors_past_its_windows() {
+    let golden = golden(MODERNBERT);
+    for args in [&[][..], &["--backend", "modernbert"][..]] {
+        let server = Server::start(&reference::model(MODERNBERT), args);
+        assert_serves(&server, &golden["queries"], true, "embeddings", true);
+        assert_serves(&server, &golden["documents"], false, "embeddings", true);
+    }
+}
+
 /// `attend_to_expansion_tokens: true`: the expansion tokens are keys too, as PyLate then sets
 /// their attention mask to 1; the vectors differ from those of the default.
 #[test]
 fn queries_attend_to_their_expansion_tokens_where_the_model_says_so() {
-    let golden = golden(MODEL);
-    let dir = copy(MODEL);
-    let path = dir.path().join("config_sentence_transformers.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    config["attend_to_expansion_tokens"] = json!(true);
-    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-    let server = Server::start(dir.path(), &[]);
-    assert_serves(
-        &server,
-        &golden["queries"],
-        true,
-        "embeddings_attending_expansion",
-        true,
-    );
+    for model in [MODEL, MODERNBERT] {
+        let golden = golden(model);
+        let dir = copy(model);
+        let path = dir.path().join("config_sentence_transformers.json");
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["attend_to_expansion_tokens"] = json!(true);
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        let server = Server::start(dir.path(), &[]);
+        assert_serves(
+            &server,
+            &golden["queries"],
+            true,
+            "embeddings_attending_expansion",
+            true,
+        );
+    }
 }
 
 /// A prefix the tokenizer lacks, or a length with no room for text, stops start-up naming the
