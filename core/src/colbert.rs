@@ -62,7 +62,16 @@ impl ColbertEncoder {
             reason: "the tokenizer has no such token: PyLate adds the prefixes to the vocabulary when it builds the model, so tokenizer.json of a saved model has them".into(),
         }
         };
-        let side = |key: &str, prefix: &str, length: usize| -> Result<Side, LoadError> {
+        let side = |(key, prefix): (&str, &str), (length_key, length): (&str, usize)| -> Result<Side, LoadError> {
+            let longest = tokenizer.max_input_length();
+            if length > longest {
+                return Err(LoadError::InvalidValue {
+                    file: settings.path.clone(),
+                    key: length_key.into(),
+                    value: length.to_string(),
+                    reason: format!("the model takes inputs of at most {longest} tokens"),
+                });
+            }
             let prefix = match prefix {
                 "" => None,
                 token => Some(tokenizer.token_id(token).ok_or_else(|| missing(key, token))?),
@@ -103,8 +112,14 @@ impl ColbertEncoder {
         skiplist.sort_unstable();
         skiplist.dedup();
         Ok(Self {
-            query: side("query_prefix", &settings.query_prefix, settings.query_length)?,
-            document: side("document_prefix", &settings.document_prefix, settings.document_length)?,
+            query: side(
+                ("query_prefix", &settings.query_prefix),
+                ("query_length", settings.query_length),
+            )?,
+            document: side(
+                ("document_prefix", &settings.document_prefix),
+                ("document_length", settings.document_length),
+            )?,
             query_length: settings.query_length,
             expansion,
             skiplist,
@@ -218,6 +233,16 @@ mod tests {
         let query = plain.encode("a short query", ColbertSide::Query).unwrap();
         let bare = tokenizer.encode("a short query", None).unwrap();
         assert_eq!(query.ids, bare.ids, "no prefix, no expansion");
+    }
+
+    #[test]
+    fn a_length_past_the_models_inputs_is_refused_naming_the_key() {
+        let (inspection, mut settings, tokenizer, _) = fixture();
+        settings.document_length = 513;
+        let err = ColbertEncoder::load(&inspection, &settings, &tokenizer)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("document_length") && err.contains("512"), "{err}");
     }
 
     #[test]
