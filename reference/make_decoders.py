@@ -266,6 +266,19 @@ def eurobert_mlm(root):
     golden(out_dir, "mean", {"causal": causal})
 
 
+def llama3_rope(original):
+    """Llama 3.1's RoPE scaling (factor 8, low/high frequency factors 1 and 4, base 500000) from
+    an original length of `original` tokens."""
+    return {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": original,
+    }
+
+
 def llama3_scaled(root):
     """`LlamaModel` with Llama 3.1's RoPE scaling (`rope_type: llama3`, factor 8, low/high
     frequency factors 1 and 4, an original length of 32 tokens so that every kind of frequency
@@ -281,14 +294,7 @@ def llama3_scaled(root):
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,
-        rope_parameters={
-            "rope_type": "llama3",
-            "rope_theta": 500000.0,
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 32,
-        },
+        rope_parameters=llama3_rope(32),
         bos_token_id=tok.token_to_id("<s>"),
         eos_token_id=tok.token_to_id("</s>"),
         pad_token_id=tok.token_to_id("</s>"),

@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForSequenceClassification, LlamaModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_decoders import llama_tokenizer  # noqa: E402
+from make_decoders import llama3_rope, llama_tokenizer  # noqa: E402
 from make_encoders import run_builders, widen  # noqa: E402
 from make_rotary_families import classifier_golden, texts  # noqa: E402
 
@@ -43,14 +43,7 @@ def nvidia_config(tok, **extra):
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,
-        rope_parameters={
-            "rope_type": "llama3",
-            "rope_theta": 500000.0,
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 64,
-        },
+        rope_parameters=llama3_rope(64),
         bos_token_id=tok.token_to_id("<s>"),
         eos_token_id=tok.token_to_id("</s>"),
         pad_token_id=tok.token_to_id("</s>"),
@@ -79,6 +72,18 @@ def as_nvidia_saves(out_dir, architecture, **keys):
     path.write_text(json.dumps(config, indent=2))
 
 
+def drawn_and_saved(model_class, cfg, seeds, fast, out_dir):
+    """`model_class(cfg)` drawn after `torch.manual_seed(seeds[0])`, widened with `seeds[1]`,
+    saved with the tokenizer."""
+    torch.manual_seed(seeds[0])
+    model = model_class(cfg).eval()
+    widen(model, seeds[1])
+    model.save_pretrained(out_dir)
+    fast.model_max_length = 1024
+    fast.save_pretrained(out_dir)
+    return model
+
+
 def mean_over_mask(hidden, mask):
     m = mask[..., None].to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1)
@@ -90,13 +95,7 @@ def llama_bidirec_tiny(root):
     pooling), with a golden of the mean over each text's tokens."""
     out_dir = root / "llama-bidirec-tiny"
     tok, fast = llama_tokenizer()
-    cfg = nvidia_config(tok)
-    torch.manual_seed(17)
-    model = LlamaModel(cfg).eval()
-    widen(model, 37)
-    model.save_pretrained(out_dir)
-    fast.model_max_length = 1024
-    fast.save_pretrained(out_dir)
+    model = drawn_and_saved(LlamaModel, nvidia_config(tok), (17, 37), fast, out_dir)
     as_nvidia_saves(out_dir, "LlamaBidirectionalModel", pooling="avg", temperature=1.0)
     ts = texts()
     ids = [fast(t, truncation=True, max_length=1024)["input_ids"] for t in ts]
@@ -152,13 +151,7 @@ def llama_bidirec_reranker_tiny(root):
     """The reranker: one output, `temperature` 0.25 (so that leaving the division out shows)."""
     out_dir = root / "llama-bidirec-reranker-tiny"
     tok, fast = llama_tokenizer()
-    cfg = nvidia_config(tok, num_labels=1)
-    torch.manual_seed(18)
-    model = NvidiaScorer(cfg).eval()
-    widen(model, 38)
-    model.save_pretrained(out_dir)
-    fast.model_max_length = 1024
-    fast.save_pretrained(out_dir)
+    model = drawn_and_saved(NvidiaScorer, nvidia_config(tok, num_labels=1), (18, 38), fast, out_dir)
     as_nvidia_saves(out_dir, "LlamaBidirectionalForSequenceClassification", pooling="avg", temperature=TEMPERATURE)
     classifier_golden(out_dir, model, fast)
 
