@@ -151,11 +151,6 @@ impl ColbertEncoder {
         Ok(encoded)
     }
 
-    /// Whether a document leaves out the vector of token `id`.
-    pub fn skipped(&self, id: u32) -> bool {
-        self.skiplist.binary_search(&id).is_ok()
-    }
-
     /// The token ids documents leave out, sorted.
     pub fn skiplist(&self) -> &[u32] {
         &self.skiplist

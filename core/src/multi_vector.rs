@@ -115,44 +115,45 @@ impl MultiVectorHead {
 
     /// Each sequence's vectors, unnormalized, for `hidden` `[total_tokens, hidden]`; only the
     /// sequences `wanted` gives a side are computed (the others get none). BGE-M3 gives one per
-    /// token after the first, whatever the side.
+    /// token after the first, whatever the side. The tokens kept are chosen first and projected
+    /// together, in one product.
     pub fn forward(
         &self,
         hidden: &Tensor,
         batch: &Batch,
         wanted: impl Fn(usize) -> Option<ColbertSide>,
     ) -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
-        (0..batch.seqs.len())
-            .map(|i| {
-                let range = batch.seqs.range(i);
-                let Some(side) = wanted(i) else {
-                    return Ok(Vec::new());
-                };
-                let tokens = |from: usize| {
-                    hidden
-                        .narrow(0, range.start + from, range.len() - from)?
-                        .to_device(&Device::Cpu)?
-                        .to_dtype(DType::F32)
-                };
-                match self {
-                    Self::FlagEmbedding { .. } if range.len() < 2 => Ok(Vec::new()),
-                    Self::FlagEmbedding { weight, bias } => tokens(1)?.matmul(weight)?.broadcast_add(bias)?.to_vec2(),
-                    Self::PyLate { dense, skiplist } => {
-                        let vectors = dense.forward(&tokens(0)?)?.to_vec2::<f32>()?;
-                        let ids = &batch.input_ids[range];
-                        Ok(match side {
-                            ColbertSide::Query => vectors,
-                            ColbertSide::Document => vectors
-                                .into_iter()
-                                .zip(ids)
-                                .filter(|(_, id)| skiplist.binary_search(id).is_err())
-                                .map(|(v, _)| v)
-                                .collect(),
-                        })
-                    }
-                }
-            })
-            .collect()
+        let mut rows: Vec<u32> = Vec::new();
+        let mut counts = Vec::with_capacity(batch.seqs.len());
+        for (i, range) in batch.seqs.ranges().enumerate() {
+            let before = rows.len();
+            match (self, wanted(i)) {
+                (_, None) => {}
+                (Self::FlagEmbedding { .. }, Some(_)) => rows.extend((range.start + 1..range.end).map(|t| t as u32)),
+                (Self::PyLate { .. }, Some(ColbertSide::Query)) => rows.extend(range.map(|t| t as u32)),
+                (Self::PyLate { skiplist, .. }, Some(ColbertSide::Document)) => rows.extend(
+                    range
+                        .filter(|&t| skiplist.binary_search(&batch.input_ids[t]).is_err())
+                        .map(|t| t as u32),
+                ),
+            }
+            counts.push(rows.len() - before);
+        }
+        if rows.is_empty() {
+            return Ok(vec![Vec::new(); counts.len()]);
+        }
+        let n = rows.len();
+        let tokens = hidden
+            .index_select(&Tensor::from_vec(rows, n, hidden.device())?, 0)?
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?;
+        let mut vectors = match self {
+            Self::FlagEmbedding { weight, bias } => tokens.matmul(weight)?.broadcast_add(bias)?,
+            Self::PyLate { dense, .. } => dense.forward(&tokens)?,
+        }
+        .to_vec2::<f32>()?
+        .into_iter();
+        Ok(counts.into_iter().map(|k| vectors.by_ref().take(k).collect()).collect())
     }
 }
 
