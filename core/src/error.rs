@@ -211,7 +211,11 @@ impl LoadError {
             LoadError::HeadsNotDividingHidden { hidden, .. } => Some(format!(
                 "set `num_attention_heads` to a divisor of {hidden} (as trained)"
             )),
-            LoadError::InvalidValue { key, .. } => Some(format!("correct `{key}` in config.json")),
+            LoadError::InvalidValue { key, file, .. } => Some(format!(
+                "correct `{key}` in {}",
+                file.file_name()
+                    .map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned())
+            )),
             _ => None,
         };
         match fix {

@@ -102,8 +102,8 @@ fn queries_attend_to_their_expansion_tokens_where_the_model_says_so() {
     }
 }
 
-/// A prefix the tokenizer lacks, or a length with no room for text, stops start-up naming the
-/// file and key.
+/// A prefix the tokenizer lacks, or a length with no room for text, is refused by validate-model
+/// and stops start-up, naming the file and key; a Dense module's unknown activation too.
 #[test]
 fn unusable_colbert_settings_are_refused_naming_the_key() {
     let dir = copy(MODEL);
@@ -116,9 +116,20 @@ fn unusable_colbert_settings_are_refused_naming_the_key() {
     assert_ne!(status, Some(0), "{report:#}");
     assert_eq!(finding(&report, "config-value-invalid")["subject"], "query_length");
 
-    let mut config = original;
+    let mut config = original.clone();
     config["query_prefix"] = json!("[QUERY] ");
     std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0), "{report:#}");
+    let prefix = finding(&report, "config-value-invalid");
+    assert_eq!(prefix["subject"], "query_prefix", "{report:#}");
+    assert!(
+        prefix["fix"]
+            .as_str()
+            .unwrap()
+            .contains("config_sentence_transformers.json"),
+        "{prefix}"
+    );
     let out = tessera_integration_tests::run(&["serve", "--model-id", dir.path().to_str().unwrap(), "--port", "1"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -126,4 +137,14 @@ fn unusable_colbert_settings_are_refused_naming_the_key() {
         stderr.contains("config_sentence_transformers.json") && stderr.contains("query_prefix"),
         "{stderr}"
     );
+
+    // The per-token Dense modules are checked as sentence-transformers' are.
+    std::fs::write(&path, serde_json::to_vec(&original).unwrap()).unwrap();
+    let dense = dir.path().join("1_Dense/config.json");
+    let mut module: Value = serde_json::from_slice(&std::fs::read(&dense).unwrap()).unwrap();
+    module["activation_function"] = json!("torch.nn.modules.activation.Mish");
+    std::fs::write(&dense, serde_json::to_vec(&module).unwrap()).unwrap();
+    let (status, report) = validate(dir.path());
+    assert_ne!(status, Some(0), "{report:#}");
+    finding(&report, "dense-activation-unsupported");
 }

@@ -3,7 +3,10 @@
 use tessera_core::{DenseActivation, Finding, ModelInspection};
 
 pub(super) fn check(inspection: &ModelInspection, findings: &mut Vec<Finding>) {
-    for module in &inspection.sentence_transformers.dense {
+    let st = &inspection.sentence_transformers;
+    // A PyLate ColBERT model's Dense modules run on every token; they are checked alike.
+    let colbert = st.colbert.iter().flat_map(|c| &c.dense);
+    for module in st.dense.iter().chain(colbert) {
         let config = module.dir.join("config.json");
         if DenseActivation::parse(&module.activation).is_none() {
             findings.push(

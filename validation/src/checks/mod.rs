@@ -1,6 +1,7 @@
 //! Checks that hold for every architecture, run after the files are read. Checks that depend on
 //! the architecture (required keys, expected tensors) belong to each backend's assessment.
 
+mod colbert;
 mod dense;
 mod dtype;
 mod pairs;
@@ -25,5 +26,6 @@ pub(crate) fn run(inspection: &mut ModelInspection) {
     dtype::check(inspection, &mut findings);
     dense::check(inspection, &mut findings);
     pairs::check(inspection, &mut findings);
+    colbert::check(inspection, &mut findings);
     inspection.findings.extend(findings);
 }
